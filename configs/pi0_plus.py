@@ -1,0 +1,22 @@
+r"""pi0+ (the paper's recipe): PaliGemma-3B with the dual image encoder (D), string actions (S) and 50/50
+co-training with vision-language data (C).
+
+  python -m genvla_jax.train --config=configs/pi0_plus.py:demo --workdir=DIR     # tiny, CPU, embedded data
+  python -m genvla_jax.train --config=configs/pi0_plus.py \
+      --config.data.rlds_root=/data/oxe --config.tokenizer.path=/ckpt/paligemma_tokenizer.model ...
+
+Arguments: variant `full` (default) or `demo`; option `ablation=<subset of DSC>` switches D, S, C
+(e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three).
+"""
+
+from genvla_jax import config_lib
+
+
+def get_config(arg=None):
+  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation="DSC")
+  config = config_lib.base_config()
+  if opts.variant == "demo":
+    config_lib.apply_demo(config)
+  config_lib.apply_ablation(config, opts.ablation)
+  config.lock()
+  return config

@@ -1,0 +1,102 @@
+"""Shared building blocks for config files (`configs/*.py`, each with `get_config(arg)`).
+
+A config is one ml_collections.ConfigDict holding model, tokenizer, data, optimizer, training and mesh
+settings. It is locked (an unknown key is an error, never silently ignored) and saved with every
+checkpoint, so predict/eval/serve need only the run directory.
+
+Config arguments (`--config=configs/pi0_plus.py:ARG`): comma-separated, the first item optionally a
+variant name, then key=value options, e.g. `demo`, `demo,ablation=DS`, `ablation=S`.
+"""
+
+import ml_collections
+
+# Published sizes. SigLIP So400m/14 and Gemma 2B are PaliGemma-3B's towers.
+SIGLIP_SO400M_14 = dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16)
+GEMMA_2B = dict(vocab_size=257_152, width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1,
+                head_dim=256)
+# Tiny sizes for the CPU demo and tests (a few million parameters).
+SIGLIP_TINY = dict(patch_size=8, width=128, depth=2, mlp_dim=512, num_heads=4)
+GEMMA_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1,
+                  head_dim=32)
+
+ABLATION_LETTERS = "DSC"  # D: dual encoder, S: string actions (else bins), C: co-training with VL data
+
+
+def parse_arg(arg: str | None, variants: tuple[str, ...], **defaults) -> ml_collections.ConfigDict:
+  """'demo,ablation=DS' -> {variant: 'demo', ablation: 'DS'}; unknown variants or keys raise."""
+  opts = ml_collections.ConfigDict(dict(variant=variants[0], **defaults))
+  items = [s.strip() for s in (arg or "").split(",") if s.strip()]
+  for i, item in enumerate(items):
+    if "=" not in item:
+      if i != 0 or item not in variants:
+        raise ValueError(f"unknown config variant {item!r}; variants: {variants}")
+      opts.variant = item
+      continue
+    key, value = item.split("=", 1)
+    if key not in defaults:
+      raise ValueError(f"unknown config option {key!r}; options: {sorted(defaults)}")
+    opts[key] = type(defaults[key])(value)
+  return opts
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = dict(image_size=224, img=dict(SIGLIP_SO400M_14), llm=dict(GEMMA_2B), dual_encoder=True,
+                 dtype="float32", remat_policy="none")
+  c.tokenizer = dict(
+      path="",                      # SentencePiece model (PaliGemma's for full-size runs)
+      action="string",              # "string" (S) or "bins" (OpenVLA-style 256 bins)
+      decimals=4,                   # string actions: digits after the point
+      action_horizon=1,             # action chunk length H
+      num_bins=256,                 # bins: number of bins, ids [vocab - num_bins, vocab)
+      bins_overwrite_text_ids=True,  # bins may reuse the least-used text ids (OpenVLA does)
+      max_text_len=128)             # prompt + answer tokens per example
+  c.data = dict(
+      rlds_root="",                 # robot dataset paths below are relative to this
+      robot=[dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
+      vl_root="",                   # VL json paths below are relative to this
+      vl=[],                        # dict(name, json, weight) entries (LLaVA JSON + image folder)
+      robot_fraction=0.5,           # share of every batch from robot data (C); 1.0 = robot only
+      batch_size=256,               # global batch
+      num_workers=0,                # grain worker processes (0: in the main process)
+      prompt="What action should the robot take to {instruction}?",
+      cache_dir="~/.cache/genvla_jax",  # converted shards land here
+      demo_dir="",                  # when set, the embedded demo data is generated here if missing
+      unnorm_dataset="")            # whose action statistics the policy de-normalizes with ("" = first)
+  c.optimizer = dict(lr=1e-4, warmup_steps=1000, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
+  c.train = dict(steps=100_000, log_every=50, checkpoint_every=1000, keep_checkpoints=3)
+  c.mesh = dict(data=-1, fsdp=1,  # -1: all remaining devices
+                rules=[])        # [(param path regex, PartitionSpec tuple)], before the FSDP default
+  return c
+
+
+def apply_demo(c: ml_collections.ConfigDict, demo_dir: str = "~/.cache/genvla_jax/demo_v2"):
+  """Tiny model on the embedded demo data: trains on a 2-core CPU in minutes. Paths are derived from
+  data.demo_dir by reference, so `--config.data.demo_dir=DIR` moves all of them (layout: demo.py)."""
+  c.model.image_size = 32
+  c.model.img = dict(SIGLIP_TINY)
+  c.model.llm = dict(GEMMA_TINY)
+  c.data.demo_dir = demo_dir
+  demo_ref = c.data.get_ref("demo_dir")
+  c.tokenizer.path = demo_ref + "/tokenizer.model"
+  c.tokenizer.max_text_len = 40
+  c.tokenizer.bins_overwrite_text_ids = False  # demo vocab has 256 spare ids above the tokenizer's
+  c.data.rlds_root = demo_ref + "/rlds"
+  c.data.robot = [dict(name="demo_targets", path="demo_targets/1.0.0", split="train", weight=1.0)]
+  c.data.vl_root = demo_ref + "/vl"
+  c.data.vl = [dict(name="demo_vqa", json="train.json", weight=1.0)]
+  c.data.batch_size = 32
+  c.optimizer = dict(lr=1e-3, warmup_steps=100, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
+  c.train = dict(steps=1500, log_every=25, checkpoint_every=250, keep_checkpoints=2)
+
+
+def apply_ablation(c: ml_collections.ConfigDict, letters: str):
+  """letters: the subset of 'DSC' switched on (e.g. 'DS'); the others off."""
+  unknown = set(letters) - set(ABLATION_LETTERS)
+  if unknown:
+    raise ValueError(f"unknown ablation letters {sorted(unknown)}; use a subset of {ABLATION_LETTERS!r}")
+  c.model.dual_encoder = "D" in letters
+  c.tokenizer.action = "string" if "S" in letters else "bins"
+  if "C" not in letters:
+    c.data.robot_fraction = 1.0

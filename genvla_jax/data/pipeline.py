@@ -1,0 +1,156 @@
+"""The grain training pipeline: converted robot shards + VL examples -> host-local batches.
+
+Per source: random-access grain MapDataset -> this host's slice (process_index::process_count) ->
+global shuffle (reshuffled every epoch, no shuffle buffer) -> repeat -> example builder (decode, resize,
+normalize, tokenize). Several datasets on one side are mixed by weight. Every batch holds exactly
+round(B * robot_fraction) robot examples followed by the VL examples (the co-training ratio holds per
+batch, not just on average). Host-local batch dict (B = global batch / process count, T = max_text_len):
+
+  image [B,S,S,3] float32 in [-1,1]     tokens, input_mask, ar_mask, loss_mask [B,T]
+  is_robot [B] bool                     actions [B,H,D] float32 (normalized; zeros for VL)
+  action_pad [B,H] bool (True = padding past the episode end or VL)   num_clipped [B] int32
+"""
+
+import json
+import os
+
+import grain
+import numpy as np
+
+from genvla_jax.data import convert, preprocess, stats as stats_lib
+from genvla_jax.tokenizers import actions as action_tokenizers, prompt as prompt_lib, text
+
+
+class StepChunkSource:
+  """Random access to converted steps; item i carries the action chunk of steps i..i+H-1 of its episode
+  (`actions` [H,D], `action_pad` [H]: steps past the episode end repeat the last action, pad=True)."""
+
+  def __init__(self, converted_dir: str, horizon: int):
+    with open(os.path.join(converted_dir, "meta.json")) as f:
+      meta = json.load(f)
+    self._paths = [os.path.join(converted_dir, s["file"]) for s in meta["shards"]]
+    self._source = grain.sources.ArrayRecordDataSource(self._paths)
+    self.horizon = horizon
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index):
+    record = convert.decode_step(self._source[index])
+    chunk, pad, last = [record["action"]], [False], record
+    for j in range(1, self.horizon):
+      if record["step"] + j < record["episode_length"]:
+        last = convert.decode_step(self._source[index + j])
+      chunk.append(last["action"])
+      pad.append(record["step"] + j >= record["episode_length"])
+    record["actions"] = np.stack(chunk).astype(np.float32)
+    record["action_pad"] = np.array(pad)
+    return record
+
+
+class RobotExample(grain.transforms.Map):
+  """Step record -> training example (instruction -> action text)."""
+
+  def __init__(self, *, image_size, prompt, action_stats, text_tokenizer, action_tokenizer, max_text_len):
+    self.image_size, self.prompt, self.action_stats = image_size, prompt, action_stats
+    self.text, self.action_tokenizer, self.max_text_len = text_tokenizer, action_tokenizer, max_text_len
+
+  def map(self, record):
+    actions = stats_lib.normalize(record["actions"], self.action_stats)
+    ids, num_clipped = self.action_tokenizer.encode(actions)
+    prefix = preprocess.robot_prompt(self.prompt, record["instruction"])
+    return dict(image=preprocess.prepare_image(preprocess.decode_image(record["image"]), self.image_size),
+                **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
+                is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
+                num_clipped=np.int32(num_clipped))
+
+
+class VLExample(grain.transforms.Map):
+  """{"image_path", "question", "answer"} -> training example (question -> answer text)."""
+
+  def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim):
+    self.image_size, self.text, self.max_text_len = image_size, text_tokenizer, max_text_len
+    self.horizon, self.action_dim = horizon, action_dim
+
+  def map(self, example):
+    with open(example["image_path"], "rb") as f:
+      image = preprocess.decode_image(f.read())
+    answer_ids = self.text.encode(example["answer"])
+    return dict(image=preprocess.prepare_image(image, self.image_size),
+                **prompt_lib.build_prompt(self.text, example["question"], answer_ids, self.max_text_len),
+                is_robot=np.bool_(False), actions=np.zeros((self.horizon, self.action_dim), np.float32),
+                action_pad=np.ones(self.horizon, bool), num_clipped=np.int32(0))
+
+
+def _concat_batches(pair):
+  robot, vl = pair
+  return {k: np.concatenate([robot[k], vl[k]], axis=0) for k in robot}
+
+
+def _mixed(datasets, weights):
+  if len(datasets) == 1:
+    return datasets[0]
+  return grain.MapDataset.mix(datasets, weights=list(weights))
+
+
+def _host_slice(ds, process_index, process_count):
+  if len(ds) < process_count:
+    raise ValueError(f"dataset of {len(ds)} items cannot be split over {process_count} processes")
+  return ds[process_index::process_count]
+
+
+def make_tokenizers(config, action_dim, tokenizer_path: str | None = None):
+  """-> (text tokenizer, action tokenizer) as the config defines them (shared with the policy).
+  `tokenizer_path` overrides config.tokenizer.path (the policy reads the run's own copy)."""
+  text_tokenizer = text.TextTokenizer(os.path.expanduser(tokenizer_path or config.tokenizer.path))
+  if text_tokenizer.vocab_size > config.model.llm.vocab_size:
+    raise ValueError(f"tokenizer has {text_tokenizer.vocab_size} ids but model.llm.vocab_size is "
+                     f"{config.model.llm.vocab_size}")
+  action_tokenizer = action_tokenizers.make_action_tokenizer(
+      config.tokenizer, text_tokenizer, config.model.llm.vocab_size, action_dim)
+  return text_tokenizer, action_tokenizer
+
+
+def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
+  """-> (robot examples, VL examples) per host-local batch."""
+  if data_config.batch_size % process_count:
+    raise ValueError(f"data.batch_size {data_config.batch_size} not divisible by {process_count} processes")
+  local = data_config.batch_size // process_count
+  if not 0.0 < data_config.robot_fraction <= 1.0:
+    raise ValueError(f"data.robot_fraction must be in (0, 1], got {data_config.robot_fraction}")
+  num_robot = int(round(local * data_config.robot_fraction))
+  if num_robot == 0 or (data_config.robot_fraction < 1.0 and num_robot == local):
+    raise ValueError(f"robot_fraction {data_config.robot_fraction} of a local batch of {local} leaves one "
+                     "side empty; change batch_size or robot_fraction")
+  return num_robot, local - num_robot
+
+
+def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1
+                 ) -> grain.IterDataset:
+  """Infinite host-local batch stream (see module docstring)."""
+  text_tokenizer, action_tokenizer = make_tokenizers(config, prepared.action_dim)
+  horizon, size = config.tokenizer.action_horizon, config.model.image_size
+  num_robot, num_vl = local_batch_split(config.data, process_count)
+  robot = []
+  for i, r in enumerate(prepared.robot):
+    ds = _host_slice(grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon)),
+                     process_index, process_count)
+    robot.append(ds.shuffle(seed=seed + i).repeat().map(RobotExample(
+        image_size=size, prompt=config.data.prompt, action_stats=r.stats["action"],
+        text_tokenizer=text_tokenizer, action_tokenizer=action_tokenizer,
+        max_text_len=config.tokenizer.max_text_len)))
+  ds = _mixed(robot, [r.weight for r in prepared.robot]).batch(num_robot, drop_remainder=True)
+  if num_vl:
+    vl_datasets = []
+    for i, v in enumerate(prepared.vl):
+      vds = _host_slice(grain.MapDataset.source(v.examples), process_index, process_count)
+      vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().map(VLExample(
+          image_size=size, text_tokenizer=text_tokenizer, max_text_len=config.tokenizer.max_text_len,
+          horizon=horizon, action_dim=prepared.action_dim)))
+    vl_ds = _mixed(vl_datasets, [v.weight for v in prepared.vl]).batch(num_vl, drop_remainder=True)
+    n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths
+    ds = grain.experimental.ZipMapDataset([ds[:n], vl_ds[:n]]).map(_concat_batches)
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+  if config.data.num_workers > 0:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
+  return it_ds

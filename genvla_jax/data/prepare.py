@@ -1,0 +1,76 @@
+"""Resolves the config's data section into ready-to-read datasets (generating / converting once).
+
+robot entries: RLDS dir = data.rlds_root/path -> converted step shards in
+  data.cache_dir/converted/<name>-<split>-<hash of the source path> (convert.py; reused when present)
+vl entries: LLaVA JSON = data.vl_root/json (image paths relative to the JSON's folder)
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from genvla_jax.data import convert, demo, vl
+
+
+@dataclasses.dataclass
+class RobotSet:
+  name: str
+  converted_dir: str
+  weight: float
+  stats: dict
+  meta: dict
+
+
+@dataclasses.dataclass
+class VLSet:
+  name: str
+  examples: list[dict]
+  weight: float
+
+
+@dataclasses.dataclass
+class PreparedData:
+  robot: list[RobotSet]
+  vl: list[VLSet]
+  action_dim: int
+
+  @property
+  def stats(self) -> dict:
+    """{robot dataset name: statistics} (saved with checkpoints)."""
+    return {r.name: r.stats for r in self.robot}
+
+
+def converted_dir(data_config, rlds_dir: str, name: str, split: str) -> str:
+  digest = hashlib.sha1(os.path.abspath(rlds_dir).encode()).hexdigest()[:10]
+  return os.path.join(os.path.expanduser(data_config.cache_dir), "converted", f"{name}-{split}-{digest}")
+
+
+def prepare_robot(data_config, entry, split=None) -> RobotSet:
+  split = split or entry["split"]
+  rlds_dir = os.path.join(os.path.expanduser(data_config.rlds_root), entry["path"])
+  out = converted_dir(data_config, rlds_dir, entry["name"], split)
+  meta = convert.convert(rlds_dir, entry["name"], split, out)
+  with open(os.path.join(out, "stats.json")) as f:
+    stats = json.load(f)
+  return RobotSet(entry["name"], out, float(entry["weight"]), stats, meta)
+
+
+def prepare(data_config, robot_split: str | None = None) -> PreparedData:
+  """Generates demo data if configured, converts robot datasets if needed, loads VL lists."""
+  if data_config.demo_dir:
+    demo.ensure(data_config.demo_dir)
+  if not data_config.robot:
+    raise ValueError("config.data.robot is empty: at least one robot dataset is needed")
+  robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]
+  dims = {r.name: r.meta["action_dim"] for r in robot}
+  if len(set(dims.values())) != 1:
+    raise ValueError(f"robot datasets in one run must share the action dimension, got {dims}")
+  vl_sets = []
+  if data_config.robot_fraction < 1.0:
+    if not data_config.vl:
+      raise ValueError("data.robot_fraction < 1 (co-training) but config.data.vl is empty")
+    root = os.path.expanduser(data_config.vl_root)
+    vl_sets = [VLSet(e["name"], vl.load_llava_json(os.path.join(root, e["json"])), float(e["weight"]))
+               for e in data_config.vl]
+  return PreparedData(robot, vl_sets, next(iter(dims.values())))

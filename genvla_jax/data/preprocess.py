@@ -1,0 +1,43 @@
+"""The one preprocessing path shared by the training pipeline and the policy: images and prompts.
+
+Training and acting call these same functions, so they cannot disagree on resizing, value range or
+prompt wording.
+"""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+class BadImageError(ValueError):
+  pass
+
+
+def decode_image(data: bytes) -> np.ndarray:
+  """Encoded JPEG/PNG bytes -> uint8 [H,W,3]."""
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      return np.asarray(im.convert("RGB"))
+  except Exception as e:  # PIL raises several exception types for bad data
+    raise BadImageError(f"undecodable image ({len(data)} bytes): {e}") from e
+
+
+def prepare_image(image, size: int) -> np.ndarray:
+  """uint8 [H,W,3] (any H, W) -> float32 [size,size,3] in [-1,1] (bilinear resize, no crop)."""
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise BadImageError(f"expected an RGB image [H,W,3], got shape {image.shape}")
+  if image.dtype != np.uint8:
+    raise BadImageError(f"expected uint8 pixels, got {image.dtype}")
+  if image.shape[:2] != (size, size):
+    image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+  return image.astype(np.float32) / 127.5 - 1.0
+
+
+def robot_prompt(template: str, instruction: str) -> str:
+  """The policy prompt (prefix) for an instruction, e.g. 'What action should the robot take to {...}?'."""
+  instruction = instruction.strip().rstrip(".").lower()
+  if not instruction:
+    raise ValueError("empty instruction")
+  return template.format(instruction=instruction)

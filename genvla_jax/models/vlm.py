@@ -1,0 +1,117 @@
+"""The PaliGemma-style VLA: image tower(s) -> linear projector -> Gemma decoder, prefix-LM attention.
+
+Parameter tree (a plain nested dict; `params["img_frozen"]` exists only with the dual encoder):
+  img/...          trained SigLIP tower (see siglip.py)
+  img_frozen/...   frozen copy (dual encoder): stop_gradient, no optimizer state
+  projector/{kernel [F,E], bias [E]}   F = D_img (single) or 2*D_img (dual: [frozen | trained])
+  llm/...          Gemma decoder (see gemma.py)
+
+Sequence layout: [N image tokens][T text tokens]; logits are returned for the T text positions.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genvla_jax.models import gemma, masks, siglip
+
+
+class VLA(nn.Module):
+  img_config: dict[str, Any]
+  llm_config: dict[str, Any]
+  dual_encoder: bool = False
+  dtype: str = "float32"
+  remat_policy: str = "none"
+
+  def setup(self):
+    common = dict(dtype=self.dtype, remat_policy=self.remat_policy)
+    self.img = siglip.SigLIP(**self.img_config, **common)
+    if self.dual_encoder:
+      self.img_frozen = siglip.SigLIP(**self.img_config, **common)
+    self.projector = nn.Dense(self.llm_config["width"], dtype=self.dtype)
+    self.llm = gemma.Gemma(**self.llm_config, **common)
+
+  def encode_images(self, images):
+    """images [B,H,W,3] float in [-1,1] -> image tokens [B,N,E] in the LM's embedding space."""
+    z = self.img(images)
+    if self.dual_encoder:
+      z_frozen = jax.lax.stop_gradient(self.img_frozen(images))
+      z = jnp.concatenate([z_frozen, z], axis=-1)  # z = [phi_frozen(o) | phi_train(o)]
+    return self.projector(z)
+
+  def embed_inputs(self, images, tokens):
+    """images [B,H,W,3], tokens [B,T] -> (x [B,N+T,E], N)."""
+    img = self.encode_images(images)
+    return jnp.concatenate([img, self.llm.embed(tokens)], axis=1), img.shape[1]
+
+  def __call__(self, images, tokens, input_mask, ar_mask):
+    """Full forward (training). tokens/input_mask/ar_mask [B,T] -> text logits [B,T,V] float32."""
+    x, n = self.embed_inputs(images, tokens)
+    full_input = _prepend(input_mask, n, True)
+    attn_mask = masks.prefix_lm_mask(full_input, _prepend(ar_mask, n, False))
+    hidden, _ = self.llm(x, masks.positions_from_mask(full_input), attn_mask)
+    return self.llm.logits(hidden[:, n:])
+
+  def prefill(self, images, tokens, input_mask, cache_size):
+    """Runs the prefix (image + right-padded prompt) into a fresh KV cache of `cache_size` slots.
+
+    Returns (logits [B,V] at each row's last real prompt token, cache, next_position [B]).
+    """
+    x, n = self.embed_inputs(images, tokens)
+    full_input = _prepend(input_mask, n, True)
+    seq_len = full_input.shape[1]
+    attn_mask = masks.prefix_lm_mask(full_input, jnp.zeros_like(full_input))
+    attn_mask = jnp.pad(attn_mask, ((0, 0), (0, 0), (0, cache_size - seq_len)))
+    cache = self.llm.init_cache(x.shape[0], cache_size)
+    positions = masks.positions_from_mask(full_input)
+    hidden, cache = self.llm(x, positions, attn_mask, cache, 0)
+    last = jnp.sum(full_input, axis=1) - 1  # [B] index of the last real prefix token
+    last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
+    return self.llm.logits(last_hidden)[:, 0], cache, last + 1
+
+  def decode_step(self, tokens, positions, cache, cache_index, cache_valid):
+    """One cached step. tokens [B,1], positions [B,1], cache_valid [B,S] (slots a query may attend,
+    this step's slot included) -> (logits [B,V], new cache)."""
+    x = self.llm.embed(tokens)
+    hidden, cache = self.llm(x, positions, cache_valid[:, None, :], cache, cache_index)
+    return self.llm.logits(hidden)[:, 0], cache
+
+
+def _prepend(mask, n, value):
+  """mask [B,T] -> [B,n+T] with `value` in the first n columns."""
+  return jnp.concatenate([jnp.full((mask.shape[0], n), value, bool), mask.astype(bool)], axis=1)
+
+
+def from_config(model_config) -> VLA:
+  return VLA(img_config=dict(model_config.img), llm_config=dict(model_config.llm),
+             dual_encoder=model_config.dual_encoder, dtype=model_config.dtype,
+             remat_policy=model_config.remat_policy)
+
+
+def init_params(model: VLA, rng, image_size: int, text_len: int = 8):
+  """Random parameters. With the dual encoder, both towers are identical and the projector is split,
+  so the dual model computes exactly what the single-tower model with the same `rng` computes."""
+  single = dataclasses.replace(model, dual_encoder=False, parent=None)
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  tokens = jnp.zeros((1, text_len), jnp.int32)
+  mask = jnp.ones((1, text_len), bool)
+  params = jax.jit(single.init)(rng, images, tokens, mask, mask)["params"]
+  return make_dual(params) if model.dual_encoder else params
+
+
+def make_dual(params):
+  """Single-tower params -> dual-encoder params: img_frozen = img, projector kernel [D,E] -> [2D,E]
+  as [W/2; W/2], so that [phi_f | phi_t] @ W' = phi @ W while the towers are equal."""
+  params = dict(params)
+  params["img_frozen"] = jax.tree.map(jnp.copy, params["img"])
+  kernel = params["projector"]["kernel"]
+  params["projector"] = dict(params["projector"], kernel=jnp.concatenate([kernel / 2, kernel / 2], 0))
+  return params
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

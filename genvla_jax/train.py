@@ -1,0 +1,148 @@
+r"""Trains a VLA policy.
+
+  python -m genvla_jax.train --config=configs/pi0_plus.py:demo --workdir=/tmp/genvla_demo
+
+Run directory layout:
+  config.json            the resolved config
+  assets/tokenizer.model assets/stats.json   (tokenizer and action statistics the policy uses)
+  checkpoints/<step>/    orbax: params, train (step, opt_state), data (iterator), meta (config, stats)
+  metrics.jsonl          one JSON object per logged step
+Restarting the same command resumes from the latest checkpoint (same step count, same data order).
+SIGTERM (preemption) makes the loop save a checkpoint and exit cleanly.
+"""
+
+import json
+import os
+import shutil
+import signal
+import time
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+
+from genvla_jax.data import pipeline, prepare
+from genvla_jax.models import vlm
+from genvla_jax.training import checkpoint, loop, optimizer, sharding, state as state_lib, step as step_lib
+
+
+def checkpoint_meta(config, prepared) -> dict:
+  """What every checkpoint carries besides arrays, so that it describes itself."""
+  return {"config": json.loads(config.to_json()), "stats": prepared.stats,
+          "action_dim": prepared.action_dim, "tokenizer": "assets/tokenizer.model"}
+
+
+def write_assets(config, prepared, workdir):
+  """Copies the tokenizer and writes stats/config into the run directory (process 0)."""
+  assets = os.path.join(workdir, "assets")
+  os.makedirs(assets, exist_ok=True)
+  shutil.copyfile(os.path.expanduser(config.tokenizer.path), os.path.join(assets, "tokenizer.model"))
+  with open(os.path.join(assets, "stats.json"), "w") as f:
+    json.dump(prepared.stats, f, indent=1)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=1))
+
+
+class _StopSignal:
+  """Turns SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle) if _main_thread() else None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _main_thread():
+  import threading  # pylint: disable=g-import-not-at-top
+  return threading.current_thread() is threading.main_thread()
+
+
+def train(config, workdir: str, *, stop_after: int | None = None, printer=print) -> list[dict]:
+  """Trains (or resumes) in `workdir`. `stop_after`: stop (with a checkpoint) after this many steps in
+  this call, as a preemption would. Returns the logged metric records of this call."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  prepared = prepare.prepare(config.data)
+  meta = checkpoint_meta(config, prepared)
+  if jax.process_index() == 0:
+    write_assets(config, prepared, workdir)
+
+  model = vlm.from_config(config.model)
+  mesh = sharding.make_mesh(config.mesh)
+  total = config.train.steps
+  tx = optimizer.make(config.optimizer, total)
+  rules = [tuple(r) for r in config.mesh.rules]
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  data_it = iter(pipeline.make_dataset(config, prepared, seed=config.seed,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()))
+  latest = ckpt.latest_step()
+  if latest is None:
+    state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh,
+                                           jax.random.PRNGKey(config.seed), rules)
+    start = 0
+  else:
+    abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules)
+    state = ckpt.restore(latest, abstract, data_it)
+    start = int(state["step"])
+    printer(f"resumed from {workdir}/checkpoints/{latest} (step {start})", flush=True)
+  printer(f"model: {vlm.count_params(state['params']) / 1e6:.2f} M params "
+          f"(dual encoder: {config.model.dual_encoder}, actions: {config.tokenizer.action}); "
+          f"mesh {dict(mesh.shape)}; global batch {config.data.batch_size} "
+          f"(robot fraction {config.data.robot_fraction})", flush=True)
+
+  train_step = step_lib.jit_train_step(
+      step_lib.make_train_step(model, tx, optimizer.schedule(config.optimizer, total)), shardings, mesh)
+  progress = loop.Progress(total_steps=total, start_step=start, global_batch=config.data.batch_size,
+                           metrics_path=os.path.join(workdir, "metrics.jsonl"),
+                           log_every=config.train.log_every, printer=printer)
+  stop = _StopSignal()
+  records, step = [], start
+  try:
+    while step < total:
+      t = time.perf_counter()
+      batch = sharding.to_global(next(data_it), mesh)
+      progress.add_data_wait(time.perf_counter() - t)
+      state, metrics = train_step(state, batch)
+      step += 1
+      if progress.should_log(step):
+        records.append(progress.log(step, metrics))
+      stopping = stop.requested or (stop_after is not None and step - start >= stop_after)
+      if step % config.train.checkpoint_every == 0 or step == total or stopping:
+        ckpt.save(step, state, data_it, meta)
+      if stopping:
+        printer(f"stopping at step {step} ({'SIGTERM' if stop.requested else 'stop_after'}); "
+                "checkpoint saved", flush=True)
+        break
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    stop.restore()
+    if hasattr(data_it, "close"):
+      data_it.close()
+  return records
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  train(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pi0_plus.py:demo",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, assets)", required=True)
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

@@ -1,0 +1,59 @@
+"""Progress reporting for long jobs: a console line (step, loss, examples/s, ETA) and one JSON object
+per logged step appended to `metrics.jsonl` (written by process 0 only)."""
+
+import json
+import math
+import time
+
+import jax
+import numpy as np
+
+
+def format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+class Progress:
+
+  def __init__(self, *, total_steps, start_step, global_batch, metrics_path, log_every, printer=print):
+    self.total, self.batch, self.log_every = total_steps, global_batch, log_every
+    self.metrics_path, self.printer = metrics_path, printer
+    self.is_main = jax.process_index() == 0
+    self._last_step, self._last_time = start_step, time.perf_counter()
+    self._data_wait = 0.0
+
+  def add_data_wait(self, seconds: float):
+    self._data_wait += seconds
+
+  def should_log(self, step: int) -> bool:
+    return step % self.log_every == 0 or step == self.total
+
+  def log(self, step: int, metrics) -> dict:
+    """step: number of completed steps. Fetches metrics (a sync point), prints, appends JSON."""
+    metrics = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+    if not math.isfinite(metrics["loss"]):
+      raise NonFiniteLossError(f"loss is {metrics['loss']} at step {step}; stopping (last checkpoint kept)")
+    now = time.perf_counter()
+    steps = max(step - self._last_step, 1)
+    elapsed = now - self._last_time
+    step_time = elapsed / steps
+    record = dict(step=step, **metrics, examples_per_s=self.batch / step_time, step_time_s=step_time,
+                  data_wait_s=self._data_wait / steps)
+    eta = (self.total - step) * step_time
+    if self.is_main:
+      self.printer(f"step {step:>6}/{self.total} | loss {metrics['loss']:.4f} | "
+                   f"tok acc {metrics['token_accuracy']:.3f} | {record['examples_per_s']:.1f} ex/s | "
+                   f"{step_time * 1000:.0f} ms/step | ETA {format_duration(eta)}", flush=True)
+      with open(self.metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    self._last_step, self._last_time, self._data_wait = step, now, 0.0
+    return record

@@ -1,0 +1,48 @@
+"""SentencePiece tokenizer and the PaliGemma prompt layout."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from genvla_jax.tokenizers import prompt, text
+
+
+@pytest.fixture(scope="module")
+def tok(demo_dir):
+  return text.TextTokenizer(str(demo_dir / "tokenizer.model"))
+
+
+def test_special_ids_and_digits(tok):
+  assert (tok.pad_id, tok.eos_id, tok.bos_id) == (0, 1, 2)
+  ids = tok.encode("0123456789")
+  assert [tok.id_to_piece(i) for i in ids] == list("0123456789")
+  assert tok.decode(tok.encode("move to the red square\n+0.1 | x")) == "move to the red square\n+0.1 | x"
+
+
+def test_tokenizer_pickles(tok):
+  clone = pickle.loads(pickle.dumps(tok))
+  assert clone.encode("where is the red square?") == tok.encode("where is the red square?")
+
+
+def test_prompt_layout(tok):
+  out = prompt.build_prompt(tok, "move to the red square", [7, 8, 9], max_len=40)
+  prefix = [tok.bos_id] + tok.encode("move to the red square\n")
+  n = len(prefix)
+  assert out["tokens"][:n].tolist() == prefix
+  assert out["tokens"][n:n + 4].tolist() == [7, 8, 9, tok.eos_id]
+  assert np.all(out["tokens"][n + 4:] == tok.pad_id)
+  assert out["input_mask"].tolist() == [True] * (n + 4) + [False] * (40 - n - 4)
+  assert out["ar_mask"].tolist() == [False] * n + [True] * 4 + [False] * (40 - n - 4)
+  assert out["loss_mask"].tolist() == out["ar_mask"].tolist()
+
+
+def test_prompt_inference_has_no_answer(tok):
+  out = prompt.build_prompt(tok, "go", None, max_len=16)
+  assert not out["ar_mask"].any() and not out["loss_mask"].any()
+  assert out["tokens"][int(out["input_mask"].sum()) - 1] == tok.encode("go\n")[-1]
+
+
+def test_prompt_too_long_names_the_prompt(tok):
+  with pytest.raises(prompt.PromptTooLongError, match="max_text_len"):
+    prompt.build_prompt(tok, "a very long instruction " * 10, [1, 2, 3], max_len=16)
