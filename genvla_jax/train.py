@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 
 from absl import app, flags, logging
@@ -60,7 +61,6 @@ class _StopSignal:
 
 
 def _main_thread():
-  import threading  # pylint: disable=g-import-not-at-top
   return threading.current_thread() is threading.main_thread()
 
 
@@ -112,10 +112,11 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
       progress.add_data_wait(time.perf_counter() - t)
       state, metrics = train_step(state, batch)
       step += 1
-      if progress.should_log(step):
-        records.append(progress.log(step, metrics))
       stopping = stop.requested or (stop_after is not None and step - start >= stop_after)
-      if step % config.train.checkpoint_every == 0 or step == total or stopping:
+      saving = step % config.train.checkpoint_every == 0 or step == total or stopping
+      if progress.should_log(step) or saving:  # logging checks the loss is finite before any save
+        records.append(progress.log(step, metrics))
+      if saving:
         ckpt.save(step, state, data_it, meta)
       if stopping:
         printer(f"stopping at step {step} ({'SIGTERM' if stop.requested else 'stop_after'}); "

@@ -28,14 +28,17 @@ def test_demo_rlds_reads_back_through_grain(demo_dir):
 
 
 def test_demo_action_depends_on_image_and_instruction():
-  rng = np.random.default_rng(0)
-  scene = demo.random_scene(rng)
+  scene = demo.random_scene(np.random.default_rng(0))
   targets = sorted(scene.squares)
   actions = [demo.expert_action(scene, t) for t in targets]  # same image, different instructions
-  assert min(np.abs(a - b).max() for i, a in enumerate(actions) for b in actions[i + 1:]) > 0.05
-  other = demo.random_scene(rng, 3)
-  moved = demo.Scene({c: p for c, p in zip(targets, other.squares.values())}, scene.gripper)
-  assert np.abs(demo.expert_action(moved, targets[0]) - actions[0]).max() > 0.01  # same text, new image
+  assert min(np.abs(a - b).max() for i, a in enumerate(actions) for b in actions[i + 1:]) > 0.2
+  swapped = demo.Scene(dict(zip(targets, reversed([scene.squares[t] for t in targets]))), scene.gripper)
+  assert np.abs(demo.expert_action(swapped, targets[0]) - actions[0]).max() > 0.2  # same text, new image
+  image = demo.render(scene)
+  assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+  for colour, centre in scene.squares.items():  # each square lies inside one 8x8 patch
+    ys, xs = np.where(np.all(image == demo.COLORS[colour], axis=-1))
+    assert len(set(ys // 8)) == 1 and len(set(xs // 8)) == 1, colour
 
 
 def test_bridge_sample_loads_through_the_same_reader(tmp_path):

@@ -53,6 +53,7 @@ class SigLIP(nn.Module):
   depth: int
   mlp_dim: int
   num_heads: int
+  posemb_std: float | None = None  # init std of pos_embedding; None: 1/sqrt(width) (big_vision)
   dtype: str = "float32"
   remat_policy: str = "none"
 
@@ -67,7 +68,8 @@ class SigLIP(nn.Module):
                 dtype=self.dtype)(images.astype(self.dtype))
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)
-    pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / d**0.5), (1, h * w, d))
+    pos = self.param("pos_embedding", nn.initializers.normal(stddev=self.posemb_std or d**-0.5),
+                     (1, h * w, d))
     x = x + pos.astype(x.dtype)
     block = remat.wrap(EncoderBlock, self.remat_policy)
     blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth)
