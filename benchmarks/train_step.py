@@ -3,6 +3,7 @@ r"""Train-step throughput of a config's model on the local accelerator (random w
   python benchmarks/train_step.py --config=configs/pi0_plus.py --batch_sizes=4,8,16 --dtype=bfloat16 \
       --remat=none,dots
   python benchmarks/train_step.py --config=configs/pi0_plus.py:demo --batch_sizes=8     # CPU smoke
+  ... --param_dtype=bfloat16 --frozen_dtype=bfloat16   # bf16 storage, float32 optimizer state
 
 For each (remat policy, batch size): step time, examples/s, tokens/s, model FLOPs per step (analytic,
 below), MFU against the device's peak, peak device memory. The reference measured in the same run is a
@@ -38,6 +39,8 @@ config_flags.DEFINE_config_file("config", "configs/pi0_plus.py", "model config",
 flags.DEFINE_string("batch_sizes", "4,8", "comma-separated global batch sizes")
 flags.DEFINE_string("remat", "none", "comma-separated remat policies (none, dots, dots_no_batch, full)")
 flags.DEFINE_string("dtype", "bfloat16", "compute dtype")
+flags.DEFINE_string("param_dtype", "float32", "storage dtype of trained params (optimizer state: float32)")
+flags.DEFINE_string("frozen_dtype", "float32", "storage dtype of the frozen tower")
 flags.DEFINE_integer("text_len", 64, "text tokens per example (prompt + answer)")
 flags.DEFINE_integer("steps", 5, "timed steps (after 2 warm-up steps)")
 
@@ -120,10 +123,13 @@ def main(argv):
   del argv
   config = FLAGS.config
   config.model.dtype = FLAGS.dtype
+  config.model.param_dtype = FLAGS.param_dtype
+  config.model.frozen_dtype = FLAGS.frozen_dtype
   dtype = jnp.dtype(FLAGS.dtype)
   ref = matmul_reference(dtype)
   peak = peak_flops()
   dev = jax.devices()[0]
+  print(f"params {FLAGS.param_dtype}, frozen tower {FLAGS.frozen_dtype}, compute {FLAGS.dtype}")
   print(f"device: {dev.device_kind} x{jax.device_count()} | matmul reference {ref / 1e12:.1f} TFLOP/s "
         f"({dtype}) | peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s")
   header = (f"{'remat':>14} {'batch':>5} {'step ms':>9} {'ex/s':>8} {'tokens/s':>10} {'TFLOP/step':>10} "

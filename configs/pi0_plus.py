@@ -6,15 +6,16 @@ co-training with vision-language data (C).
       --config.data.rlds_root=/data/oxe --config.tokenizer.path=/ckpt/paligemma_tokenizer.model ...
 
 Arguments: variant `full` (default) or `demo`; option `ablation=<subset of DSC>` switches D, S, C
-(e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three).
+(e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
+`backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma.
 """
 
 from genvla_jax import config_lib
 
 
 def get_config(arg=None):
-  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation="DSC")
-  config = config_lib.base_config()
+  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation="DSC", backbone="paligemma_224")
+  config = config_lib.base_config(opts.backbone)
   if opts.variant == "demo":
     config_lib.apply_demo(config)
   config_lib.apply_ablation(config, opts.ablation)

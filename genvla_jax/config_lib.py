@@ -10,16 +10,28 @@ variant name, then key=value options, e.g. `demo`, `demo,ablation=DS`, `ablation
 
 import ml_collections
 
-# Published sizes. SigLIP So400m/14 and Gemma 2B are PaliGemma-3B's towers.
-SIGLIP_SO400M_14 = dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16)
+# Published sizes. SigLIP So400m/14 + Gemma 2B = PaliGemma-3B; SigLIP So400m/14 + Gemma 2 2B = PaliGemma 2 3B.
+SIGLIP_SO400M_14 = dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16, posemb_std=None)
+_GEMMA1 = dict(query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None,
+               final_logits_softcap=None, sliding_window=None)
 GEMMA_2B = dict(vocab_size=257_152, width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1,
-                head_dim=256)
+                head_dim=256, **_GEMMA1)
+GEMMA2_2B = dict(vocab_size=257_152, width=2304, depth=26, mlp_dim=9216, num_heads=8, num_kv_heads=4,
+                 head_dim=256, query_pre_attn_scalar=256, post_norms=True, attn_logits_softcap=50.0,
+                 final_logits_softcap=30.0, sliding_window=4096)
+# PaliGemma backbones by name: (vision tower, language model, image size).
+BACKBONES = {
+    "paligemma_224": (SIGLIP_SO400M_14, GEMMA_2B, 224),
+    "paligemma_448": (SIGLIP_SO400M_14, GEMMA_2B, 448),
+    "paligemma2_224": (SIGLIP_SO400M_14, GEMMA2_2B, 224),
+    "paligemma2_448": (SIGLIP_SO400M_14, GEMMA2_2B, 448),
+}
 # Tiny sizes for the CPU demo and tests (a few million parameters).
 # posemb_std=1: from scratch, a strong position signal lets the tiny model localize within ~200 steps
 # (with the default 1/sqrt(width) it needed several times longer on the demo task).
 SIGLIP_TINY = dict(patch_size=8, width=128, depth=2, mlp_dim=512, num_heads=4, posemb_std=1.0)
 GEMMA_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1,
-                  head_dim=32)
+                  head_dim=32, **_GEMMA1)
 
 ABLATION_LETTERS = "DSC"  # D: dual encoder, S: string actions (else bins), C: co-training with VL data
 
@@ -41,11 +53,20 @@ def parse_arg(arg: str | None, variants: tuple[str, ...], **defaults) -> ml_coll
   return opts
 
 
-def base_config() -> ml_collections.ConfigDict:
+def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
+  if backbone not in BACKBONES:
+    raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+  img, llm, image_size = BACKBONES[backbone]
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.model = dict(image_size=224, img=dict(SIGLIP_SO400M_14), llm=dict(GEMMA_2B), dual_encoder=True,
-                 dtype="float32", remat_policy="none")
+  c.model = dict(image_size=image_size, img=dict(img), llm=dict(llm), dual_encoder=True,
+                 dtype="float32",        # compute dtype (activations)
+                 param_dtype="float32",  # storage dtype of trained params (optimizer state is float32)
+                 frozen_dtype="float32",  # storage dtype of the frozen tower (no optimizer state)
+                 remat_policy="none")
+  # Start from released weights (used when the run has no checkpoint yet): format "hf" (transformers
+  # PaliGemma safetensors dir) or "big_vision" (.npz). The architecture above must match the checkpoint's.
+  c.pretrained = dict(format="", path="")
   c.tokenizer = dict(
       path="",                      # SentencePiece model (PaliGemma's for full-size runs)
       action="string",              # "string" (S) or "bins" (OpenVLA-style 256 bins)

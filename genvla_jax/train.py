@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import vlm
+from genvla_jax.pretrained import api as pretrained_api
 from genvla_jax.training import checkpoint, loop, optimizer, sharding, state as state_lib, step as step_lib
 
 
@@ -42,6 +43,22 @@ def write_assets(config, prepared, workdir):
     json.dump(prepared.stats, f, indent=1)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=1))
+
+
+def initial_params(config, model, mesh, rules, printer):
+  """Imported PaliGemma weights when config.pretrained.path is set (else None: random init)."""
+  fmt, path = config.pretrained.format, config.pretrained.path
+  if not path:
+    return None
+  path = os.path.expanduser(path)
+  problems = pretrained_api.mismatches(fmt, path, config.model)
+  if problems:
+    raise ValueError(f"config.model does not match the pretrained checkpoint {path}:\n  " +
+                     "\n  ".join(problems))
+  t = time.perf_counter()
+  params = pretrained_api.load(fmt, path, model, config.model.image_size, mesh, rules)
+  printer(f"initialised from {fmt} checkpoint {path} in {time.perf_counter() - t:.1f}s", flush=True)
+  return params
 
 
 class _StopSignal:
@@ -85,8 +102,10 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
                                        process_count=jax.process_count()))
   latest = ckpt.latest_step()
   if latest is None:
+    params = initial_params(config, model, mesh, rules, printer)
     state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh,
-                                           jax.random.PRNGKey(config.seed), rules)
+                                           jax.random.PRNGKey(config.seed), rules, params=params)
+    del params
     start = 0
   else:
     abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules)

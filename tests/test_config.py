@@ -8,10 +8,23 @@ from genvla_jax.data import demo
 
 def test_full_config_names_the_real_sizes():
   c = pi0_plus.get_config()
-  assert c.model.img.to_dict() == dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16)
+  assert c.model.img.to_dict() == dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16,
+                                      posemb_std=None)
   assert (c.model.llm.vocab_size, c.model.llm.width, c.model.llm.depth, c.model.llm.num_kv_heads,
           c.model.llm.head_dim) == (257152, 2048, 18, 1, 256)
   assert c.model.dual_encoder and c.tokenizer.action == "string" and c.data.robot_fraction == 0.5
+  assert c.model.llm.sliding_window is None and c.model.image_size == 224
+
+
+def test_paligemma2_backbone_sizes():
+  c = pi0_plus.get_config("full,backbone=paligemma2_448")
+  llm = c.model.llm
+  assert (llm.width, llm.depth, llm.mlp_dim, llm.num_heads, llm.num_kv_heads, llm.head_dim) == (
+      2304, 26, 9216, 8, 4, 256)
+  assert (llm.attn_logits_softcap, llm.final_logits_softcap, llm.post_norms) == (50.0, 30.0, True)
+  assert llm.sliding_window == 4096 and c.model.image_size == 448
+  with pytest.raises(ValueError, match="backbone"):
+    pi0_plus.get_config("full,backbone=paligemma3")
 
 
 @pytest.mark.parametrize("letters", ["", "D", "S", "C", "DS", "SC", "DC", "DSC"])

@@ -1,4 +1,6 @@
 """Gemma-style decoder: RMSNorm, RoPE, GeGLU, multi-query / grouped-query attention, tied embeddings.
+Gemma 2 options: post-attention / post-FFW norms, attention and final logit soft-capping, sliding-window
+attention on the even layers (0, 2, ...) alternating with global attention.
 
 One implementation serves every model variant and both training and cached decoding. The caller builds
 the attention mask (prefix-LM, see `masks.py`) and positions; the decoder only applies them.
@@ -10,12 +12,14 @@ Parameter names follow the big_vision PaliGemma release (L = depth stacked on ax
   layers/attn/kv_einsum/w [L,2,K,D,Hd]       K key/value heads (K=1: multi-query)
   layers/attn/attn_vec_einsum/w [L,N,Hd,D]
   layers/pre_ffw_norm/scale [L,D]
+  layers/post_attention_norm/scale, layers/post_ffw_norm/scale [L,D]   (Gemma 2 only)
   layers/mlp/gating_einsum [L,2,D,F]
   layers/mlp/linear [L,F,D]
   final_norm/scale [D]
 
-KV cache (decoding): {"k": [L,B,S,K,Hd], "v": [L,B,S,K,Hd]}; a call with T new tokens writes slots
-[cache_index, cache_index + T) for every row and attends over all S slots through `attn_mask`.
+KV cache (decoding): {"k","v": [L,B,S,K,Hd], "positions": [B,S], "prefix": [B,S]}; a call with T new tokens
+writes slots [cache_index, cache_index + T) for every row and attends over all S slots through
+`attn_mask` (and, on local layers, the sliding window over the slots' positions).
 """
 
 from typing import Optional
@@ -51,16 +55,36 @@ def apply_rope(x, positions, max_wavelength=10_000):
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def attention(q, k, v, mask, scale: float, softcap: float | None = None):
+  """q [B,T,N,Hd], k/v [B,S,K,Hd] (K divides N), mask [B,T,S] bool -> [B,T,N,Hd].
+
+  Without soft-capping this is jax.nn.dot_product_attention (cuDNN flash attention where available);
+  Gemma 2's soft-capped logits (tanh(l / cap) * cap before masking) take the explicit path."""
+  if softcap is None:
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale)
+  b, t, n, hd = q.shape
+  kv_heads = k.shape[2]
+  q = q.reshape(b, t, kv_heads, n // kv_heads, hd)
+  logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * scale
+  logits = jnp.tanh(logits / softcap) * softcap
+  logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, hd)
+
+
 class Attention(nn.Module):
   num_heads: int
   num_kv_heads: int
   head_dim: int
   query_pre_attn_scalar: float
+  attn_logits_softcap: float | None = None
+  sliding_window: int | None = None
   dtype: str = "float32"
 
   @nn.compact
-  def __call__(self, x, positions, attn_mask, cache=None, cache_index=0):
-    """x [B,T,D], positions [B,T], attn_mask [B,T,S] bool -> ([B,T,D], new layer cache or None)."""
+  def __call__(self, x, is_local, positions, attn_mask, window_ok, cache=None, cache_index=0):
+    """x [B,T,D], positions [B,T], attn_mask [B,T,S] bool, window_ok [B,T,S] bool (pairs the sliding
+    window keeps), is_local: scalar bool (this layer uses the window) -> ([B,T,D], layer cache)."""
     d = x.shape[-1]
     wq = self.param("q_einsum", _init(1, (0, 2)), (self.num_heads, d, self.head_dim), jnp.float32)
     wkv = self.param("kv_einsum", _init(2, (1, 3), (0,)), (2, self.num_kv_heads, d, self.head_dim),
@@ -76,9 +100,10 @@ class Attention(nn.Module):
       k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
       new_cache = {"k": k, "v": v}
-    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
-                                       mask=attn_mask[:, None, :, :],
-                                       scale=self.query_pre_attn_scalar**-0.5)
+    if self.sliding_window is not None:
+      attn_mask = attn_mask & (window_ok | ~is_local)
+    out = attention(q, k.astype(q.dtype), v.astype(q.dtype), attn_mask,
+                    self.query_pre_attn_scalar**-0.5, self.attn_logits_softcap)
     return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_cache
 
 
@@ -96,24 +121,31 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-  """One decoder layer. Scan-compatible: (x, layer_cache, ...) -> (x, new_layer_cache)."""
+  """One decoder layer. Scan-compatible: (x, layer_cache, is_local, ...) -> (x, new_layer_cache)."""
   num_heads: int
   num_kv_heads: int
   head_dim: int
   mlp_dim: int
   query_pre_attn_scalar: float
+  post_norms: bool = False
+  attn_logits_softcap: float | None = None
+  sliding_window: int | None = None
   dtype: str = "float32"
 
   @nn.compact
-  def __call__(self, x, cache, positions, attn_mask, cache_index):
+  def __call__(self, x, cache, is_local, positions, attn_mask, window_ok, cache_index):
     y = RMSNorm(name="pre_attention_norm")(x)
     y, new_cache = Attention(self.num_heads, self.num_kv_heads, self.head_dim,
-                             self.query_pre_attn_scalar, self.dtype, name="attn")(
-                                 y, positions, attn_mask, cache, cache_index)
+                             self.query_pre_attn_scalar, self.attn_logits_softcap, self.sliding_window,
+                             self.dtype, name="attn")(
+                                 y, is_local, positions, attn_mask, window_ok, cache, cache_index)
+    if self.post_norms:
+      y = RMSNorm(name="post_attention_norm")(y)
     x = x + y
-    y = RMSNorm(name="pre_ffw_norm")(x)
-    x = x + FeedForward(self.mlp_dim, self.dtype, name="mlp")(y)
-    return x, new_cache
+    y = FeedForward(self.mlp_dim, self.dtype, name="mlp")(RMSNorm(name="pre_ffw_norm")(x))
+    if self.post_norms:
+      y = RMSNorm(name="post_ffw_norm")(y)
+    return x + y, new_cache
 
 
 class Gemma(nn.Module):
@@ -124,7 +156,11 @@ class Gemma(nn.Module):
   num_heads: int
   num_kv_heads: int
   head_dim: int
-  query_pre_attn_scalar: Optional[float] = None  # None: head_dim (Gemma 2B)
+  query_pre_attn_scalar: Optional[float] = None  # None: head_dim (Gemma 2B, Gemma 2 2B/9B)
+  post_norms: bool = False                       # Gemma 2
+  attn_logits_softcap: Optional[float] = None    # Gemma 2: 50
+  final_logits_softcap: Optional[float] = None   # Gemma 2: 30
+  sliding_window: Optional[int] = None           # Gemma 2: 4096, on even layers
   dtype: str = "float32"
   remat_policy: str = "none"
 
@@ -133,25 +169,48 @@ class Gemma(nn.Module):
     block = remat.wrap(Block, self.remat_policy)
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth,
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=0)(
+        in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=0)(
             self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim,
-            self.query_pre_attn_scalar or self.head_dim, self.dtype)
+            self.query_pre_attn_scalar or self.head_dim, self.post_norms, self.attn_logits_softcap,
+            self.sliding_window, self.dtype)
     self.final_norm = RMSNorm()
 
   def embed(self, tokens):  # [B,T] int -> [B,T,D]
     return self.embedder.encode(tokens).astype(self.dtype)
 
   def logits(self, hidden):  # [B,T,D] -> [B,T,V] float32
-    return self.embedder.decode(hidden)
+    logits = self.embedder.decode(hidden)
+    if self.final_logits_softcap is not None:
+      logits = jnp.tanh(logits / self.final_logits_softcap) * self.final_logits_softcap
+    return logits
 
   def init_cache(self, batch_size, cache_size, dtype=None):
     shape = (self.depth, batch_size, cache_size, self.num_kv_heads, self.head_dim)
-    return {"k": jnp.zeros(shape, dtype or self.dtype), "v": jnp.zeros(shape, dtype or self.dtype)}
+    return {"k": jnp.zeros(shape, dtype or self.dtype), "v": jnp.zeros(shape, dtype or self.dtype),
+            "positions": jnp.zeros((batch_size, cache_size), jnp.int32),
+            "prefix": jnp.zeros((batch_size, cache_size), bool)}
 
-  def __call__(self, x, positions, attn_mask, cache=None, cache_index=0):
-    """x [B,T,D] embedded inputs, positions [B,T], attn_mask [B,T,S] -> (hidden [B,T,D], cache)."""
-    x, new_cache = self.layers(x, cache, positions, attn_mask, cache_index)
-    return self.final_norm(x), new_cache
+  def __call__(self, x, positions, attn_mask, cache=None, cache_index=0, prefix=None):
+    """x [B,T,D] embedded inputs, positions [B,T], attn_mask [B,T,S], prefix [B,T] (tokens of the
+    bidirectional prefix; default none) -> (hidden [B,T,D], cache).
+
+    Sliding-window layers keep, as transformers' Gemma 2 does, the pairs within the window
+    (q_pos - k_pos < window) plus every pair inside the bidirectional prefix."""
+    is_local = jnp.arange(self.depth) % 2 == 0  # Gemma 2: even layers use the sliding window
+    prefix = jnp.zeros(positions.shape, bool) if prefix is None else prefix
+    if cache is None:
+      kv_positions, kv_prefix, layer_cache = positions, prefix, None
+    else:
+      start = (0, cache_index)
+      kv_positions = jax.lax.dynamic_update_slice(cache["positions"], positions.astype(jnp.int32), start)
+      kv_prefix = jax.lax.dynamic_update_slice(cache["prefix"], prefix, start)
+      layer_cache = {"k": cache["k"], "v": cache["v"]}
+    window_ok = ((positions[:, :, None] - kv_positions[:, None, :] < (self.sliding_window or 1))
+                 | (prefix[:, :, None] & kv_prefix[:, None, :]))
+    x, kv = self.layers(x, layer_cache, is_local, positions, attn_mask, window_ok, cache_index)
+    if cache is None:
+      return self.final_norm(x), None
+    return self.final_norm(x), dict(kv, positions=kv_positions, prefix=kv_prefix)
 
 
 class Embedder(nn.Module):

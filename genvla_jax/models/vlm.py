@@ -24,7 +24,9 @@ class VLA(nn.Module):
   img_config: dict[str, Any]
   llm_config: dict[str, Any]
   dual_encoder: bool = False
-  dtype: str = "float32"
+  dtype: str = "float32"         # compute dtype
+  param_dtype: str = "float32"   # storage dtype of trained parameters
+  frozen_dtype: str = "float32"  # storage dtype of the frozen tower
   remat_policy: str = "none"
 
   def setup(self):
@@ -52,8 +54,10 @@ class VLA(nn.Module):
     """Full forward (training). tokens/input_mask/ar_mask [B,T] -> text logits [B,T,V] float32."""
     x, n = self.embed_inputs(images, tokens)
     full_input = _prepend(input_mask, n, True)
-    attn_mask = masks.prefix_lm_mask(full_input, _prepend(ar_mask, n, False))
-    hidden, _ = self.llm(x, masks.positions_from_mask(full_input), attn_mask)
+    full_ar = _prepend(ar_mask, n, False)
+    attn_mask = masks.prefix_lm_mask(full_input, full_ar)
+    hidden, _ = self.llm(x, masks.positions_from_mask(full_input), attn_mask,
+                         prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
     return self.llm.logits(hidden[:, n:])
 
   def prefill(self, images, tokens, input_mask, cache_size):
@@ -68,7 +72,7 @@ class VLA(nn.Module):
     attn_mask = jnp.pad(attn_mask, ((0, 0), (0, 0), (0, cache_size - seq_len)))
     cache = self.llm.init_cache(x.shape[0], cache_size)
     positions = masks.positions_from_mask(full_input)
-    hidden, cache = self.llm(x, positions, attn_mask, cache, 0)
+    hidden, cache = self.llm(x, positions, attn_mask, cache, 0, prefix=full_input)
     last = jnp.sum(full_input, axis=1) - 1  # [B] index of the last real prefix token
     last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
     return self.llm.logits(last_hidden)[:, 0], cache, last + 1
@@ -89,6 +93,8 @@ def _prepend(mask, n, value):
 def from_config(model_config) -> VLA:
   return VLA(img_config=dict(model_config.img), llm_config=dict(model_config.llm),
              dual_encoder=model_config.dual_encoder, dtype=model_config.dtype,
+             param_dtype=model_config.get("param_dtype", "float32"),
+             frozen_dtype=model_config.get("frozen_dtype", "float32"),
              remat_policy=model_config.remat_policy)
 
 
@@ -100,7 +106,16 @@ def init_params(model: VLA, rng, image_size: int, text_len: int = 8):
   tokens = jnp.zeros((1, text_len), jnp.int32)
   mask = jnp.ones((1, text_len), bool)
   params = jax.jit(single.init)(rng, images, tokens, mask, mask)["params"]
-  return make_dual(params) if model.dual_encoder else params
+  return finish_params(model, params)
+
+
+def finish_params(model: VLA, single_params):
+  """Single-tower float32 params (fresh or imported) -> the model's params: dual-encoder split if
+  configured, then each part cast to its storage dtype."""
+  params = make_dual(single_params) if model.dual_encoder else dict(single_params)
+  return {k: jax.tree.map(lambda x, k=k: x.astype(model.frozen_dtype if k == "img_frozen"
+                                                  else model.param_dtype), v)
+          for k, v in params.items()}
 
 
 def make_dual(params):

@@ -1,1 +1,1 @@
-
+"""Command-line tools: logits (import debugging / numerics checks), param_count, export_hf."""

@@ -8,10 +8,15 @@ from genvla_jax.models import vlm
 from genvla_jax.training import sharding
 
 
+def state_from_params(params, tx):
+  """The optimizer state lives in float32 whatever the parameters' storage dtype."""
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": tx.init(jax.tree.map(lambda x: x.astype(jnp.float32), params))}
+
+
 def make_init_fn(model, tx, image_size: int):
   def init_state(rng):
-    params = vlm.init_params(model, rng, image_size)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+    return state_from_params(vlm.init_params(model, rng, image_size), tx)
   return init_state
 
 
@@ -27,10 +32,14 @@ def with_shardings(abstract_tree, shardings):
                       abstract_tree, shardings)
 
 
-def create(model, tx, image_size: int, mesh, rng, rules=()):
-  """-> (state placed with its shardings, shardings, abstract state with shardings)."""
+def create(model, tx, image_size: int, mesh, rng, rules=(), params=None):
+  """-> (state placed with its shardings, shardings, abstract state with shardings). `params`
+  (e.g. imported pretrained weights, already placed) replace the random initialisation."""
   abstract_state, shardings = abstract(model, tx, image_size, mesh, rules)
-  state = jax.jit(make_init_fn(model, tx, image_size), out_shardings=shardings)(rng)
+  if params is None:
+    state = jax.jit(make_init_fn(model, tx, image_size), out_shardings=shardings)(rng)
+  else:
+    state = jax.jit(lambda p: state_from_params(p, tx), out_shardings=shardings, donate_argnums=0)(params)
   return state, shardings, abstract_state
 
 

@@ -30,11 +30,17 @@ def loss_and_metrics(params, batch, model):
   return loss, metrics
 
 
+def as_float32(tree):
+  return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+
+
 def make_train_step(model, tx, lr_schedule):
-  """-> train_step(state, batch) -> (state, metrics); state = {"step", "params", "opt_state"}."""
+  """-> train_step(state, batch) -> (state, metrics); state = {"step", "params", "opt_state"}.
+  The optimizer always works in float32 (its state was initialised on float32 params, see
+  state.py); updates are cast to each parameter's storage dtype when applied."""
   def train_step(state, batch):
     grads, metrics = jax.grad(loss_and_metrics, has_aux=True)(state["params"], batch, model)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    updates, opt_state = tx.update(as_float32(grads), state["opt_state"], as_float32(state["params"]))
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=lr_schedule(state["step"]))
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics

@@ -1,0 +1,1 @@
+"""Pretrained PaliGemma weights: import (HF safetensors, big_vision npz), export (HF)."""

@@ -1,0 +1,66 @@
+"""Entry points: read a checkpoint's architecture, and load its weights into a (possibly dual-encoder)
+model with the target shardings and storage dtypes.
+
+  format "hf":         a transformers PaliGemmaForConditionalGeneration directory (or .safetensors file)
+  format "big_vision": the official PaliGemma .npz
+For π0+ the imported tower initialises both the trained and the frozen copy (vlm.finish_params).
+"""
+
+import dataclasses
+
+import jax
+from jax.sharding import Mesh, NamedSharding
+
+from genvla_jax.models import vlm
+from genvla_jax.pretrained import big_vision, hf
+from genvla_jax.training import sharding
+
+FORMATS = ("hf", "big_vision")
+
+
+def _check(fmt: str):
+  if fmt not in FORMATS:
+    raise ValueError(f"unknown checkpoint format {fmt!r}; choose one of {FORMATS}")
+
+
+def architecture(fmt: str, path: str) -> dict:
+  """-> {image_size, img, llm} as the checkpoint describes itself (config.json or tensor shapes)."""
+  _check(fmt)
+  if fmt == "hf":
+    return hf.model_config(hf.HFCheckpoint(path).config())
+  return big_vision.model_config(path)
+
+
+def mismatches(fmt: str, path: str, model_config) -> list[str]:
+  """Architecture fields where the config and the checkpoint disagree (empty: compatible)."""
+  theirs = architecture(fmt, path)
+  ours = {"image_size": model_config.image_size, "img": dict(model_config.img),
+          "llm": dict(model_config.llm)}
+  out = []
+  if theirs["image_size"] != ours["image_size"]:
+    out.append(f"model.image_size: config {ours['image_size']}, checkpoint {theirs['image_size']}")
+  for part in ("img", "llm"):
+    for key, value in theirs[part].items():
+      if key == "posemb_std":  # initialisation only
+        continue
+      if ours[part].get(key) != value:
+        out.append(f"model.{part}.{key}: config {ours[part].get(key)!r}, checkpoint {value!r}")
+  return out
+
+
+def load(fmt: str, path: str, model: vlm.VLA, image_size: int, mesh: Mesh | None = None, rules=()):
+  """Checkpoint -> params of `model` (dual split and storage dtypes applied), placed on `mesh` with the
+  parameter shardings (FSDP default / rules), or on the first device without a mesh. Tensors are cast
+  to `model.param_dtype` on the host, one at a time, before they are placed."""
+  _check(fmt)
+  single = dataclasses.replace(model, dual_encoder=False, parent=None)
+  shapes = jax.eval_shape(lambda: vlm.init_params(single, jax.random.PRNGKey(0), image_size))
+  shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, model.param_dtype), shapes)
+  if mesh is None:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda _: device, shapes)
+  else:
+    shardings = sharding.param_shardings(shapes, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+  params = (hf.load if fmt == "hf" else big_vision.load)(path, abstract)
+  return vlm.finish_params(model, params)

@@ -1,0 +1,191 @@
+"""The one table that relates our parameter tree to PaliGemma's published layouts.
+
+Each Rule says how one of our (single-tower) parameters is made from checkpoint tensors and back:
+  ours        our path, e.g. "llm/layers/attn/q_einsum"
+  hf          Hugging Face tensor name(s) in canonical form ("{i}" = layer index), see hf.py
+  bv          big_vision npz name(s) (without "params/"), see big_vision.py
+  to_ours     per-layer HF tensors -> our per-layer array (shape of `ours` without the layer axis)
+  to_hf       our per-layer array -> HF tensors
+Layer-stacked rules (`stacked=True`) are applied per layer index and stacked on axis 0; big_vision
+already stores them stacked, so its side is a plain rename (plus the qkv_einsum split, see there).
+Torch Linear weights are [out, in]; ours follow the einsum / flax kernel layout [in, out].
+"""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  ours: str
+  hf: tuple[str, ...]
+  bv: str | None
+  to_ours: Callable[..., np.ndarray]
+  to_hf: Callable[..., tuple[np.ndarray, ...]]
+  stacked: bool = False
+
+
+def _same(x, **_):
+  return x
+
+
+def _same_hf(x, **_):
+  return (x,)
+
+
+def _t(x, **_):
+  return x.T
+
+
+def _t_hf(x, **_):
+  return (x.T,)
+
+
+# ---- vision tower (SigLIP) ----
+def _patch_to_ours(w, **_):      # [D,3,P,P] -> [P,P,3,D]
+  return w.transpose(2, 3, 1, 0)
+
+
+def _patch_to_hf(k, **_):
+  return (k.transpose(3, 2, 0, 1),)
+
+
+def _qkv_to_ours(w, *, heads, **_):  # [D_out, D_in] -> [D_in, heads, head_dim]
+  return w.T.reshape(w.shape[1], heads, -1)
+
+
+def _qkv_to_hf(k, **_):
+  return (k.reshape(k.shape[0], -1).T,)
+
+
+def _qkv_bias_to_ours(b, *, heads, **_):
+  return b.reshape(heads, -1)
+
+
+def _qkv_bias_to_hf(b, **_):
+  return (b.reshape(-1),)
+
+
+def _out_to_ours(w, *, heads, **_):  # [D, heads*head_dim] -> [heads, head_dim, D]
+  return w.T.reshape(heads, -1, w.shape[0])
+
+
+def _out_to_hf(k, **_):
+  return (k.reshape(-1, k.shape[-1]).T,)
+
+
+def vision_rules(prefix: str = "img") -> list[Rule]:
+  enc = "vision.encoder.layers.{i}."
+  mha = f"{prefix}/blocks/MultiHeadDotProductAttention_0/"
+  bvb = "img/Transformer/encoderblock/"
+  rules = [
+      Rule(f"{prefix}/embedding/kernel", ("vision.embeddings.patch_embedding.weight",),
+           "img/embedding/kernel", _patch_to_ours, _patch_to_hf),
+      Rule(f"{prefix}/embedding/bias", ("vision.embeddings.patch_embedding.bias",),
+           "img/embedding/bias", _same, _same_hf),
+      Rule(f"{prefix}/pos_embedding", ("vision.embeddings.position_embedding.weight",),
+           "img/pos_embedding", lambda w, **_: w[None], lambda p, **_: (p[0],)),
+      Rule(f"{prefix}/encoder_norm/scale", ("vision.post_layernorm.weight",),
+           "img/Transformer/encoder_norm/scale", _same, _same_hf),
+      Rule(f"{prefix}/encoder_norm/bias", ("vision.post_layernorm.bias",),
+           "img/Transformer/encoder_norm/bias", _same, _same_hf),
+  ]
+  for ours, theirs in (("LayerNorm_0", "layer_norm1"), ("LayerNorm_1", "layer_norm2")):
+    for p, t in (("scale", "weight"), ("bias", "bias")):
+      rules.append(Rule(f"{prefix}/blocks/{ours}/{p}", (f"{enc}{theirs}.{t}",), f"{bvb}{ours}/{p}",
+                        _same, _same_hf, stacked=True))
+  for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+    rules.append(Rule(f"{mha}{ours}/kernel", (f"{enc}self_attn.{theirs}.weight",),
+                      f"{bvb}MultiHeadDotProductAttention_0/{ours}/kernel", _qkv_to_ours, _qkv_to_hf,
+                      stacked=True))
+    rules.append(Rule(f"{mha}{ours}/bias", (f"{enc}self_attn.{theirs}.bias",),
+                      f"{bvb}MultiHeadDotProductAttention_0/{ours}/bias", _qkv_bias_to_ours,
+                      _qkv_bias_to_hf, stacked=True))
+  rules += [
+      Rule(f"{mha}out/kernel", (f"{enc}self_attn.out_proj.weight",),
+           f"{bvb}MultiHeadDotProductAttention_0/out/kernel", _out_to_ours, _out_to_hf, stacked=True),
+      Rule(f"{mha}out/bias", (f"{enc}self_attn.out_proj.bias",),
+           f"{bvb}MultiHeadDotProductAttention_0/out/bias", _same, _same_hf, stacked=True),
+  ]
+  for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/kernel", (f"{enc}mlp.{fc}.weight",),
+                      f"{bvb}MlpBlock_0/{dense}/kernel", _t, _t_hf, stacked=True))
+    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/bias", (f"{enc}mlp.{fc}.bias",),
+                      f"{bvb}MlpBlock_0/{dense}/bias", _same, _same_hf, stacked=True))
+  return rules
+
+
+PROJECTOR_RULES = [
+    Rule("projector/kernel", ("projector.linear.weight",), "img/head/kernel", _t, _t_hf),
+    Rule("projector/bias", ("projector.linear.bias",), "img/head/bias", _same, _same_hf),
+]
+
+
+# ---- language model (Gemma / Gemma 2) ----
+def _q_to_ours(w, *, heads, **_):  # [N*H, D] -> [N, D, H]
+  return w.reshape(heads, -1, w.shape[1]).transpose(0, 2, 1)
+
+
+def _q_to_hf(w, **_):  # [N, D, H] -> [N*H, D]
+  return (w.transpose(0, 2, 1).reshape(-1, w.shape[1]),)
+
+
+def _kv_to_ours(k, v, *, kv_heads, **_):  # 2 x [K*H, D] -> [2, K, D, H]
+  return np.stack([_q_to_ours(k, heads=kv_heads), _q_to_ours(v, heads=kv_heads)])
+
+
+def _kv_to_hf(w, **_):
+  return _q_to_hf(w[0])[0], _q_to_hf(w[1])[0]
+
+
+def _o_to_ours(w, *, heads, **_):  # [D, N*H] -> [N, H, D]
+  return w.T.reshape(heads, -1, w.shape[0])
+
+
+def _o_to_hf(w, **_):
+  return (w.reshape(-1, w.shape[-1]).T,)
+
+
+def _gating_to_ours(gate, up, **_):  # 2 x [F, D] -> [2, D, F]
+  return np.stack([gate.T, up.T])
+
+
+def _gating_to_hf(w, **_):
+  return w[0].T, w[1].T
+
+
+def llm_rules(post_norms: bool) -> list[Rule]:
+  lay = "llm.layers.{i}."
+  rules = [
+      Rule("llm/embedder/input_embedding", ("llm.embed_tokens.weight",), "llm/embedder/input_embedding",
+           _same, _same_hf),
+      Rule("llm/final_norm/scale", ("llm.norm.weight",), "llm/final_norm/scale", _same, _same_hf),
+      Rule("llm/layers/pre_attention_norm/scale", (f"{lay}input_layernorm.weight",),
+           "llm/layers/pre_attention_norm/scale", _same, _same_hf, stacked=True),
+      Rule("llm/layers/attn/q_einsum", (f"{lay}self_attn.q_proj.weight",), "llm/layers/attn/q_einsum/w",
+           _q_to_ours, _q_to_hf, stacked=True),
+      Rule("llm/layers/attn/kv_einsum", (f"{lay}self_attn.k_proj.weight", f"{lay}self_attn.v_proj.weight"),
+           "llm/layers/attn/kv_einsum/w", _kv_to_ours, _kv_to_hf, stacked=True),
+      Rule("llm/layers/attn/attn_vec_einsum", (f"{lay}self_attn.o_proj.weight",),
+           "llm/layers/attn/attn_vec_einsum/w", _o_to_ours, _o_to_hf, stacked=True),
+      Rule("llm/layers/mlp/gating_einsum", (f"{lay}mlp.gate_proj.weight", f"{lay}mlp.up_proj.weight"),
+           "llm/layers/mlp/gating_einsum", _gating_to_ours, _gating_to_hf, stacked=True),
+      Rule("llm/layers/mlp/linear", (f"{lay}mlp.down_proj.weight",), "llm/layers/mlp/linear", _t, _t_hf,
+           stacked=True),
+  ]
+  if post_norms:  # Gemma 2: HF's post_attention_layernorm is the norm after attention
+    norms = (("pre_ffw_norm", "pre_feedforward_layernorm"), ("post_attention_norm", "post_attention_layernorm"),
+             ("post_ffw_norm", "post_feedforward_layernorm"))
+  else:  # Gemma 1: HF's post_attention_layernorm is the norm before the MLP
+    norms = (("pre_ffw_norm", "post_attention_layernorm"),)
+  for ours, theirs in norms:
+    rules.append(Rule(f"llm/layers/{ours}/scale", (f"{lay}{theirs}.weight",), f"llm/layers/{ours}/scale",
+                      _same, _same_hf, stacked=True))
+  return rules
+
+
+def paligemma_rules(post_norms: bool) -> list[Rule]:
+  """Every rule for a single-tower PaliGemma parameter tree."""
+  return vision_rules("img") + PROJECTOR_RULES + llm_rules(post_norms)

@@ -1,0 +1,58 @@
+r"""Exports a genvla_jax checkpoint to a Hugging Face PaliGemma directory (safetensors + config.json).
+
+  python -m genvla_jax.tools.export_hf --workdir=RUN --out=DIR [--step=N] [--dtype=bfloat16] \
+      [--tower=trained|frozen]
+
+PaliGemma has one image tower. For a dual-encoder run, --tower picks which copy is exported and the
+projector's matching half is used; that model differs from the dual one (it sees one tower's features),
+so the exported checkpoint is for reuse elsewhere, not for reproducing the policy's outputs.
+"""
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genvla_jax.inference import policy as policy_lib
+from genvla_jax.pretrained import hf
+
+FLAGS = flags.FLAGS
+
+
+def single_tower(params, tower: str = "trained"):
+  """Dual-encoder params -> single-tower params using one tower and its half of the projector
+  (scaled by 2, the inverse of vlm.make_dual's split). Single-tower params pass through."""
+  if "img_frozen" not in params:
+    return params
+  params = dict(params)
+  frozen = params.pop("img_frozen")
+  kernel = params["projector"]["kernel"]          # [2W, E]: [frozen half; trained half]
+  half = kernel.shape[0] // 2
+  part = kernel[:half] if tower == "frozen" else kernel[half:]
+  if tower == "frozen":
+    params["img"] = frozen
+  params["projector"] = dict(params["projector"], kernel=2 * part)
+  return params
+
+
+def export_run(workdir: str, out: str, step: int | None = None, dtype: str | None = None,
+               tower: str = "trained"):
+  policy = policy_lib.Policy.from_workdir(workdir, step)
+  params = single_tower(jax.device_get(policy.params), tower)
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32) if dtype is None else np.asarray(x), params)
+  hf.export(params, policy.config.model, out, dtype=dtype)
+
+
+def main(argv):
+  del argv
+  export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.dtype, FLAGS.tower)
+  print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "genvla_jax run directory", required=True)
+  flags.DEFINE_string("out", None, "output directory", required=True)
+  flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
+  flags.DEFINE_string("dtype", None, "cast tensors, e.g. bfloat16 (default: as stored)")
+  flags.DEFINE_enum("tower", "trained", ["trained", "frozen"], "dual encoder: which tower to export")
+  app.run(main)
