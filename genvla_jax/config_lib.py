@@ -74,7 +74,8 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       action_horizon=1,             # action chunk length H
       num_bins=256,                 # bins: number of bins, ids [vocab - num_bins, vocab)
       bins_overwrite_text_ids=True,  # bins may reuse the least-used text ids (OpenVLA does)
-      max_text_len=128)             # prompt + answer tokens per example
+      max_text_len=128,             # prompt + answer tokens per example
+      constrained=True)             # decode through the action grammar (every output parses)
   c.data = dict(
       rlds_root="",                 # robot dataset paths below are relative to this
       robot=[dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],

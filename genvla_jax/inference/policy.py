@@ -2,7 +2,8 @@
 
 Uses the checkpoint's own config and statistics and the same preprocessing functions as training
 (data/preprocess.py, tokenizers/prompt.py, data/stats.py), so training and acting cannot disagree.
-Model output that does not parse (string actions) falls back, per invalid field, to the centre of the
+Decoding is grammar-constrained by default (`tokenizer.constrained`), so every output parses; with it
+off, model output that does not parse (string actions) falls back, per invalid field, to the centre of the
 normalized range (0.0 before de-normalization); such fields are counted in `num_invalid_fields` and
 reported in the `valid` mask, never silently passed off as model output.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from genvla_jax.data import pipeline, preprocess, stats as stats_lib
 from genvla_jax.inference import decode
 from genvla_jax.models import vlm
-from genvla_jax.tokenizers import prompt as prompt_lib
+from genvla_jax.tokenizers import actions as actions_lib, prompt as prompt_lib
 from genvla_jax.training import checkpoint, state as state_lib
 
 
@@ -34,8 +35,10 @@ class Policy:
       raise KeyError(f"no action statistics for {name!r}; checkpoint has {sorted(stats)}")
     self.action_stats = stats[name]["action"]
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
+    constrained = config.tokenizer.get("constrained", True)
+    self.grammar = actions_lib.make_grammar(self.action_tokenizer) if constrained else None
     self.decoder = decode.make_greedy_decoder(self.model, self.action_tokenizer.max_decode_len(),
-                                              self.text.eos_id, self.text.pad_id)
+                                              self.text.eos_id, self.text.pad_id, self.grammar)
     self.num_invalid_fields = 0
 
   @classmethod

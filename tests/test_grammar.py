@@ -1,0 +1,140 @@
+"""Action grammars: the character automaton accepts exactly the string format, its token lift accepts the
+tokenizer's own encodings, every path through it parses, and constrained decoding on random models only
+produces valid actions (greedy and sampled, string and bins)."""
+
+import re
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from genvla_jax.inference import decode
+from genvla_jax.models import vlm
+from genvla_jax.tokenizers import actions, bin_actions, grammar, string_actions, text
+
+values = st.floats(-1.5, 1.5, allow_nan=False, allow_infinity=False, width=32)
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 7))
+
+
+def format_regex(horizon, dim, decimals):
+  value = rf"[+-](0\.\d{{{decimals}}}|1\.0{{{decimals}}})"
+  step = " ".join([value] * dim)
+  return re.compile(" \\| ".join([step] * horizon))
+
+
+def char_accepts(automaton, text_):
+  transitions, accept = automaton
+  state = 0
+  for ch in text_:
+    state = transitions[state].get(ch, -1)
+    if state < 0:
+      return False
+  return state == accept
+
+
+@settings(max_examples=150, deadline=None)
+@given(shapes, st.data())
+def test_char_automaton_is_the_format(shape, data):
+  horizon, dim = shape
+  automaton = grammar.char_automaton(horizon, dim, 4)
+  pattern = format_regex(horizon, dim, 4)
+  actions_ = data.draw(hnp.arrays(np.float64, shape, elements=values))
+  canonical, _ = string_actions.StringActionCodec(horizon, dim).format(actions_)
+  assert char_accepts(automaton, canonical)
+  # mutations of a valid string and arbitrary strings: accepted iff the regex matches in full
+  position = data.draw(st.integers(0, len(canonical) - 1))
+  mutated = canonical[:position] + data.draw(st.sampled_from("+-0123456789. |x")) + canonical[position + 1:]
+  for candidate in (mutated, canonical[:position], data.draw(st.text("+-019. |", max_size=30))):
+    assert char_accepts(automaton, candidate) == bool(pattern.fullmatch(candidate)), candidate
+
+
+@pytest.fixture(scope="module")
+def demo_tokenizer(demo_dir):
+  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+  return text.TextTokenizer(demo.demo_paths(str(demo_dir)).tokenizer)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, data=st.data())
+def test_token_grammar_accepts_the_tokenizers_encodings(demo_tokenizer, shape, data):
+  tokenizer = string_actions.StringActionTokenizer(demo_tokenizer, *shape)
+  g = actions.make_grammar(tokenizer)
+  ids, _ = tokenizer.encode(data.draw(hnp.arrays(np.float64, shape, elements=values)))
+  assert g.accepts(ids + [demo_tokenizer.eos_id])
+  assert not g.accepts(ids)                         # no EOS yet
+  assert not g.accepts(ids[:-1] + [demo_tokenizer.eos_id])  # one token short
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**31 - 1))
+def test_every_path_through_the_grammar_parses(demo_tokenizer, shape, seed):
+  """A random walk over allowed tokens (EOS as soon as allowed, with some probability) always yields
+  text the strict parser accepts."""
+  tokenizer = string_actions.StringActionTokenizer(demo_tokenizer, *shape)
+  g = actions.make_grammar(tokenizer)
+  rng = np.random.default_rng(seed)
+  state, ids = 0, []
+  while not g.accepting[state]:
+    allowed = np.flatnonzero(g.next_state[state] >= 0)
+    c = rng.choice(allowed)
+    ids.append(int(g.token_ids[c]))
+    state = g.next_state[state, c]
+  assert len(ids) < tokenizer.max_decode_len()
+  parsed = tokenizer.codec.parse_strict(demo_tokenizer.decode(ids))
+  assert parsed.shape == shape and np.abs(parsed).max() <= 1.0
+
+
+def test_forced_tokens_are_the_point_and_separators(demo_tokenizer):
+  g = actions.make_grammar(string_actions.StringActionTokenizer(demo_tokenizer, 1, 2))
+  forced = {demo_tokenizer.id_to_piece(int(t)) for t in g.forced() if t >= 0}
+  assert "." in forced and demo_tokenizer.id_to_piece(demo_tokenizer.eos_id) in forced
+  assert forced <= {".", "0", demo_tokenizer.id_to_piece(demo_tokenizer.eos_id)}  # 0: after a leading 1
+
+
+def test_vocabulary_that_cannot_write_the_format_is_an_error():
+  transitions, accept = grammar.char_automaton(1, 1, 2)
+  pieces = {10 + i: d for i, d in enumerate("+-0.12345689")}  # no "7"
+  with pytest.raises(ValueError, match="cannot write the action format"):
+    grammar.lift_to_tokens(transitions, accept, pieces, eos_id=1)
+
+
+def test_bin_grammar():
+  tok = bin_actions.BinActionTokenizer(2, 3, first_id=100, num_bins=16, eos_id=1)
+  g = actions.make_grammar(tok)
+  ids, _ = tok.encode(np.linspace(-1, 1, 6))
+  assert g.accepts(ids + [1]) and not g.accepts(ids[:-1] + [1]) and not g.accepts(ids[:-1] + [5, 1])
+
+
+@pytest.fixture(scope="module")
+def random_model(demo_dir, cache_dir):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(demo_dir, cache_dir)
+  model = vlm.from_config(config.model)
+  params = vlm.init_params(model, jax.random.PRNGKey(3), config.model.image_size)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (4, config.model.image_size, config.model.image_size, 3)).astype(np.float32)
+  tokens = rng.integers(4, 300, (4, 7)).astype(np.int32)
+  mask = np.arange(7)[None] < np.array([[3], [7], [5], [6]])
+  return config, model, params, (images, np.where(mask, tokens, 0), mask)
+
+
+@pytest.mark.parametrize("kind", ["string", "bins"])
+def test_constrained_decoding_of_a_random_model_always_parses(random_model, demo_tokenizer, kind):
+  config, model, params, inputs = random_model
+  if kind == "string":
+    tok = string_actions.StringActionTokenizer(demo_tokenizer, 2, 3)
+  else:
+    tok = bin_actions.BinActionTokenizer(2, 3, config.model.llm.vocab_size - 256, 256, demo_tokenizer.eos_id)
+  g = actions.make_grammar(tok)
+  free = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), demo_tokenizer.eos_id)(
+      params, *inputs))
+  assert not all(tok.decode(row)[1].all() for row in free)  # unconstrained, a random model is garbage
+  sampler = decode.make_decoder(model, tok.max_decode_len(), demo_tokenizer.eos_id, grammar=g,
+                                temperature=1.0)
+  outputs = [sampler(params, *inputs, None)] + [sampler(params, *inputs, jax.random.PRNGKey(s)) for s in range(3)]
+  for out in outputs:
+    for row in np.asarray(out):
+      assert g.accepts(row), row
+      assert tok.decode(row)[1].all()
