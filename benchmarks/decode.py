@@ -10,7 +10,8 @@ two ratios measured in the same run: time vs the bins baseline, and time per dec
 memory-bandwidth floor (parameter bytes / bandwidth of a large on-device copy, i.e. the time to read
 every weight once). With random weights, plain (unconstrained) string decoding stops at the first EOS
 the random model emits, so its step count is not an action's; constrained decoding always writes the
-whole format. Jump-forward and speculative variants are not built yet (issue 5).
+whole format. Jump-forward counts model passes (each writes up to 2 tokens). Speculative drafts are
+not built yet (issue 5).
 """
 
 import os
@@ -80,7 +81,7 @@ def time_variant(decoder, params, inputs, repeats):
     out = decoder(params, *inputs)
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t)
-  return float(np.median(times)), np.asarray(out)
+  return float(np.median(times)), jax.device_get(out)
 
 
 def main(argv):
@@ -104,13 +105,20 @@ def main(argv):
     strings = string_actions.StringActionTokenizer(tokenizer, horizon, FLAGS.dof)
     variants = [("bins", bins, None), ("bins constrained", bins, actions.make_grammar(bins)),
                 ("string plain", strings, None),
-                ("string constrained", strings, actions.make_grammar(strings))]
+                ("string constrained", strings, actions.make_grammar(strings)),
+                ("string jump-forward", strings, "jump")]
     base = None
     for name, tok, grammar in variants:
-      decoder = decode.make_greedy_decoder(model, tok.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id,
-                                           grammar)
-      seconds, out = time_variant(decoder, params, inputs, FLAGS.repeats)
-      steps = int(np.max(np.sum(out != tokenizer.pad_id, axis=1)))  # tokens written, EOS included
+      if grammar == "jump":
+        jump = decode.make_jump_forward_decoder(model, tok.max_decode_len(), tokenizer.eos_id,
+                                                tokenizer.pad_id, actions.make_grammar(tok))
+        seconds, (out, passes) = time_variant(jump, params, inputs, FLAGS.repeats)
+        steps = int(passes)  # model passes (each may write 2 tokens)
+      else:
+        decoder = decode.make_greedy_decoder(model, tok.max_decode_len(), tokenizer.eos_id,
+                                             tokenizer.pad_id, grammar)
+        seconds, out = time_variant(decoder, params, inputs, FLAGS.repeats)
+        steps = int(np.max(np.sum(out != tokenizer.pad_id, axis=1)))  # tokens written, EOS included
       base = base or seconds
       print(f"{name:<22} {horizon:>2} {seconds * 1e3:10.1f} {steps:6d} {seconds / steps * 1e3:8.2f} "
             f"{seconds / base:8.2f} {seconds / steps / floor:9.2f}", flush=True)

@@ -138,3 +138,46 @@ def test_constrained_decoding_of_a_random_model_always_parses(random_model, demo
     for row in np.asarray(out):
       assert g.accepts(row), row
       assert tok.decode(row)[1].all()
+
+
+@pytest.mark.parametrize("kind, horizon", [("string", 1), ("string", 2), ("bins", 2)])
+def test_jump_forward_equals_constrained_greedy(random_model, demo_tokenizer, kind, horizon):
+  config, model, params, inputs = random_model
+  if kind == "string":
+    tok = string_actions.StringActionTokenizer(demo_tokenizer, horizon, 3)
+  else:
+    tok = bin_actions.BinActionTokenizer(horizon, 3, config.model.llm.vocab_size - 256, 256,
+                                         demo_tokenizer.eos_id)
+  g = actions.make_grammar(tok)
+  eos = demo_tokenizer.eos_id
+  plain = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), eos, grammar=g)(params, *inputs))
+  jumped, passes = decode.make_jump_forward_decoder(model, tok.max_decode_len(), eos, 0, g)(params, *inputs)
+  np.testing.assert_array_equal(np.asarray(jumped), plain)
+  tokens_written = int(np.max(np.sum(plain != 0, axis=1)))
+  assert int(passes) == max(_passes(g, row) for row in plain)
+  if kind == "string":
+    assert int(passes) < tokens_written
+
+
+def _passes(g, row):
+  """Model passes jump-forward needs for `row`: each pass takes a chosen token plus the next one if
+  the grammar forces it."""
+  row = [int(t) for t in row if t != 0]
+  states, forced = _states(g, row), g.forced()
+  i = passes = 0
+  while i < len(row):
+    passes, i = passes + 1, i + 1
+    if i < len(row) and forced[states[i]] == row[i]:
+      i += 1
+  return passes
+
+
+def _states(g, row):
+  """The grammar state before each token of `row`."""
+  column = {int(t): c for c, t in enumerate(g.token_ids)}
+  state, states = 0, []
+  for t in row:
+    states.append(state)
+    if int(t) in column and state < len(g.accepting) - 1 and g.next_state[state, column[int(t)]] >= 0:
+      state = g.next_state[state, column[int(t)]]
+  return states

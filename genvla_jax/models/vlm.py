@@ -80,9 +80,14 @@ class VLA(nn.Module):
   def decode_step(self, tokens, positions, cache, cache_index, cache_valid):
     """One cached step. tokens [B,1], positions [B,1], cache_valid [B,S] (slots a query may attend,
     this step's slot included) -> (logits [B,V], new cache)."""
-    x = self.llm.embed(tokens)
-    hidden, cache = self.llm(x, positions, cache_valid[:, None, :], cache, cache_index)
-    return self.llm.logits(hidden)[:, 0], cache
+    logits, cache = self.extend(tokens, positions, cache, cache_index, cache_valid[:, None, :])
+    return logits[:, 0], cache
+
+  def extend(self, tokens, positions, cache, cache_index, attn_mask):
+    """K tokens at once into cache slots [cache_index, cache_index + K). tokens/positions [B,K],
+    attn_mask [B,K,S] (per query: the slots it may attend) -> (logits [B,K,V], new cache)."""
+    hidden, cache = self.llm(self.llm.embed(tokens), positions, attn_mask, cache, cache_index)
+    return self.llm.logits(hidden), cache
 
 
 def _prepend(mask, n, value):

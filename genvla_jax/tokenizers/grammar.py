@@ -47,6 +47,18 @@ class TokenGrammar:
     only = self.token_ids[np.argmax(allowed, axis=1)]
     return np.where(count == 1, np.where(self.accepting, self.eos_id, only), -1)
 
+  def forced_next(self) -> np.ndarray:
+    """[S] the state after a state's forced token (the dead state after a forced EOS; itself if none)."""
+    forced = self.forced()
+    dead = len(self.accepting) - 1
+    out = np.arange(len(forced))
+    for s, token in enumerate(forced):
+      if token == self.eos_id:
+        out[s] = dead
+      elif token >= 0:
+        out[s] = self.next_state[s, int(np.flatnonzero(self.token_ids == token)[0])]
+    return out
+
   def accepts(self, ids) -> bool:
     """Whether the id sequence (ending in EOS) is in the language."""
     column = {int(t): c for c, t in enumerate(self.token_ids)}
