@@ -4,14 +4,15 @@ r"""Decode latency per action: bins vs string tokens, plain vs grammar-constrain
   python benchmarks/decode.py --workdir=/tmp/run              # a trained run's weights and tokenizer
   python benchmarks/decode.py --config=configs/pi0_plus.py --dtype=bfloat16 --tokenizer=PATH  # full size
 
-Per variant: wall time per decoded action (batch `--batch`, median of `--repeats` jitted calls after a
-warm-up), sequential decode steps per action (model passes after the prefill), time per decode step, and
-two ratios measured in the same run: time vs the bins baseline, and time per decode step vs the
-memory-bandwidth floor (parameter bytes / bandwidth of a large on-device copy, i.e. the time to read
-every weight once). With random weights, plain (unconstrained) string decoding stops at the first EOS
-the random model emits, so its step count is not an action's; constrained decoding always writes the
-whole format. Jump-forward counts model passes (each writes up to 2 tokens). Speculative drafts are
-not built yet (issue 5).
+Frames: a base image drifting slowly plus noise (consecutive camera frames); every variant decodes
+them in order, the first frame is the warm-up. Per variant: wall time per action (batch `--batch`,
+median over frames, prefill included), sequential model passes per action (prefill included), time per
+pass, and ratios measured in the same run: time vs the bins baseline, passes vs constrained string
+decoding (whose output jump-forward and speculative decoding reproduce exactly), time per pass vs the
+memory-bandwidth floor (parameter bytes / bandwidth of a large on-device copy), and for speculative
+decoding the share of draft tokens (the previous frame's action) accepted. With random weights, plain
+(unconstrained) string decoding stops at the first EOS the random model emits, so its pass count is
+not an action's; constrained decoding always writes the whole format.
 """
 
 import os
@@ -39,7 +40,9 @@ flags.DEFINE_string("dtype", "float32", "compute and parameter dtype for random 
 flags.DEFINE_integer("dof", 7, "action dimensions")
 flags.DEFINE_string("horizons", "1,4", "action chunk lengths")
 flags.DEFINE_integer("batch", 1, "requests decoded together")
-flags.DEFINE_integer("repeats", 5, "timed calls per variant")
+flags.DEFINE_integer("repeats", 5, "timed frames per variant (after one warm-up frame)")
+flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
+flags.DEFINE_integer("proposal_len", 8, "tokens proposed per pass (jump-forward / speculative)")
 
 
 def bandwidth() -> float:
@@ -72,56 +75,80 @@ def load_model():
   return config, model, params, text.TextTokenizer(path)
 
 
-def time_variant(decoder, params, inputs, repeats):
-  out = decoder(params, *inputs)
-  jax.block_until_ready(out)
-  times = []
-  for _ in range(repeats):
+def frames(base, count, rng):
+  """`count` consecutive camera frames: the base image drifting slowly plus sensor noise [B,S,S,3]."""
+  drift = rng.normal(0, 1, base.shape).astype(np.float32)
+  return [np.clip(base + 0.02 * f * drift + rng.normal(0, 0.02, base.shape), -1, 1).astype(np.float32)
+          for f in range(count)]
+
+
+def run_variant(fn, params, images, prompt, with_draft):
+  """Decodes every frame in turn (the first is the warm-up); with_draft: the previous frame's output
+  is the draft. -> (median seconds, passes per action incl. prefill, accepted / drafted)."""
+  times, passes, drafted, accepted, previous = [], [], 0, 0, None
+  for f, image in enumerate(images):
     t = time.perf_counter()
-    out = decoder(params, *inputs)
-    jax.block_until_ready(out)
-    times.append(time.perf_counter() - t)
-  return float(np.median(times)), jax.device_get(out)
+    result = jax.device_get(fn(params, image, *prompt, previous if with_draft else None))
+    seconds = time.perf_counter() - t
+    previous = result["tokens"]
+    if f:
+      times.append(seconds)
+      passes.append(result["passes"] + 1)
+      drafted, accepted = drafted + int(result["drafted"].sum()), accepted + int(result["accepted"].sum())
+  return float(np.median(times)), float(np.mean(passes)), (accepted / drafted if drafted else float("nan"))
+
+
+def greedy_fn(model, tok, tokenizer, grammar):
+  decoder = decode.make_greedy_decoder(model, tok.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id,
+                                       grammar)
+
+  def fn(params, images, tokens, mask, draft):
+    del draft
+    out = decoder(params, images, tokens, mask)  # one pass per token written (EOS included)
+    zeros = jnp.zeros((out.shape[0],), jnp.int32)
+    return {"tokens": out, "passes": jnp.max(jnp.sum(out != tokenizer.pad_id, axis=1)),
+            "drafted": zeros, "accepted": zeros}
+  return fn
 
 
 def main(argv):
   del argv
   config, model, params, tokenizer = load_model()
+  model = vlm.for_decoding(model, FLAGS.unroll or None)
   size, batch = config.model.image_size, FLAGS.batch
   rng = np.random.default_rng(0)
-  prompt = [tokenizer.bos_id] + tokenizer.encode("What action should the robot take to pick up the can?\n")
-  inputs = (rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
-            np.tile(np.asarray(prompt, np.int32), (batch, 1)), np.ones((batch, len(prompt)), bool))
+  ids = [tokenizer.bos_id] + tokenizer.encode("What action should the robot take to pick up the can?\n")
+  prompt = (np.tile(np.asarray(ids, np.int32), (batch, 1)), np.ones((batch, len(ids)), bool))
+  images = frames(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), FLAGS.repeats + 1, rng)
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   bw = bandwidth()
   floor = param_bytes / bw
   print(f"device {jax.devices()[0].device_kind} | params {vlm.count_params(params) / 1e6:.1f} M "
-        f"({param_bytes / 2**20:.0f} MiB) | copy bandwidth {bw / 1e9:.1f} GB/s | floor per step "
-        f"{floor * 1e3:.2f} ms | batch {batch} | {'trained' if FLAGS.workdir else 'random'} weights")
-  print(f"{'variant':<22} {'H':>2} {'ms/action':>10} {'steps':>6} {'ms/step':>8} {'vs bins':>8} {'vs floor':>9}")
+        f"({param_bytes / 2**20:.0f} MiB) | copy bandwidth {bw / 1e9:.1f} GB/s | floor per pass "
+        f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | batch {batch} | {'trained' if FLAGS.workdir else 'random'} weights")
+  print(f"{'variant':<26} {'H':>2} {'ms/action':>10} {'passes':>7} {'ms/pass':>8} {'vs bins':>8} "
+        f"{'passes vs constrained':>21} {'vs floor':>9} {'draft accepted':>14}")
   vocab = config.model.llm.vocab_size
   for horizon in [int(h) for h in FLAGS.horizons.split(",")]:
     bins = bin_actions.BinActionTokenizer(horizon, FLAGS.dof, vocab - 256, 256, tokenizer.eos_id)
     strings = string_actions.StringActionTokenizer(tokenizer, horizon, FLAGS.dof)
-    variants = [("bins", bins, None), ("bins constrained", bins, actions.make_grammar(bins)),
-                ("string plain", strings, None),
-                ("string constrained", strings, actions.make_grammar(strings)),
-                ("string jump-forward", strings, "jump")]
-    base = None
-    for name, tok, grammar in variants:
-      if grammar == "jump":
-        jump = decode.make_jump_forward_decoder(model, tok.max_decode_len(), tokenizer.eos_id,
-                                                tokenizer.pad_id, actions.make_grammar(tok))
-        seconds, (out, passes) = time_variant(jump, params, inputs, FLAGS.repeats)
-        steps = int(passes)  # model passes (each may write 2 tokens)
-      else:
-        decoder = decode.make_greedy_decoder(model, tok.max_decode_len(), tokenizer.eos_id,
-                                             tokenizer.pad_id, grammar)
-        seconds, out = time_variant(decoder, params, inputs, FLAGS.repeats)
-        steps = int(np.max(np.sum(out != tokenizer.pad_id, axis=1)))  # tokens written, EOS included
+    grammar = actions.make_grammar(strings)
+    spec = decode.make_speculative_decoder(model, strings.max_decode_len(), tokenizer.eos_id,
+                                           tokenizer.pad_id, grammar, FLAGS.proposal_len)
+    variants = [("bins", greedy_fn(model, bins, tokenizer, None), False),
+                ("bins constrained", greedy_fn(model, bins, tokenizer, actions.make_grammar(bins)), False),
+                ("string plain", greedy_fn(model, strings, tokenizer, None), False),
+                ("string constrained", greedy_fn(model, strings, tokenizer, grammar), False),
+                ("string jump-forward", spec, False),
+                ("string jf + speculative", spec, True)]
+    base = constrained = None
+    for name, fn, with_draft in variants:
+      seconds, passes, acceptance = run_variant(fn, params, images, prompt, with_draft)
       base = base or seconds
-      print(f"{name:<22} {horizon:>2} {seconds * 1e3:10.1f} {steps:6d} {seconds / steps * 1e3:8.2f} "
-            f"{seconds / base:8.2f} {seconds / steps / floor:9.2f}", flush=True)
+      constrained = passes if name == "string constrained" else constrained
+      ratio = f"{passes / constrained:21.2f}" if constrained else f"{'':>21}"
+      print(f"{name:<26} {horizon:>2} {seconds * 1e3:10.1f} {passes:7.1f} {seconds / passes * 1e3:8.2f} "
+            f"{seconds / base:8.2f} {ratio} {seconds / passes / floor:9.2f} {acceptance:14.2f}", flush=True)
 
 
 if __name__ == "__main__":

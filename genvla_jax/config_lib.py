@@ -88,6 +88,10 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       cache_dir="~/.cache/genvla_jax",  # converted shards land here
       demo_dir="",                  # when set, the embedded demo data is generated here if missing
       unnorm_dataset="")            # whose action statistics the policy de-normalizes with ("" = first)
+  c.inference = dict(
+      speculative=True,             # constrained decoding verifying proposed tokens K per pass (same output)
+      proposal_len=8,               # K: forced tokens (jump-forward) and draft tokens per pass
+      draft_previous_action=True)   # draft = the previous act() call's action (Policy.reset() per episode)
   c.optimizer = dict(lr=1e-4, warmup_steps=1000, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
   c.train = dict(steps=100_000, log_every=50, checkpoint_every=1000, keep_checkpoints=3)
   c.mesh = dict(data=-1, fsdp=1,  # -1: all remaining devices

@@ -151,7 +151,9 @@ def test_jump_forward_equals_constrained_greedy(random_model, demo_tokenizer, ki
   g = actions.make_grammar(tok)
   eos = demo_tokenizer.eos_id
   plain = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), eos, grammar=g)(params, *inputs))
-  jumped, passes = decode.make_jump_forward_decoder(model, tok.max_decode_len(), eos, 0, g)(params, *inputs)
+  result = decode.make_speculative_decoder(model, tok.max_decode_len(), eos, 0, g, proposal_len=1)(
+      params, *inputs, None)
+  jumped, passes = result["tokens"], result["passes"]
   np.testing.assert_array_equal(np.asarray(jumped), plain)
   tokens_written = int(np.max(np.sum(plain != 0, axis=1)))
   assert int(passes) == max(_passes(g, row) for row in plain)
@@ -160,15 +162,16 @@ def test_jump_forward_equals_constrained_greedy(random_model, demo_tokenizer, ki
 
 
 def _passes(g, row):
-  """Model passes jump-forward needs for `row`: each pass takes a chosen token plus the next one if
-  the grammar forces it."""
+  """Model passes jump-forward (one proposal per pass) needs for `row` after the prefill: each pass
+  feeds the last chosen token plus the next one if the grammar forces it, and yields the choice after."""
   row = [int(t) for t in row if t != 0]
   states, forced = _states(g, row), g.forced()
-  i = passes = 0
+  i, passes = 1, 0  # the prefill chose row[0]
   while i < len(row):
-    passes, i = passes + 1, i + 1
-    if i < len(row) and forced[states[i]] == row[i]:
+    passes += 1
+    if forced[states[i]] == row[i]:
       i += 1
+    i += 1
   return passes
 
 
@@ -181,3 +184,49 @@ def _states(g, row):
     if int(t) in column and state < len(g.accepting) - 1 and g.next_state[state, column[int(t)]] >= 0:
       state = g.next_state[state, column[int(t)]]
   return states
+
+
+@pytest.mark.parametrize("kind, horizon", [("string", 2), ("bins", 2)])
+def test_speculative_drafts_keep_the_output_and_save_passes(random_model, demo_tokenizer, kind, horizon):
+  config, model, params, inputs = random_model
+  if kind == "string":
+    tok = string_actions.StringActionTokenizer(demo_tokenizer, horizon, 3)
+  else:
+    tok = bin_actions.BinActionTokenizer(horizon, 3, config.model.llm.vocab_size - 256, 256,
+                                         demo_tokenizer.eos_id)
+  g = actions.make_grammar(tok)
+  eos, length = demo_tokenizer.eos_id, tok.max_decode_len()
+  plain = np.asarray(decode.make_greedy_decoder(model, length, eos, grammar=g)(params, *inputs))
+  spec = decode.make_speculative_decoder(model, length, eos, 0, g, proposal_len=6)
+  rng = np.random.default_rng(0)
+  corrupted = plain.copy()
+  flips = rng.random(plain.shape) < 0.15
+  corrupted[flips] = rng.choice(g.token_ids, size=int(flips.sum()))
+  drafts = {"none": None, "perfect": plain, "corrupted": corrupted, "short": plain[:, :5],
+            "garbage": np.full((4, 9), 5, np.int32)}
+  passes = {}
+  for name, draft in drafts.items():
+    result = spec(params, *inputs, draft)
+    np.testing.assert_array_equal(np.asarray(result["tokens"]), plain, err_msg=name)
+    passes[name] = int(result["passes"])
+    drafted, accepted = np.asarray(result["drafted"]), np.asarray(result["accepted"])
+    assert (accepted <= drafted).all()
+    if name == "perfect":
+      assert (accepted == drafted).all() and drafted.sum() > 0
+    if name == "corrupted":
+      assert accepted.sum() < drafted.sum()
+    if name in ("none", "garbage"):
+      assert drafted.sum() == 0
+  longest = int(np.max(np.sum(plain != 0, axis=1)))
+  assert passes["perfect"] <= -(-(longest - 1) // 7)  # K+1 = 7 tokens per pass after the prefill
+  assert passes["perfect"] <= passes["corrupted"] <= passes["none"] + 1
+
+
+def test_unrolled_decoding_model_decodes_the_same(random_model, demo_tokenizer):
+  _, model, params, inputs = random_model
+  tok = string_actions.StringActionTokenizer(demo_tokenizer, 1, 3)
+  g = actions.make_grammar(tok)
+  outs = [np.asarray(decode.make_greedy_decoder(m, tok.max_decode_len(), demo_tokenizer.eos_id, grammar=g)(
+      params, *inputs)) for m in (model, vlm.for_decoding(model))]
+  assert vlm.for_decoding(model).llm_config["scan_unroll"] == model.llm_config["depth"]
+  np.testing.assert_array_equal(outs[0], outs[1])

@@ -11,6 +11,7 @@ exactly as the training-time forward pass computes them.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genvla_jax.models import vlm
 from genvla_jax.tokenizers import grammar as grammar_lib
@@ -78,65 +79,112 @@ def make_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int =
   return decode
 
 
-def make_jump_forward_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int,
-                              grammar: grammar_lib.TokenGrammar):
-  """Grammar-constrained greedy decoding that appends the token the grammar forces after each chosen
-  one (the "." after the integer digit, EOS after the last digit, ...) in the same model pass: every
-  pass feeds 2 tokens [chosen, forced-or-nothing] into 2 cache slots, the second slot masked out where
-  nothing is forced. Output equals make_greedy_decoder(..., grammar) token for token (a forced token
-  is the only one constrained greedy could pick); passes per action drop by the forced count.
-  -> jitted fn(params, images, tokens, input_mask) -> (tokens [B,L] int32, passes int32)."""
+def make_speculative_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int,
+                             grammar: grammar_lib.TokenGrammar, proposal_len: int = 8):
+  """Grammar-constrained greedy decoding that verifies up to `proposal_len` (K) proposed tokens per
+  model pass. Each pass feeds [last chosen token, p_1..p_K] into K+1 cache slots (VLA.extend), where
+    p_k = the token the grammar forces after p_1..p_{k-1} (jump-forward: the ".", separators, the
+          zeros after a leading 1, EOS), else the draft's token at the same output index (speculative:
+          e.g. the previous action's tokens; the fixed-width format keeps fields aligned), else none.
+  The logits at every position give the constrained greedy choice; the longest prefix of proposals
+  equal to those choices is kept and the choice after it is the next pass's first token, so the output
+  equals make_greedy_decoder(..., grammar) token for token, in fewer passes.
+
+  -> jitted fn(params, images [B,H,W,3], tokens [B,P], input_mask [B,P], draft [B,Ld] int32 or None)
+     -> {"tokens" [B,L] int32, "passes" (model passes after the prefill), "drafted" [B] (draft tokens
+     proposed, forced ones excluded), "accepted" [B] (of those, kept)}."""
+  k_max = proposal_len
   rules = grammar.arrays()
-  forced = jnp.asarray(grammar.forced(), jnp.int32)          # [S] forced token or -1
+  forced = jnp.asarray(grammar.forced(), jnp.int32)            # [S] forced token or -1
   forced_next = jnp.asarray(grammar.forced_next(), jnp.int32)  # [S] state after it
+  column_np = np.full(model.llm_config["vocab_size"], -1, np.int32)
+  column_np[grammar.token_ids] = np.arange(len(grammar.token_ids))
+  column = jnp.asarray(column_np)                              # [V] candidate column or -1
+
+  def propose(state, done, count, draft):
+    """-> proposals [B,K] (-1: none), states after each [B,K], forced flags [B,K]."""
+    def one(carry, k):
+      s, alive = carry
+      f = forced[s]
+      index = jnp.minimum(count + k, draft.shape[1] - 1)
+      d = jnp.where(count + k < draft.shape[1], draft[jnp.arange(draft.shape[0]), index], -1)
+      col = jnp.where(d >= 0, column[jnp.maximum(d, 0)], -1)
+      via_draft = jnp.where(col >= 0, rules["next_state"][s, jnp.maximum(col, 0)], -1)
+      is_forced = f >= 0
+      token = jnp.where(is_forced, f, jnp.where(via_draft >= 0, d, -1))
+      token = jnp.where(alive, token, -1)
+      s_next = jnp.where(is_forced, forced_next[s], via_draft)
+      alive = alive & (token >= 0) & (token != eos_id)
+      return (jnp.where(token >= 0, s_next, s), alive), (token, jnp.where(token >= 0, s_next, s),
+                                                          is_forced & (token >= 0))
+    _, (tokens, states, was_forced) = jax.lax.scan(one, (state, ~done), jnp.arange(k_max))
+    return tokens.T, states.T, was_forced.T
 
   @jax.jit
-  def decode(params, images, tokens, input_mask):
+  def decode(params, images, tokens, input_mask, draft):
     variables = {"params": params}
     batch, prompt_len = tokens.shape
+    draft = jnp.full((batch, 1), -1, jnp.int32) if draft is None else jnp.asarray(draft, jnp.int32)
     patch = model.img_config["patch_size"]
     prefix_len = (images.shape[1] // patch) * (images.shape[2] // patch) + prompt_len
-    cache_size = prefix_len + 2 * max_decode_len
+    width = k_max + 1
+    cache_size = prefix_len + width * max_decode_len
     logits, cache, next_pos = model.apply(variables, images, tokens, input_mask, cache_size,
                                           method=vlm.VLA.prefill)
     valid = jnp.concatenate([jnp.ones((batch, prefix_len - prompt_len), bool), input_mask.astype(bool),
-                             jnp.zeros((batch, 2 * max_decode_len), bool)], axis=1)
-    out = jnp.full((batch, max_decode_len + 1), pad_id, jnp.int32)  # +1: a spare column for writes past L
-    rows = jnp.arange(batch)
+                             jnp.zeros((batch, width * max_decode_len), bool)], axis=1)
+    first, state = grammar_lib.select(rules, eos_id, logits, jnp.zeros((batch,), jnp.int32))
+    out = jnp.full((batch, max_decode_len + width), pad_id, jnp.int32).at[:, 0].set(first)
+    done = first == eos_id
+    rows, ks = jnp.arange(batch), jnp.arange(width)
     zeros = jnp.zeros((batch,), jnp.int32)
 
     def cond(carry):
-      i, _, _, _, done, *_ = carry
+      i, _, _, done, *_ = carry
       return (i < max_decode_len) & ~jnp.all(done)
 
     def body(carry):
-      i, logits, cache, valid, done, out, state, count, pos = carry
-      token, state = grammar_lib.select(rules, eos_id, logits, state)
-      token = jnp.where(done, pad_id, token)
-      out = out.at[rows, count].set(jnp.where(done, out[rows, count], token))
-      finished = done | (token == eos_id)
-      follow = jnp.where(finished, -1, forced[state])
-      has_follow = follow >= 0
-      follow = jnp.where(has_follow, follow, pad_id)
-      count = count + (~done).astype(jnp.int32)
-      out = out.at[rows, count].set(jnp.where(has_follow, follow, out[rows, count]))
-      count = jnp.minimum(count + has_follow.astype(jnp.int32), max_decode_len)
-      state = jnp.where(has_follow, forced_next[state], state)
-      done = finished | (has_follow & (follow == eos_id)) | (count >= max_decode_len)
-      slot = prefix_len + 2 * i
-      valid = valid.at[:, slot].set(True)
-      first = valid                                 # query 0 sees up to its own slot
-      valid = valid.at[:, slot + 1].set(has_follow)
-      mask = jnp.stack([first, valid], axis=1)      # [B,2,S]
-      positions = jnp.stack([pos, pos + 1], axis=1)
-      step_logits, cache = model.apply(variables, jnp.stack([token, follow], axis=1), positions, cache,
-                                       slot, mask, method=vlm.VLA.extend)
-      logits = jnp.where(has_follow[:, None], step_logits[:, 1], step_logits[:, 0])
-      pos = pos + 1 + has_follow.astype(jnp.int32)
-      return i + 1, logits, cache, valid, done, out, state, count, pos
+      i, cache, valid, done, out, last, state, count, pos, drafted, accepted = carry
+      proposals, states, was_forced = propose(state, done, count, draft)    # [B,K]
+      has = proposals >= 0
+      base = prefix_len + width * i
+      slot_ok = jnp.concatenate([jnp.ones((batch, 1), bool), has], axis=1)  # [B,K+1]
+      window = jax.lax.dynamic_update_slice(jnp.zeros_like(valid), slot_ok, (0, base))
+      causal = (jnp.arange(valid.shape[1])[None, :] <= base + ks[:, None])  # [K+1,S]
+      mask = (valid[:, None, :] | window[:, None, :]) & causal[None]        # [B,K+1,S]
+      fed = jnp.concatenate([last[:, None], jnp.where(has, proposals, pad_id)], axis=1)
+      step_logits, cache = model.apply(variables, fed, pos[:, None] + ks[None], cache, base, mask,
+                                       method=vlm.VLA.extend)
+      before = jnp.concatenate([state[:, None], states], axis=1)           # state before choice q
+      choices, after = jax.vmap(lambda lg, st: grammar_lib.select(rules, eos_id, lg, st),
+                                in_axes=(1, 1), out_axes=1)(step_logits, before)  # [B,K+1]
+      match = has & (proposals == choices[:, :-1])
+      run = jnp.cumprod(match.astype(jnp.int32), axis=1)
+      a = jnp.sum(run, axis=1)                                              # accepted proposals
+      kept = run.astype(bool)
+      eos_kept = jnp.any(kept & (proposals == eos_id), axis=1)
+      choice = choices[rows, a]
+      new = jnp.where(ks[None, :-1] < a[:, None], proposals, pad_id)
+      new = jnp.concatenate([new, jnp.full((batch, 1), pad_id, jnp.int32)], axis=1)
+      new = jnp.where((ks[None] == a[:, None]) & ~eos_kept[:, None], choice[:, None], new)
+      n_new = a + (~eos_kept).astype(jnp.int32)
+      write = (ks[None] < n_new[:, None]) & ~done[:, None]
+      idx = count[:, None] + ks[None]
+      out = out.at[rows[:, None], idx].set(jnp.where(write, new, out[rows[:, None], idx]))
+      kept_slots = jnp.concatenate([jnp.ones((batch, 1), bool), kept], axis=1)  # last + kept proposals
+      valid = jax.lax.dynamic_update_slice(valid, kept_slots, (0, base))
+      drafted = drafted + jnp.sum(has & ~was_forced, axis=1) * (~done)
+      accepted = accepted + jnp.sum(kept & ~was_forced, axis=1) * (~done)
+      count = jnp.where(done, count, count + n_new)
+      state = jnp.where(done, state, after[rows, a])
+      pos = jnp.where(done, pos, pos + a + 1)
+      done = done | eos_kept | (choice == eos_id) | (count >= max_decode_len)
+      return i + 1, cache, valid, done, out, choice, state, count, pos, drafted, accepted
 
-    carry = (0, logits, cache, valid, jnp.zeros((batch,), bool), out, zeros, zeros, next_pos)
-    carry = jax.lax.while_loop(cond, body, carry)
-    return carry[5][:, :max_decode_len], carry[0]
+    carry = (0, cache, valid, done, out, first, state, jnp.ones((batch,), jnp.int32), next_pos, zeros,
+             zeros)
+    i, _, _, _, out, *_, drafted, accepted = jax.lax.while_loop(cond, body, carry)
+    out = jnp.where(jnp.arange(out.shape[1])[None] < max_decode_len, out, pad_id)[:, :max_decode_len]
+    return {"tokens": out, "passes": i, "drafted": drafted, "accepted": accepted}
 
   return decode

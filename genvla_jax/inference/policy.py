@@ -37,9 +37,32 @@ class Policy:
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
     constrained = config.tokenizer.get("constrained", True)
     self.grammar = actions_lib.make_grammar(self.action_tokenizer) if constrained else None
-    self.decoder = decode.make_greedy_decoder(self.model, self.action_tokenizer.max_decode_len(),
-                                              self.text.eos_id, self.text.pad_id, self.grammar)
+    inference = config.get("inference", {})
+    decoding_model = vlm.for_decoding(self.model)
+    length = self.action_tokenizer.max_decode_len()
+    if self.grammar is not None and inference.get("speculative", True):
+      self.draft_previous = inference.get("draft_previous_action", True)
+      spec = decode.make_speculative_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id,
+                                             self.grammar, inference.get("proposal_len", 8))
+      self.decoder = lambda params, *inputs: spec(params, *inputs, self._draft(len(inputs[0])))
+    else:
+      self.draft_previous = False
+      greedy = decode.make_greedy_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id,
+                                          self.grammar)
+      self.decoder = lambda params, *inputs: {"tokens": greedy(params, *inputs)}
+    self.previous_tokens = None
+    self.draft_stats = {"drafted": 0, "accepted": 0}
     self.num_invalid_fields = 0
+
+  def _draft(self, batch: int):
+    """The previous call's action tokens as the speculative draft (same batch size), else none."""
+    if not self.draft_previous or self.previous_tokens is None or len(self.previous_tokens) != batch:
+      return None
+    return self.previous_tokens
+
+  def reset(self):
+    """Call at an episode start: the previous action no longer predicts the next one."""
+    self.previous_tokens = None
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, unnorm_dataset: str = "") -> "Policy":
@@ -79,7 +102,12 @@ class Policy:
     if len(images) != len(instructions):
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
     pixels, tokens, mask = self.prepare_inputs(images, instructions)
-    out = np.asarray(self.decoder(self.params, pixels, tokens, mask))
+    result = jax.device_get(self.decoder(self.params, pixels, tokens, mask))
+    out = np.asarray(result["tokens"])
+    self.previous_tokens = out
+    if "drafted" in result:
+      self.draft_stats["drafted"] += int(result["drafted"].sum())
+      self.draft_stats["accepted"] += int(result["accepted"].sum())
     normalized, valid = zip(*[self.action_tokenizer.decode(row) for row in out])
     normalized, valid = np.stack(normalized), np.stack(valid)
     invalid = int((~valid).sum())

@@ -163,13 +163,15 @@ class Gemma(nn.Module):
   sliding_window: Optional[int] = None           # Gemma 2: 4096, on even layers
   dtype: str = "float32"
   remat_policy: str = "none"
+  scan_unroll: int = 1  # layers per scan iteration; decoding unrolls all (vlm.for_decoding)
 
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width, name="embedder")
     block = remat.wrap(Block, self.remat_policy)
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth,
-        in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=0)(
+        in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=0,
+        unroll=self.scan_unroll)(
             self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim,
             self.query_pre_attn_scalar or self.head_dim, self.post_norms, self.attn_logits_softcap,
             self.sliding_window, self.dtype)
@@ -225,4 +227,7 @@ class Embedder(nn.Module):
     return self.input_embedding[tokens] * jnp.sqrt(jnp.float32(self.width))
 
   def decode(self, hidden):
-    return jnp.einsum("BTD,VD->BTV", hidden.astype(jnp.float32), self.input_embedding)
+    """[B,T,D] -> float32 logits [B,T,V]: the table is read in the compute dtype (a bf16 model never
+    materialises a float32 copy of its 257k x D embedding), accumulation is float32."""
+    return jnp.einsum("BTD,VD->BTV", hidden, self.input_embedding.astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)

@@ -103,6 +103,14 @@ def from_config(model_config) -> VLA:
              remat_policy=model_config.remat_policy)
 
 
+def for_decoding(model: VLA, unroll: int | None = None) -> VLA:
+  """The same model (same parameter tree) with the decoder's layer scan unrolled (`unroll` layers per
+  iteration; default all). A scanned stack slices each layer's weights out of the stacked arrays at
+  run time; in a memory-bound decode step unrolling lets every weight be read once, in place."""
+  unroll = model.llm_config["depth"] if unroll is None else unroll
+  return dataclasses.replace(model, llm_config=dict(model.llm_config, scan_unroll=unroll), parent=None)
+
+
 def init_params(model: VLA, rng, image_size: int, text_len: int = 8):
   """Random parameters. With the dual encoder, both towers are identical and the projector is split,
   so the dual model computes exactly what the single-tower model with the same `rng` computes."""
