@@ -29,7 +29,7 @@ import numpy as np
 
 from genvla_jax.inference import decode
 from genvla_jax.models import vlm
-from genvla_jax.tokenizers import actions, bin_actions, string_actions, text
+from genvla_jax.tokenizers import actions, bin_actions, fast_actions, string_actions, text
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/pi0_plus.py:demo", "model config (random weights)",
@@ -98,6 +98,22 @@ def run_variant(fn, params, images, prompt, with_draft):
   return float(np.median(times)), float(np.mean(passes)), (accepted / drafted if drafted else float("nan"))
 
 
+def fast_tokenizer(horizon, vocab, tokenizer):
+  """A FAST tokenizer whose BPE is trained on smooth synthetic chunks (start value + slow drift per
+  dimension), on the ids above the text vocabulary (at most 1024)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  t = np.arange(horizon)[None, :, None] / max(horizon, 1)
+  chunks = np.clip(rng.uniform(-0.8, 0.8, (4000, 1, FLAGS.dof))
+                   + rng.normal(0, 0.3, (4000, 1, FLAGS.dof)) * t, -1, 1)
+  path = os.path.join(tempfile.mkdtemp(), "fast.model")
+  pieces = min(1024, vocab - tokenizer.vocab_size)
+  fast_actions.train_bpe(chunks, path, horizon, vocab_size=pieces)
+  tok = fast_actions.FastActionTokenizer(path, horizon, FLAGS.dof, 0, tokenizer.eos_id)
+  tok.first_id = vocab - tok.num_pieces
+  return tok
+
+
 def greedy_fn(model, tok, tokenizer, grammar):
   decoder = decode.make_greedy_decoder(model, tok.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id,
                                        grammar)
@@ -133,9 +149,11 @@ def main(argv):
     bins = bin_actions.BinActionTokenizer(horizon, FLAGS.dof, vocab - 256, 256, tokenizer.eos_id)
     strings = string_actions.StringActionTokenizer(tokenizer, horizon, FLAGS.dof)
     grammar = actions.make_grammar(strings)
+    fast = fast_tokenizer(horizon, vocab, tokenizer)
     spec = decode.make_speculative_decoder(model, strings.max_decode_len(), tokenizer.eos_id,
                                            tokenizer.pad_id, grammar, FLAGS.proposal_len)
     variants = [("bins", greedy_fn(model, bins, tokenizer, None), False),
+                ("fast constrained", greedy_fn(model, fast, tokenizer, actions.make_grammar(fast)), False),
                 ("bins constrained", greedy_fn(model, bins, tokenizer, actions.make_grammar(bins)), False),
                 ("string plain", greedy_fn(model, strings, tokenizer, None), False),
                 ("string constrained", greedy_fn(model, strings, tokenizer, grammar), False),

@@ -23,7 +23,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from genvla_jax.data import registry, rlds, stats as stats_lib
-from genvla_jax.tokenizers import actions, string_actions, text
+from genvla_jax.tokenizers import actions, fast_actions, string_actions, text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rlds_dir", "../shared/data/oxe_samples/bridge_dataset/1.0.0", "TFDS RLDS directory")
@@ -32,6 +32,7 @@ flags.DEFINE_string("splits", "train,val", "splits to read")
 flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: the demo tokenizer)")
 flags.DEFINE_string("horizons", "1,4", "action chunk lengths")
 flags.DEFINE_string("proposal_lens", "4,8,16", "tokens proposed per pass")
+flags.DEFINE_integer("fast_vocab", 1024, "FAST BPE pieces (trained on the first 80% of episodes)")
 
 
 def replay(grammar, truth, draft, proposal_len):
@@ -103,7 +104,8 @@ def main(argv):
   print(f"{FLAGS.dataset}: {len(eps)} episodes, {sum(len(e) for e in eps)} steps, {dim}-D actions")
   print(f"{'H':>2} {'K':>3} {'constrained':>11} {'jump-forward':>12} {'jf + draft':>10} {'jf ratio':>8} "
         f"{'jf+draft ratio':>14} {'accepted':>8}")
-  for horizon in [int(h) for h in FLAGS.horizons.split(",")]:
+  horizons = [int(h) for h in FLAGS.horizons.split(",")]
+  for horizon in horizons:
     tok = string_actions.StringActionTokenizer(tokenizer, horizon, dim)
     grammar = actions.make_grammar(tok)
     chunks = []  # (truth ids, draft ids) per step with a previous step in the same episode
@@ -121,6 +123,37 @@ def main(argv):
       acceptance = sum(r[2] for r in results) / max(sum(r[1] for r in results), 1)
       print(f"{horizon:>2} {k:>3} {plain:11.1f} {jump:12.1f} {spec_passes:10.1f} {jump / plain:8.2f} "
             f"{spec_passes / plain:14.2f} {acceptance:8.2f}", flush=True)
+  tokens_per_chunk(normalized, tokenizer, horizons, FLAGS.fast_vocab)
+
+
+def tokens_per_chunk(normalized, tokenizer, horizons, fast_vocab):
+  """Mean action tokens (EOS excluded) per chunk on the last 20% of episodes, for the three tokenizers;
+  FAST's BPE is trained on the first 80%."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  split = int(0.8 * len(normalized))
+  dim = normalized[0].shape[1]
+  print(f"\ntokens per action chunk (held-out episodes {len(normalized) - split}; FAST BPE {fast_vocab} pieces):")
+  print(f"{'H':>2} {'bins':>6} {'string':>7} {'fast':>6} {'fast max err':>12}")
+
+  def chunks(eps, horizon):
+    out = []
+    for e in eps:
+      padded = np.concatenate([e, np.repeat(e[-1:], horizon, axis=0)])
+      out += [padded[t:t + horizon] for t in range(len(e))]
+    return np.stack(out)
+
+  for horizon in horizons:
+    path = os.path.join(tempfile.mkdtemp(), "fast.model")
+    fast_actions.train_bpe(chunks(normalized[:split], horizon), path, horizon, vocab_size=fast_vocab)
+    fast = fast_actions.FastActionTokenizer(path, horizon, dim, tokenizer.vocab_size, tokenizer.eos_id)
+    strings = string_actions.StringActionTokenizer(tokenizer, horizon, dim)
+    held_out = chunks(normalized[split:], horizon)
+    fast_ids = [fast.encode(c)[0] for c in held_out]
+    decoded = [fast.decode(ids) for ids in fast_ids]
+    assert all(valid.all() for _, valid in decoded)
+    error = max(np.abs(a - c).max() for (a, _), c in zip(decoded, held_out))
+    print(f"{horizon:>2} {horizon * dim:6d} {np.mean([len(strings.encode(c)[0]) for c in held_out]):7.1f} "
+          f"{np.mean([len(i) for i in fast_ids]):6.1f} {error:12.4f}", flush=True)
 
 
 if __name__ == "__main__":

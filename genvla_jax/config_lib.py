@@ -69,11 +69,13 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
   c.pretrained = dict(format="", path="")
   c.tokenizer = dict(
       path="",                      # SentencePiece model (PaliGemma's for full-size runs)
-      action="string",              # "string" (S) or "bins" (OpenVLA-style 256 bins)
+      action="string",              # "string" (S), "bins" (OpenVLA-style 256 bins) or "fast" (DCT + BPE)
       decimals=4,                   # string actions: digits after the point
       action_horizon=1,             # action chunk length H
       num_bins=256,                 # bins: number of bins, ids [vocab - num_bins, vocab)
-      bins_overwrite_text_ids=True,  # bins may reuse the least-used text ids (OpenVLA does)
+      bins_overwrite_text_ids=True,  # bins/fast may reuse the least-used text ids (OpenVLA does)
+      fast_vocab_size=1024,         # fast: BPE pieces, ids [vocab - fast_vocab_size, vocab)
+      fast_scale=10.0,              # fast: DCT coefficients are rounded after multiplying by this
       max_text_len=128,             # prompt + answer tokens per example
       constrained=True)             # decode through the action grammar (every output parses)
   c.data = dict(

@@ -4,7 +4,8 @@ r"""Trains a VLA policy.
 
 Run directory layout:
   config.json            the resolved config
-  assets/tokenizer.model assets/stats.json   (tokenizer and action statistics the policy uses)
+  assets/tokenizer.model assets/stats.json   (tokenizer and action statistics the policy uses;
+  assets/fast_bpe.model                      with tokenizer.action="fast", the BPE trained on the data)
   checkpoints/<step>/    orbax: params, train (step, opt_state), data (iterator), meta (config, stats)
   metrics.jsonl          one JSON object per logged step
 Restarting the same command resumes from the latest checkpoint (same step count, same data order).
@@ -30,8 +31,11 @@ from genvla_jax.training import checkpoint, loop, optimizer, sharding, state as 
 
 def checkpoint_meta(config, prepared) -> dict:
   """What every checkpoint carries besides arrays, so that it describes itself."""
-  return {"config": json.loads(config.to_json()), "stats": prepared.stats,
+  meta = {"config": json.loads(config.to_json()), "stats": prepared.stats,
           "action_dim": prepared.action_dim, "tokenizer": "assets/tokenizer.model"}
+  if prepared.fast_bpe_path:
+    meta["fast_bpe"] = "assets/fast_bpe.model"
+  return meta
 
 
 def write_assets(config, prepared, workdir):
@@ -39,6 +43,8 @@ def write_assets(config, prepared, workdir):
   assets = os.path.join(workdir, "assets")
   os.makedirs(assets, exist_ok=True)
   shutil.copyfile(os.path.expanduser(config.tokenizer.path), os.path.join(assets, "tokenizer.model"))
+  if prepared.fast_bpe_path:
+    shutil.copyfile(prepared.fast_bpe_path, os.path.join(assets, "fast_bpe.model"))
   with open(os.path.join(assets, "stats.json"), "w") as f:
     json.dump(prepared.stats, f, indent=1)
   with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -87,6 +93,8 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   prepared = prepare.prepare(config.data)
+  if config.tokenizer.action == "fast":
+    prepare.fast_bpe(config, prepared)
   meta = checkpoint_meta(config, prepared)
   if jax.process_index() == 0:
     write_assets(config, prepared, workdir)

@@ -99,15 +99,16 @@ def _host_slice(ds, process_index, process_count):
   return ds[process_index::process_count]
 
 
-def make_tokenizers(config, action_dim, tokenizer_path: str | None = None):
+def make_tokenizers(config, action_dim, tokenizer_path: str | None = None, fast_bpe_path: str | None = None):
   """-> (text tokenizer, action tokenizer) as the config defines them (shared with the policy).
-  `tokenizer_path` overrides config.tokenizer.path (the policy reads the run's own copy)."""
+  `tokenizer_path` overrides config.tokenizer.path (the policy reads the run's own copy);
+  `fast_bpe_path` is the FAST BPE (tokenizer.action="fast")."""
   text_tokenizer = text.TextTokenizer(os.path.expanduser(tokenizer_path or config.tokenizer.path))
   if text_tokenizer.vocab_size > config.model.llm.vocab_size:
     raise ValueError(f"tokenizer has {text_tokenizer.vocab_size} ids but model.llm.vocab_size is "
                      f"{config.model.llm.vocab_size}")
   action_tokenizer = action_tokenizers.make_action_tokenizer(
-      config.tokenizer, text_tokenizer, config.model.llm.vocab_size, action_dim)
+      config.tokenizer, text_tokenizer, config.model.llm.vocab_size, action_dim, fast_bpe_path)
   return text_tokenizer, action_tokenizer
 
 
@@ -128,7 +129,8 @@ def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
 def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1
                  ) -> grain.IterDataset:
   """Infinite host-local batch stream (see module docstring)."""
-  text_tokenizer, action_tokenizer = make_tokenizers(config, prepared.action_dim)
+  text_tokenizer, action_tokenizer = make_tokenizers(config, prepared.action_dim,
+                                                     fast_bpe_path=prepared.fast_bpe_path)
   horizon, size = config.tokenizer.action_horizon, config.model.image_size
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []

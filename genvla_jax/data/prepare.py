@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 
+import numpy as np
+
 from genvla_jax.data import convert, demo, vl
 
 
@@ -34,6 +36,7 @@ class PreparedData:
   robot: list[RobotSet]
   vl: list[VLSet]
   action_dim: int
+  fast_bpe_path: str | None = None  # set by fast_bpe() for tokenizer.action="fast"
 
   @property
   def stats(self) -> dict:
@@ -74,3 +77,26 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
     vl_sets = [VLSet(e["name"], vl.load_llava_json(os.path.join(root, e["json"])), float(e["weight"]))
                for e in data_config.vl]
   return PreparedData(robot, vl_sets, next(iter(dims.values())))
+
+
+def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int = 0) -> str:
+  """Trains the FAST BPE on the robot training data's normalized action chunks [H,D] (a random sample
+  of up to `max_chunks` per dataset), once: cached under data.cache_dir/fast/ by the converted data and
+  the settings. Sets and returns prepared.fast_bpe_path."""
+  from genvla_jax.data import pipeline, stats as stats_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.tokenizers import fast_actions  # pylint: disable=g-import-not-at-top
+  tok = config.tokenizer
+  key = json.dumps([[r.converted_dir for r in prepared.robot], tok.action_horizon, tok.fast_scale,
+                    tok.fast_vocab_size, max_chunks, seed])
+  path = os.path.join(os.path.expanduser(config.data.cache_dir), "fast",
+                      hashlib.sha1(key.encode()).hexdigest()[:12] + ".model")
+  if not os.path.exists(path):
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for r in prepared.robot:
+      source = pipeline.StepChunkSource(r.converted_dir, tok.action_horizon)
+      for i in rng.permutation(len(source))[:max_chunks]:
+        chunks.append(stats_lib.normalize(source[int(i)]["actions"], r.stats["action"]))
+    fast_actions.train_bpe(np.stack(chunks), path, tok.action_horizon, tok.fast_scale, tok.fast_vocab_size)
+  prepared.fast_bpe_path = path
+  return path

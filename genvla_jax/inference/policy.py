@@ -25,11 +25,12 @@ from genvla_jax.training import checkpoint, state as state_lib
 class Policy:
 
   def __init__(self, config, params, stats: dict, action_dim: int, tokenizer_path: str,
-               unnorm_dataset: str = ""):
+               unnorm_dataset: str = "", fast_bpe_path: str | None = None):
     self.config = config
     self.params = params
     self.model = vlm.from_config(config.model)
-    self.text, self.action_tokenizer = pipeline.make_tokenizers(config, action_dim, tokenizer_path)
+    self.text, self.action_tokenizer = pipeline.make_tokenizers(config, action_dim, tokenizer_path,
+                                                                fast_bpe_path)
     name = unnorm_dataset or config.data.unnorm_dataset or next(iter(stats))
     if name not in stats:
       raise KeyError(f"no action statistics for {name!r}; checkpoint has {sorted(stats)}")
@@ -79,8 +80,9 @@ class Policy:
                                                                jax.devices()[0]))
     ckpt.close()
     logging.info("policy from %s step %d", workdir, step)
+    fast_bpe = os.path.join(workdir, meta["fast_bpe"]) if "fast_bpe" in meta else None
     return cls(config, params, meta["stats"], meta["action_dim"],
-               os.path.join(workdir, meta["tokenizer"]), unnorm_dataset)
+               os.path.join(workdir, meta["tokenizer"]), unnorm_dataset, fast_bpe)
 
   def prepare_inputs(self, images, instructions):
     """uint8 images [B,H,W,3] + B instructions -> model inputs (the training preprocessing)."""

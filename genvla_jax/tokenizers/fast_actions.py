@@ -55,7 +55,7 @@ def train_bpe(chunks, out_path: str, horizon: int, scale: float = 10.0, vocab_si
       split_by_number=False, max_sentencepiece_length=16, pad_id=-1, bos_id=-1, eos_id=-1, unk_id=0,
       hard_vocab_limit=False, minloglevel=2, num_threads=1)
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  tmp = out_path + ".tmp"
+  tmp = f"{out_path}.tmp{os.getpid()}"  # hosts sharing a cache directory do not collide
   with open(tmp, "wb") as f:
     f.write(model.getvalue())
   os.replace(tmp, out_path)
