@@ -1,0 +1,107 @@
+r"""One cached decode step of the LLM, in isolation: time vs the bandwidth floor, and kernels per step.
+
+  python3 benchmarks/decode_step.py --config=configs/pi0_plus.py --dtype=bfloat16 --cache=400
+
+Times (median of 50 calls after warm-up, batch 1, one token, a KV cache of --cache slots):
+  step      jitted VLA.decode_step called from Python (dispatch included)
+  loop/N    a lax.fori_loop of N decode steps in one call, divided by N (what the decoder's while loop pays)
+and their ratio to the floor (LLM parameter bytes / measured copy bandwidth; the towers are not read).
+Counts the kernels XLA launches per step (fusions, GEMMs / custom calls) in the compiled step, the
+first thing to look at when the step is far above the floor.
+"""
+
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # pylint: disable=g-import-not-at-top
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+from genvla_jax.models import vlm
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/pi0_plus.py:demo", "model config", lock_config=False)
+flags.DEFINE_string("dtype", "float32", "compute and parameter dtype")
+flags.DEFINE_integer("cache", 400, "KV cache slots")
+flags.DEFINE_integer("loop", 32, "steps per fori_loop call")
+flags.DEFINE_string("dump", "", "write the compiled step's HLO text here")
+flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
+
+
+def bandwidth() -> float:
+  n = (256 << 20) if jax.devices()[0].platform != "cpu" else (32 << 20)
+  x = jnp.ones((n,), jnp.float32)
+  f = jax.jit(lambda a: a * 1.0001)
+  f(x).block_until_ready()
+  t = time.perf_counter()
+  for _ in range(5):
+    y = f(x)
+  y.block_until_ready()
+  return 2 * 4 * n * 5 / (time.perf_counter() - t)
+
+
+def median_time(fn, *args, repeats=50):
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def kernel_counts(compiled_text: str) -> dict:
+  """Kernel-launching instructions in the entry and loop bodies of compiled HLO (a rough count)."""
+  return {"fusions": len(re.findall(r"= \S+ fusion\(", compiled_text)),
+          "custom-calls (GEMM etc.)": len(re.findall(r"custom-call\(", compiled_text)),
+          "while loops": len(re.findall(r" while\(", compiled_text))}
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  config.model.dtype = config.model.param_dtype = config.model.frozen_dtype = FLAGS.dtype
+  model = vlm.for_decoding(vlm.from_config(config.model), FLAGS.unroll or None)
+  params = jax.jit(lambda: vlm.init_params(model, jax.random.PRNGKey(0), config.model.image_size))()
+  llm_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params["llm"]))
+  floor = llm_bytes / bandwidth()
+  cache = model.apply({"params": params}, 1, FLAGS.cache, method=lambda m, b, s: m.llm.init_cache(b, s))
+  valid = jnp.ones((1, FLAGS.cache), bool)
+  token, pos = jnp.ones((1, 1), jnp.int32), jnp.full((1, 1), 300, jnp.int32)
+
+  @jax.jit
+  def step(params, cache):
+    return model.apply({"params": params}, token, pos, cache, 300, valid, method=vlm.VLA.decode_step)
+
+  @jax.jit
+  def loop(params, cache):
+    def body(i, carry):
+      logits, cache = carry
+      tok = jnp.argmax(logits, -1).astype(jnp.int32)[:, None]
+      return model.apply({"params": params}, tok, pos + i, cache, 300 + i % 64, valid,
+                         method=vlm.VLA.decode_step)
+    return jax.lax.fori_loop(0, FLAGS.loop, body, step(params, cache))
+
+  one = median_time(step, params, cache)
+  many = median_time(loop, params, cache, repeats=10) / (FLAGS.loop + 1)
+  text = step.lower(params, cache).compile().as_text()
+  counts = kernel_counts(text)
+  if FLAGS.dump:
+    with open(FLAGS.dump, "w") as f:
+      f.write(text)
+  print(f"device {jax.devices()[0].device_kind} | LLM {llm_bytes / 2**30:.2f} GiB ({FLAGS.dtype}) | floor "
+        f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | cache {FLAGS.cache}")
+  print(f"{'measure':<10} {'ms':>7} {'vs floor':>9}")
+  print(f"{'step':<10} {one * 1e3:7.2f} {one / floor:9.2f}")
+  print(f"{'loop/N':<10} {many * 1e3:7.2f} {many / floor:9.2f}")
+  print("compiled step: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+  app.run(main)
