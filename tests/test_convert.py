@@ -1,0 +1,85 @@
+"""Conversion in parts: parallel == serial, resume keeps finished parts, every step exactly once."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from genvla_jax.data import convert, demo, pipeline, rlds
+
+
+def _records(out_dir):
+  source = pipeline.StepChunkSource(out_dir, horizon=1)
+  return [convert.decode_step(source._source[i]) for i in range(len(source))]  # pylint: disable=protected-access
+
+
+@pytest.fixture(scope="module")
+def serial(demo_dir, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("serial") / "c")
+  meta = convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "demo_targets", "train", out,
+                         episodes_per_part=5)
+  return out, meta
+
+
+def test_every_step_appears_exactly_once(serial, demo_dir):
+  out, meta = serial
+  ds = rlds.RLDSDataset(demo.demo_paths(str(demo_dir)).rlds_dir, "train")
+  episodes = list(ds)
+  assert len(meta["shards"]) == 5  # 24 episodes in parts of 5
+  records = _records(out)
+  assert len(records) == meta["num_steps"] == sum(len(e["steps"]) for e in episodes)
+  assert len({(r["episode"], r["step"]) for r in records}) == len(records)
+  index = np.load(os.path.join(out, "episodes.npz"))
+  for e, (start, length) in enumerate(zip(index["start"], index["length"])):
+    source = episodes[index["source_episode"][e]]
+    assert length == len(source["steps"])
+    for s in range(length):
+      np.testing.assert_array_equal(records[start + s]["action"], source["steps"][s]["action"])
+
+
+def test_parallel_conversion_equals_serial(serial, demo_dir, tmp_path):
+  out, meta = serial
+  parallel = str(tmp_path / "p")
+  meta_p = convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "demo_targets", "train", parallel,
+                           episodes_per_part=5, num_workers=2)
+  assert [s["sha256"] for s in meta_p["shards"]] == [s["sha256"] for s in meta["shards"]]
+  with open(os.path.join(out, "stats.json")) as f, open(os.path.join(parallel, "stats.json")) as g:
+    assert json.load(f) == json.load(g)
+
+
+def test_interrupted_conversion_resumes_keeping_finished_parts(serial, demo_dir, tmp_path):
+  out, meta = serial
+  rlds_dir = demo.demo_paths(str(demo_dir)).rlds_dir
+  resumed = str(tmp_path / "r")
+  os.makedirs(resumed)
+  parts = convert.plan(rlds.RLDSDataset(rlds_dir, "train"), 5)
+  for part in parts[:2]:  # what an interrupted run left behind
+    convert.convert_part(rlds_dir, "train", "demo_targets", part, len(parts), resumed)
+  first = os.path.join(resumed, meta["shards"][0]["file"])
+  before = os.stat(first).st_mtime_ns
+  lines = []
+  meta_r = convert.convert(rlds_dir, "demo_targets", "train", resumed, episodes_per_part=5,
+                           printer=lambda *a, **k: lines.append(a[0]))
+  assert os.stat(first).st_mtime_ns == before
+  assert len(lines) == 3 and lines[-1].startswith("converted 5/5 parts")
+  assert meta_r["shards"] == meta["shards"]
+  convert.verify(resumed)
+
+
+def test_inspect_reports_a_converted_dataset_and_a_vl_corpus(serial, demo_dir):
+  from genvla_jax.data import inspect  # pylint: disable=g-import-not-at-top
+  out, meta = serial
+  summary = inspect.inspect(out)
+  assert (summary["episodes"], summary["steps"]) == (meta["num_episodes"], meta["num_steps"])
+  assert summary["features"]["action"] == {"type": "float32", "shape": [2]}
+  assert summary["image"]["shape"] == [32, 32, 3]
+  assert summary["instructions"]["sampled_steps"] == meta["num_steps"]
+  assert all(isinstance(text, str) and text.strip() for text, _ in summary["instructions"]["most_common"])
+  assert summary["skipped"]["total"] == 0 and summary["statistics"]["action"]["count"] == meta["num_steps"]
+  text = inspect.format_text(summary)
+  assert "episodes: 24" in text and "normalized [True, True]" in text
+  vl_summary = inspect.inspect(demo.demo_paths(str(demo_dir)).vl_train_json)
+  assert vl_summary["examples"] > 0 and vl_summary["missing_images"] == 0
+  with pytest.raises(ValueError, match="neither a converted dataset"):
+    inspect.inspect(str(demo_dir))
