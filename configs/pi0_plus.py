@@ -7,15 +7,19 @@ co-training with vision-language data (C).
 
 Arguments: variant `full` (default) or `demo`; option `ablation=<subset of DSC>` switches D, S, C
 (e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
-`backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma.
+`backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
+option `mixture=paper|bridge|fractal` picks the robot datasets (data/registry.py MIXTURES; full only).
 """
 
 from genvla_jax import config_lib
+from genvla_jax.data import registry
 
 
 def get_config(arg=None):
-  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation="DSC", backbone="paligemma_224")
+  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation="DSC", backbone="paligemma_224",
+                              mixture="paper")
   config = config_lib.base_config(opts.backbone)
+  config.data.robot = registry.mixture(opts.mixture)
   if opts.variant == "demo":
     config_lib.apply_demo(config)
   config_lib.apply_ablation(config, opts.ablation)

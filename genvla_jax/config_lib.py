@@ -10,6 +10,8 @@ variant name, then key=value options, e.g. `demo`, `demo,ablation=DS`, `ablation
 
 import ml_collections
 
+from genvla_jax.data import registry
+
 # Published sizes. SigLIP So400m/14 + Gemma 2B = PaliGemma-3B; SigLIP So400m/14 + Gemma 2 2B = PaliGemma 2 3B.
 SIGLIP_SO400M_14 = dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16, posemb_std=None)
 _GEMMA1 = dict(query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None,
@@ -80,7 +82,7 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       constrained=True)             # decode through the action grammar (every output parses)
   c.data = dict(
       rlds_root="",                 # robot dataset paths below are relative to this
-      robot=[dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
+      robot=registry.mixture("paper"),  # fractal (RT-1) + bridge, as in the paper; see data/registry.py
       vl_root="",                   # VL json paths below are relative to this
       vl=[],                        # dict(name, json, weight) entries (LLaVA JSON + image folder)
       robot_fraction=0.5,           # share of every batch from robot data (C); 1.0 = robot only

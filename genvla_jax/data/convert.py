@@ -125,13 +125,18 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
     except Exception as err:  # corrupt record: skipped, reported with its location
       skipped.append({"episode": e, "step": None, "reason": f"undecodable episode: {err}"[:200]})
       continue
-    good = []
+    standardized = []
     for s, raw in enumerate(episode["steps"]):
       try:
-        step = spec.standardize(raw)
-        reason = _bad_reason(step)
+        standardized.append(dict(spec.standardize(raw), _source_step=s))
       except (KeyError, ValueError, TypeError) as err:
-        reason = f"cannot standardize: {err}"[:200]
+        skipped.append({"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]})
+    if spec.episode_transform is not None and standardized:
+      standardized = spec.episode_transform(standardized)
+    good = []
+    for step in standardized:
+      s = step.pop("_source_step")
+      reason = _bad_reason(step)
       if reason:
         skipped.append({"episode": e, "step": s, "reason": reason})
         continue

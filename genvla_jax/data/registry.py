@@ -1,9 +1,14 @@
 """Per-dataset standardization: how one RLDS step of a published dataset becomes our step record.
 
 A standardized step is {"image": encoded JPEG/PNG bytes, "state": float32 [S], "action": float32 [D],
-"instruction": str}. Step dicts come from `rlds.read_episodes` with flattened keys ("observation/image_0").
+"instruction": str}. Step dicts come from `rlds.RLDSDataset` with flattened keys ("observation/image_0").
+`episode_transform` (optional) rewrites an episode's standardized steps where a convention needs the
+whole episode (relative -> absolute gripper, actions relabelled from states); it may drop steps.
 `normalize_mask[d]` is False for dimensions kept as they are (gripper open/close), True for dimensions
 mapped to [-1,1] with the dataset's q01/q99 statistics. Add a dataset by adding a DatasetSpec here.
+
+Conventions after standardization (all datasets): action = [xyz delta (3), rotation delta (3), gripper
+(1)] with gripper absolute, 1 = open, 0 = closed.
 """
 
 import dataclasses
@@ -17,6 +22,7 @@ class DatasetSpec:
   name: str
   standardize: Callable[[dict], dict]
   normalize_mask: tuple[bool, ...]
+  episode_transform: Callable[[list[dict]], list[dict]] | None = None
 
 
 def _text(x) -> str:
@@ -32,12 +38,71 @@ def _plain_step(image_key: str):
   return standardize
 
 
+def rel2abs_gripper(relative) -> np.ndarray:
+  """Relative gripper commands [T] (> 0.1: close, < -0.1: open, else no change; fractal's convention)
+  -> absolute gripper state [T] in {0, 1}, 1 = open. Before the first command the gripper is taken to
+  be in the opposite state (the first command is not redundant); with no command at all, open."""
+  command = np.where(np.asarray(relative) < -0.1, 1.0, np.where(np.asarray(relative) > 0.1, -1.0, 0.0))
+  issued = np.flatnonzero(command)
+  state = -command[issued[0]] if len(issued) else 1.0
+  out = np.empty(len(command), np.float32)
+  for t, c in enumerate(command):
+    state = c if c != 0 else state
+    out[t] = (state + 1) / 2
+  return out
+
+
+def _fractal_step(step):
+  """RT-1 (fractal20220817_data): action dict -> [world_vector, rotation_delta, gripper (relative)];
+  state = [base_pose_tool_reached (7: xyz + quaternion), gripper_closed (1)]."""
+  action = np.concatenate([step["action/world_vector"], step["action/rotation_delta"],
+                           step["action/gripper_closedness_action"]]).astype(np.float32)
+  state = np.concatenate([step["observation/base_pose_tool_reached"],
+                          step["observation/gripper_closed"]]).astype(np.float32)
+  return {"image": step["observation/image"], "state": state, "action": action,
+          "instruction": _text(step["observation/natural_language_instruction"])}
+
+
+def _fractal_episode(steps):
+  gripper = rel2abs_gripper([s["action"][6] for s in steps])
+  return [dict(s, action=np.concatenate([s["action"][:6], g[None]]).astype(np.float32))
+          for s, g in zip(steps, gripper)]
+
+
+def _relabel_from_states(steps):
+  """BridgeData V2: the recorded xyz/rpy commands are offset from the motion; use the achieved state
+  change instead (action[:6] = state[t+1][:6] - state[t][:6], gripper kept); the last step has no
+  successor and is dropped."""
+  return [dict(s, action=np.concatenate([n["state"][:6] - s["state"][:6], s["action"][6:]]).astype(np.float32))
+          for s, n in zip(steps[:-1], steps[1:])]
+
+
 REGISTRY = {
     # The project's own demo task (data/demo.py): 2-D offset of the named target from the agent.
     "demo_targets": DatasetSpec("demo_targets", _plain_step("observation/image"), (True, True)),
     # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].
     "bridge": DatasetSpec("bridge", _plain_step("observation/image_0"), (True,) * 6 + (False,)),
+    "bridge_relabeled": DatasetSpec("bridge_relabeled", _plain_step("observation/image_0"),
+                                    (True,) * 6 + (False,), _relabel_from_states),
+    # RT-1 robot data as published in Open X-Embodiment (fractal20220817_data); relative gripper made
+    # absolute (1 = open) per episode.
+    "fractal": DatasetSpec("fractal", _fractal_step, (True,) * 6 + (False,), _fractal_episode),
 }
+
+# Named mixtures: dataset entries for config.data.robot (paths relative to data.rlds_root, as the OXE
+# release lays them out) with sampling weights.
+MIXTURES = {
+    "paper": [dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0),
+              dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
+    "bridge": [dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
+    "fractal": [dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0)],
+}
+
+
+def mixture(name: str) -> list[dict]:
+  if name not in MIXTURES:
+    raise KeyError(f"unknown mixture {name!r}; known: {sorted(MIXTURES)}")
+  return [dict(e) for e in MIXTURES[name]]
 
 
 def get(name: str) -> DatasetSpec:
