@@ -84,7 +84,7 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       rlds_root="",                 # robot dataset paths below are relative to this
       robot=registry.mixture("paper"),  # fractal (RT-1) + bridge, as in the paper; see data/registry.py
       vl_root="",                   # VL json paths below are relative to this
-      vl=[],                        # dict(name, json, weight) entries (LLaVA JSON + image folder)
+      vl=[],                        # dict(name, path, format="llava_json"|"parquet", weight) entries
       robot_fraction=0.5,           # share of every batch from robot data (C); 1.0 = robot only
       batch_size=256,               # global batch
       num_workers=0,                # grain worker processes (0: in the main process)
@@ -117,7 +117,7 @@ def apply_demo(c: ml_collections.ConfigDict, demo_dir: str = "~/.cache/genvla_ja
   c.data.rlds_root = demo_ref + "/rlds"
   c.data.robot = [dict(name="demo_targets", path="demo_targets/1.0.0", split="train", weight=1.0)]
   c.data.vl_root = demo_ref + "/vl"
-  c.data.vl = [dict(name="demo_vqa", json="train.json", weight=1.0)]
+  c.data.vl = [dict(name="demo_vqa", path="train.json", format="llava_json", weight=1.0)]
   c.data.batch_size = 32
   c.optimizer = dict(lr=1e-3, warmup_steps=100, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
   c.train = dict(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)

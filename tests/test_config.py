@@ -41,7 +41,7 @@ def test_demo_paths_follow_demo_dir():
   paths = demo.demo_paths("/somewhere/else")
   assert c.tokenizer.path == paths.tokenizer
   assert f"{c.data.rlds_root}/{c.data.robot[0]['path']}" == paths.rlds_dir
-  assert f"{c.data.vl_root}/{c.data.vl[0]['json']}" == paths.vl_train_json
+  assert f"{c.data.vl_root}/{c.data.vl[0]['path']}" == paths.vl_train_json
 
 
 @pytest.mark.parametrize("arg, message", [("tiny", "unknown config variant"),

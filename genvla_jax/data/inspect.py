@@ -2,6 +2,7 @@ r"""What is in a dataset: the command to run first on new data.
 
   python -m genvla_jax.data.inspect --data=CONVERTED_DIR [--json]     # output of data/convert.py
   python -m genvla_jax.data.inspect --data=LLAVA.json [--json]        # a LLaVA-style VL corpus
+  python -m genvla_jax.data.inspect --data=CONVERTED_VL_DIR [--json]  # output of data/convert_vl.py
 
 Converted robot data: episodes, steps, episode length range, per-step feature names / shapes / dtypes
 (from the first record), image format and size, instructions seen (most frequent first), action and
@@ -72,8 +73,27 @@ def inspect_vl(json_path: str, max_questions: int = 5) -> dict:
           "first_questions": [e["question"] for e in examples[:max_questions]]}
 
 
+def inspect_converted_vl(out_dir: str, max_questions: int = 5) -> dict:
+  """Summary of a convert_vl.py output directory."""
+  from genvla_jax.data import convert_vl  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(out_dir, "meta.json")) as f:
+    meta = json.load(f)
+  source = convert_vl.VLSource(out_dir)
+  first = [source[i] for i in range(min(max_questions, len(source)))]
+  reasons = collections.Counter(s["reason"].split(":")[0] for s in meta["skipped"])
+  return {"path": os.path.abspath(out_dir), "input": meta["input"], "format": meta["format"],
+          "examples": meta["num_examples"], "conversations": meta["num_conversations"],
+          "shards": len(meta["shards"]),
+          "image": {"shape": list(preprocess.decode_image(first[0]["image"]).shape)} if first else {},
+          "first_examples": [{"question": r["question"], "answer": r["answer"]} for r in first],
+          "skipped": {"total": len(meta["skipped"]), "by_reason": dict(reasons), "first": meta["skipped"][:5]}}
+
+
 def inspect(path: str) -> dict:
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "meta.json")):
+    with open(os.path.join(path, "meta.json")) as f:
+      if "num_examples" in json.load(f):
+        return inspect_converted_vl(path)
     return inspect_converted(path)
   if path.endswith(".json") and os.path.isfile(path):
     return inspect_vl(path)

@@ -17,7 +17,7 @@ import os
 import grain
 import numpy as np
 
-from genvla_jax.data import convert, preprocess, stats as stats_lib
+from genvla_jax.data import convert, convert_vl, preprocess, stats as stats_lib
 from genvla_jax.tokenizers import actions as action_tokenizers, prompt as prompt_lib, text
 
 
@@ -66,15 +66,15 @@ class RobotExample(grain.transforms.Map):
 
 
 class VLExample(grain.transforms.Map):
-  """{"image_path", "question", "answer"} -> training example (question -> answer text)."""
+  """{"image": bytes, "question", "answer"} (convert_vl.py records) -> training example (question ->
+  answer text)."""
 
   def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim):
     self.image_size, self.text, self.max_text_len = image_size, text_tokenizer, max_text_len
     self.horizon, self.action_dim = horizon, action_dim
 
   def map(self, example):
-    with open(example["image_path"], "rb") as f:
-      image = preprocess.decode_image(f.read())
+    image = preprocess.decode_image(example["image"])
     answer_ids = self.text.encode(example["answer"])
     return dict(image=preprocess.prepare_image(image, self.image_size),
                 **prompt_lib.build_prompt(self.text, example["question"], answer_ids, self.max_text_len),
@@ -145,7 +145,8 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   if num_vl:
     vl_datasets = []
     for i, v in enumerate(prepared.vl):
-      vds = _host_slice(grain.MapDataset.source(v.examples), process_index, process_count)
+      vds = _host_slice(grain.MapDataset.source(convert_vl.VLSource(v.converted_dir)), process_index,
+                        process_count)
       vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().map(VLExample(
           image_size=size, text_tokenizer=text_tokenizer, max_text_len=config.tokenizer.max_text_len,
           horizon=horizon, action_dim=prepared.action_dim)))

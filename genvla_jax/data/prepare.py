@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from genvla_jax.data import convert, demo, vl
+from genvla_jax.data import convert, convert_vl, demo
 
 
 @dataclasses.dataclass
@@ -27,8 +27,9 @@ class RobotSet:
 @dataclasses.dataclass
 class VLSet:
   name: str
-  examples: list[dict]
+  converted_dir: str  # convert_vl.py output: ArrayRecord shards of (image bytes, question, answer)
   weight: float
+  meta: dict
 
 
 @dataclasses.dataclass
@@ -59,6 +60,19 @@ def prepare_robot(data_config, entry, split=None) -> RobotSet:
   return RobotSet(entry["name"], out, float(entry["weight"]), stats, meta)
 
 
+def prepare_vl(data_config, entry) -> VLSet:
+  """A VL entry {name, path (relative to data.vl_root; a parquet glob is fine), format, weight} ->
+  its converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (made once).
+  The older form {name, json, weight} means format "llava_json"."""
+  path = entry["path"] if "path" in entry else entry["json"]
+  fmt = entry["format"] if "format" in entry else "llava_json"
+  source = os.path.join(os.path.expanduser(data_config.vl_root), path)
+  digest = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
+  out = os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl", f"{entry['name']}-{digest}")
+  meta = convert_vl.convert_vl(source, fmt, out)
+  return VLSet(entry["name"], out, float(entry["weight"]), meta)
+
+
 def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   """Generates demo data if configured, converts robot datasets if needed, loads VL lists."""
   if data_config.demo_dir:
@@ -73,9 +87,7 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   if data_config.robot_fraction < 1.0:
     if not data_config.vl:
       raise ValueError("data.robot_fraction < 1 (co-training) but config.data.vl is empty")
-    root = os.path.expanduser(data_config.vl_root)
-    vl_sets = [VLSet(e["name"], vl.load_llava_json(os.path.join(root, e["json"])), float(e["weight"]))
-               for e in data_config.vl]
+    vl_sets = [prepare_vl(data_config, e) for e in data_config.vl]
   return PreparedData(robot, vl_sets, next(iter(dims.values())))
 
 
