@@ -91,7 +91,10 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       prompt="What action should the robot take to {instruction}?",
       cache_dir="~/.cache/genvla_jax",  # converted shards land here
       demo_dir="",                  # when set, the embedded demo data is generated here if missing
-      unnorm_dataset="")            # whose action statistics the policy de-normalizes with ("" = first)
+      unnorm_dataset="",            # whose action statistics the policy de-normalizes with ("" = first)
+      on_bad="skip",                # bad records at conversion: "skip" (counted, listed) or "fail"
+      augment=dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05),  # training only
+                   brightness=0.2, contrast=0.2, saturation=0.2))
   c.inference = dict(
       speculative=True,             # constrained decoding verifying proposed tokens K per pass (same output)
       proposal_len=8,               # K: forced tokens (jump-forward) and draft tokens per pass
@@ -119,6 +122,7 @@ def apply_demo(c: ml_collections.ConfigDict, demo_dir: str = "~/.cache/genvla_ja
   c.data.vl_root = demo_ref + "/vl"
   c.data.vl = [dict(name="demo_vqa", path="train.json", format="llava_json", weight=1.0)]
   c.data.batch_size = 32
+  c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
   c.optimizer = dict(lr=1e-3, warmup_steps=100, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
   c.train = dict(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
 

@@ -95,6 +95,14 @@ def test_conversion_skips_and_reports_bad_steps(tmp_path, demo_dir):
     del registry.REGISTRY["poisoned"]
   assert meta["skipped_steps"] == [{"episode": 0, "step": 2, "reason": "non-finite action"}]
   assert meta["num_steps"] == 6 * 4 - 1
+  calls["n"] = 0
+  registry.REGISTRY["poisoned"] = registry.DatasetSpec("poisoned", poisoned, (True, True))
+  try:
+    with pytest.raises(convert.BadRecordError, match="episode 0 step 2: non-finite action"):
+      convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "poisoned", "val", str(tmp_path / "f"),
+                      on_bad="fail")
+  finally:
+    del registry.REGISTRY["poisoned"]
 
 
 def test_corrupt_shard_is_detected(tmp_path, prepared):
@@ -132,7 +140,9 @@ def test_every_batch_has_the_configured_mixture(demo_dir, cache_dir, fraction, e
     assert np.all(batch["image"] >= -1) and np.all(batch["image"] <= 1)
 
 
-def test_resume_reproduces_the_next_batches(config, prepared):
+@pytest.mark.parametrize("augmented", [False, True])
+def test_resume_reproduces_the_next_batches(config, prepared, augmented):
+  config.data.augment.enabled = augmented  # augmentation randomness replays too
   it = iter(pipeline.make_dataset(config, prepared, seed=3))
   for _ in range(4):
     next(it)
@@ -160,3 +170,21 @@ def test_bad_image_is_named():
     preprocess.decode_image(b"not an image")
   with pytest.raises(preprocess.BadImageError, match=r"\[H,W,3\]"):
     preprocess.prepare_image(np.zeros((32, 32), np.uint8), 32)
+
+
+def test_augmentation_changes_training_images_only_within_bounds():
+  from genvla_jax.data import augment  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+  for seed in range(20):
+    crop = augment.random_resized_crop(image, np.random.default_rng(seed), (0.8, 1.0), (0.9, 1.1))
+    assert 0.75 * 48 * 64 <= crop.shape[0] * crop.shape[1] <= 48 * 64 and crop.shape[2] == 3
+  cfg = dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05), brightness=0.2, contrast=0.2,
+             saturation=0.2)
+  a = augment.augment(image, np.random.default_rng(1), cfg)
+  np.testing.assert_array_equal(a, augment.augment(image, np.random.default_rng(1), cfg))
+  assert a.dtype == np.uint8 and not np.array_equal(a, augment.augment(image, np.random.default_rng(2), cfg))
+  assert augment.augment(image, np.random.default_rng(1), dict(cfg, enabled=False)) is image
+  grey = np.full((8, 8, 3), 100, np.uint8)  # saturation/contrast leave a flat grey image grey
+  out = augment.color_jitter(grey, np.random.default_rng(3), brightness=0.0)
+  np.testing.assert_array_equal(out, grey)

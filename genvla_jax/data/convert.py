@@ -14,7 +14,8 @@ so an interrupted conversion resumes where it stopped (finished parts are kept).
   meta.json      written last (the conversion is complete): source, counts, shards with record counts and
                  sha256, skipped steps with their location
 An undecodable episode, or a step with a non-finite action or state, an empty instruction, a missing
-image or key, is skipped and listed in meta.json with its episode and step.
+image or key, is skipped and listed in meta.json with its episode and step (`on_bad="fail"`: raise
+BadRecordError at the first instead).
 """
 
 import concurrent.futures
@@ -111,7 +112,19 @@ def _records(source, part: Part):
     yield serialized
 
 
-def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int, out_dir: str) -> dict:
+class BadRecordError(ValueError):
+  pass
+
+
+def _skip(skipped: list, on_bad: str, location: dict):
+  if on_bad == "fail":
+    raise BadRecordError(f"bad record in episode {location['episode']} step {location['step']}: "
+                         f"{location['reason']} (on_bad='fail')")
+  skipped.append(location)
+
+
+def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int, out_dir: str,
+                 on_bad: str = "skip") -> dict:
   """Converts one part into `<name>.array_record` + `<name>.npz` (per good step: action, state;
   per episode: source index, length) + `<name>.json` (written last: the part is done)."""
   spec = registry.get(dataset)
@@ -123,14 +136,14 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
     try:
       episode = source.decode_episode(serialized)
     except Exception as err:  # corrupt record: skipped, reported with its location
-      skipped.append({"episode": e, "step": None, "reason": f"undecodable episode: {err}"[:200]})
+      _skip(skipped, on_bad, {"episode": e, "step": None, "reason": f"undecodable episode: {err}"[:200]})
       continue
     standardized = []
     for s, raw in enumerate(episode["steps"]):
       try:
         standardized.append(dict(spec.standardize(raw), _source_step=s))
       except (KeyError, ValueError, TypeError) as err:
-        skipped.append({"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]})
+        _skip(skipped, on_bad, {"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]})
     if spec.episode_transform is not None and standardized:
       standardized = spec.episode_transform(standardized)
     good = []
@@ -138,7 +151,7 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
       s = step.pop("_source_step")
       reason = _bad_reason(step)
       if reason:
-        skipped.append({"episode": e, "step": s, "reason": reason})
+        _skip(skipped, on_bad, {"episode": e, "step": s, "reason": reason})
         continue
       good.append(step)
     if not good:
@@ -168,7 +181,7 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
 
 
 def convert(rlds_dir: str, dataset: str, split: str, out_dir: str, *, episodes_per_part: int = 1000,
-            num_workers: int = 0, printer=None) -> dict:
+            num_workers: int = 0, printer=None, on_bad: str = "skip") -> dict:
   """Converts one split (see the module docstring); returns meta. Resumable: parts already written by an
   interrupted run are kept; a complete conversion (meta.json of this format version) is returned as is.
   num_workers > 0 converts parts in that many processes."""
@@ -180,12 +193,14 @@ def convert(rlds_dir: str, dataset: str, split: str, out_dir: str, *, episodes_p
       return meta
     shutil.rmtree(out_dir)  # an older layout: convert again
   registry.get(dataset)  # unknown names fail before any work
+  if on_bad not in ("skip", "fail"):
+    raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
   source = rlds.RLDSDataset(rlds_dir, split)
   parts = plan(source, episodes_per_part)
   os.makedirs(out_dir, exist_ok=True)
   todo = [p for p in parts if not _part_done(out_dir, _part_name(p, len(parts)))]
   progress = _Progress(len(parts), len(parts) - len(todo), printer)
-  args = [(rlds_dir, split, dataset, p, len(parts), out_dir) for p in todo]
+  args = [(rlds_dir, split, dataset, p, len(parts), out_dir, on_bad) for p in todo]
   if num_workers > 0 and len(todo) > 1:
     context = multiprocessing.get_context("spawn")  # no fork of a multithreaded parent
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
@@ -281,7 +296,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   meta = convert(FLAGS.rlds_dir, FLAGS.dataset, FLAGS.split, FLAGS.out,
-                 episodes_per_part=FLAGS.episodes_per_part, num_workers=FLAGS.num_workers, printer=print)
+                 episodes_per_part=FLAGS.episodes_per_part, num_workers=FLAGS.num_workers, printer=print,
+                 on_bad=FLAGS.on_bad)
   verify(FLAGS.out)
   print(json.dumps({k: v for k, v in meta.items() if k != "shards"}, indent=1))
 
@@ -293,4 +309,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "output directory", required=True)
   flags.DEFINE_integer("episodes_per_part", 1000, "episodes per output part (the unit of parallelism)")
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "conversion processes (0: in this process)")
+  flags.DEFINE_enum("on_bad", "skip", ["skip", "fail"], "skip and report bad records, or stop at the first")
   app.run(main)

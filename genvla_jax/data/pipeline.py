@@ -17,7 +17,7 @@ import os
 import grain
 import numpy as np
 
-from genvla_jax.data import convert, convert_vl, preprocess, stats as stats_lib
+from genvla_jax.data import augment as augment_lib, convert, convert_vl, preprocess, stats as stats_lib
 from genvla_jax.tokenizers import actions as action_tokenizers, prompt as prompt_lib, text
 
 
@@ -48,33 +48,36 @@ class StepChunkSource:
     return record
 
 
-class RobotExample(grain.transforms.Map):
-  """Step record -> training example (instruction -> action text)."""
+class RobotExample(grain.transforms.RandomMap):
+  """Step record -> training example (instruction -> action text); `augment`: config.data.augment."""
 
-  def __init__(self, *, image_size, prompt, action_stats, text_tokenizer, action_tokenizer, max_text_len):
+  def __init__(self, *, image_size, prompt, action_stats, text_tokenizer, action_tokenizer, max_text_len,
+               augment=None):
     self.image_size, self.prompt, self.action_stats = image_size, prompt, action_stats
     self.text, self.action_tokenizer, self.max_text_len = text_tokenizer, action_tokenizer, max_text_len
+    self.augment = augment
 
-  def map(self, record):
+  def random_map(self, record, rng):
     actions = stats_lib.normalize(record["actions"], self.action_stats)
     ids, num_clipped = self.action_tokenizer.encode(actions)
     prefix = preprocess.robot_prompt(self.prompt, record["instruction"])
-    return dict(image=preprocess.prepare_image(preprocess.decode_image(record["image"]), self.image_size),
+    image = augment_lib.augment(preprocess.decode_image(record["image"]), rng, self.augment)
+    return dict(image=preprocess.prepare_image(image, self.image_size),
                 **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
                 is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
                 num_clipped=np.int32(num_clipped))
 
 
-class VLExample(grain.transforms.Map):
+class VLExample(grain.transforms.RandomMap):
   """{"image": bytes, "question", "answer"} (convert_vl.py records) -> training example (question ->
   answer text)."""
 
-  def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim):
+  def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim, augment=None):
     self.image_size, self.text, self.max_text_len = image_size, text_tokenizer, max_text_len
-    self.horizon, self.action_dim = horizon, action_dim
+    self.horizon, self.action_dim, self.augment = horizon, action_dim, augment
 
-  def map(self, example):
-    image = preprocess.decode_image(example["image"])
+  def random_map(self, example, rng):
+    image = augment_lib.augment(preprocess.decode_image(example["image"]), rng, self.augment)
     answer_ids = self.text.encode(example["answer"])
     return dict(image=preprocess.prepare_image(image, self.image_size),
                 **prompt_lib.build_prompt(self.text, example["question"], answer_ids, self.max_text_len),
@@ -132,24 +135,25 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   text_tokenizer, action_tokenizer = make_tokenizers(config, prepared.action_dim,
                                                      fast_bpe_path=prepared.fast_bpe_path)
   horizon, size = config.tokenizer.action_horizon, config.model.image_size
+  augment = config.data.get("augment")
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []
   for i, r in enumerate(prepared.robot):
     ds = _host_slice(grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon)),
                      process_index, process_count)
-    robot.append(ds.shuffle(seed=seed + i).repeat().map(RobotExample(
+    robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(
         image_size=size, prompt=config.data.prompt, action_stats=r.stats["action"],
         text_tokenizer=text_tokenizer, action_tokenizer=action_tokenizer,
-        max_text_len=config.tokenizer.max_text_len)))
+        max_text_len=config.tokenizer.max_text_len, augment=augment), seed=seed + 500 + i))
   ds = _mixed(robot, [r.weight for r in prepared.robot]).batch(num_robot, drop_remainder=True)
   if num_vl:
     vl_datasets = []
     for i, v in enumerate(prepared.vl):
       vds = _host_slice(grain.MapDataset.source(convert_vl.VLSource(v.converted_dir)), process_index,
                         process_count)
-      vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().map(VLExample(
+      vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().random_map(VLExample(
           image_size=size, text_tokenizer=text_tokenizer, max_text_len=config.tokenizer.max_text_len,
-          horizon=horizon, action_dim=prepared.action_dim)))
+          horizon=horizon, action_dim=prepared.action_dim, augment=augment), seed=seed + 1500 + i))
     vl_ds = _mixed(vl_datasets, [v.weight for v in prepared.vl]).batch(num_vl, drop_remainder=True)
     n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths
     ds = grain.experimental.ZipMapDataset([ds[:n], vl_ds[:n]]).map(_concat_batches)

@@ -54,7 +54,7 @@ def prepare_robot(data_config, entry, split=None) -> RobotSet:
   split = split or entry["split"]
   rlds_dir = os.path.join(os.path.expanduser(data_config.rlds_root), entry["path"])
   out = converted_dir(data_config, rlds_dir, entry["name"], split)
-  meta = convert.convert(rlds_dir, entry["name"], split, out)
+  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.get("on_bad", "skip"))
   with open(os.path.join(out, "stats.json")) as f:
     stats = json.load(f)
   return RobotSet(entry["name"], out, float(entry["weight"]), stats, meta)
@@ -69,7 +69,7 @@ def prepare_vl(data_config, entry) -> VLSet:
   source = os.path.join(os.path.expanduser(data_config.vl_root), path)
   digest = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
   out = os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl", f"{entry['name']}-{digest}")
-  meta = convert_vl.convert_vl(source, fmt, out)
+  meta = convert_vl.convert_vl(source, fmt, out, on_bad=data_config.get("on_bad", "skip"))
   return VLSet(entry["name"], out, float(entry["weight"]), meta)
 
 
