@@ -6,11 +6,14 @@ For each dataset size (synthetic RLDS episodes of 20 steps with 256x256 JPEG fra
 the published layout, then converted once): the full grain pipeline of a 224 px π0+ run (robot only, string
 actions, augmentation on), measured per number of grain worker processes: time to first batch,
 examples/s in total and per worker (or per process at 0 workers), and peak RSS of the whole process
-tree (the main process plus worker processes, sampled every 20 ms). Memory should not grow with the
+tree (the main process plus worker processes, sampled every 20 ms), each measured in a fresh process
+(conversion runs before, in the parent). Memory should not grow with the
 dataset size: the two sizes are 10x apart. Conversion time is reported separately.
 
-The tf.data RLDS reference (Octo / OpenVLA style) is not run here: this project does not install
-TensorFlow (see benchmarks/RESULTS.md).
+With --reference_python (a Python that has tensorflow and tensorflow-datasets; this project does not
+install TensorFlow), the datasets are written as TFRecord like the published ones and the tf.data RLDS
+reference (Octo / OpenVLA style: frame shuffle buffer, decode, resize, augment, batch; `run_reference`)
+runs over the same episodes in the same run; genvla converts and reads that same TFRecord data.
 """
 
 import os
@@ -27,9 +30,17 @@ import numpy as np
 FLAGS = flags.FLAGS
 flags.DEFINE_string("episodes", "50,500", "dataset sizes (episodes of 20 steps)")
 flags.DEFINE_string("workers", "0,2", "grain worker process counts")
-flags.DEFINE_integer("batches", 40, "batches timed after the first")
+flags.DEFINE_integer("batches", 40, "batches timed (after the first batch and the warm-up batches)")
+flags.DEFINE_integer("warmup", 10, "batches skipped after the first (drains what workers prefetched)")
 flags.DEFINE_integer("batch_size", 32, "global batch")
 flags.DEFINE_string("root", "", "where datasets are written (default: a temporary directory)")
+flags.DEFINE_integer("measure_episodes", 0, "internal: measure the pipeline on this size in this process")
+flags.DEFINE_integer("measure_workers", 0, "internal: grain workers for --measure_episodes")
+flags.DEFINE_string("reference_python", "", "a Python with tensorflow + tensorflow-datasets: writes the datasets "
+                    "as TFRecord (as published) and runs the tf.data reference")
+flags.DEFINE_integer("shuffle_buffer", 10_000, "reference: frame shuffle buffer (OpenVLA uses 256 000)")
+flags.DEFINE_integer("write_episodes", 0, "internal (reference env): write a TFRecord dataset of this size")
+flags.DEFINE_integer("reference_episodes", 0, "internal (reference env): run the tf.data reference")
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -71,7 +82,8 @@ class PeakTreeRSS:
     return self.peak
 
 
-def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, seed: int = 0) -> str:
+def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, seed: int = 0,
+                  file_format: str = "array_record") -> str:
   """Synthetic RLDS (Bridge-like features) written by TFDS; smooth random images (JPEG-compressible)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -82,7 +94,7 @@ def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, se
     small = np.clip(base.astype(int) + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
     return Image.fromarray(small).resize((size, size), Image.BILINEAR)
 
-  class SyntheticRobot(tfds.core.GeneratorBasedBuilder):
+  class SyntheticRobot(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
@@ -104,12 +116,12 @@ def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, se
                              "is_last": t == steps - 1, "is_terminal": t == steps - 1} for t in range(steps)]}
 
   tfds.disable_progress_bar()
-  builder = SyntheticRobot(data_dir=root, file_format="array_record")
+  builder = SyntheticRobot(data_dir=root, file_format=file_format)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
   return builder.data_dir
 
 
-def run_pipeline(config, workers: int, batches: int) -> dict:
+def run_pipeline(config, workers: int, batches: int, warmup: int) -> dict:
   from genvla_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
   config.data.num_workers = workers
   prepared = prepare.prepare(config.data)
@@ -118,6 +130,8 @@ def run_pipeline(config, workers: int, batches: int) -> dict:
   it = iter(pipeline.make_dataset(config, prepared, seed=0))
   next(it)
   first = time.perf_counter() - start
+  for _ in range(warmup):
+    next(it)
   t = time.perf_counter()
   for _ in range(batches):
     next(it)
@@ -129,38 +143,111 @@ def run_pipeline(config, workers: int, batches: int) -> dict:
   return dict(first_s=first, examples_per_s=examples / seconds, peak_gib=peak / 2**30)
 
 
+def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buffer: int) -> dict:
+  """The tf.data RLDS pipeline the Octo / OpenVLA loaders build (runs where TensorFlow is installed):
+  episodes -> flat_map to frames (images still encoded) -> shuffle buffer -> decode, resize to 224,
+  random crop + colour jitter -> batch -> prefetch. Tokenization is not included (those loaders do it
+  in Python afterwards), so the reference does strictly less work than the genvla pipeline."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  sampler = PeakTreeRSS()
+  start = time.perf_counter()
+  builder = tfds.builder_from_directory(data_dir)
+  decoders = {"steps": {"observation": {"image_0": tfds.decode.SkipDecoding()}}}
+  ds = builder.as_dataset(split="train", shuffle_files=True, decoders=decoders).repeat()
+  ds = ds.flat_map(lambda episode: episode["steps"]).shuffle(buffer, seed=0)
+
+  def frame(step):
+    image = tf.io.decode_jpeg(step["observation"]["image_0"], channels=3)
+    image = tf.image.resize(tf.image.random_crop(image, (243, 243, 3)), (224, 224))
+    image = tf.image.random_brightness(image, 0.2 * 255)
+    image = tf.image.random_contrast(image, 0.8, 1.2)
+    image = tf.image.random_saturation(image, 0.8, 1.2)
+    return {"image": tf.clip_by_value(image, 0, 255) / 127.5 - 1, "action": step["action"],
+            "instruction": step["language_instruction"]}
+
+  ds = ds.map(frame, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  it = iter(ds)
+  next(it)
+  first = time.perf_counter() - start
+  for _ in range(warmup):
+    next(it)
+  t = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  seconds = time.perf_counter() - t
+  return dict(first_s=first, examples_per_s=batches * batch_size / seconds, peak_gib=sampler.stop() / 2**30)
+
+
+def make_config(root: str, episodes: int):
+  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+  config = pi0_plus.get_config("full,ablation=DS")  # robot only, string actions; augmentation on
+  config.unlock()
+  config.data.rlds_root = os.path.join(root, f"rlds_{episodes}")
+  config.data.robot = [dict(name="bridge", path="synthetic_robot/1.0.0", split="train", weight=1.0)]
+  config.data.cache_dir = os.path.join(root, "cache")
+  config.data.batch_size = FLAGS.batch_size
+  config.tokenizer.path = os.path.join(root, "tokenizer.model")
+  config.model.llm.vocab_size = 1024
+  return config
+
+
 def main(argv):
   del argv
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
-  from genvla_jax.tokenizers import text  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
   root = FLAGS.root or tempfile.mkdtemp(prefix="genvla_data_bench_")
+  if FLAGS.write_episodes:  # reference env: TFDS can write TFRecord where TensorFlow is installed
+    write_dataset(os.path.join(root, f"rlds_{FLAGS.write_episodes}"), FLAGS.write_episodes,
+                  file_format="tfrecord")
+    return
+  if FLAGS.reference_episodes:
+    data_dir = os.path.join(root, f"rlds_{FLAGS.reference_episodes}", "synthetic_robot", "1.0.0")
+    print(json.dumps(run_reference(data_dir, FLAGS.batches, FLAGS.warmup, FLAGS.batch_size,
+                                   FLAGS.shuffle_buffer)))
+    return
+  from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from genvla_jax.tokenizers import text  # pylint: disable=g-import-not-at-top
+  if FLAGS.measure_episodes:  # child process: the pipeline alone
+    r = run_pipeline(make_config(root, FLAGS.measure_episodes), FLAGS.measure_workers, FLAGS.batches,
+                     FLAGS.warmup)
+    print(json.dumps(r))
+    return
   tokenizer = os.path.join(root, "tokenizer.model")
   if not os.path.exists(tokenizer):
     text.train_sentencepiece(["put the spoon in the pot", "+0.0312 -0.5000 | +1.0000"] * 50
-                             + [str(i) for i in range(100)], tokenizer, vocab_size=128)
+                             + [str(i) for i in range(100)], tokenizer, vocab_size=384)
   print(f"{'episodes':>8} {'steps':>6} {'workers':>7} {'first batch s':>13} {'ex/s':>7} {'ex/s per proc':>13} "
         f"{'peak RSS GiB':>12}")
   for episodes in [int(e) for e in FLAGS.episodes.split(",")]:
     t = time.perf_counter()
-    data_dir = write_dataset(os.path.join(root, f"rlds_{episodes}"), episodes)
+    if FLAGS.reference_python:
+      subprocess.run([FLAGS.reference_python, os.path.abspath(__file__), f"--root={root}",
+                      f"--write_episodes={episodes}"], check=True, capture_output=True)
+    else:
+      write_dataset(os.path.join(root, f"rlds_{episodes}"), episodes)
     written = time.perf_counter() - t
-    config = pi0_plus.get_config("full,ablation=DS")  # robot only, string actions; augmentation on
-    config.unlock()
-    config.data.rlds_root = os.path.dirname(os.path.dirname(data_dir))
-    config.data.robot = [dict(name="bridge", path="synthetic_robot/1.0.0", split="train", weight=1.0)]
-    config.data.cache_dir = os.path.join(root, "cache")
-    config.data.batch_size = FLAGS.batch_size
-    config.tokenizer.path = tokenizer
-    config.model.llm.vocab_size = 1024
     t = time.perf_counter()
-    from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
-    prepare.prepare(config.data)
+    prepare.prepare(make_config(root, episodes).data)  # conversion, in this process
     converted = time.perf_counter() - t
     print(f"# {episodes} episodes: written by TFDS in {written:.0f}s, converted in {converted:.1f}s", flush=True)
     for workers in [int(w) for w in FLAGS.workers.split(",")]:
-      r = run_pipeline(config, workers, FLAGS.batches)
+      out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--root={root}",
+                            f"--measure_episodes={episodes}", f"--measure_workers={workers}",
+                            f"--batches={FLAGS.batches}", f"--warmup={FLAGS.warmup}",
+                            f"--batch_size={FLAGS.batch_size}"], check=True, capture_output=True, text=True)
+      r = json.loads(out.stdout.strip().splitlines()[-1])
       print(f"{episodes:8d} {episodes * 20:6d} {workers:7d} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} "
             f"{r['examples_per_s'] / max(workers, 1):13.1f} {r['peak_gib']:12.2f}", flush=True)
+    if FLAGS.reference_python:
+      out = subprocess.run([FLAGS.reference_python, os.path.abspath(__file__), f"--root={root}",
+                            f"--reference_episodes={episodes}", f"--batches={FLAGS.batches}",
+                            f"--warmup={FLAGS.warmup}", f"--batch_size={FLAGS.batch_size}",
+                            f"--shuffle_buffer={FLAGS.shuffle_buffer}"], check=True, capture_output=True,
+                           text=True)
+      r = json.loads(out.stdout.strip().splitlines()[-1])
+      print(f"{episodes:8d} {episodes * 20:6d} {'tf.data':>7} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} "
+            f"{'(all cores)':>13} {r['peak_gib']:12.2f}", flush=True)
 
 
 if __name__ == "__main__":

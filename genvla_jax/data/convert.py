@@ -123,6 +123,32 @@ def _skip(skipped: list, on_bad: str, location: dict):
   skipped.append(location)
 
 
+def _good_steps(source, spec, serialized, e: int, skipped: list, on_bad: str) -> list[dict]:
+  """One serialized episode -> its standardized, checked steps (bad ones reported in `skipped`)."""
+  try:
+    episode = source.decode_episode(serialized)
+  except Exception as err:  # corrupt record: skipped, reported with its location
+    _skip(skipped, on_bad, {"episode": e, "step": None, "reason": f"undecodable episode: {err}"[:200]})
+    return []
+  standardized = []
+  for s, raw in enumerate(episode["steps"]):
+    try:
+      standardized.append(dict(spec.standardize(raw), _source_step=s))
+    except (KeyError, ValueError, TypeError) as err:
+      _skip(skipped, on_bad, {"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]})
+  if spec.episode_transform is not None and standardized:
+    standardized = spec.episode_transform(standardized)
+  good = []
+  for step in standardized:
+    s = step.pop("_source_step")
+    reason = _bad_reason(step)
+    if reason:
+      _skip(skipped, on_bad, {"episode": e, "step": s, "reason": reason})
+      continue
+    good.append(step)
+  return good
+
+
 def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int, out_dir: str,
                  on_bad: str = "skip") -> dict:
   """Converts one part into `<name>.array_record` + `<name>.npz` (per good step: action, state;
@@ -130,49 +156,32 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
   spec = registry.get(dataset)
   source = rlds.RLDSDataset(rlds_dir, split)
   name = _part_name(part, total)
-  records, skipped, actions, states, episodes, lengths = [], [], [], [], [], []
-  for k, serialized in enumerate(_records(source, part)):
-    e = part.first_episode + k
-    try:
-      episode = source.decode_episode(serialized)
-    except Exception as err:  # corrupt record: skipped, reported with its location
-      _skip(skipped, on_bad, {"episode": e, "step": None, "reason": f"undecodable episode: {err}"[:200]})
-      continue
-    standardized = []
-    for s, raw in enumerate(episode["steps"]):
-      try:
-        standardized.append(dict(spec.standardize(raw), _source_step=s))
-      except (KeyError, ValueError, TypeError) as err:
-        _skip(skipped, on_bad, {"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]})
-    if spec.episode_transform is not None and standardized:
-      standardized = spec.episode_transform(standardized)
-    good = []
-    for step in standardized:
-      s = step.pop("_source_step")
-      reason = _bad_reason(step)
-      if reason:
-        _skip(skipped, on_bad, {"episode": e, "step": s, "reason": reason})
-        continue
-      good.append(step)
-    if not good:
-      continue
-    episodes.append(e)
-    lengths.append(len(good))
-    for s, step in enumerate(good):
-      records.append(encode_step(dict(step, episode=e, step=s, episode_length=len(good))))
-      actions.append(step["action"])
-      states.append(step["state"])
+  skipped, actions, states, episodes, lengths = [], [], [], [], []
   tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}")
   writer = array_record_module.ArrayRecordWriter(tmp + ".array_record", "group_size:1")
-  for r in records:
-    writer.write(r)
+  try:  # records stream to the writer: memory holds one episode, not the part
+    for k, serialized in enumerate(_records(source, part)):
+      e = part.first_episode + k
+      good = _good_steps(source, spec, serialized, e, skipped, on_bad)
+      if not good:
+        continue
+      episodes.append(e)
+      lengths.append(len(good))
+      for s, step in enumerate(good):
+        writer.write(encode_step(dict(step, episode=e, step=s, episode_length=len(good))))
+        actions.append(step["action"])
+        states.append(step["state"])
+  except BaseException:
+    writer.close()
+    os.remove(tmp + ".array_record")
+    raise
   writer.close()
   np.savez(tmp + ".npz", actions=np.asarray(actions, np.float32).reshape(len(actions), -1),
            states=np.asarray(states, np.float32).reshape(len(states), -1),
            episodes=np.asarray(episodes, np.int64), lengths=np.asarray(lengths, np.int64))
   os.replace(tmp + ".array_record", os.path.join(out_dir, name + ".array_record"))
   os.replace(tmp + ".npz", os.path.join(out_dir, name + ".npz"))
-  info = {"file": name + ".array_record", "records": len(records), "episodes": len(episodes),
+  info = {"file": name + ".array_record", "records": len(actions), "episodes": len(episodes),
           "sha256": _sha256(os.path.join(out_dir, name + ".array_record")), "skipped_steps": skipped}
   with open(tmp + ".json", "w") as f:
     json.dump(info, f)
