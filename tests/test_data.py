@@ -137,7 +137,7 @@ def test_every_batch_has_the_configured_mixture(demo_dir, cache_dir, fraction, e
     assert batch["image"].shape == (8, 32, 32, 3) and batch["tokens"].shape == (8, 40)
     assert batch["is_robot"].tolist() == [True] * expected_robot + [False] * (8 - expected_robot)
     assert np.all(batch["loss_mask"].sum(1) > 0)
-    assert np.all(batch["image"] >= -1) and np.all(batch["image"] <= 1)
+    assert batch["image"].dtype == np.uint8  # pixels; the model maps them to [-1,1]
 
 
 @pytest.mark.parametrize("augmented", [False, True])

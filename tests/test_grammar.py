@@ -230,3 +230,13 @@ def test_unrolled_decoding_model_decodes_the_same(random_model, demo_tokenizer):
       params, *inputs)) for m in (model, vlm.for_decoding(model))]
   assert vlm.for_decoding(model).llm_config["scan_unroll"] == model.llm_config["depth"]
   np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_uint8_pixels_equal_unit_range_floats(random_model):
+  """The pipeline ships uint8 pixels; the model's own conversion matches the policy's float input."""
+  from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  _, model, params, (_, tokens, mask) = random_model
+  pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  apply = jax.jit(lambda p, im: model.apply({"params": p}, im, tokens, mask, mask))
+  np.testing.assert_allclose(np.asarray(apply(params, pixels)),
+                             np.asarray(apply(params, preprocess.to_unit_range(pixels))), rtol=1e-4, atol=1e-5)

@@ -8,6 +8,7 @@ contrast, saturation (each: maximum relative change, 0 = off).
 """
 
 import numpy as np
+from PIL import Image
 
 
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator, scale=(0.9, 1.0),
@@ -25,17 +26,21 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, scale=(0.9,
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness=0.2, contrast=0.2,
                  saturation=0.2) -> np.ndarray:
-  """uint8 [H,W,3] -> uint8, brightness / contrast / saturation each scaled by a factor in [1-x, 1+x]."""
-  x = image.astype(np.float32)
-  if brightness:
-    x = x * rng.uniform(1 - brightness, 1 + brightness)
-  if contrast:
-    mean = x.mean()
-    x = (x - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
-  if saturation:
-    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = (x - grey[..., None]) * rng.uniform(1 - saturation, 1 + saturation) + grey[..., None]
-  return np.clip(np.round(x), 0, 255).astype(np.uint8)
+  """uint8 [H,W,3] -> uint8: brightness (x b), contrast (around the mean grey level, x c) and saturation
+  (blend with the greyscale image, x s), factors drawn from [1-x, 1+x]. The three are linear, so they
+  are applied as one greyscale blend and one lookup table (PIL, in C): cb (s x + (1-s) grey(x)) +
+  (1-c) b mean(grey(x))."""
+  b = rng.uniform(1 - brightness, 1 + brightness) if brightness else 1.0
+  c = rng.uniform(1 - contrast, 1 + contrast) if contrast else 1.0
+  s = rng.uniform(1 - saturation, 1 + saturation) if saturation else 1.0
+  pil = Image.fromarray(image)
+  grey = pil.convert("L")
+  mean = float(np.asarray(grey).mean())
+  if s != 1.0:
+    pil = Image.blend(Image.merge("RGB", (grey, grey, grey)), pil, s)
+  offset = (1 - c) * b * mean
+  lut = np.clip(np.round(c * b * np.arange(256) + offset), 0, 255).astype(np.uint8).tolist()
+  return np.asarray(pil.point(lut * 3))
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:

@@ -6,7 +6,8 @@ normalize, tokenize). Several datasets on one side are mixed by weight. Every ba
 round(B * robot_fraction) robot examples followed by the VL examples (the co-training ratio holds per
 batch, not just on average). Host-local batch dict (B = global batch / process count, T = max_text_len):
 
-  image [B,S,S,3] float32 in [-1,1]     tokens, input_mask, ar_mask, loss_mask [B,T]
+  image [B,S,S,3] uint8 (the model maps pixels to [-1,1] on the accelerator: 1/4 of the bytes)
+  tokens, input_mask, ar_mask, loss_mask [B,T]
   is_robot [B] bool                     actions [B,H,D] float32 (normalized; zeros for VL)
   action_pad [B,H] bool (True = padding past the episode end or VL)   num_clipped [B] int32
 """
@@ -62,7 +63,7 @@ class RobotExample(grain.transforms.RandomMap):
     ids, num_clipped = self.action_tokenizer.encode(actions)
     prefix = preprocess.robot_prompt(self.prompt, record["instruction"])
     image = augment_lib.augment(preprocess.decode_image(record["image"]), rng, self.augment)
-    return dict(image=preprocess.prepare_image(image, self.image_size),
+    return dict(image=preprocess.resize_image(image, self.image_size),
                 **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
                 is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
                 num_clipped=np.int32(num_clipped))
@@ -79,7 +80,7 @@ class VLExample(grain.transforms.RandomMap):
   def random_map(self, example, rng):
     image = augment_lib.augment(preprocess.decode_image(example["image"]), rng, self.augment)
     answer_ids = self.text.encode(example["answer"])
-    return dict(image=preprocess.prepare_image(image, self.image_size),
+    return dict(image=preprocess.resize_image(image, self.image_size),
                 **prompt_lib.build_prompt(self.text, example["question"], answer_ids, self.max_text_len),
                 is_robot=np.bool_(False), actions=np.zeros((self.horizon, self.action_dim), np.float32),
                 action_pad=np.ones(self.horizon, bool), num_clipped=np.int32(0))

@@ -23,8 +23,25 @@ def decode_image(data: bytes) -> np.ndarray:
     raise BadImageError(f"undecodable image ({len(data)} bytes): {e}") from e
 
 
+def resize_image(image, size: int) -> np.ndarray:
+  """uint8 [H,W,3] (any H, W) -> uint8 [size,size,3] (bilinear resize, no crop): what the training
+  pipeline ships; the model maps it to [-1,1] with `to_unit_range` on the accelerator."""
+  return _resized(image, size)
+
+
+def to_unit_range(images):
+  """uint8 pixels -> float32 in [-1,1]; float input is returned as is (works on numpy and jax arrays)."""
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 127.5 - 1.0
+  return images
+
+
 def prepare_image(image, size: int) -> np.ndarray:
   """uint8 [H,W,3] (any H, W) -> float32 [size,size,3] in [-1,1] (bilinear resize, no crop)."""
+  return to_unit_range(_resized(image, size))
+
+
+def _resized(image, size: int) -> np.ndarray:
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3:
     raise BadImageError(f"expected an RGB image [H,W,3], got shape {image.shape}")
@@ -32,7 +49,7 @@ def prepare_image(image, size: int) -> np.ndarray:
     raise BadImageError(f"expected uint8 pixels, got {image.dtype}")
   if image.shape[:2] != (size, size):
     image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-  return image.astype(np.float32) / 127.5 - 1.0
+  return image
 
 
 def robot_prompt(template: str, instruction: str) -> str:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genvla_jax.data import preprocess as preprocess_lib
 from genvla_jax.models import gemma, masks, siglip
 
 
@@ -38,7 +39,9 @@ class VLA(nn.Module):
     self.llm = gemma.Gemma(**self.llm_config, **common)
 
   def encode_images(self, images):
-    """images [B,H,W,3] float in [-1,1] -> image tokens [B,N,E] in the LM's embedding space."""
+    """images [B,H,W,3] float in [-1,1], or uint8 pixels (the training pipeline ships uint8: a quarter
+    of the bytes, and the conversion runs on the accelerator) -> image tokens [B,N,E]."""
+    images = preprocess_lib.to_unit_range(images)
     z = self.img(images)
     if self.dual_encoder:
       z_frozen = jax.lax.stop_gradient(self.img_frozen(images))
