@@ -185,6 +185,10 @@ def test_augmentation_changes_training_images_only_within_bounds():
   np.testing.assert_array_equal(a, augment.augment(image, np.random.default_rng(1), cfg))
   assert a.dtype == np.uint8 and not np.array_equal(a, augment.augment(image, np.random.default_rng(2), cfg))
   assert augment.augment(image, np.random.default_rng(1), dict(cfg, enabled=False)) is image
+  resized = augment.augment_and_resize(image, 32, np.random.default_rng(1), cfg)
+  assert resized.shape == (32, 32, 3) and resized.dtype == np.uint8
+  np.testing.assert_array_equal(augment.augment_and_resize(image, 32, np.random.default_rng(1), dict(cfg, enabled=False)),
+                                preprocess.resize_image(image, 32))
   grey = np.full((8, 8, 3), 100, np.uint8)  # saturation/contrast leave a flat grey image grey
   out = augment.color_jitter(grey, np.random.default_rng(3), brightness=0.0)
   np.testing.assert_array_equal(out, grey)

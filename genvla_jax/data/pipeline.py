@@ -62,9 +62,9 @@ class RobotExample(grain.transforms.RandomMap):
     actions = stats_lib.normalize(record["actions"], self.action_stats)
     ids, num_clipped = self.action_tokenizer.encode(actions)
     prefix = preprocess.robot_prompt(self.prompt, record["instruction"])
-    image = augment_lib.augment(preprocess.decode_image(record["image"]), rng, self.augment)
-    return dict(image=preprocess.resize_image(image, self.image_size),
-                **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
+    image = augment_lib.augment_and_resize(preprocess.decode_image(record["image"]), self.image_size, rng,
+                                           self.augment)
+    return dict(image=image, **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
                 is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
                 num_clipped=np.int32(num_clipped))
 
@@ -78,10 +78,11 @@ class VLExample(grain.transforms.RandomMap):
     self.horizon, self.action_dim, self.augment = horizon, action_dim, augment
 
   def random_map(self, example, rng):
-    image = augment_lib.augment(preprocess.decode_image(example["image"]), rng, self.augment)
+    image = augment_lib.augment_and_resize(preprocess.decode_image(example["image"]), self.image_size, rng,
+                                           self.augment)
     answer_ids = self.text.encode(example["answer"])
-    return dict(image=preprocess.resize_image(image, self.image_size),
-                **prompt_lib.build_prompt(self.text, example["question"], answer_ids, self.max_text_len),
+    return dict(image=image, **prompt_lib.build_prompt(self.text, example["question"], answer_ids,
+                                                       self.max_text_len),
                 is_robot=np.bool_(False), actions=np.zeros((self.horizon, self.action_dim), np.float32),
                 action_pad=np.ones(self.horizon, bool), num_clipped=np.int32(0))
 

@@ -23,10 +23,14 @@ def decode_image(data: bytes) -> np.ndarray:
     raise BadImageError(f"undecodable image ({len(data)} bytes): {e}") from e
 
 
-def resize_image(image, size: int) -> np.ndarray:
-  """uint8 [H,W,3] (any H, W) -> uint8 [size,size,3] (bilinear resize, no crop): what the training
-  pipeline ships; the model maps it to [-1,1] with `to_unit_range` on the accelerator."""
-  return _resized(image, size)
+def resize_image(image, size: int, box=None) -> np.ndarray:
+  """uint8 [H,W,3] (any H, W) -> uint8 [size,size,3] (bilinear resize of the whole image, or of the
+  (left, top, right, bottom) `box`): what the training pipeline ships; the model maps it to [-1,1]
+  with `to_unit_range` on the accelerator."""
+  if box is None:
+    return _resized(image, size)
+  _check(image)
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, box=box))
 
 
 def to_unit_range(images):
@@ -41,12 +45,16 @@ def prepare_image(image, size: int) -> np.ndarray:
   return to_unit_range(_resized(image, size))
 
 
-def _resized(image, size: int) -> np.ndarray:
-  image = np.asarray(image)
+def _check(image):
   if image.ndim != 3 or image.shape[-1] != 3:
     raise BadImageError(f"expected an RGB image [H,W,3], got shape {image.shape}")
   if image.dtype != np.uint8:
     raise BadImageError(f"expected uint8 pixels, got {image.dtype}")
+
+
+def _resized(image, size: int) -> np.ndarray:
+  image = np.asarray(image)
+  _check(image)
   if image.shape[:2] != (size, size):
     image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
   return image
