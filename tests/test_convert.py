@@ -83,3 +83,20 @@ def test_inspect_reports_a_converted_dataset_and_a_vl_corpus(serial, demo_dir):
   assert vl_summary["examples"] > 0 and vl_summary["missing_images"] == 0
   with pytest.raises(ValueError, match="neither a converted dataset"):
     inspect.inspect(str(demo_dir))
+
+
+def test_combined_statistics_pool_the_datasets_exactly(serial, demo_dir, tmp_path):
+  out, _ = serial
+  val = convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "demo_targets", "val", str(tmp_path / "v"))
+  a1, _ = convert.actions_and_states(out)
+  a2, _ = convert.actions_and_states(str(tmp_path / "v"))
+  assert len(a2) == val["num_steps"]
+  pooled = convert.combined_stats([out, str(tmp_path / "v")], normalize_mask=(True, True))
+  both = np.concatenate([a1, a2])
+  np.testing.assert_allclose(pooled["action"]["q01"], np.quantile(both, 0.01, axis=0), rtol=1e-6)
+  np.testing.assert_allclose(pooled["action"]["mean"], both.mean(0), rtol=1e-5)
+  assert pooled["action"]["count"] == len(both) and pooled["action"]["normalize_mask"] == [True, True]
+  from genvla_jax.data import inspect  # pylint: disable=g-import-not-at-top
+  many = inspect.inspect_many([out, str(tmp_path / "v")])
+  assert many["statistics"]["action"]["count"] == len(both) and len(many["datasets"]) == 2
+  assert "action: q01" in inspect.format_text(many)

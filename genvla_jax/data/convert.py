@@ -286,6 +286,33 @@ def _assemble(out_dir: str, parts: list[Part], dataset: str) -> dict:
           "shards": shards, "skipped_steps": skipped}
 
 
+def actions_and_states(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
+  """All steps' actions [N,D] and states [N,S] of a converted dataset (from its parts' arrays)."""
+  with open(os.path.join(out_dir, "meta.json")) as f:
+    meta = json.load(f)
+  if meta.get("format_version") != FORMAT_VERSION:
+    raise ValueError(f"{out_dir} was converted by an older genvla_jax (format "
+                     f"{meta.get('format_version')}, now {FORMAT_VERSION}); convert it again")
+  actions, states = [], []
+  for shard in meta["shards"]:
+    with np.load(os.path.join(out_dir, shard["file"].replace(".array_record", ".npz"))) as arrays:
+      actions.append(arrays["actions"])
+      states.append(arrays["states"])
+  return np.concatenate(actions), np.concatenate(states)
+
+
+def combined_stats(out_dirs: list[str], normalize_mask=None) -> dict:
+  """Statistics of several converted datasets pooled (exact: quantiles over all their steps), e.g. to
+  normalize a mixture of datasets that share an action space with one set of statistics."""
+  pairs = [actions_and_states(d) for d in out_dirs]
+  dims = {a.shape[1] for a, _ in pairs}
+  if len(dims) != 1:
+    raise ValueError(f"datasets have different action dimensions {sorted(dims)}: {out_dirs}")
+  return {"action": stats_lib.describe(np.concatenate([a for a, _ in pairs]), normalize_mask),
+          "state": stats_lib.describe(np.concatenate([s for _, s in pairs]))
+          if len({s.shape[1] for _, s in pairs}) == 1 else None}
+
+
 def verify(out_dir: str) -> dict:
   """Checks every shard's checksum and record count against meta.json; raises naming the bad shard."""
   with open(os.path.join(out_dir, "meta.json")) as f:

@@ -3,6 +3,7 @@ r"""What is in a dataset: the command to run first on new data.
   python -m genvla_jax.data.inspect --data=CONVERTED_DIR [--json]     # output of data/convert.py
   python -m genvla_jax.data.inspect --data=LLAVA.json [--json]        # a LLaVA-style VL corpus
   python -m genvla_jax.data.inspect --data=CONVERTED_VL_DIR [--json]  # output of data/convert_vl.py
+  python -m genvla_jax.data.inspect --data=DIR1,DIR2 [--json]         # pooled statistics of several
 
 Converted robot data: episodes, steps, episode length range, per-step feature names / shapes / dtypes
 (from the first record), image format and size, instructions seen (most frequent first), action and
@@ -106,6 +107,8 @@ def format_text(summary: dict) -> str:
   for key, value in summary.items():
     if key == "statistics":
       for part, s in value.items():
+        if s is None:
+          continue
         lines.append(f"{part}: q01 {np.round(s['q01'], 4).tolist()}")
         lines.append(f"{' ' * len(part)}  q99 {np.round(s['q99'], 4).tolist()}")
         if "normalize_mask" in s:
@@ -117,9 +120,19 @@ def format_text(summary: dict) -> str:
   return "\n".join(lines)
 
 
+def inspect_many(paths: list[str]) -> dict:
+  """Several converted robot datasets: each one's counts, and their pooled statistics."""
+  with open(os.path.join(paths[0], "stats.json")) as f:
+    mask = json.load(f)["action"].get("normalize_mask")
+  return {"datasets": {p: {k: v for k, v in inspect_converted(p).items()
+                           if k in ("dataset", "split", "episodes", "steps")} for p in paths},
+          "statistics": convert.combined_stats(paths, mask)}
+
+
 def main(argv):
   del argv
-  summary = inspect(FLAGS.data)
+  paths = FLAGS.data.split(",")
+  summary = inspect(paths[0]) if len(paths) == 1 else inspect_many(paths)
   print(json.dumps(summary, indent=1) if FLAGS.json else format_text(summary))
 
 
