@@ -19,13 +19,14 @@ runs over the same episodes in the same run; genvla converts and reads that same
 import os
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 import numpy as np
+
+from measure import PeakRSS, tree_rss_bytes  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("episodes", "50,500", "dataset sizes (episodes of 20 steps)")
@@ -41,45 +42,6 @@ flags.DEFINE_string("reference_python", "", "a Python with tensorflow + tensorfl
 flags.DEFINE_integer("shuffle_buffer", 10_000, "reference: frame shuffle buffer (OpenVLA uses 256 000)")
 flags.DEFINE_integer("write_episodes", 0, "internal (reference env): write a TFRecord dataset of this size")
 flags.DEFINE_integer("reference_episodes", 0, "internal (reference env): run the tf.data reference")
-
-
-def tree_rss_bytes(pid: int) -> int:
-  """RSS of a process and all its descendants (from /proc)."""
-  children = {}
-  for entry in os.listdir("/proc"):
-    if entry.isdigit():
-      try:
-        with open(f"/proc/{entry}/stat") as f:
-          parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-      except (OSError, ValueError, IndexError):
-        continue
-  total, stack = 0, [pid]
-  while stack:
-    p = stack.pop()
-    try:
-      with open(f"/proc/{p}/status") as f:
-        total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
-    except (OSError, StopIteration):
-      pass
-    stack += children.get(p, [])
-  return total
-
-
-class PeakTreeRSS:
-  def __init__(self):
-    self.peak, self._stop = 0, threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-    self._thread.start()
-
-  def _run(self):
-    while not self._stop.wait(0.02):
-      self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
-
-  def stop(self) -> int:
-    self._stop.set()
-    self._thread.join()
-    return self.peak
 
 
 def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, seed: int = 0,
@@ -121,13 +83,8 @@ def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, se
   return builder.data_dir
 
 
-def run_pipeline(config, workers: int, batches: int, warmup: int) -> dict:
-  from genvla_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
-  config.data.num_workers = workers
-  prepared = prepare.prepare(config.data)
-  sampler = PeakTreeRSS()
-  start = time.perf_counter()
-  it = iter(pipeline.make_dataset(config, prepared, seed=0))
+def time_batches(it, start: float, batches: int, warmup: int, batch_size: int) -> dict:
+  """Time to the first batch (since `start`), then examples/s over `batches` after `warmup` more."""
   next(it)
   first = time.perf_counter() - start
   for _ in range(warmup):
@@ -135,12 +92,20 @@ def run_pipeline(config, workers: int, batches: int, warmup: int) -> dict:
   t = time.perf_counter()
   for _ in range(batches):
     next(it)
-  seconds = time.perf_counter() - t
+  return dict(first_s=first, examples_per_s=batches * batch_size / (time.perf_counter() - t))
+
+
+def run_pipeline(config, workers: int, batches: int, warmup: int) -> dict:
+  from genvla_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
+  config.data.num_workers = workers
+  prepared = prepare.prepare(config.data)
+  sampler = PeakRSS(tree_rss_bytes, interval=0.02)
+  start = time.perf_counter()
+  it = iter(pipeline.make_dataset(config, prepared, seed=0))
+  result = time_batches(it, start, batches, warmup, config.data.batch_size)
   if hasattr(it, "close"):
     it.close()
-  peak = sampler.stop()
-  examples = batches * config.data.batch_size
-  return dict(first_s=first, examples_per_s=examples / seconds, peak_gib=peak / 2**30)
+  return dict(result, peak_gib=sampler.stop() / 2**30)
 
 
 def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buffer: int) -> dict:
@@ -150,7 +115,7 @@ def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buf
   in Python afterwards), so the reference does strictly less work than the genvla pipeline."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  sampler = PeakTreeRSS()
+  sampler = PeakRSS(tree_rss_bytes, interval=0.02)
   start = time.perf_counter()
   builder = tfds.builder_from_directory(data_dir)
   decoders = {"steps": {"observation": {"image_0": tfds.decode.SkipDecoding()}}}
@@ -167,16 +132,8 @@ def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buf
             "instruction": step["language_instruction"]}
 
   ds = ds.map(frame, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-  it = iter(ds)
-  next(it)
-  first = time.perf_counter() - start
-  for _ in range(warmup):
-    next(it)
-  t = time.perf_counter()
-  for _ in range(batches):
-    next(it)
-  seconds = time.perf_counter() - t
-  return dict(first_s=first, examples_per_s=batches * batch_size / seconds, peak_gib=sampler.stop() / 2**30)
+  result = time_batches(iter(ds), start, batches, warmup, batch_size)
+  return dict(result, peak_gib=sampler.stop() / 2**30)
 
 
 def make_config(root: str, episodes: int):

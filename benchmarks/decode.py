@@ -5,7 +5,7 @@ r"""Decode latency per action: bins vs string tokens, plain vs grammar-constrain
   python benchmarks/decode.py --config=configs/pi0_plus.py --dtype=bfloat16 --tokenizer=PATH  # full size
 
 Frames: a base image drifting slowly plus noise (consecutive camera frames); every variant decodes
-them in order, the first frame is the warm-up. Per variant: wall time per action (batch `--batch`,
+them in order, the first two frames are warm-up (the second compiles the draft path). Per variant: wall time per action (batch `--batch`,
 median over frames, prefill included), sequential model passes per action (prefill included), time per
 pass, and ratios measured in the same run: time vs the bins baseline, passes vs constrained string
 decoding (whose output jump-forward and speculative decoding reproduce exactly), time per pass vs the
@@ -30,6 +30,7 @@ import numpy as np
 from genvla_jax.inference import decode
 from genvla_jax.models import vlm
 from genvla_jax.tokenizers import actions, bin_actions, fast_actions, string_actions, text
+from measure import bandwidth
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/pi0_plus.py:demo", "model config (random weights)",
@@ -40,22 +41,9 @@ flags.DEFINE_string("dtype", "float32", "compute and parameter dtype for random 
 flags.DEFINE_integer("dof", 7, "action dimensions")
 flags.DEFINE_string("horizons", "1,4", "action chunk lengths")
 flags.DEFINE_integer("batch", 1, "requests decoded together")
-flags.DEFINE_integer("repeats", 5, "timed frames per variant (after one warm-up frame)")
+flags.DEFINE_integer("repeats", 5, "timed frames per variant (after two warm-up frames)")
 flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
 flags.DEFINE_integer("proposal_len", 8, "tokens proposed per pass (jump-forward / speculative)")
-
-
-def bandwidth() -> float:
-  """Bytes/s of a large on-device copy (read + write), the reference for the bandwidth floor."""
-  n = (256 << 20) if jax.devices()[0].platform != "cpu" else (32 << 20)
-  x = jnp.ones((n,), jnp.float32)
-  f = jax.jit(lambda a: a * 1.0001)
-  f(x).block_until_ready()
-  t = time.perf_counter()
-  for _ in range(5):
-    y = f(x)
-  y.block_until_ready()
-  return 2 * 4 * n * 5 / (time.perf_counter() - t)
 
 
 def load_model():
@@ -75,6 +63,9 @@ def load_model():
   return config, model, params, text.TextTokenizer(path)
 
 
+WARMUP_FRAMES = 2
+
+
 def frames(base, count, rng):
   """`count` consecutive camera frames: the base image drifting slowly plus sensor noise [B,S,S,3]."""
   drift = rng.normal(0, 1, base.shape).astype(np.float32)
@@ -83,7 +74,8 @@ def frames(base, count, rng):
 
 
 def run_variant(fn, params, images, prompt, with_draft):
-  """Decodes every frame in turn (the first is the warm-up); with_draft: the previous frame's output
+  """Decodes every frame in turn (the first two are warm-up: the first call has no draft yet, the second
+  is the first with one, so each compiles); with_draft: the previous frame's output
   is the draft. -> (median seconds, passes per action incl. prefill, accepted / drafted)."""
   times, passes, drafted, accepted, previous = [], [], 0, 0, None
   for f, image in enumerate(images):
@@ -91,7 +83,7 @@ def run_variant(fn, params, images, prompt, with_draft):
     result = jax.device_get(fn(params, image, *prompt, previous if with_draft else None))
     seconds = time.perf_counter() - t
     previous = result["tokens"]
-    if f:
+    if f >= WARMUP_FRAMES:
       times.append(seconds)
       passes.append(result["passes"] + 1)
       drafted, accepted = drafted + int(result["drafted"].sum()), accepted + int(result["accepted"].sum())
@@ -135,7 +127,7 @@ def main(argv):
   rng = np.random.default_rng(0)
   ids = [tokenizer.bos_id] + tokenizer.encode("What action should the robot take to pick up the can?\n")
   prompt = (np.tile(np.asarray(ids, np.int32), (batch, 1)), np.ones((batch, len(ids)), bool))
-  images = frames(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), FLAGS.repeats + 1, rng)
+  images = frames(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), FLAGS.repeats + WARMUP_FRAMES, rng)
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   bw = bandwidth()
   floor = param_bytes / bw

@@ -21,9 +21,9 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
-import numpy as np
 
 from genvla_jax.models import vlm
+from measure import bandwidth, median_time
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/pi0_plus.py:demo", "model config", lock_config=False)
@@ -32,28 +32,6 @@ flags.DEFINE_integer("cache", 400, "KV cache slots")
 flags.DEFINE_integer("loop", 32, "steps per fori_loop call")
 flags.DEFINE_string("dump", "", "write the compiled step's HLO text here")
 flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
-
-
-def bandwidth() -> float:
-  n = (256 << 20) if jax.devices()[0].platform != "cpu" else (32 << 20)
-  x = jnp.ones((n,), jnp.float32)
-  f = jax.jit(lambda a: a * 1.0001)
-  f(x).block_until_ready()
-  t = time.perf_counter()
-  for _ in range(5):
-    y = f(x)
-  y.block_until_ready()
-  return 2 * 4 * n * 5 / (time.perf_counter() - t)
-
-
-def median_time(fn, *args, repeats=50):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
 
 
 def kernel_counts(compiled_text: str) -> dict:

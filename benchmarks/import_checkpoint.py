@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,36 +22,13 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 
+import measure as measure_lib  # pylint: disable=g-import-not-at-top
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("backbone", "paligemma_224", "genvla_jax.config_lib.BACKBONES entry")
 flags.DEFINE_string("dir", "/tmp/paligemma_random", "checkpoint directory (written if missing)")
 flags.DEFINE_string("dtype", "bfloat16", "storage dtype of the written checkpoint and of the params")
 flags.DEFINE_string("method", "", "internal: run one method in this process and print JSON")
-
-
-def rss_gib() -> float:
-  """Current resident set size (not ru_maxrss: device initialisation can peak above any load)."""
-  with open("/proc/self/status") as f:
-    kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-  return kib / 2**20
-
-
-class PeakRSS:
-  """Samples the current RSS every 5 ms in a thread; .peak is the largest seen."""
-
-  def __init__(self):
-    self.peak, self._stop = rss_gib(), threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-    self._thread.start()
-
-  def _run(self):
-    while not self._stop.wait(0.005):
-      self.peak = max(self.peak, rss_gib())
-
-  def stop(self) -> float:
-    self._stop.set()
-    self._thread.join()
-    return max(self.peak, rss_gib())
 
 
 def write_random(backbone: str, out: str, dtype: str):
@@ -71,8 +47,8 @@ def write_random(backbone: str, out: str, dtype: str):
 def measure(method: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   jax.numpy.zeros(1).block_until_ready()  # device initialised before the baseline
-  base = rss_gib()
-  sampler = PeakRSS()
+  base = measure_lib.rss_bytes(os.getpid()) / 2**30
+  sampler = measure_lib.PeakRSS()
   t = time.perf_counter()
   if method == "reference":
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
@@ -90,7 +66,7 @@ def measure(method: str) -> dict:
     jax.block_until_ready(params)
     count = vlm.count_params(params)
   seconds = time.perf_counter() - t
-  return dict(seconds=seconds, peak_gib=sampler.stop(), base_gib=base, params=count,
+  return dict(seconds=seconds, peak_gib=sampler.stop() / 2**30, base_gib=base, params=count,
               device=jax.devices()[0].device_kind)
 
 

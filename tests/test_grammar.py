@@ -120,13 +120,18 @@ def random_model(demo_dir, cache_dir):
   return config, model, params, (images, np.where(mask, tokens, 0), mask)
 
 
+def _action_tokenizer(kind, horizon, config, demo_tokenizer):
+  """A 3-D action tokenizer of `kind` over the demo vocabulary (bins on its last 256 ids)."""
+  if kind == "string":
+    return string_actions.StringActionTokenizer(demo_tokenizer, horizon, 3)
+  return bin_actions.BinActionTokenizer(horizon, 3, config.model.llm.vocab_size - 256, 256,
+                                        demo_tokenizer.eos_id)
+
+
 @pytest.mark.parametrize("kind", ["string", "bins"])
 def test_constrained_decoding_of_a_random_model_always_parses(random_model, demo_tokenizer, kind):
   config, model, params, inputs = random_model
-  if kind == "string":
-    tok = string_actions.StringActionTokenizer(demo_tokenizer, 2, 3)
-  else:
-    tok = bin_actions.BinActionTokenizer(2, 3, config.model.llm.vocab_size - 256, 256, demo_tokenizer.eos_id)
+  tok = _action_tokenizer(kind, 2, config, demo_tokenizer)
   g = actions.make_grammar(tok)
   free = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), demo_tokenizer.eos_id)(
       params, *inputs))
@@ -143,11 +148,7 @@ def test_constrained_decoding_of_a_random_model_always_parses(random_model, demo
 @pytest.mark.parametrize("kind, horizon", [("string", 1), ("string", 2), ("bins", 2)])
 def test_jump_forward_equals_constrained_greedy(random_model, demo_tokenizer, kind, horizon):
   config, model, params, inputs = random_model
-  if kind == "string":
-    tok = string_actions.StringActionTokenizer(demo_tokenizer, horizon, 3)
-  else:
-    tok = bin_actions.BinActionTokenizer(horizon, 3, config.model.llm.vocab_size - 256, 256,
-                                         demo_tokenizer.eos_id)
+  tok = _action_tokenizer(kind, horizon, config, demo_tokenizer)
   g = actions.make_grammar(tok)
   eos = demo_tokenizer.eos_id
   plain = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), eos, grammar=g)(params, *inputs))
@@ -189,11 +190,7 @@ def _states(g, row):
 @pytest.mark.parametrize("kind, horizon", [("string", 2), ("bins", 2)])
 def test_speculative_drafts_keep_the_output_and_save_passes(random_model, demo_tokenizer, kind, horizon):
   config, model, params, inputs = random_model
-  if kind == "string":
-    tok = string_actions.StringActionTokenizer(demo_tokenizer, horizon, 3)
-  else:
-    tok = bin_actions.BinActionTokenizer(horizon, 3, config.model.llm.vocab_size - 256, 256,
-                                         demo_tokenizer.eos_id)
+  tok = _action_tokenizer(kind, horizon, config, demo_tokenizer)
   g = actions.make_grammar(tok)
   eos, length = demo_tokenizer.eos_id, tok.max_decode_len()
   plain = np.asarray(decode.make_greedy_decoder(model, length, eos, grammar=g)(params, *inputs))

@@ -189,17 +189,26 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
   return info
 
 
+def completed_meta(out_dir: str, format_version: int) -> dict | None:
+  """meta.json of a finished conversion in this format version (it is written last), else None."""
+  path = os.path.join(out_dir, "meta.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    meta = json.load(f)
+  return meta if meta.get("format_version") == format_version else None
+
+
 def convert(rlds_dir: str, dataset: str, split: str, out_dir: str, *, episodes_per_part: int = 1000,
             num_workers: int = 0, printer=None, on_bad: str = "skip") -> dict:
   """Converts one split (see the module docstring); returns meta. Resumable: parts already written by an
   interrupted run are kept; a complete conversion (meta.json of this format version) is returned as is.
   num_workers > 0 converts parts in that many processes."""
   meta_path = os.path.join(out_dir, "meta.json")
+  done = completed_meta(out_dir, FORMAT_VERSION)
+  if done is not None:
+    return done
   if os.path.exists(meta_path):
-    with open(meta_path) as f:
-      meta = json.load(f)
-    if meta.get("format_version") == FORMAT_VERSION:
-      return meta
     shutil.rmtree(out_dir)  # an older layout: convert again
   registry.get(dataset)  # unknown names fail before any work
   if on_bad not in ("skip", "fail"):

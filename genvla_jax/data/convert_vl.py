@@ -53,7 +53,8 @@ def _text(content) -> str:
   return " ".join(p.get("text") or "" for p in content if p.get("type", "text") == "text").strip()
 
 
-def _llava_pairs(row):
+def llava_pairs(row) -> list[tuple[str, str]]:
+  """LLaVA-style {"conversations": [{"from", "value"}...]} -> [(question, answer)]."""
   return _turn_pairs(row["conversations"], ("human", "gpt", "from", "value"))
 
 
@@ -88,7 +89,7 @@ def iter_llava_json(path: str, image_root: str | None = None):
         raise BadRecordError(f"image file missing: {image_path}")
       with open(image_path, "rb") as f:
         image = f.read()
-      yield source, image, _llava_pairs(entry)
+      yield source, image, llava_pairs(entry)
     except BadRecordError as err:
       yield source, err, []
 
@@ -109,7 +110,7 @@ def iter_parquet(pattern: str, batch_rows: int = 256):
           if image is None:
             raise BadRecordError("no embedded image")
           if "conversations" in record and record["conversations"] is not None:
-            pairs = _llava_pairs(record)
+            pairs = llava_pairs(record)
           elif "messages" in record and record["messages"] is not None:
             pairs = _message_pairs(record)
           else:
@@ -123,11 +124,9 @@ def convert_vl(input_path: str, fmt: str, out_dir: str, *, image_root: str | Non
                records_per_shard: int = 10_000, on_bad: str = "skip", check_images: bool = True) -> dict:
   """Converts a corpus (see the module docstring); returns meta. A complete conversion is reused."""
   meta_path = os.path.join(out_dir, "meta.json")
-  if os.path.exists(meta_path):
-    with open(meta_path) as f:
-      meta = json.load(f)
-    if meta.get("format_version") == FORMAT_VERSION:
-      return meta
+  done = convert.completed_meta(out_dir, FORMAT_VERSION)
+  if done is not None:
+    return done
   if fmt not in FORMATS:
     raise ValueError(f"unknown VL format {fmt!r}; choose one of {FORMATS}")
   if on_bad not in ("skip", "fail"):

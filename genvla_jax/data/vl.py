@@ -10,6 +10,8 @@ placeholder is removed (the model always sees the image first, as PaliGemma does
 import json
 import os
 
+from genvla_jax.data import convert_vl
+
 
 def load_llava_json(json_path: str, image_root: str | None = None) -> list[dict]:
   image_root = image_root or os.path.dirname(os.path.abspath(json_path))
@@ -19,11 +21,10 @@ def load_llava_json(json_path: str, image_root: str | None = None) -> list[dict]
   for n, entry in enumerate(entries):
     if "image" not in entry or "conversations" not in entry:
       raise ValueError(f"{json_path}: entry {n} ({entry.get('id')}) lacks 'image' or 'conversations'")
-    turns = entry["conversations"]
-    for q, a in zip(turns[0::2], turns[1::2]):
-      if q.get("from") != "human" or a.get("from") != "gpt":
-        raise ValueError(f"{json_path}: entry {n} ({entry.get('id')}): turns must alternate human/gpt")
-      examples.append({"image_path": os.path.join(image_root, entry["image"]),
-                       "question": q["value"].replace("<image>", "").strip(),
-                       "answer": a["value"].strip()})
+    try:
+      pairs = convert_vl.llava_pairs(entry)
+    except convert_vl.BadRecordError as err:
+      raise ValueError(f"{json_path}: entry {n} ({entry.get('id')}): {err}") from err
+    examples += [{"image_path": os.path.join(image_root, entry["image"]), "question": q, "answer": a}
+                 for q, a in pairs]
   return examples
