@@ -30,9 +30,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from genvla_jax.models import vlm
-from genvla_jax.training import optimizer, sharding, state as state_lib, step as step_lib
-
-PEAK_FLOPS = {"h100": 989e12, "h200": 989e12, "a100": 312e12}  # dense bf16 tensor-core peak
+from genvla_jax.training import flops as flops_lib, optimizer, sharding, state as state_lib, step as step_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/pi0_plus.py", "model config", lock_config=False)
@@ -43,25 +41,6 @@ flags.DEFINE_string("param_dtype", "float32", "storage dtype of trained params (
 flags.DEFINE_string("frozen_dtype", "float32", "storage dtype of the frozen tower")
 flags.DEFINE_integer("text_len", 64, "text tokens per example (prompt + answer)")
 flags.DEFINE_integer("steps", 5, "timed steps (after 2 warm-up steps)")
-
-
-def analytic_flops(config, batch: int, text_len: int) -> float:
-  img, llm = config.model.img, config.model.llm
-  patches = (config.model.image_size // img.patch_size) ** 2
-  seq = patches + text_len
-  d, f = llm.width, llm.mlp_dim
-  llm_params = llm.depth * (d * llm.num_heads * llm.head_dim * 2 + 2 * d * llm.num_kv_heads * llm.head_dim
-                            + 3 * d * f)
-  tower_params = img.depth * (4 * img.width ** 2 + 2 * img.width * img.mlp_dim)
-  towers = 2 if config.model.dual_encoder else 1
-  flops = 6 * llm_params * batch * seq
-  flops += 12 * llm.depth * batch * seq ** 2 * llm.num_heads * llm.head_dim
-  flops += 6 * batch * text_len * llm.vocab_size * d
-  flops += 6 * tower_params * batch * patches + 12 * img.depth * batch * patches ** 2 * img.width
-  flops += 6 * towers * img.width * d * batch * patches  # projector
-  if config.model.dual_encoder:
-    flops += 2 * tower_params * batch * patches + 4 * img.depth * batch * patches ** 2 * img.width
-  return float(flops)
 
 
 def matmul_reference(dtype) -> float:
@@ -76,11 +55,6 @@ def matmul_reference(dtype) -> float:
     out = f(a)
   out.block_until_ready()
   return 2 * n ** 3 * reps / (time.perf_counter() - t)
-
-
-def peak_flops() -> float | None:
-  kind = jax.devices()[0].device_kind.lower()
-  return next((v for k, v in PEAK_FLOPS.items() if k in kind), None)
 
 
 def run_one(config, batch: int, text_len: int, steps: int):
@@ -127,7 +101,7 @@ def main(argv):
   config.model.frozen_dtype = FLAGS.frozen_dtype
   dtype = jnp.dtype(FLAGS.dtype)
   ref = matmul_reference(dtype)
-  peak = peak_flops()
+  peak = flops_lib.peak_flops(jax.devices()[0])
   dev = jax.devices()[0]
   print(f"params {FLAGS.param_dtype}, frozen tower {FLAGS.frozen_dtype}, compute {FLAGS.dtype}")
   print(f"device: {dev.device_kind} x{jax.device_count()} | matmul reference {ref / 1e12:.1f} TFLOP/s "
@@ -143,7 +117,7 @@ def main(argv):
       except Exception as e:  # out of memory at large batch: report and go on
         print(f"{policy:>14} {batch:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
         continue
-      flops = analytic_flops(config, batch, FLAGS.text_len)
+      flops = flops_lib.model_flops(config.model, batch, FLAGS.text_len)
       achieved = flops / r["step_s"]
       tokens = batch * ((config.model.image_size // config.model.img.patch_size) ** 2 + FLAGS.text_len)
       mfu = f"{achieved / peak:6.1%}" if peak else "   n/a"

@@ -100,9 +100,18 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       proposal_len=8,               # K: forced tokens (jump-forward) and draft tokens per pass
       draft_previous_action=True)   # draft = the previous act() call's action (Policy.reset() per episode)
   c.optimizer = dict(lr=1e-4, warmup_steps=1000, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
-  c.train = dict(steps=100_000, log_every=50, checkpoint_every=1000, keep_checkpoints=3)
+  c.train = dict(steps=100_000, log_every=50,
+                 grad_accum_steps=1,       # micro-batches per step (the global batch is split; same update)
+                 checkpoint_every=1000,
+                 keep_checkpoints=3,       # the newest N checkpoints are kept ...
+                 keep_every=0,             # ... plus every step divisible by this (0: none)
+                 peak_flops_per_device=0.0)  # for MFU; 0: looked up from the device kind (training/flops.py)
   c.mesh = dict(data=-1, fsdp=1,  # -1: all remaining devices
-                rules=[])        # [(param path regex, PartitionSpec tuple)], before the FSDP default
+                model=1,          # tensor parallel: attention heads / MLP hidden units split over "model"
+                rules=[])         # [(param path regex, PartitionSpec tuple)], before the defaults
+  c.distributed = dict(initialize="auto",  # auto | always | never (training/distributed.py)
+                       coordinator_address="", num_processes=0, process_id=-1,  # explicit start-up
+                       cpu_collectives="gloo")
   return c
 
 
@@ -124,7 +133,7 @@ def apply_demo(c: ml_collections.ConfigDict, demo_dir: str = "~/.cache/genvla_ja
   c.data.batch_size = 32
   c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
   c.optimizer = dict(lr=1e-3, warmup_steps=100, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
-  c.train = dict(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
+  c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
 
 
 def apply_ablation(c: ml_collections.ConfigDict, letters: str):

@@ -26,7 +26,24 @@ from ml_collections import config_flags
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import vlm
 from genvla_jax.pretrained import api as pretrained_api
-from genvla_jax.training import checkpoint, loop, optimizer, sharding, state as state_lib, step as step_lib
+from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, optimizer, sharding
+from genvla_jax.training import state as state_lib, step as step_lib
+
+
+def prepare_data(config):
+  """Converts / generates the run's data once: process 0 first, then the others (which find it done on
+  a shared file system, or convert their own copy on local disks)."""
+  def run():
+    prepared = prepare.prepare(config.data)
+    if config.tokenizer.action == "fast":
+      prepare.fast_bpe(config, prepared)
+    return prepared
+  if jax.process_count() == 1:
+    return run()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  prepared = run() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("genvla_jax: data prepared by process 0")
+  return prepared or run()
 
 
 def checkpoint_meta(config, prepared) -> dict:
@@ -90,11 +107,13 @@ def _main_thread():
 def train(config, workdir: str, *, stop_after: int | None = None, printer=print) -> list[dict]:
   """Trains (or resumes) in `workdir`. `stop_after`: stop (with a checkpoint) after this many steps in
   this call, as a preemption would. Returns the logged metric records of this call."""
+  started = distributed.initialize(config.distributed)  # before anything touches a JAX backend
+  if jax.process_index() != 0:
+    printer = lambda *a, **k: None  # pylint: disable=unnecessary-lambda-assignment
+  printer(started, flush=True)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
-  prepared = prepare.prepare(config.data)
-  if config.tokenizer.action == "fast":
-    prepare.fast_bpe(config, prepared)
+  prepared = prepare_data(config)
   meta = checkpoint_meta(config, prepared)
   if jax.process_index() == 0:
     write_assets(config, prepared, workdir)
@@ -104,7 +123,8 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
   total = config.train.steps
   tx = optimizer.make(config.optimizer, total)
   rules = [tuple(r) for r in config.mesh.rules]
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
+                                 keep_every=config.train.keep_every)
   data_it = iter(pipeline.make_dataset(config, prepared, seed=config.seed,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count()))
@@ -126,10 +146,16 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
           f"(robot fraction {config.data.robot_fraction})", flush=True)
 
   train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(model, tx, optimizer.schedule(config.optimizer, total)), shardings, mesh)
-  progress = loop.Progress(total_steps=total, start_step=start, global_batch=config.data.batch_size,
+      step_lib.make_train_step(model, tx, optimizer.schedule(config.optimizer, total),
+                               config.train.grad_accum_steps), shardings, mesh)
+  batch_size, text_len = config.data.batch_size, config.tokenizer.max_text_len
+  peak = flops_lib.peak_flops(jax.devices()[0], config.train.peak_flops_per_device)
+  progress = loop.Progress(total_steps=total, start_step=start, global_batch=batch_size,
                            metrics_path=os.path.join(workdir, "metrics.jsonl"),
-                           log_every=config.train.log_every, printer=printer)
+                           log_every=config.train.log_every, printer=printer,
+                           tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
+                           flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len),
+                           peak_flops=peak * jax.device_count() if peak else None)
   stop = _StopSignal()
   records, step = [], start
   try:
@@ -137,6 +163,13 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
       t = time.perf_counter()
       batch = sharding.to_global(next(data_it), mesh)
       progress.add_data_wait(time.perf_counter() - t)
+      if step == start:  # compile once, ahead of time, and say what XLA counts
+        t_compile = time.perf_counter()
+        train_step = train_step.lower(state, batch).compile()
+        xla_flops = flops_lib.compiled_flops(train_step)
+        printer(f"train step compiled in {time.perf_counter() - t_compile:.1f}s; model FLOPs/step "
+                f"{progress.flops_per_step:.3g} (XLA, per device: {xla_flops or float('nan'):.3g}); "
+                f"peak {'unknown (no MFU)' if not peak else f'{peak:.3g} FLOP/s per device'}", flush=True)
       state, metrics = train_step(state, batch)
       step += 1
       stopping = stop.requested or (stop_after is not None and step - start >= stop_after)

@@ -156,20 +156,55 @@ def test_resume_reproduces_the_next_batches(config, prepared, augmented):
       np.testing.assert_array_equal(got[key], want[key])
 
 
-def test_two_hosts_partition_the_robot_steps(config, prepared):
-  source = pipeline.StepChunkSource(prepared.robot[0].converted_dir, 1)
-  import grain  # pylint: disable=g-import-not-at-top
-  ds = grain.MapDataset.source(source)
-  seen = [{(r["episode"], r["step"]) for r in pipeline._host_slice(ds, i, 2)} for i in range(2)]
-  assert not seen[0] & seen[1]
-  assert len(seen[0] | seen[1]) == len(source)
+def test_two_hosts_build_the_rows_of_the_one_host_batches(config, prepared):
+  """Process p of 2 builds its half of each side of the global batch: together they are exactly the
+  single-process batches (augmentation included), and they never share a row."""
+  config.data.augment.enabled = True
+  single = iter(pipeline.make_dataset(config, prepared, seed=0))
+  hosts = [iter(pipeline.make_dataset(config, prepared, seed=0, process_index=p, process_count=2))
+           for p in range(2)]
+  for _ in range(3):
+    want, (h0, h1) = next(single), [next(h) for h in hosts]
+    r = len(h0["tokens"]) // 2  # 2 robot + 2 VL rows per host
+    for key in want:
+      got = np.concatenate([h0[key][:r], h1[key][:r], h0[key][r:], h1[key][r:]])
+      np.testing.assert_array_equal(got, want[key], err_msg=key)
+    assert h0["is_robot"][:r].all() and not h0["is_robot"][r:].any()
+    assert not np.array_equal(h0["image"], h1["image"])
+  with pytest.raises(ValueError, match="divide by the 3 processes"):
+    pipeline.local_batch_split(config.data, 3)
 
 
 def test_bad_image_is_named():
   with pytest.raises(preprocess.BadImageError, match="undecodable image"):
     preprocess.decode_image(b"not an image")
+  with pytest.raises(preprocess.BadImageError, match="undecodable image"):
+    preprocess.decode_image(b"")
   with pytest.raises(preprocess.BadImageError, match=r"\[H,W,3\]"):
     preprocess.prepare_image(np.zeros((32, 32), np.uint8), 32)
+
+
+def test_decode_and_resize_agree_with_references():
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  image = np.asarray(Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((80, 60)))
+  for fmt, mode in [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("PNG", "RGBA")]:
+    buf = io.BytesIO()
+    Image.fromarray(image).convert(mode).save(buf, fmt)
+    want = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    np.testing.assert_array_equal(preprocess.decode_image(buf.getvalue()), want)  # same pixels as PIL
+  with pytest.raises(preprocess.BadImageError, match="undecodable"):
+    preprocess.decode_image(buf.getvalue()[:len(buf.getvalue()) // 3])  # truncated
+  # bilinear with half-pixel centres: 2x2 -> 4x4 interpolates; a 4x shrink averages (no aliasing)
+  up = preprocess.resize_image(np.array([[0, 80], [160, 240]], np.uint8)[..., None].repeat(3, -1), 4)
+  np.testing.assert_array_equal(up[..., 0], [[0, 20, 60, 80], [40, 60, 100, 120], [120, 140, 180, 200],
+                                              [160, 180, 220, 240]])
+  checker = (np.indices((64, 64)).sum(0) % 2 * 200).astype(np.uint8)[..., None].repeat(3, -1)
+  assert np.abs(preprocess.resize_image(checker, 16).astype(int) - 100).max() <= 1
+  box = (8, 4, 40, 36)
+  np.testing.assert_array_equal(preprocess.resize_image(image, 16, box),
+                                preprocess.resize_image(np.ascontiguousarray(image[4:36, 8:40]), 16))
 
 
 def test_augmentation_changes_training_images_only_within_bounds():
@@ -177,18 +212,23 @@ def test_augmentation_changes_training_images_only_within_bounds():
   rng = np.random.default_rng(0)
   image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
   for seed in range(20):
-    crop = augment.random_resized_crop(image, np.random.default_rng(seed), (0.8, 1.0), (0.9, 1.1))
-    assert 0.75 * 48 * 64 <= crop.shape[0] * crop.shape[1] <= 48 * 64 and crop.shape[2] == 3
+    left, top, right, bottom = augment.crop_box(48, 64, np.random.default_rng(seed), (0.8, 1.0), (0.9, 1.1))
+    assert 0 <= left < right <= 64 and 0 <= top < bottom <= 48
+    assert 0.75 * 48 * 64 <= (right - left) * (bottom - top) <= 48 * 64
   cfg = dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05), brightness=0.2, contrast=0.2,
              saturation=0.2)
-  a = augment.augment(image, np.random.default_rng(1), cfg)
-  np.testing.assert_array_equal(a, augment.augment(image, np.random.default_rng(1), cfg))
-  assert a.dtype == np.uint8 and not np.array_equal(a, augment.augment(image, np.random.default_rng(2), cfg))
-  assert augment.augment(image, np.random.default_rng(1), dict(cfg, enabled=False)) is image
-  resized = augment.augment_and_resize(image, 32, np.random.default_rng(1), cfg)
-  assert resized.shape == (32, 32, 3) and resized.dtype == np.uint8
+  a = augment.augment_and_resize(image, 32, np.random.default_rng(1), cfg)
+  np.testing.assert_array_equal(a, augment.augment_and_resize(image, 32, np.random.default_rng(1), cfg))
+  assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+  assert not np.array_equal(a, augment.augment_and_resize(image, 32, np.random.default_rng(2), cfg))
   np.testing.assert_array_equal(augment.augment_and_resize(image, 32, np.random.default_rng(1), dict(cfg, enabled=False)),
                                 preprocess.resize_image(image, 32))
   grey = np.full((8, 8, 3), 100, np.uint8)  # saturation/contrast leave a flat grey image grey
   out = augment.color_jitter(grey, np.random.default_rng(3), brightness=0.0)
   np.testing.assert_array_equal(out, grey)
+  rgb = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)  # against the formula in float
+  b, c, s = np.random.default_rng(4).uniform(0.8, 1.2, 3)
+  luma = np.round(rgb @ np.array([0.299, 0.587, 0.114]))[..., None]
+  want = c * b * (s * rgb + (1 - s) * luma) + (1 - c) * b * luma.mean()
+  got = augment.color_jitter(rgb, np.random.default_rng(4), 0.2, 0.2, 0.2).astype(float)
+  assert np.abs(got - np.clip(want, 0, 255)).max() <= 2.0

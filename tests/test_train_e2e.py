@@ -89,17 +89,18 @@ def _env(devices=1):
   return env
 
 
-def test_cli_train_on_8_devices_then_predict_on_1(tmp_path, demo_dir, cache_dir):
+def test_cli_train_on_8_devices_tensor_parallel_then_predict_on_1(tmp_path, demo_dir, cache_dir):
   workdir = tmp_path / "cli_run"
   common = [f"--config.data.demo_dir={demo_dir}", f"--config.data.cache_dir={cache_dir}"]
   out = subprocess.run(
       [sys.executable, "-m", "genvla_jax.train", "--config=configs/pi0_plus.py:demo", f"--workdir={workdir}",
        "--config.train.steps=2", "--config.train.log_every=1", "--config.data.batch_size=8",
-       "--config.mesh.fsdp=2", *common],
+       "--config.mesh.fsdp=2", "--config.mesh.model=2", *common],
       cwd=ROOT, env=_env(devices=8), capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "mesh {'data': 4, 'fsdp': 2}" in out.stdout
+  assert "mesh {'data': 2, 'fsdp': 2, 'model': 2}" in out.stdout  # tensor parallel over "model"
   assert "step      2/2 | loss" in out.stdout and "ex/s" in out.stdout and "ETA" in out.stdout
+  assert "tok/s" in out.stdout and "data wait" in out.stdout and "train step compiled" in out.stdout
   out = subprocess.run(
       [sys.executable, "-m", "genvla_jax.predict", f"--workdir={workdir}", "--eval_split=val",
        "--num_examples=4"], cwd=ROOT, env=_env(devices=1), capture_output=True, text=True, timeout=600)

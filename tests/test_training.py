@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
@@ -76,6 +77,43 @@ def test_sharded_step_equals_single_device(setup, single_device_run):
   assert "fsdp" in str(emb.sharding.spec)
   assert emb.addressable_shards[0].data.shape[0] * 4 == emb.shape[0] or \
       emb.addressable_shards[0].data.shape[1] * 4 == emb.shape[1]
+
+
+def test_tensor_parallel_step_equals_single_device(setup, single_device_run):
+  config = setup[0]
+  config.mesh.data, config.mesh.fsdp, config.mesh.model = 2, 2, 2
+  mesh = sharding.make_mesh(config.mesh)
+  _, state, losses = _run(setup, mesh, 3)
+  np.testing.assert_allclose(losses, single_device_run[2], rtol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4),
+               jax.device_get(state["params"]), jax.device_get(single_device_run[1]["params"]))
+  specs = {sharding.path_str(p): x.sharding.spec for p, x in
+           jax.tree_util.tree_flatten_with_path(state["params"])[0]}
+  assert specs["llm/layers/mlp/gating_einsum"] == P(None, None, "fsdp", "model")
+  assert specs["llm/layers/attn/q_einsum"] == P(None, "model", "fsdp", None)
+  assert specs["llm/layers/attn/kv_einsum"] == P(None, None, None, "fsdp", None)  # 1 kv head: not split
+  assert specs["img_frozen/blocks/MlpBlock_0/Dense_0/kernel"] == P(None, "fsdp", "model")
+  # the optimizer state of a tensor-parallel matrix is split the same way
+  mu = [x for p, x in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
+        if sharding.path_str(p).endswith("mu/llm/layers/mlp/linear")]
+  assert mu and mu[0].sharding.spec == P(None, "model", "fsdp")
+
+
+def test_gradient_accumulation_equals_one_pass(setup):
+  config, model, tx, _, batches = setup
+  mesh = sharding.make_mesh(config.mesh)  # 8 devices; 8 rows = 2 micro-batches of 4
+  state, _, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0))
+  batch = sharding.to_global(batches[0], mesh)
+  def grads_with(k):
+    fn = jax.jit(lambda p, b: step_lib.grads_and_sums(p, b, model, k))
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return jax.device_get(fn(state["params"], batch))
+  (g1, s1), (g2, s2) = grads_with(1), grads_with(2)
+  for key in s1:
+    np.testing.assert_allclose(s2[key], s1[key], rtol=1e-5, err_msg=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g2, g1)
+  with pytest.raises(ValueError, match="does not split into 3 micro-batches"):
+    step_lib.microbatches({"x": np.zeros((8, 2))}, 3)
 
 
 def test_mesh_mismatch_is_an_error(setup):

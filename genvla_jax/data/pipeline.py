@@ -1,10 +1,15 @@
 """The grain training pipeline: converted robot shards + VL examples -> host-local batches.
 
-Per source: random-access grain MapDataset -> this host's slice (process_index::process_count) ->
-global shuffle (reshuffled every epoch, no shuffle buffer) -> repeat -> example builder (decode, resize,
-normalize, tokenize). Several datasets on one side are mixed by weight. Every batch holds exactly
-round(B * robot_fraction) robot examples followed by the VL examples (the co-training ratio holds per
-batch, not just on average). Host-local batch dict (B = global batch / process count, T = max_text_len):
+Per source: random-access grain MapDataset -> global shuffle (reshuffled every epoch, no shuffle
+buffer) -> repeat -> example builder (decode, resize, normalize, tokenize). Several datasets on one side
+are mixed by weight. Every global batch holds exactly R = round(B * robot_fraction) robot examples and
+B - R VL examples (the co-training ratio holds per batch, not just on average).
+
+Hosts: every process indexes the same global example streams; process p of P builds only its rows of
+each global batch (robot examples [p R/P, (p+1) R/P) of the batch, then its VL examples), via
+`batch(R/P)[p::P]` (grain computes only the elements asked for). So the global batch, and hence the
+training run, is the same whatever the number of processes. Host-local batch dict (B = global batch /
+process count, T = max_text_len):
 
   image [B,S,S,3] uint8 (the model maps pixels to [-1,1] on the accelerator: 1/4 of the bytes)
   tokens, input_mask, ar_mask, loss_mask [B,T]
@@ -98,10 +103,10 @@ def _mixed(datasets, weights):
   return grain.MapDataset.mix(datasets, weights=list(weights))
 
 
-def _host_slice(ds, process_index, process_count):
-  if len(ds) < process_count:
-    raise ValueError(f"dataset of {len(ds)} items cannot be split over {process_count} processes")
-  return ds[process_index::process_count]
+def host_batches(ds, local_size: int, process_index: int, process_count: int):
+  """Global example stream -> this process's rows of each global batch: global batch t is blocks
+  t P .. t P + P - 1 of `local_size` consecutive examples; process p takes block t P + p."""
+  return ds.batch(local_size, drop_remainder=True)[process_index::process_count]
 
 
 def make_tokenizers(config, action_dim, tokenizer_path: str | None = None, fast_bpe_path: str | None = None):
@@ -118,17 +123,19 @@ def make_tokenizers(config, action_dim, tokenizer_path: str | None = None, fast_
 
 
 def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
-  """-> (robot examples, VL examples) per host-local batch."""
-  if data_config.batch_size % process_count:
-    raise ValueError(f"data.batch_size {data_config.batch_size} not divisible by {process_count} processes")
-  local = data_config.batch_size // process_count
+  """-> (robot examples, VL examples) per host-local batch; both sides of the global batch must split
+  evenly over the processes."""
+  batch = data_config.batch_size
   if not 0.0 < data_config.robot_fraction <= 1.0:
     raise ValueError(f"data.robot_fraction must be in (0, 1], got {data_config.robot_fraction}")
-  num_robot = int(round(local * data_config.robot_fraction))
-  if num_robot == 0 or (data_config.robot_fraction < 1.0 and num_robot == local):
-    raise ValueError(f"robot_fraction {data_config.robot_fraction} of a local batch of {local} leaves one "
+  num_robot = int(round(batch * data_config.robot_fraction))
+  if num_robot == 0 or (data_config.robot_fraction < 1.0 and num_robot == batch):
+    raise ValueError(f"robot_fraction {data_config.robot_fraction} of a batch of {batch} leaves one "
                      "side empty; change batch_size or robot_fraction")
-  return num_robot, local - num_robot
+  if num_robot % process_count or (batch - num_robot) % process_count:
+    raise ValueError(f"data.batch_size {batch} = {num_robot} robot + {batch - num_robot} VL examples: "
+                     f"each side must divide by the {process_count} processes")
+  return num_robot // process_count, (batch - num_robot) // process_count
 
 
 def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1
@@ -141,22 +148,21 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []
   for i, r in enumerate(prepared.robot):
-    ds = _host_slice(grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon)),
-                     process_index, process_count)
+    ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon))
     robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(
         image_size=size, prompt=config.data.prompt, action_stats=r.stats["action"],
         text_tokenizer=text_tokenizer, action_tokenizer=action_tokenizer,
         max_text_len=config.tokenizer.max_text_len, augment=augment), seed=seed + 500 + i))
-  ds = _mixed(robot, [r.weight for r in prepared.robot]).batch(num_robot, drop_remainder=True)
+  ds = host_batches(_mixed(robot, [r.weight for r in prepared.robot]), num_robot, process_index, process_count)
   if num_vl:
     vl_datasets = []
     for i, v in enumerate(prepared.vl):
-      vds = _host_slice(grain.MapDataset.source(convert_vl.VLSource(v.converted_dir)), process_index,
-                        process_count)
+      vds = grain.MapDataset.source(convert_vl.VLSource(v.converted_dir))
       vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().random_map(VLExample(
           image_size=size, text_tokenizer=text_tokenizer, max_text_len=config.tokenizer.max_text_len,
           horizon=horizon, action_dim=prepared.action_dim, augment=augment), seed=seed + 1500 + i))
-    vl_ds = _mixed(vl_datasets, [v.weight for v in prepared.vl]).batch(num_vl, drop_remainder=True)
+    vl_ds = host_batches(_mixed(vl_datasets, [v.weight for v in prepared.vl]), num_vl, process_index,
+                         process_count)
     n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths
     ds = grain.experimental.ZipMapDataset([ds[:n], vl_ds[:n]]).map(_concat_batches)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))

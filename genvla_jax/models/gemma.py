@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from genvla_jax.models import remat
+from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
 
 def _init(in_axis, out_axis, batch_axis=()):
@@ -91,7 +92,7 @@ class Attention(nn.Module):
                      jnp.float32)
     wo = self.param("attn_vec_einsum", _init((0, 1), 2), (self.num_heads, self.head_dim, d),
                     jnp.float32)
-    q = jnp.einsum("BTD,NDH->BTNH", x, wq.astype(self.dtype))
+    q = constrain(jnp.einsum("BTD,NDH->BTNH", x, wq.astype(self.dtype)), BATCH, None, MODEL, None)
     k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(self.dtype))
     q, k = apply_rope(q, positions), apply_rope(k, positions)
     new_cache = None
@@ -117,7 +118,8 @@ class FeedForward(nn.Module):
     w_gating = self.param("gating_einsum", _init(1, 2, (0,)), (2, d, self.mlp_dim), jnp.float32)
     w_linear = self.param("linear", _init(0, 1), (self.mlp_dim, d), jnp.float32)
     gate, up = jnp.einsum("BTD,CDF->CBTF", x, w_gating.astype(self.dtype))
-    return jnp.einsum("BTF,FD->BTD", nn.gelu(gate, approximate=True) * up, w_linear.astype(self.dtype))
+    hidden = constrain(nn.gelu(gate, approximate=True) * up, BATCH, None, MODEL)  # [B,T,F]
+    return jnp.einsum("BTF,FD->BTD", hidden, w_linear.astype(self.dtype))
 
 
 class Block(nn.Module):
@@ -145,7 +147,7 @@ class Block(nn.Module):
     y = FeedForward(self.mlp_dim, self.dtype, name="mlp")(RMSNorm(name="pre_ffw_norm")(x))
     if self.post_norms:
       y = RMSNorm(name="post_ffw_norm")(y)
-    return x + y, new_cache
+    return constrain(x + y, BATCH, None, None), new_cache
 
 
 class Gemma(nn.Module):

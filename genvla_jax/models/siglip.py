@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genvla_jax.models import remat
+from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
 
 class MlpBlock(nn.Module):
@@ -25,7 +26,7 @@ class MlpBlock(nn.Module):
   def __call__(self, x):  # [B,N,D] -> [B,N,D]
     width = x.shape[-1]
     x = nn.Dense(self.mlp_dim, dtype=self.dtype)(x)
-    x = nn.gelu(x, approximate=True)
+    x = constrain(nn.gelu(x, approximate=True), BATCH, None, MODEL)  # [B,N,F]
     return nn.Dense(width, dtype=self.dtype)(x)
 
 
@@ -43,7 +44,7 @@ class EncoderBlock(nn.Module):
     x = x + y
     y = nn.LayerNorm(dtype=self.dtype)(x)
     x = x + MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
-    return x, None
+    return constrain(x, BATCH, None, None), None
 
 
 class SigLIP(nn.Module):

@@ -144,5 +144,10 @@ def make_dual(params):
   return params
 
 
+def num_image_tokens(model_config) -> int:
+  """Image positions in the sequence: (image_size / patch_size)^2 patch tokens."""
+  return (model_config.image_size // model_config.img.patch_size) ** 2
+
+
 def count_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

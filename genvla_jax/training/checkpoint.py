@@ -4,8 +4,11 @@
   train    {"step", "opt_state"}
   data     the grain iterator state (resume continues the exact data order)
   meta     JSON: {"config": ..., "stats": ...} so a checkpoint is self-describing
-Saves are asynchronous and atomic (orbax writes to a temporary directory and renames), so a crash during
-a save leaves the previous checkpoint as the latest one.
+Saves are asynchronous and atomic (orbax writes to `<step>.orbax-checkpoint-tmp-*` and renames when
+complete), so a crash or `kill -9` during a save leaves the previous checkpoint as the latest one; the
+next start deletes the partial directory. All processes call save/restore (each writes / reads its
+own shards); orbax writes the JSON items from process 0. Retention: the newest `keep` checkpoints, plus
+every step divisible by `keep_every`.
 """
 
 import grain
@@ -14,10 +17,12 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
 
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True, keep_every: int = 0):
+    """keep: the newest N checkpoints are kept; keep_every: so is every step divisible by it (0: none)."""
     self.manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
+            max_to_keep=keep, keep_period=keep_every or None, enable_async_checkpointing=async_save,
+            create=True, cleanup_tmp_directories=True))  # a save killed half-way is removed at start
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

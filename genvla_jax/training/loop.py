@@ -1,5 +1,10 @@
-"""Progress reporting for long jobs: a console line (step, loss, examples/s, ETA) and one JSON object
-per logged step appended to `metrics.jsonl` (written by process 0 only)."""
+"""Progress reporting for long jobs: a console line (step, loss, examples/s, tokens/s, MFU, host data
+wait, ETA) and one JSON object per logged step appended to `metrics.jsonl` (process 0 only).
+
+Throughput fields: examples_per_s (global batch / step time), tokens_per_s (image + text positions the
+model processes, padding included), step_time_s, data_wait_s (host time per step spent waiting for
+the next batch, incl. the host -> device copy), mfu (training/flops.py: analytic model FLOPs / step time
+/ peak FLOP/s of all devices; absent when the device's peak is unknown, e.g. CPU)."""
 
 import json
 import math
@@ -24,8 +29,10 @@ class NonFiniteLossError(FloatingPointError):
 
 class Progress:
 
-  def __init__(self, *, total_steps, start_step, global_batch, metrics_path, log_every, printer=print):
+  def __init__(self, *, total_steps, start_step, global_batch, metrics_path, log_every, printer=print,
+               tokens_per_example: int = 0, flops_per_step: float = 0.0, peak_flops: float | None = None):
     self.total, self.batch, self.log_every = total_steps, global_batch, log_every
+    self.tokens_per_example, self.flops_per_step, self.peak_flops = tokens_per_example, flops_per_step, peak_flops
     self.metrics_path, self.printer = metrics_path, printer
     self.is_main = jax.process_index() == 0
     self._last_step, self._last_time = start_step, time.perf_counter()
@@ -46,13 +53,19 @@ class Progress:
     steps = max(step - self._last_step, 1)
     elapsed = now - self._last_time
     step_time = elapsed / steps
-    record = dict(step=step, **metrics, examples_per_s=self.batch / step_time, step_time_s=step_time,
+    record = dict(step=step, **metrics, examples_per_s=self.batch / step_time,
+                  tokens_per_s=self.batch * self.tokens_per_example / step_time, step_time_s=step_time,
                   data_wait_s=self._data_wait / steps)
+    mfu = ""
+    if self.peak_flops and self.flops_per_step:
+      record["mfu"] = self.flops_per_step / step_time / self.peak_flops
+      mfu = f" | MFU {record['mfu']:.1%}"
     eta = (self.total - step) * step_time
     if self.is_main:
       self.printer(f"step {step:>6}/{self.total} | loss {metrics['loss']:.4f} | "
                    f"tok acc {metrics['token_accuracy']:.3f} | {record['examples_per_s']:.1f} ex/s | "
-                   f"{step_time * 1000:.0f} ms/step | ETA {format_duration(eta)}", flush=True)
+                   f"{record['tokens_per_s']:.0f} tok/s | {step_time * 1000:.0f} ms/step{mfu} | "
+                   f"data wait {record['data_wait_s'] * 1000:.0f} ms | ETA {format_duration(eta)}", flush=True)
       with open(self.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
     self._last_step, self._last_time, self._data_wait = step, now, 0.0

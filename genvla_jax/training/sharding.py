@@ -1,10 +1,14 @@
 """Device mesh, parameter / optimizer-state / batch shardings, and host-local -> global batches.
 
-Mesh axes: ("data", "fsdp"). The batch is split over both axes. Parameters follow `rules` (a list of
-(regex on the "/"-joined param path, PartitionSpec tuple)) first; unmatched parameters get the FSDP
-default: their largest dimension divisible by the fsdp size is split over "fsdp" (small ones replicate).
+Mesh axes: ("data", "fsdp", "model"). The batch is split over "data" and "fsdp". Parameters follow
+`rules` (a list of (regex on the "/"-joined param path, PartitionSpec tuple)) first; then, when the
+"model" axis has more than one device, the tensor-parallel defaults in `TENSOR_PARALLEL` (Megatron
+style: attention heads and MLP hidden units split over "model", the model width over "fsdp"); every
+other parameter gets the FSDP default: its largest dimension divisible by the fsdp size is split over
+"fsdp" (small ones replicate). An axis that does not divide its dimension is dropped (replicated).
 Optimizer-state leaves take the sharding of the parameter they mirror (matched by path suffix and
-shape); scalars (step counts) are replicated.
+shape); scalars (step counts) are replicated. Activations inside the model are constrained with
+`models/partitioning.constrain` (batch over BATCH_AXES, heads / hidden units over "model").
 """
 
 import re
@@ -13,16 +17,37 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
-BATCH_AXES = ("data", "fsdp")
+from genvla_jax.models.partitioning import BATCH_AXES
+
+MESH_AXES = ("data", "fsdp", "model")
+
+# Tensor-parallel defaults (used when mesh.model > 1): param path regex -> axis per dimension.
+# Layer-stacked weights have the layer axis first. Shapes: models/gemma.py, models/siglip.py.
+TENSOR_PARALLEL = [
+    (r"llm/layers/mlp/gating_einsum$", (None, None, "fsdp", "model")),           # [L,2,D,F]
+    (r"llm/layers/mlp/linear$", (None, "model", "fsdp")),                        # [L,F,D]
+    (r"llm/layers/attn/q_einsum$", (None, "model", "fsdp", None)),               # [L,N,D,Hd]
+    (r"llm/layers/attn/kv_einsum$", (None, None, "model", "fsdp", None)),        # [L,2,K,D,Hd]
+    (r"llm/layers/attn/attn_vec_einsum$", (None, "model", None, "fsdp")),        # [L,N,Hd,D]
+    (r"img\w*/blocks/MlpBlock_0/Dense_0/kernel$", (None, "fsdp", "model")),      # [L,D,F]
+    (r"img\w*/blocks/MlpBlock_0/Dense_0/bias$", (None, "model")),                # [L,F]
+    (r"img\w*/blocks/MlpBlock_0/Dense_1/kernel$", (None, "model", "fsdp")),      # [L,F,D]
+    (r"img\w*/blocks/MultiHeadDotProductAttention_0/(query|key|value)/kernel$",
+     (None, "fsdp", "model", None)),                                             # [L,D,N,Hd]
+    (r"img\w*/blocks/MultiHeadDotProductAttention_0/(query|key|value)/bias$", (None, "model", None)),
+    (r"img\w*/blocks/MultiHeadDotProductAttention_0/out/kernel$", (None, "model", None, "fsdp")),
+]
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:
+  """config.mesh {data (-1: the rest), fsdp, model} -> Mesh over all (global) devices."""
   devices = list(devices if devices is not None else jax.devices())
-  fsdp = mesh_config.fsdp
-  data = mesh_config.data if mesh_config.data != -1 else len(devices) // fsdp
-  if data * fsdp != len(devices):
-    raise ValueError(f"mesh data={mesh_config.data} x fsdp={fsdp} does not match {len(devices)} devices")
-  return Mesh(np.array(devices).reshape(data, fsdp), BATCH_AXES)
+  fsdp, model = mesh_config.fsdp, mesh_config.get("model", 1)
+  data = mesh_config.data if mesh_config.data != -1 else len(devices) // (fsdp * model)
+  if data * fsdp * model != len(devices):
+    raise ValueError(f"mesh data={mesh_config.data} x fsdp={fsdp} x model={model} does not match "
+                     f"{len(devices)} devices")
+  return Mesh(np.array(devices).reshape(data, fsdp, model), MESH_AXES)
 
 
 def path_str(path) -> str:
@@ -40,14 +65,24 @@ def _fsdp_spec(shape, fsdp_size, min_size=2**14):
   return P()
 
 
+def _fitted(spec, shape, mesh: Mesh) -> P:
+  """A rule's spec with every axis that does not divide its dimension replaced by None."""
+  spec = tuple(spec) + (None,) * (len(shape) - len(spec))
+  def fits(axes, dim):
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    return dim % int(np.prod([mesh.shape[a] for a in axes])) == 0
+  return P(*[a if a is None or fits(a, d) else None for a, d in zip(spec, shape)])
+
+
 def param_shardings(abstract_params, mesh: Mesh, rules=()):
   """abstract_params: tree of ShapeDtypeStruct -> tree of NamedSharding."""
-  compiled = [(re.compile(pattern), P(*spec)) for pattern, spec in rules]
+  rules = list(rules) + (TENSOR_PARALLEL if mesh.shape.get("model", 1) > 1 else [])
+  compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
   def choose(path, leaf):
     name = path_str(path)
     for pattern, spec in compiled:
       if pattern.search(name):
-        return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, _fitted(spec, leaf.shape, mesh))
     return NamedSharding(mesh, _fsdp_spec(leaf.shape, mesh.shape["fsdp"]))
   return jax.tree_util.tree_map_with_path(choose, abstract_params)
 

@@ -1,0 +1,60 @@
+"""FLOPs of a train step and device peak FLOP/s, for the MFU in the training log and benchmarks.
+
+MFU = model_flops(step) / step time / (number of devices x peak dense bf16 FLOP/s per device).
+`model_flops` is the analytic count (below): matmuls forward + backward (6 x params x tokens) plus
+attention scores, logits, projector and the frozen tower's forward; it does not count what remat
+recomputes (so remat lowers MFU, as it should). `compiled_flops` is XLA's own count for one device's
+program (remat included), shown next to it for cross-checking.
+"""
+
+# Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity), matched against
+# jax.Device.device_kind; the first matching entry wins.
+PEAK_FLOPS = [
+    ("H200", 989e12), ("H100", 989e12), ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12),
+    ("L4", 121e12), ("A10", 125e12), ("B200", 2250e12),
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5", 197e12), ("TPU v4", 275e12),
+]
+
+
+def peak_flops(device, override: float = 0.0) -> float | None:
+  """Peak FLOP/s of `device` (config.train.peak_flops_per_device wins when > 0); None if unknown
+  (CPU, unlisted accelerators): the log then shows no MFU."""
+  if override > 0:
+    return float(override)
+  kind = getattr(device, "device_kind", "")
+  for name, flops in PEAK_FLOPS:
+    if name.lower() in kind.lower():
+      return flops
+  return None
+
+
+def model_flops(model_config, batch: int, text_len: int) -> float:
+  """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each."""
+  img, llm = model_config.img, model_config.llm
+  patches = (model_config.image_size // img.patch_size) ** 2
+  seq = patches + text_len
+  d, f = llm.width, llm.mlp_dim
+  llm_params = llm.depth * (d * llm.num_heads * llm.head_dim * 2 + 2 * d * llm.num_kv_heads * llm.head_dim
+                            + 3 * d * f)
+  tower_params = img.depth * (4 * img.width ** 2 + 2 * img.width * img.mlp_dim)
+  towers = 2 if model_config.dual_encoder else 1
+  flops = 6 * llm_params * batch * seq                                      # decoder matmuls
+  flops += 12 * llm.depth * batch * seq ** 2 * llm.num_heads * llm.head_dim  # attention scores + values
+  flops += 6 * batch * text_len * llm.vocab_size * d                         # logits
+  flops += 6 * tower_params * batch * patches + 12 * img.depth * batch * patches ** 2 * img.width
+  flops += 6 * towers * img.width * d * batch * patches                      # projector
+  if model_config.dual_encoder:  # the frozen tower: forward only
+    flops += 2 * tower_params * batch * patches + 4 * img.depth * batch * patches ** 2 * img.width
+  return float(flops)
+
+
+def compiled_flops(compiled) -> float | None:
+  """FLOPs of one call of a compiled (jax.stages.Compiled) per device, or None if XLA gives none."""
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  (backends without cost analysis)
+    return None
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
