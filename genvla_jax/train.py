@@ -21,6 +21,7 @@ import time
 
 from absl import app, flags, logging
 import jax
+import numpy as np
 from ml_collections import config_flags
 
 from genvla_jax.data import pipeline, prepare
@@ -100,6 +101,15 @@ class _StopSignal:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def _any_process(flag: bool) -> bool:
+  """True on every process if `flag` is true on any: all processes must stop at the same step (the
+  checkpoint save is collective), even when only some of them received SIGTERM."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
+
+
 def _main_thread():
   return threading.current_thread() is threading.main_thread()
 
@@ -172,14 +182,15 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
                 f"peak {'unknown (no MFU)' if not peak else f'{peak:.3g} FLOP/s per device'}", flush=True)
       state, metrics = train_step(state, batch)
       step += 1
-      stopping = stop.requested or (stop_after is not None and step - start >= stop_after)
+      preempted = _any_process(stop.requested)
+      stopping = preempted or (stop_after is not None and step - start >= stop_after)
       saving = step % config.train.checkpoint_every == 0 or step == total or stopping
       if progress.should_log(step) or saving:  # logging checks the loss is finite before any save
         records.append(progress.log(step, metrics))
       if saving:
         ckpt.save(step, state, data_it, meta)
       if stopping:
-        printer(f"stopping at step {step} ({'SIGTERM' if stop.requested else 'stop_after'}); "
+        printer(f"stopping at step {step} ({'SIGTERM' if preempted else 'stop_after'}); "
                 "checkpoint saved", flush=True)
         break
   finally:
