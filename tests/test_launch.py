@@ -49,3 +49,33 @@ def test_tpu_pod_launcher_calls(tmp_path):
   assert train == [".venv/bin/python", "-m", "genvla_jax.train", "--config=configs/pi0_plus.py:full,mixture=bridge",
                    "--workdir=/mnt/runs/a b", "--config.distributed.initialize=always", "--config.train.steps=10"]
   assert "GENVLA_EXTRA_PIP=jax\\[tpu\\]==0.10.2 bash launch/setup_env.sh" in command
+
+
+def test_cluster_detection_from_the_environment(monkeypatch):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  from genvla_jax.training import distributed  # pylint: disable=g-import-not-at-top
+  for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_ID", "OMPI_COMM_WORLD_SIZE",
+              "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES", "MEGASCALE_COORDINATOR_ADDRESS"):
+    monkeypatch.delenv(var, raising=False)
+  assert distributed.detected_cluster() is None
+  monkeypatch.setenv("SLURM_JOB_ID", "7")
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  monkeypatch.setenv("SLURM_STEP_ID", "0")
+  assert distributed.detected_cluster() is None  # a one-task job step is one process
+  monkeypatch.setenv("SLURM_NTASKS", "4")
+  assert distributed.detected_cluster() == "slurm"
+  monkeypatch.delenv("SLURM_STEP_ID")
+  assert distributed.detected_cluster() is None  # the batch script itself, outside srun
+  monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "w0,w1,w2,w3")
+  assert distributed.detected_cluster() == "cloud tpu"
+  config = ml_collections.ConfigDict(dict(initialize="auto", coordinator_address="", num_processes=0,
+                                          process_id=-1, cpu_collectives="gloo"))
+  config.initialize = "never"
+  assert distributed.initialize(config) == "distributed: single process"
+  config.initialize = "sometimes"
+  with pytest.raises(ValueError, match="auto|always|never"):
+    distributed.initialize(config)
+  config.update(initialize="auto", coordinator_address="localhost:1", num_processes=2, process_id=2)
+  with pytest.raises(ValueError, match="0 <= process_id < num_processes"):
+    distributed.initialize(config)
