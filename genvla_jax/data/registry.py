@@ -80,6 +80,9 @@ def _relabel_from_states(steps):
 REGISTRY = {
     # The project's own demo task (data/demo.py): 2-D offset of the named target from the agent.
     "demo_targets": DatasetSpec("demo_targets", _plain_step("observation/image"), (True, True)),
+    # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by eval/record.py):
+    # end-effector delta xyz in metres + gripper (1 = closed, not normalized).
+    "tabletop": DatasetSpec("tabletop", _plain_step("observation/image"), (True, True, True, False)),
     # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].
     "bridge": DatasetSpec("bridge", _plain_step("observation/image_0"), (True,) * 6 + (False,)),
     "bridge_relabeled": DatasetSpec("bridge_relabeled", _plain_step("observation/image_0"),

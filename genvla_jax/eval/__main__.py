@@ -1,0 +1,75 @@
+r"""Closed-loop evaluation of a trained policy (or of the environment's scripted expert).
+
+  python -m genvla_jax.eval --config=configs/eval_tabletop.py --checkpoint=WORKDIR [--out=DIR] [--step=N]
+  python -m genvla_jax.eval --config=configs/eval_tabletop.py:quick --expert --out=/tmp/expert_eval
+
+Writes to --out (default WORKDIR/eval/<env>): results.json (summary with 95% intervals + every
+episode), report.md, success.png, videos/*.gif; prints the report.
+"""
+
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from genvla_jax.eval import envs as envs_lib, harness, report
+
+FLAGS = flags.FLAGS
+
+
+def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> dict:
+  """Runs the harness with `eval_config` (configs/eval_*.py) and writes the report. -> summary."""
+  env_module = envs_lib.module(eval_config.env)
+  unknown = (set(eval_config.tasks) - set(env_module.TASKS)) | (set(eval_config.protocols) - set(env_module.PROTOCOLS))
+  if unknown:
+    raise ValueError(f"unknown tasks/protocols {sorted(unknown)} for {eval_config.env}: tasks "
+                     f"{env_module.TASKS}, protocols {env_module.PROTOCOLS}")
+  created = []
+
+  def make_env():
+    created.append(envs_lib.make(eval_config.env, **eval_config.env_kwargs))
+    return created[-1]
+
+  if policy == "expert":
+    policy = harness.ExpertPolicy(created, env_module.Expert)
+  elif getattr(policy, "action_dim", env_module.ACTION_DIM) != env_module.ACTION_DIM:
+    raise ValueError(f"the policy predicts {policy.action_dim}-D actions; {eval_config.env} takes "
+                     f"{env_module.ACTION_DIM}-D")
+  started = time.perf_counter()
+  results = harness.run(policy, make_env, tasks=list(eval_config.tasks), protocols=list(eval_config.protocols),
+                        episodes_per_task=eval_config.episodes_per_task, num_envs=eval_config.num_envs,
+                        execute_steps=eval_config.execute_steps, seed=eval_config.seed,
+                        video_episodes=eval_config.video_episodes, printer=printer)
+  summary = report.write(results, out_dir, title, extra={"eval_config": eval_config.to_dict(),
+                                                         "seconds": time.perf_counter() - started})
+  printer(open(os.path.join(out_dir, "report.md")).read())
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = FLAGS.config
+  if FLAGS.expert == bool(FLAGS.checkpoint):
+    raise app.UsageError("give exactly one of --checkpoint=WORKDIR and --expert")
+  if FLAGS.expert:
+    policy, title = "expert", f"{config.env}: scripted expert"
+    out = FLAGS.out or os.path.join("/tmp", f"genvla_eval_{config.env}_expert")
+  else:
+    from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+    policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
+    title = f"{config.env}: {os.path.abspath(FLAGS.checkpoint)}"
+    out = FLAGS.out or os.path.join(FLAGS.checkpoint, "eval", config.env)
+  evaluate(config, policy, out, title)
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "eval config, e.g. configs/eval_tabletop.py:quick",
+                                  lock_config=True)
+  flags.DEFINE_string("checkpoint", "", "run directory of a trained policy")
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
+  flags.DEFINE_bool("expert", False, "evaluate the environment's scripted expert instead")
+  flags.DEFINE_string("out", "", "output directory (default: WORKDIR/eval/<env>)")
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

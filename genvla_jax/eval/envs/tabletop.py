@@ -1,0 +1,372 @@
+"""A CPU tabletop benchmark on MuJoCo with SimplerEnv-style tasks and protocols.
+
+Scene: a table with four coloured cubes (two or three per episode), a cabinet with a drawer at the back,
+and a top-down gripper (a mocap body: end-effector delta position control + open/close). A fixed camera
+looks at the table from the front. Tasks mirror SimplerEnv's four:
+
+  pick_object   "pick up the red cube"                 success: the cube held 4 cm above the table
+  move_near     "move the red cube near the blue cube"  success: released, resting < 8 cm from the other
+  open_drawer   "open the drawer"                       success: drawer out > 9 of its 12 cm
+  close_drawer  "close the drawer" (starts open)        success: drawer in < 2 cm from closed
+
+Action [4] float32: (dx, dy, dz) end-effector displacement in metres (clipped to +-MAX_DELTA per step)
+and gripper (> 0.5 = closed). Observation: image uint8 [S,S,3], state [4] = (x, y, z, gripper closed).
+Closing the gripper within GRASP_RADIUS of a cube or the drawer handle grasps it: the cube then follows
+the gripper (kinematically, exactly) until it opens, after which MuJoCo's physics lets it fall and rest;
+the drawer slides with the gripper along its rail. Everything is deterministic given (task, seed,
+protocol).
+
+Protocols (`reset(protocol=...)`):
+  visual_matching       the training appearance
+  variant_aggregation   per episode one random shift: background colour, table texture, lighting,
+                        distractor objects, or camera pose (SimplerEnv's variant aggregation)
+  background_masking    training appearance, background pixels (floor, wall) painted black
+  paraphrase            training appearance, held-out instruction wordings
+Scripted expert: `Expert(env).act()` (privileged state) solves every task; demonstrations recorded
+with it are what eval/record.py writes as RLDS.
+"""
+
+import dataclasses
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display (Mesa on CPU machines)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
+import mujoco
+import numpy as np
+
+TASKS = ("pick_object", "move_near", "open_drawer", "close_drawer")
+PROTOCOLS = ("visual_matching", "variant_aggregation", "background_masking", "paraphrase")
+VARIANTS = ("background", "table", "lighting", "distractors", "camera")
+COLORS = {"red": (0.85, 0.15, 0.15), "green": (0.15, 0.7, 0.25), "blue": (0.2, 0.35, 0.9),
+          "yellow": (0.9, 0.8, 0.15)}
+DISTRACTOR_COLORS = ((0.6, 0.2, 0.7), (0.95, 0.5, 0.1))
+INSTRUCTIONS = {  # task -> (training wordings, held-out paraphrases)
+    "pick_object": (("pick up the {a} cube", "grasp the {a} cube and lift it"),
+                    ("lift the {a} block", "take the {a} block off the table")),
+    "move_near": (("move the {a} cube near the {b} cube", "put the {a} cube next to the {b} cube"),
+                  ("place the {a} block close to the {b} block", "bring the {a} block beside the {b} block")),
+    "open_drawer": (("open the drawer", "pull the drawer open"), ("slide the drawer out", "get the drawer open")),
+    "close_drawer": (("close the drawer", "push the drawer shut"), ("slide the drawer in", "shut the drawer")),
+}
+ACTION_DIM = 4
+STATE_DIM = 4
+MAX_DELTA = 0.04          # metres per control step
+GRASP_RADIUS = 0.03
+CUBE = 0.02               # cube half size; resting centre height
+DRAWER_TRAVEL = 0.12
+WORKSPACE = np.array([[-0.25, -0.25, 0.02], [0.25, 0.18, 0.30]])
+HOME = np.array([0.0, -0.15, 0.18])
+CAMERA = dict(pos=(0.0, -0.62, 0.5), fovy=45.0)
+HANDLE_OFFSET = np.array([0.0, -0.075, 0.05])  # handle centre relative to the drawer body
+
+
+def _scene_xml() -> str:
+  cubes = "\n".join(
+      f'<body name="cube_{c}" pos="{5 + i} 5 {CUBE}"><freejoint name="cube_{c}"/>'
+      f'<geom name="cube_{c}" type="box" size="{CUBE} {CUBE} {CUBE}" rgba="{r} {g} {b} 1" mass="0.05"/></body>'
+      for i, (c, (r, g, b)) in enumerate(COLORS.items()))
+  distractors = "\n".join(
+      f'<body name="distractor_{i}" pos="{-5 - i} 5 0.025"><freejoint/>'
+      f'<geom name="distractor_{i}" type="cylinder" size="0.018 0.025" rgba="{r} {g} {b} 1" mass="0.05"/></body>'
+      for i, (r, g, b) in enumerate(DISTRACTOR_COLORS))
+  return f"""
+<mujoco model="genvla_tabletop">
+  <option timestep="0.002" gravity="0 0 -9.81"/>
+  <visual><quality shadowsize="0" offsamples="0"/><global offwidth="512" offheight="512"/></visual>
+  <asset>
+    <texture name="checker" type="2d" builtin="checker" rgb1=".75 .7 .6" rgb2=".45 .4 .35" width="64" height="64"/>
+    <texture name="grain" type="2d" builtin="gradient" rgb1=".7 .55 .35" rgb2=".45 .3 .15" width="64" height="64"/>
+    <material name="table_plain" rgba=".62 .55 .45 1"/>
+    <material name="table_checker" texture="checker" texrepeat="6 6"/>
+    <material name="table_grain" texture="grain" texrepeat="3 1"/>
+  </asset>
+  <worldbody>
+    <light name="key" pos="0 -0.3 1.2" dir="0 0.3 -1" diffuse=".8 .8 .8" ambient=".3 .3 .3" directional="true"/>
+    <camera name="front" pos="{CAMERA['pos'][0]} {CAMERA['pos'][1]} {CAMERA['pos'][2]}"
+            xyaxes="1 0 0 0 0.625 0.781" fovy="{CAMERA['fovy']}"/>
+    <geom name="floor" type="plane" pos="0 0 -0.4" size="3 3 .1" rgba=".35 .38 .42 1"/>
+    <geom name="wall" type="box" pos="0 0.9 0.2" size="3 .02 1.2" rgba=".55 .6 .65 1" contype="0" conaffinity="0"/>
+    <geom name="table" type="box" pos="0 0 -0.02" size="0.3 0.3 0.02" material="table_plain"/>
+    <geom name="cabinet_top" type="box" pos="0 0.24 0.105" size="0.14 0.07 0.005" rgba=".4 .3 .2 1" contype="0" conaffinity="0"/>
+    <geom name="cabinet_left" type="box" pos="-0.135 0.24 0.05" size="0.005 0.07 0.05" rgba=".4 .3 .2 1" contype="0" conaffinity="0"/>
+    <geom name="cabinet_right" type="box" pos="0.135 0.24 0.05" size="0.005 0.07 0.05" rgba=".4 .3 .2 1" contype="0" conaffinity="0"/>
+    <body name="drawer" pos="0 0.24 0.0">
+      <joint name="drawer" type="slide" axis="0 -1 0" range="0 {DRAWER_TRAVEL}" damping="5"/>
+      <geom name="drawer_front" type="box" pos="0 -0.068 0.05" size="0.13 0.005 0.045" rgba=".55 .4 .25 1" contype="0" conaffinity="0"/>
+      <geom name="drawer_bottom" type="box" pos="0 0 0.008" size="0.125 0.065 0.005" rgba=".5 .38 .25 1" contype="0" conaffinity="0"/>
+      <geom name="handle" type="box" pos="{HANDLE_OFFSET[0]} {HANDLE_OFFSET[1]} {HANDLE_OFFSET[2]}" size="0.03 0.006 0.006" rgba=".85 .85 .85 1" contype="0" conaffinity="0"/>
+    </body>
+    {cubes}
+    {distractors}
+    <body name="hand" mocap="true" pos="{HOME[0]} {HOME[1]} {HOME[2]}">
+      <geom name="palm" type="box" pos="0 0 0.035" size="0.035 0.01 0.008" rgba=".2 .2 .2 1" contype="0" conaffinity="0"/>
+      <geom name="wrist" type="cylinder" pos="0 0 0.08" size="0.008 0.04" rgba=".25 .25 .25 1" contype="0" conaffinity="0"/>
+      <body name="finger_l" pos="-0.03 0 0.012"><joint name="finger_l" type="slide" axis="1 0 0" range="0 0.02"/>
+        <geom type="box" size="0.004 0.008 0.02" rgba=".9 .9 .9 1" contype="0" conaffinity="0" mass="0.01"/></body>
+      <body name="finger_r" pos="0.03 0 0.012"><joint name="finger_r" type="slide" axis="-1 0 0" range="0 0.02"/>
+        <geom type="box" size="0.004 0.008 0.02" rgba=".9 .9 .9 1" contype="0" conaffinity="0" mass="0.01"/></body>
+    </body>
+  </worldbody>
+  <actuator>
+    <position name="finger_l" joint="finger_l" kp="50" ctrlrange="0 0.02"/>
+    <position name="finger_r" joint="finger_r" kp="50" ctrlrange="0 0.02"/>
+  </actuator>
+</mujoco>"""
+
+
+@dataclasses.dataclass
+class Episode:
+  task: str
+  seed: int
+  protocol: str
+  instruction: str
+  target: str                 # the cube the task is about ("" for drawer tasks)
+  reference: str = ""         # move_near: the cube to put it near
+  variant: str = ""           # variant_aggregation: which shift this episode has
+  steps: int = 0
+  success: bool = False
+
+
+class TabletopEnv:
+  """One environment. reset(task, seed, protocol) -> obs; step(action) -> (obs, success, done)."""
+
+  def __init__(self, image_size: int = 64, max_steps: int = 60, control_substeps: int = 20):
+    self.model = mujoco.MjModel.from_xml_string(_scene_xml())
+    self.data = mujoco.MjData(self.model)
+    self.image_size, self.max_steps, self.substeps = image_size, max_steps, control_substeps
+    self._renderer = mujoco.Renderer(self.model, image_size, image_size)
+    self._seg_renderer = None
+    m = self.model
+    self._ids = {name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, name)
+                 for name in ("floor", "wall", "table", "handle")}
+    self._cube_qpos = {c: m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"cube_{c}")]
+                       for c in COLORS}
+    self._cube_dof = {c: m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"cube_{c}")]
+                      for c in COLORS}
+    self._distractor_qpos = [m.jnt_qposadr[m.body_jntadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY,
+                                                                             f"distractor_{i}")]]
+                             for i in range(len(DISTRACTOR_COLORS))]
+    self._drawer_qpos = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "drawer")]
+    self._defaults = dict(geom_rgba=m.geom_rgba.copy(), geom_matid=m.geom_matid.copy(),
+                          light_diffuse=m.light_diffuse.copy(), light_dir=m.light_dir.copy(),
+                          cam_pos=m.cam_pos.copy(), cam_fovy=m.cam_fovy.copy())
+    self.episode: Episode | None = None
+    self.grasped: str | None = None   # a cube colour, "drawer" or None
+    self._grasp_from = None
+    self.closed = False
+
+  # ----- state -------------------------------------------------------------------------------------
+  @property
+  def hand(self) -> np.ndarray:
+    return self.data.mocap_pos[0].copy()
+
+  def cube(self, colour: str) -> np.ndarray:
+    return self.data.qpos[self._cube_qpos[colour]:self._cube_qpos[colour] + 3].copy()
+
+  @property
+  def drawer(self) -> float:
+    return float(self.data.qpos[self._drawer_qpos])
+
+  def handle(self) -> np.ndarray:
+    return np.array([0.0, 0.24, 0.0]) + HANDLE_OFFSET + np.array([0.0, -self.drawer, 0.0])
+
+  def state(self) -> np.ndarray:
+    return np.concatenate([self.hand, [float(self.closed)]]).astype(np.float32)
+
+  # ----- episode -----------------------------------------------------------------------------------
+  def reset(self, task: str, seed: int, protocol: str = "visual_matching") -> dict:
+    if task not in TASKS:
+      raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    if protocol not in PROTOCOLS:
+      raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    rng = np.random.default_rng([seed, TASKS.index(task)])
+    m, d = self.model, self.data
+    for key, value in self._defaults.items():
+      getattr(m, key)[:] = value
+    mujoco.mj_resetData(m, d)
+    colours = list(rng.permutation(sorted(COLORS))[:int(rng.integers(2, 4))])
+    positions = self._place(rng, len(colours), [])
+    for c in COLORS:  # cubes not in this episode wait off the table
+      self._set_cube(c, positions[colours.index(c)] if c in colours else np.array([5.0, 5.0 + len(c), CUBE]))
+    target = reference = ""
+    if task in ("pick_object", "move_near"):
+      target = str(colours[0])
+    if task == "move_near":
+      reference = str(colours[1])
+      while np.linalg.norm(self.cube(target)[:2] - self.cube(reference)[:2]) < 0.14:  # not already near
+        self._set_cube(target, self._place(rng, 1, [self.cube(c)[:2] for c in colours if c != target])[0])
+    d.qpos[self._drawer_qpos] = 0.1 if task == "close_drawer" else 0.0
+    variant = ""
+    if protocol == "variant_aggregation":
+      variant = str(rng.choice(VARIANTS))
+      self._apply_variant(variant, rng, [self.cube(c)[:2] for c in colours])
+    d.mocap_pos[0] = HOME + np.append(rng.uniform(-0.05, 0.05, 2), 0.0)
+    self.grasped, self._grasp_from, self.closed = None, None, False
+    wordings = INSTRUCTIONS[task][1 if protocol == "paraphrase" else 0]
+    instruction = str(rng.choice(wordings)).format(a=target, b=reference)
+    self.episode = Episode(task, seed, protocol, instruction, target, reference, variant)
+    mujoco.mj_forward(m, d)
+    for _ in range(3):  # let the cubes settle
+      self._physics(np.zeros(3))
+    return self.observation()
+
+  def _place(self, rng, n, taken):
+    out = []
+    while len(out) < n:
+      p = np.array([rng.uniform(-0.18, 0.18), rng.uniform(-0.16, 0.02)])
+      if all(np.linalg.norm(p - q) > 0.09 for q in list(taken) + [o[:2] for o in out]):
+        out.append(np.array([p[0], p[1], CUBE]))
+    return out
+
+  def _set_cube(self, colour, pos):
+    a = self._cube_qpos[colour]
+    self.data.qpos[a:a + 3] = pos
+    self.data.qpos[a + 3:a + 7] = (1, 0, 0, 0)
+    self.data.qvel[self._cube_dof[colour]:self._cube_dof[colour] + 6] = 0
+
+  def _apply_variant(self, variant, rng, taken):
+    m = self.model
+    if variant == "background":
+      for name in ("floor", "wall"):
+        m.geom_rgba[self._ids[name], :3] = rng.uniform(0.05, 0.95, 3)
+    elif variant == "table":
+      m.geom_matid[self._ids["table"]] = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL,
+                                                           str(rng.choice(["table_checker", "table_grain"])))
+    elif variant == "lighting":
+      m.light_diffuse[0] = rng.uniform(0.35, 1.0) * np.ones(3)
+      m.light_dir[0] = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.2, 0.6), -1.0])
+    elif variant == "distractors":
+      for i, pos in enumerate(self._place(rng, int(rng.integers(1, len(DISTRACTOR_COLORS) + 1)), taken)):
+        a = self._distractor_qpos[i]
+        self.data.qpos[a:a + 3] = (pos[0], pos[1], 0.025)
+    elif variant == "camera":
+      m.cam_pos[0] = np.asarray(CAMERA["pos"]) + rng.uniform(-0.05, 0.05, 3)
+      m.cam_fovy[0] = CAMERA["fovy"] + rng.uniform(-5, 5)
+
+  # ----- stepping ----------------------------------------------------------------------------------
+  def step(self, action) -> tuple[dict, bool, bool]:
+    """action [4] -> (observation, success, done). NaN/inf actions are an error."""
+    action = np.asarray(action, np.float64).reshape(-1)
+    if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
+      raise ValueError(f"action must be {ACTION_DIM} finite numbers, got {action}")
+    delta = np.clip(action[:3], -MAX_DELTA, MAX_DELTA)
+    close = bool(action[3] > 0.5)
+    if close and not self.closed:
+      self._try_grasp()
+    if not close:
+      self.grasped, self._grasp_from = None, None
+    self.closed = close
+    self._physics(delta)
+    ep = self.episode
+    ep.steps += 1
+    ep.success = ep.success or self._succeeded()
+    return self.observation(), ep.success, ep.success or ep.steps >= self.max_steps
+
+  def _try_grasp(self):
+    hand = self.hand
+    candidates = {c: self.cube(c) for c in COLORS}
+    candidates["drawer"] = self.handle()
+    name, pos = min(candidates.items(), key=lambda kv: np.linalg.norm(kv[1] - hand))
+    if np.linalg.norm(pos - hand) <= GRASP_RADIUS:
+      self.grasped = name
+      self._grasp_from = (hand.copy(), self.cube(name) if name in COLORS else self.drawer)
+
+  def _physics(self, delta):
+    m, d = self.model, self.data
+    d.mocap_pos[0] = np.clip(d.mocap_pos[0] + delta, WORKSPACE[0], WORKSPACE[1])
+    d.ctrl[:] = 0.018 if self.closed else 0.0
+    for _ in range(self.substeps):
+      if self.grasped in COLORS:  # the held cube follows the gripper exactly
+        hand0, cube0 = self._grasp_from
+        self._set_cube(self.grasped, cube0 + (d.mocap_pos[0] - hand0))
+      elif self.grasped == "drawer":  # the drawer slides with the gripper along its rail (-y)
+        hand0, q0 = self._grasp_from
+        d.qpos[self._drawer_qpos] = np.clip(q0 - (d.mocap_pos[0][1] - hand0[1]), 0.0, DRAWER_TRAVEL)
+        d.qvel[m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "drawer")]] = 0.0
+      mujoco.mj_step(m, d)
+
+  def _succeeded(self) -> bool:
+    ep = self.episode
+    if ep.task == "pick_object":
+      return self.grasped == ep.target and self.cube(ep.target)[2] > CUBE + 0.04
+    if ep.task == "move_near":
+      cube = self.cube(ep.target)
+      return (self.grasped != ep.target and cube[2] < CUBE + 0.005
+              and np.linalg.norm(cube[:2] - self.cube(ep.reference)[:2]) < 0.08)
+    if ep.task == "open_drawer":
+      return self.drawer > 0.09
+    return self.drawer < 0.02
+
+  # ----- observation -------------------------------------------------------------------------------
+  def render(self) -> np.ndarray:
+    self._renderer.update_scene(self.data, camera="front")
+    image = self._renderer.render().copy()
+    if self.episode is not None and self.episode.protocol == "background_masking":
+      if self._seg_renderer is None:
+        self._seg_renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+        self._seg_renderer.enable_segmentation_rendering()
+      self._seg_renderer.update_scene(self.data, camera="front")
+      seg = self._seg_renderer.render()
+      background = (seg[..., 0] == -1) | np.isin(seg[..., 0], [self._ids["floor"], self._ids["wall"]])
+      image[background] = 0
+    return image
+
+  def observation(self) -> dict:
+    return {"image": self.render(), "state": self.state(), "instruction": self.episode.instruction}
+
+  def close(self):
+    self._renderer.close()
+    if self._seg_renderer is not None:
+      self._seg_renderer.close()
+
+
+class Expert:
+  """Scripted expert with privileged state: straight-line moves between waypoints, MAX_DELTA per step."""
+
+  def __init__(self, env: TabletopEnv):
+    self.env = env
+    ep = env.episode
+    self.place = None
+    if ep.task == "move_near":  # put the cube 5 cm from the reference, on the side it comes from
+      ref, start = env.cube(ep.reference)[:2], env.cube(ep.target)[:2]
+      self.place = ref + 0.05 * (start - ref) / np.linalg.norm(start - ref)
+    self.released = False
+
+  def _toward(self, goal, grip: float) -> np.ndarray:
+    delta = np.clip(np.asarray(goal) - self.env.hand, -MAX_DELTA, MAX_DELTA)
+    return np.append(delta, grip).astype(np.float32)
+
+  def _grasp(self, pos) -> np.ndarray:
+    """Approach from above, descend, close."""
+    hand = self.env.hand
+    if np.linalg.norm(hand[:2] - pos[:2]) > 0.004:
+      return self._toward((pos[0], pos[1], max(hand[2], pos[2] + 0.06)), 0.0)
+    if hand[2] - pos[2] > 0.004:
+      return self._toward(pos, 0.0)
+    return np.array([0, 0, 0, 1], np.float32)
+
+  def act(self) -> np.ndarray:
+    env, ep = self.env, self.env.episode
+    hand = env.hand
+    if ep.task == "pick_object":
+      if env.grasped == ep.target:
+        return self._toward((hand[0], hand[1], 0.15), 1.0)
+      return self._grasp(env.cube(ep.target))
+    if ep.task == "move_near":
+      if self.released:
+        return self._toward((hand[0], hand[1], 0.15), 0.0)
+      if env.grasped != ep.target:
+        return self._grasp(env.cube(ep.target))
+      goal = np.array([self.place[0], self.place[1], CUBE + 0.002])
+      if np.linalg.norm(hand[:2] - goal[:2]) > 0.004:
+        return self._toward((goal[0], goal[1], max(hand[2], 0.08)), 1.0)
+      if hand[2] - goal[2] > 0.004:
+        return self._toward(goal, 1.0)
+      self.released = True
+      return np.array([0, 0, 0, 0], np.float32)
+    if env.grasped != "drawer":
+      return self._grasp(env.handle())
+    goal_y = env.handle()[1] + (env.drawer - (DRAWER_TRAVEL if ep.task == "open_drawer" else 0.0))
+    return self._toward((hand[0], goal_y, hand[2]), 1.0)

@@ -1,0 +1,109 @@
+"""Closed-loop evaluation: several environments stepped together, one batched policy call per re-plan.
+
+For each protocol and task, episodes with seeds seed, seed+1, ... run in groups of `num_envs`
+environments. Every re-plan, the still-running environments' observations go to the policy in one
+batch; each gets an action chunk [H,D] of which the first `execute_steps` actions are executed (then
+the policy is asked again: receding horizon). An episode ends on success or after the environment's
+`max_steps`. Frames of the first `video_episodes` episodes of each (protocol, task) are kept for
+videos (eval/report.py writes them).
+
+The policy is any object with `act(images uint8 [B,S,S,3], instructions) -> (actions [B,H,D], valid)`
+in the environment's action units and optionally `reset()` (called before each group: speculative
+drafts must not leak between episodes) — `inference.policy.Policy` is one.
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+  protocol: str
+  task: str
+  seed: int
+  instruction: str
+  success: bool
+  steps: int
+  variant: str = ""
+  invalid_fields: int = 0          # action fields the policy could not parse (executed as fallback)
+  frames: list | None = None       # uint8 [S,S,3] per step, for videos (not serialised)
+
+
+def run(policy, make_env, *, tasks, protocols, episodes_per_task: int, num_envs: int = 4,
+        execute_steps: int = 1, seed: int = 0, video_episodes: int = 1, printer=print) -> list[EpisodeResult]:
+  """-> one EpisodeResult per episode (protocols x tasks x episodes_per_task)."""
+  envs = [make_env() for _ in range(num_envs)]
+  results, started = [], time.perf_counter()
+  total = len(protocols) * len(tasks) * episodes_per_task
+  try:
+    for protocol in protocols:
+      for task in tasks:
+        seeds = [seed + i for i in range(episodes_per_task)]
+        for group_start in range(0, len(seeds), num_envs):
+          group = seeds[group_start:group_start + num_envs]
+          keep_video = [group_start + i < video_episodes for i in range(len(group))]
+          results += _run_group(policy, envs[:len(group)], task, protocol, group, execute_steps, keep_video)
+          done = len(results)
+          rate = np.mean([r.success for r in results if r.protocol == protocol and r.task == task])
+          elapsed = time.perf_counter() - started
+          printer(f"[eval] {done}/{total} episodes | {protocol}/{task}: success {rate:.2f} so far | "
+                  f"{elapsed:.0f}s, ETA {elapsed / done * (total - done):.0f}s", flush=True)
+  finally:
+    for env in envs:
+      env.close()
+  return results
+
+
+def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -> list[EpisodeResult]:
+  if hasattr(policy, "reset"):
+    policy.reset()
+  observations = [env.reset(task, s, protocol) for env, s in zip(envs, seeds)]
+  frames = [[o["image"]] if keep else None for o, keep in zip(observations, keep_video)]
+  done = [False] * len(envs)
+  invalid = [0] * len(envs)
+  while not all(done):
+    # every environment stays in the batch until all are done, so the policy's rows (and its per-row
+    # drafts) keep their meaning; finished ones are simply not stepped
+    actions, valid = policy.act(np.stack([o["image"] for o in observations]),
+                                [o["instruction"] for o in observations])
+    actions = np.asarray(actions)
+    if actions.ndim != 3 or actions.shape[0] != len(envs):
+      raise ValueError(f"policy returned actions of shape {actions.shape}; expected [{len(envs)},H,D]")
+    for i, env in enumerate(envs):
+      if done[i]:
+        continue
+      invalid[i] += int((~np.asarray(valid[i], bool)).sum())
+      for action in actions[i, :execute_steps]:
+        observations[i], _, done[i] = env.step(action)
+        if frames[i] is not None:
+          frames[i].append(observations[i]["image"])
+        if done[i]:
+          break
+  return [EpisodeResult(protocol, task, s, env.episode.instruction, bool(env.episode.success), env.episode.steps,
+                        env.episode.variant, invalid[i], frames[i])
+          for i, (env, s) in enumerate(zip(envs, seeds))]
+
+
+class ExpertPolicy:
+  """The environment's scripted expert behind the policy interface (for checking the harness and the
+  protocols: it must reach ~100%). `envs` are the harness's environments, in batch order."""
+
+  def __init__(self, envs, expert_cls, horizon: int = 1):
+    self.envs, self.expert_cls, self.horizon = envs, expert_cls, horizon
+    self._experts = {}
+
+  def reset(self):
+    self._experts = {}
+
+  def act(self, images, instructions):
+    del instructions
+    out = []
+    for i in range(len(images)):
+      env = self.envs[i]
+      key = (i, env.episode.seed, env.episode.task, env.episode.protocol)
+      expert = self._experts.setdefault(key, self.expert_cls(env))
+      out.append([expert.act()] * self.horizon)
+    actions = np.asarray(out, np.float32)
+    return actions, np.ones(actions.shape, bool)

@@ -1,0 +1,165 @@
+"""The MuJoCo tabletop benchmark: determinism, the scripted expert in every protocol, what each protocol
+changes, expert demonstrations written as RLDS and read back, and the closed-loop harness end to end on a
+trained checkpoint (report produced)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from genvla_jax.eval import harness, report
+from genvla_jax.eval.envs import tabletop
+
+
+@pytest.fixture(scope="module")
+def env():
+  e = tabletop.TabletopEnv(image_size=48)
+  yield e
+  e.close()
+
+
+def _expert_rollout(env, task, seed, protocol):
+  obs = env.reset(task, seed, protocol)
+  expert, frames, states, done = tabletop.Expert(env), [obs["image"]], [obs["state"]], False
+  while not done:
+    obs, _, done = env.step(expert.act())
+    frames.append(obs["image"])
+    states.append(obs["state"])
+  return np.stack(frames), np.stack(states), env.episode.success
+
+
+def test_deterministic_given_task_seed_protocol(env):
+  other = tabletop.TabletopEnv(image_size=48)
+  try:
+    for task in tabletop.TASKS:
+      a, b = _expert_rollout(env, task, 3, "variant_aggregation"), _expert_rollout(other, task, 3, "variant_aggregation")
+      np.testing.assert_array_equal(a[0], b[0])
+      np.testing.assert_array_equal(a[1], b[1])
+  finally:
+    other.close()
+  first = env.reset("pick_object", 1, "visual_matching")["image"]
+  assert not np.array_equal(first, env.reset("pick_object", 2, "visual_matching")["image"])
+
+
+def test_expert_solves_every_task_in_every_protocol(env):
+  for protocol in tabletop.PROTOCOLS:
+    for task in tabletop.TASKS:
+      successes = [_expert_rollout(env, task, seed, protocol)[2] for seed in range(6)]
+      assert np.mean(successes) >= 0.95, (protocol, task, successes)
+
+
+def test_protocols_change_what_they_say(env):
+  base = env.reset("move_near", 5, "visual_matching")
+  cubes = {c: env.cube(c) for c in tabletop.COLORS}
+  train_wordings = {w.format(a=env.episode.target, b=env.episode.reference)
+                    for w in tabletop.INSTRUCTIONS["move_near"][0]}
+  assert base["instruction"] in train_wordings
+  masked = env.reset("move_near", 5, "background_masking")
+  black = (masked["image"] == 0).all(-1)
+  assert 0.05 < black.mean() < 0.9 and not (base["image"] == 0).all(-1).any()
+  np.testing.assert_array_equal(masked["image"][~black], base["image"][~black])  # only the background
+  para = env.reset("move_near", 5, "paraphrase")
+  assert para["instruction"] not in train_wordings and env.episode.target in para["instruction"]
+  seen = set()
+  for seed in range(40):
+    shifted = env.reset("move_near", seed, "variant_aggregation")
+    seen.add(env.episode.variant)
+    plain = shifted["image"]
+    if seed == 5:
+      for c in tabletop.COLORS:  # same scene, other appearance
+        np.testing.assert_allclose(env.cube(c)[:2], cubes[c][:2], atol=1e-3)
+      assert not np.array_equal(plain, base["image"])
+  assert seen == set(tabletop.VARIANTS)
+
+
+def test_bad_action_is_named(env):
+  env.reset("pick_object", 0)
+  with pytest.raises(ValueError, match="4 finite numbers"):
+    env.step([0.0, np.nan, 0.0, 1.0])
+  with pytest.raises(ValueError, match="unknown task"):
+    env.reset("juggle", 0)
+
+
+def test_wilson_interval_reference_values():
+  low, high = report.wilson_interval(6, 6)
+  assert abs(low - 0.6097) < 1e-3 and high == 1.0
+  low, high = report.wilson_interval(5, 10)
+  assert abs(low - 0.2366) < 1e-3 and abs(high - 0.7634) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+  from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("tabletop")
+  record.ensure(str(out), train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
+  return out
+
+
+def test_recorded_demonstrations_read_back_as_rlds(recorded):
+  from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
+  episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "tabletop" / "1.0.0"), "val"))
+  assert len(episodes) == 4
+  env = tabletop.TabletopEnv(image_size=48)
+  try:  # replaying the recorded actions reproduces the recorded observations and succeeds
+    for episode in episodes:  # (TFDS stores episodes in hashed order; the metadata says which is which)
+      e = int(episode["episode_metadata/episode_id"])
+      task = episode["episode_metadata/task"]
+      task = task.decode() if isinstance(task, bytes) else str(task)
+      assert task == tabletop.TASKS[e % 4] and int(episode["episode_metadata/seed"]) == record.VAL_SEED_OFFSET + e
+      env.reset(task, record.VAL_SEED_OFFSET + e, "visual_matching")
+      steps = episode["steps"]
+      for i, step in enumerate(steps):
+        np.testing.assert_allclose(step["observation/state"], env.state(), atol=1e-6)
+        _, success, done = env.step(step["action"])
+        assert done == (i == len(steps) - 1)
+      assert success and steps[-1]["is_terminal"]
+  finally:
+    env.close()
+  vl = json.load(open(recorded / "vl" / "train.json"))
+  assert len(vl) == 12 and {e["conversations"][1]["value"] for e in vl} & {"yes", "no"}
+
+
+def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_dir):
+  from configs import eval_tabletop, pi0_plus  # pylint: disable=g-import-not-at-top
+  from genvla_jax import train  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  config = pi0_plus.get_config("tabletop")
+  config.unlock()
+  config.data.tabletop_dir = str(recorded)
+  config.data.tabletop_record = dict(train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
+  config.model.image_size = 48
+  config.data.cache_dir = str(cache_dir)
+  config.data.batch_size = 8
+  config.train.update(steps=2, log_every=1, checkpoint_every=2)
+  workdir = tmp_path / "run"
+  train.train(config, str(workdir), printer=lambda *a, **k: None)
+  policy = policy_lib.Policy.from_workdir(str(workdir))
+  assert policy.action_dim == tabletop.ACTION_DIM
+  eval_config = eval_tabletop.get_config("quick,protocols=visual_matching+paraphrase")
+  eval_config.unlock()
+  eval_config.update(episodes_per_task=2, num_envs=2, video_episodes=1)
+  eval_config.env_kwargs.update(image_size=48, max_steps=3)
+  out = tmp_path / "eval"
+  summary = evaluate(eval_config, policy, str(out), "test", printer=lambda *a, **k: None)
+  saved = json.load(open(out / "results.json"))
+  assert len(saved["episodes"]) == 2 * 4 * 2 and saved["summary"] == json.loads(json.dumps(summary))
+  assert summary["protocols"]["paraphrase"]["overall"]["episodes"] == 8
+  assert all(e["steps"] <= 3 for e in saved["episodes"])
+  assert "| pick_object |" in open(out / "report.md").read() and os.path.getsize(out / "success.png") > 1000
+  assert len(os.listdir(out / "videos")) == 2 * 4  # first episode of each (protocol, task)
+  # the expert through the same harness and report: every episode succeeds
+  eval_config.env_kwargs.update(max_steps=60)
+  expert = evaluate(eval_config, "expert", str(tmp_path / "expert"), "expert", printer=lambda *a, **k: None)
+  assert expert["overall"]["success_rate"] == 1.0
+
+
+def test_harness_rejects_a_policy_of_the_wrong_shape():
+  class Wrong:
+    def act(self, images, instructions):
+      return np.zeros((len(images) + 1, 1, 4)), np.ones((len(images) + 1, 1, 4), bool)
+  with pytest.raises(ValueError, match="expected"):
+    harness.run(Wrong(), lambda: tabletop.TabletopEnv(32), tasks=["pick_object"], protocols=["visual_matching"],
+                episodes_per_task=1, num_envs=1, printer=lambda *a, **k: None)
