@@ -32,6 +32,8 @@ def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> di
     return created[-1]
 
   if policy == "expert":
+    if env_module.Expert is None:
+      raise ValueError(f"{eval_config.env} has no scripted expert")
     policy = harness.ExpertPolicy(created, env_module.Expert)
   elif getattr(policy, "action_dim", env_module.ACTION_DIM) != env_module.ACTION_DIM:
     raise ValueError(f"the policy predicts {policy.action_dim}-D actions; {eval_config.env} takes "

@@ -2,8 +2,24 @@
 
   env.reset(task, seed, protocol) -> observation {"image" uint8 [S,S,3], "state" [state_dim], "instruction"}
   env.step(action [action_dim]) -> (observation, success, done)
-  env.episode   what is being run (task, seed, protocol, instruction, steps, success)
+  env.episode   an Episode: what is being run and how it went
+  env.close()
 """
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class Episode:
+  task: str
+  seed: int
+  protocol: str
+  instruction: str
+  target: str = ""            # the object the task is about, where there is one
+  reference: str = ""         # e.g. move_near: the object to put it near
+  variant: str = ""           # variant_aggregation: which shift this episode has
+  steps: int = 0
+  success: bool = False
 
 
 def make(name: str, **kwargs):
@@ -11,7 +27,10 @@ def make(name: str, **kwargs):
   if name == "tabletop":
     from genvla_jax.eval.envs import tabletop  # pylint: disable=g-import-not-at-top
     return tabletop.TabletopEnv(**kwargs)
-  raise ValueError(f"unknown environment {name!r}; known: tabletop")
+  if name == "simpler":
+    from genvla_jax.eval.envs import simpler  # pylint: disable=g-import-not-at-top
+    return simpler.SimplerEnv(**kwargs)
+  raise ValueError(f"unknown environment {name!r}; known: tabletop, simpler")
 
 
 def module(name: str):
@@ -19,4 +38,7 @@ def module(name: str):
   if name == "tabletop":
     from genvla_jax.eval.envs import tabletop  # pylint: disable=g-import-not-at-top
     return tabletop
-  raise ValueError(f"unknown environment {name!r}; known: tabletop")
+  if name == "simpler":
+    from genvla_jax.eval.envs import simpler  # pylint: disable=g-import-not-at-top
+    return simpler
+  raise ValueError(f"unknown environment {name!r}; known: tabletop, simpler")

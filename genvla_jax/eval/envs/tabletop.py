@@ -26,7 +26,6 @@ Scripted expert: `Expert(env).act()` (privileged state) solves every task; demon
 with it are what eval/record.py writes as RLDS.
 """
 
-import dataclasses
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display (Mesa on CPU machines)
@@ -35,6 +34,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a displ
 
 import mujoco
 import numpy as np
+
+from genvla_jax.eval.envs import Episode
 
 TASKS = ("pick_object", "move_near", "open_drawer", "close_drawer")
 PROTOCOLS = ("visual_matching", "variant_aggregation", "background_masking", "paraphrase")
@@ -114,19 +115,6 @@ def _scene_xml() -> str:
     <position name="finger_r" joint="finger_r" kp="50" ctrlrange="0 0.02"/>
   </actuator>
 </mujoco>"""
-
-
-@dataclasses.dataclass
-class Episode:
-  task: str
-  seed: int
-  protocol: str
-  instruction: str
-  target: str                 # the cube the task is about ("" for drawer tasks)
-  reference: str = ""         # move_near: the cube to put it near
-  variant: str = ""           # variant_aggregation: which shift this episode has
-  steps: int = 0
-  success: bool = False
 
 
 class TabletopEnv:
