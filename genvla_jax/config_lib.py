@@ -91,8 +91,8 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       prompt="What action should the robot take to {instruction}?",
       cache_dir="~/.cache/genvla_jax",  # converted shards land here
       demo_dir="",                  # when set, the embedded demo data is generated here if missing
-      tabletop_dir="",              # when set, tabletop expert demos are recorded here if missing
-      tabletop_record={},           # eval/record.ensure settings (train_episodes, image_size, ...)
+      sim_dir="",                   # when set, simulator expert demos are recorded here if missing
+      sim_record={},                # eval/record.ensure settings (env, train_episodes, image_size, ...)
       unnorm_dataset="",            # whose action statistics the policy de-normalizes with ("" = first)
       on_bad="skip",                # bad records at conversion: "skip" (counted, listed) or "fail"
       augment=dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05),  # training only
@@ -138,21 +138,27 @@ def apply_demo(c: ml_collections.ConfigDict, demo_dir: str = "~/.cache/genvla_ja
   c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
 
 
-def apply_tabletop(c: ml_collections.ConfigDict, tabletop_dir: str = "~/.cache/genvla_jax/tabletop_v1"):
-  """Tiny model trained on the MuJoCo tabletop benchmark's expert demonstrations (eval/record.py) and
-  a VL set about the same scenes; closed-loop evaluation with `python -m genvla_jax.eval`."""
+def apply_sim(c: ml_collections.ConfigDict, env: str):
+  """Tiny model trained on a simulated benchmark's expert demonstrations (eval/record.py): "tabletop"
+  (MuJoCo, ours; with a VL set about the same scenes) or "metaworld" (MT10; no VL set, so robot only).
+  Closed-loop evaluation: `python -m genvla_jax.eval --config=configs/eval_<env>.py`."""
   apply_demo(c)
   c.data.demo_dir = ""
   c.model.image_size = 64
-  c.data.tabletop_dir = tabletop_dir
-  ref = c.data.get_ref("tabletop_dir")
-  c.data.tabletop_record = dict(train_episodes=400, val_episodes=40, image_size=64)
+  c.data.sim_dir = f"~/.cache/genvla_jax/{env}_v1"
+  ref = c.data.get_ref("sim_dir")
+  c.data.sim_record = dict(env=env, train_episodes=400, val_episodes=40, image_size=64)
   c.tokenizer.path = ref + "/tokenizer.model"
   c.tokenizer.max_text_len = 56  # ~22 prompt tokens + 4 x 7 action characters + EOS
   c.data.rlds_root = ref + "/rlds"
-  c.data.robot = [dict(name="tabletop", path="tabletop/1.0.0", split="train", weight=1.0)]
+  name = {"tabletop": "tabletop", "metaworld": "metaworld_mt10"}[env]
+  c.data.robot = [dict(name=name, path=f"{name}/1.0.0", split="train", weight=1.0)]
   c.data.vl_root = ref + "/vl"
-  c.data.vl = [dict(name="tabletop_vqa", path="train.json", format="llava_json", weight=1.0)]
+  if env == "tabletop":
+    c.data.vl = [dict(name="tabletop_vqa", path="train.json", format="llava_json", weight=1.0)]
+  else:
+    c.data.vl = []
+    c.data.robot_fraction = 1.0
 
 
 def apply_ablation(c: ml_collections.ConfigDict, letters: str):

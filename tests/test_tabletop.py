@@ -92,7 +92,7 @@ def test_wilson_interval_reference_values():
 def recorded(tmp_path_factory):
   from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
   out = tmp_path_factory.mktemp("tabletop")
-  record.ensure(str(out), train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
+  record.ensure(str(out), "tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
   return out
 
 
@@ -128,8 +128,9 @@ def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_di
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   config = pi0_plus.get_config("tabletop")
   config.unlock()
-  config.data.tabletop_dir = str(recorded)
-  config.data.tabletop_record = dict(train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
+  config.data.sim_dir = str(recorded)
+  config.data.sim_record = dict(env="tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4,
+                                image_size=48)
   config.model.image_size = 48
   config.data.cache_dir = str(cache_dir)
   config.data.batch_size = 8

@@ -77,10 +77,10 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   """Generates demo data if configured, converts robot datasets if needed, loads VL lists."""
   if data_config.demo_dir:
     demo.ensure(data_config.demo_dir)
-  if data_config.get("tabletop_dir"):  # the MuJoCo tabletop benchmark's expert demonstrations
+  if data_config.get("sim_dir"):  # a simulated benchmark's expert demonstrations (eval/record.py)
     from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
-    settings = data_config.get("tabletop_record") or {}
-    record.ensure(data_config.tabletop_dir, **(settings.to_dict() if hasattr(settings, "to_dict") else settings))
+    settings = data_config.get("sim_record") or {}
+    record.ensure(data_config.sim_dir, **(settings.to_dict() if hasattr(settings, "to_dict") else settings))
   if not data_config.robot:
     raise ValueError("config.data.robot is empty: at least one robot dataset is needed")
   robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]

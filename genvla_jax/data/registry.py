@@ -83,6 +83,8 @@ REGISTRY = {
     # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by eval/record.py):
     # end-effector delta xyz in metres + gripper (1 = closed, not normalized).
     "tabletop": DatasetSpec("tabletop", _plain_step("observation/image"), (True, True, True, False)),
+    # MetaWorld MT10 expert demonstrations (eval/record.py): xyz effort in [-1, 1] + gripper effort.
+    "metaworld_mt10": DatasetSpec("metaworld_mt10", _plain_step("observation/image"), (True, True, True, False)),
     # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].
     "bridge": DatasetSpec("bridge", _plain_step("observation/image_0"), (True,) * 6 + (False,)),
     "bridge_relabeled": DatasetSpec("bridge_relabeled", _plain_step("observation/image_0"),

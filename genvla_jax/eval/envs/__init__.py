@@ -27,10 +27,13 @@ def make(name: str, **kwargs):
   if name == "tabletop":
     from genvla_jax.eval.envs import tabletop  # pylint: disable=g-import-not-at-top
     return tabletop.TabletopEnv(**kwargs)
+  if name == "metaworld":
+    from genvla_jax.eval.envs import metaworld_env  # pylint: disable=g-import-not-at-top
+    return metaworld_env.MetaWorldEnv(**kwargs)
   if name == "simpler":
     from genvla_jax.eval.envs import simpler  # pylint: disable=g-import-not-at-top
     return simpler.SimplerEnv(**kwargs)
-  raise ValueError(f"unknown environment {name!r}; known: tabletop, simpler")
+  raise ValueError(f"unknown environment {name!r}; known: tabletop, metaworld, simpler")
 
 
 def module(name: str):
@@ -38,7 +41,10 @@ def module(name: str):
   if name == "tabletop":
     from genvla_jax.eval.envs import tabletop  # pylint: disable=g-import-not-at-top
     return tabletop
+  if name == "metaworld":
+    from genvla_jax.eval.envs import metaworld_env  # pylint: disable=g-import-not-at-top
+    return metaworld_env
   if name == "simpler":
     from genvla_jax.eval.envs import simpler  # pylint: disable=g-import-not-at-top
     return simpler
-  raise ValueError(f"unknown environment {name!r}; known: tabletop, simpler")
+  raise ValueError(f"unknown environment {name!r}; known: tabletop, metaworld, simpler")

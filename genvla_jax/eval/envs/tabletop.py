@@ -310,6 +310,22 @@ class TabletopEnv:
       self._seg_renderer.close()
 
 
+QUESTION_CORPUS = tuple(f"is there a {c} cube on the table?" for c in COLORS) + (
+    "how many cubes are on the table?", "is the drawer open?", "yes", "no", "2", "3")
+
+
+def scene_question(env: TabletopEnv, rng: np.random.Generator, i: int) -> tuple[str, str]:
+  """A VL (question, answer) about the current scene (co-training data, eval/record.py): whether a
+  colour is there, how many cubes, whether the drawer is open."""
+  present = [c for c in COLORS if abs(env.cube(c)[0]) < 1]
+  if i % 3 == 0:
+    colour = str(rng.choice(sorted(COLORS)))
+    return f"is there a {colour} cube on the table?", "yes" if colour in present else "no"
+  if i % 3 == 1:
+    return "how many cubes are on the table?", str(len(present))
+  return "is the drawer open?", "yes" if env.drawer > 0.05 else "no"
+
+
 class Expert:
   """Scripted expert with privileged state: straight-line moves between waypoints, MAX_DELTA per step."""
 
