@@ -7,23 +7,12 @@ Variants: `full` (default: 50 episodes per task and protocol), `quick` (5). Opti
 (visual_matching, paraphrase), `tasks=a+b` (MT10 names, e.g. reach-v3+push-v3).
 """
 
-import ml_collections
-
 from genvla_jax import config_lib
 from genvla_jax.eval.envs.metaworld_env import PROTOCOLS, TASKS
 
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(arg, variants=("full", "quick"), protocols="+".join(PROTOCOLS), tasks="+".join(TASKS))
-  c = ml_collections.ConfigDict()
-  c.env = "metaworld"
-  c.env_kwargs = dict(image_size=64, max_steps=150)
-  c.tasks = opts.tasks.split("+")
-  c.protocols = opts.protocols.split("+")
-  c.episodes_per_task = 50 if opts.variant == "full" else 5
-  c.num_envs = 4
-  c.execute_steps = 1
-  c.seed = 0
-  c.video_episodes = 1
-  c.lock()
-  return c
+  return config_lib.eval_config("metaworld", dict(image_size=64, max_steps=150), opts.tasks.split("+"),
+                                opts.protocols.split("+"), episodes_per_task=50 if opts.variant == "full" else 5,
+                                num_envs=4, video_episodes=1)

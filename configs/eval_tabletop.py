@@ -8,23 +8,12 @@ Options: `protocols=a+b` (subset of visual_matching, variant_aggregation, backgr
 paraphrase), `tasks=a+b`.
 """
 
-import ml_collections
-
 from genvla_jax import config_lib
 from genvla_jax.eval.envs.tabletop import PROTOCOLS, TASKS
 
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(arg, variants=("full", "quick"), protocols="+".join(PROTOCOLS), tasks="+".join(TASKS))
-  c = ml_collections.ConfigDict()
-  c.env = "tabletop"
-  c.env_kwargs = dict(image_size=64, max_steps=60)
-  c.tasks = opts.tasks.split("+")
-  c.protocols = opts.protocols.split("+")
-  c.episodes_per_task = 50 if opts.variant == "full" else 5
-  c.num_envs = 10            # environments stepped together (one batched policy call per re-plan)
-  c.execute_steps = 1        # actions of each predicted chunk executed before re-planning
-  c.seed = 0                 # episode seeds: seed, seed+1, ... (training demos use seeds >= 100000)
-  c.video_episodes = 2       # per (protocol, task): the first episodes are saved as GIFs
-  c.lock()
-  return c
+  return config_lib.eval_config("tabletop", dict(image_size=64, max_steps=60), opts.tasks.split("+"),
+                                opts.protocols.split("+"), episodes_per_task=50 if opts.variant == "full" else 5,
+                                num_envs=10, video_episodes=2)

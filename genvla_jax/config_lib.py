@@ -161,6 +161,23 @@ def apply_sim(c: ml_collections.ConfigDict, env: str):
     c.data.robot_fraction = 1.0
 
 
+def eval_config(env: str, env_kwargs: dict, tasks, protocols, episodes_per_task: int, num_envs: int,
+                video_episodes: int) -> ml_collections.ConfigDict:
+  """Closed-loop evaluation settings (configs/eval_*.py; read by genvla_jax/eval/__main__.py)."""
+  c = ml_collections.ConfigDict()
+  c.env = env
+  c.env_kwargs = dict(env_kwargs)
+  c.tasks = list(tasks)
+  c.protocols = list(protocols)
+  c.episodes_per_task = episodes_per_task
+  c.num_envs = num_envs              # environments stepped together (one batched policy call per re-plan)
+  c.execute_steps = 1                # actions of each predicted chunk executed before re-planning
+  c.seed = 0                         # episode seeds seed, seed+1, ... (recorded demos use seeds >= 100000)
+  c.video_episodes = video_episodes  # per (protocol, task): the first episodes are saved as GIFs
+  c.lock()
+  return c
+
+
 def apply_ablation(c: ml_collections.ConfigDict, letters: str):
   """letters: the subset of 'DSC' switched on (e.g. 'DS'); the others off."""
   unknown = set(letters) - set(ABLATION_LETTERS)
