@@ -84,26 +84,28 @@ class Policy:
     return cls(config, params, meta["stats"], meta["action_dim"],
                os.path.join(workdir, meta["tokenizer"]), unnorm_dataset, fast_bpe)
 
-  def prepare_inputs(self, images, instructions):
-    """uint8 images [B,H,W,3] + B instructions -> model inputs (the training preprocessing)."""
+  def prepare_inputs(self, images, instructions, full_width: bool = False):
+    """uint8 images [B,H,W,3] + B instructions -> model inputs (the training preprocessing). The
+    prompt is cut to the longest row unless `full_width` (max_text_len: one shape for every call)."""
     size = self.config.model.image_size
     pixels = np.stack([preprocess.prepare_image(im, size) for im in images])
     prompts = [prompt_lib.build_prompt(self.text, preprocess.robot_prompt(self.config.data.prompt, ins),
                                        None, self.config.tokenizer.max_text_len) for ins in instructions]
     tokens = np.stack([p["tokens"] for p in prompts])
     mask = np.stack([p["input_mask"] for p in prompts])
-    width = int(mask.sum(1).max())  # trim right padding shared by all rows
+    width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
     return pixels, tokens[:, :width], mask[:, :width]
 
-  def act(self, images, instructions):
+  def act(self, images, instructions, full_width: bool = False):
     """images uint8 [B,H,W,3] (or one [H,W,3]), instructions list[str] (or one str) ->
-    (actions [B,H_chunk,D] float32 de-normalized, valid [B,H_chunk,D] bool)."""
+    (actions [B,H_chunk,D] float32 de-normalized, valid [B,H_chunk,D] bool). `full_width`: see
+    prepare_inputs (the server uses it so that batches of a size compile once)."""
     single = isinstance(instructions, str)
     if single:
       images, instructions = [images], [instructions]
     if len(images) != len(instructions):
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
-    pixels, tokens, mask = self.prepare_inputs(images, instructions)
+    pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width)
     result = jax.device_get(self.decoder(self.params, pixels, tokens, mask))
     out = np.asarray(result["tokens"])
     self.previous_tokens = out

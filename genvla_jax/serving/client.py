@@ -1,0 +1,45 @@
+"""A small synchronous client for the policy server (same protocol as openpi's WebsocketClientPolicy).
+
+  client = PolicyClient("localhost", 8000)
+  client.metadata                      # what the server said on connect (action horizon, dims, ...)
+  reply = client.infer({"image": frame_uint8_hwc, "prompt": "put the spoon in the pot"})
+  reply["actions"]                     # float32 [H, D] in the robot's units
+"""
+
+from websockets.sync.client import connect
+
+from genvla_jax.serving import msgpack_numpy
+
+
+class ServerError(RuntimeError):
+  """The server answered with an error message instead of actions."""
+
+
+class PolicyClient:
+
+  def __init__(self, host: str = "localhost", port: int = 8000, open_timeout: float = 30.0,
+               max_message_bytes: int = 64 * 2**20):
+    self._ws = connect(f"ws://{host}:{port}", open_timeout=open_timeout, max_size=max_message_bytes,
+                       compression=None)
+    self.metadata = msgpack_numpy.unpackb(self._ws.recv())
+
+  def infer(self, observation: dict, timeout: float | None = 120.0) -> dict:
+    self._ws.send(msgpack_numpy.packb(observation))
+    reply = self._ws.recv(timeout=timeout)
+    if isinstance(reply, str):
+      raise ServerError(reply)
+    return msgpack_numpy.unpackb(reply)
+
+  def send_raw(self, data, timeout: float | None = 120.0):
+    """Sends bytes/str as they are and returns the raw reply (tests, debugging)."""
+    self._ws.send(data)
+    return self._ws.recv(timeout=timeout)
+
+  def close(self):
+    self._ws.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
