@@ -1,0 +1,128 @@
+r"""VQA retention: does the policy still answer questions like the VLM it started from? Reads local copies
+of the benchmarks in their published layouts and answers through the model's ordinary (unconstrained)
+greedy decoding with the VL prompt layout of training (prefix = the question, PaliGemma style).
+
+  python -m genvla_jax.eval.vqa --checkpoint=RUN --benchmark=textvqa \
+      --annotations=TextVQA_0.5.1_val.json --images=train_images [--limit=500] [--prompt="answer en {question}"]
+
+Benchmarks and layouts (`load(benchmark, annotations, images)` -> list of Item):
+  textvqa  {"data": [{"question", "image_id", "answers": [10]}]}, images/<image_id>.jpg     VQA accuracy
+  vizwiz   [{"image", "question", "answers": [{"answer", ...} x 10]}], images/<image>       VQA accuracy
+  gqa      {qid: {"imageId", "question", "answer"}}, images/<imageId>.jpg                   exact match
+  pope     JSON lines {"image", "text", "label": yes|no}, images/<image> (COCO val2014)     acc, P, R, F1
+  vsr      JSON lines {"image", "caption", "label": 0|1}, images/<image>; asked as
+           "Is it true that <caption>?"                                                   accuracy
+"""
+
+import dataclasses
+import json
+import os
+
+from absl import app, flags
+import numpy as np
+
+from genvla_jax.data import preprocess
+from genvla_jax.eval import vqa_metrics
+from genvla_jax.inference import decode
+from genvla_jax.models import vlm
+from genvla_jax.tokenizers import prompt as prompt_lib
+
+BENCHMARKS = ("textvqa", "vizwiz", "gqa", "pope", "vsr")
+
+
+@dataclasses.dataclass
+class Item:
+  image_path: str
+  question: str
+  answers: list[str]   # human answers (VQA accuracy), or the one reference answer
+
+
+def _jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def load(benchmark: str, annotations: str, images: str) -> list[Item]:
+  if benchmark == "textvqa":
+    data = json.load(open(annotations))["data"]
+    return [Item(os.path.join(images, f"{d['image_id']}.jpg"), d["question"], list(d["answers"])) for d in data]
+  if benchmark == "vizwiz":
+    return [Item(os.path.join(images, d["image"]), d["question"], [a["answer"] for a in d["answers"]])
+            for d in json.load(open(annotations))]
+  if benchmark == "gqa":
+    return [Item(os.path.join(images, f"{d['imageId']}.jpg"), d["question"], [d["answer"]])
+            for d in json.load(open(annotations)).values()]
+  if benchmark == "pope":
+    return [Item(os.path.join(images, d["image"]), d["text"], [d["label"]]) for d in _jsonl(annotations)]
+  if benchmark == "vsr":
+    return [Item(os.path.join(images, d["image"]), f"Is it true that {d['caption'].rstrip('.')}?",
+                 ["yes" if int(d["label"]) else "no"]) for d in _jsonl(annotations)]
+  raise ValueError(f"unknown benchmark {benchmark!r}; choose from {BENCHMARKS}")
+
+
+def score(benchmark: str, predictions: list[str], items: list[Item]) -> dict:
+  if benchmark in ("textvqa", "vizwiz"):
+    values = [vqa_metrics.vqa_accuracy(p, it.answers) for p, it in zip(predictions, items)]
+    return {"vqa_accuracy": float(np.mean(values)), "n": len(values)}
+  if benchmark == "gqa":
+    values = [vqa_metrics.exact_match(p, it.answers[0]) for p, it in zip(predictions, items)]
+    return {"exact_match": float(np.mean(values)), "n": len(values)}
+  scores = vqa_metrics.binary_scores(predictions, [it.answers[0] for it in items])
+  return dict(scores, n=len(items)) if benchmark == "pope" else {"accuracy": scores["accuracy"], "n": len(items)}
+
+
+class Answerer:
+  """Free-text greedy answers from a trained run (inference.policy.Policy supplies params, tokenizer,
+  config): the same decoding path as actions, without the action grammar."""
+
+  def __init__(self, policy, max_answer_len: int = 16, prompt: str = "{question}"):
+    self.policy, self.prompt = policy, prompt
+    text = policy.text
+    self.decoder = decode.make_greedy_decoder(vlm.for_decoding(policy.model), max_answer_len, text.eos_id,
+                                              text.pad_id)
+
+  def answer(self, images, questions) -> list[str]:
+    cfg, text = self.policy.config, self.policy.text
+    pixels = np.stack([preprocess.prepare_image(im, cfg.model.image_size) for im in images])
+    prompts = [prompt_lib.build_prompt(text, self.prompt.format(question=q), None, cfg.tokenizer.max_text_len)
+               for q in questions]
+    tokens = np.stack([p["tokens"] for p in prompts])
+    mask = np.stack([p["input_mask"] for p in prompts])
+    out = np.asarray(self.decoder(self.policy.params, pixels, tokens, mask))
+    answers = []
+    for row in out:
+      ids = [int(t) for t in row]
+      answers.append(text.decode(ids[:ids.index(text.eos_id)] if text.eos_id in ids else ids).strip())
+    return answers
+
+
+def evaluate(answerer: Answerer, benchmark: str, items: list[Item], batch_size: int = 16) -> dict:
+  predictions = []
+  for start in range(0, len(items), batch_size):
+    chunk = items[start:start + batch_size]
+    images = [preprocess.decode_image(open(it.image_path, "rb").read()) for it in chunk]
+    predictions += answerer.answer(images, [it.question for it in chunk])
+  return dict(score(benchmark, predictions, items), examples=[
+      {"question": it.question, "prediction": p, "answers": it.answers[:3]} for it, p in zip(items[:5], predictions)])
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  items = load(FLAGS.benchmark, FLAGS.annotations, FLAGS.images)[:FLAGS.limit or None]
+  answerer = Answerer(policy_lib.Policy.from_workdir(FLAGS.checkpoint), FLAGS.max_answer_len, FLAGS.prompt)
+  print(json.dumps({FLAGS.benchmark: evaluate(answerer, FLAGS.benchmark, items)}, indent=1))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("checkpoint", None, "run directory", required=True)
+  flags.DEFINE_enum("benchmark", None, list(BENCHMARKS), "which benchmark", required=True)
+  flags.DEFINE_string("annotations", None, "questions / answers file in the benchmark's layout", required=True)
+  flags.DEFINE_string("images", None, "image folder", required=True)
+  flags.DEFINE_integer("limit", 0, "evaluate the first N questions (0: all)")
+  flags.DEFINE_integer("max_answer_len", 16, "tokens per answer")
+  flags.DEFINE_string("prompt", "{question}", "prefix template (PaliGemma checkpoints: 'answer en {question}')")
+  app.run(main)
