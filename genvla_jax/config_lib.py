@@ -107,7 +107,10 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
                  checkpoint_every=1000,
                  keep_checkpoints=3,       # the newest N checkpoints are kept ...
                  keep_every=0,             # ... plus every step divisible by this (0: none)
-                 peak_flops_per_device=0.0)  # for MFU; 0: looked up from the device kind (training/flops.py)
+                 peak_flops_per_device=0.0,  # for MFU; 0: looked up from the device kind (training/flops.py)
+                 # representation drift monitor (eval/representation.py): every N steps, linear-probe
+                 # accuracy of each tower and CKA(trained, frozen) on a labelled image set -> metrics.jsonl
+                 drift=dict(every=0, data="", limit=500))
   c.mesh = dict(data=-1, fsdp=1,  # -1: all remaining devices
                 model=1,          # tensor parallel: attention heads / MLP hidden units split over "model"
                 rules=[])         # [(param path regex, PartitionSpec tuple)], before the defaults

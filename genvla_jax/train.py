@@ -101,6 +101,27 @@ class _StopSignal:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def make_drift_monitor(config, progress):
+  """-> fn(step, params) logging probe accuracy per tower and CKA(trained, frozen) (config.train.drift),
+  or None when off."""
+  drift = config.train.get("drift")
+  if not drift or not drift.every:
+    return None
+  if not drift.data:
+    raise ValueError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image folder)")
+  from genvla_jax.eval import representation  # pylint: disable=g-import-not-at-top
+  feature_fn = representation.make_feature_fn(config.model)
+
+  def monitor(step, params):
+    result = representation.evaluate(params, config.model, os.path.expanduser(drift.data), drift.limit,
+                                     feature_fn=feature_fn)
+    values = {f"drift/probe_{tower}": acc for tower, acc in result["probe"].items()}
+    if result["cka_trained_vs_frozen"] is not None:
+      values["drift/cka_trained_vs_frozen"] = result["cka_trained_vs_frozen"]
+    return progress.log_extra(step, values, "representation")
+  return monitor
+
+
 def _any_process(flag: bool) -> bool:
   """True on every process if `flag` is true on any: all processes must stop at the same step (the
   checkpoint save is collective), even when only some of them received SIGTERM."""
@@ -166,6 +187,7 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
                            tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
                            flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len),
                            peak_flops=peak * jax.device_count() if peak else None)
+  drift = make_drift_monitor(config, progress)
   stop = _StopSignal()
   records, step = [], start
   try:
@@ -187,6 +209,8 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
       saving = step % config.train.checkpoint_every == 0 or step == total or stopping
       if progress.should_log(step) or saving:  # logging checks the loss is finite before any save
         records.append(progress.log(step, metrics))
+      if drift and step % config.train.drift.every == 0:
+        records.append(drift(step, state["params"]))
       if saving:
         ckpt.save(step, state, data_it, meta)
       if stopping:

@@ -44,6 +44,16 @@ class Progress:
   def should_log(self, step: int) -> bool:
     return step % self.log_every == 0 or step == self.total
 
+  def log_extra(self, step: int, values: dict, label: str) -> dict:
+    """A separate record for occasional measurements (e.g. the representation drift monitor)."""
+    record = dict(step=step, **values)
+    if self.is_main:
+      self.printer(f"step {step:>6}/{self.total} | {label}: " +
+                   " | ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)), flush=True)
+      with open(self.metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
   def log(self, step: int, metrics) -> dict:
     """step: number of completed steps. Fetches metrics (a sync point), prints, appends JSON."""
     metrics = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
