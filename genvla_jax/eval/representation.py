@@ -4,6 +4,7 @@ pretrained features while the trained copy adapts).
 
   python -m genvla_jax.eval.representation --checkpoint=RUN --data=/data/cifar-10-batches-py [--out=DIR]
   python -m genvla_jax.eval.representation --checkpoint=RUN --data=/data/my_labelled_folder --limit=2000
+      [--pretrained_path=/weights/paligemma-3b-pt-224 --pretrained_format=hf]   # + the released tower
 
 Data: CIFAR-10 as published (python pickles `data_batch_1..5`, `test_batch`, `batches.meta`) or any
 folder with one sub-folder of images per class (80% train / 20% test by file order). Features: the
@@ -128,11 +129,13 @@ def tsne_plot(features, labels, names, path: str, title: str, seed: int = 0):
 
 def evaluate(params, model_config, data: str, limit: int = 2000, out_dir: str | None = None,
              feature_fn=None) -> dict:
-  """-> {"probe": {tower: accuracy}, "cka_trained_vs_frozen": float | None}; t-SNE PNGs to out_dir."""
+  """params: a tree with tower entries "img" (trained), optionally "img_frozen" and "pretrained" (each a
+  SigLIP param tree). -> {"probe": {tower: accuracy}, "cka_trained_vs_frozen": float | None}; t-SNE
+  PNGs to out_dir."""
   train_x_img, train_y, names = load_labelled(data, "train", limit)
   test_x_img, test_y, _ = load_labelled(data, "test", max(limit // 4, 1) if limit else 0)
   feature_fn = feature_fn or make_feature_fn(model_config)
-  towers = [t for t in ("img", "img_frozen") if t in params]
+  towers = [t for t in ("pretrained", "img_frozen", "img") if t in params]
   result, test_features = {"probe": {}, "n_train": len(train_y), "n_test": len(test_y)}, {}
   for tower in towers:
     tr = tower_features(feature_fn, params[tower], train_x_img, model_config.image_size)
@@ -155,7 +158,12 @@ def main(argv):
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
   out = FLAGS.out or os.path.join(FLAGS.checkpoint, "representation")
-  result = evaluate(policy.params, policy.config.model, FLAGS.data, FLAGS.limit, out)
+  towers = {k: v for k, v in policy.params.items() if k in ("img", "img_frozen")}
+  if FLAGS.pretrained_path:  # the tower the run started from, imported from the released checkpoint
+    from genvla_jax.pretrained import api  # pylint: disable=g-import-not-at-top
+    towers["pretrained"] = api.load(FLAGS.pretrained_format, FLAGS.pretrained_path, policy.model,
+                                    policy.config.model.image_size)["img"]
+  result = evaluate(towers, policy.config.model, FLAGS.data, FLAGS.limit, out)
   with open(os.path.join(out, "representation.json"), "w") as f:
     json.dump(result, f, indent=1)
   print(json.dumps(result, indent=1))
@@ -167,4 +175,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("data", None, "CIFAR-10 python directory or a class-per-folder image directory", required=True)
   flags.DEFINE_integer("limit", 2000, "training images for the probe (test: a quarter); 0 = all")
   flags.DEFINE_string("out", "", "output directory (default: RUN/representation)")
+  flags.DEFINE_string("pretrained_path", "", "also probe the released checkpoint's tower (PaliGemma weights)")
+  flags.DEFINE_enum("pretrained_format", "hf", ["hf", "big_vision"], "format of --pretrained_path")
   app.run(main)
