@@ -4,13 +4,15 @@ r"""Train-step throughput of a config's model on the local accelerator (random w
       --remat=none,dots
   python benchmarks/train_step.py --config=configs/pi0_plus.py:demo --batch_sizes=8     # CPU smoke
   ... --param_dtype=bfloat16 --frozen_dtype=bfloat16   # bf16 storage, float32 optimizer state
+  ... --grad_accum=4                                    # micro-batches: the same update, 1/4 the activations
 
 For each (remat policy, batch size): step time, examples/s, tokens/s, model FLOPs per step (analytic,
 below), MFU against the device's peak, peak device memory. The reference measured in the same run is a
 large bf16 (or f32 on CPU) matmul: `vs matmul` = achieved FLOP/s of the step / achieved FLOP/s of the
 matmul, i.e. how close the step gets to what this device actually sustains.
 
-Analytic model FLOPs (the usual 6·N·tokens convention; remat recomputation is not counted):
+Analytic model FLOPs (genvla_jax/training/flops.model_flops; the usual 6·N·tokens convention; remat
+recomputation is not counted):
   trained parameters: 6 · params · tokens they see (LLM: image + text tokens; tower: image patches)
   frozen tower: 2 · params · patches (forward only)
   attention: 12 · layers · B · S^2 · (heads · head_dim) for trained blocks (4 · ... for the frozen tower)
@@ -41,6 +43,7 @@ flags.DEFINE_string("param_dtype", "float32", "storage dtype of trained params (
 flags.DEFINE_string("frozen_dtype", "float32", "storage dtype of the frozen tower")
 flags.DEFINE_integer("text_len", 64, "text tokens per example (prompt + answer)")
 flags.DEFINE_integer("steps", 5, "timed steps (after 2 warm-up steps)")
+flags.DEFINE_integer("grad_accum", 1, "micro-batches per step (config.train.grad_accum_steps)")
 
 
 def matmul_reference(dtype) -> float:
@@ -73,7 +76,8 @@ def run_one(config, batch: int, text_len: int, steps: int):
       loss_mask=np.broadcast_to(np.arange(text_len) >= prompt, (batch, text_len)).copy(),
       is_robot=np.ones(batch, bool), num_clipped=np.zeros(batch, np.int32))
   batch_arrays = sharding.to_global(local, mesh)
-  train_step = step_lib.jit_train_step(step_lib.make_train_step(model, tx, lambda s: 1e-5), shardings, mesh)
+  train_step = step_lib.jit_train_step(step_lib.make_train_step(model, tx, lambda s: 1e-5, FLAGS.grad_accum),
+                                       shardings, mesh)
   t = time.perf_counter()
   state, metrics = train_step(state, batch_arrays)
   jax.block_until_ready(metrics)
