@@ -28,6 +28,8 @@ import numpy as np
 
 from measure import PeakRSS, tree_rss_bytes  # pylint: disable=g-import-not-at-top
 
+from genvla_jax.data import rlds_writer  # pylint: disable=g-import-not-at-top  (imports only TFDS)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("episodes", "50,500", "dataset sizes (episodes of 20 steps)")
 flags.DEFINE_string("workers", "0,2", "grain worker process counts")
@@ -56,31 +58,17 @@ def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, se
     small = np.clip(base.astype(int) + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
     return Image.fromarray(small).resize((size, size), Image.BILINEAR)
 
-  class SyntheticRobot(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-      f = tfds.features
-      step = {"observation": {"image_0": f.Image(shape=(size, size, 3), encoding_format="jpeg"),
-                              "state": f.Tensor(shape=(7,), dtype=np.float32)},
-              "action": f.Tensor(shape=(7,), dtype=np.float32), "language_instruction": f.Text(),
-              "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-      return tfds.core.DatasetInfo(builder=self, features=f.FeaturesDict({"steps": f.Dataset(step)}))
-
-    def _split_generators(self, dl_manager):
-      return {"train": self._generate_examples()}
-
-    def _generate_examples(self):
-      for e in range(episodes):
-        yield e, {"steps": [{"observation": {"image_0": frame(t), "state": rng.normal(0, 1, 7).astype(np.float32)},
-                             "action": np.append(rng.normal(0, 0.02, 6), rng.integers(0, 2)).astype(np.float32),
-                             "language_instruction": "put the spoon in the pot", "is_first": t == 0,
-                             "is_last": t == steps - 1, "is_terminal": t == steps - 1} for t in range(steps)]}
-
-  tfds.disable_progress_bar()
-  builder = SyntheticRobot(data_dir=root, file_format=file_format)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return builder.data_dir
+  f = tfds.features
+  step = {"observation": {"image_0": f.Image(shape=(size, size, 3), encoding_format="jpeg"),
+                          "state": f.Tensor(shape=(7,), dtype=np.float32)},
+          "action": f.Tensor(shape=(7,), dtype=np.float32), "language_instruction": f.Text(),
+          "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
+  episodes_iter = ((e, {"steps": [{"observation": {"image_0": frame(t), "state": rng.normal(0, 1, 7).astype(np.float32)},
+                                   "action": np.append(rng.normal(0, 0.02, 6), rng.integers(0, 2)).astype(np.float32),
+                                   "language_instruction": "put the spoon in the pot", "is_first": t == 0,
+                                   "is_last": t == steps - 1, "is_terminal": t == steps - 1} for t in range(steps)]})
+                   for e in range(episodes))
+  return rlds_writer.write_rlds(root, "synthetic_robot", step, {"train": episodes_iter}, file_format=file_format)
 
 
 def time_batches(it, start: float, batches: int, warmup: int, batch_size: int) -> dict:

@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 
 from conftest import BRIDGE_SAMPLE
-from genvla_jax.data import convert, pipeline, registry, rlds
+from genvla_jax.data import convert, pipeline, registry, rlds, rlds_writer
 
 
 @pytest.mark.parametrize("relative, absolute", [
@@ -49,38 +49,24 @@ def write_fractal(root, episodes=3, steps=5, seed=0):
           "is_terminal": t == steps - 1})
     return out
 
-  class Fractal20220817Data(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("0.1.0")
-
-    def _info(self):
-      f = tfds.features
-      step = {
-          "action": {"world_vector": f.Tensor(shape=(3,), dtype=np.float32),
-                     "rotation_delta": f.Tensor(shape=(3,), dtype=np.float32),
-                     "gripper_closedness_action": f.Tensor(shape=(1,), dtype=np.float32),
-                     "terminate_episode": f.Tensor(shape=(3,), dtype=np.int32),
-                     "base_displacement_vector": f.Tensor(shape=(2,), dtype=np.float32),
-                     "base_displacement_vertical_rotation": f.Tensor(shape=(1,), dtype=np.float32)},
-          "observation": {"image": f.Image(shape=(64, 80, 3), encoding_format="jpeg"),
-                          "base_pose_tool_reached": f.Tensor(shape=(7,), dtype=np.float32),
-                          "gripper_closed": f.Tensor(shape=(1,), dtype=np.float32),
-                          "natural_language_instruction": f.Text(),
-                          "natural_language_embedding": f.Tensor(shape=(512,), dtype=np.float32)},
-          "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
-          "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-      return tfds.core.DatasetInfo(builder=self, features=f.FeaturesDict({"steps": f.Dataset(step)}))
-
-    def _split_generators(self, dl_manager):
-      return {"train": self._generate_examples()}
-
-    def _generate_examples(self):
-      for e in range(episodes):
-        yield e, {"steps": episode(e)}
-
-  tfds.disable_progress_bar()
-  builder = Fractal20220817Data(data_dir=str(root), file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return builder.data_dir, grippers
+  f = tfds.features
+  step = {
+      "action": {"world_vector": f.Tensor(shape=(3,), dtype=np.float32),
+                 "rotation_delta": f.Tensor(shape=(3,), dtype=np.float32),
+                 "gripper_closedness_action": f.Tensor(shape=(1,), dtype=np.float32),
+                 "terminate_episode": f.Tensor(shape=(3,), dtype=np.int32),
+                 "base_displacement_vector": f.Tensor(shape=(2,), dtype=np.float32),
+                 "base_displacement_vertical_rotation": f.Tensor(shape=(1,), dtype=np.float32)},
+      "observation": {"image": f.Image(shape=(64, 80, 3), encoding_format="jpeg"),
+                      "base_pose_tool_reached": f.Tensor(shape=(7,), dtype=np.float32),
+                      "gripper_closed": f.Tensor(shape=(1,), dtype=np.float32),
+                      "natural_language_instruction": f.Text(),
+                      "natural_language_embedding": f.Tensor(shape=(512,), dtype=np.float32)},
+      "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
+      "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
+  data_dir = rlds_writer.write_rlds(str(root), "fractal20220817_data", step,
+                                    {"train": ((e, {"steps": episode(e)}) for e in range(episodes))}, version="0.1.0")
+  return data_dir, grippers
 
 
 def test_fractal_converts_with_absolute_gripper(tmp_path):

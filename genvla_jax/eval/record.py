@@ -21,7 +21,7 @@ from absl import app, flags
 import numpy as np
 from PIL import Image
 
-from genvla_jax.data import demo, preprocess
+from genvla_jax.data import demo, preprocess, rlds_writer
 from genvla_jax.eval import envs as envs_lib
 from genvla_jax.tokenizers import string_actions, text
 
@@ -103,39 +103,16 @@ def _tokenizer_corpus(env_name):
 
 def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  module = envs_lib.module(env_name)
-
-  def info(self):
-    step = {
-        "observation": {"image": tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="png"),
-                        "state": tfds.features.Tensor(shape=(module.STATE_DIM,), dtype=np.float32)},
-        "action": tfds.features.Tensor(shape=(module.ACTION_DIM,), dtype=np.float32),
-        "language_instruction": tfds.features.Text(),
-        "reward": tfds.features.Scalar(dtype=np.float32),
-        "discount": tfds.features.Scalar(dtype=np.float32),
-        "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "steps": tfds.features.Dataset(step),
-        "episode_metadata": {"episode_id": np.int64, "task": tfds.features.Text(), "seed": np.int64}}))
-
-  def split_generators(self, dl_manager):
-    del self, dl_manager
-    return {"train": expert_episodes(env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures),
-            "val": expert_episodes(env_name, val_episodes, VAL_SEED_OFFSET, image_size, failures)}
-
-  def generate_examples(self):
-    raise NotImplementedError  # splits come from _split_generators
-
-  # TFDS names the dataset after the class: DATASET_NAMES[env] in CamelCase
-  class_name = "".join(p.capitalize() for p in DATASET_NAMES[env_name].split("_"))
-  builder_cls = type(class_name, (tfds.core.GeneratorBasedBuilder,), {
-      "VERSION": tfds.core.Version("1.0.0"), "__doc__": f"Scripted-expert episodes of {env_name} (genvla_jax).",
-      "_info": info, "_split_generators": split_generators, "_generate_examples": generate_examples},
-                     skip_registration=True)
-  tfds.disable_progress_bar()
-  builder = builder_cls(data_dir=root, file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return builder.data_dir
+  module, f = envs_lib.module(env_name), tfds.features
+  step = {"observation": {"image": f.Image(shape=(image_size, image_size, 3), encoding_format="png"),
+                          "state": f.Tensor(shape=(module.STATE_DIM,), dtype=np.float32)},
+          "action": f.Tensor(shape=(module.ACTION_DIM,), dtype=np.float32), "language_instruction": f.Text(),
+          "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
+          "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
+  return rlds_writer.write_rlds(root, DATASET_NAMES[env_name], step, {
+      "train": expert_episodes(env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures),
+      "val": expert_episodes(env_name, val_episodes, VAL_SEED_OFFSET, image_size, failures)},
+      metadata_features={"episode_id": np.int64, "task": f.Text(), "seed": np.int64})
 
 
 def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_episodes: int = 40,
