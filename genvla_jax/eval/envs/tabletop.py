@@ -136,7 +136,8 @@ class TabletopEnv:
     self._distractor_qpos = [m.jnt_qposadr[m.body_jntadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY,
                                                                              f"distractor_{i}")]]
                              for i in range(len(DISTRACTOR_COLORS))]
-    self._drawer_qpos = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "drawer")]
+    drawer_joint = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "drawer")
+    self._drawer_qpos, self._drawer_dof = m.jnt_qposadr[drawer_joint], m.jnt_dofadr[drawer_joint]
     self._defaults = dict(geom_rgba=m.geom_rgba.copy(), geom_matid=m.geom_matid.copy(),
                           light_diffuse=m.light_diffuse.copy(), light_dir=m.light_dir.copy(),
                           cam_pos=m.cam_pos.copy(), cam_fovy=m.cam_fovy.copy())
@@ -272,7 +273,7 @@ class TabletopEnv:
       elif self.grasped == "drawer":  # the drawer slides with the gripper along its rail (-y)
         hand0, q0 = self._grasp_from
         d.qpos[self._drawer_qpos] = np.clip(q0 - (d.mocap_pos[0][1] - hand0[1]), 0.0, DRAWER_TRAVEL)
-        d.qvel[m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "drawer")]] = 0.0
+        d.qvel[self._drawer_dof] = 0.0
       mujoco.mj_step(m, d)
 
   def _succeeded(self) -> bool:
