@@ -34,6 +34,9 @@ BACKBONES = {
 SIGLIP_TINY = dict(patch_size=8, width=128, depth=2, mlp_dim=512, num_heads=4, posemb_std=1.0)
 GEMMA_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1,
                   head_dim=32, **_GEMMA1)
+# π0's action expert (Gemma 300M: width 1024, MLP 4096; depth / heads / head size are the VLM's).
+EXPERT_300M = dict(width=1024, mlp_dim=4096)
+EXPERT_TINY = dict(width=64, mlp_dim=256)
 
 ABLATION_LETTERS = "DSC"  # D: dual encoder, S: string actions (else bins), C: co-training with VL data
 
@@ -65,13 +68,17 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
                  dtype="float32",        # compute dtype (activations)
                  param_dtype="float32",  # storage dtype of trained params (optimizer state is float32)
                  frozen_dtype="float32",  # storage dtype of the frozen tower (no optimizer state)
-                 remat_policy="none")
+                 remat_policy="none",
+                 # π0 baseline (tokenizer.action="flow"): flow-matching action expert; width 0 = none.
+                 # action_dim / state_dim are resolved from the data at training time (saved with the run)
+                 action_expert=dict(width=0, mlp_dim=0, action_dim=0, use_state=False, state_dim=0))
   # Start from released weights (used when the run has no checkpoint yet): format "hf" (transformers
   # PaliGemma safetensors dir) or "big_vision" (.npz). The architecture above must match the checkpoint's.
   c.pretrained = dict(format="", path="")
   c.tokenizer = dict(
       path="",                      # SentencePiece model (PaliGemma's for full-size runs)
-      action="string",              # "string" (S), "bins" (OpenVLA-style 256 bins) or "fast" (DCT + BPE)
+      action="string",              # "string" (S), "bins" (OpenVLA-style 256 bins), "fast" (DCT + BPE),
+                                    # or "flow" (no action tokens: π0's action expert, model.action_expert)
       decimals=4,                   # string actions: digits after the point
       action_horizon=1,             # action chunk length H
       num_bins=256,                 # bins: number of bins, ids [vocab - num_bins, vocab)
@@ -95,8 +102,14 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       sim_record={},                # eval/record.ensure settings (env, train_episodes, image_size, ...)
       unnorm_dataset="",            # whose action statistics the policy de-normalizes with ("" = first)
       on_bad="skip",                # bad records at conversion: "skip" (counted, listed) or "fail"
+      # instruction augmentation (data/instruction_aug.py): with probability prob a robot example's
+      # instruction is replaced by one of its paraphrases from the JSON table at path
+      instruction_aug=dict(path="", prob=0.0),
       augment=dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05),  # training only
                    brightness=0.2, contrast=0.2, saturation=0.2))
+  c.flow = dict(num_steps=10,                 # Euler steps from noise (t=1) to actions (t=0) at inference
+                time_beta=(1.5, 1.0),         # training flow times ~ Beta(a, b) (π0)
+                time_min=0.001)
   c.inference = dict(
       speculative=True,             # constrained decoding verifying proposed tokens K per pass (same output)
       proposal_len=8,               # K: forced tokens (jump-forward) and draft tokens per pass
@@ -162,6 +175,18 @@ def apply_sim(c: ml_collections.ConfigDict, env: str):
   else:
     c.data.vl = []
     c.data.robot_fraction = 1.0
+
+
+def apply_pi0(c: ml_collections.ConfigDict, expert: dict, horizon: int):
+  """The π0 baseline on the config's backbone: one image tower, continuous action chunks of `horizon`
+  steps from a flow-matching action expert (`expert`: width / mlp_dim), robot data only, with
+  instruction augmentation and a state token (as the paper trains it)."""
+  c.model.dual_encoder = False
+  c.model.action_expert.update(width=expert["width"], mlp_dim=expert["mlp_dim"], use_state=True)
+  c.tokenizer.action = "flow"
+  c.tokenizer.action_horizon = horizon
+  c.data.robot_fraction = 1.0
+  c.data.instruction_aug.prob = 0.5
 
 
 def eval_config(env: str, env_kwargs: dict, tasks, protocols, episodes_per_task: int, num_envs: int,

@@ -36,7 +36,12 @@ def main(argv):
     raise app.UsageError("give --image and --instruction, or --eval_split")
   with open(FLAGS.image, "rb") as f:
     image = preprocess.decode_image(f.read())
-  actions, valid = policy.act(image, FLAGS.instruction)
+  states = None
+  if policy.uses_state:
+    if not FLAGS.state:
+      raise app.UsageError("this policy takes the robot state: give --state=v1,v2,...")
+    states = np.array([float(v) for v in FLAGS.state.split(",")], np.float32)
+  actions, valid = policy.act(image, FLAGS.instruction, states=states)
   print(json.dumps({"actions": np.round(actions, 6).tolist(), "valid": valid.tolist()}))
 
 
@@ -44,6 +49,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "run directory written by genvla_jax.train", required=True)
   flags.DEFINE_string("image", "", "camera frame (PNG/JPEG)")
   flags.DEFINE_string("instruction", "", "language instruction")
+  flags.DEFINE_string("state", "", "robot state, comma-separated (policies with a state token: π0)")
   flags.DEFINE_string("eval_split", "", "evaluate action error on this split of the run's robot data")
   flags.DEFINE_integer("num_examples", 200, "frames to evaluate with --eval_split")
   app.run(main)

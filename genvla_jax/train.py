@@ -47,6 +47,28 @@ def prepare_data(config):
   return prepared or run()
 
 
+def resolve_data_dims(config, prepared):
+  """π0's action expert: its action (and state) sizes come from the data; they are written into the
+  run's config (saved with every checkpoint), so the policy rebuilds the same model."""
+  expert = config.model.get("action_expert")
+  flow_actions = config.tokenizer.action == "flow"
+  if bool(expert and expert.width) != flow_actions:
+    raise ValueError(f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
+                     f"{expert.width if expert else 0}: the flow head (π0) needs both (configs/pi0_baseline.py); "
+                     "token heads need width 0")
+  if not flow_actions:
+    return
+  if expert.action_dim not in (0, prepared.action_dim):
+    raise ValueError(f"model.action_expert.action_dim={expert.action_dim} but the data has "
+                     f"{prepared.action_dim}-D actions")
+  expert.action_dim = prepared.action_dim
+  if expert.use_state:  # datasets with smaller states are zero-padded (pipeline.pad_state)
+    missing = [r.name for r in prepared.robot if "state" not in r.stats]
+    if missing:
+      raise ValueError(f"model.action_expert.use_state but robot datasets {missing} have no state")
+    expert.state_dim = max(len(r.stats["state"]["mean"]) for r in prepared.robot)
+
+
 def checkpoint_meta(config, prepared) -> dict:
   """What every checkpoint carries besides arrays, so that it describes itself."""
   meta = {"config": json.loads(config.to_json()), "stats": prepared.stats,
@@ -145,6 +167,7 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   prepared = prepare_data(config)
+  resolve_data_dims(config, prepared)
   meta = checkpoint_meta(config, prepared)
   if jax.process_index() == 0:
     write_assets(config, prepared, workdir)
@@ -178,7 +201,8 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
 
   train_step = step_lib.jit_train_step(
       step_lib.make_train_step(model, tx, optimizer.schedule(config.optimizer, total),
-                               config.train.grad_accum_steps), shardings, mesh)
+                               config.train.grad_accum_steps, config.seed, config.get("flow")),
+      shardings, mesh)
   batch_size, text_len = config.data.batch_size, config.tokenizer.max_text_len
   peak = flops_lib.peak_flops(jax.devices()[0], config.train.peak_flops_per_device)
   progress = loop.Progress(total_steps=total, start_step=start, global_batch=batch_size,

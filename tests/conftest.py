@@ -20,10 +20,11 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 BRIDGE_SAMPLE = os.path.join(ROOT, "..", "shared", "data", "oxe_samples", "bridge_dataset", "1.0.0")
 
 
-def tiny_config(demo_dir, cache_dir, arg="demo"):
-  """The demo config at test size: batch 8, a few steps, paths in the test's directories."""
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
-  config = pi0_plus.get_config(arg)
+def tiny_config(demo_dir, cache_dir, arg="demo", config_file="pi0_plus"):
+  """The demo config (configs/<config_file>.py:<arg>) at test size: batch 8, a few steps, paths in
+  the test's directories."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{config_file}").get_config(arg)
   config.data.demo_dir = str(demo_dir)
   config.data.cache_dir = str(cache_dir)
   config.data.batch_size = 8

@@ -29,11 +29,14 @@ import os
 import numpy as np
 from PIL import Image
 
-from genvla_jax.data import preprocess, rlds_writer
+from genvla_jax.data import instruction_aug, preprocess, rlds_writer
 from genvla_jax.tokenizers import string_actions, text
 
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 215, 40)}
 INSTRUCTIONS = ("move to the {c} square", "go to the {c} square", "reach the {c} square")
+# training-time instruction augmentation (data/instruction_aug.py): paraphrases.json in the demo dir
+PARAPHRASES = {t: ["head to the {c} square", "go over to the {c} square", "move the gripper to the {c} square"]
+               for t in INSTRUCTIONS}
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
 GRID = 4              # cells per image side (cell = patch of the demo model at 32 px)
 MARKER = 2            # gripper marker side in pixels
@@ -48,6 +51,7 @@ class DemoPaths:
   vl_train_json: str
   vl_val_json: str
   tokenizer: str
+  paraphrases: str     # instruction augmentation table (data/instruction_aug.py)
 
 
 @dataclasses.dataclass
@@ -187,7 +191,8 @@ def demo_paths(demo_dir: str) -> DemoPaths:
   return DemoPaths(rlds_dir=os.path.join(demo_dir, "rlds", "demo_targets", "1.0.0"),
                    vl_train_json=os.path.join(demo_dir, "vl", "train.json"),
                    vl_val_json=os.path.join(demo_dir, "vl", "val.json"),
-                   tokenizer=os.path.join(demo_dir, "tokenizer.model"))
+                   tokenizer=os.path.join(demo_dir, "tokenizer.model"),
+                   paraphrases=os.path.join(demo_dir, "paraphrases.json"))
 
 
 def ensure(demo_dir: str, train_episodes=4000, val_episodes=100, vl_train=4000, vl_val=200,
@@ -197,6 +202,7 @@ def ensure(demo_dir: str, train_episodes=4000, val_episodes=100, vl_train=4000, 
   paths = demo_paths(demo_dir)
   done = os.path.join(os.path.dirname(paths.tokenizer), "DONE.json")
   if os.path.exists(done):
+    instruction_aug.ensure_table(paths.paraphrases, instruction_aug.expand(PARAPHRASES, c=list(COLORS)))
     return paths
   root = os.path.dirname(paths.tokenizer)
   os.makedirs(root, exist_ok=True)
@@ -206,6 +212,7 @@ def ensure(demo_dir: str, train_episodes=4000, val_episodes=100, vl_train=4000, 
   _write_vl(os.path.join(root, "vl"), "train", vl_train, seed + 2, size)
   _write_vl(os.path.join(root, "vl"), "val", vl_val, seed + 3, size)
   text.train_sentencepiece(_tokenizer_corpus(seed), paths.tokenizer, vocab_size)
+  instruction_aug.ensure_table(paths.paraphrases, instruction_aug.expand(PARAPHRASES, c=list(COLORS)))
   with open(done, "w") as f:
     json.dump(dict(version=GENERATOR_VERSION, train_episodes=train_episodes, val_episodes=val_episodes,
                    vl_train=vl_train, vl_val=vl_val, size=size, seed=seed, vocab_size=vocab_size), f)

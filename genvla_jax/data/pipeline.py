@@ -15,6 +15,11 @@ process count, T = max_text_len):
   tokens, input_mask, ar_mask, loss_mask [B,T]
   is_robot [B] bool                     actions [B,H,D] float32 (normalized; zeros for VL)
   action_pad [B,H] bool (True = padding past the episode end or VL)   num_clipped [B] int32
+  paraphrased [B] bool (instruction replaced by instruction augmentation, data/instruction_aug.py)
+  state [B,S] float32 (normalized; zeros for VL) only for models with a state token (π0 use_state)
+
+With tokenizer.action="flow" (π0) robot rows carry no answer tokens: the prompt only, the actions go
+to the action expert as the `actions` field.
 """
 
 import json
@@ -23,7 +28,8 @@ import os
 import grain
 import numpy as np
 
-from genvla_jax.data import augment as augment_lib, convert, convert_vl, preprocess, stats as stats_lib
+from genvla_jax.data import augment as augment_lib, convert, convert_vl, instruction_aug, preprocess
+from genvla_jax.data import stats as stats_lib
 from genvla_jax.tokenizers import actions as action_tokenizers, prompt as prompt_lib, text
 
 
@@ -55,41 +61,56 @@ class StepChunkSource:
 
 
 class RobotExample(grain.transforms.RandomMap):
-  """Step record -> training example (instruction -> action text); `augment`: config.data.augment."""
+  """Step record -> training example (instruction -> action text; no text for the flow head, whose
+  action tokenizer is None); `augment`: config.data.augment; `instructions`: an InstructionAugmenter;
+  `state_dim` > 0: emit the state normalized with `state_stats`, zero-padded to state_dim (models with
+  a state token; datasets with smaller states are padded, as openpi does)."""
 
   def __init__(self, *, image_size, prompt, action_stats, text_tokenizer, action_tokenizer, max_text_len,
-               augment=None):
+               augment=None, instructions=None, state_stats=None, state_dim=0):
     self.image_size, self.prompt, self.action_stats = image_size, prompt, action_stats
     self.text, self.action_tokenizer, self.max_text_len = text_tokenizer, action_tokenizer, max_text_len
-    self.augment = augment
+    self.augment, self.instructions = augment, instructions
+    self.state_stats, self.state_dim = state_stats, state_dim
 
   def random_map(self, record, rng):
     actions = stats_lib.normalize(record["actions"], self.action_stats)
-    ids, num_clipped = self.action_tokenizer.encode(actions)
-    prefix = preprocess.robot_prompt(self.prompt, record["instruction"])
+    ids, num_clipped = (None, 0) if self.action_tokenizer is None else self.action_tokenizer.encode(actions)
+    instruction, paraphrased = record["instruction"], False
+    if self.instructions is not None:
+      instruction, paraphrased = self.instructions(instruction, rng)
+    prefix = preprocess.robot_prompt(self.prompt, instruction)
     image = augment_lib.augment_and_resize(preprocess.decode_image(record["image"]), self.image_size, rng,
                                            self.augment)
-    return dict(image=image, **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
-                is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
-                num_clipped=np.int32(num_clipped))
+    example = dict(image=image, **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
+                   is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
+                   num_clipped=np.int32(num_clipped), paraphrased=np.bool_(paraphrased))
+    if self.state_dim:
+      example["state"] = pad_state(stats_lib.normalize(np.asarray(record["state"], np.float32),
+                                                       self.state_stats), self.state_dim)
+    return example
 
 
 class VLExample(grain.transforms.RandomMap):
   """{"image": bytes, "question", "answer"} (convert_vl.py records) -> training example (question ->
   answer text)."""
 
-  def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim, augment=None):
+  def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim, augment=None,
+               state_dim=0):
     self.image_size, self.text, self.max_text_len = image_size, text_tokenizer, max_text_len
-    self.horizon, self.action_dim, self.augment = horizon, action_dim, augment
+    self.horizon, self.action_dim, self.augment, self.state_dim = horizon, action_dim, augment, state_dim
 
   def random_map(self, example, rng):
     image = augment_lib.augment_and_resize(preprocess.decode_image(example["image"]), self.image_size, rng,
                                            self.augment)
     answer_ids = self.text.encode(example["answer"])
-    return dict(image=image, **prompt_lib.build_prompt(self.text, example["question"], answer_ids,
-                                                       self.max_text_len),
-                is_robot=np.bool_(False), actions=np.zeros((self.horizon, self.action_dim), np.float32),
-                action_pad=np.ones(self.horizon, bool), num_clipped=np.int32(0))
+    out = dict(image=image, **prompt_lib.build_prompt(self.text, example["question"], answer_ids,
+                                                      self.max_text_len),
+               is_robot=np.bool_(False), actions=np.zeros((self.horizon, self.action_dim), np.float32),
+               action_pad=np.ones(self.horizon, bool), num_clipped=np.int32(0), paraphrased=np.bool_(False))
+    if self.state_dim:
+      out["state"] = np.zeros(self.state_dim, np.float32)
+    return out
 
 
 def _concat_batches(pair):
@@ -107,6 +128,20 @@ def host_batches(ds, local_size: int, process_index: int, process_count: int):
   """Global example stream -> this process's rows of each global batch: global batch t is blocks
   t P .. t P + P - 1 of `local_size` consecutive examples; process p takes block t P + p."""
   return ds.batch(local_size, drop_remainder=True)[process_index::process_count]
+
+
+def pad_state(state, state_dim: int) -> np.ndarray:
+  """[..., S] -> [..., state_dim] with zeros after the dataset's own S values."""
+  state = np.asarray(state, np.float32)
+  if state.shape[-1] > state_dim:
+    raise ValueError(f"state of {state.shape[-1]} values but the model takes {state_dim}")
+  return np.pad(state, [(0, 0)] * (state.ndim - 1) + [(0, state_dim - state.shape[-1])])
+
+
+def uses_state(config) -> int:
+  """State dimension the model takes as input (π0's state token), 0 for none."""
+  expert = config.model.get("action_expert")
+  return int(expert.state_dim) if expert and expert.width and expert.use_state else 0
 
 
 def make_tokenizers(config, action_dim, tokenizer_path: str | None = None, fast_bpe_path: str | None = None):
@@ -145,6 +180,8 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
                                                      fast_bpe_path=prepared.fast_bpe_path)
   horizon, size = config.tokenizer.action_horizon, config.model.image_size
   augment = config.data.get("augment")
+  instructions = instruction_aug.from_config(config.data)
+  state_dim = uses_state(config)
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []
   for i, r in enumerate(prepared.robot):
@@ -152,7 +189,8 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
     robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(
         image_size=size, prompt=config.data.prompt, action_stats=r.stats["action"],
         text_tokenizer=text_tokenizer, action_tokenizer=action_tokenizer,
-        max_text_len=config.tokenizer.max_text_len, augment=augment), seed=seed + 500 + i))
+        max_text_len=config.tokenizer.max_text_len, augment=augment, instructions=instructions,
+        state_stats=r.stats.get("state"), state_dim=state_dim), seed=seed + 500 + i))
   ds = host_batches(_mixed(robot, [r.weight for r in prepared.robot]), num_robot, process_index, process_count)
   if num_vl:
     vl_datasets = []
@@ -160,7 +198,8 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
       vds = grain.MapDataset.source(convert_vl.VLSource(v.converted_dir))
       vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().random_map(VLExample(
           image_size=size, text_tokenizer=text_tokenizer, max_text_len=config.tokenizer.max_text_len,
-          horizon=horizon, action_dim=prepared.action_dim, augment=augment), seed=seed + 1500 + i))
+          horizon=horizon, action_dim=prepared.action_dim, augment=augment, state_dim=state_dim),
+          seed=seed + 1500 + i))
     vl_ds = host_batches(_mixed(vl_datasets, [v.weight for v in prepared.vl]), num_vl, process_index,
                          process_count)
     n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths

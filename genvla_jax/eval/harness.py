@@ -8,8 +8,9 @@ the policy is asked again: receding horizon). An episode ends on success or afte
 videos (eval/report.py writes them).
 
 The policy is any object with `act(images uint8 [B,S,S,3], instructions) -> (actions [B,H,D], valid)`
-in the environment's action units and optionally `reset()` (called before each group: speculative
-drafts must not leak between episodes) — `inference.policy.Policy` is one.
+in the environment's action units, optionally `reset()` (called before each group: speculative
+drafts must not leak between episodes) and `uses_state` (then act() also gets `states` [B,S] from the
+observations' "state") — `inference.policy.Policy` is one.
 """
 
 import dataclasses
@@ -66,8 +67,11 @@ def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -
   while not all(done):
     # every environment stays in the batch until all are done, so the policy's rows (and its per-row
     # drafts) keep their meaning; finished ones are simply not stepped
+    extra = {}
+    if getattr(policy, "uses_state", False):  # π0 with a state token
+      extra["states"] = np.stack([o["state"] for o in observations])
     actions, valid = policy.act(np.stack([o["image"] for o in observations]),
-                                [o["instruction"] for o in observations])
+                                [o["instruction"] for o in observations], **extra)
     actions = np.asarray(actions)
     if actions.ndim != 3 or actions.shape[0] != len(envs):
       raise ValueError(f"policy returned actions of shape {actions.shape}; expected [{len(envs)},H,D]")

@@ -21,7 +21,8 @@ def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size
   for start in range(0, len(indices), batch_size):
     records = [source[int(i)] for i in indices[start:start + batch_size]]
     images = [preprocess.decode_image(r["image"]) for r in records]
-    predicted, valid = policy.act(images, [r["instruction"] for r in records])  # [b,H,D]
+    extra = {"states": np.stack([r["state"] for r in records])} if getattr(policy, "uses_state", False) else {}
+    predicted, valid = policy.act(images, [r["instruction"] for r in records], **extra)  # [b,H,D]
     true = np.stack([r["actions"] for r in records])                              # [b,H,D]
     keep = ~np.stack([r["action_pad"] for r in records])[..., None]               # [b,H,1]
     baseline = np.broadcast_to(mean_action, true.shape)

@@ -6,7 +6,8 @@ and a SentencePiece tokenizer.
   python -m genvla_jax.eval.record --env=tabletop|metaworld --out=DIR [--train_episodes=400 --val_episodes=40]
 
 Layout under DIR: rlds/<DATASET_NAMES[env]>/1.0.0 (splits train, val), vl/{train,val}.json + images/
-(tabletop), tokenizer.model, DONE.json (settings + how many expert rollouts failed and were left out).
+(tabletop), paraphrases.json (training-time instruction augmentation, tabletop), tokenizer.model,
+DONE.json (settings + how many expert rollouts failed and were left out).
 Training episodes use seeds from TRAIN_SEED_OFFSET up (evaluation uses seeds from 0: never the same
 scenes), the visual-matching appearance and the training wordings; tasks cycle through the env's
 TASKS. Each RLDS step: observation {image [S,S,3] PNG, state [STATE_DIM]}, action [ACTION_DIM] (the
@@ -21,7 +22,7 @@ from absl import app, flags
 import numpy as np
 from PIL import Image
 
-from genvla_jax.data import demo, preprocess, rlds_writer
+from genvla_jax.data import demo, instruction_aug, preprocess, rlds_writer
 from genvla_jax.eval import envs as envs_lib
 from genvla_jax.tokenizers import string_actions, text
 
@@ -101,6 +102,19 @@ def _tokenizer_corpus(env_name):
   return corpus
 
 
+def _write_paraphrases(env_name, out_dir):
+  """paraphrases.json (instruction augmentation) for environments with TRAIN_PARAPHRASES: every
+  training wording of a task -> the task's training paraphrases (never the held-out ones)."""
+  module = envs_lib.module(env_name)
+  if not hasattr(module, "TRAIN_PARAPHRASES"):
+    return
+  templates = {w: module.TRAIN_PARAPHRASES[task] for task, (wordings, _) in module.INSTRUCTIONS.items()
+               for w in wordings}
+  names = list(module.COLORS)
+  instruction_aug.ensure_table(os.path.join(out_dir, "paraphrases.json"),
+                               instruction_aug.expand(templates, a=names, b=names))
+
+
 def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   module, f = envs_lib.module(env_name), tfds.features
@@ -129,6 +143,7 @@ def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_e
   if os.path.exists(done):
     with open(done) as f:
       if json.load(f)["settings"] == settings:
+        _write_paraphrases(env, out_dir)
         return out_dir
     raise ValueError(f"{out_dir} holds a recording with other settings; use another directory")
   os.makedirs(out_dir, exist_ok=True)
@@ -140,6 +155,7 @@ def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_e
     _write_vl(env, os.path.join(out_dir, "vl"), "train", vl_train, TRAIN_SEED_OFFSET, image_size)
     _write_vl(env, os.path.join(out_dir, "vl"), "val", vl_val, VAL_SEED_OFFSET, image_size)
   text.train_sentencepiece(_tokenizer_corpus(env), os.path.join(out_dir, "tokenizer.model"), vocab_size)
+  _write_paraphrases(env, out_dir)
   with open(done, "w") as f:
     json.dump({"settings": settings, "failed_expert_rollouts_left_out": failures}, f, indent=1)
   return out_dir

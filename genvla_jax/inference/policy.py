@@ -2,6 +2,9 @@
 
 Uses the checkpoint's own config and statistics and the same preprocessing functions as training
 (data/preprocess.py, tokenizers/prompt.py, data/stats.py), so training and acting cannot disagree.
+Token heads decode text (below); the π0 baseline (an action expert) integrates its flow from fresh
+noise each call (inference/flow_sampler.py; non-finite outputs fall back to 0.0 and are counted the
+same way).
 Decoding is grammar-constrained by default (`tokenizer.constrained`), so every output parses; with it
 off, model output that does not parse (string actions) falls back, per invalid field, to the centre of the
 normalized range (0.0 before de-normalization); such fields are counted in `num_invalid_fields` and
@@ -16,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from genvla_jax.data import pipeline, preprocess, stats as stats_lib
-from genvla_jax.inference import decode
+from genvla_jax.inference import decode, flow_sampler
 from genvla_jax.models import vlm
 from genvla_jax.tokenizers import actions as actions_lib, prompt as prompt_lib
 from genvla_jax.training import checkpoint, state as state_lib
@@ -35,7 +38,18 @@ class Policy:
     if name not in stats:
       raise KeyError(f"no action statistics for {name!r}; checkpoint has {sorted(stats)}")
     self.action_stats = stats[name]["action"]
+    self.state_stats = stats[name].get("state")
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
+    self.state_dim = pipeline.uses_state(config)
+    self.previous_tokens = None
+    self.draft_stats = {"drafted": 0, "accepted": 0}
+    self.num_invalid_fields = 0
+    self.draft_previous = False
+    if self.model.expert_config:  # π0: no tokens to decode
+      self.sampler = flow_sampler.make_flow_sampler(self.model, self.horizon, config.flow.num_steps)
+      self.rng = np.random.default_rng(config.seed)
+      return
+    self.sampler = None
     constrained = config.tokenizer.get("constrained", True)
     self.grammar = actions_lib.make_grammar(self.action_tokenizer) if constrained else None
     inference = config.get("inference", {})
@@ -47,13 +61,9 @@ class Policy:
                                              self.grammar, inference.get("proposal_len", 8))
       self.decoder = lambda params, *inputs: spec(params, *inputs, self._draft(len(inputs[0])))
     else:
-      self.draft_previous = False
       greedy = decode.make_greedy_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id,
                                           self.grammar)
       self.decoder = lambda params, *inputs: {"tokens": greedy(params, *inputs)}
-    self.previous_tokens = None
-    self.draft_stats = {"drafted": 0, "accepted": 0}
-    self.num_invalid_fields = 0
 
   def _draft(self, batch: int):
     """The previous call's action tokens as the speculative draft (same batch size), else none."""
@@ -96,16 +106,55 @@ class Policy:
     width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
     return pixels, tokens[:, :width], mask[:, :width]
 
-  def act(self, images, instructions, full_width: bool = False):
-    """images uint8 [B,H,W,3] (or one [H,W,3]), instructions list[str] (or one str) ->
-    (actions [B,H_chunk,D] float32 de-normalized, valid [B,H_chunk,D] bool). `full_width`: see
-    prepare_inputs (the server uses it so that batches of a size compile once)."""
+  @property
+  def uses_state(self) -> bool:
+    """True when act() needs `states` (π0 with a state token)."""
+    return bool(self.state_dim)
+
+  def act(self, images, instructions, full_width: bool = False, states=None):
+    """images uint8 [B,H,W,3] (or one [H,W,3]), instructions list[str] (or one str), states [B,S] in
+    the robot's units (only for models with a state token) -> (actions [B,H_chunk,D] float32
+    de-normalized, valid [B,H_chunk,D] bool). `full_width`: see prepare_inputs (the server uses it so
+    that batches of a size compile once)."""
     single = isinstance(instructions, str)
     if single:
       images, instructions = [images], [instructions]
+      states = None if states is None else [states]
     if len(images) != len(instructions):
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
     pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width)
+    if self.sampler is not None:
+      normalized, valid = self._sample(pixels, tokens, mask, states)
+    else:
+      normalized, valid = self._decode(pixels, tokens, mask)
+    invalid = int((~valid).sum())
+    if invalid:
+      self.num_invalid_fields += invalid
+    actions = stats_lib.denormalize(normalized, self.action_stats)
+    return (actions[0], valid[0]) if single else (actions, valid)
+
+  def _sample(self, pixels, tokens, mask, states):
+    """π0: -> (normalized actions [B,H,D], valid [B,H,D]); non-finite entries -> 0.0, invalid."""
+    state = None
+    if self.state_dim:
+      if states is None:
+        raise ValueError(f"this policy takes the robot state ({self.state_dim} values) as input: pass "
+                         "act(..., states=[B,S])")
+      states = np.asarray(states, np.float32)
+      own_dim = len(self.state_stats["mean"])
+      if states.shape != (len(pixels), own_dim):
+        raise ValueError(f"states of shape {states.shape}; expected {(len(pixels), own_dim)}")
+      state = pipeline.pad_state(stats_lib.normalize(states, self.state_stats), self.state_dim)
+    noise = self.rng.standard_normal((len(pixels), self.horizon, self.action_dim)).astype(np.float32)
+    out = np.asarray(jax.device_get(self.sampler(self.params, pixels, tokens, mask, noise, state)))
+    valid = np.isfinite(out)
+    if not valid.all():
+      logging.warning("%d non-finite action values from the flow sampler; fell back to the normalized "
+                      "centre", int((~valid).sum()))
+    return np.where(valid, out, 0.0).astype(np.float32), valid
+
+  def _decode(self, pixels, tokens, mask):
+    """Token heads: -> (normalized actions [B,H,D], valid [B,H,D]) parsed from the decoded tokens."""
     result = jax.device_get(self.decoder(self.params, pixels, tokens, mask))
     out = np.asarray(result["tokens"])
     self.previous_tokens = out
@@ -114,11 +163,9 @@ class Policy:
       self.draft_stats["accepted"] += int(result["accepted"].sum())
     normalized, valid = zip(*[self.action_tokenizer.decode(row) for row in out])
     normalized, valid = np.stack(normalized), np.stack(valid)
-    invalid = int((~valid).sum())
-    if invalid:
-      self.num_invalid_fields += invalid
+    if not valid.all():
       logging.warning("%d action fields did not parse; fell back to the normalized centre "
-                      "(%d so far). Raw outputs: %s", invalid, self.num_invalid_fields,
+                      "(%d so far). Raw outputs: %s", int((~valid).sum()),
+                      self.num_invalid_fields + int((~valid).sum()),
                       [self.text.decode(r) for r in out[~valid.all(axis=(1, 2))]][:4])
-    actions = stats_lib.denormalize(normalized, self.action_stats)
-    return (actions[0], valid[0]) if single else (actions, valid)
+    return normalized, valid

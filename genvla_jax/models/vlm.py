@@ -5,6 +5,7 @@ Parameter tree (a plain nested dict; `params["img_frozen"]` exists only with the
   img_frozen/...   frozen copy (dual encoder): stop_gradient, no optimizer state
   projector/{kernel [F,E], bias [E]}   F = D_img (single) or 2*D_img (dual: [frozen | trained])
   llm/...          Gemma decoder (see gemma.py)
+  expert/...       π0's flow-matching action expert (only with `expert_config`; see action_expert.py)
 
 Sequence layout: [N image tokens][T text tokens]; logits are returned for the T text positions.
 """
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genvla_jax.data import preprocess as preprocess_lib
-from genvla_jax.models import gemma, masks, siglip
+from genvla_jax.models import action_expert, gemma, masks, siglip
 
 
 class VLA(nn.Module):
@@ -29,6 +30,9 @@ class VLA(nn.Module):
   param_dtype: str = "float32"   # storage dtype of trained parameters
   frozen_dtype: str = "float32"  # storage dtype of the frozen tower
   remat_policy: str = "none"
+  # π0 baseline: dict(width, mlp_dim, action_dim, state_dim) of the flow-matching action
+  # expert (config.model.action_expert); None: actions are text tokens of the LLM
+  expert_config: dict[str, Any] | None = None
 
   def setup(self):
     common = dict(dtype=self.dtype, remat_policy=self.remat_policy)
@@ -37,6 +41,10 @@ class VLA(nn.Module):
       self.img_frozen = siglip.SigLIP(**self.img_config, **common)
     self.projector = nn.Dense(self.llm_config["width"], dtype=self.dtype)
     self.llm = gemma.Gemma(**self.llm_config, **common)
+    if self.expert_config:
+      e = self.expert_config
+      self.expert = action_expert.ActionExpert(action_expert.expert_llm_config(self.llm_config, e),
+                                               e["action_dim"], e.get("state_dim", 0), **common)
 
   def encode_images(self, images):
     """images [B,H,W,3] float in [-1,1], or uint8 pixels (the training pipeline ships uint8: a quarter
@@ -62,6 +70,36 @@ class VLA(nn.Module):
     hidden, _ = self.llm(x, masks.positions_from_mask(full_input), attn_mask,
                          prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
     return self.llm.logits(hidden[:, n:])
+
+  def flow_forward(self, images, tokens, input_mask, ar_mask, x_t, t, state=None):
+    """π0 training forward: the prefix (image + prompt, and answer text on VL rows) runs into a KV cache
+    that the action expert attends to. x_t [B,H,D], t [B] -> (text logits [B,T,V], velocity [B,H,D])."""
+    x, n = self.embed_inputs(images, tokens)
+    full_input, full_ar = _prepend(input_mask, n, True), _prepend(ar_mask, n, False)
+    hidden, cache = self._prefix_into_cache(x, full_input, full_ar, self.expert.suffix_len(x_t.shape[1]))
+    velocity = self.expert(cache, full_input, jnp.sum(full_input, axis=1), x_t, t, state)
+    return self.llm.logits(hidden[:, n:]), velocity
+
+  def prefix_cache(self, images, tokens, input_mask, horizon: int):
+    """π0 inference, once per observation: image + prompt into a KV cache with room for the expert's
+    tokens. -> (cache, prefix_valid [B,P], next_position [B]) for `velocity`."""
+    x, n = self.embed_inputs(images, tokens)
+    full_input = _prepend(input_mask, n, True)
+    _, cache = self._prefix_into_cache(x, full_input, jnp.zeros_like(full_input),
+                                       self.expert.suffix_len(horizon))
+    return cache, full_input, jnp.sum(full_input, axis=1)
+
+  def velocity(self, cache, prefix_valid, next_position, x_t, t, state=None):
+    """One flow-matching evaluation against `prefix_cache`'s cache: x_t [B,H,D], t [B] -> [B,H,D]."""
+    return self.expert(cache, prefix_valid, next_position, x_t, t, state)
+
+  def _prefix_into_cache(self, x, full_input, full_ar, extra_slots: int):
+    """x [B,P,E] -> (hidden [B,P,E], KV cache of P + extra_slots slots holding the prefix)."""
+    seq_len = x.shape[1]
+    attn_mask = jnp.pad(masks.prefix_lm_mask(full_input, full_ar), ((0, 0), (0, 0), (0, extra_slots)))
+    cache = self.llm.init_cache(x.shape[0], seq_len + extra_slots)
+    return self.llm(x, masks.positions_from_mask(full_input), attn_mask, cache, 0,
+                    prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
 
   def prefill(self, images, tokens, input_mask, cache_size):
     """Runs the prefix (image + right-padded prompt) into a fresh KV cache of `cache_size` slots.
@@ -103,7 +141,19 @@ def from_config(model_config) -> VLA:
              dual_encoder=model_config.dual_encoder, dtype=model_config.dtype,
              param_dtype=model_config.get("param_dtype", "float32"),
              frozen_dtype=model_config.get("frozen_dtype", "float32"),
-             remat_policy=model_config.remat_policy)
+             remat_policy=model_config.remat_policy, expert_config=expert_config(model_config))
+
+
+def expert_config(model_config) -> dict | None:
+  """config.model.action_expert -> the VLA's expert_config (None unless its width is set)."""
+  e = model_config.get("action_expert")
+  if not e or not e.width:
+    return None
+  if not e.action_dim:
+    raise ValueError("config.model.action_expert.action_dim is 0: it is resolved from the data at "
+                     "training time (train.py) and stored in the run's config")
+  return dict(width=e.width, mlp_dim=e.mlp_dim, action_dim=e.action_dim,
+              state_dim=e.state_dim if e.use_state else 0)
 
 
 def for_decoding(model: VLA, unroll: int | None = None) -> VLA:
@@ -121,7 +171,14 @@ def init_params(model: VLA, rng, image_size: int, text_len: int = 8):
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   tokens = jnp.zeros((1, text_len), jnp.int32)
   mask = jnp.ones((1, text_len), bool)
-  params = jax.jit(single.init)(rng, images, tokens, mask, mask)["params"]
+  if model.expert_config:
+    e = model.expert_config
+    x_t = jnp.zeros((1, 1, e["action_dim"]), jnp.float32)  # the expert works for any horizon
+    state = jnp.zeros((1, e["state_dim"]), jnp.float32) if e.get("state_dim") else None
+    params = jax.jit(lambda r: single.init(r, images, tokens, mask, mask, x_t, jnp.ones((1,)), state,
+                                           method=VLA.flow_forward))(rng)["params"]
+  else:
+    params = jax.jit(single.init)(rng, images, tokens, mask, mask)["params"]
   return finish_params(model, params)
 
 

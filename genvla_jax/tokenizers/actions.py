@@ -1,9 +1,10 @@
-"""Builds the action tokenizer chosen by `config.tokenizer.action` ("string" or "bins")."""
+"""Builds the action tokenizer chosen by `config.tokenizer.action` ("string", "bins", "fast"; "flow" has
+none: π0's action expert outputs continuous actions, see models/action_expert.py)."""
 
 from genvla_jax.tokenizers import bin_actions, fast_actions, grammar, string_actions
 
 
-ACTIONS = ("string", "bins", "fast")
+ACTIONS = ("string", "bins", "fast", "flow")
 
 
 def _reserved_block(tok_config, text_tokenizer, vocab_size: int, size: int, what: str) -> int:
@@ -20,6 +21,8 @@ def make_action_tokenizer(tok_config, text_tokenizer, vocab_size: int, action_di
                           fast_bpe_path: str | None = None):
   """fast_bpe_path: the FAST BPE model (trained by data/prepare.fast_bpe; a run keeps it in assets/)."""
   horizon = tok_config.action_horizon
+  if tok_config.action == "flow":
+    return None
   if tok_config.action == "string":
     return string_actions.StringActionTokenizer(text_tokenizer, horizon, action_dim, tok_config.decimals)
   if tok_config.action == "bins":

@@ -72,8 +72,10 @@ class Progress:
       mfu = f" | MFU {record['mfu']:.1%}"
     eta = (self.total - step) * step_time
     if self.is_main:
+      quality = (f"flow mse {metrics['flow_mse']:.4f}" if "flow_mse" in metrics else
+                 f"tok acc {metrics['token_accuracy']:.3f}")
       self.printer(f"step {step:>6}/{self.total} | loss {metrics['loss']:.4f} | "
-                   f"tok acc {metrics['token_accuracy']:.3f} | {record['examples_per_s']:.1f} ex/s | "
+                   f"{quality} | {record['examples_per_s']:.1f} ex/s | "
                    f"{record['tokens_per_s']:.0f} tok/s | {step_time * 1000:.0f} ms/step{mfu} | "
                    f"data wait {record['data_wait_s'] * 1000:.0f} ms | ETA {format_duration(eta)}", flush=True)
       with open(self.metrics_path, "a") as f:

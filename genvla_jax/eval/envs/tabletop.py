@@ -51,6 +51,15 @@ INSTRUCTIONS = {  # task -> (training wordings, held-out paraphrases)
     "open_drawer": (("open the drawer", "pull the drawer open"), ("slide the drawer out", "get the drawer open")),
     "close_drawer": (("close the drawer", "push the drawer shut"), ("slide the drawer in", "shut the drawer")),
 }
+# training-time instruction augmentation (data/instruction_aug.py; eval/record.py writes the table):
+# wordings that are neither the training ones nor the held-out evaluation paraphrases above
+TRAIN_PARAPHRASES = {
+    "pick_object": ["grab the {a} cube", "pick the {a} cube up", "raise the {a} cube"],
+    "move_near": ["push the {a} cube towards the {b} cube", "set the {a} cube by the {b} cube",
+                  "move the {a} cube to the {b} cube"],
+    "open_drawer": ["draw the drawer open", "open up the drawer"],
+    "close_drawer": ["push the drawer closed", "close up the drawer"],
+}
 ACTION_DIM = 4
 STATE_DIM = 4
 MAX_DELTA = 0.04          # metres per control step
