@@ -201,7 +201,8 @@ def eval_config(env: str, env_kwargs: dict, tasks, protocols, episodes_per_task:
   c.num_envs = num_envs              # environments stepped together (one batched policy call per re-plan)
   c.execute_steps = 1                # actions of each predicted chunk executed before re-planning
   c.seed = 0                         # episode seeds seed, seed+1, ... (recorded demos use seeds >= 100000)
-  c.video_episodes = video_episodes  # per (protocol, task): the first episodes are saved as GIFs
+  c.video_episodes = video_episodes  # per (protocol, task): the first episodes are saved as videos
+  c.video_format = "mp4"             # mp4 | gif
   c.lock()
   return c
 

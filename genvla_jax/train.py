@@ -209,7 +209,8 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
                            metrics_path=os.path.join(workdir, "metrics.jsonl"),
                            log_every=config.train.log_every, printer=printer,
                            tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
-                           flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len),
+                           flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len,
+                                                                config.tokenizer.action_horizon),
                            peak_flops=peak * jax.device_count() if peak else None)
   drift = make_drift_monitor(config, progress)
   stop = _StopSignal()

@@ -57,3 +57,25 @@ def config(demo_dir, cache_dir):
 def prepared(demo_dir, cache_dir):
   from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
   return prepare.prepare(tiny_config(demo_dir, cache_dir).data)
+
+
+TABLETOP_RECORD = dict(env="tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
+
+
+@pytest.fixture(scope="session")
+def recorded(tmp_path_factory):
+  """A small tabletop recording (expert demos as RLDS + VL set + tokenizer), shared by the tests."""
+  from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("tabletop")
+  settings = dict(TABLETOP_RECORD)
+  record.ensure(str(out), settings.pop("env"), **settings)
+  return out
+
+
+def use_recording(config, recorded, cache_dir):
+  """Points a `tabletop` config at the `recorded` fixture, at test sizes (48 px, batch 8)."""
+  config.data.sim_dir = str(recorded)
+  config.data.sim_record = dict(TABLETOP_RECORD)
+  config.model.image_size = 48
+  config.data.cache_dir = str(cache_dir)
+  config.data.batch_size = 8

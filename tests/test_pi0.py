@@ -76,22 +76,26 @@ def test_prefix_ignores_the_expert_and_training_equals_cached_inference(model_an
   x_t = rng.standard_normal((2, H, D)).astype(np.float32)
   t = np.array([0.3, 0.9], np.float32)
   state = rng.standard_normal((2, S)).astype(np.float32)
-  logits, v = model.apply({"params": params}, images, tokens, mask, ar, x_t, t, state,
-                          method=model.flow_forward)
-  plain = model.apply({"params": params}, images, tokens, mask, ar)
-  # the prefix never attends the expert (padded positions attend nothing: their outputs are arbitrary)
-  np.testing.assert_allclose(np.asarray(logits)[mask], np.asarray(plain)[mask], rtol=1e-5, atol=1e-5)
-  cache, valid, nxt = model.apply({"params": params}, images, tokens, mask, H, method=model.prefix_cache)
-  v_cached = model.apply({"params": params}, cache, valid, nxt, x_t, t, state, method=model.velocity)
-  np.testing.assert_allclose(v, v_cached, rtol=1e-5, atol=1e-6)
-  # padding: row 1's prompt padding changes nothing (same prompt without the padded slots, alone)
-  _, v_short = model.apply({"params": params}, images[1:], tokens[1:, :3], mask[1:, :3], ar[1:, :3],
-                           x_t[1:], t[1:], state[1:], method=model.flow_forward)
-  np.testing.assert_allclose(v[1:], v_short, rtol=1e-4, atol=1e-5)
-  # the state token and the noisy actions matter
-  _, v_other = model.apply({"params": params}, images, tokens, mask, ar, x_t, t, state + 1.0,
+
+  @jax.jit
+  def everything(p):
+    v = {"params": p}
+    logits, vel = model.apply(v, images, tokens, mask, ar, x_t, t, state, method=model.flow_forward)
+    plain = model.apply(v, images, tokens, mask, ar)
+    cache, valid, nxt = model.apply(v, images, tokens, mask, H, method=model.prefix_cache)
+    cached = model.apply(v, cache, valid, nxt, x_t, t, state, method=model.velocity)
+    _, short = model.apply(v, images[1:], tokens[1:, :3], mask[1:, :3], ar[1:, :3], x_t[1:], t[1:], state[1:],
                            method=model.flow_forward)
-  assert np.abs(np.asarray(v_other) - np.asarray(v)).max() > 1e-4
+    _, other = model.apply(v, images, tokens, mask, ar, x_t, t, state + 1.0, method=model.flow_forward)
+    return logits, plain, vel, cached, short, other
+
+  logits, plain, v, v_cached, v_short, v_other = map(np.asarray, everything(params))
+  # the prefix never attends the expert (padded positions attend nothing: their outputs are arbitrary)
+  np.testing.assert_allclose(logits[mask], plain[mask], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(v, v_cached, rtol=1e-5, atol=1e-6)  # training forward == cached inference
+  # padding: row 1's prompt padding changes nothing (same prompt without the padded slots, alone)
+  np.testing.assert_allclose(v[1:], v_short, rtol=1e-4, atol=1e-5)
+  assert np.abs(v_other - v).max() > 1e-4  # the state token matters
 
 
 def test_sampler_recovers_a_memorised_action_chunk():

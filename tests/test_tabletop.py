@@ -88,14 +88,6 @@ def test_wilson_interval_reference_values():
   assert abs(low - 0.2366) < 1e-3 and abs(high - 0.7634) < 1e-3
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-  from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
-  out = tmp_path_factory.mktemp("tabletop")
-  record.ensure(str(out), "tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
-  return out
-
-
 def test_recorded_demonstrations_read_back_as_rlds(recorded):
   from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
   from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
@@ -126,14 +118,9 @@ def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_di
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
   from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from conftest import use_recording  # pylint: disable=g-import-not-at-top
   config = pi0_plus.get_config("tabletop")
-  config.unlock()
-  config.data.sim_dir = str(recorded)
-  config.data.sim_record = dict(env="tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4,
-                                image_size=48)
-  config.model.image_size = 48
-  config.data.cache_dir = str(cache_dir)
-  config.data.batch_size = 8
+  use_recording(config, recorded, cache_dir)
   config.train.update(steps=2, log_every=1, checkpoint_every=2)
   workdir = tmp_path / "run"
   train.train(config, str(workdir), printer=lambda *a, **k: None)
@@ -164,3 +151,27 @@ def test_harness_rejects_a_policy_of_the_wrong_shape():
   with pytest.raises(ValueError, match="expected"):
     harness.run(Wrong(), lambda: tabletop.TabletopEnv(32), tasks=["pick_object"], protocols=["visual_matching"],
                 episodes_per_task=1, num_envs=1, printer=lambda *a, **k: None)
+
+
+def test_rollout_videos_mp4_and_gif(tmp_path):
+  import cv2  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  frames = [np.full((8, 8, 3), 40 * i, np.uint8) for i in range(5)]
+  results = [harness.EpisodeResult("visual_matching", "pick_object", 3, "pick up the red cube", True, 4,
+                                   frames=frames)]
+  for fmt in ("mp4", "gif"):
+    report.write(results, str(tmp_path / fmt), "t", video_format=fmt)
+    assert os.listdir(tmp_path / fmt / "videos") == [f"visual_matching-pick_object-seed3-success.{fmt}"]
+  capture = cv2.VideoCapture(str(tmp_path / "mp4" / "videos" / "visual_matching-pick_object-seed3-success.mp4"))
+  decoded = []
+  while True:
+    ok, frame = capture.read()
+    if not ok:
+      break
+    decoded.append(frame)
+  assert len(decoded) == 5 and decoded[0].shape == (24, 24, 3)  # scaled 3x
+  assert [abs(float(f.mean()) - 40 * i) < 8 for i, f in enumerate(decoded)] == [True] * 5
+  gif = Image.open(tmp_path / "gif" / "videos" / "visual_matching-pick_object-seed3-success.gif")
+  assert gif.n_frames == 5 and gif.size == (24, 24)
+  with pytest.raises(ValueError, match="video_format"):
+    report.write(results, str(tmp_path / "x"), "t", video_format="avi")

@@ -4,7 +4,7 @@ r"""Closed-loop evaluation of a trained policy (or of the environment's scripted
   python -m genvla_jax.eval --config=configs/eval_tabletop.py:quick --expert --out=/tmp/expert_eval
 
 Writes to --out (default WORKDIR/eval/<env>): results.json (summary with 95% intervals + every
-episode), report.md, success.png, videos/*.gif; prints the report.
+episode), report.md, success.png, videos/*.mp4 (or .gif: video_format); prints the report.
 """
 
 import os
@@ -44,7 +44,8 @@ def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> di
                         execute_steps=eval_config.execute_steps, seed=eval_config.seed,
                         video_episodes=eval_config.video_episodes, printer=printer)
   summary = report.write(results, out_dir, title, extra={"eval_config": eval_config.to_dict(),
-                                                         "seconds": time.perf_counter() - started})
+                                                         "seconds": time.perf_counter() - started},
+                         video_format=eval_config.get("video_format", "mp4"))
   printer(open(os.path.join(out_dir, "report.md")).read())
   return summary
 

@@ -10,7 +10,9 @@ videos (eval/report.py writes them).
 The policy is any object with `act(images uint8 [B,S,S,3], instructions) -> (actions [B,H,D], valid)`
 in the environment's action units, optionally `reset()` (called before each group: speculative
 drafts must not leak between episodes) and `uses_state` (then act() also gets `states` [B,S] from the
-observations' "state") — `inference.policy.Policy` is one.
+observations' "state") and `fixed_shapes` (then act() gets full_width=True: prompts padded to one
+width, so a batch size compiles once instead of once per instruction length) — `inference.policy.Policy`
+is one.
 """
 
 import dataclasses
@@ -67,7 +69,7 @@ def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -
   while not all(done):
     # every environment stays in the batch until all are done, so the policy's rows (and its per-row
     # drafts) keep their meaning; finished ones are simply not stepped
-    extra = {}
+    extra = {"full_width": True} if getattr(policy, "fixed_shapes", False) else {}
     if getattr(policy, "uses_state", False):  # π0 with a state token
       extra["states"] = np.stack([o["state"] for o in observations])
     actions, valid = policy.act(np.stack([o["image"] for o in observations]),

@@ -102,8 +102,29 @@ def write_gif(frames, path: str, fps: int = 10, scale: int = 3):
   images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
 
-def write(results, out_dir: str, title: str, extra: dict | None = None) -> dict:
-  """results.json (summary + every episode), report.md, success.png, videos/*.gif. -> summary."""
+def write_mp4(frames, path: str, fps: int = 10, scale: int = 3):
+  """H.264-compatible MPEG-4 part 2 ('mp4v', what OpenCV's bundled FFmpeg writes without extra codecs)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  h, w = frames[0].shape[:2]
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w * scale, h * scale))
+  if not writer.isOpened():
+    raise RuntimeError(f"OpenCV cannot write {path} (no mp4v encoder); use video_format='gif'")
+  try:
+    for f in frames:
+      big = cv2.resize(np.asarray(f), (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
+      writer.write(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+  finally:
+    writer.release()
+
+
+VIDEO_WRITERS = {"mp4": write_mp4, "gif": write_gif}
+
+
+def write(results, out_dir: str, title: str, extra: dict | None = None, video_format: str = "mp4") -> dict:
+  """results.json (summary + every episode), report.md, success.png, videos/*.<video_format>
+  (mp4 | gif). -> summary."""
+  if video_format not in VIDEO_WRITERS:
+    raise ValueError(f"unknown video_format {video_format!r}; choose one of {sorted(VIDEO_WRITERS)}")
   os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
   summary = summarize(results)
   episodes = [{k: v for k, v in dataclasses.asdict(r).items() if k != "frames"} for r in results]
@@ -115,5 +136,6 @@ def write(results, out_dir: str, title: str, extra: dict | None = None) -> dict:
   for r in results:
     if r.frames:
       outcome = "success" if r.success else "failure"
-      write_gif(r.frames, os.path.join(out_dir, "videos", f"{r.protocol}-{r.task}-seed{r.seed}-{outcome}.gif"))
+      name = f"{r.protocol}-{r.task}-seed{r.seed}-{outcome}.{video_format}"
+      VIDEO_WRITERS[video_format](r.frames, os.path.join(out_dir, "videos", name))
   return summary

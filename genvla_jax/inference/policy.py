@@ -106,6 +106,8 @@ class Policy:
     width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
     return pixels, tokens[:, :width], mask[:, :width]
 
+  fixed_shapes = True  # act(full_width=True) is supported (closed-loop harness, server)
+
   @property
   def uses_state(self) -> bool:
     """True when act() needs `states` (π0 with a state token)."""

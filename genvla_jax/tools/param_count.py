@@ -2,6 +2,7 @@ r"""Parameter counts of the full-size models, from `jax.eval_shape` (nothing is 
 
   python -m genvla_jax.tools.param_count            # every PaliGemma backbone, single and dual tower
   python -m genvla_jax.tools.param_count --config=configs/pi0_plus.py:full,backbone=paligemma2_448
+  python -m genvla_jax.tools.param_count --config=configs/pi0_baseline.py   # π0 (7-D actions, 8-D state)
 """
 
 import dataclasses
@@ -18,7 +19,7 @@ FLAGS = flags.FLAGS
 
 
 def count(model: vlm.VLA, image_size: int) -> dict[str, int]:
-  """-> parameters per top-level part (img, img_frozen, projector, llm) and "total"."""
+  """-> parameters per top-level part (img, img_frozen, projector, llm, expert) and "total"."""
   shapes = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), image_size))
   parts = {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v))) for k, v in shapes.items()}
   return dict(parts, total=sum(parts.values()))
@@ -45,6 +46,9 @@ def main(argv):
   if FLAGS.config is None:
     print("\n".join(table()))
     return
+  expert = FLAGS.config.model.action_expert
+  if expert.width and not expert.action_dim:  # resolved from the data at training time; RT-1 sizes here
+    expert.action_dim, expert.state_dim = 7, 8
   model = vlm.from_config(FLAGS.config.model)
   c = count(model, FLAGS.config.model.image_size)
   print("\n".join(f"{k:<12} {v:>14,d}" for k, v in c.items()))

@@ -29,8 +29,9 @@ def peak_flops(device, override: float = 0.0) -> float | None:
   return None
 
 
-def model_flops(model_config, batch: int, text_len: int) -> float:
-  """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each."""
+def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1) -> float:
+  """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each (π0: plus
+  the action expert's state + `action_horizon` action tokens attending to the prefix)."""
   img, llm = model_config.img, model_config.llm
   patches = (model_config.image_size // img.patch_size) ** 2
   seq = patches + text_len
@@ -46,6 +47,14 @@ def model_flops(model_config, batch: int, text_len: int) -> float:
   flops += 6 * towers * img.width * d * batch * patches                      # projector
   if model_config.dual_encoder:  # the frozen tower: forward only
     flops += 2 * tower_params * batch * patches + 4 * img.depth * batch * patches ** 2 * img.width
+  expert = model_config.get("action_expert")
+  if expert and expert.width:
+    suffix = action_horizon + 1
+    we = expert.width
+    expert_params = llm.depth * (we * llm.num_heads * llm.head_dim * 2 + 2 * we * llm.num_kv_heads * llm.head_dim
+                                 + 3 * we * expert.mlp_dim) + 3 * we * we
+    flops += 6 * expert_params * batch * suffix
+    flops += 12 * llm.depth * batch * suffix * (seq + suffix) * llm.num_heads * llm.head_dim
   return float(flops)
 
 

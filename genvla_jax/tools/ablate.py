@@ -1,0 +1,237 @@
+r"""The ablation grid in one command: train and evaluate chosen rows of the paper's Table II, write the
+table (per-task closed-loop success + average, per protocol) and the offline metrics per row.
+
+  python -m genvla_jax.tools.ablate --workdir=/tmp/ablation --variant=tabletop \
+      --rows=base,D,S,C,DS,SC,DSC,pi0 --eval_config=configs/eval_tabletop.py:quick --set=train.steps=1500
+  python -m genvla_jax.tools.ablate --workdir=gs://.../ablation --variant=full --rows=DSC,pi0 \
+      --eval_config=configs/eval_simpler.py --set=data.rlds_root=/data/oxe ...       # cluster sizes
+
+Rows (all on the config's PaliGemma backbone; D = dual encoder, S = string actions (else 256 bins),
+C = co-training with VL data):
+  base            no D/S/C: 256-bin action tokens, one tower, robot data only (OpenVLA-style head)
+  D S C DS SC DC  the switches on (configs/pi0_plus.py:<variant>,ablation=<letters>)
+  DSC             π0+ (the recipe)
+  pi0             π0 with instruction augmentation (configs/pi0_baseline.py:<variant>)
+`--variant` is the config variant every row uses (tabletop | metaworld | demo | full); `--set=KEY=VALUE`
+overrides a config value in every row, `--eval_set=KEY=VALUE` one of the eval config (both repeatable;
+the value is parsed as a Python literal when it is one, e.g. `--eval_set=env_kwargs.max_steps=40`). `--eval_config=none` skips closed-loop evaluation (offline metrics only; the `demo` variant has
+no simulator).
+
+Each row trains in WORKDIR/<row> (a rerun resumes unfinished training and reuses a finished row's
+WORKDIR/<row>/ablation_row.json when its step count and eval config match), then: action error on the robot data's val split against the mean action, last logged
+answer-token accuracy (token rows) or flow MSE (π0), exact-match accuracy on the VL val set next to
+the training VL set (`val.json`, when there is one) answered by unconstrained greedy decoding, and the
+closed-loop evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
+"""
+
+import ast
+import importlib.util
+import json
+import os
+import time
+
+from absl import app, flags, logging
+import numpy as np
+
+from genvla_jax import predict, train
+from genvla_jax.data import preprocess, vl as vl_lib
+
+ROWS = {  # row -> (config file, argument after the variant, label in the table)
+    "base": ("pi0_plus", "ablation=", "no D/S/C (bins)"),
+    "D": ("pi0_plus", "ablation=D", "+D"),
+    "S": ("pi0_plus", "ablation=S", "+S"),
+    "C": ("pi0_plus", "ablation=C", "+C"),
+    "DS": ("pi0_plus", "ablation=DS", "+DS"),
+    "SC": ("pi0_plus", "ablation=SC", "+SC"),
+    "DC": ("pi0_plus", "ablation=DC", "+DC"),
+    "DSC": ("pi0_plus", "ablation=DSC", "π0+ (DSC)"),
+    "pi0": ("pi0_baseline", "", "π0 w/ Inst. Aug."),
+}
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "configs")
+
+
+def load_config_file(path_and_arg: str):
+  """'configs/x.py:arg' -> x.get_config(arg) (the same syntax as --config)."""
+  path, _, arg = path_and_arg.partition(":")
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def row_config(row: str, variant: str):
+  if row not in ROWS:
+    raise ValueError(f"unknown ablation row {row!r}; rows: {list(ROWS)}")
+  file, arg, _ = ROWS[row]
+  return load_config_file(os.path.join(CONFIG_DIR, f"{file}.py") + ":" + ",".join(a for a in (variant, arg) if a))
+
+
+def apply_override(config, assignment: str):
+  """'train.steps=1500' -> config.train.steps = 1500 (unknown keys raise; literals parsed)."""
+  key, sep, text = assignment.partition("=")
+  if not sep:
+    raise ValueError(f"--set expects KEY=VALUE, got {assignment!r}")
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  *parents, leaf = key.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  if leaf not in node:
+    raise KeyError(f"--set {assignment}: the config has no key {key!r}")
+  node[leaf] = value
+
+
+def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: int) -> dict:
+  out = {}
+  errors = predict.evaluate_split(policy, "val", num_examples)
+  out["action_mae_normalized"] = float(np.mean([e["mae_normalized"] for e in errors.values()]))
+  out["baseline_mae_normalized"] = float(np.mean([e["baseline_mae_normalized"] for e in errors.values()]))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    last = [json.loads(line) for line in f if line.strip()][-1]
+  out["train_steps"] = int(last["step"])
+  out["robot_token_accuracy"] = last["robot_token_accuracy"] if "flow_mse" not in last else None
+  out["flow_mse"] = last.get("flow_mse")
+  out["vqa_exact_match"] = vqa_accuracy(policy, config, vqa_limit)
+  return out
+
+
+def vqa_accuracy(policy, config, limit: int) -> float | None:
+  """Exact match on the `val.json` next to each training VL set (None when there is none)."""
+  from genvla_jax.eval import vqa, vqa_metrics  # pylint: disable=g-import-not-at-top
+  examples = []
+  for entry in config.data.vl:
+    train_path = os.path.join(os.path.expanduser(config.data.vl_root), entry["path"])
+    val_path = os.path.join(os.path.dirname(train_path), "val.json")
+    if os.path.exists(val_path):
+      examples += vl_lib.load_llava_json(val_path)
+  if not examples:
+    return None
+  examples = examples[:limit]
+  answerer = vqa.Answerer(policy)
+  predictions = []
+  for start in range(0, len(examples), 16):
+    chunk = examples[start:start + 16]
+    images = [preprocess.decode_image(open(e["image_path"], "rb").read()) for e in chunk]
+    predictions += answerer.answer(images, [e["question"] for e in chunk])
+  return float(np.mean([vqa_metrics.exact_match(p, e["answer"]) for p, e in zip(predictions, examples)]))
+
+
+def run(rows, variant: str, workdir: str, eval_config=None, configure=None, num_examples: int = 200,
+        vqa_limit: int = 200, printer=print) -> dict:
+  """Trains / evaluates every row (resumable) and writes ablation.md + ablation.json. `configure`:
+  fn(config) applied to every row's config (e.g. overrides). -> {row: results}."""
+  from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  results = {}
+  for n, row in enumerate(rows):
+    config = row_config(row, variant)
+    if configure:
+      configure(config)
+    row_dir = os.path.join(workdir, row)
+    row_file = os.path.join(row_dir, "ablation_row.json")
+    if os.path.exists(row_file):  # finished earlier with the same number of steps: reuse
+      with open(row_file) as f:
+        result = json.load(f)
+      wanted = None if eval_config is None else json.loads(json.dumps(eval_config.to_dict()))
+      if result["train_steps"] == config.train.steps and wanted in (None, result.get("eval_config")):
+        printer(f"[ablation] row {n + 1}/{len(rows)}: {row} done earlier ({row_file})", flush=True)
+        results[row] = result
+        continue
+    started = time.perf_counter()
+    printer(f"[ablation] row {n + 1}/{len(rows)}: {row} ({ROWS[row][2]}) in {row_dir}", flush=True)
+    train.train(config, row_dir, printer=printer)
+    policy = policy_lib.Policy.from_workdir(row_dir)
+    result = {"label": ROWS[row][2], **offline_metrics(policy, config, row_dir, num_examples, vqa_limit)}
+    if eval_config is not None:
+      result["closed_loop"] = evaluate(eval_config, policy, os.path.join(row_dir, "eval", eval_config.env),
+                                       f"{eval_config.env}: {ROWS[row][2]}", printer=printer)
+      result["eval_config"] = eval_config.to_dict()
+    result["seconds"] = time.perf_counter() - started
+    with open(row_file, "w") as f:
+      json.dump(result, f, indent=1)
+    results[row] = result
+    write(results, workdir, variant, eval_config)  # after every row: a partial grid is already readable
+  return results
+
+
+def _rate(cell) -> str:
+  return f"{cell['success_rate']:.0%}"
+
+
+def markdown(results: dict, variant: str, eval_config=None) -> str:
+  lines = [f"# Ablation grid ({variant})", ""]
+  if eval_config is not None:
+    tasks = list(eval_config.tasks)
+    lines += [f"Closed-loop success on {eval_config.env}, {eval_config.episodes_per_task} episodes per task "
+              "and protocol (Average = mean over tasks, as in the paper's Table II; 95% intervals in each "
+              "row's eval/ report).", ""]
+    for protocol in eval_config.protocols:
+      lines += [f"## {protocol}", "", "| Model | " + " | ".join(tasks) + " | Average |",
+                "|---" * (len(tasks) + 2) + "|"]
+      for r in results.values():
+        cells = r["closed_loop"]["protocols"][protocol]["tasks"]
+        rates = [cells[t]["success_rate"] for t in tasks]
+        lines.append(f"| {r['label']} | " + " | ".join(_rate(cells[t]) for t in tasks) +
+                     f" | {np.mean(rates):.0%} |")
+      lines.append("")
+  lines += ["## Offline metrics", "",
+            "| Model | action MAE (normalized) | mean-action MAE | robot token acc. | flow MSE | VQA exact match "
+            "| steps |", "|---" * 7 + "|"]
+
+  def fmt(v, spec=".3f"):
+    return "-" if v is None else format(v, spec)
+
+  for r in results.values():
+    lines.append(f"| {r['label']} | {fmt(r['action_mae_normalized'])} | {fmt(r['baseline_mae_normalized'])} | "
+                 f"{fmt(r['robot_token_accuracy'])} | {fmt(r['flow_mse'])} | {fmt(r['vqa_exact_match'])} | "
+                 f"{r['train_steps']} |")
+  return "\n".join(lines) + "\n"
+
+
+def write(results: dict, workdir: str, variant: str, eval_config=None):
+  with open(os.path.join(workdir, "ablation.md"), "w") as f:
+    f.write(markdown(results, variant, eval_config))
+  with open(os.path.join(workdir, "ablation.json"), "w") as f:
+    json.dump({"variant": variant, "eval_config": eval_config.to_dict() if eval_config else None,
+               "rows": results}, f, indent=1)
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  rows = [r for r in FLAGS.rows.split(",") if r]
+  for r in rows:  # fail before training anything
+    row_config(r, FLAGS.variant)
+  eval_config = None if FLAGS.eval_config == "none" else load_config_file(FLAGS.eval_config)
+  if eval_config is not None:
+    for assignment in FLAGS.eval_set:
+      apply_override(eval_config, assignment)
+
+  def configure(config):
+    for assignment in FLAGS.set:
+      apply_override(config, assignment)
+
+  run(rows, FLAGS.variant, FLAGS.workdir, eval_config, configure, FLAGS.num_examples, FLAGS.vqa_limit)
+  print(open(os.path.join(os.path.expanduser(FLAGS.workdir), "ablation.md")).read())
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "one run directory per row below this", required=True)
+  flags.DEFINE_string("rows", "base,D,S,C,DS,SC,DSC,pi0", f"comma-separated rows of {list(ROWS)}")
+  flags.DEFINE_string("variant", "tabletop", "config variant of every row: tabletop | metaworld | demo | full")
+  flags.DEFINE_string("eval_config", "configs/eval_tabletop.py:quick", "eval config file[:arg], or none")
+  flags.DEFINE_multi_string("set", [], "KEY=VALUE config override for every row (repeatable)")
+  flags.DEFINE_multi_string("eval_set", [], "KEY=VALUE override of the eval config (repeatable)")
+  flags.DEFINE_integer("num_examples", 200, "val frames for the offline action error")
+  flags.DEFINE_integer("vqa_limit", 200, "VL val questions for the VQA accuracy")
+  app.run(main)
