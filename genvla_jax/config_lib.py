@@ -12,6 +12,15 @@ import ml_collections
 
 from genvla_jax.data import registry
 
+# Llama 2 options of the one decoder (models/gemma.py); LLAMA2_7B as OpenVLA uses it (vocabulary padded
+# from 32000 to 32064 for tensor-core-friendly shapes).
+_LLAMA2 = dict(query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None,
+               final_logits_softcap=None, sliding_window=None, norm_offset=0.0, norm_eps=1e-5,
+               activation="silu", scale_embeddings=False, tie_embeddings=False)
+LLAMA2_7B = dict(vocab_size=32_064, width=4096, depth=32, mlp_dim=11_008, num_heads=32, num_kv_heads=32,
+                 head_dim=128, **_LLAMA2)
+LLAMA2_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=352, num_heads=4, num_kv_heads=4,
+                   head_dim=32, **_LLAMA2)
 # Published sizes. SigLIP So400m/14 + Gemma 2B = PaliGemma-3B; SigLIP So400m/14 + Gemma 2 2B = PaliGemma 2 3B.
 SIGLIP_SO400M_14 = dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16, posemb_std=None)
 _GEMMA1 = dict(query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None,

@@ -1,12 +1,15 @@
 """Gemma-style decoder: RMSNorm, RoPE, GeGLU, multi-query / grouped-query attention, tied embeddings.
 Gemma 2 options: post-attention / post-FFW norms, attention and final logit soft-capping, sliding-window
 attention on the even layers (0, 2, ...) alternating with global attention.
+Llama 2 is the same decoder with other options (config_lib.LLAMA2_7B): RMSNorm weight used as is
+(norm_offset 0, not Gemma's 1 + w) with eps 1e-5, SwiGLU (activation "silu"), no sqrt(width) scaling of
+the embeddings, an untied output head (embedder/output_embedding [V,D]), multi-head attention.
 
 One implementation serves every model variant and both training and cached decoding. The caller builds
 the attention mask (prefix-LM, see `masks.py`) and positions; the decoder only applies them.
 
 Parameter names follow the big_vision PaliGemma release (L = depth stacked on axis 0):
-  embedder/input_embedding [V,D]
+  embedder/input_embedding [V,D]   (+ embedder/output_embedding [V,D] when untied: Llama)
   layers/pre_attention_norm/scale [L,D]
   layers/attn/q_einsum/w [L,N,D,Hd]          N query heads
   layers/attn/kv_einsum/w [L,2,K,D,Hd]       K key/value heads (K=1: multi-query)
@@ -38,12 +41,21 @@ def _init(in_axis, out_axis, batch_axis=()):
 
 
 class RMSNorm(nn.Module):
+  """y = x / rms(x) * (offset + scale): Gemma stores scale - 1 (offset 1, init 0), Llama the weight
+  itself (offset 0, init 1)."""
+  offset: float = 1.0
+  eps: float = 1e-6
+
   @nn.compact
   def __call__(self, x):  # [..., D]
-    scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
+    init = nn.initializers.zeros_init() if self.offset else nn.initializers.ones_init()
+    scale = self.param("scale", init, (x.shape[-1],))
     var = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
-    y = x.astype(jnp.float32) * jax.lax.rsqrt(var + 1e-6)
-    return (y * (1 + scale.astype(jnp.float32))).astype(x.dtype)
+    y = x.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
+    return (y * (self.offset + scale.astype(jnp.float32))).astype(x.dtype)
+
+
+ACTIVATIONS = {"gelu_tanh": lambda x: nn.gelu(x, approximate=True), "silu": nn.silu}
 
 
 def apply_rope(x, positions, max_wavelength=10_000):
@@ -81,6 +93,7 @@ class Attention(nn.Module):
   attn_logits_softcap: float | None = None
   sliding_window: int | None = None
   dtype: str = "float32"
+  rope_max_wavelength: float = 10_000
 
   @nn.compact
   def __call__(self, x, is_local, positions, attn_mask, window_ok, cache=None, cache_index=0):
@@ -94,7 +107,8 @@ class Attention(nn.Module):
                     jnp.float32)
     q = constrain(jnp.einsum("BTD,NDH->BTNH", x, wq.astype(self.dtype)), BATCH, None, MODEL, None)
     k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(self.dtype))
-    q, k = apply_rope(q, positions), apply_rope(k, positions)
+    q = apply_rope(q, positions, self.rope_max_wavelength)
+    k = apply_rope(k, positions, self.rope_max_wavelength)
     new_cache = None
     if cache is not None:
       start = (0, cache_index, 0, 0)
@@ -109,8 +123,10 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
+  """Gated MLP: act(x W_gate) * (x W_up) W_down; act = gelu_tanh (Gemma: GeGLU) or silu (Llama: SwiGLU)."""
   mlp_dim: int
   dtype: str = "float32"
+  activation: str = "gelu_tanh"
 
   @nn.compact
   def __call__(self, x):  # [B,T,D] -> [B,T,D]
@@ -118,7 +134,7 @@ class FeedForward(nn.Module):
     w_gating = self.param("gating_einsum", _init(1, 2, (0,)), (2, d, self.mlp_dim), jnp.float32)
     w_linear = self.param("linear", _init(0, 1), (self.mlp_dim, d), jnp.float32)
     gate, up = jnp.einsum("BTD,CDF->CBTF", x, w_gating.astype(self.dtype))
-    hidden = constrain(nn.gelu(gate, approximate=True) * up, BATCH, None, MODEL)  # [B,T,F]
+    hidden = constrain(ACTIVATIONS[self.activation](gate) * up, BATCH, None, MODEL)  # [B,T,F]
     return jnp.einsum("BTF,FD->BTD", hidden, w_linear.astype(self.dtype))
 
 
@@ -133,20 +149,25 @@ class Block(nn.Module):
   attn_logits_softcap: float | None = None
   sliding_window: int | None = None
   dtype: str = "float32"
+  norm_offset: float = 1.0
+  norm_eps: float = 1e-6
+  activation: str = "gelu_tanh"
+  rope_max_wavelength: float = 10_000
 
   @nn.compact
   def __call__(self, x, cache, is_local, positions, attn_mask, window_ok, cache_index):
-    y = RMSNorm(name="pre_attention_norm")(x)
+    norm = lambda name: RMSNorm(self.norm_offset, self.norm_eps, name=name)  # pylint: disable=unnecessary-lambda-assignment
+    y = norm("pre_attention_norm")(x)
     y, new_cache = Attention(self.num_heads, self.num_kv_heads, self.head_dim,
                              self.query_pre_attn_scalar, self.attn_logits_softcap, self.sliding_window,
-                             self.dtype, name="attn")(
+                             self.dtype, self.rope_max_wavelength, name="attn")(
                                  y, is_local, positions, attn_mask, window_ok, cache, cache_index)
     if self.post_norms:
-      y = RMSNorm(name="post_attention_norm")(y)
+      y = norm("post_attention_norm")(y)
     x = x + y
-    y = FeedForward(self.mlp_dim, self.dtype, name="mlp")(RMSNorm(name="pre_ffw_norm")(x))
+    y = FeedForward(self.mlp_dim, self.dtype, self.activation, name="mlp")(norm("pre_ffw_norm")(x))
     if self.post_norms:
-      y = RMSNorm(name="post_ffw_norm")(y)
+      y = norm("post_ffw_norm")(y)
     return constrain(x + y, BATCH, None, None), new_cache
 
 
@@ -163,12 +184,19 @@ class Gemma(nn.Module):
   attn_logits_softcap: Optional[float] = None    # Gemma 2: 50
   final_logits_softcap: Optional[float] = None   # Gemma 2: 30
   sliding_window: Optional[int] = None           # Gemma 2: 4096, on even layers
+  norm_offset: float = 1.0                       # RMSNorm scale offset: Gemma 1.0, Llama 0.0
+  norm_eps: float = 1e-6                         # Llama 2: 1e-5
+  activation: str = "gelu_tanh"                  # Llama: "silu" (SwiGLU)
+  scale_embeddings: bool = True                  # embeddings * sqrt(width) (Gemma); Llama: False
+  tie_embeddings: bool = True                    # logits from the input table (Gemma); Llama: lm_head
+  rope_max_wavelength: float = 10_000
   dtype: str = "float32"
   remat_policy: str = "none"
   scan_unroll: int = 1  # layers per scan iteration; decoding unrolls all (vlm.for_decoding)
 
   def setup(self):
-    self.embedder = Embedder(self.vocab_size, self.width, name="embedder")
+    self.embedder = Embedder(self.vocab_size, self.width, self.scale_embeddings, self.tie_embeddings,
+                             name="embedder")
     block = remat.wrap(Block, self.remat_policy)
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth,
@@ -176,8 +204,9 @@ class Gemma(nn.Module):
         unroll=self.scan_unroll)(
             self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim,
             self.query_pre_attn_scalar or self.head_dim, self.post_norms, self.attn_logits_softcap,
-            self.sliding_window, self.dtype)
-    self.final_norm = RMSNorm()
+            self.sliding_window, self.dtype, self.norm_offset, self.norm_eps, self.activation,
+            self.rope_max_wavelength)
+    self.final_norm = RMSNorm(self.norm_offset, self.norm_eps)
 
   def embed(self, tokens):  # [B,T] int -> [B,T,D]
     return self.embedder.encode(tokens).astype(self.dtype)
@@ -218,18 +247,25 @@ class Gemma(nn.Module):
 
 
 class Embedder(nn.Module):
+  """input_embedding [V,D] (tokens -> vectors, times sqrt(D) when `scale`); logits from the same table
+  (`tied`, Gemma) or from output_embedding [V,D] (Llama's lm_head)."""
   vocab_size: int
   width: int
+  scale: bool = True
+  tied: bool = True
 
   def setup(self):
-    self.input_embedding = self.param("input_embedding", nn.initializers.normal(stddev=self.width**-0.5),
-                                      (self.vocab_size, self.width), jnp.float32)
+    init = nn.initializers.normal(stddev=self.width**-0.5)
+    self.input_embedding = self.param("input_embedding", init, (self.vocab_size, self.width), jnp.float32)
+    if not self.tied:
+      self.output_embedding = self.param("output_embedding", init, (self.vocab_size, self.width), jnp.float32)
 
   def encode(self, tokens):
-    return self.input_embedding[tokens] * jnp.sqrt(jnp.float32(self.width))
+    x = self.input_embedding[tokens]
+    return x * jnp.sqrt(jnp.float32(self.width)) if self.scale else x
 
   def decode(self, hidden):
     """[B,T,D] -> float32 logits [B,T,V]: the table is read in the compute dtype (a bf16 model never
     materialises a float32 copy of its 257k x D embedding), accumulation is float32."""
-    return jnp.einsum("BTD,VD->BTV", hidden, self.input_embedding.astype(hidden.dtype),
-                      preferred_element_type=jnp.float32)
+    table = self.input_embedding if self.tied else self.output_embedding
+    return jnp.einsum("BTD,VD->BTV", hidden, table.astype(hidden.dtype), preferred_element_type=jnp.float32)

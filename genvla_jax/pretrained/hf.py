@@ -25,6 +25,7 @@ _PREFIXES = (  # (prefix in some transformers version, canonical prefix); longes
     ("model.multi_modal_projector.", "projector."), ("multi_modal_projector.", "projector."),
     ("language_model.model.", "llm."), ("model.language_model.", "llm."),
     ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."),
+    ("model.", "llm."),  # a plain LlamaForCausalLM / GemmaForCausalLM (after the PaliGemma "model.*" forms)
 )
 _ON_DISK = {"vision.": "vision_tower.vision_model.", "projector.": "multi_modal_projector.",
             "llm.": "language_model.model."}
@@ -148,8 +149,14 @@ def model_config(hf_config: dict) -> dict:
 
 def load(path: str, abstract_params) -> dict:
   """Single-tower abstract params (with shardings) -> params read from the HF checkpoint at `path`."""
-  ckpt = HFCheckpoint(path)
   post_norms = "llm/layers/post_attention_norm/scale" in loading.leaves(abstract_params)
+  return load_with_rules(path, abstract_params, mapping.paligemma_rules(post_norms))
+
+
+def load_with_rules(path: str, abstract_params, rules) -> dict:
+  """Any safetensors checkpoint whose canonical tensor names the `rules` (mapping.py) cover, e.g.
+  mapping.llama_rules() for a LlamaForCausalLM under {"llm": ...}. Streamed and placed as `load`."""
+  ckpt = HFCheckpoint(path)
 
   def fetch(rule, layer, dims):
     names = [n.format(i=layer) for n in rule.hf]
@@ -163,7 +170,7 @@ def load(path: str, abstract_params) -> dict:
   def source(rule, layer):
     return " + ".join(ckpt.stored_name(n.format(i=layer)) for n in rule.hf)
 
-  return loading.assemble(abstract_params, mapping.paligemma_rules(post_norms), fetch, source)
+  return loading.assemble(abstract_params, rules, fetch, source)
 
 
 def hf_config(model_config, image_token_index: int | None = None) -> dict:

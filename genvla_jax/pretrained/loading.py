@@ -25,13 +25,17 @@ def leaves(abstract_params) -> dict:
 
 
 def head_counts(abstract_params) -> dict[str, dict]:
-  """Attention head counts the layout transforms need, read off the target shapes."""
+  """Attention head counts the layout transforms need, read off the target shapes, per top-level part
+  (parts without attention get none)."""
   targets = leaves(abstract_params)
-  vision = targets["img/blocks/MultiHeadDotProductAttention_0/query/kernel"].shape  # [L,D,heads,hd]
-  q = targets["llm/layers/attn/q_einsum"].shape                                    # [L,N,D,H]
-  kv = targets["llm/layers/attn/kv_einsum"].shape                                  # [L,2,K,D,H]
-  return {"img": dict(heads=vision[2]), "projector": {},
-          "llm": dict(heads=q[1], kv_heads=kv[2])}
+  dims = {}
+  if "img/blocks/MultiHeadDotProductAttention_0/query/kernel" in targets:
+    dims["img"] = dict(heads=targets["img/blocks/MultiHeadDotProductAttention_0/query/kernel"].shape[2])
+  if "llm/layers/attn/q_einsum" in targets:
+    q = targets["llm/layers/attn/q_einsum"].shape                                  # [L,N,D,H]
+    kv = targets["llm/layers/attn/kv_einsum"].shape                                # [L,2,K,D,H]
+    dims["llm"] = dict(heads=q[1], kv_heads=kv[2])
+  return dims
 
 
 def _is_float(dtype) -> bool:
@@ -66,7 +70,7 @@ def assemble(abstract_params, rules, fetch, source=lambda rule, layer: rule.ours
   placed = {}
   for rule in rules:
     target = targets[rule.ours]
-    part = dims[rule.ours.split("/")[0]]
+    part = dims.get(rule.ours.split("/")[0], {})
     if rule.stacked:
       host = np.empty(target.shape, np.float32 if target.dtype == np.float32 else target.dtype)
       for i in range(target.shape[0]):

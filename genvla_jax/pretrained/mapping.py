@@ -186,6 +186,15 @@ def llm_rules(post_norms: bool) -> list[Rule]:
   return rules
 
 
+def llama_rules() -> list[Rule]:
+  """A transformers LlamaForCausalLM (canonical names: "model." -> "llm.", see hf.canonical) onto the
+  decoder with Llama options: the Gemma 1 layer layout (input_layernorm before attention,
+  post_attention_layernorm before the MLP), norm weights as stored (norm_offset 0), and the untied
+  lm_head as embedder/output_embedding."""
+  return llm_rules(post_norms=False) + [
+      Rule("llm/embedder/output_embedding", ("lm_head.weight",), None, _same, _same_hf)]
+
+
 def paligemma_rules(post_norms: bool) -> list[Rule]:
   """Every rule for a single-tower PaliGemma parameter tree."""
   return vision_rules("img") + PROJECTOR_RULES + llm_rules(post_norms)
