@@ -37,6 +37,12 @@ BACKBONES = {
     "paligemma2_224": (SIGLIP_SO400M_14, GEMMA2_2B, 224),
     "paligemma2_448": (SIGLIP_SO400M_14, GEMMA2_2B, 448),
 }
+# DINOv2 ViT-L/14 (with 4 registers, as Prismatic / OpenVLA use it), and the towers as Prismatic feeds
+# them to the LLM: the penultimate block's patch tokens, no final norm (depth one less than released).
+DINOV2_L14 = dict(patch_size=14, width=1024, depth=24, mlp_dim=4096, num_heads=16, posemb_std=None,
+                  cls_token=True, num_registers=4, layer_scale=True, mlp_activation="gelu")
+DINOV2_L14_PRISMATIC = dict(DINOV2_L14, depth=23, final_norm=False)
+SIGLIP_SO400M_14_PRISMATIC = dict(SIGLIP_SO400M_14, depth=26, final_norm=False)
 # Tiny sizes for the CPU demo and tests (a few million parameters).
 # posemb_std=1: from scratch, a strong position signal lets the tiny model localize within ~200 steps
 # (with the default 1/sqrt(width) it needed several times longer on the demo task).

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genvla_jax.data import preprocess
-from genvla_jax.models import siglip
+from genvla_jax.models import vit
 
 
 def load_cifar10(directory: str, split: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -71,7 +71,7 @@ def load_labelled(data: str, split: str, limit: int = 0):
 
 def make_feature_fn(model_config):
   """-> jitted fn(tower_params, images uint8 [B,H,W,3] at model size) -> mean-pooled features [B,D]."""
-  tower = siglip.SigLIP(**model_config.img, dtype="float32")
+  tower = vit.ViT(**model_config.img, dtype="float32")
 
   @jax.jit
   def features(params, images):

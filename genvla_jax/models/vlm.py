@@ -1,7 +1,7 @@
 """The PaliGemma-style VLA: image tower(s) -> linear projector -> Gemma decoder, prefix-LM attention.
 
 Parameter tree (a plain nested dict; `params["img_frozen"]` exists only with the dual encoder):
-  img/...          trained SigLIP tower (see siglip.py)
+  img/...          trained image tower (see vit.py)
   img_frozen/...   frozen copy (dual encoder): stop_gradient, no optimizer state
   projector/{kernel [F,E], bias [E]}   F = D_img (single) or 2*D_img (dual: [frozen | trained])
   llm/...          Gemma decoder (see gemma.py)
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genvla_jax.data import preprocess as preprocess_lib
-from genvla_jax.models import action_expert, gemma, masks, siglip
+from genvla_jax.models import action_expert, gemma, masks, vit
 
 
 class VLA(nn.Module):
@@ -36,9 +36,9 @@ class VLA(nn.Module):
 
   def setup(self):
     common = dict(dtype=self.dtype, remat_policy=self.remat_policy)
-    self.img = siglip.SigLIP(**self.img_config, **common)
+    self.img = vit.ViT(**self.img_config, **common)
     if self.dual_encoder:
-      self.img_frozen = siglip.SigLIP(**self.img_config, **common)
+      self.img_frozen = vit.ViT(**self.img_config, **common)
     self.projector = nn.Dense(self.llm_config["width"], dtype=self.dtype)
     self.llm = gemma.Gemma(**self.llm_config, **common)
     if self.expert_config:

@@ -25,13 +25,21 @@ _PREFIXES = (  # (prefix in some transformers version, canonical prefix); longes
     ("model.multi_modal_projector.", "projector."), ("multi_modal_projector.", "projector."),
     ("language_model.model.", "llm."), ("model.language_model.", "llm."),
     ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."),
+    ("vision_model.", "vision."),  # a plain SiglipVisionModel
     ("model.", "llm."),  # a plain LlamaForCausalLM / GemmaForCausalLM (after the PaliGemma "model.*" forms)
 )
 _ON_DISK = {"vision.": "vision_tower.vision_model.", "projector.": "multi_modal_projector.",
             "llm.": "language_model.model."}
 
 
+# DINOv2 attention: the published checkpoints (transformers < 5) vs transformers 5's in-memory names
+_RENAMES = (("attention.attention.query.", "attention.q_proj."), ("attention.attention.key.", "attention.k_proj."),
+            ("attention.attention.value.", "attention.v_proj."), ("attention.output.dense.", "attention.o_proj."))
+
+
 def canonical(name: str) -> str:
+  for old, new in _RENAMES:
+    name = name.replace(old, new)
   for prefix, canon in _PREFIXES:
     if name.startswith(prefix):
       return canon + name[len(prefix):]

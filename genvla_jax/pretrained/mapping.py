@@ -117,6 +117,53 @@ def vision_rules(prefix: str = "img") -> list[Rule]:
   return rules
 
 
+def dinov2_rules(prefix: str = "img", hf_prefix: str = "", registers: bool = False,
+                 final_norm: bool = True) -> list[Rule]:
+  """transformers Dinov2Model / Dinov2WithRegistersModel (names under `hf_prefix`; transformers 5's
+  attention names — hf.canonical maps the published `attention.attention.query` form) onto the ViT with
+  DINOv2 options. The CLS token's position embedding is folded into our cls_token (import only: a
+  checkpoint's patch grid must match the model's image size)."""
+  emb, enc = f"{hf_prefix}embeddings.", f"{hf_prefix}encoder.layer.{{i}}."
+  mha = f"{prefix}/blocks/MultiHeadDotProductAttention_0/"
+  no_bv = None
+  rules = [
+      Rule(f"{prefix}/embedding/kernel", (f"{emb}patch_embeddings.projection.weight",), no_bv,
+           _patch_to_ours, _patch_to_hf),
+      Rule(f"{prefix}/embedding/bias", (f"{emb}patch_embeddings.projection.bias",), no_bv, _same, _same_hf),
+      Rule(f"{prefix}/pos_embedding", (f"{emb}position_embeddings",), no_bv, lambda p, **_: p[:, 1:],
+           lambda p, **_: (p,)),
+      Rule(f"{prefix}/cls_token", (f"{emb}cls_token", f"{emb}position_embeddings"), no_bv,
+           lambda cls, pos, **_: cls + pos[:, :1], lambda c, **_: (c,)),
+  ]
+  if registers:
+    rules.append(Rule(f"{prefix}/reg_tokens", (f"{emb}register_tokens",), no_bv, _same, _same_hf))
+  if final_norm:
+    rules += [Rule(f"{prefix}/encoder_norm/scale", (f"{hf_prefix}layernorm.weight",), no_bv, _same, _same_hf),
+              Rule(f"{prefix}/encoder_norm/bias", (f"{hf_prefix}layernorm.bias",), no_bv, _same, _same_hf)]
+  for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
+    for p, t in (("scale", "weight"), ("bias", "bias")):
+      rules.append(Rule(f"{prefix}/blocks/{ours}/{p}", (f"{enc}{theirs}.{t}",), no_bv, _same, _same_hf,
+                        stacked=True))
+  for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+    rules.append(Rule(f"{mha}{ours}/kernel", (f"{enc}attention.{theirs}.weight",), no_bv,
+                      _qkv_to_ours, _qkv_to_hf, stacked=True))
+    rules.append(Rule(f"{mha}{ours}/bias", (f"{enc}attention.{theirs}.bias",), no_bv,
+                      _qkv_bias_to_ours, _qkv_bias_to_hf, stacked=True))
+  rules += [
+      Rule(f"{mha}out/kernel", (f"{enc}attention.o_proj.weight",), no_bv, _out_to_ours, _out_to_hf,
+           stacked=True),
+      Rule(f"{mha}out/bias", (f"{enc}attention.o_proj.bias",), no_bv, _same, _same_hf, stacked=True),
+      Rule(f"{prefix}/blocks/ls1", (f"{enc}layer_scale1.lambda1",), no_bv, _same, _same_hf, stacked=True),
+      Rule(f"{prefix}/blocks/ls2", (f"{enc}layer_scale2.lambda1",), no_bv, _same, _same_hf, stacked=True),
+  ]
+  for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/kernel", (f"{enc}mlp.{fc}.weight",), no_bv, _t, _t_hf,
+                      stacked=True))
+    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/bias", (f"{enc}mlp.{fc}.bias",), no_bv, _same,
+                      _same_hf, stacked=True))
+  return rules
+
+
 PROJECTOR_RULES = [
     Rule("projector/kernel", ("projector.linear.weight",), "img/head/kernel", _t, _t_hf),
     Rule("projector/bias", ("projector.linear.bias",), "img/head/bias", _same, _same_hf),

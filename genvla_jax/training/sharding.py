@@ -22,7 +22,7 @@ from genvla_jax.models.partitioning import BATCH_AXES
 MESH_AXES = ("data", "fsdp", "model")
 
 # Tensor-parallel defaults (used when mesh.model > 1): param path regex -> axis per dimension.
-# Layer-stacked weights have the layer axis first. Shapes: models/gemma.py, models/siglip.py.
+# Layer-stacked weights have the layer axis first. Shapes: models/gemma.py, models/vit.py.
 TENSOR_PARALLEL = [
     (r"llm/layers/mlp/gating_einsum$", (None, None, "fsdp", "model")),           # [L,2,D,F]
     (r"llm/layers/mlp/linear$", (None, "model", "fsdp")),                        # [L,F,D]
