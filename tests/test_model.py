@@ -150,6 +150,6 @@ def test_greedy_decoder_matches_naive_greedy(models, inputs):
 
 def test_bad_image_shape_is_named(models):
   single, _, params, _ = models
-  with pytest.raises(ValueError, match="SigLIP expects images"):
+  with pytest.raises(ValueError, match="image tower expects images"):
     single.apply({"params": params}, np.zeros((1, 32, 32)), np.zeros((1, 4), np.int32),
                  np.ones((1, 4), bool), np.zeros((1, 4), bool))
