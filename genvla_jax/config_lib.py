@@ -40,9 +40,16 @@ BACKBONES = {
 # DINOv2 ViT-L/14 (with 4 registers, as Prismatic / OpenVLA use it), and the towers as Prismatic feeds
 # them to the LLM: the penultimate block's patch tokens, no final norm (depth one less than released).
 DINOV2_L14 = dict(patch_size=14, width=1024, depth=24, mlp_dim=4096, num_heads=16, posemb_std=None,
-                  cls_token=True, num_registers=4, layer_scale=True, mlp_activation="gelu")
+                  cls_token=True, num_registers=4, layer_scale=True, mlp_activation="gelu", pixel_norm="imagenet")
 DINOV2_L14_PRISMATIC = dict(DINOV2_L14, depth=23, final_norm=False)
 SIGLIP_SO400M_14_PRISMATIC = dict(SIGLIP_SO400M_14, depth=26, final_norm=False)
+# Prismatic / OpenVLA at test size: a DINOv2-like tower (CLS, a register, LayerScale, exact GELU, ImageNet
+# pixels) fused with a SigLIP-like one of another width, both cut before their final norm
+DINOV2_TINY = dict(patch_size=8, width=96, depth=2, mlp_dim=384, num_heads=4, posemb_std=1.0, cls_token=True,
+                   num_registers=1, layer_scale=True, mlp_activation="gelu", pixel_norm="imagenet",
+                   final_norm=False)
+SIGLIP_TINY_PRISMATIC = dict(patch_size=8, width=64, depth=2, mlp_dim=256, num_heads=4, posemb_std=1.0,
+                             final_norm=False)
 # Tiny sizes for the CPU demo and tests (a few million parameters).
 # posemb_std=1: from scratch, a strong position signal lets the tiny model localize within ~200 steps
 # (with the default 1/sqrt(width) it needed several times longer on the demo task).
@@ -84,6 +91,11 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
                  param_dtype="float32",  # storage dtype of trained params (optimizer state is float32)
                  frozen_dtype="float32",  # storage dtype of the frozen tower (no optimizer state)
                  remat_policy="none",
+                 # Prismatic / OpenVLA layout (configs/openvla.py): a second tower fused per patch ({} =
+                 # none), how the dual encoder is made ("copy" | "split": the fused tower frozen), the
+                 # projector ("linear" | "mlp3"), [BOS][image][text] order and causal image/prompt tokens
+                 fused_img={}, dual_mode="copy", projector="linear", image_after_bos=False,
+                 causal_prefix=False,
                  # π0 baseline (tokenizer.action="flow"): flow-matching action expert; width 0 = none.
                  # action_dim / state_dim are resolved from the data at training time (saved with the run)
                  action_expert=dict(width=0, mlp_dim=0, action_dim=0, use_state=False, state_dim=0))
@@ -98,9 +110,11 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       action_horizon=1,             # action chunk length H
       num_bins=256,                 # bins: number of bins, ids [vocab - num_bins, vocab)
       bins_overwrite_text_ids=True,  # bins/fast may reuse the least-used text ids (OpenVLA does)
+      bins_position="model_vocab_end",  # bins: the last ids of the model's vocabulary, or "text_vocab_end"
       fast_vocab_size=1024,         # fast: BPE pieces, ids [vocab - fast_vocab_size, vocab)
       fast_scale=10.0,              # fast: DCT coefficients are rounded after multiplying by this
       max_text_len=128,             # prompt + answer tokens per example
+      prompt_separator="\n",        # ends the prompt before the answer (PaliGemma "\n"; OpenVLA " ")
       constrained=True)             # decode through the action grammar (every output parses)
   c.data = dict(
       rlds_root="",                 # robot dataset paths below are relative to this
@@ -202,6 +216,26 @@ def apply_pi0(c: ml_collections.ConfigDict, expert: dict, horizon: int):
   c.tokenizer.action_horizon = horizon
   c.data.robot_fraction = 1.0
   c.data.instruction_aug.prob = 0.5
+
+
+def apply_openvla(c: ml_collections.ConfigDict, tiny: bool, dual_mode: str = "split"):
+  """OpenVLA on Prismatic's layout: DINOv2 + SigLIP fused per patch (penultimate blocks), the
+  fused-gelu-mlp projector, Llama 2 with [BOS][image][text] causal attention, OpenVLA's prompt, 256
+  bins on the last ids of the text vocabulary. With D (ablation letters), dual_mode "split" freezes
+  SigLIP and trains DINOv2 (the paper's released code), "copy" duplicates both towers."""
+  m = c.model
+  if tiny:
+    m.img, m.fused_img, m.llm = dict(DINOV2_TINY), dict(SIGLIP_TINY_PRISMATIC), dict(LLAMA2_TINY)
+  else:
+    m.img, m.fused_img, m.llm = dict(DINOV2_L14_PRISMATIC), dict(SIGLIP_SO400M_14_PRISMATIC), dict(LLAMA2_7B)
+    m.image_size = 224
+    # a 7B model: bf16 storage (optimizer state stays float32), remat, FSDP over every device
+    m.update(dtype="bfloat16", param_dtype="bfloat16", frozen_dtype="bfloat16", remat_policy="dots")
+    c.mesh.update(data=1, fsdp=-1)
+    c.tokenizer.bins_position = "text_vocab_end"  # OpenVLA: the 256 least-used ids of Llama's 32000
+  m.update(dual_mode=dual_mode, projector="mlp3", image_after_bos=True, causal_prefix=True)
+  c.data.prompt = "In: What action should the robot take to {instruction}?\nOut:"
+  c.tokenizer.prompt_separator = " "
 
 
 def eval_config(env: str, env_kwargs: dict, tasks, protocols, episodes_per_task: int, num_envs: int,

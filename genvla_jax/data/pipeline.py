@@ -67,11 +67,11 @@ class RobotExample(grain.transforms.RandomMap):
   a state token; datasets with smaller states are padded, as openpi does)."""
 
   def __init__(self, *, image_size, prompt, action_stats, text_tokenizer, action_tokenizer, max_text_len,
-               augment=None, instructions=None, state_stats=None, state_dim=0):
+               augment=None, instructions=None, state_stats=None, state_dim=0, separator="\n"):
     self.image_size, self.prompt, self.action_stats = image_size, prompt, action_stats
     self.text, self.action_tokenizer, self.max_text_len = text_tokenizer, action_tokenizer, max_text_len
     self.augment, self.instructions = augment, instructions
-    self.state_stats, self.state_dim = state_stats, state_dim
+    self.state_stats, self.state_dim, self.separator = state_stats, state_dim, separator
 
   def random_map(self, record, rng):
     actions = stats_lib.normalize(record["actions"], self.action_stats)
@@ -82,7 +82,8 @@ class RobotExample(grain.transforms.RandomMap):
     prefix = preprocess.robot_prompt(self.prompt, instruction)
     image = augment_lib.augment_and_resize(preprocess.decode_image(record["image"]), self.image_size, rng,
                                            self.augment)
-    example = dict(image=image, **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len),
+    example = dict(image=image, **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len,
+                                                          self.separator),
                    is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
                    num_clipped=np.int32(num_clipped), paraphrased=np.bool_(paraphrased))
     if self.state_dim:
@@ -96,8 +97,9 @@ class VLExample(grain.transforms.RandomMap):
   answer text)."""
 
   def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim, augment=None,
-               state_dim=0):
+               state_dim=0, separator="\n"):
     self.image_size, self.text, self.max_text_len = image_size, text_tokenizer, max_text_len
+    self.separator = separator
     self.horizon, self.action_dim, self.augment, self.state_dim = horizon, action_dim, augment, state_dim
 
   def random_map(self, example, rng):
@@ -105,7 +107,7 @@ class VLExample(grain.transforms.RandomMap):
                                            self.augment)
     answer_ids = self.text.encode(example["answer"])
     out = dict(image=image, **prompt_lib.build_prompt(self.text, example["question"], answer_ids,
-                                                      self.max_text_len),
+                                                      self.max_text_len, self.separator),
                is_robot=np.bool_(False), actions=np.zeros((self.horizon, self.action_dim), np.float32),
                action_pad=np.ones(self.horizon, bool), num_clipped=np.int32(0), paraphrased=np.bool_(False))
     if self.state_dim:
@@ -182,6 +184,7 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   augment = config.data.get("augment")
   instructions = instruction_aug.from_config(config.data)
   state_dim = uses_state(config)
+  separator = config.tokenizer.get("prompt_separator", "\n")
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []
   for i, r in enumerate(prepared.robot):
@@ -190,7 +193,7 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
         image_size=size, prompt=config.data.prompt, action_stats=r.stats["action"],
         text_tokenizer=text_tokenizer, action_tokenizer=action_tokenizer,
         max_text_len=config.tokenizer.max_text_len, augment=augment, instructions=instructions,
-        state_stats=r.stats.get("state"), state_dim=state_dim), seed=seed + 500 + i))
+        state_stats=r.stats.get("state"), state_dim=state_dim, separator=separator), seed=seed + 500 + i))
   ds = host_batches(_mixed(robot, [r.weight for r in prepared.robot]), num_robot, process_index, process_count)
   if num_vl:
     vl_datasets = []
@@ -198,7 +201,8 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
       vds = grain.MapDataset.source(convert_vl.VLSource(v.converted_dir))
       vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().random_map(VLExample(
           image_size=size, text_tokenizer=text_tokenizer, max_text_len=config.tokenizer.max_text_len,
-          horizon=horizon, action_dim=prepared.action_dim, augment=augment, state_dim=state_dim),
+          horizon=horizon, action_dim=prepared.action_dim, augment=augment, state_dim=state_dim,
+          separator=separator),
           seed=seed + 1500 + i))
     vl_ds = host_batches(_mixed(vl_datasets, [v.weight for v in prepared.vl]), num_vl, process_index,
                          process_count)

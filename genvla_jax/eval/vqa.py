@@ -84,8 +84,8 @@ class Answerer:
   def answer(self, images, questions) -> list[str]:
     cfg, text = self.policy.config, self.policy.text
     pixels = np.stack([preprocess.prepare_image(im, cfg.model.image_size) for im in images])
-    prompts = [prompt_lib.build_prompt(text, self.prompt.format(question=q), None, cfg.tokenizer.max_text_len)
-               for q in questions]
+    prompts = [prompt_lib.build_prompt(text, self.prompt.format(question=q), None, cfg.tokenizer.max_text_len,
+                                       cfg.tokenizer.get("prompt_separator", "\n")) for q in questions]
     tokens = np.stack([p["tokens"] for p in prompts])
     mask = np.stack([p["input_mask"] for p in prompts])
     out = np.asarray(self.decoder(self.policy.params, pixels, tokens, mask))

@@ -100,7 +100,8 @@ class Policy:
     size = self.config.model.image_size
     pixels = np.stack([preprocess.prepare_image(im, size) for im in images])
     prompts = [prompt_lib.build_prompt(self.text, preprocess.robot_prompt(self.config.data.prompt, ins),
-                                       None, self.config.tokenizer.max_text_len) for ins in instructions]
+                                       None, self.config.tokenizer.max_text_len,
+                                       self.config.tokenizer.get("prompt_separator", "\n")) for ins in instructions]
     tokens = np.stack([p["tokens"] for p in prompts])
     mask = np.stack([p["input_mask"] for p in prompts])
     width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows

@@ -7,6 +7,8 @@ Options (config_lib: SIGLIP_SO400M_14, DINOV2_L14, ...):
                              position embedding is added into it at import (the same sum).
   layer_scale                per-channel scales on both residual branches (DINOv2's LayerScale)
   mlp_activation             "gelu_tanh" (SigLIP) or "gelu" (exact: DINOv2)
+  pixel_norm                 "unit": images in [-1,1] as they come (SigLIP); "imagenet": mapped to ImageNet
+                             mean/std normalization first (DINOv2)
   final_norm                 the encoder's last LayerNorm (off where features come from an inner block:
                              Prismatic / OpenVLA take the penultimate block's output, i.e. `depth` = the
                              checkpoint's depth - 1 and no final norm)
@@ -30,6 +32,8 @@ import jax.numpy as jnp
 from genvla_jax.models import remat
 from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
+IMAGENET_MEAN = jnp.array([0.485, 0.456, 0.406])
+IMAGENET_STD = jnp.array([0.229, 0.224, 0.225])
 ACTIVATIONS = {"gelu_tanh": lambda x: nn.gelu(x, approximate=True), "gelu": lambda x: nn.gelu(x, approximate=False)}
 
 
@@ -83,6 +87,7 @@ class ViT(nn.Module):
   layer_scale: bool = False
   mlp_activation: str = "gelu_tanh"
   final_norm: bool = True
+  pixel_norm: str = "unit"
   dtype: str = "float32"
   remat_policy: str = "none"
 
@@ -93,6 +98,10 @@ class ViT(nn.Module):
       raise ValueError(f"the image tower expects images [B,H,W,3], got shape {images.shape}")
     if images.shape[1] % p or images.shape[2] % p:
       raise ValueError(f"image size {images.shape[1:3]} is not a multiple of patch size {p}")
+    if self.pixel_norm == "imagenet":
+      images = ((images.astype(jnp.float32) + 1.0) / 2.0 - IMAGENET_MEAN) / IMAGENET_STD
+    elif self.pixel_norm != "unit":
+      raise ValueError(f"unknown pixel_norm {self.pixel_norm!r}; use 'unit' or 'imagenet'")
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", name="embedding",
                 dtype=self.dtype)(images.astype(self.dtype))
     b, h, w, d = x.shape

@@ -33,13 +33,35 @@ class VLA(nn.Module):
   # π0 baseline: dict(width, mlp_dim, action_dim, state_dim) of the flow-matching action
   # expert (config.model.action_expert); None: actions are text tokens of the LLM
   expert_config: dict[str, Any] | None = None
+  fused_img_config: dict[str, Any] | None = None  # Prismatic: a second tower fused per patch
+  dual_mode: str = "copy"        # "copy" | "split" (see module docstring)
+  projector_type: str = "linear"  # "linear" | "mlp3"
+  projector_hidden: int = 0      # mlp3 hidden width (0: 4 x the single model's fused feature width)
+  image_after_bos: bool = False  # Prismatic: [BOS][image][text]
+  causal_prefix: bool = False    # Prismatic: image and prompt tokens attend causally too
 
   def setup(self):
     common = dict(dtype=self.dtype, remat_policy=self.remat_policy)
+    if self.dual_mode not in ("copy", "split"):
+      raise ValueError(f"unknown dual_mode {self.dual_mode!r}; use 'copy' or 'split'")
+    if self.dual_mode == "split" and self.dual_encoder and not self.fused_img_config:
+      raise ValueError("dual_mode 'split' freezes the second (fused) tower: it needs fused_img_config")
     self.img = vit.ViT(**self.img_config, **common)
+    split = self.dual_encoder and self.dual_mode == "split"
+    if self.fused_img_config and not split:
+      self.img_fused = vit.ViT(**self.fused_img_config, **common)
     if self.dual_encoder:
-      self.img_frozen = vit.ViT(**self.img_config, **common)
-    self.projector = nn.Dense(self.llm_config["width"], dtype=self.dtype)
+      self.img_frozen = vit.ViT(**(self.fused_img_config if split else self.img_config), **common)
+      if self.fused_img_config and not split:
+        self.img_fused_frozen = vit.ViT(**self.fused_img_config, **common)
+    width = self.llm_config["width"]
+    if self.projector_type == "linear":
+      self.projector = nn.Dense(width, dtype=self.dtype)
+    elif self.projector_type == "mlp3":
+      hidden = self.projector_hidden or 4 * (self.img_config["width"] + (self.fused_img_config or {}).get("width", 0))
+      self.projector = MlpProjector(hidden, width, dtype=self.dtype)
+    else:
+      raise ValueError(f"unknown projector {self.projector_type!r}; use 'linear' or 'mlp3'")
     self.llm = gemma.Gemma(**self.llm_config, **common)
     if self.expert_config:
       e = self.expert_config
@@ -50,42 +72,63 @@ class VLA(nn.Module):
     """images [B,H,W,3] float in [-1,1], or uint8 pixels (the training pipeline ships uint8: a quarter
     of the bytes, and the conversion runs on the accelerator) -> image tokens [B,N,E]."""
     images = preprocess_lib.to_unit_range(images)
-    z = self.img(images)
+    fused = self.fused_img_config is not None
+    if self.dual_encoder and self.dual_mode == "split":  # [phi_1(o) | sg(phi_2(o))], Prismatic's order
+      return self.projector(jnp.concatenate(
+          [self.img(images), jax.lax.stop_gradient(self.img_frozen(images))], axis=-1))
+    z = jnp.concatenate([self.img(images)] + ([self.img_fused(images)] if fused else []), axis=-1)
     if self.dual_encoder:
-      z_frozen = jax.lax.stop_gradient(self.img_frozen(images))
-      z = jnp.concatenate([z_frozen, z], axis=-1)  # z = [phi_frozen(o) | phi_train(o)]
+      z_frozen = jnp.concatenate([self.img_frozen(images)] + ([self.img_fused_frozen(images)] if fused else []),
+                                 axis=-1)
+      z = jnp.concatenate([jax.lax.stop_gradient(z_frozen), z], axis=-1)  # z = [phi_frozen(o) | phi_train(o)]
     return self.projector(z)
 
   def embed_inputs(self, images, tokens):
-    """images [B,H,W,3], tokens [B,T] -> (x [B,N+T,E], N)."""
+    """images [B,H,W,3], tokens [B,T] -> (x [B,N+T,E], N): [image][text], or [BOS][image][text after
+    BOS] with image_after_bos (the attention masks are the same either way: BOS is always real and in
+    the prefix)."""
     img = self.encode_images(images)
-    return jnp.concatenate([img, self.llm.embed(tokens)], axis=1), img.shape[1]
+    text = self.llm.embed(tokens)
+    if self.image_after_bos:
+      return jnp.concatenate([text[:, :1], img, text[:, 1:]], axis=1), img.shape[1]
+    return jnp.concatenate([img, text], axis=1), img.shape[1]
+
+  def _text_hidden(self, hidden, n):
+    """[B,N+T,E] -> the T text positions [B,T,E] (in the order of `tokens`)."""
+    if self.image_after_bos:
+      return jnp.concatenate([hidden[:, :1], hidden[:, n + 1:]], axis=1)
+    return hidden[:, n:]
+
+  def _full_ar(self, ar_mask, n):
+    """ar_mask [B,T] -> [B,N+T]: image tokens in the bidirectional prefix, or all causal."""
+    full_ar = _prepend(ar_mask, n, False)
+    return jnp.ones_like(full_ar) if self.causal_prefix else full_ar
 
   def __call__(self, images, tokens, input_mask, ar_mask):
     """Full forward (training). tokens/input_mask/ar_mask [B,T] -> text logits [B,T,V] float32."""
     x, n = self.embed_inputs(images, tokens)
     full_input = _prepend(input_mask, n, True)
-    full_ar = _prepend(ar_mask, n, False)
+    full_ar = self._full_ar(ar_mask, n)
     attn_mask = masks.prefix_lm_mask(full_input, full_ar)
     hidden, _ = self.llm(x, masks.positions_from_mask(full_input), attn_mask,
                          prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
-    return self.llm.logits(hidden[:, n:])
+    return self.llm.logits(self._text_hidden(hidden, n))
 
   def flow_forward(self, images, tokens, input_mask, ar_mask, x_t, t, state=None):
     """π0 training forward: the prefix (image + prompt, and answer text on VL rows) runs into a KV cache
     that the action expert attends to. x_t [B,H,D], t [B] -> (text logits [B,T,V], velocity [B,H,D])."""
     x, n = self.embed_inputs(images, tokens)
-    full_input, full_ar = _prepend(input_mask, n, True), _prepend(ar_mask, n, False)
+    full_input, full_ar = _prepend(input_mask, n, True), self._full_ar(ar_mask, n)
     hidden, cache = self._prefix_into_cache(x, full_input, full_ar, self.expert.suffix_len(x_t.shape[1]))
     velocity = self.expert(cache, full_input, jnp.sum(full_input, axis=1), x_t, t, state)
-    return self.llm.logits(hidden[:, n:]), velocity
+    return self.llm.logits(self._text_hidden(hidden, n)), velocity
 
   def prefix_cache(self, images, tokens, input_mask, horizon: int):
     """π0 inference, once per observation: image + prompt into a KV cache with room for the expert's
     tokens. -> (cache, prefix_valid [B,P], next_position [B]) for `velocity`."""
     x, n = self.embed_inputs(images, tokens)
     full_input = _prepend(input_mask, n, True)
-    _, cache = self._prefix_into_cache(x, full_input, jnp.zeros_like(full_input),
+    _, cache = self._prefix_into_cache(x, full_input, self._full_ar(jnp.zeros_like(input_mask), n),
                                        self.expert.suffix_len(horizon))
     return cache, full_input, jnp.sum(full_input, axis=1)
 
@@ -109,11 +152,13 @@ class VLA(nn.Module):
     x, n = self.embed_inputs(images, tokens)
     full_input = _prepend(input_mask, n, True)
     seq_len = full_input.shape[1]
-    attn_mask = masks.prefix_lm_mask(full_input, jnp.zeros_like(full_input))
+    full_ar = self._full_ar(jnp.zeros_like(input_mask), n)
+    attn_mask = masks.prefix_lm_mask(full_input, full_ar)
     attn_mask = jnp.pad(attn_mask, ((0, 0), (0, 0), (0, cache_size - seq_len)))
     cache = self.llm.init_cache(x.shape[0], cache_size)
     positions = masks.positions_from_mask(full_input)
-    hidden, cache = self.llm(x, positions, attn_mask, cache, 0, prefix=full_input)
+    hidden, cache = self.llm(x, positions, attn_mask, cache, 0,
+                             prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
     last = jnp.sum(full_input, axis=1) - 1  # [B] index of the last real prefix token
     last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
     return self.llm.logits(last_hidden)[:, 0], cache, last + 1
@@ -131,6 +176,19 @@ class VLA(nn.Module):
     return self.llm.logits(hidden), cache
 
 
+class MlpProjector(nn.Module):
+  """Prismatic's "fused-gelu-mlp": z [B,N,F] -> fc1 (hidden) -> GELU -> fc2 (E) -> GELU -> fc3 (E)."""
+  hidden: int
+  width: int
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, z):
+    h = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(z), approximate=False)
+    h = nn.gelu(nn.Dense(self.width, dtype=self.dtype, name="fc2")(h), approximate=False)
+    return nn.Dense(self.width, dtype=self.dtype, name="fc3")(h)
+
+
 def _prepend(mask, n, value):
   """mask [B,T] -> [B,n+T] with `value` in the first n columns."""
   return jnp.concatenate([jnp.full((mask.shape[0], n), value, bool), mask.astype(bool)], axis=1)
@@ -141,7 +199,12 @@ def from_config(model_config) -> VLA:
              dual_encoder=model_config.dual_encoder, dtype=model_config.dtype,
              param_dtype=model_config.get("param_dtype", "float32"),
              frozen_dtype=model_config.get("frozen_dtype", "float32"),
-             remat_policy=model_config.remat_policy, expert_config=expert_config(model_config))
+             remat_policy=model_config.remat_policy, expert_config=expert_config(model_config),
+             fused_img_config=dict(model_config.fused_img) if model_config.get("fused_img") else None,
+             dual_mode=model_config.get("dual_mode", "copy"),
+             projector_type=model_config.get("projector", "linear"),
+             image_after_bos=model_config.get("image_after_bos", False),
+             causal_prefix=model_config.get("causal_prefix", False))
 
 
 def expert_config(model_config) -> dict | None:
@@ -185,19 +248,32 @@ def init_params(model: VLA, rng, image_size: int, text_len: int = 8):
 def finish_params(model: VLA, single_params):
   """Single-tower float32 params (fresh or imported) -> the model's params: dual-encoder split if
   configured, then each part cast to its storage dtype."""
-  params = make_dual(single_params) if model.dual_encoder else dict(single_params)
-  return {k: jax.tree.map(lambda x, k=k: x.astype(model.frozen_dtype if k == "img_frozen"
+  params = make_dual(single_params, model.dual_mode) if model.dual_encoder else dict(single_params)
+  return {k: jax.tree.map(lambda x, k=k: x.astype(model.frozen_dtype if k in FROZEN_PARTS
                                                   else model.param_dtype), v)
           for k, v in params.items()}
 
 
-def make_dual(params):
-  """Single-tower params -> dual-encoder params: img_frozen = img, projector kernel [D,E] -> [2D,E]
-  as [W/2; W/2], so that [phi_f | phi_t] @ W' = phi @ W while the towers are equal."""
+FROZEN_PARTS = ("img_frozen", "img_fused_frozen")  # no gradient, no optimizer state (training/optimizer.py)
+
+
+def make_dual(params, mode: str = "copy"):
+  """Single-model params -> dual-encoder params. "copy": img_frozen = img (img_fused_frozen =
+  img_fused), the projector's first kernel [F,E] -> [2F,E] as [W/2; W/2], so that
+  [phi_f | phi_t] W' = phi W while the copies are equal. "split": the fused tower becomes the frozen
+  one (img_fused -> img_frozen), nothing else changes (same function)."""
   params = dict(params)
+  if mode == "split":
+    params["img_frozen"] = params.pop("img_fused")
+    return params
   params["img_frozen"] = jax.tree.map(jnp.copy, params["img"])
-  kernel = params["projector"]["kernel"]
-  params["projector"] = dict(params["projector"], kernel=jnp.concatenate([kernel / 2, kernel / 2], 0))
+  if "img_fused" in params:
+    params["img_fused_frozen"] = jax.tree.map(jnp.copy, params["img_fused"])
+  first = "fc1" if "fc1" in params["projector"] else None
+  layer = params["projector"][first] if first else params["projector"]
+  kernel = layer["kernel"]
+  layer = dict(layer, kernel=jnp.concatenate([kernel / 2, kernel / 2], 0))
+  params["projector"] = dict(params["projector"], **{first: layer}) if first else layer
   return params
 
 

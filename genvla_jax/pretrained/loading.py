@@ -29,8 +29,10 @@ def head_counts(abstract_params) -> dict[str, dict]:
   (parts without attention get none)."""
   targets = leaves(abstract_params)
   dims = {}
-  if "img/blocks/MultiHeadDotProductAttention_0/query/kernel" in targets:
-    dims["img"] = dict(heads=targets["img/blocks/MultiHeadDotProductAttention_0/query/kernel"].shape[2])
+  for name, target in targets.items():  # every image tower: img, img_fused, img_frozen, ...
+    part, _, rest = name.partition("/")
+    if rest == "blocks/MultiHeadDotProductAttention_0/query/kernel":
+      dims[part] = dict(heads=target.shape[2])                                     # [L,D,heads,hd]
   if "llm/layers/attn/q_einsum" in targets:
     q = targets["llm/layers/attn/q_einsum"].shape                                  # [L,N,D,H]
     kv = targets["llm/layers/attn/kv_einsum"].shape                                # [L,2,K,D,H]

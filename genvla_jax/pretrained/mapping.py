@@ -170,6 +170,12 @@ PROJECTOR_RULES = [
 ]
 
 
+# Prismatic's fused-gelu-mlp (OpenVLA's HF checkpoint: projector.fc1 / fc2 / fc3)
+MLP3_PROJECTOR_RULES = [r for k in (1, 2, 3) for r in (
+    Rule(f"projector/fc{k}/kernel", (f"projector.fc{k}.weight",), None, _t, _t_hf),
+    Rule(f"projector/fc{k}/bias", (f"projector.fc{k}.bias",), None, _same, _same_hf))]
+
+
 # ---- language model (Gemma / Gemma 2) ----
 def _q_to_ours(w, *, heads, **_):  # [N*H, D] -> [N, D, H]
   return w.reshape(heads, -1, w.shape[1]).transpose(0, 2, 1)

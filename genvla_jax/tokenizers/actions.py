@@ -8,7 +8,11 @@ ACTIONS = ("string", "bins", "fast", "flow")
 
 
 def _reserved_block(tok_config, text_tokenizer, vocab_size: int, size: int, what: str) -> int:
-  """First id of a block of `size` ids at the end of the vocabulary (checked against the text ids)."""
+  """First id of a block of `size` ids at the end of the model's vocabulary, or of the text
+  tokenizer's (tokenizer.bins_position "text_vocab_end": OpenVLA's least-used Llama ids), checked
+  against the text ids."""
+  if tok_config.get("bins_position", "model_vocab_end") == "text_vocab_end":
+    vocab_size = text_tokenizer.vocab_size
   first_id = vocab_size - size
   if first_id < text_tokenizer.vocab_size and not tok_config.bins_overwrite_text_ids:
     raise ValueError(f"{what} ids [{first_id}, {vocab_size}) overlap the text vocabulary "

@@ -14,9 +14,11 @@ class PromptTooLongError(ValueError):
   pass
 
 
-def build_prompt(tokenizer, prefix: str, suffix_ids, max_len: int) -> dict[str, np.ndarray]:
-  """-> {tokens [T] int32, input_mask [T] bool, ar_mask [T] bool, loss_mask [T] bool}, T = max_len."""
-  prefix_ids = [tokenizer.bos_id] + tokenizer.encode(prefix + "\n")
+def build_prompt(tokenizer, prefix: str, suffix_ids, max_len: int, separator: str = "\n") -> dict[str, np.ndarray]:
+  """-> {tokens [T] int32, input_mask [T] bool, ar_mask [T] bool, loss_mask [T] bool}, T = max_len.
+  `separator` ends the prefix (config.tokenizer.prompt_separator: PaliGemma "\n"; OpenVLA's prompt
+  ends in "Out:" followed by " ")."""
+  prefix_ids = [tokenizer.bos_id] + tokenizer.encode(prefix + separator)
   answer_ids = [] if suffix_ids is None else list(suffix_ids) + [tokenizer.eos_id]
   n = len(prefix_ids) + len(answer_ids)
   if n > max_len:

@@ -1,10 +1,12 @@
 """optax optimizer: AdamW, linear warmup + cosine decay, global-norm clipping; the frozen image tower
-(param paths starting with `img_frozen`) gets `optax.set_to_zero()` and therefore no optimizer state."""
+(param paths starting with `img_frozen`, `img_fused_frozen`) gets `optax.set_to_zero()` and therefore no optimizer state."""
 
 import jax
 import optax
 
-FROZEN_PREFIXES = ("img_frozen",)
+from genvla_jax.models import vlm
+
+FROZEN_PREFIXES = vlm.FROZEN_PARTS
 
 
 def labels(params):

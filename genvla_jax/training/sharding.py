@@ -40,10 +40,15 @@ TENSOR_PARALLEL = [
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:
-  """config.mesh {data (-1: the rest), fsdp, model} -> Mesh over all (global) devices."""
+  """config.mesh {data, fsdp (either -1: the rest), model} -> Mesh over all (global) devices."""
   devices = list(devices if devices is not None else jax.devices())
-  fsdp, model = mesh_config.fsdp, mesh_config.get("model", 1)
-  data = mesh_config.data if mesh_config.data != -1 else len(devices) // (fsdp * model)
+  data, fsdp, model = mesh_config.data, mesh_config.fsdp, mesh_config.get("model", 1)
+  if data == -1 and fsdp == -1:
+    raise ValueError("mesh: only one of data and fsdp may be -1 (all remaining devices)")
+  if fsdp == -1:
+    fsdp = len(devices) // (data * model)
+  if data == -1:
+    data = len(devices) // (fsdp * model)
   if data * fsdp * model != len(devices):
     raise ValueError(f"mesh data={mesh_config.data} x fsdp={fsdp} x model={model} does not match "
                      f"{len(devices)} devices")
