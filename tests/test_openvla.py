@@ -134,3 +134,81 @@ def test_demo_configs_train_and_act(tmp_path, demo_dir, cache_dir, config_file):
   image = demo.render(demo.random_scene(np.random.default_rng(5)))
   actions, valid = policy.act(image, "move to the red square")
   assert actions.shape == valid.shape == (1, 2) and valid.all() and np.isfinite(actions).all()
+
+
+def _as_openvla_checkpoint(refs, out_dir):
+  """The references written as OpenVLA's released files name them (timm featurizers with fused qkv and
+  LayerScale `scale_factor`, projector fc1-3, language_model.*), plus a config.json."""
+  import json  # pylint: disable=g-import-not-at-top
+  dino, siglip, llama, projector = refs
+  d, s = dino.state_dict(), siglip.state_dict()
+  t = {}
+  f = "vision_backbone.featurizer."
+  pos = d["embeddings.position_embeddings"]
+  t[f + "cls_token"] = d["embeddings.cls_token"] + pos[:, :1]  # timm reg models: no CLS position embedding
+  t[f + "reg_token"] = d["embeddings.register_tokens"]
+  t[f + "pos_embed"] = pos[:, 1:]
+  t[f + "patch_embed.proj.weight"] = d["embeddings.patch_embeddings.projection.weight"]
+  t[f + "patch_embed.proj.bias"] = d["embeddings.patch_embeddings.projection.bias"]
+  for i in range(3):
+    a, b = f"encoder.layer.{i}.", f"{f}blocks.{i}."
+    for w in ("weight", "bias"):
+      t[b + f"norm1.{w}"], t[b + f"norm2.{w}"] = d[a + f"norm1.{w}"], d[a + f"norm2.{w}"]
+      t[b + f"attn.qkv.{w}"] = torch.cat([d[a + f"attention.{p}_proj.{w}"] for p in "qkv"])
+      t[b + f"attn.proj.{w}"] = d[a + f"attention.o_proj.{w}"]
+      t[b + f"mlp.fc1.{w}"], t[b + f"mlp.fc2.{w}"] = d[a + f"mlp.fc1.{w}"], d[a + f"mlp.fc2.{w}"]
+    t[b + "ls1.gamma"], t[b + "ls2.scale_factor"] = d[a + "layer_scale1.lambda1"], d[a + "layer_scale2.lambda1"]
+  f = "vision_backbone.fused_featurizer."
+  t[f + "pos_embed"] = s["embeddings.position_embedding.weight"][None]
+  t[f + "patch_embed.proj.weight"] = s["embeddings.patch_embedding.weight"]
+  t[f + "patch_embed.proj.bias"] = s["embeddings.patch_embedding.bias"]
+  for i in range(3):
+    a, b = f"encoder.layers.{i}.", f"{f}blocks.{i}."
+    for w in ("weight", "bias"):
+      t[b + f"norm1.{w}"], t[b + f"norm2.{w}"] = s[a + f"layer_norm1.{w}"], s[a + f"layer_norm2.{w}"]
+      t[b + f"attn.qkv.{w}"] = torch.cat([s[a + f"self_attn.{p}_proj.{w}"] for p in "qkv"])
+      t[b + f"attn.proj.{w}"] = s[a + f"self_attn.out_proj.{w}"]
+      t[b + f"mlp.fc1.{w}"], t[b + f"mlp.fc2.{w}"] = s[a + f"mlp.fc1.{w}"], s[a + f"mlp.fc2.{w}"]
+  t.update({f"projector.{k}": v for k, v in projector.state_dict().items()})
+  t.update({"language_model." + k: v for k, v in llama.state_dict().items()})
+  out_dir.mkdir()
+  save_file({k: v.contiguous() for k, v in t.items()}, str(out_dir / "model.safetensors"))
+  text_config = dict(model_type="llama", vocab_size=80, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-5)
+  with open(out_dir / "config.json", "w") as fh:
+    json.dump({"text_config": text_config, "image_sizes": [SIZE, SIZE],
+               "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]}, fh)
+
+
+def test_openvla_checkpoint_import(tmp_path):
+  from genvla_jax.pretrained import api, loading  # pylint: disable=g-import-not-at-top
+  refs = _references(tmp_path)
+  _as_openvla_checkpoint(refs, tmp_path / "openvla-tiny")
+  path = str(tmp_path / "openvla-tiny")
+  config = ml_collections_model_config()
+  assert api.mismatches("openvla", path, config) == []
+  config.llm.norm_eps = 1e-6
+  assert api.mismatches("openvla", path, config) == ["model.llm.norm_eps: config 1e-06, checkpoint 1e-05"]
+  rng = np.random.default_rng(3)
+  images01 = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+  tokens = rng.integers(1, 80, (2, 6)).astype(np.int32)
+  mask = np.ones_like(tokens, bool)
+  theirs = _reference_logits(refs, images01, tokens)
+  for model in (_model(), _model(dual_encoder=True, dual_mode="split")):  # OpenVLA, and OpenVLA+'s D
+    params = api.load("openvla", path, model, SIZE)
+    ours = np.asarray(jax.jit(model.apply)({"params": params}, images01 * 2 - 1, tokens, mask, np.zeros_like(mask)))
+    assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 1e-4
+  assert "img_frozen" in params and "img_fused" not in params
+  import os  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file, save_file as save_np  # pylint: disable=g-import-not-at-top
+  file = os.path.join(path, "model.safetensors")
+  tensors = load_file(file)
+  tensors["vision_backbone.fused_featurizer.blocks.1.attn.qkv.weight"] = np.zeros((70, 24), np.float32)
+  save_np(tensors, file)
+  with pytest.raises(loading.CheckpointError, match=r"fused_featurizer.blocks.1.attn.qkv.weight"):
+    api.load("openvla", path, _model(), SIZE)
+
+
+def ml_collections_model_config():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(image_size=SIZE, img=dict(DINO), fused_img=dict(SIGLIP), llm=dict(LLAMA)))

@@ -3,7 +3,10 @@ model with the target shardings and storage dtypes.
 
   format "hf":         a transformers PaliGemmaForConditionalGeneration directory (or .safetensors file)
   format "big_vision": the official PaliGemma .npz
-For π0+ the imported tower initialises both the trained and the frozen copy (vlm.finish_params).
+  format "openvla":    OpenVLA's released HF directory (PrismaticForConditionalGeneration: timm DINOv2 +
+                       SigLIP featurizers, projector fc1-3, Llama 2), for configs/openvla*.py
+For π0+ the imported tower initialises both the trained and the frozen copy (vlm.finish_params); for
+OpenVLA+ with dual_mode "split" the imported SigLIP becomes the frozen tower.
 """
 
 import dataclasses
@@ -12,10 +15,10 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 
 from genvla_jax.models import vlm
-from genvla_jax.pretrained import big_vision, hf
+from genvla_jax.pretrained import big_vision, hf, mapping
 from genvla_jax.training import sharding
 
-FORMATS = ("hf", "big_vision")
+FORMATS = ("hf", "big_vision", "openvla")
 
 
 def _check(fmt: str):
@@ -28,6 +31,8 @@ def architecture(fmt: str, path: str) -> dict:
   _check(fmt)
   if fmt == "hf":
     return hf.model_config(hf.HFCheckpoint(path).config())
+  if fmt == "openvla":
+    return hf.openvla_model_config(path)
   return big_vision.model_config(path)
 
 
@@ -35,16 +40,21 @@ def mismatches(fmt: str, path: str, model_config) -> list[str]:
   """Architecture fields where the config and the checkpoint disagree (empty: compatible)."""
   theirs = architecture(fmt, path)
   ours = {"image_size": model_config.image_size, "img": dict(model_config.img),
-          "llm": dict(model_config.llm)}
+          "llm": dict(model_config.llm), "fused_img": dict(model_config.get("fused_img") or {})}
   out = []
   if theirs["image_size"] != ours["image_size"]:
     out.append(f"model.image_size: config {ours['image_size']}, checkpoint {theirs['image_size']}")
-  for part in ("img", "llm"):
-    for key, value in theirs[part].items():
+  for part in ("img", "fused_img", "llm"):
+    for key, value in theirs.get(part, {}).items():
       if key == "posemb_std":  # initialisation only
         continue
-      if ours[part].get(key) != value:
-        out.append(f"model.{part}.{key}: config {ours[part].get(key)!r}, checkpoint {value!r}")
+      if key == "max_depth":  # towers cut before their last blocks (Prismatic) read a prefix of them
+        if ours[part].get("depth", 0) > value:
+          out.append(f"model.{part}.depth: config {ours[part].get('depth')}, checkpoint has {value} blocks")
+        continue
+      mine = ours[part].get(key, 0 if key == "num_registers" else None)  # ViT default: no registers
+      if mine != value:
+        out.append(f"model.{part}.{key}: config {mine!r}, checkpoint {value!r}")
   return out
 
 
@@ -62,5 +72,8 @@ def load(fmt: str, path: str, model: vlm.VLA, image_size: int, mesh: Mesh | None
   else:
     shardings = sharding.param_shardings(shapes, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
-  params = (hf.load if fmt == "hf" else big_vision.load)(path, abstract)
+  if fmt == "openvla":
+    params = hf.load_with_rules(path, abstract, mapping.openvla_rules(model.img_config, model.fused_img_config or {}))
+  else:
+    params = (hf.load if fmt == "hf" else big_vision.load)(path, abstract)
   return vlm.finish_params(model, params)

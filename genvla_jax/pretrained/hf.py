@@ -32,8 +32,10 @@ _ON_DISK = {"vision.": "vision_tower.vision_model.", "projector.": "multi_modal_
             "llm.": "language_model.model."}
 
 
-# DINOv2 attention: the published checkpoints (transformers < 5) vs transformers 5's in-memory names
-_RENAMES = (("attention.attention.query.", "attention.q_proj."), ("attention.attention.key.", "attention.k_proj."),
+# DINOv2 attention: the published checkpoints (transformers < 5) vs transformers 5's in-memory names;
+# timm's LayerScale `gamma` vs OpenVLA's `scale_factor`
+_RENAMES = ((".ls1.gamma", ".ls1.scale_factor"), (".ls2.gamma", ".ls2.scale_factor"),  # timm vs OpenVLA's files
+            ("attention.attention.query.", "attention.q_proj."), ("attention.attention.key.", "attention.k_proj."),
             ("attention.attention.value.", "attention.v_proj."), ("attention.output.dense.", "attention.o_proj."))
 
 
@@ -153,6 +155,33 @@ def model_config(hf_config: dict) -> dict:
              final_logits_softcap=t.get("final_logit_softcapping", 30.0) if gemma2 else None,
              sliding_window=t.get("sliding_window", 4096) if gemma2 else None)
   return dict(image_size=image_size, img=img, llm=llm)
+
+
+def openvla_model_config(path: str) -> dict:
+  """OpenVLA's config.json (text_config: Llama; image_sizes) + tower shapes from the tensors ->
+  {image_size, img, fused_img, llm} fields to compare with ours. Tower heads are not recorded in the
+  files (timm fuses q, k, v); towers report `max_depth` (blocks stored; Prismatic reads one less)."""
+  ckpt = HFCheckpoint(path)
+  cfg = ckpt.config()
+  t = _require(cfg, "text_config", "(OpenVLA)")
+  heads = t.get("num_attention_heads", 32)
+  llm = dict(vocab_size=_require(t, "vocab_size", "text_config"), width=t.get("hidden_size", 4096),
+             depth=t.get("num_hidden_layers", 32), mlp_dim=t.get("intermediate_size", 11008), num_heads=heads,
+             num_kv_heads=t.get("num_key_value_heads") or heads,
+             head_dim=t.get("head_dim") or t.get("hidden_size", 4096) // heads,
+             norm_eps=t.get("rms_norm_eps", 1e-6))  # absent: transformers' LlamaConfig default
+  out = {"image_size": int(_require(cfg, "image_sizes", "(OpenVLA)")[0]), "llm": llm}
+  names = ckpt.names()
+  for part, prefix in (("img", "vision_backbone.featurizer."), ("fused_img", "vision_backbone.fused_featurizer.")):
+    if f"{prefix}pos_embed" not in names:
+      continue
+    depth = 0
+    while f"{prefix}blocks.{depth}.norm1.weight" in names:
+      depth += 1
+    out[part] = dict(width=int(ckpt.get(f"{prefix}pos_embed").shape[-1]),
+                     mlp_dim=int(ckpt.get(f"{prefix}blocks.0.mlp.fc1.bias").shape[0]), max_depth=depth,
+                     num_registers=int(ckpt.get(f"{prefix}reg_token").shape[1]) if f"{prefix}reg_token" in names else 0)
+  return out
 
 
 def load(path: str, abstract_params) -> dict:

@@ -170,6 +170,70 @@ PROJECTOR_RULES = [
 ]
 
 
+# ---- timm ViTs as OpenVLA's HF checkpoint stores them (vision_backbone.featurizer / fused_featurizer) ----
+def _fused_qkv_part(k: int, kind: str):
+  """The k-th third (q, k, v) of timm's fused attn.qkv.{weight [3D,D], bias [3D]}, in our layout."""
+  def to_ours(w, *, heads, **_):
+    part = np.split(w, 3, axis=0)[k]
+    return _qkv_to_ours(part, heads=heads) if kind == "kernel" else _qkv_bias_to_ours(part, heads=heads)
+
+  def to_hf(x, **_):
+    raise NotImplementedError("export of timm's fused qkv is not supported")
+  return to_ours, to_hf
+
+
+def timm_vit_rules(prefix: str, hf_prefix: str, cls_token: bool = False, registers: bool = False,
+                   layer_scale: bool = False, final_norm: bool = False) -> list[Rule]:
+  """A timm VisionTransformer (OpenVLA: DINOv2 ViT-L/14 reg4 and SigLIP So400m/14 at 224) onto the ViT.
+  timm keeps the CLS token out of the position embedding for register models (no fold needed);
+  LayerScale is `ls{1,2}.scale_factor` in OpenVLA's files (timm's own name `gamma` is mapped to it by
+  hf.canonical). Blocks past the model's depth are not read (Prismatic's penultimate-block cut)."""
+  blk = f"{hf_prefix}blocks.{{i}}."
+  mha = f"{prefix}/blocks/MultiHeadDotProductAttention_0/"
+  rules = [
+      Rule(f"{prefix}/embedding/kernel", (f"{hf_prefix}patch_embed.proj.weight",), None, _patch_to_ours, _patch_to_hf),
+      Rule(f"{prefix}/embedding/bias", (f"{hf_prefix}patch_embed.proj.bias",), None, _same, _same_hf),
+      Rule(f"{prefix}/pos_embedding", (f"{hf_prefix}pos_embed",), None, _same, _same_hf),
+  ]
+  if cls_token:
+    rules.append(Rule(f"{prefix}/cls_token", (f"{hf_prefix}cls_token",), None, _same, _same_hf))
+  if registers:
+    rules.append(Rule(f"{prefix}/reg_tokens", (f"{hf_prefix}reg_token",), None, _same, _same_hf))
+  if final_norm:
+    rules += [Rule(f"{prefix}/encoder_norm/scale", (f"{hf_prefix}norm.weight",), None, _same, _same_hf),
+              Rule(f"{prefix}/encoder_norm/bias", (f"{hf_prefix}norm.bias",), None, _same, _same_hf)]
+  for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
+    for p, t in (("scale", "weight"), ("bias", "bias")):
+      rules.append(Rule(f"{prefix}/blocks/{ours}/{p}", (f"{blk}{theirs}.{t}",), None, _same, _same_hf, stacked=True))
+  for k, name in enumerate(("query", "key", "value")):
+    rules.append(Rule(f"{mha}{name}/kernel", (f"{blk}attn.qkv.weight",), None, *_fused_qkv_part(k, "kernel"),
+                      stacked=True))
+    rules.append(Rule(f"{mha}{name}/bias", (f"{blk}attn.qkv.bias",), None, *_fused_qkv_part(k, "bias"),
+                      stacked=True))
+  rules += [Rule(f"{mha}out/kernel", (f"{blk}attn.proj.weight",), None, _out_to_ours, _out_to_hf, stacked=True),
+            Rule(f"{mha}out/bias", (f"{blk}attn.proj.bias",), None, _same, _same_hf, stacked=True)]
+  if layer_scale:
+    rules += [Rule(f"{prefix}/blocks/ls{j}", (f"{blk}ls{j}.scale_factor",), None, _same, _same_hf, stacked=True)
+              for j in (1, 2)]
+  for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/kernel", (f"{blk}mlp.{fc}.weight",), None, _t, _t_hf,
+                      stacked=True))
+    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/bias", (f"{blk}mlp.{fc}.bias",), None, _same, _same_hf,
+                      stacked=True))
+  return rules
+
+
+def openvla_rules(img: dict, fused_img: dict, fused_prefix: str = "img_fused") -> list[Rule]:
+  """Every rule for OpenVLA's released HF checkpoint (PrismaticForConditionalGeneration): featurizer
+  (DINOv2) -> img, fused_featurizer (SigLIP) -> `fused_prefix`, projector fc1-3, Llama 2."""
+  def tower(prefix, hf_prefix, cfg):
+    return timm_vit_rules(prefix, hf_prefix, cfg.get("cls_token", False), bool(cfg.get("num_registers", 0)),
+                          cfg.get("layer_scale", False), cfg.get("final_norm", True))
+  return (tower("img", "vision_backbone.featurizer.", img)
+          + tower(fused_prefix, "vision_backbone.fused_featurizer.", fused_img)
+          + MLP3_PROJECTOR_RULES + llama_rules())
+
+
 # Prismatic's fused-gelu-mlp (OpenVLA's HF checkpoint: projector.fc1 / fc2 / fc3)
 MLP3_PROJECTOR_RULES = [r for k in (1, 2, 3) for r in (
     Rule(f"projector/fc{k}/kernel", (f"projector.fc{k}.weight",), None, _t, _t_hf),
