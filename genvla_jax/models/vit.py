@@ -28,12 +28,13 @@ Parameter names (stable; checkpoint import maps onto them), with L = depth stack
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from genvla_jax.models import remat
 from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
-IMAGENET_MEAN = jnp.array([0.485, 0.456, 0.406])
-IMAGENET_STD = jnp.array([0.229, 0.224, 0.225])
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # numpy: importing must not start a JAX backend
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 ACTIVATIONS = {"gelu_tanh": lambda x: nn.gelu(x, approximate=True), "gelu": lambda x: nn.gelu(x, approximate=False)}
 
 
