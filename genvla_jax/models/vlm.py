@@ -1,13 +1,21 @@
-"""The PaliGemma-style VLA: image tower(s) -> linear projector -> Gemma decoder, prefix-LM attention.
+"""The VLA: image tower(s) -> projector -> decoder. PaliGemma (π0+) by default; the Prismatic / OpenVLA
+layout with options.
 
-Parameter tree (a plain nested dict; `params["img_frozen"]` exists only with the dual encoder):
-  img/...          trained image tower (see vit.py)
-  img_frozen/...   frozen copy (dual encoder): stop_gradient, no optimizer state
-  projector/{kernel [F,E], bias [E]}   F = D_img (single) or 2*D_img (dual: [frozen | trained])
-  llm/...          Gemma decoder (see gemma.py)
+Parameter tree (a plain nested dict):
+  img/...          trained image tower (see vit.py): SigLIP (PaliGemma) or DINOv2 (Prismatic)
+  img_fused/...    Prismatic's second tower (SigLIP), fused per patch on the channel axis: [img | img_fused]
+  img_frozen/...   dual encoder, frozen (stop_gradient, no optimizer state):
+                     dual_mode "copy"  a copy of img (and img_fused_frozen of img_fused): z = [frozen | trained]
+                     dual_mode "split" Prismatic's second tower itself, frozen (OpenVLA+: SigLIP frozen,
+                                       DINOv2 trained): z = [img | img_frozen], Prismatic's channel order
+  projector/...    "linear": {kernel [F,E], bias [E]}; "mlp3" (Prismatic's fused-gelu-mlp, F -> 4F -> E -> E
+                   with exact GELU): fc1, fc2, fc3 each {kernel, bias}. F = the fused feature width.
+  llm/...          the decoder (see gemma.py: Gemma, or Llama 2 with its options)
   expert/...       π0's flow-matching action expert (only with `expert_config`; see action_expert.py)
 
-Sequence layout: [N image tokens][T text tokens]; logits are returned for the T text positions.
+Sequence layout: [N image tokens][T text tokens] (PaliGemma; image and prompt attend bidirectionally),
+or with `image_after_bos` [BOS][N image tokens][rest of the text] and `causal_prefix` (Prismatic: every
+token causal); logits are returned for the T text positions.
 """
 
 import dataclasses
@@ -151,14 +159,8 @@ class VLA(nn.Module):
     """
     x, n = self.embed_inputs(images, tokens)
     full_input = _prepend(input_mask, n, True)
-    seq_len = full_input.shape[1]
-    full_ar = self._full_ar(jnp.zeros_like(input_mask), n)
-    attn_mask = masks.prefix_lm_mask(full_input, full_ar)
-    attn_mask = jnp.pad(attn_mask, ((0, 0), (0, 0), (0, cache_size - seq_len)))
-    cache = self.llm.init_cache(x.shape[0], cache_size)
-    positions = masks.positions_from_mask(full_input)
-    hidden, cache = self.llm(x, positions, attn_mask, cache, 0,
-                             prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
+    hidden, cache = self._prefix_into_cache(x, full_input, self._full_ar(jnp.zeros_like(input_mask), n),
+                                            cache_size - full_input.shape[1])
     last = jnp.sum(full_input, axis=1) - 1  # [B] index of the last real prefix token
     last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
     return self.llm.logits(last_hidden)[:, 0], cache, last + 1
