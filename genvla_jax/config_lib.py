@@ -111,6 +111,8 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       num_bins=256,                 # bins: number of bins, ids [vocab - num_bins, vocab)
       bins_overwrite_text_ids=True,  # bins/fast may reuse the least-used text ids (OpenVLA does)
       bins_position="model_vocab_end",  # bins: the last ids of the model's vocabulary, or "text_vocab_end"
+      bins_layout="uniform",        # bins: "uniform" (bin b -> first id + b) or "openvla" (its exact
+                                    # edges and descending ids: a released OpenVLA's action tokens)
       fast_vocab_size=1024,         # fast: BPE pieces, ids [vocab - fast_vocab_size, vocab)
       fast_scale=10.0,              # fast: DCT coefficients are rounded after multiplying by this
       max_text_len=128,             # prompt + answer tokens per example
@@ -190,11 +192,17 @@ def apply_sim(c: ml_collections.ConfigDict, env: str):
   apply_demo(c)
   c.data.demo_dir = ""
   c.model.image_size = 64
-  c.data.sim_dir = f"~/.cache/genvla_jax/{env}_v1"
+  c.data.sim_dir = f"~/.cache/genvla_jax/{env}_v3"  # eval/record.py RECORDER_VERSION
+  # one front camera cannot tell the gripper's height from its depth: the prompt writes the robot
+  # state (normalized, as text), as pi0-FAST does (every row of the grid, π0 too, which also has its
+  # state token)
+  c.data.prompt = "What action should the robot take to {instruction}? State: {state}"
   ref = c.data.get_ref("sim_dir")
-  c.data.sim_record = dict(env=env, train_episodes=400, val_episodes=40, image_size=64)
+  # training demos executed with noise (recoveries in the data; the labels stay the expert's commands)
+  c.data.sim_record = dict(env=env, train_episodes=400, val_episodes=40, image_size=64,
+                           execution_noise=1.0 if env == "tabletop" else 0.0)
   c.tokenizer.path = ref + "/tokenizer.model"
-  c.tokenizer.max_text_len = 56  # ~22 prompt tokens + 4 x 7 action characters + EOS
+  c.tokenizer.max_text_len = 80  # ~22 prompt + ~20 state tokens + 4 x 7 action characters + EOS
   c.data.rlds_root = ref + "/rlds"
   name = {"tabletop": "tabletop", "metaworld": "metaworld_mt10"}[env]
   c.data.robot = [dict(name=name, path=f"{name}/1.0.0", split="train", weight=1.0)]
@@ -234,6 +242,7 @@ def apply_openvla(c: ml_collections.ConfigDict, tiny: bool, dual_mode: str = "sp
     c.mesh.update(data=1, fsdp=-1)
     c.tokenizer.bins_position = "text_vocab_end"  # OpenVLA: the 256 least-used ids of Llama's 32000
   m.update(dual_mode=dual_mode, projector="mlp3", image_after_bos=True, causal_prefix=True)
+  c.tokenizer.bins_layout = "openvla"  # OpenVLA's bin edges and id order (ablation rows with bins)
   c.data.prompt = "In: What action should the robot take to {instruction}?\nOut:"
   c.tokenizer.prompt_separator = " "
 

@@ -59,7 +59,8 @@ def prepared(demo_dir, cache_dir):
   return prepare.prepare(tiny_config(demo_dir, cache_dir).data)
 
 
-TABLETOP_RECORD = dict(env="tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48)
+TABLETOP_RECORD = dict(env="tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48,
+                       execution_noise=1.0)
 
 
 @pytest.fixture(scope="session")

@@ -100,6 +100,24 @@ def test_bins_round_trip_within_half_bin():
   assert tok.encode([[-1.0] * 7, [1.0] * 7])[0] == [1000] * 7 + [1255] * 7
 
 
+def test_bins_openvla_layout_matches_its_action_tokenizer_by_hand():
+  """OpenVLA (Llama vocab_end 32000, 256 'bins'): edges linspace(-1,1,256), d = digitize(x, edges),
+  id = 32000 - d; decode: centre of interval clip(32000 - id - 1, 0, 254)."""
+  tok = bin_actions.BinActionTokenizer(horizon=1, dim=5, first_id=32000 - 256, num_bins=256, layout="openvla")
+  step = 2 / 255
+  ids, clipped = tok.encode([[-1.0, 0.0, 1.0, 0.5, -1.5]])
+  # x=-1 -> d=1; x=0 lies in [edges[127], edges[128]) -> d=128; x=1 -> d=256; x=0.5: edges[191]=0.498 -> d=192
+  assert ids == [31999, 31872, 31744, 31808, 31999] and clipped == 1
+  decoded, valid = tok.decode(ids)
+  want = [-1 + step / 2, 0.0, 1 - step / 2, -1 + 191.5 * step, -1 + step / 2]
+  assert valid.all() and np.allclose(decoded[0], want, atol=1e-6)
+  rng = np.random.default_rng(1)
+  actions = rng.uniform(-1, 1, (1, 5))
+  back, _ = tok.decode(tok.encode(actions)[0])
+  assert np.abs(back - actions).max() <= step / 2 + 1e-6  # within half an interval
+  assert tok.decode([31743, 32000])[1].tolist() == [[False, False, False, False, False]]  # outside the block
+
+
 def test_bins_invalid_ids():
   tok = bin_actions.BinActionTokenizer(horizon=1, dim=3, first_id=100, num_bins=256)
   decoded, valid = tok.decode([5, 130])

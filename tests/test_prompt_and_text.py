@@ -46,3 +46,16 @@ def test_prompt_inference_has_no_answer(tok):
 def test_prompt_too_long_names_the_prompt(tok):
   with pytest.raises(prompt.PromptTooLongError, match="max_text_len"):
     prompt.build_prompt(tok, "a very long instruction " * 10, [1, 2, 3], max_len=16)
+
+
+def test_robot_prompt_writes_the_normalized_state():
+  from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  template = "do {instruction}? State: {state}"
+  assert preprocess.prompt_uses_state(template) and not preprocess.prompt_uses_state("do {instruction}?")
+  assert preprocess.state_text([0.123, -0.5, 1.7, -0.001]) == "+0.12 -0.50 +1.00 +0.00"  # clipped, no "-0"
+  assert preprocess.robot_prompt(template, " Pick Up. ", np.array([-2.0, 0.456])) == "do pick up? State: -1.00 +0.46"
+  assert preprocess.robot_prompt("do {instruction}", "go", np.ones(3)) == "do go"  # no field: state unused
+  with pytest.raises(ValueError, match="no state was given"):
+    preprocess.robot_prompt(template, "go")
+  with pytest.raises(ValueError, match="non-finite"):
+    preprocess.state_text([0.0, np.nan])

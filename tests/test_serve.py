@@ -91,6 +91,18 @@ def test_bad_requests_get_errors_and_the_connection_keeps_serving(fake):
   assert running.srv.stats["errors"] >= len(bad) + 1
 
 
+def test_state_is_parsed_and_checked_for_policies_that_take_it():
+  image = np.zeros((4, 4, 3), np.uint8)
+  message = msgpack_numpy.packb({"image": image, "prompt": "go", "observation/state": np.arange(3.0)})
+  _, _, state = server_lib.parse_observation(message, 64, state_dim=3)
+  assert state.dtype == np.float32 and state.tolist() == [0.0, 1.0, 2.0]
+  assert server_lib.parse_observation(message, 64)[2] is None  # a policy without state ignores it
+  for bad, match in [({}, "takes the robot state"), ({"state": [1.0, 2.0]}, "3 finite numbers"),
+                     ({"state": [1.0, np.nan, 2.0]}, "3 finite numbers"), ({"state": "abc"}, "3 numbers")]:
+    with pytest.raises(server_lib.RequestError, match=match):
+      server_lib.parse_observation(msgpack_numpy.packb({"image": image, "prompt": "go", **bad}), 64, 3)
+
+
 def test_sixteen_concurrent_clients_are_batched(fake):
   running, policy = fake
   policy.batch_sizes.clear()

@@ -113,6 +113,34 @@ def test_recorded_demonstrations_read_back_as_rlds(recorded):
   assert len(vl) == 12 and {e["conversations"][1]["value"] for e in vl} & {"yes", "no"}
 
 
+def test_noisy_training_demonstrations_record_the_experts_command(recorded):
+  """Training episodes are executed with noise (execution_noise=1 in the fixture) but labelled with the
+  expert's command at the perturbed state: replaying label + the recorder's seeded noise reproduces
+  every recorded state, and the expert, asked at each state, gives the recorded label."""
+  from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
+  episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "tabletop" / "1.0.0"), "train"))
+  assert len(episodes) == 8
+  std = np.asarray(tabletop.EXECUTION_NOISE_STD, np.float32)
+  env, perturbed = tabletop.TabletopEnv(image_size=48), 0
+  try:
+    for episode in episodes:
+      task = episode["episode_metadata/task"]
+      task = task.decode() if isinstance(task, bytes) else str(task)
+      seed = int(episode["episode_metadata/seed"])
+      env.reset(task, seed, "visual_matching")
+      expert, rng = tabletop.Expert(env), np.random.default_rng([seed, 7])
+      for step in episode["steps"]:
+        np.testing.assert_allclose(step["observation/state"], env.state(), atol=1e-6)
+        np.testing.assert_allclose(step["action"], expert.act(), atol=1e-6)
+        noise = rng.normal(0.0, 1.0, tabletop.ACTION_DIM).astype(np.float32) * std
+        perturbed += int(np.abs(noise).max() > 1e-3)
+        env.step(step["action"] + noise)
+      assert env.episode.success
+  finally:
+    env.close()
+  assert perturbed > 20
+
+
 def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_dir):
   from configs import eval_tabletop, pi0_plus  # pylint: disable=g-import-not-at-top
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
@@ -126,6 +154,12 @@ def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_di
   train.train(config, str(workdir), printer=lambda *a, **k: None)
   policy = policy_lib.Policy.from_workdir(str(workdir))
   assert policy.action_dim == tabletop.ACTION_DIM
+  assert policy.uses_state  # the tabletop prompt writes the robot state; the harness passes it
+  image = np.zeros((48, 48, 3), np.uint8)
+  with pytest.raises(ValueError, match="takes the robot state"):
+    policy.act(image, "open the drawer")
+  tokens_at = lambda s: policy.prepare_inputs([image], ["open the drawer"], states=[s])[1]
+  assert not np.array_equal(tokens_at(np.full(4, -0.5)), tokens_at(np.full(4, 0.5)))
   eval_config = eval_tabletop.get_config("quick,protocols=visual_matching+paraphrase")
   eval_config.unlock()
   eval_config.update(episodes_per_task=2, num_envs=2, video_episodes=1)

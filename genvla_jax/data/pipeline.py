@@ -17,6 +17,8 @@ process count, T = max_text_len):
   action_pad [B,H] bool (True = padding past the episode end or VL)   num_clipped [B] int32
   paraphrased [B] bool (instruction replaced by instruction augmentation, data/instruction_aug.py)
   state [B,S] float32 (normalized; zeros for VL) only for models with a state token (π0 use_state)
+A prompt template with a "{state}" field (config.data.prompt) writes the normalized state into the
+robot prompt as text instead (preprocess.state_text: "+0.12 -0.50 ..."), for token heads.
 
 With tokenizer.action="flow" (π0) robot rows carry no answer tokens: the prompt only, the actions go
 to the action expert as the `actions` field.
@@ -64,7 +66,8 @@ class RobotExample(grain.transforms.RandomMap):
   """Step record -> training example (instruction -> action text; no text for the flow head, whose
   action tokenizer is None); `augment`: config.data.augment; `instructions`: an InstructionAugmenter;
   `state_dim` > 0: emit the state normalized with `state_stats`, zero-padded to state_dim (models with
-  a state token; datasets with smaller states are padded, as openpi does)."""
+  a state token; datasets with smaller states are padded, as openpi does). A prompt with a "{state}"
+  field writes the normalized state as text (preprocess.state_text)."""
 
   def __init__(self, *, image_size, prompt, action_stats, text_tokenizer, action_tokenizer, max_text_len,
                augment=None, instructions=None, state_stats=None, state_dim=0, separator="\n"):
@@ -79,7 +82,10 @@ class RobotExample(grain.transforms.RandomMap):
     instruction, paraphrased = record["instruction"], False
     if self.instructions is not None:
       instruction, paraphrased = self.instructions(instruction, rng)
-    prefix = preprocess.robot_prompt(self.prompt, instruction)
+    state = None
+    if preprocess.prompt_uses_state(self.prompt):
+      state = stats_lib.normalize(np.asarray(record["state"], np.float32), self.state_stats)
+    prefix = preprocess.robot_prompt(self.prompt, instruction, state)
     image = augment_lib.augment_and_resize(preprocess.decode_image(record["image"]), self.image_size, rng,
                                            self.augment)
     example = dict(image=image, **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len,

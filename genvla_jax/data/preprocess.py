@@ -70,9 +70,32 @@ def _resized(image, size: int) -> np.ndarray:
   return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR)
 
 
-def robot_prompt(template: str, instruction: str) -> str:
-  """The policy prompt (prefix) for an instruction, e.g. 'What action should the robot take to {...}?'."""
+STATE_DECIMALS = 2
+
+
+def prompt_uses_state(template: str) -> bool:
+  """True when the prompt template writes the robot state as text (a "{state}" field)."""
+  return "{state}" in template
+
+
+def state_text(state) -> str:
+  """Normalized state [S] -> "+0.12 -0.50 +1.00" (STATE_DECIMALS decimals; values outside [-1, 1], the
+  1% tails of the normalization, are written as the nearest end)."""
+  state = np.clip(np.asarray(state, np.float64).reshape(-1), -1.0, 1.0)
+  if not np.all(np.isfinite(state)):
+    raise ValueError(f"non-finite robot state {state}")
+  return " ".join(f"{v:+.{STATE_DECIMALS}f}" for v in state).replace("-0.00", "+0.00")
+
+
+def robot_prompt(template: str, instruction: str, state=None) -> str:
+  """The policy prompt (prefix) for an instruction, e.g. 'What action should the robot take to {...}?'.
+  A template with a "{state}" field also writes the normalized robot state [S] (state_text): such
+  prompts need `state`."""
   instruction = instruction.strip().rstrip(".").lower()
   if not instruction:
     raise ValueError("empty instruction")
+  if prompt_uses_state(template):
+    if state is None:
+      raise ValueError(f"the prompt {template!r} writes the robot state, but no state was given")
+    return template.format(instruction=instruction, state=state_text(state))
   return template.format(instruction=instruction)

@@ -28,14 +28,21 @@ from genvla_jax.tokenizers import string_actions, text
 
 TRAIN_SEED_OFFSET = 100_000
 VAL_SEED_OFFSET = 200_000
-RECORDER_VERSION = 2
+RECORDER_VERSION = 3
 DATASET_NAMES = {"tabletop": "tabletop", "metaworld": "metaworld_mt10"}  # data/registry.py entries
 
 
-def expert_episodes(env_name: str, num_episodes: int, seed_offset: int, image_size: int, failures: list):
+def expert_episodes(env_name: str, num_episodes: int, seed_offset: int, image_size: int, failures: list,
+                    execution_noise: float = 0.0):
   """Yields (key, RLDS episode) of successful expert rollouts; a failed rollout (MetaWorld's scripted
-  policies miss now and then; the tabletop expert does not) is left out and appended to `failures`."""
+  policies miss now and then; the tabletop expert does not) is left out and appended to `failures`.
+  `execution_noise` > 0: the executed action is the expert's plus Gaussian noise of
+  `execution_noise` x the env's EXECUTION_NOISE_STD (seeded per episode); the recorded action stays the
+  expert's command, so the demonstrations show recoveries from perturbed states."""
   module = envs_lib.module(env_name)
+  noise_std = execution_noise * np.asarray(getattr(module, "EXECUTION_NOISE_STD", 0.0), np.float32)
+  if execution_noise and not hasattr(module, "EXECUTION_NOISE_STD"):
+    raise ValueError(f"{env_name} defines no EXECUTION_NOISE_STD; record it with execution_noise=0")
   env = envs_lib.make(env_name, image_size=image_size)
   try:
     e = attempt = 0
@@ -46,12 +53,14 @@ def expert_episodes(env_name: str, num_episodes: int, seed_offset: int, image_si
       attempt += 1
       obs = env.reset(task, seed, "visual_matching")
       expert = module.Expert(env)
+      noise_rng = np.random.default_rng([seed, 7])
       steps, done = [], False
       while not done:
         action = expert.act()
         step = {"observation": {"image": Image.fromarray(obs["image"]), "state": obs["state"]},
                 "action": action, "language_instruction": obs["instruction"], "discount": 1.0}
-        obs, success, done = env.step(action)
+        executed = action + noise_rng.normal(0.0, 1.0, action.shape).astype(np.float32) * noise_std
+        obs, success, done = env.step(executed)
         steps.append(dict(step, reward=float(success), is_first=not steps, is_last=done, is_terminal=success))
       if not env.episode.success:
         failures.append({"task": task, "seed": seed})
@@ -97,6 +106,7 @@ def _tokenizer_corpus(env_name):
           corpus += [preprocess.robot_prompt(demo.DEFAULT_PROMPT, wording.format(a=a, b=b))] * 3
   corpus += list(getattr(module, "QUESTION_CORPUS", ())) * 10
   rng = np.random.default_rng(0)
+  corpus += [f"State: {preprocess.state_text(rng.uniform(-1, 1, module.STATE_DIM))}" for _ in range(200)]
   codec = string_actions.StringActionCodec(horizon=2, dim=module.ACTION_DIM)
   corpus += [codec.format(rng.uniform(-1, 1, (2, module.ACTION_DIM)))[0] for _ in range(200)]
   return corpus
@@ -115,7 +125,7 @@ def _write_paraphrases(env_name, out_dir):
                                instruction_aug.expand(templates, a=names, b=names))
 
 
-def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures):
+def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures, execution_noise):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   module, f = envs_lib.module(env_name), tfds.features
   step = {"observation": {"image": f.Image(shape=(image_size, image_size, 3), encoding_format="png"),
@@ -124,21 +134,25 @@ def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failur
           "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
           "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
   return rlds_writer.write_rlds(root, DATASET_NAMES[env_name], step, {
-      "train": expert_episodes(env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures),
+      "train": expert_episodes(env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures,
+                               execution_noise),
       "val": expert_episodes(env_name, val_episodes, VAL_SEED_OFFSET, image_size, failures)},
       metadata_features={"episode_id": np.int64, "task": f.Text(), "seed": np.int64})
 
 
 def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_episodes: int = 40,
-           vl_train: int = 400, vl_val: int = 40, image_size: int = 64, vocab_size: int = 384) -> str:
+           vl_train: int = 400, vl_val: int = 40, image_size: int = 64, vocab_size: int = 384,
+           execution_noise: float = 0.0) -> str:
   """Records everything under `out_dir` unless a complete recording with the same settings is there.
   VL examples are made only for environments that can ask questions about their scenes
-  (`scene_question`: the tabletop)."""
+  (`scene_question`: the tabletop). `execution_noise` perturbs the training episodes' executed actions
+  (expert_episodes); validation episodes are always clean expert rollouts."""
   if env not in DATASET_NAMES:
     raise ValueError(f"unknown environment {env!r}; recordable: {sorted(DATASET_NAMES)}")
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
   settings = dict(version=RECORDER_VERSION, env=env, train_episodes=train_episodes, val_episodes=val_episodes,
-                  vl_train=vl_train, vl_val=vl_val, image_size=image_size, vocab_size=vocab_size)
+                  vl_train=vl_train, vl_val=vl_val, image_size=image_size, vocab_size=vocab_size,
+                  execution_noise=execution_noise)
   done = os.path.join(out_dir, "DONE.json")
   if os.path.exists(done):
     with open(done) as f:
@@ -150,7 +164,8 @@ def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_e
   print(f"recording {env} expert demonstrations in {out_dir} ({train_episodes} + {val_episodes} episodes)",
         flush=True)
   failures = []
-  _write_rlds(env, os.path.join(out_dir, "rlds"), train_episodes, val_episodes, image_size, failures)
+  _write_rlds(env, os.path.join(out_dir, "rlds"), train_episodes, val_episodes, image_size, failures,
+              execution_noise)
   if hasattr(envs_lib.module(env), "scene_question"):
     _write_vl(env, os.path.join(out_dir, "vl"), "train", vl_train, TRAIN_SEED_OFFSET, image_size)
     _write_vl(env, os.path.join(out_dir, "vl"), "val", vl_val, VAL_SEED_OFFSET, image_size)
@@ -166,7 +181,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  ensure(FLAGS.out, FLAGS.env, FLAGS.train_episodes, FLAGS.val_episodes, image_size=FLAGS.image_size)
+  ensure(FLAGS.out, FLAGS.env, FLAGS.train_episodes, FLAGS.val_episodes, image_size=FLAGS.image_size,
+         execution_noise=FLAGS.execution_noise)
 
 
 if __name__ == "__main__":
@@ -175,4 +191,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("train_episodes", 400, "training episodes (tasks cycle)")
   flags.DEFINE_integer("val_episodes", 40, "validation episodes")
   flags.DEFINE_integer("image_size", 64, "rendered image side")
+  flags.DEFINE_float("execution_noise", 0.0, "noise on executed training actions, x the env's EXECUTION_NOISE_STD")
   app.run(main)

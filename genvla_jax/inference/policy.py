@@ -94,14 +94,17 @@ class Policy:
     return cls(config, params, meta["stats"], meta["action_dim"],
                os.path.join(workdir, meta["tokenizer"]), unnorm_dataset, fast_bpe)
 
-  def prepare_inputs(self, images, instructions, full_width: bool = False):
-    """uint8 images [B,H,W,3] + B instructions -> model inputs (the training preprocessing). The
-    prompt is cut to the longest row unless `full_width` (max_text_len: one shape for every call)."""
+  def prepare_inputs(self, images, instructions, full_width: bool = False, states=None):
+    """uint8 images [B,H,W,3] + B instructions (+ normalized states [B,S] for prompts that write the
+    state) -> model inputs (the training preprocessing). The prompt is cut to the longest row unless
+    `full_width` (max_text_len: one shape for every call)."""
     size = self.config.model.image_size
     pixels = np.stack([preprocess.prepare_image(im, size) for im in images])
-    prompts = [prompt_lib.build_prompt(self.text, preprocess.robot_prompt(self.config.data.prompt, ins),
+    states = [None] * len(instructions) if states is None else states
+    prompts = [prompt_lib.build_prompt(self.text, preprocess.robot_prompt(self.config.data.prompt, ins, st),
                                        None, self.config.tokenizer.max_text_len,
-                                       self.config.tokenizer.get("prompt_separator", "\n")) for ins in instructions]
+                                       self.config.tokenizer.get("prompt_separator", "\n"))
+               for ins, st in zip(instructions, states)]
     tokens = np.stack([p["tokens"] for p in prompts])
     mask = np.stack([p["input_mask"] for p in prompts])
     width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
@@ -111,12 +114,27 @@ class Policy:
 
   @property
   def uses_state(self) -> bool:
-    """True when act() needs `states` (π0 with a state token)."""
-    return bool(self.state_dim)
+    """True when act() needs `states` (π0's state token, or a prompt that writes the state)."""
+    return bool(self.state_dim) or preprocess.prompt_uses_state(self.config.data.prompt)
+
+  def _normalized_states(self, states, batch: int):
+    """Robot-unit states [B,S] -> normalized [B,S] (None when the policy takes no state)."""
+    if not self.uses_state:
+      return None
+    if states is None:
+      raise ValueError(f"this policy takes the robot state ({len(self.state_stats['mean'])} values) as "
+                       "input: pass act(..., states=[B,S])")
+    states = np.asarray(states, np.float32)
+    own_dim = len(self.state_stats["mean"])
+    if states.shape != (batch, own_dim):
+      raise ValueError(f"states of shape {states.shape}; expected {(batch, own_dim)}")
+    if not np.all(np.isfinite(states)):
+      raise ValueError(f"non-finite robot state: {states}")
+    return stats_lib.normalize(states, self.state_stats)
 
   def act(self, images, instructions, full_width: bool = False, states=None):
     """images uint8 [B,H,W,3] (or one [H,W,3]), instructions list[str] (or one str), states [B,S] in
-    the robot's units (only for models with a state token) -> (actions [B,H_chunk,D] float32
+    the robot's units (only for policies that take it: `uses_state`) -> (actions [B,H_chunk,D] float32
     de-normalized, valid [B,H_chunk,D] bool). `full_width`: see prepare_inputs (the server uses it so
     that batches of a size compile once)."""
     single = isinstance(instructions, str)
@@ -125,7 +143,9 @@ class Policy:
       states = None if states is None else [states]
     if len(images) != len(instructions):
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
-    pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width)
+    states = self._normalized_states(states, len(images))
+    prompt_states = states if preprocess.prompt_uses_state(self.config.data.prompt) else None
+    pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width, prompt_states)
     if self.sampler is not None:
       normalized, valid = self._sample(pixels, tokens, mask, states)
     else:
@@ -137,17 +157,9 @@ class Policy:
     return (actions[0], valid[0]) if single else (actions, valid)
 
   def _sample(self, pixels, tokens, mask, states):
-    """π0: -> (normalized actions [B,H,D], valid [B,H,D]); non-finite entries -> 0.0, invalid."""
-    state = None
-    if self.state_dim:
-      if states is None:
-        raise ValueError(f"this policy takes the robot state ({self.state_dim} values) as input: pass "
-                         "act(..., states=[B,S])")
-      states = np.asarray(states, np.float32)
-      own_dim = len(self.state_stats["mean"])
-      if states.shape != (len(pixels), own_dim):
-        raise ValueError(f"states of shape {states.shape}; expected {(len(pixels), own_dim)}")
-      state = pipeline.pad_state(stats_lib.normalize(states, self.state_stats), self.state_dim)
+    """π0: normalized states [B,S] or None -> (normalized actions [B,H,D], valid [B,H,D]); non-finite
+    entries -> 0.0, invalid."""
+    state = pipeline.pad_state(states, self.state_dim) if self.state_dim else None
     noise = self.rng.standard_normal((len(pixels), self.horizon, self.action_dim)).astype(np.float32)
     out = np.asarray(jax.device_get(self.sampler(self.params, pixels, tokens, mask, noise, state)))
     valid = np.isfinite(out)

@@ -76,9 +76,38 @@ def _out_to_hf(k, **_):
   return (k.reshape(-1, k.shape[-1]).T,)
 
 
+def _vit_block_rules(prefix: str, block: str, norms: tuple[str, str], bv_block: str | None = None) -> list[Rule]:
+  """The per-block LayerNorms (`norms`: their two names under `block`) and MLP (mlp.fc1, mlp.fc2) of a
+  ViT, shared by every vision layout; `bv_block`: big_vision's encoderblock path (None: no npz side)."""
+  rules = []
+  for ours, theirs in zip(("LayerNorm_0", "LayerNorm_1"), norms):
+    for p, t in (("scale", "weight"), ("bias", "bias")):
+      rules.append(Rule(f"{prefix}/blocks/{ours}/{p}", (f"{block}{theirs}.{t}",),
+                        bv_block and f"{bv_block}{ours}/{p}", _same, _same_hf, stacked=True))
+  for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+    for p, t, to_ours, to_hf in (("kernel", "weight", _t, _t_hf), ("bias", "bias", _same, _same_hf)):
+      rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/{p}", (f"{block}mlp.{fc}.{t}",),
+                        bv_block and f"{bv_block}MlpBlock_0/{dense}/{p}", to_ours, to_hf, stacked=True))
+  return rules
+
+
+def _attention_rules(prefix: str, attn: str, out: str, bv_block: str | None = None) -> list[Rule]:
+  """Separate q/k/v projections `{attn}{q,k,v}_proj` and the output `{attn}{out}` (weights + biases)."""
+  mha = f"{prefix}/blocks/MultiHeadDotProductAttention_0/"
+  bv = (lambda name: bv_block and f"{bv_block}MultiHeadDotProductAttention_0/{name}")
+  rules = []
+  for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+    rules.append(Rule(f"{mha}{ours}/kernel", (f"{attn}{theirs}.weight",), bv(f"{ours}/kernel"),
+                      _qkv_to_ours, _qkv_to_hf, stacked=True))
+    rules.append(Rule(f"{mha}{ours}/bias", (f"{attn}{theirs}.bias",), bv(f"{ours}/bias"),
+                      _qkv_bias_to_ours, _qkv_bias_to_hf, stacked=True))
+  return rules + [
+      Rule(f"{mha}out/kernel", (f"{attn}{out}.weight",), bv("out/kernel"), _out_to_ours, _out_to_hf, stacked=True),
+      Rule(f"{mha}out/bias", (f"{attn}{out}.bias",), bv("out/bias"), _same, _same_hf, stacked=True)]
+
+
 def vision_rules(prefix: str = "img") -> list[Rule]:
   enc = "vision.encoder.layers.{i}."
-  mha = f"{prefix}/blocks/MultiHeadDotProductAttention_0/"
   bvb = "img/Transformer/encoderblock/"
   rules = [
       Rule(f"{prefix}/embedding/kernel", ("vision.embeddings.patch_embedding.weight",),
@@ -92,29 +121,8 @@ def vision_rules(prefix: str = "img") -> list[Rule]:
       Rule(f"{prefix}/encoder_norm/bias", ("vision.post_layernorm.bias",),
            "img/Transformer/encoder_norm/bias", _same, _same_hf),
   ]
-  for ours, theirs in (("LayerNorm_0", "layer_norm1"), ("LayerNorm_1", "layer_norm2")):
-    for p, t in (("scale", "weight"), ("bias", "bias")):
-      rules.append(Rule(f"{prefix}/blocks/{ours}/{p}", (f"{enc}{theirs}.{t}",), f"{bvb}{ours}/{p}",
-                        _same, _same_hf, stacked=True))
-  for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-    rules.append(Rule(f"{mha}{ours}/kernel", (f"{enc}self_attn.{theirs}.weight",),
-                      f"{bvb}MultiHeadDotProductAttention_0/{ours}/kernel", _qkv_to_ours, _qkv_to_hf,
-                      stacked=True))
-    rules.append(Rule(f"{mha}{ours}/bias", (f"{enc}self_attn.{theirs}.bias",),
-                      f"{bvb}MultiHeadDotProductAttention_0/{ours}/bias", _qkv_bias_to_ours,
-                      _qkv_bias_to_hf, stacked=True))
-  rules += [
-      Rule(f"{mha}out/kernel", (f"{enc}self_attn.out_proj.weight",),
-           f"{bvb}MultiHeadDotProductAttention_0/out/kernel", _out_to_ours, _out_to_hf, stacked=True),
-      Rule(f"{mha}out/bias", (f"{enc}self_attn.out_proj.bias",),
-           f"{bvb}MultiHeadDotProductAttention_0/out/bias", _same, _same_hf, stacked=True),
-  ]
-  for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
-    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/kernel", (f"{enc}mlp.{fc}.weight",),
-                      f"{bvb}MlpBlock_0/{dense}/kernel", _t, _t_hf, stacked=True))
-    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/bias", (f"{enc}mlp.{fc}.bias",),
-                      f"{bvb}MlpBlock_0/{dense}/bias", _same, _same_hf, stacked=True))
-  return rules
+  rules += _vit_block_rules(prefix, enc, ("layer_norm1", "layer_norm2"), bvb)
+  return rules + _attention_rules(prefix, f"{enc}self_attn.", "out_proj", bvb)
 
 
 def dinov2_rules(prefix: str = "img", hf_prefix: str = "", registers: bool = False,
@@ -124,7 +132,6 @@ def dinov2_rules(prefix: str = "img", hf_prefix: str = "", registers: bool = Fal
   DINOv2 options. The CLS token's position embedding is folded into our cls_token (import only: a
   checkpoint's patch grid must match the model's image size)."""
   emb, enc = f"{hf_prefix}embeddings.", f"{hf_prefix}encoder.layer.{{i}}."
-  mha = f"{prefix}/blocks/MultiHeadDotProductAttention_0/"
   no_bv = None
   rules = [
       Rule(f"{prefix}/embedding/kernel", (f"{emb}patch_embeddings.projection.weight",), no_bv,
@@ -140,28 +147,9 @@ def dinov2_rules(prefix: str = "img", hf_prefix: str = "", registers: bool = Fal
   if final_norm:
     rules += [Rule(f"{prefix}/encoder_norm/scale", (f"{hf_prefix}layernorm.weight",), no_bv, _same, _same_hf),
               Rule(f"{prefix}/encoder_norm/bias", (f"{hf_prefix}layernorm.bias",), no_bv, _same, _same_hf)]
-  for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
-    for p, t in (("scale", "weight"), ("bias", "bias")):
-      rules.append(Rule(f"{prefix}/blocks/{ours}/{p}", (f"{enc}{theirs}.{t}",), no_bv, _same, _same_hf,
-                        stacked=True))
-  for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-    rules.append(Rule(f"{mha}{ours}/kernel", (f"{enc}attention.{theirs}.weight",), no_bv,
-                      _qkv_to_ours, _qkv_to_hf, stacked=True))
-    rules.append(Rule(f"{mha}{ours}/bias", (f"{enc}attention.{theirs}.bias",), no_bv,
-                      _qkv_bias_to_ours, _qkv_bias_to_hf, stacked=True))
-  rules += [
-      Rule(f"{mha}out/kernel", (f"{enc}attention.o_proj.weight",), no_bv, _out_to_ours, _out_to_hf,
-           stacked=True),
-      Rule(f"{mha}out/bias", (f"{enc}attention.o_proj.bias",), no_bv, _same, _same_hf, stacked=True),
-      Rule(f"{prefix}/blocks/ls1", (f"{enc}layer_scale1.lambda1",), no_bv, _same, _same_hf, stacked=True),
-      Rule(f"{prefix}/blocks/ls2", (f"{enc}layer_scale2.lambda1",), no_bv, _same, _same_hf, stacked=True),
-  ]
-  for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
-    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/kernel", (f"{enc}mlp.{fc}.weight",), no_bv, _t, _t_hf,
-                      stacked=True))
-    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/bias", (f"{enc}mlp.{fc}.bias",), no_bv, _same,
-                      _same_hf, stacked=True))
-  return rules
+  rules += _vit_block_rules(prefix, enc, ("norm1", "norm2")) + _attention_rules(prefix, f"{enc}attention.", "o_proj")
+  return rules + [Rule(f"{prefix}/blocks/ls{j}", (f"{enc}layer_scale{j}.lambda1",), no_bv, _same, _same_hf, stacked=True)
+                  for j in (1, 2)]
 
 
 PROJECTOR_RULES = [
@@ -202,9 +190,7 @@ def timm_vit_rules(prefix: str, hf_prefix: str, cls_token: bool = False, registe
   if final_norm:
     rules += [Rule(f"{prefix}/encoder_norm/scale", (f"{hf_prefix}norm.weight",), None, _same, _same_hf),
               Rule(f"{prefix}/encoder_norm/bias", (f"{hf_prefix}norm.bias",), None, _same, _same_hf)]
-  for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
-    for p, t in (("scale", "weight"), ("bias", "bias")):
-      rules.append(Rule(f"{prefix}/blocks/{ours}/{p}", (f"{blk}{theirs}.{t}",), None, _same, _same_hf, stacked=True))
+  rules += _vit_block_rules(prefix, blk, ("norm1", "norm2"))
   for k, name in enumerate(("query", "key", "value")):
     rules.append(Rule(f"{mha}{name}/kernel", (f"{blk}attn.qkv.weight",), None, *_fused_qkv_part(k, "kernel"),
                       stacked=True))
@@ -215,11 +201,6 @@ def timm_vit_rules(prefix: str, hf_prefix: str, cls_token: bool = False, registe
   if layer_scale:
     rules += [Rule(f"{prefix}/blocks/ls{j}", (f"{blk}ls{j}.scale_factor",), None, _same, _same_hf, stacked=True)
               for j in (1, 2)]
-  for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
-    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/kernel", (f"{blk}mlp.{fc}.weight",), None, _t, _t_hf,
-                      stacked=True))
-    rules.append(Rule(f"{prefix}/blocks/MlpBlock_0/{dense}/bias", (f"{blk}mlp.{fc}.bias",), None, _same, _same_hf,
-                      stacked=True))
   return rules
 
 

@@ -6,8 +6,9 @@ metadata (a msgpack map); then each binary message from the client is one observ
 with the error (openpi's clients raise it). Unlike openpi's server, a bad request does not close the
 connection: the next request is served.
 
-Observation: {"image" or "observation/image": uint8 [H,W,3], "prompt" or "instruction": str}; other
-keys (e.g. state) are ignored. Reply: {"actions": float32 [H_chunk, D] in the robot's units,
+Observation: {"image" or "observation/image": uint8 [H,W,3], "prompt" or "instruction": str, and for
+policies that take the robot state (`uses_state`: π0's state token, prompts that write the state)
+"state" or "observation/state": float [S] in the robot's units}; other keys are ignored. Reply: {"actions": float32 [H_chunk, D] in the robot's units,
 "valid": bool [H_chunk, D] (False: the field did not parse and holds the fallback; with constrained
 decoding, the default, never), "server_timing": {"infer_ms", "batch_size"}}.
 
@@ -33,8 +34,10 @@ class RequestError(ValueError):
   pass
 
 
-def parse_observation(message, max_image_side: int) -> tuple[np.ndarray, str]:
-  """One client message -> (image uint8 [H,W,3], instruction); RequestError names what is wrong."""
+def parse_observation(message, max_image_side: int, state_dim: int = 0) -> tuple[np.ndarray, str, np.ndarray | None]:
+  """One client message -> (image uint8 [H,W,3], instruction, state float32 [state_dim] or None);
+  RequestError names what is wrong. `state_dim` > 0: the policy takes the robot state, which the
+  message must carry as 'state' (or 'observation/state')."""
   if isinstance(message, str):
     raise RequestError("send observations as binary msgpack messages, not text")
   try:
@@ -58,7 +61,19 @@ def parse_observation(message, max_image_side: int) -> tuple[np.ndarray, str]:
     raise RequestError(f"image must be uint8 [H,W,3], got {what}")
   if max(image.shape[:2]) > max_image_side or min(image.shape[:2]) < 1:
     raise RequestError(f"image of {image.shape[0]}x{image.shape[1]} pixels: sides must be 1..{max_image_side}")
-  return image, prompt
+  if not state_dim:
+    return image, prompt, None
+  state = obs.get("state", obs.get("observation/state"))
+  if state is None:
+    raise RequestError(f"this policy takes the robot state: send 'state' (or 'observation/state'), "
+                       f"{state_dim} numbers")
+  try:
+    state = np.asarray(state, np.float32).reshape(-1)
+  except (TypeError, ValueError) as e:
+    raise RequestError(f"state must be {state_dim} numbers: {e}") from e
+  if state.shape != (state_dim,) or not np.all(np.isfinite(state)):
+    raise RequestError(f"state must be {state_dim} finite numbers, got {state.tolist()}")
+  return image, prompt, state
 
 
 class PolicyServer:
@@ -74,6 +89,7 @@ class PolicyServer:
     self._executor = concurrent.futures.ThreadPoolExecutor(1)  # one decoding thread: the model is one
     if hasattr(policy, "draft_previous"):
       policy.draft_previous = False
+    self.state_dim = len(policy.state_stats["mean"]) if getattr(policy, "uses_state", False) else 0
 
   async def _handle(self, websocket):
     await websocket.send(msgpack_numpy.packb(self.metadata))
@@ -81,9 +97,9 @@ class PolicyServer:
       async for message in websocket:
         self.stats["requests"] += 1
         try:
-          image, prompt = parse_observation(message, self.max_image_side)
+          image, prompt, state = parse_observation(message, self.max_image_side, self.state_dim)
           future = asyncio.get_running_loop().create_future()
-          await self._queue.put((image, prompt, future))
+          await self._queue.put((image, prompt, state, future))
           await websocket.send(msgpack_numpy.packb(await future))
         except RequestError as e:
           self.stats["errors"] += 1
@@ -124,8 +140,11 @@ class PolicyServer:
     size = 1 << (n - 1).bit_length()  # pad to a power of two: one compile per size
     images = [b[0] for b in batch] + [batch[-1][0]] * (size - n)
     prompts = [b[1] for b in batch] + [batch[-1][1]] * (size - n)
+    extra = {}
+    if self.state_dim:
+      extra["states"] = np.stack([b[2] for b in batch] + [batch[-1][2]] * (size - n))
     start = time.perf_counter()
-    actions, valid = self.policy.act(images, prompts, full_width=True)
+    actions, valid = self.policy.act(images, prompts, full_width=True, **extra)
     infer_ms = (time.perf_counter() - start) * 1000
     self.stats["batches"] += 1
     self.stats["max_batch_size"] = max(self.stats["max_batch_size"], n)

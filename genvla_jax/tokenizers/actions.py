@@ -32,7 +32,7 @@ def make_action_tokenizer(tok_config, text_tokenizer, vocab_size: int, action_di
   if tok_config.action == "bins":
     first_id = _reserved_block(tok_config, text_tokenizer, vocab_size, tok_config.num_bins, "bin")
     return bin_actions.BinActionTokenizer(horizon, action_dim, first_id, tok_config.num_bins,
-                                          text_tokenizer.eos_id)
+                                          text_tokenizer.eos_id, tok_config.get("bins_layout", "uniform"))
   if tok_config.action == "fast":
     if not fast_bpe_path:
       raise ValueError("tokenizer.action='fast' needs the BPE trained on the dataset's actions "

@@ -64,6 +64,12 @@ ACTION_DIM = 4
 STATE_DIM = 4
 MAX_DELTA = 0.04          # metres per control step
 GRASP_RADIUS = 0.03
+GRASP_TOLERANCE = 0.015   # the expert closes the gripper this close to the grasp point
+GRASP_CLEARANCE = 0.06    # the expert's approach height above the grasp point while far from it
+# Gaussian noise (std per action dimension) added to the executed action when recording noisy expert
+# demonstrations (eval/record.py `execution_noise`; the recorded label stays the expert's command): the
+# data then shows how to recover from the small errors a learned policy makes (DART, Laskey et al. 2017)
+EXECUTION_NOISE_STD = (0.008, 0.008, 0.008, 0.0)
 CUBE = 0.02               # cube half size; resting centre height
 DRAWER_TRAVEL = 0.12
 WORKSPACE = np.array([[-0.25, -0.25, 0.02], [0.25, 0.18, 0.30]])
@@ -337,7 +343,10 @@ def scene_question(env: TabletopEnv, rng: np.random.Generator, i: int) -> tuple[
 
 
 class Expert:
-  """Scripted expert with privileged state: straight-line moves between waypoints, MAX_DELTA per step."""
+  """Scripted expert with privileged state, a feedback law of the current state only (so it recovers
+  from any perturbation, which is what noise-injected demonstrations need): move toward the grasp
+  point while descending as the horizontal error shrinks (the hand stays GRASP_CLEARANCE above it until
+  it is close), close when within GRASP_TOLERANCE, re-open after a missed grasp; MAX_DELTA per step."""
 
   def __init__(self, env: TabletopEnv):
     self.env = env
@@ -352,13 +361,18 @@ class Expert:
     delta = np.clip(np.asarray(goal) - self.env.hand, -MAX_DELTA, MAX_DELTA)
     return np.append(delta, grip).astype(np.float32)
 
-  def _grasp(self, pos) -> np.ndarray:
-    """Approach from above, descend, close."""
-    hand = self.env.hand
-    if np.linalg.norm(hand[:2] - pos[:2]) > 0.004:
-      return self._toward((pos[0], pos[1], max(hand[2], pos[2] + 0.06)), 0.0)
-    if hand[2] - pos[2] > 0.004:
-      return self._toward(pos, 0.0)
+  def _descend_to(self, pos, grip: float) -> np.ndarray:
+    """Toward `pos`, the height above it proportional to the horizontal error (capped)."""
+    error = np.linalg.norm(self.env.hand[:2] - pos[:2])
+    return self._toward((pos[0], pos[1], pos[2] + min(GRASP_CLEARANCE, 1.5 * error)), grip)
+
+  def _grasp(self, pos, name: str) -> np.ndarray:
+    """Approach, descend, close; a closed gripper that holds something else (a missed grasp) opens."""
+    env = self.env
+    if env.closed and env.grasped != name:
+      return np.array([0, 0, 0, 0], np.float32)
+    if np.linalg.norm(env.hand - pos) > GRASP_TOLERANCE:
+      return self._descend_to(pos, 0.0)
     return np.array([0, 0, 0, 1], np.float32)
 
   def act(self) -> np.ndarray:
@@ -367,20 +381,18 @@ class Expert:
     if ep.task == "pick_object":
       if env.grasped == ep.target:
         return self._toward((hand[0], hand[1], 0.15), 1.0)
-      return self._grasp(env.cube(ep.target))
+      return self._grasp(env.cube(ep.target), ep.target)
     if ep.task == "move_near":
       if self.released:
         return self._toward((hand[0], hand[1], 0.15), 0.0)
       if env.grasped != ep.target:
-        return self._grasp(env.cube(ep.target))
+        return self._grasp(env.cube(ep.target), ep.target)
       goal = np.array([self.place[0], self.place[1], CUBE + 0.002])
-      if np.linalg.norm(hand[:2] - goal[:2]) > 0.004:
-        return self._toward((goal[0], goal[1], max(hand[2], 0.08)), 1.0)
-      if hand[2] - goal[2] > 0.004:
-        return self._toward(goal, 1.0)
+      if np.linalg.norm(hand - goal) > GRASP_TOLERANCE:
+        return self._descend_to(goal, 1.0)
       self.released = True
       return np.array([0, 0, 0, 0], np.float32)
     if env.grasped != "drawer":
-      return self._grasp(env.handle())
+      return self._grasp(env.handle(), "drawer")
     goal_y = env.handle()[1] + (env.drawer - (DRAWER_TRAVEL if ep.task == "open_drawer" else 0.0))
     return self._toward((hand[0], goal_y, hand[2]), 1.0)
