@@ -49,7 +49,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "run directory written by genvla_jax.train", required=True)
   flags.DEFINE_string("image", "", "camera frame (PNG/JPEG)")
   flags.DEFINE_string("instruction", "", "language instruction")
-  flags.DEFINE_string("state", "", "robot state, comma-separated (policies that take it: π0's state token, prompts with {state})")
+  flags.DEFINE_string("state", "", "robot state, comma-separated (policies that take it: π0's state "
+                      "token, prompts with {state})")
   flags.DEFINE_string("eval_split", "", "evaluate action error on this split of the run's robot data")
   flags.DEFINE_integer("num_examples", 200, "frames to evaluate with --eval_split")
   app.run(main)

@@ -40,9 +40,11 @@ def expert_episodes(env_name: str, num_episodes: int, seed_offset: int, image_si
   `execution_noise` x the env's EXECUTION_NOISE_STD (seeded per episode); the recorded action stays the
   expert's command, so the demonstrations show recoveries from perturbed states."""
   module = envs_lib.module(env_name)
-  noise_std = execution_noise * np.asarray(getattr(module, "EXECUTION_NOISE_STD", 0.0), np.float32)
-  if execution_noise and not hasattr(module, "EXECUTION_NOISE_STD"):
-    raise ValueError(f"{env_name} defines no EXECUTION_NOISE_STD; record it with execution_noise=0")
+  noise_std = np.float32(0.0)
+  if execution_noise:
+    if not hasattr(module, "EXECUTION_NOISE_STD"):
+      raise ValueError(f"{env_name} defines no EXECUTION_NOISE_STD; record it with execution_noise=0")
+    noise_std = execution_noise * np.asarray(module.EXECUTION_NOISE_STD, np.float32)
   env = envs_lib.make(env_name, image_size=image_size)
   try:
     e = attempt = 0

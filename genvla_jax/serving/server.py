@@ -8,7 +8,8 @@ connection: the next request is served.
 
 Observation: {"image" or "observation/image": uint8 [H,W,3], "prompt" or "instruction": str, and for
 policies that take the robot state (`uses_state`: π0's state token, prompts that write the state)
-"state" or "observation/state": float [S] in the robot's units}; other keys are ignored. Reply: {"actions": float32 [H_chunk, D] in the robot's units,
+"state" or "observation/state": float [S] in the robot's units}; other keys are ignored.
+Reply: {"actions": float32 [H_chunk, D] in the robot's units,
 "valid": bool [H_chunk, D] (False: the field did not parse and holds the fallback; with constrained
 decoding, the default, never), "server_timing": {"infer_ms", "batch_size"}}.
 
