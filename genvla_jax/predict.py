@@ -6,9 +6,10 @@ r"""Predicts actions with a trained policy (restores the run's latest checkpoint
 
 import json
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 
+from genvla_jax import cli
 from genvla_jax.data import prepare, preprocess
 from genvla_jax.eval import offline
 from genvla_jax.inference import policy as policy_lib
@@ -25,32 +26,56 @@ def evaluate_split(policy, split: str, num_examples: int) -> dict:
   return results
 
 
+def read_image(path: str) -> np.ndarray:
+  """--image -> uint8 [H,W,3]; errors name the file."""
+  try:
+    with open(path, "rb") as f:
+      return preprocess.decode_image(f.read())
+  except (OSError, ValueError) as e:
+    raise cli.UserError(f"--image {path}: {e}") from e
+
+
+def parse_state(text: str) -> np.ndarray:
+  """--state "v1,v2,..." -> float32 [S]; errors name the value."""
+  try:
+    values = np.array([float(v) for v in text.split(",")], np.float32)
+  except ValueError as e:
+    raise cli.UserError(f"--state {text!r}: {e} (give comma-separated numbers)") from e
+  if not np.all(np.isfinite(values)):
+    raise cli.UserError(f"--state {text!r} has non-finite values")
+  return values
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  policy = policy_lib.Policy.from_workdir(FLAGS.workdir)
+  if not FLAGS.eval_split and not (FLAGS.image and FLAGS.instruction):
+    raise cli.UserError("give --image and --instruction, or --eval_split")
+  if not FLAGS.eval_split and not FLAGS.instruction.strip():
+    raise cli.UserError("--instruction is blank")
+  image = None if FLAGS.eval_split else read_image(FLAGS.image)  # before the model is loaded
+  state = parse_state(FLAGS.state) if FLAGS.state else None
+  policy = policy_lib.Policy.from_workdir(FLAGS.workdir, step=FLAGS.step)
   if FLAGS.eval_split:
     print(json.dumps(evaluate_split(policy, FLAGS.eval_split, FLAGS.num_examples), indent=1))
     return
-  if not (FLAGS.image and FLAGS.instruction):
-    raise app.UsageError("give --image and --instruction, or --eval_split")
-  with open(FLAGS.image, "rb") as f:
-    image = preprocess.decode_image(f.read())
-  states = None
-  if policy.uses_state:
-    if not FLAGS.state:
-      raise app.UsageError("this policy takes the robot state: give --state=v1,v2,...")
-    states = np.array([float(v) for v in FLAGS.state.split(",")], np.float32)
-  actions, valid = policy.act(image, FLAGS.instruction, states=states)
+  if policy.uses_state and state is None:
+    raise cli.UserError("this policy takes the robot state: give --state=v1,v2,...")
+  try:
+    actions, valid = policy.act(image, FLAGS.instruction, states=state)
+  except ValueError as e:  # the policy's input checks (prompt length, state shape)
+    raise cli.UserError(str(e)) from e
   print(json.dumps({"actions": np.round(actions, 6).tolist(), "valid": valid.tolist()}))
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "run directory written by genvla_jax.train", required=True)
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable one)")
   flags.DEFINE_string("image", "", "camera frame (PNG/JPEG)")
   flags.DEFINE_string("instruction", "", "language instruction")
   flags.DEFINE_string("state", "", "robot state, comma-separated (policies that take it: π0's state "
                       "token, prompts with {state})")
   flags.DEFINE_string("eval_split", "", "evaluate action error on this split of the run's robot data")
   flags.DEFINE_integer("num_examples", 200, "frames to evaluate with --eval_split")
-  app.run(main)
+  cli.run(main)

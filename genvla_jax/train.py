@@ -19,15 +19,16 @@ import signal
 import threading
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import numpy as np
 from ml_collections import config_flags
 
+from genvla_jax import cli
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import vlm
 from genvla_jax.pretrained import api as pretrained_api
-from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, optimizer, sharding
+from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, optimizer, run_dir, sharding
 from genvla_jax.training import state as state_lib, step as step_lib
 
 
@@ -47,16 +48,49 @@ def prepare_data(config):
   return prepared or run()
 
 
+def check_settings(config):
+  """Settings that must agree, checked before any data is prepared."""
+  drift = config.train.drift
+  if drift.every and not drift.data:
+    raise cli.UserError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image "
+                        "folder)")
+  expert = config.model.get("action_expert")
+  if bool(expert and expert.width) != (config.tokenizer.action == "flow"):
+    raise cli.UserError(f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
+                        f"{expert.width if expert else 0}: the flow head (π0) needs both "
+                        "(configs/pi0_baseline.py); token heads need width 0")
+
+
+def check_tokenizer(config):
+  """The tokenizer exists, unless the configured demo / simulator data generates it."""
+  path = os.path.abspath(os.path.expanduser(config.tokenizer.path)) if config.tokenizer.path else ""
+  if not path:
+    raise cli.UserError("config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
+                        "(PaliGemma's SentencePiece model for released weights)")
+  generated = [os.path.abspath(os.path.expanduser(d)) for d in (config.data.demo_dir, config.data.sim_dir) if d]
+  if not os.path.exists(path) and not any(path.startswith(d + os.sep) for d in generated):
+    raise cli.UserError(f"tokenizer not found: {path} (config.tokenizer.path)")
+
+
+def check_pretrained(config):
+  """A pretrained checkpoint's architecture matches config.model (reads its config only)."""
+  fmt, path = config.pretrained.format, config.pretrained.path
+  if not path:
+    return
+  path = os.path.expanduser(path)
+  if not os.path.exists(path):
+    raise cli.UserError(f"pretrained checkpoint not found: {path} (config.pretrained.path)")
+  problems = pretrained_api.mismatches(fmt, path, config.model)
+  if problems:
+    raise cli.UserError(f"config.model does not match the pretrained checkpoint {path}: " +
+                        "; ".join(problems))
+
+
 def resolve_data_dims(config, prepared):
   """π0's action expert: its action (and state) sizes come from the data; they are written into the
   run's config (saved with every checkpoint), so the policy rebuilds the same model."""
   expert = config.model.get("action_expert")
-  flow_actions = config.tokenizer.action == "flow"
-  if bool(expert and expert.width) != flow_actions:
-    raise ValueError(f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
-                     f"{expert.width if expert else 0}: the flow head (π0) needs both (configs/pi0_baseline.py); "
-                     "token heads need width 0")
-  if not flow_actions:
+  if config.tokenizer.action != "flow":
     return
   if expert.action_dim not in (0, prepared.action_dim):
     raise ValueError(f"model.action_expert.action_dim={expert.action_dim} but the data has "
@@ -78,6 +112,14 @@ def checkpoint_meta(config, prepared) -> dict:
   return meta
 
 
+def asset_sources(config, prepared) -> dict[str, str]:
+  """{asset name: the file this start copies into WORKDIR/assets}."""
+  sources = {"tokenizer.model": os.path.expanduser(config.tokenizer.path)}
+  if prepared.fast_bpe_path:
+    sources["fast_bpe.model"] = prepared.fast_bpe_path
+  return sources
+
+
 def write_assets(config, prepared, workdir):
   """Copies the tokenizer and writes stats/config into the run directory (process 0)."""
   assets = os.path.join(workdir, "assets")
@@ -97,10 +139,6 @@ def initial_params(config, model, mesh, rules, printer):
   if not path:
     return None
   path = os.path.expanduser(path)
-  problems = pretrained_api.mismatches(fmt, path, config.model)
-  if problems:
-    raise ValueError(f"config.model does not match the pretrained checkpoint {path}:\n  " +
-                     "\n  ".join(problems))
   t = time.perf_counter()
   params = pretrained_api.load(fmt, path, model, config.model.image_size, mesh, rules)
   printer(f"initialised from {fmt} checkpoint {path} in {time.perf_counter() - t:.1f}s", flush=True)
@@ -129,8 +167,6 @@ def make_drift_monitor(config, progress):
   drift = config.train.get("drift")
   if not drift or not drift.every:
     return None
-  if not drift.data:
-    raise ValueError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image folder)")
   from genvla_jax.eval import representation  # pylint: disable=g-import-not-at-top
   feature_fn = representation.make_feature_fn(config.model)
 
@@ -165,12 +201,38 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
     printer = lambda *a, **k: None  # pylint: disable=unnecessary-lambda-assignment
   printer(started, flush=True)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  # Checks that need no data, before any data preparation (seconds, not an hour in).
+  run_dir.check_workdir(workdir)
+  resuming = run_dir.check_config(workdir, json.loads(config.to_json()), printer)
+  check_settings(config)
+  check_tokenizer(config)
+  if not resuming:
+    check_pretrained(config)
+  created = not os.path.exists(workdir)
+  try:
+    return _train(config, workdir, resuming, stop_after, printer)
+  except BaseException:
+    if (created and jax.process_index() == 0 and not run_dir.has_checkpoint(workdir)
+        and not os.path.exists(os.path.join(workdir, "metrics.jsonl"))):
+      shutil.rmtree(workdir, ignore_errors=True)  # a failed set-up leaves no half-made run behind
+    raise
+
+
+def _train(config, workdir, resuming, stop_after, printer):
+  """train() after the config checks."""
   prepared = prepare_data(config)
   resolve_data_dims(config, prepared)
   meta = checkpoint_meta(config, prepared)
+  if resuming:  # the run's assets stay as they are; they must be what this start would write
+    run_dir.check_assets(workdir, asset_sources(config, prepared))
+    run_dir.check_stats(workdir, prepared.stats)
   if jax.process_index() == 0:
-    write_assets(config, prepared, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    if resuming:
+      with open(os.path.join(workdir, "config.json"), "w") as f:  # only resumable fields can differ
+        f.write(config.to_json(indent=1))
+    else:
+      write_assets(config, prepared, workdir)
 
   model = vlm.from_config(config.model)
   mesh = sharding.make_mesh(config.mesh)
@@ -182,8 +244,7 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
   data_it = iter(pipeline.make_dataset(config, prepared, seed=config.seed,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count()))
-  latest = ckpt.latest_step()
-  if latest is None:
+  if not ckpt.steps():
     params = initial_params(config, model, mesh, rules, printer)
     state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh,
                                            jax.random.PRNGKey(config.seed), rules, params=params)
@@ -191,9 +252,15 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
     start = 0
   else:
     abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules)
-    state = ckpt.restore(latest, abstract, data_it)
+    latest, state = ckpt.restore_newest_good(lambda s: ckpt.restore(s, abstract, data_it),
+                                             warn=lambda m: printer(f"warning: {m}", flush=True))
     start = int(state["step"])
     printer(f"resumed from {workdir}/checkpoints/{latest} (step {start})", flush=True)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() == 0:
+    dropped = run_dir.truncate_metrics(metrics_path, start)
+    if dropped:
+      printer(f"metrics.jsonl: dropped {dropped} record(s) after step {start} (re-logged by this run)", flush=True)
   printer(f"model: {vlm.count_params(state['params']) / 1e6:.2f} M params "
           f"(dual encoder: {config.model.dual_encoder}, actions: {config.tokenizer.action}); "
           f"mesh {dict(mesh.shape)}; global batch {config.data.batch_size} "
@@ -206,7 +273,7 @@ def train(config, workdir: str, *, stop_after: int | None = None, printer=print)
   batch_size, text_len = config.data.batch_size, config.tokenizer.max_text_len
   peak = flops_lib.peak_flops(jax.devices()[0], config.train.peak_flops_per_device)
   progress = loop.Progress(total_steps=total, start_step=start, global_batch=batch_size,
-                           metrics_path=os.path.join(workdir, "metrics.jsonl"),
+                           metrics_path=metrics_path,
                            log_every=config.train.log_every, printer=printer,
                            tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
                            flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len,
@@ -256,7 +323,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   train(FLAGS.config, FLAGS.workdir)
 
@@ -266,4 +333,4 @@ if __name__ == "__main__":
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, assets)", required=True)
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

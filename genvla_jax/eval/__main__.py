@@ -10,9 +10,10 @@ episode), report.md, success.png, videos/*.mp4 (or .gif: video_format); prints t
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from genvla_jax import cli
 from genvla_jax.eval import envs as envs_lib, harness, report
 
 FLAGS = flags.FLAGS
@@ -52,10 +53,10 @@ def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> di
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
   if FLAGS.expert == bool(FLAGS.checkpoint):
-    raise app.UsageError("give exactly one of --checkpoint=WORKDIR and --expert")
+    raise cli.UserError("give exactly one of --checkpoint=WORKDIR and --expert")
   if FLAGS.expert:
     policy, title = "expert", f"{config.env}: scripted expert"
     out = FLAGS.out or os.path.join("/tmp", f"genvla_eval_{config.env}_expert")
@@ -75,4 +76,4 @@ if __name__ == "__main__":
   flags.DEFINE_bool("expert", False, "evaluate the environment's scripted expert instead")
   flags.DEFINE_string("out", "", "output directory (default: WORKDIR/eval/<env>)")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

@@ -18,10 +18,11 @@ is_last / is_terminal; episode_metadata {episode_id, task, seed}.
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 from PIL import Image
 
+from genvla_jax import cli
 from genvla_jax.data import demo, instruction_aug, preprocess, rlds_writer
 from genvla_jax.eval import envs as envs_lib
 from genvla_jax.tokenizers import string_actions, text
@@ -194,4 +195,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("val_episodes", 40, "validation episodes")
   flags.DEFINE_integer("image_size", 64, "rendered image side")
   flags.DEFINE_float("execution_noise", 0.0, "noise on executed training actions, x the env's EXECUTION_NOISE_STD")
-  app.run(main)
+  cli.run(main)

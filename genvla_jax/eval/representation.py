@@ -21,11 +21,12 @@ import json
 import os
 import pickle
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genvla_jax import cli
 from genvla_jax.data import preprocess
 from genvla_jax.models import vit
 
@@ -177,4 +178,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "", "output directory (default: RUN/representation)")
   flags.DEFINE_string("pretrained_path", "", "also probe the released checkpoint's tower (PaliGemma weights)")
   flags.DEFINE_enum("pretrained_format", "hf", ["hf", "big_vision"], "format of --pretrained_path")
-  app.run(main)
+  cli.run(main)

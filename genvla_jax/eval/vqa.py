@@ -18,9 +18,10 @@ import dataclasses
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
+from genvla_jax import cli
 from genvla_jax.data import preprocess
 from genvla_jax.eval import vqa_metrics
 from genvla_jax.inference import decode
@@ -113,16 +114,18 @@ def main(argv):
   del argv
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   items = load(FLAGS.benchmark, FLAGS.annotations, FLAGS.images)[:FLAGS.limit or None]
-  answerer = Answerer(policy_lib.Policy.from_workdir(FLAGS.checkpoint), FLAGS.max_answer_len, FLAGS.prompt)
+  policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
+  answerer = Answerer(policy, FLAGS.max_answer_len, FLAGS.prompt)
   print(json.dumps({FLAGS.benchmark: evaluate(answerer, FLAGS.benchmark, items)}, indent=1))
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", None, "run directory", required=True)
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable one)")
   flags.DEFINE_enum("benchmark", None, list(BENCHMARKS), "which benchmark", required=True)
   flags.DEFINE_string("annotations", None, "questions / answers file in the benchmark's layout", required=True)
   flags.DEFINE_string("images", None, "image folder", required=True)
   flags.DEFINE_integer("limit", 0, "evaluate the first N questions (0: all)")
   flags.DEFINE_integer("max_answer_len", 16, "tokens per answer")
   flags.DEFINE_string("prompt", "{question}", "prefix template (PaliGemma checkpoints: 'answer en {question}')")
-  app.run(main)
+  cli.run(main)

@@ -31,6 +31,7 @@ class Policy:
                unnorm_dataset: str = "", fast_bpe_path: str | None = None):
     self.config = config
     self.params = params
+    self.step = None  # the checkpoint step, when restored with from_workdir
     self.model = vlm.from_config(config.model)
     self.text, self.action_tokenizer = pipeline.make_tokenizers(config, action_dim, tokenizer_path,
                                                                 fast_bpe_path)
@@ -77,22 +78,34 @@ class Policy:
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, unnorm_dataset: str = "") -> "Policy":
-    """Restores params (only) of the latest (or given) checkpoint of a run directory."""
+    """Restores params (only) of the given checkpoint, or else of the newest one that reads (a corrupt
+    newest checkpoint falls back to the previous one, with a warning). Read-only: nothing in the run
+    directory is created, cleaned or deleted (safe while the run trains)."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-    meta = ckpt.restore_meta(step)
-    config = ml_collections.ConfigDict(meta["config"])
-    model = vlm.from_config(config.model)
-    params = ckpt.restore_params(step, state_lib.abstract_params(model, config.model.image_size,
-                                                               jax.devices()[0]))
-    ckpt.close()
+    if not os.path.isdir(workdir):
+      raise checkpoint.CheckpointError(f"run directory {workdir} does not exist (give the --workdir a "
+                                       "genvla_jax.train run wrote)")
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+
+    def restore(candidate):
+      meta = ckpt.restore_meta(candidate)
+      config = ml_collections.ConfigDict(meta["config"])
+      model = vlm.from_config(config.model)
+      params = ckpt.restore_params(candidate, state_lib.abstract_params(model, config.model.image_size,
+                                                                        jax.devices()[0]))
+      return {"meta": meta, "config": config, "params": params}
+
+    try:
+      step, restored = ckpt.restore_newest_good(restore, step)
+    finally:
+      ckpt.close()
     logging.info("policy from %s step %d", workdir, step)
+    meta = restored["meta"]
     fast_bpe = os.path.join(workdir, meta["fast_bpe"]) if "fast_bpe" in meta else None
-    return cls(config, params, meta["stats"], meta["action_dim"],
-               os.path.join(workdir, meta["tokenizer"]), unnorm_dataset, fast_bpe)
+    policy = cls(restored["config"], restored["params"], meta["stats"], meta["action_dim"],
+                 os.path.join(workdir, meta["tokenizer"]), unnorm_dataset, fast_bpe)
+    policy.step = step
+    return policy
 
   def prepare_inputs(self, images, instructions, full_width: bool = False, states=None):
     """uint8 images [B,H,W,3] + B instructions (+ normalized states [B,S] for prompts that write the

@@ -30,10 +30,10 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 
-from genvla_jax import predict, train
+from genvla_jax import cli, predict, train
 from genvla_jax.data import preprocess, vl as vl_lib
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)
@@ -207,7 +207,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   rows = [r for r in FLAGS.rows.split(",") if r]
   for r in rows:  # fail before training anything
@@ -234,4 +234,4 @@ if __name__ == "__main__":
   flags.DEFINE_multi_string("eval_set", [], "KEY=VALUE override of the eval config (repeatable)")
   flags.DEFINE_integer("num_examples", 200, "val frames for the offline action error")
   flags.DEFINE_integer("vqa_limit", 200, "VL val questions for the VQA accuracy")
-  app.run(main)
+  cli.run(main)

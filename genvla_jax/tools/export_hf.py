@@ -8,11 +8,12 @@ projector's matching half is used; that model differs from the dual one (it sees
 so the exported checkpoint is for reuse elsewhere, not for reproducing the policy's outputs.
 """
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genvla_jax import cli
 from genvla_jax.inference import policy as policy_lib
 from genvla_jax.pretrained import hf
 
@@ -55,4 +56,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
   flags.DEFINE_string("dtype", None, "cast tensors, e.g. bfloat16 (default: as stored)")
   flags.DEFINE_enum("tower", "trained", ["trained", "frozen"], "dual encoder: which tower to export")
-  app.run(main)
+  cli.run(main)

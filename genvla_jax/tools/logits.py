@@ -13,11 +13,12 @@ positions (image tokens are prepended by the model). The architecture comes from
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genvla_jax import cli
 from genvla_jax.models import vlm
 from genvla_jax.pretrained import api
 
@@ -82,7 +83,7 @@ def run(checkpoint: str, fmt: str, inputs: str, out: str, arch: str = "", batch_
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logits = run(FLAGS.checkpoint, FLAGS.format, FLAGS.inputs, FLAGS.out, FLAGS.arch, FLAGS.batch_size)
   print(f"wrote logits {logits.shape} to {FLAGS.out}")
 
@@ -95,4 +96,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("arch", "", "JSON text or file overriding architecture fields")
   flags.DEFINE_integer("batch_size", 8, "examples per forward pass")
   flags.mark_flags_as_required(["checkpoint", "format", "inputs", "out"])
-  app.run(main)
+  cli.run(main)

@@ -7,12 +7,12 @@ r"""Parameter counts of the full-size models, from `jax.eval_shape` (nothing is 
 
 import dataclasses
 
-from absl import app, flags
+from absl import flags
 import jax
 from ml_collections import config_flags
 import numpy as np
 
-from genvla_jax import config_lib
+from genvla_jax import cli, config_lib
 from genvla_jax.models import vlm
 
 FLAGS = flags.FLAGS
@@ -56,4 +56,4 @@ def main(argv):
 
 if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "config file; without it, every PaliGemma backbone")
-  app.run(main)
+  cli.run(main)

@@ -9,23 +9,100 @@ complete), so a crash or `kill -9` during a save leaves the previous checkpoint 
 next start deletes the partial directory. All processes call save/restore (each writes / reads its
 own shards); orbax writes the JSON items from process 0. Retention: the newest `keep` checkpoints, plus
 every step divisible by `keep_every`.
+
+Readers (policy, predict, serve, eval, export) open the directory with `read_only=True`: they never
+create, clean up or delete anything, so reading a run while it trains cannot remove the trainer's
+in-progress save. Only the trainer (the writer) cleans partial saves and sets corrupt steps aside.
+
+Corrupt checkpoints: `restore_newest_good` tries the newest step first and, when a step cannot be read
+(truncated or missing files, garbage JSON), warns and falls back to the next older one; with an
+explicit step there is no fallback (the error names the step).
 """
 
+import os
+import time
+from typing import Callable
+
+from absl import logging
 import grain
+import jax
 import orbax.checkpoint as ocp
+
+from genvla_jax import cli
+
+
+class CheckpointError(cli.UserError):
+  """No readable checkpoint (or not the one asked for); the message names the run and the step(s)."""
 
 
 class Checkpointer:
 
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = True, keep_every: int = 0):
-    """keep: the newest N checkpoints are kept; keep_every: so is every step divisible by it (0: none)."""
-    self.manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, keep_period=keep_every or None, enable_async_checkpointing=async_save,
-            create=True, cleanup_tmp_directories=True))  # a save killed half-way is removed at start
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True, keep_every: int = 0,
+               read_only: bool = False):
+    """keep: the newest N checkpoints are kept; keep_every: so is every step divisible by it (0: none).
+    read_only: a reader; the directory must exist and nothing in it is created, cleaned or deleted."""
+    self.directory, self.read_only = directory, read_only
+    if read_only:
+      if not os.path.isdir(directory):
+        raise CheckpointError(f"no checkpoints directory {directory}: not a genvla_jax run directory, or "
+                              "training has not saved a checkpoint yet")
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
+                                             enable_async_checkpointing=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep, keep_period=keep_every or None, enable_async_checkpointing=async_save,
+          create=True, cleanup_tmp_directories=True)  # a save killed half-way is removed at start
+    self.manager = ocp.CheckpointManager(directory, options=options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def steps(self) -> list[int]:
+    """Complete steps, newest first."""
+    return sorted(self.manager.all_steps(), reverse=True)
+
+  def restore_newest_good(self, restore_fn: Callable[[int], dict], step: int | None = None,
+                          warn=logging.warning) -> tuple[int, dict]:
+    """-> (step, restore_fn(step)) for `step`, or else for the newest step that restores. A step that
+    fails is reported through `warn` (and, for the writer, moved aside to `<step>.corrupt-<time>` so that
+    a later save of the same step number cannot collide with it). Raises CheckpointError when nothing
+    restores."""
+    if step is not None:
+      if step not in self.manager.all_steps():
+        raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; steps: {self.steps()}")
+      try:
+        return step, restore_fn(step)
+      except Exception as e:  # pylint: disable=broad-except
+        raise CheckpointError(f"checkpoint {self.directory}/{step} cannot be read ({_first_line(e)}); "
+                              f"other steps: {[s for s in self.steps() if s != step]}") from e
+    failures = []
+    for candidate in self.steps():
+      try:
+        restored = restore_fn(candidate)
+      except Exception as e:  # pylint: disable=broad-except
+        failures.append(f"{candidate}: {_first_line(e)}")
+        warn(f"checkpoint {self.directory}/{candidate} cannot be read ({_first_line(e)}); "
+             "falling back to the previous one")
+        self._set_aside(candidate)
+        continue
+      if failures:
+        warn(f"restored step {candidate} of {self.directory} (newer unreadable: {len(failures)})")
+      return candidate, restored
+    if not failures:
+      raise CheckpointError(f"no checkpoint in {self.directory}: training has not saved one yet")
+    raise CheckpointError(f"no readable checkpoint in {self.directory}: " + "; ".join(failures))
+
+  def _set_aside(self, step: int):
+    """Writer only, process 0 only (a shared file system sees one rename)."""
+    if self.read_only:
+      return
+    path = os.path.join(self.directory, str(step))
+    if jax.process_index() == 0 and os.path.isdir(path):
+      try:
+        os.rename(path, f"{path}.corrupt-{int(time.time())}")
+      except FileNotFoundError:
+        pass
+    self.manager.reload()
 
   def save(self, step: int, state: dict, data_iterator, meta: dict):
     args = dict(params=ocp.args.StandardSave(state["params"]),
@@ -57,3 +134,8 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:300] if text else ''}"
