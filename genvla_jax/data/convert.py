@@ -1,6 +1,6 @@
 """Converts a published RLDS dataset into step-level ArrayRecord shards that grain reads at random.
 
-  python -m genvla_jax.data.convert --rlds_dir=DIR --dataset=NAME --split=train --out=OUT
+  python -m genvla_jax.data.convert --rlds_dir=DIR --dataset=NAME --split=train --out=OUT [--overwrite]
 
 The split is cut into parts (`episodes_per_part` episodes of one input file, planned from TFDS's shard
 lengths); parts convert independently, in parallel processes (`--num_workers`), each written atomically,
@@ -8,34 +8,71 @@ so an interrupted conversion resumes where it stopped (finished parts are kept).
   part-XXXXX-of-YYYYY.array_record  one msgpack record per step, episodes contiguous:
       {"image": bytes, "state": f32 [S], "action": f32 [D], "instruction": str,
        "episode": int (source episode index), "step": int, "episode_length": int}
-  part-XXXXX-of-YYYYY.{npz,json}    per part: actions/states/episode lengths; record count, sha256, skips
+  part-XXXXX-of-YYYYY.{npz,json}    per part: actions/states/episode lengths; record count, sha256, skips,
+                                    provenance
   episodes.npz   start [E], length [E] (global record index of each episode's first step), source_episode
   stats.json     action/state statistics (stats.py), with the registry's normalize_mask
-  meta.json      written last (the conversion is complete): source, counts, shards with record counts and
-                 sha256, skipped steps with their location
-An undecodable episode, or a step with a non-finite action or state, an empty instruction, a missing
-image or key, is skipped and listed in meta.json with its episode and step (`on_bad="fail"`: raise
-BadRecordError at the first instead).
+  meta.json      written last (the conversion is complete): provenance, counts, shards with record counts
+                 and sha256, skipped steps / episodes with their location
+
+Provenance (source path and its shard files' names and sizes, dataset, split, CONVERTER_VERSION,
+episodes_per_part) is recorded in every part and in meta.json. An existing --out is reused (finished) or
+resumed (partial) only when its provenance matches exactly; otherwise OutputDirError names the differing
+fields (another --out, or `overwrite=True`, which deletes only the converter's own files). The inputs
+are checked before anything in --out is touched; a failed run removes the --out it created while empty.
+
+Bad input (listed in meta.json's skipped_steps, counted in skipped_episodes, printed by the CLI;
+`on_bad="fail"`: BadRecordError at the first instead):
+  * whole episode skipped, entry {"file", "record", "episode", "step", "reason"}: a record whose checksum
+    fails, an undecodable record, a stored image that does not decode; a truncated file (or corrupt
+    framing) loses the rest of that file: one entry with "episodes_lost", the episodes before it are kept;
+  * one step skipped, entry {"episode", "step", "reason"}: a non-finite action or state, an empty
+    instruction, a missing image or key.
+A conversion in which every episode is skipped raises NoUsableDataError (nothing is left in --out).
 """
 
 import concurrent.futures
 import dataclasses
 import hashlib
-import itertools
 import json
 import multiprocessing
 import os
-import shutil
+import re
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from array_record.python import array_record_module
 from flax import serialization
 import numpy as np
 
-from genvla_jax.data import registry, rlds, stats as stats_lib
+from genvla_jax import cli
+from genvla_jax.data import preprocess, registry, rlds, stats as stats_lib
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # the record layout readers depend on (pipeline, inspect)
+CONVERTER_VERSION = 3  # what conversion does (3: checksums verified, every stored image decoded); provenance
+
+
+class BadRecordError(cli.UserError, ValueError):
+  """A bad record under on_bad="fail": names the file, record, episode, step and reason."""
+
+
+class OutputDirError(cli.UserError):
+  """--out cannot be used as asked (another dataset's output, foreign files); names the fix."""
+
+
+class NoUsableDataError(cli.UserError, ValueError):
+  """Every episode of the split was skipped."""
+
+
+class UnknownDatasetError(cli.UserError, KeyError):
+  """--dataset is not in data/registry.py."""
+
+  def __str__(self):
+    return str(self.args[0])
+
+
+class ShardCorruptError(cli.UserError, ValueError):
+  """A converted shard's sha256 does not match meta.json."""
 
 
 def encode_step(record: dict) -> bytes:
@@ -66,6 +103,18 @@ def _bad_reason(step) -> str | None:
   return None
 
 
+def image_problem(data: bytes, shape: tuple | None = None) -> tuple[str | None, tuple | None]:
+  """(None, its shape (H, W, 3)) if `data` decodes to an RGB image (of `shape` when given), else (why
+  not, None)."""
+  try:
+    image = preprocess.decode_image(data)
+  except preprocess.BadImageError as err:
+    return str(err), None
+  if shape is not None and tuple(image.shape) != tuple(shape):
+    return f"image is {list(image.shape)}, the episode's first image {list(shape)}", None
+  return None, tuple(image.shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class Part:
   """A unit of conversion work: `count` episodes starting at record `first` of one input file."""
@@ -74,6 +123,7 @@ class Part:
   first: int
   count: int
   first_episode: int  # global index of its first episode in the split (source order)
+  episodes_per_part: int = 0  # the plan's setting (part of the provenance)
 
 
 def plan(source: rlds.RLDSDataset, episodes_per_part: int) -> list[Part]:
@@ -84,9 +134,37 @@ def plan(source: rlds.RLDSDataset, episodes_per_part: int) -> list[Part]:
   for file, length in zip(source.files, lengths):
     for first in range(0, length, episodes_per_part):
       count = min(episodes_per_part, length - first)
-      parts.append(Part(len(parts), file, first, count, episode + first))
+      parts.append(Part(len(parts), file, first, count, episode + first, episodes_per_part))
     episode += length
   return parts
+
+
+def provenance(rlds_dir: str, dataset: str, split: str, episodes_per_part: int,
+               source: rlds.RLDSDataset | None = None) -> dict:
+  """What a conversion is made from and how; equal provenance = interchangeable output. `source_files`
+  (the split's shard files: count, total bytes, sha1 of their names and sizes) only when the source is
+  given."""
+  out = {"source": os.path.abspath(rlds_dir), "dataset": dataset, "split": split,
+         "converter_version": CONVERTER_VERSION, "episodes_per_part": int(episodes_per_part)}
+  if source is not None:
+    sizes = sorted((os.path.basename(p), os.path.getsize(p)) for p in source.files)
+    digest = hashlib.sha1(json.dumps(sizes).encode()).hexdigest()[:16]
+    out["source_files"] = f"{len(sizes)} files, {sum(n for _, n in sizes)} bytes, sha1 {digest}"
+  return out
+
+
+def provenance_diff(have: dict | None, want: dict) -> list[str]:
+  """Fields where `have` (an existing output's provenance) differs from `want`, worded for a message."""
+  if not have:
+    return ["provenance (none recorded: written by an older genvla_jax)"]
+  diffs = []
+  for key in sorted(set(have) | set(want)):
+    if have.get(key) != want.get(key):
+      if key == "source_files":
+        diffs.append("source_files (the shard files differ in names or sizes)")
+      else:
+        diffs.append(f"{key} {have.get(key)!r} (asked {want.get(key)!r})")
+  return diffs
 
 
 def _part_name(part: Part, total: int) -> str:
@@ -97,54 +175,55 @@ def _part_done(out_dir: str, name: str) -> bool:
   return os.path.exists(os.path.join(out_dir, name + ".json"))
 
 
-def _records(source, part: Part):
-  """The part's serialized episodes; a file that cannot be read raises naming the file and record."""
-  it = itertools.islice(source.iter_file(part.file), part.first, part.first + part.count)
-  k = part.first
-  while True:
-    try:
-      _, serialized = next(it)
-    except StopIteration:
-      return
-    except Exception as err:  # a corrupt TFRecord frame: the rest of the file cannot be located
-      raise ValueError(f"cannot read record {k} of {part.file}: {err}") from err
-    k += 1
-    yield serialized
+class _Skips:
+  """Collects skipped steps / episodes (`entries`, meta.json's skipped_steps); under on_bad="fail" the
+  first one raises BadRecordError instead."""
+
+  def __init__(self, on_bad: str):
+    self.on_bad, self.entries = on_bad, []
+
+  def add(self, entry: dict, where: str):
+    if self.on_bad == "fail":
+      raise BadRecordError(f"{where}: bad record in episode {entry['episode']} step {entry['step']}: "
+                           f"{entry['reason']} (on_bad='fail'; on_bad='skip' skips it and lists it in "
+                           "meta.json)")
+    self.entries.append(entry)
 
 
-class BadRecordError(ValueError):
-  pass
+def _episode_entry(path: str, k: int, e: int, step, reason: str, **extra) -> dict:
+  return dict({"file": os.path.basename(path), "record": k, "episode": e, "step": step,
+               "reason": reason[:300]}, **extra)
 
 
-def _skip(skipped: list, on_bad: str, location: dict):
-  if on_bad == "fail":
-    raise BadRecordError(f"bad record in episode {location['episode']} step {location['step']}: "
-                         f"{location['reason']} (on_bad='fail')")
-  skipped.append(location)
-
-
-def _good_steps(source, spec, serialized, e: int, skipped: list, on_bad: str) -> list[dict]:
-  """One serialized episode -> its standardized, checked steps (bad ones reported in `skipped`)."""
+def _good_steps(source, spec, serialized, where: tuple, skips: _Skips) -> list[dict]:
+  """One serialized episode -> its standardized, checked steps; `where` = (file, record, episode).
+  Bad steps are skipped alone; an undecodable record or image skips the whole episode (-> [])."""
+  path, k, e = where
+  at = f"{path} record {k}"
   try:
     episode = source.decode_episode(serialized)
-  except Exception as err:  # corrupt record: skipped, reported with its location
-    _skip(skipped, on_bad, {"episode": e, "step": None, "reason": f"undecodable episode: {err}"[:200]})
+  except Exception as err:  # pylint: disable=broad-except
+    skips.add(_episode_entry(path, k, e, None, f"undecodable episode: {err}"), at)
     return []
   standardized = []
   for s, raw in enumerate(episode["steps"]):
     try:
       standardized.append(dict(spec.standardize(raw), _source_step=s))
     except (KeyError, ValueError, TypeError) as err:
-      _skip(skipped, on_bad, {"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]})
+      skips.add({"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]}, at)
   if spec.episode_transform is not None and standardized:
     standardized = spec.episode_transform(standardized)
-  good = []
+  good, shape = [], None
   for step in standardized:
     s = step.pop("_source_step")
     reason = _bad_reason(step)
     if reason:
-      _skip(skipped, on_bad, {"episode": e, "step": s, "reason": reason})
+      skips.add({"episode": e, "step": s, "reason": reason}, at)
       continue
+    problem, shape = image_problem(step["image"], shape)
+    if problem:
+      skips.add(_episode_entry(path, k, e, s, f"undecodable image: {problem}"), at)
+      return []
     good.append(step)
   return good
 
@@ -152,90 +231,285 @@ def _good_steps(source, spec, serialized, e: int, skipped: list, on_bad: str) ->
 def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int, out_dir: str,
                  on_bad: str = "skip") -> dict:
   """Converts one part into `<name>.array_record` + `<name>.npz` (per good step: action, state;
-  per episode: source index, length) + `<name>.json` (written last: the part is done)."""
+  per episode: source index, length) + `<name>.json` (written last: the part is done; counts, skips,
+  provenance). Nothing of the part is left on an error."""
   spec = registry.get(dataset)
   source = rlds.RLDSDataset(rlds_dir, split)
   name = _part_name(part, total)
-  skipped, actions, states, episodes, lengths = [], [], [], [], []
+  skips, actions, states, episodes, lengths = _Skips(on_bad), [], [], [], []
   tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}")
   writer = array_record_module.ArrayRecordWriter(tmp + ".array_record", "group_size:1")
   try:  # records stream to the writer: memory holds one episode, not the part
-    for k, serialized in enumerate(_records(source, part)):
-      e = part.first_episode + k
-      good = _good_steps(source, spec, serialized, e, skipped, on_bad)
-      if not good:
-        continue
+    for k, good in _part_episodes(source, spec, part, skips):
+      e = part.first_episode + k - part.first
       episodes.append(e)
       lengths.append(len(good))
       for s, step in enumerate(good):
         writer.write(encode_step(dict(step, episode=e, step=s, episode_length=len(good))))
         actions.append(step["action"])
         states.append(step["state"])
+    writer.close()
+    np.savez(tmp + ".npz", actions=_rows(actions), states=_rows(states),
+             episodes=np.asarray(episodes, np.int64), lengths=np.asarray(lengths, np.int64))
   except BaseException:
     writer.close()
-    os.remove(tmp + ".array_record")
+    for suffix in (".array_record", ".npz"):
+      if os.path.exists(tmp + suffix):
+        os.remove(tmp + suffix)
     raise
-  writer.close()
-  np.savez(tmp + ".npz", actions=np.asarray(actions, np.float32).reshape(len(actions), -1),
-           states=np.asarray(states, np.float32).reshape(len(states), -1),
-           episodes=np.asarray(episodes, np.int64), lengths=np.asarray(lengths, np.int64))
   os.replace(tmp + ".array_record", os.path.join(out_dir, name + ".array_record"))
   os.replace(tmp + ".npz", os.path.join(out_dir, name + ".npz"))
   info = {"file": name + ".array_record", "records": len(actions), "episodes": len(episodes),
-          "sha256": _sha256(os.path.join(out_dir, name + ".array_record")), "skipped_steps": skipped}
+          "sha256": _sha256(os.path.join(out_dir, name + ".array_record")), "skipped_steps": skips.entries,
+          "skipped_episodes": part.count - len(episodes),
+          "provenance": provenance(rlds_dir, dataset, split, part.episodes_per_part, source)}
   with open(tmp + ".json", "w") as f:
     json.dump(info, f)
   os.replace(tmp + ".json", os.path.join(out_dir, name + ".json"))
   return info
 
 
+def _rows(vectors: list) -> np.ndarray:
+  """[N] vectors of one length D -> float32 [N,D] ([0,0] for none: a part whose episodes were all skipped)."""
+  return np.asarray(vectors, np.float32).reshape(len(vectors), -1) if vectors else np.zeros((0, 0), np.float32)
+
+
+def _part_episodes(source, spec, part: Part, skips: _Skips):
+  """(record index, good steps) for each usable episode of the part; unreadable records, and the rest of
+  a file whose framing is lost, go to `skips`."""
+  path = part.file
+  for k, item in source.iter_file(path, part.first, part.first + part.count):
+    first = max(k, part.first)
+    e = part.first_episode + first - part.first
+    if isinstance(item, rlds.RecordError) and item.rest_lost:
+      lost = part.first + part.count - first
+      skips.add(_episode_entry(path, first, e, None, f"unreadable from byte {item.offset} (record {item.index}) "
+                               f"on, {lost} episodes lost: {item.reason}", episodes_lost=lost),
+                f"{path} record {item.index}")
+      return
+    if isinstance(item, rlds.RecordError):
+      skips.add(_episode_entry(path, k, e, None, item.reason), item.where)
+      continue
+    good = _good_steps(source, spec, item, (path, k, e), skips)
+    if good:
+      yield k, good
+
+
 def completed_meta(out_dir: str, format_version: int) -> dict | None:
   """meta.json of a finished conversion in this format version (it is written last), else None."""
-  path = os.path.join(out_dir, "meta.json")
-  if not os.path.exists(path):
+  meta = _read_json(os.path.join(out_dir, "meta.json"))
+  return meta if meta is not None and meta.get("format_version") == format_version else None
+
+
+def _read_json(path: str) -> dict | None:
+  """A JSON object file's content; None when absent, unreadable or not an object."""
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except (OSError, ValueError):
     return None
-  with open(path) as f:
-    meta = json.load(f)
-  return meta if meta.get("format_version") == format_version else None
+  return data if isinstance(data, dict) else None
+
+
+_PART_FILE = re.compile(r"^\.?part-\d{5}-of-\d{5}(\.tmp\d+)?\.(array_record|npz|json)$")
+_OWN_FILES = ("episodes.npz", "stats.json", "meta.json")
+
+
+def _is_robot_meta(meta: dict | None) -> bool:
+  return meta is not None and {"format_version", "shards", "num_steps"} <= set(meta)
+
+
+def existing_output(out_dir: str) -> dict:
+  """What `out_dir` holds: {"meta": converter meta.json or None, "foreign": [files the converter would
+  write but did not], "parts": {part json name: provenance or None}}. Reads only small JSON files."""
+  names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+  meta = _read_json(os.path.join(out_dir, "meta.json")) if "meta.json" in names else None
+  parts = {n: (_read_json(os.path.join(out_dir, n)) or {}).get("provenance")
+           for n in names if _PART_FILE.match(n) and n.endswith(".json") and not n.startswith(".")}
+  robot_meta = _is_robot_meta(meta)
+  foreign = ["meta.json"] if "meta.json" in names and not robot_meta else []
+  foreign += [n for n in ("episodes.npz", "stats.json") if n in names and not (robot_meta or parts)]
+  return {"meta": meta if robot_meta else None, "foreign": foreign, "parts": parts}
+
+
+def remove_own_files(out_dir: str) -> list[str]:
+  """Deletes the converter's files in `out_dir` (parts, their temp files, episodes.npz, stats.json, a
+  converter meta.json); anything else stays. -> the names deleted."""
+  state = existing_output(out_dir)
+  removed = []
+  for name in sorted(os.listdir(out_dir)):
+    mine = _PART_FILE.match(name) or re.match(r"^meta\.json\.tmp\d+$", name) or (
+        name in _OWN_FILES and name not in state["foreign"])
+    if mine:
+      os.remove(os.path.join(out_dir, name))
+      removed.append(name)
+  return removed
+
+
+def _check_options(dataset: str, on_bad: str, episodes_per_part: int):
+  if dataset not in registry.REGISTRY:  # unknown names fail before any work
+    raise UnknownDatasetError(f"unknown robot dataset {dataset!r} (--dataset); registered: "
+                              f"{sorted(registry.REGISTRY)} (a new one is added in data/registry.py)")
+  if on_bad not in ("skip", "fail"):
+    raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
+  if episodes_per_part < 1:
+    raise cli.UserError(f"episodes_per_part must be >= 1, got {episodes_per_part}")
+
+
+def _check_out(out_dir: str, want: dict, overwrite: bool) -> dict | None:
+  """Decides what to do with an existing --out before anything is written: -> its meta when it is a
+  finished conversion of exactly `want` (reuse); None when it is free, resumable or (overwrite) cleared.
+  Raises OutputDirError naming the conflict and the fix otherwise."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise OutputDirError(f"--out {out_dir} is a file, not a directory: give another --out")
+  state = existing_output(out_dir)
+  fix = "give another --out, or --overwrite to replace the converter's files there"
+  if state["foreign"]:
+    raise OutputDirError(f"--out {out_dir} holds {', '.join(state['foreign'])} not written by the robot "
+                         "converter: give another --out (nothing was changed there)")
+  have = [state["meta"].get("provenance")] if state["meta"] else []
+  have += [p for p in state["parts"].values()]
+  diffs = next((provenance_diff(p, want) for p in have if provenance_diff(p, want)), [])
+  if diffs and not overwrite:
+    what = "a finished conversion" if state["meta"] else "an unfinished conversion"
+    raise OutputDirError(f"--out {out_dir} holds {what} of other input: {'; '.join(diffs)}: {fix}")
+  if diffs:
+    removed = remove_own_files(out_dir)
+    logging.warning("overwrite: removed %d converter files from %s", len(removed), out_dir)
+    return None
+  if state["meta"] and state["meta"].get("format_version") == FORMAT_VERSION:
+    return state["meta"]
+  return None
+
+
+def _make_dirs(path: str) -> str | None:
+  """Creates `path` and missing parents; -> the top-most directory it created (None: it existed)."""
+  missing, p = None, os.path.abspath(path)
+  while not os.path.exists(p):
+    missing, p = p, os.path.dirname(p)
+  os.makedirs(path, exist_ok=True)
+  return missing
+
+
+def _remove_empty_dirs(path: str, top: str | None):
+  """Removes `path` and its parents up to `top` (what _make_dirs created) while they are empty."""
+  if top is None:
+    return
+  p = os.path.abspath(path)
+  while True:
+    try:
+      os.rmdir(p)
+    except OSError:  # not empty: keep it (and its parents)
+      return
+    if p == top:
+      return
+    p = os.path.dirname(p)
+
+
+def _reuse_without_source(out_dir: str, want: dict, error: Exception) -> dict:
+  """The source is unreadable: a finished --out whose provenance matches on everything checkable is
+  still returned (warning); otherwise the source's error is raised."""
+  state = existing_output(out_dir) if os.path.isdir(out_dir) else {"meta": None}
+  have = (state["meta"] or {}).get("provenance")
+  if have and state["meta"].get("format_version") == FORMAT_VERSION and not provenance_diff(
+      {k: v for k, v in have.items() if k != "source_files"}, want):
+    logging.warning("%s; using the finished conversion in %s (its source files were not checked)",
+                    error, out_dir)
+    return state["meta"]
+  raise error
+
+
+def _where(entry: dict) -> str:
+  """'<file> record <k>: ' for an entry that names its record, else ''."""
+  return f"{entry['file']} record {entry['record']}: " if "file" in entry else ""
+
+
+def _check_reuse(meta: dict, on_bad: str) -> dict:
+  """`meta` unless on_bad="fail" and it skipped records (resumed parts, a reused conversion)."""
+  if on_bad == "fail" and meta["skipped_steps"]:
+    first = meta["skipped_steps"][0]
+    raise BadRecordError(f"{_where(first)}bad record in episode {first['episode']} step {first['step']}: "
+                         f"{first['reason']} (on_bad='fail'; the existing conversion skipped it)")
+  return meta
 
 
 def convert(rlds_dir: str, dataset: str, split: str, out_dir: str, *, episodes_per_part: int = 1000,
-            num_workers: int = 0, printer=None, on_bad: str = "skip") -> dict:
-  """Converts one split (see the module docstring); returns meta. Resumable: parts already written by an
-  interrupted run are kept; a complete conversion (meta.json of this format version) is returned as is.
-  num_workers > 0 converts parts in that many processes."""
-  meta_path = os.path.join(out_dir, "meta.json")
-  done = completed_meta(out_dir, FORMAT_VERSION)
+            num_workers: int = 0, printer=None, on_bad: str = "skip", overwrite: bool = False) -> dict:
+  """Converts one split (see the module docstring); returns meta. Inputs and --out are checked first.
+  Resumable: parts of the same provenance already written by an interrupted run are kept; a complete
+  conversion of the same provenance is returned as is. num_workers > 0 converts parts in that many
+  processes."""
+  _check_options(dataset, on_bad, episodes_per_part)
+  try:
+    source = rlds.RLDSDataset(rlds_dir, split)
+  except (rlds.DatasetDirError, rlds.UnknownSplitError) as err:
+    return _check_reuse(_reuse_without_source(out_dir, provenance(rlds_dir, dataset, split, episodes_per_part),
+                                              err), on_bad)
+  want = provenance(rlds_dir, dataset, split, episodes_per_part, source)
+  done = _check_out(out_dir, want, overwrite)
   if done is not None:
-    return done
-  if os.path.exists(meta_path):
-    shutil.rmtree(out_dir)  # an older layout: convert again
-  registry.get(dataset)  # unknown names fail before any work
-  if on_bad not in ("skip", "fail"):
-    raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
-  source = rlds.RLDSDataset(rlds_dir, split)
+    return _check_reuse(done, on_bad)
   parts = plan(source, episodes_per_part)
-  os.makedirs(out_dir, exist_ok=True)
+  created = _make_dirs(out_dir)
+  try:
+    meta = _convert_parts(rlds_dir, dataset, split, out_dir, parts, num_workers, printer, on_bad)
+  except NoUsableDataError:
+    remove_own_files(out_dir)
+    _remove_empty_dirs(out_dir, created)
+    raise
+  except BaseException:
+    _remove_empty_dirs(out_dir, created)
+    raise
+  meta.update(source=os.path.abspath(rlds_dir), dataset=dataset, split=split, provenance=want)
+  meta_path = os.path.join(out_dir, "meta.json")
+  tmp = meta_path + f".tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(meta, f, indent=1)
+  os.replace(tmp, meta_path)
+  logging.info("converted %s/%s: %d episodes, %d steps, %d episodes and %d steps skipped -> %s", dataset, split,
+               meta["num_episodes"], meta["num_steps"], meta["skipped_episodes"], _skipped_step_count(meta),
+               out_dir)
+  return _check_reuse(meta, on_bad)
+
+
+def _convert_parts(rlds_dir, dataset, split, out_dir, parts, num_workers, printer, on_bad) -> dict:
+  """Converts the parts not yet done, then assembles index, statistics and meta (not yet written)."""
   todo = [p for p in parts if not _part_done(out_dir, _part_name(p, len(parts)))]
   progress = _Progress(len(parts), len(parts) - len(todo), printer)
   args = [(rlds_dir, split, dataset, p, len(parts), out_dir, on_bad) for p in todo]
   if num_workers > 0 and len(todo) > 1:
     context = multiprocessing.get_context("spawn")  # no fork of a multithreaded parent
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
-      for info in pool.map(_convert_part_args, args):
-        progress.update(info)
+      try:
+        for info in pool.map(_convert_part_args, args):
+          progress.update(info)
+      except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # parts not started are not converted after an error
+        raise
   else:
     for a in args:
       progress.update(convert_part(*a))
-  meta = _assemble(out_dir, parts, dataset)
-  meta.update(source=os.path.abspath(rlds_dir), dataset=dataset, split=split)
-  tmp = meta_path + f".tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(meta, f, indent=1)
-  os.replace(tmp, meta_path)
-  logging.info("converted %s/%s: %d episodes, %d steps, %d skipped -> %s", dataset, split,
-               meta["num_episodes"], meta["num_steps"], len(meta["skipped_steps"]), out_dir)
-  return meta
+  return _assemble(out_dir, parts, dataset, rlds_dir, split)
+
+
+def _skipped_step_count(meta: dict) -> int:
+  return sum(1 for s in meta["skipped_steps"] if "file" not in s)
+
+
+def summary_lines(meta: dict, out_dir: str, first: int = 5) -> list[str]:
+  """What the CLI prints after a conversion: counts, and the first skipped records by name."""
+  lines = [f"converted {meta['dataset']}/{meta['split']}: {meta['num_episodes']} episodes, {meta['num_steps']} "
+           f"steps -> {out_dir}"]
+  skipped = meta["skipped_steps"]
+  if not skipped:
+    return lines + ["skipped: none (every record's checksum and every stored image verified)"]
+  lines.append(f"skipped: {meta.get('skipped_episodes', 0)} episodes, {_skipped_step_count(meta)} single steps "
+               f"({len(skipped)} entries in {os.path.join(out_dir, 'meta.json')} skipped_steps), first:")
+  for s in skipped[:first]:
+    record = f"{s['file']} record {s['record']}, " if "file" in s else ""
+    step = f", step {s['step']}" if s.get("step") is not None else ""
+    lines.append(f"  {record}episode {s['episode']}{step}: {s['reason']}")
+  return lines
 
 
 def _convert_part_args(args):
@@ -260,11 +534,12 @@ class _Progress:
                    f"ETA {remaining:.0f}s", flush=True)
 
 
-def _assemble(out_dir: str, parts: list[Part], dataset: str) -> dict:
-  """Per-part files -> episode index, statistics (one vectorised pass over the parts' arrays), meta."""
+def _assemble(out_dir: str, parts: list[Part], dataset: str, rlds_dir: str = "?", split: str = "?") -> dict:
+  """Per-part files -> episode index, statistics (one vectorised pass over the parts' arrays), meta
+  (returned, not written). NoUsableDataError when every episode was skipped."""
   spec = registry.get(dataset)
   shards, skipped, actions, states, starts, lengths, episode_ids = [], [], [], [], [], [], []
-  offset = 0
+  offset, skipped_episodes = 0, 0
   for part in parts:
     name = _part_name(part, len(parts))
     with open(os.path.join(out_dir, name + ".json")) as f:
@@ -280,9 +555,13 @@ def _assemble(out_dir: str, parts: list[Part], dataset: str) -> dict:
     lengths.append(part_lengths)
     offset += info["records"]
     skipped += info["skipped_steps"]
+    skipped_episodes += info.get("skipped_episodes", 0)
     shards.append({k: info[k] for k in ("file", "records", "sha256")})
   if not offset:
-    raise ValueError(f"no usable steps in {out_dir} ({len(skipped)} skipped)")
+    first = skipped[0] if skipped else {}
+    raise NoUsableDataError(f"no usable episodes in {rlds_dir} split {split!r}: all {sum(p.count for p in parts)} "
+                            f"skipped, first: {_where(first)}episode {first.get('episode')}: {first.get('reason')} "
+                            f"(a damaged source, or --dataset={dataset} does not match it; nothing was kept)")
   actions, states = np.concatenate(actions), np.concatenate(states)
   np.savez(os.path.join(out_dir, "episodes.npz"), start=np.concatenate(starts),
            length=np.concatenate(lengths), source_episode=np.concatenate(episode_ids))
@@ -292,7 +571,7 @@ def _assemble(out_dir: str, parts: list[Part], dataset: str) -> dict:
     json.dump(statistics, f, indent=1)
   return {"format_version": FORMAT_VERSION, "num_episodes": int(sum(len(l) for l in lengths)),
           "num_steps": int(offset), "action_dim": int(actions.shape[1]), "state_dim": int(states.shape[1]),
-          "shards": shards, "skipped_steps": skipped}
+          "shards": shards, "skipped_steps": skipped, "skipped_episodes": int(skipped_episodes)}
 
 
 def actions_and_states(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -300,7 +579,7 @@ def actions_and_states(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
   with open(os.path.join(out_dir, "meta.json")) as f:
     meta = json.load(f)
   if meta.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{out_dir} was converted by an older genvla_jax (format "
+    raise cli.UserError(f"{out_dir} was converted by an older genvla_jax (format "
                      f"{meta.get('format_version')}, now {FORMAT_VERSION}); convert it again")
   actions, states = [], []
   for shard in meta["shards"]:
@@ -331,7 +610,7 @@ def verify(out_dir: str) -> dict:
     if not os.path.exists(path):
       raise FileNotFoundError(f"shard missing: {path}")
     if _sha256(path) != shard["sha256"]:
-      raise ValueError(f"shard corrupt (sha256 mismatch): {path}")
+      raise ShardCorruptError(f"shard corrupt (sha256 mismatch): {path} (convert again with --overwrite)")
   return meta
 
 
@@ -342,9 +621,10 @@ def main(argv):
   del argv
   meta = convert(FLAGS.rlds_dir, FLAGS.dataset, FLAGS.split, FLAGS.out,
                  episodes_per_part=FLAGS.episodes_per_part, num_workers=FLAGS.num_workers, printer=print,
-                 on_bad=FLAGS.on_bad)
+                 on_bad=FLAGS.on_bad, overwrite=FLAGS.overwrite)
   verify(FLAGS.out)
-  print(json.dumps({k: v for k, v in meta.items() if k != "shards"}, indent=1))
+  print(json.dumps({k: v for k, v in meta.items() if k not in ("shards", "skipped_steps")}, indent=1))
+  print("\n".join(summary_lines(meta, FLAGS.out)))
 
 
 if __name__ == "__main__":
@@ -355,4 +635,6 @@ if __name__ == "__main__":
   flags.DEFINE_integer("episodes_per_part", 1000, "episodes per output part (the unit of parallelism)")
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "conversion processes (0: in this process)")
   flags.DEFINE_enum("on_bad", "skip", ["skip", "fail"], "skip and report bad records, or stop at the first")
-  app.run(main)
+  flags.DEFINE_bool("overwrite", False, "--out holds a conversion of other input: delete the converter's "
+                    "files there (only those) and convert again")
+  cli.run(main)

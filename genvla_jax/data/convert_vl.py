@@ -14,25 +14,34 @@ Every (question, answer) turn pair of a conversation becomes one record (msgpack
   {"image": encoded bytes, "question": str ("<image>" placeholders removed), "answer": str,
    "source": "<row or entry id>#<turn>"}
 Points and boxes stay text exactly as the corpus writes them. Rows with a missing or undecodable image,
-or no complete turn pair, are skipped and listed in meta.json (`on_bad="fail"` raises at the first).
-Output: vl-XXXXX.array_record shards, meta.json (written last: counts, sha256 per shard, skipped).
+no complete turn pair, or a malformed entry, are skipped and listed in meta.json with their source
+("<file>:<id or row>"; `on_bad="fail"` raises BadRecordError naming it at the first).
+Output: vl-XXXXX.array_record shards, meta.json (written last: counts, sha256 per shard, skipped). A
+finished --out is reused only for the same input and format (else VLInputError); a failed run removes
+the shards it wrote and the --out it created.
 """
 
 import glob
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from array_record.python import array_record_module
 
+from genvla_jax import cli
 from genvla_jax.data import convert, preprocess
 
 FORMAT_VERSION = 1
 FORMATS = ("llava_json", "parquet")
+ROW_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)  # a malformed row
 
 
-class BadRecordError(ValueError):
-  pass
+class BadRecordError(cli.UserError, ValueError):
+  """A bad row: the message starts with its source "<file>:<id or row>"."""
+
+
+class VLInputError(cli.UserError, ValueError):
+  """The corpus (or --out) cannot be used at all: names the file and the fix."""
 
 
 def _turn_pairs(turns, roles) -> list[tuple[str, str]]:
@@ -74,15 +83,34 @@ def _image_bytes(value) -> bytes | None:
   return None
 
 
+def load_json_list(path: str) -> list:
+  """A JSON file holding a list (LLaVA style); VLInputError naming the file otherwise."""
+  if not os.path.isfile(path):
+    raise VLInputError(f"VL corpus not found: {path} (give the LLaVA-style .json file)")
+  try:
+    with open(path) as f:
+      entries = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    raise VLInputError(f"{path} is not valid JSON ({err}): give a LLaVA-style .json list") from err
+  if not isinstance(entries, list):
+    raise VLInputError(f"{path}: expected a JSON list of conversations (LLaVA style), got a "
+                       f"{type(entries).__name__}")
+  return entries
+
+
+def _entry_source(path: str, entry, n: int) -> str:
+  name = entry.get("id", n) if isinstance(entry, dict) else n
+  return f"{os.path.basename(path)}:{name}"
+
+
 def iter_llava_json(path: str, image_root: str | None = None):
-  """(source id, image bytes | None, [(question, answer)]) per entry; reading errors -> BadRecordError."""
+  """(source id, image bytes | BadRecordError, [(question, answer)]) per entry; a bad entry is yielded with
+  its error (never raised), so every entry is named."""
   image_root = image_root or os.path.dirname(os.path.abspath(path))
-  with open(path) as f:
-    entries = json.load(f)
-  for n, entry in enumerate(entries):
-    source = f"{os.path.basename(path)}:{entry.get('id', n)}"
+  for n, entry in enumerate(load_json_list(path)):
+    source = _entry_source(path, entry, n)
     try:
-      if "image" not in entry or "conversations" not in entry:
+      if not isinstance(entry, dict) or "image" not in entry or "conversations" not in entry:
         raise BadRecordError("lacks 'image' or 'conversations'")
       image_path = os.path.join(image_root, entry["image"])
       if not os.path.exists(image_path):
@@ -92,16 +120,29 @@ def iter_llava_json(path: str, image_root: str | None = None):
       yield source, image, llava_pairs(entry)
     except BadRecordError as err:
       yield source, err, []
+    except ROW_ERRORS as err:
+      yield source, BadRecordError(f"malformed entry ({type(err).__name__}: {err})"[:300]), []
+
+
+def parquet_files(pattern: str) -> list[str]:
+  """The files a parquet path or glob names; VLInputError when none exists."""
+  files = [pattern] if os.path.isfile(pattern) else sorted(glob.glob(pattern))
+  if not files:
+    raise VLInputError(f"VL corpus not found: no file matches {pattern} (give a parquet file or a glob)")
+  return files
 
 
 def iter_parquet(pattern: str, batch_rows: int = 256):
-  """Rows of every parquet file matching `pattern`, streamed in record batches."""
+  """Rows of every parquet file matching `pattern`, streamed in record batches: (source id, image bytes |
+  BadRecordError, [(question, answer)]); a file that is not parquet raises VLInputError naming it."""
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-  files = sorted(glob.glob(pattern)) or [pattern]
-  for file in files:
-    parquet = pq.ParquetFile(file)
+  for file in parquet_files(pattern):
+    try:
+      parquet = pq.ParquetFile(file)
+    except Exception as err:  # pylint: disable=broad-except
+      raise VLInputError(f"{file} is not a readable parquet file ({err})") from err
     row = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows):
+    for batch in _batches(parquet, file, batch_rows):
       for record in batch.to_pylist():
         source = f"{os.path.basename(file)}:{record.get('id', row)}"
         row += 1
@@ -118,67 +159,140 @@ def iter_parquet(pattern: str, batch_rows: int = 256):
           yield source, image, pairs
         except BadRecordError as err:
           yield source, err, []
+        except ROW_ERRORS as err:
+          yield source, BadRecordError(f"malformed row ({type(err).__name__}: {err})"[:300]), []
+
+
+def _batches(parquet, file: str, batch_rows: int):
+  """The file's record batches; a damaged file raises VLInputError naming it."""
+  batches, rows = parquet.iter_batches(batch_size=batch_rows), 0
+  while True:
+    try:
+      batch = next(batches)
+    except StopIteration:
+      return
+    except Exception as err:  # pylint: disable=broad-except
+      raise VLInputError(f"{file}: unreadable after row {rows} ({' '.join(str(err).split())[:200]})") from err
+    rows += batch.num_rows
+    yield batch
+
+
+def check_input(input_path: str, fmt: str) -> None:
+  """Raises VLInputError unless the corpus exists in `fmt` (reads no rows)."""
+  if fmt not in FORMATS:
+    raise VLInputError(f"unknown VL format {fmt!r}; choose one of {FORMATS}")
+  if fmt == "parquet":
+    parquet_files(input_path)
+  elif not os.path.isfile(input_path):
+    raise VLInputError(f"VL corpus not found: {input_path} (give the LLaVA-style .json file)")
+
+
+def _reusable(out_dir: str, input_path: str, fmt: str) -> dict | None:
+  """The finished conversion of this input in `out_dir`, None if there is none; VLInputError when --out
+  holds another corpus's conversion or a foreign meta.json."""
+  path = os.path.join(out_dir, "meta.json")
+  if not os.path.exists(path):
+    return None
+  meta = convert._read_json(path)  # pylint: disable=protected-access
+  if meta is None or "num_examples" not in meta:
+    raise VLInputError(f"--out {out_dir} holds a meta.json not written by convert_vl: give another --out")
+  asked = {"input": os.path.abspath(input_path), "format": fmt, "format_version": FORMAT_VERSION}
+  diffs = [f"{k} {meta.get(k)!r} (asked {v!r})" for k, v in asked.items() if meta.get(k) != v]
+  if diffs:
+    raise VLInputError(f"--out {out_dir} holds the conversion of other input: {'; '.join(diffs)}: give "
+                       "another --out")
+  return meta
 
 
 def convert_vl(input_path: str, fmt: str, out_dir: str, *, image_root: str | None = None,
                records_per_shard: int = 10_000, on_bad: str = "skip", check_images: bool = True) -> dict:
-  """Converts a corpus (see the module docstring); returns meta. A complete conversion is reused."""
-  meta_path = os.path.join(out_dir, "meta.json")
-  done = convert.completed_meta(out_dir, FORMAT_VERSION)
-  if done is not None:
-    return done
-  if fmt not in FORMATS:
-    raise ValueError(f"unknown VL format {fmt!r}; choose one of {FORMATS}")
+  """Converts a corpus (see the module docstring); returns meta. The input and --out are checked before
+  anything is written; a complete conversion of the same input and format is reused."""
   if on_bad not in ("skip", "fail"):
     raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
+  if fmt not in FORMATS:
+    raise VLInputError(f"unknown VL format {fmt!r}; choose one of {FORMATS}")
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise VLInputError(f"--out {out_dir} is a file, not a directory: give another --out")
+  done = _reusable(out_dir, input_path, fmt)
+  if done is not None:
+    return done
+  check_input(input_path, fmt)
   rows = iter_llava_json(input_path, image_root) if fmt == "llava_json" else iter_parquet(input_path)
-  os.makedirs(out_dir, exist_ok=True)
-  shards, skipped, writer, count, total, conversations = [], [], None, 0, 0, 0
-
-  def close():
-    nonlocal writer, count
-    if writer is not None:
-      writer.close()
-      name = shards[-1]["file"]
-      shards[-1].update(records=count, sha256=convert._sha256(os.path.join(out_dir, name)))  # pylint: disable=protected-access
-      writer, count = None, 0
-
-  for source, image, pairs in rows:
-    reason = str(image) if isinstance(image, Exception) else None
-    if reason is None and check_images:
-      try:
-        preprocess.decode_image(image)
-      except Exception as err:  # undecodable bytes
-        reason = f"undecodable image: {err}"[:200]
-    if reason is None and not pairs:
-      reason = "no complete (question, answer) turn pair"
-    if reason:
-      if on_bad == "fail":
-        raise BadRecordError(f"{source}: {reason}")
-      skipped.append({"source": source, "reason": reason})
-      continue
-    conversations += 1
-    for t, (question, answer) in enumerate(pairs):
-      if writer is None:
-        shards.append({"file": f"vl-{len(shards):05d}.array_record"})
-        writer = array_record_module.ArrayRecordWriter(os.path.join(out_dir, shards[-1]["file"]),
-                                                       "group_size:1")
-      writer.write(convert.encode_step({"image": image, "question": question, "answer": answer,
-                                        "source": f"{source}#{t}"}))
-      count += 1
-      total += 1
-      if count >= records_per_shard:
-        close()
-  close()
-  if not total:
-    raise ValueError(f"no usable examples in {input_path} ({len(skipped)} skipped, first: {skipped[:3]})")
+  created = convert._make_dirs(out_dir)  # pylint: disable=protected-access
+  written = []
+  try:
+    shards, skipped, conversations = _write_shards(rows, out_dir, records_per_shard, on_bad, check_images,
+                                                   written)
+    total = sum(s["records"] for s in shards)
+    if not total:
+      raise VLInputError(f"no usable examples in {input_path} ({len(skipped)} skipped, first: {skipped[:3]})")
+  except BaseException:
+    for path in written:  # a conversion does not resume: its shards are of no use
+      if os.path.exists(path):
+        os.remove(path)
+    convert._remove_empty_dirs(out_dir, created)  # pylint: disable=protected-access
+    raise
   meta = {"format_version": FORMAT_VERSION, "input": os.path.abspath(input_path), "format": fmt,
           "num_examples": total, "num_conversations": conversations, "shards": shards, "skipped": skipped}
+  meta_path = os.path.join(out_dir, "meta.json")
   tmp = meta_path + f".tmp{os.getpid()}"
   with open(tmp, "w") as f:
     json.dump(meta, f, indent=1)
   os.replace(tmp, meta_path)
   return meta
+
+
+def _row_problem(image, pairs, check_images: bool) -> str | None:
+  """Why a row (image bytes or its BadRecordError, turn pairs) is skipped; None if it is usable."""
+  if isinstance(image, Exception):
+    return str(image)
+  if check_images:
+    try:
+      preprocess.decode_image(image)
+    except preprocess.BadImageError as err:
+      return f"undecodable image: {err}"[:200]
+  if not pairs:
+    return "no complete (question, answer) turn pair"
+  return None
+
+
+def _write_shards(rows, out_dir: str, records_per_shard: int, on_bad: str, check_images: bool,
+                  written: list) -> tuple[list, list, int]:
+  """Rows -> vl-XXXXX.array_record shards (paths appended to `written` as they are opened)
+  -> (shards [{file, records, sha256}], skipped [{source, reason}], conversations)."""
+  shards, skipped, writer, count, conversations = [], [], None, 0, 0
+
+  def close():
+    nonlocal writer, count
+    if writer is not None:
+      writer.close()
+      shards[-1].update(records=count, sha256=convert._sha256(written[-1]))  # pylint: disable=protected-access
+      writer, count = None, 0
+
+  try:
+    for source, image, pairs in rows:
+      reason = _row_problem(image, pairs, check_images)
+      if reason:
+        if on_bad == "fail":
+          raise BadRecordError(f"{source}: {reason} (on_bad='fail'; on_bad='skip' skips it and lists it "
+                               "in meta.json)")
+        skipped.append({"source": source, "reason": reason})
+        continue
+      conversations += 1
+      for t, (question, answer) in enumerate(pairs):
+        if writer is None:
+          shards.append({"file": f"vl-{len(shards):05d}.array_record"})
+          written.append(os.path.join(out_dir, shards[-1]["file"]))
+          writer = array_record_module.ArrayRecordWriter(written[-1], "group_size:1")
+        writer.write(convert.encode_step({"image": image, "question": question, "answer": answer,
+                                          "source": f"{source}#{t}"}))
+        count += 1
+        if count >= records_per_shard:
+          close()
+  finally:
+    close()
+  return shards, skipped, conversations
 
 
 class VLSource:
@@ -215,4 +329,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "output directory", required=True)
   flags.DEFINE_string("image_root", None, "llava_json: image folder (default: the JSON's folder)")
   flags.DEFINE_enum("on_bad", "skip", ["skip", "fail"], "skip and report bad rows, or stop at the first")
-  app.run(main)
+  cli.run(main)

@@ -1,26 +1,42 @@
 r"""What is in a dataset: the command to run first on new data.
 
-  python -m genvla_jax.data.inspect --data=CONVERTED_DIR [--json]     # output of data/convert.py
-  python -m genvla_jax.data.inspect --data=LLAVA.json [--json]        # a LLaVA-style VL corpus
-  python -m genvla_jax.data.inspect --data=CONVERTED_VL_DIR [--json]  # output of data/convert_vl.py
-  python -m genvla_jax.data.inspect --data=DIR1,DIR2 [--json]         # pooled statistics of several
+  python -m genvla_jax.data.inspect --data=CONVERTED_DIR [--json] [--verify]     # output of data/convert.py
+  python -m genvla_jax.data.inspect --data=LLAVA.json [--json] [--verify]        # a LLaVA-style VL corpus
+  python -m genvla_jax.data.inspect --data=CONVERTED_VL_DIR [--json] [--verify]  # output of data/convert_vl.py
+  python -m genvla_jax.data.inspect --data=DIR1,DIR2 [--json] [--verify]         # pooled statistics of several
 
 Converted robot data: episodes, steps, episode length range, per-step feature names / shapes / dtypes
 (from the first record), image format and size, instructions seen (most frequent first), action and
-state statistics, skipped (bad) records by reason with their first locations, shard checksums.
+state statistics, skipped (bad) records by reason with their first locations, shard count.
 VL corpus: conversations, turns, images found / missing, the first questions.
+
+The summary reads a sample. `--verify` checks everything and names every problem (`verify` in the
+output; the command exits with status 2 when there is one): converted data: each shard's sha256 and
+record count against meta.json, every record decodes with its fields, every image decodes, actions and
+states finite and of the recorded dimensions, episodes.npz agrees with the records; a LLaVA JSON: every
+entry parses and its image exists and decodes.
 """
 
 import collections
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
+from genvla_jax import cli
 from genvla_jax.data import convert, preprocess, vl
 
 FLAGS = flags.FLAGS
+MAX_LISTED = 50  # problems listed by name in a verification (all are counted)
+
+
+class NotADatasetError(cli.UserError, ValueError):
+  """--data is neither a converted dataset nor a LLaVA JSON."""
+
+
+class VerificationFailed(cli.UserError):
+  """--verify found problems (they are listed in the printed summary)."""
 
 
 def _describe_value(value):
@@ -58,7 +74,8 @@ def inspect_converted(out_dir: str, max_instructions: int = 10, sample: int = 20
       "instructions": {"distinct_in_sample": len(instructions), "sampled_steps": sum(instructions.values()),
                        "most_common": instructions.most_common(max_instructions)},
       "statistics": statistics,
-      "skipped": {"total": len(meta["skipped_steps"]), "by_reason": dict(reasons),
+      "skipped": {"total": len(meta["skipped_steps"]), "episodes": meta.get("skipped_episodes"),
+                  "by_reason": dict(reasons),
                   "first": meta["skipped_steps"][:5]},
       "shards": len(meta["shards"]),
   }
@@ -90,22 +107,218 @@ def inspect_converted_vl(out_dir: str, max_questions: int = 5) -> dict:
           "skipped": {"total": len(meta["skipped"]), "by_reason": dict(reasons), "first": meta["skipped"][:5]}}
 
 
-def inspect(path: str) -> dict:
+class _Problems:
+  """Problems found by a verification: counted, the first MAX_LISTED named."""
+
+  def __init__(self):
+    self.count, self.listed = 0, []
+
+  def add(self, where: str, what: str):
+    self.count += 1
+    if len(self.listed) < MAX_LISTED:
+      self.listed.append(f"{where}: {what}")
+
+  def report(self, checked: dict) -> dict:
+    return {"ok": not self.count, **checked, "problems": self.count, "listed": self.listed}
+
+
+def _shard_records(path: str, expected: int, problems: _Problems):
+  """(record index, bytes) of one ArrayRecord shard; unreadable records and a wrong count -> problems."""
+  import grain  # pylint: disable=g-import-not-at-top
+  name = os.path.basename(path)
+  try:
+    source = grain.sources.ArrayRecordDataSource([path])
+    count = len(source)
+  except Exception as err:  # pylint: disable=broad-except
+    problems.add(name, f"unreadable shard: {str(err)[:200]}")
+    return
+  if count != expected:
+    problems.add(name, f"{count} records, meta.json says {expected}")
+  for i in range(count):
+    try:
+      yield i, source[i]
+    except Exception as err:  # pylint: disable=broad-except
+      problems.add(f"{name} record {i}", f"unreadable: {str(err)[:200]}")
+
+
+def _check_shard_file(out_dir: str, shard: dict, problems: _Problems) -> bool:
+  """The shard exists and its sha256 matches meta.json (a mismatch is a problem; its records are still
+  read, to name the damaged ones). -> whether the file exists."""
+  path = os.path.join(out_dir, shard["file"])
+  if not os.path.isfile(path):
+    problems.add(shard["file"], "missing")
+    return False
+  if convert._sha256(path) != shard.get("sha256"):  # pylint: disable=protected-access
+    problems.add(shard["file"], "sha256 differs from meta.json (the file changed after conversion)")
+  return True
+
+
+_STEP_KEYS = ("image", "state", "action", "instruction", "episode", "step", "episode_length")
+
+
+def _step_problem(record, meta: dict) -> str | None:
+  """Why a decoded step record is bad (missing field, wrong dimension, non-finite value, bad image)."""
+  missing = [k for k in _STEP_KEYS if k not in record]
+  if missing:
+    return f"missing {missing}"
+  for key, dim in (("action", meta["action_dim"]), ("state", meta["state_dim"])):
+    value = np.asarray(record[key])
+    if value.shape != (dim,):
+      return f"{key} shape {list(value.shape)}, meta.json says [{dim}]"
+    if not np.all(np.isfinite(value)):
+      return f"non-finite {key} {value.tolist()}"
+  if not isinstance(record["instruction"], str) or not record["instruction"].strip():
+    return "empty instruction"
+  problem, _ = convert.image_problem(record["image"])
+  return f"undecodable image: {problem}" if problem else None
+
+
+def verify_converted(out_dir: str) -> dict:
+  """Reads every record of a converted robot dataset (see the module docstring) -> {"ok", "records",
+  "problems" (count), "listed" (the first MAX_LISTED, by shard / record / episode / step)}."""
+  with open(os.path.join(out_dir, "meta.json")) as f:
+    meta = json.load(f)
+  problems, checked = _Problems(), 0
+  index = _index_steps(out_dir, meta, problems)  # (episode [N], step [N]) the index expects, or None
+  mismatches = []
+  for shard in meta["shards"]:
+    if not _check_shard_file(out_dir, shard, problems):
+      checked += shard["records"]
+      continue
+    for i, data in _shard_records(os.path.join(out_dir, shard["file"]), shard["records"], problems):
+      g, where = checked, f"{shard['file']} record {i}"
+      checked += 1
+      try:
+        record = convert.decode_step(data)
+      except Exception as err:  # pylint: disable=broad-except
+        problems.add(where, f"undecodable record: {str(err)[:200]}")
+        continue
+      if not isinstance(record, dict):
+        problems.add(where, "not a step record")
+        continue
+      if "episode" in record and "step" in record:
+        where += f" (episode {record['episode']} step {record['step']})"
+        if index is not None and g < len(index[0]) and (record["episode"], record["step"]) != (
+            index[0][g], index[1][g]):
+          mismatches.append(f"{where}: episodes.npz says episode {index[0][g]} step {index[1][g]}")
+      problem = _step_problem(record, meta)
+      if problem:
+        problems.add(where, problem)
+  if mismatches:
+    problems.add("episodes.npz", f"{len(mismatches)} records disagree with the index, first: {mismatches[0]}")
+  return problems.report({"records": checked})
+
+
+def _index_steps(out_dir: str, meta: dict, problems: _Problems):
+  """episodes.npz -> (source episode [N], step [N]) of every record in order, checked against meta.json;
+  None (and a problem) when it is unreadable or inconsistent."""
+  try:
+    with np.load(os.path.join(out_dir, "episodes.npz")) as index:
+      start, length, episode = index["start"], index["length"], index["source_episode"]
+  except Exception as err:  # pylint: disable=broad-except
+    problems.add("episodes.npz", f"unreadable: {str(err)[:200]}")
+    return None
+  if int(length.sum()) != meta["num_steps"] or not np.array_equal(
+      start, np.concatenate([[0], np.cumsum(length)[:-1]]).astype(start.dtype)):
+    problems.add("episodes.npz", f"indexes {int(length.sum())} steps, meta.json says {meta['num_steps']}")
+    return None
+  steps = np.arange(int(length.sum())) - np.repeat(start, length)
+  return np.repeat(episode, length), steps
+
+
+def verify_converted_vl(out_dir: str) -> dict:
+  """Every shard's sha256 and count, every record's fields and image, of a convert_vl.py output."""
+  with open(os.path.join(out_dir, "meta.json")) as f:
+    meta = json.load(f)
+  problems, checked = _Problems(), 0
+  for shard in meta["shards"]:
+    if not _check_shard_file(out_dir, shard, problems):
+      continue
+    for i, data in _shard_records(os.path.join(out_dir, shard["file"]), shard["records"], problems):
+      checked += 1
+      try:
+        record = convert.decode_step(data)
+        where = f"{shard['file']} record {i} ({record.get('source')})"
+        bad = [k for k in ("question", "answer") if not isinstance(record.get(k), str) or not record[k].strip()]
+        problem = f"empty {bad}" if bad else convert.image_problem(record["image"])[0]
+      except Exception as err:  # pylint: disable=broad-except
+        where, problem = f"{shard['file']} record {i}", f"undecodable record: {str(err)[:200]}"
+      if problem:
+        problems.add(where, problem)
+  return problems.report({"records": checked})
+
+
+def verify_llava_json(json_path: str) -> dict:
+  """Every entry of a LLaVA-style JSON parses, and its image exists and decodes (each image once)."""
+  from genvla_jax.data import convert_vl  # pylint: disable=g-import-not-at-top
+  problems, checked, images = _Problems(), 0, {}
+  for source, image, pairs in convert_vl.iter_llava_json(json_path):
+    checked += 1
+    if isinstance(image, Exception):
+      problems.add(source, str(image))
+      continue
+    key = hash(image)
+    if key not in images:
+      images[key] = convert.image_problem(image)[0]
+    if images[key]:
+      problems.add(source, f"undecodable image: {images[key]}")
+    elif not pairs:
+      problems.add(source, "no complete (question, answer) turn pair")
+  return problems.report({"entries": checked, "images": len(images)})
+
+
+def _kind(path: str) -> str:
+  """"robot" | "vl" (converted directories) | "llava_json"; NotADatasetError otherwise."""
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "meta.json")):
-    with open(os.path.join(path, "meta.json")) as f:
-      if "num_examples" in json.load(f):
-        return inspect_converted_vl(path)
-    return inspect_converted(path)
+    meta = convert._read_json(os.path.join(path, "meta.json"))  # pylint: disable=protected-access
+    if meta is not None and "num_examples" in meta:
+      return "vl"
+    if meta is not None and "num_steps" in meta:
+      return "robot"
+    raise NotADatasetError(f"{path}/meta.json is not the meta.json of a converted dataset")
   if path.endswith(".json") and os.path.isfile(path):
-    return inspect_vl(path)
-  raise ValueError(f"{path} is neither a converted dataset (a directory with meta.json; run "
-                   "`python -m genvla_jax.data.convert` first) nor a LLaVA-style .json")
+    return "llava_json"
+  if not os.path.exists(path):
+    raise NotADatasetError(f"{path} does not exist (give a converted dataset directory or a LLaVA-style .json)")
+  raise NotADatasetError(f"{path} is neither a converted dataset (a directory with meta.json; run "
+                         "`python -m genvla_jax.data.convert` first) nor a LLaVA-style .json")
+
+
+_SUMMARIES = {"robot": inspect_converted, "vl": inspect_converted_vl, "llava_json": inspect_vl}
+_VERIFIERS = {"robot": verify_converted, "vl": verify_converted_vl, "llava_json": verify_llava_json}
+
+
+def inspect(path: str, verify: bool = False) -> dict:
+  """Summary of `path` (see the module docstring); `verify`: plus "verify" (every record checked)."""
+  kind = _kind(path)
+  try:
+    summary = _SUMMARIES[kind](path)
+  except Exception as err:  # pylint: disable=broad-except
+    if not verify:
+      raise err if isinstance(err, cli.UserError) else cli.UserError(
+          f"{path}: cannot be read ({' '.join(str(err).split())[:300]}); --verify names every damaged "
+          "record") from err
+    summary = {"path": os.path.abspath(path), "summary_error": " ".join(str(err).split())[:300]}
+  if verify:
+    summary["verify"] = _VERIFIERS[kind](path)
+  else:
+    summary["verified"] = "no: a sample was read; --verify checks every record, image and checksum"
+  return summary
 
 
 def format_text(summary: dict) -> str:
   lines = []
   for key, value in summary.items():
-    if key == "statistics":
+    if key == "verify":
+      listed = value["listed"]
+      more = value["problems"] - len(listed)
+      lines.append("verify: " + ", ".join(f"{k}={v}" for k, v in value.items() if k != "listed"))
+      lines += [f"  {problem}" for problem in listed] + ([f"  ... {more} more"] if more else [])
+    elif key == "datasets":
+      for path, part in value.items():
+        lines.append(f"{path}:")
+        lines += [f"  {line}" for line in format_text(part).splitlines()]
+    elif key == "statistics":
       for part, s in value.items():
         if s is None:
           continue
@@ -120,23 +333,41 @@ def format_text(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def inspect_many(paths: list[str]) -> dict:
-  """Several converted robot datasets: each one's counts, and their pooled statistics."""
+def inspect_many(paths: list[str], verify: bool = False) -> dict:
+  """Several converted robot datasets: each one's counts (and verification), and their pooled statistics."""
+  for p in paths:
+    if _kind(p) != "robot":
+      raise NotADatasetError(f"{p}: several --data paths must all be converted robot datasets")
   with open(os.path.join(paths[0], "stats.json")) as f:
     mask = json.load(f)["action"].get("normalize_mask")
-  return {"datasets": {p: {k: v for k, v in inspect_converted(p).items()
-                           if k in ("dataset", "split", "episodes", "steps")} for p in paths},
+  keep = ("dataset", "split", "episodes", "steps", "verify")
+  return {"datasets": {p: {k: v for k, v in inspect(p, verify).items() if k in keep} for p in paths},
           "statistics": convert.combined_stats(paths, mask)}
+
+
+def failures(summary: dict) -> tuple[int, list[str]]:
+  """(problem count, the problems listed by name) of a verified summary (one dataset or several; the
+  names of several are prefixed by their dataset)."""
+  if "datasets" in summary:
+    found = [failures(s) for s in summary["datasets"].values()]
+    return sum(n for n, _ in found), [f"{p}: {x}" for p, (_, xs) in zip(summary["datasets"], found) for x in xs]
+  result = summary.get("verify")
+  return (result["problems"], result["listed"]) if result else (0, [])
 
 
 def main(argv):
   del argv
   paths = FLAGS.data.split(",")
-  summary = inspect(paths[0]) if len(paths) == 1 else inspect_many(paths)
+  summary = inspect(paths[0], FLAGS.verify) if len(paths) == 1 else inspect_many(paths, FLAGS.verify)
   print(json.dumps(summary, indent=1) if FLAGS.json else format_text(summary))
+  count, listed = failures(summary)
+  if count:
+    raise VerificationFailed(f"--verify found {count} problem(s) in {FLAGS.data}, first: {listed[0]} "
+                             "(the first ones are listed above; convert the source again with --overwrite)")
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("data", None, "converted dataset directory or LLaVA-style JSON", required=True)
   flags.DEFINE_bool("json", False, "print JSON instead of text")
-  app.run(main)
+  flags.DEFINE_bool("verify", False, "check every record, image and checksum; exit 2 naming the bad ones")
+  cli.run(main)

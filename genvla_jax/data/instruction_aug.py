@@ -18,8 +18,14 @@ model).
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import numpy as np
+
+from genvla_jax import cli
+
+
+class TableError(cli.UserError, ValueError):
+  """A paraphrase table, its config or its dataset cannot be used: names the file / key and the fix."""
 
 
 def load_table(path: str) -> dict[str, list[str]]:
@@ -29,14 +35,14 @@ def load_table(path: str) -> dict[str, list[str]]:
     with open(path) as f:
       table = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"instruction paraphrase table {path}: cannot read it as JSON ({e})") from e
+    raise TableError(f"instruction paraphrase table {path}: cannot read it as JSON ({e})") from e
   if not isinstance(table, dict):
-    raise ValueError(f"instruction paraphrase table {path}: expected a JSON object "
+    raise TableError(f"instruction paraphrase table {path}: expected a JSON object "
                      "{instruction: [paraphrases]}, got " + type(table).__name__)
   clean = {}
   for instruction, paraphrases in table.items():
     if not isinstance(paraphrases, list) or not all(isinstance(p, str) and p.strip() for p in paraphrases):
-      raise ValueError(f"instruction paraphrase table {path}: entry {instruction!r} must be a list of "
+      raise TableError(f"instruction paraphrase table {path}: entry {instruction!r} must be a list of "
                        f"non-empty strings, got {paraphrases!r}")
     if paraphrases:
       clean[instruction.strip()] = [p.strip() for p in paraphrases]
@@ -48,7 +54,7 @@ class InstructionAugmenter:
 
   def __init__(self, table: dict[str, list[str]], prob: float):
     if not 0.0 <= prob <= 1.0:
-      raise ValueError(f"data.instruction_aug.prob must be in [0, 1], got {prob}")
+      raise TableError(f"data.instruction_aug.prob must be in [0, 1], got {prob}")
     self.table, self.prob = table, prob
 
   def __call__(self, instruction: str, rng: np.random.Generator) -> tuple[str, bool]:
@@ -64,7 +70,7 @@ def from_config(data_config) -> InstructionAugmenter | None:
   if not aug or not aug.prob:
     return None
   if not aug.path:
-    raise ValueError("data.instruction_aug.prob > 0 needs data.instruction_aug.path (a JSON paraphrase table)")
+    raise TableError("data.instruction_aug.prob > 0 needs data.instruction_aug.path (a JSON paraphrase table)")
   return InstructionAugmenter(load_table(aug.path), aug.prob)
 
 
@@ -95,8 +101,10 @@ def dataset_instructions(converted_dir: str) -> list[str]:
   """Distinct instructions of a converted robot dataset (data/convert.py output), sorted."""
   import grain  # pylint: disable=g-import-not-at-top
   from genvla_jax.data import convert  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(converted_dir, "meta.json")) as f:
-    meta = json.load(f)
+  meta = convert._read_json(os.path.join(converted_dir, "meta.json"))  # pylint: disable=protected-access
+  if meta is None or "num_steps" not in meta:
+    raise TableError(f"{converted_dir} is not a converted robot dataset (no meta.json of data/convert.py): "
+                     "give --data=CONVERTED_DIR, the output of `python -m genvla_jax.data.convert`")
   episodes = np.load(os.path.join(converted_dir, "episodes.npz"))
   source = grain.sources.ArrayRecordDataSource([os.path.join(converted_dir, s["file"]) for s in meta["shards"]])
   return sorted({convert.decode_step(source[int(i)])["instruction"].strip() for i in episodes["start"]})
@@ -118,4 +126,4 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("data", None, "converted robot dataset directory (data/convert.py output)", required=True)
   flags.DEFINE_string("out", None, "paraphrase table JSON to write (existing entries are kept)", required=True)
-  app.run(main)
+  cli.run(main)

@@ -12,7 +12,12 @@ import os
 
 import numpy as np
 
-from genvla_jax.data import convert, convert_vl, demo
+from genvla_jax import cli
+from genvla_jax.data import convert, convert_vl, demo, registry, rlds
+
+
+class DataConfigError(cli.UserError, ValueError):
+  """config.data names data that cannot be used; the message names the entry, the path and the fix."""
 
 
 @dataclasses.dataclass
@@ -50,11 +55,52 @@ def converted_dir(data_config, rlds_dir: str, name: str, split: str) -> str:
   return os.path.join(os.path.expanduser(data_config.cache_dir), "converted", f"{name}-{split}-{digest}")
 
 
-def prepare_robot(data_config, entry, split=None) -> RobotSet:
+def _robot_paths(data_config, entry, split=None) -> tuple[str, str, str]:
+  """-> (RLDS dir, split, converted cache dir) of a config.data.robot entry."""
   split = split or entry["split"]
   rlds_dir = os.path.join(os.path.expanduser(data_config.rlds_root), entry["path"])
-  out = converted_dir(data_config, rlds_dir, entry["name"], split)
-  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.get("on_bad", "skip"))
+  return rlds_dir, split, converted_dir(data_config, rlds_dir, entry["name"], split)
+
+
+def _vl_paths(data_config, entry) -> tuple[str, str, str]:
+  """-> (input path, format, converted cache dir) of a config.data.vl entry."""
+  path = entry["path"] if "path" in entry else entry["json"]
+  fmt = entry["format"] if "format" in entry else "llava_json"
+  source = os.path.join(os.path.expanduser(data_config.vl_root), path)
+  digest = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
+  return source, fmt, os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl",
+                                   f"{entry['name']}-{digest}")
+
+
+def check_sources(data_config, robot_split=None, with_vl: bool = True) -> None:
+  """Every configured dataset exists (or is already converted in the cache), checked before any
+  conversion: DataConfigError naming the config entry, the path and the fix. Reads no records."""
+  for entry in data_config.robot:
+    rlds_dir, split, out = _robot_paths(data_config, entry, robot_split)
+    if convert.completed_meta(out, convert.FORMAT_VERSION) is not None:
+      continue  # converted before; convert() checks its provenance
+    try:
+      registry.get(entry["name"])
+      rlds.check_dataset_dir(rlds_dir)
+    except (KeyError, rlds.DatasetDirError) as err:
+      why = err.args[0] if isinstance(err, KeyError) else err
+      raise DataConfigError(f"config.data.robot entry {entry['name']!r} (data.rlds_root="
+                            f"{data_config.rlds_root}, path={entry['path']}): {why}") from err
+  for entry in data_config.vl if with_vl else ():
+    source, fmt, out = _vl_paths(data_config, entry)
+    if convert.completed_meta(out, convert_vl.FORMAT_VERSION) is None:
+      try:
+        convert_vl.check_input(source, fmt)
+      except convert_vl.VLInputError as err:
+        raise DataConfigError(f"config.data.vl entry {entry['name']!r} (data.vl_root={data_config.vl_root}): "
+                              f"{err}") from err
+
+
+def prepare_robot(data_config, entry, split=None) -> RobotSet:
+  rlds_dir, split, out = _robot_paths(data_config, entry, split)
+  # the cache dir is the converter's own: a conversion of other provenance there is replaced
+  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.get("on_bad", "skip"),
+                         overwrite=True)
   with open(os.path.join(out, "stats.json")) as f:
     stats = json.load(f)
   return RobotSet(entry["name"], out, float(entry["weight"]), stats, meta)
@@ -64,33 +110,33 @@ def prepare_vl(data_config, entry) -> VLSet:
   """A VL entry {name, path (relative to data.vl_root; a parquet glob is fine), format, weight} ->
   its converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (made once).
   The older form {name, json, weight} means format "llava_json"."""
-  path = entry["path"] if "path" in entry else entry["json"]
-  fmt = entry["format"] if "format" in entry else "llava_json"
-  source = os.path.join(os.path.expanduser(data_config.vl_root), path)
-  digest = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
-  out = os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl", f"{entry['name']}-{digest}")
+  source, fmt, out = _vl_paths(data_config, entry)
   meta = convert_vl.convert_vl(source, fmt, out, on_bad=data_config.get("on_bad", "skip"))
   return VLSet(entry["name"], out, float(entry["weight"]), meta)
 
 
 def prepare(data_config, robot_split: str | None = None) -> PreparedData:
-  """Generates demo data if configured, converts robot datasets if needed, loads VL lists."""
+  """Generates demo data if configured, converts robot datasets if needed, loads VL lists. Every source
+  is checked (check_sources) before the first conversion."""
+  if not data_config.robot:
+    raise DataConfigError("config.data.robot is empty: at least one robot dataset is needed")
+  cotrain = data_config.robot_fraction < 1.0
+  if cotrain and not data_config.vl:
+    raise DataConfigError("data.robot_fraction < 1 (co-training) but config.data.vl is empty: add a VL "
+                          "entry or set data.robot_fraction=1")
   if data_config.demo_dir:
     demo.ensure(data_config.demo_dir)
   if data_config.get("sim_dir"):  # a simulated benchmark's expert demonstrations (eval/record.py)
     from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
     settings = data_config.get("sim_record") or {}
     record.ensure(data_config.sim_dir, **(settings.to_dict() if hasattr(settings, "to_dict") else settings))
-  if not data_config.robot:
-    raise ValueError("config.data.robot is empty: at least one robot dataset is needed")
+  check_sources(data_config, robot_split, with_vl=cotrain)
   robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]
   dims = {r.name: r.meta["action_dim"] for r in robot}
   if len(set(dims.values())) != 1:
-    raise ValueError(f"robot datasets in one run must share the action dimension, got {dims}")
+    raise DataConfigError(f"robot datasets in one run must share the action dimension, got {dims}")
   vl_sets = []
-  if data_config.robot_fraction < 1.0:
-    if not data_config.vl:
-      raise ValueError("data.robot_fraction < 1 (co-training) but config.data.vl is empty")
+  if cotrain:
     vl_sets = [prepare_vl(data_config, e) for e in data_config.vl]
   return PreparedData(robot, vl_sets, next(iter(dims.values())))
 

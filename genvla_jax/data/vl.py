@@ -7,24 +7,24 @@ Each (human, gpt) turn pair becomes one example {"image_path", "question", "answ
 placeholder is removed (the model always sees the image first, as PaliGemma does).
 """
 
-import json
 import os
 
 from genvla_jax.data import convert_vl
 
 
 def load_llava_json(json_path: str, image_root: str | None = None) -> list[dict]:
+  """-> [{"image_path", "question", "answer"}] (images not read); the first malformed entry raises
+  convert_vl.BadRecordError naming the file and the entry."""
   image_root = image_root or os.path.dirname(os.path.abspath(json_path))
-  with open(json_path) as f:
-    entries = json.load(f)
   examples = []
-  for n, entry in enumerate(entries):
-    if "image" not in entry or "conversations" not in entry:
-      raise ValueError(f"{json_path}: entry {n} ({entry.get('id')}) lacks 'image' or 'conversations'")
+  for n, entry in enumerate(convert_vl.load_json_list(json_path)):
+    name = entry.get("id") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or "image" not in entry or "conversations" not in entry:
+      raise convert_vl.BadRecordError(f"{json_path}: entry {n} ({name}) lacks 'image' or 'conversations'")
     try:
       pairs = convert_vl.llava_pairs(entry)
-    except convert_vl.BadRecordError as err:
-      raise ValueError(f"{json_path}: entry {n} ({entry.get('id')}): {err}") from err
+    except (convert_vl.BadRecordError,) + convert_vl.ROW_ERRORS as err:
+      raise convert_vl.BadRecordError(f"{json_path}: entry {n} ({name}): {err}") from err
     examples += [{"image_path": os.path.join(image_root, entry["image"]), "question": q, "answer": a}
                  for q, a in pairs]
   return examples

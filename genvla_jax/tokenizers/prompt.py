@@ -14,11 +14,17 @@ class PromptTooLongError(ValueError):
   pass
 
 
+def encode_prefix(tokenizer, prefix: str, separator: str = "\n") -> list[int]:
+  """[BOS] + the tokens of `prefix + separator`: exactly the ids `build_prompt` writes first (a prompt
+  fits iff these plus its answer ids number at most max_len; the policy's prompt has no answer)."""
+  return [tokenizer.bos_id] + tokenizer.encode(prefix + separator)
+
+
 def build_prompt(tokenizer, prefix: str, suffix_ids, max_len: int, separator: str = "\n") -> dict[str, np.ndarray]:
   """-> {tokens [T] int32, input_mask [T] bool, ar_mask [T] bool, loss_mask [T] bool}, T = max_len.
   `separator` ends the prefix (config.tokenizer.prompt_separator: PaliGemma "\n"; OpenVLA's prompt
   ends in "Out:" followed by " ")."""
-  prefix_ids = [tokenizer.bos_id] + tokenizer.encode(prefix + separator)
+  prefix_ids = encode_prefix(tokenizer, prefix, separator)
   answer_ids = [] if suffix_ids is None else list(suffix_ids) + [tokenizer.eos_id]
   n = len(prefix_ids) + len(answer_ids)
   if n > max_len:
