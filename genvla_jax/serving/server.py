@@ -17,53 +17,113 @@ Requests arriving while the model is busy, or within `batch_window_ms` of each o
 batch (up to `max_batch`; padded to the next power of two, so each batch size compiles once; prompts
 use the full max_text_len). The policy's previous-action drafts are off: rows of a batch come from
 different clients.
+
+One client cannot fail another's request:
+- every request is validated completely before it joins a batch (`PolicyServer.validate`): message and
+  image shape/dtype/size, prompt size in characters (`max_prompt_chars`, checked before any text
+  processing), the robot state when the policy takes it, and then the policy's own prompt preprocessing
+  (`PromptCheck`: template, tokenization, length in tokens against tokenizer.max_text_len);
+- should a batch still fail, its requests are retried one by one, so a request that fails fails alone;
+- an error reply goes only to the client whose request caused it, and comes from a call on that
+  request alone; it quotes at most QUOTE_CHARS characters of the client's prompt.
+
+Also: `GET /healthz` on the same port answers 200 "ok" (no key needed); with `api_key` every websocket
+handshake must carry the header `Authorization: Api-Key <key>` (what openpi's client sends) or is
+refused with 401. A client that goes away before its reply is counted in `stats["disconnects"]`, not
+as an error.
 """
 
 import asyncio
 import concurrent.futures
+import hmac
+import http
 import logging
+import pickle
 import time
 
 import numpy as np
 import websockets
 from websockets.asyncio.server import serve
+from websockets.frames import CloseCode
 
+from genvla_jax.data import preprocess, stats as stats_lib
 from genvla_jax.serving import msgpack_numpy
+from genvla_jax.tokenizers import prompt as prompt_lib
+
+DEFAULT_MAX_PROMPT_CHARS = 2000  # robot instructions are a sentence; the token limit is checked after this
+QUOTE_CHARS = 60  # at most this much of a client's prompt is quoted back in an error
+MAX_ERROR_CHARS = 500  # longest error text sent to a client
+HEALTH_PATH = "/healthz"
 
 
 class RequestError(ValueError):
-  pass
+  """A bad request: answered, to its own client only, as 'bad request: <message>'."""
 
 
-def parse_observation(message, max_image_side: int, state_dim: int = 0) -> tuple[np.ndarray, str, np.ndarray | None]:
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+  """repr(text), cut to `limit` characters (then noting the full length): never a huge echo."""
+  if len(text) <= limit:
+    return repr(text)
+  return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+  return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def parse_observation(message, max_image_side: int, state_dim: int = 0,
+                      max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> tuple[np.ndarray, str, np.ndarray | None]:
   """One client message -> (image uint8 [H,W,3], instruction, state float32 [state_dim] or None);
   RequestError names what is wrong. `state_dim` > 0: the policy takes the robot state, which the
-  message must carry as 'state' (or 'observation/state')."""
+  message must carry as 'state' (or 'observation/state'). A prompt over `max_prompt_chars` characters
+  is refused here, before any text processing."""
   if isinstance(message, str):
     raise RequestError("send observations as binary msgpack messages, not text")
   try:
     obs = msgpack_numpy.unpackb(message)
   except Exception as e:  # pylint: disable=broad-except  (msgpack raises many kinds on garbage)
-    raise RequestError(f"message is not msgpack-numpy: {type(e).__name__}: {e}") from e
+    raise RequestError(f"message is not msgpack-numpy: {type(e).__name__}: {_clip(str(e), 200)}") from e
   if not isinstance(obs, dict):
     raise RequestError(f"observation must be a map, got {type(obs).__name__}")
-  obs = {k.decode() if isinstance(k, bytes) else k: v for k, v in obs.items()}
+  obs = {k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v for k, v in obs.items()}
   image = obs.get("image", obs.get("observation/image"))
   prompt = obs.get("prompt", obs.get("instruction"))
   if image is None or prompt is None:
+    keys = sorted(quote(str(k), 40) for k in obs)[:20]
     raise RequestError(f"observation needs 'image' (or 'observation/image') and 'prompt' (or "
-                       f"'instruction'); got keys {sorted(map(str, obs))}")
+                       f"'instruction'); got keys [{', '.join(keys)}]")
+  prompt = _parse_prompt(prompt, max_prompt_chars)
+  _check_image(image, max_image_side)
+  return image, prompt, _parse_state(obs, state_dim)
+
+
+def _parse_prompt(prompt, max_chars: int) -> str:
+  """-> the prompt as a non-blank str of at most `max_chars` characters (length checked first)."""
   if isinstance(prompt, bytes):
+    if len(prompt) > 4 * max_chars:  # 4 bytes per character at most in UTF-8
+      raise RequestError(f"prompt of {len(prompt)} bytes: this server takes at most {max_chars} characters")
     prompt = prompt.decode("utf-8", "replace")
-  if not isinstance(prompt, str) or not prompt.strip():
+  if not isinstance(prompt, str):
+    raise RequestError(f"prompt must be a non-empty string, got {type(prompt).__name__}")
+  if len(prompt) > max_chars:
+    raise RequestError(f"prompt of {len(prompt)} characters: this server takes at most {max_chars} "
+                       "(--max_prompt_chars)")
+  if not prompt.strip():
     raise RequestError("prompt must be a non-empty string")
+  return prompt
+
+
+def _check_image(image, max_image_side: int):
   if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
     what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
     raise RequestError(f"image must be uint8 [H,W,3], got {what}")
   if max(image.shape[:2]) > max_image_side or min(image.shape[:2]) < 1:
     raise RequestError(f"image of {image.shape[0]}x{image.shape[1]} pixels: sides must be 1..{max_image_side}")
+
+
+def _parse_state(obs: dict, state_dim: int) -> np.ndarray | None:
   if not state_dim:
-    return image, prompt, None
+    return None
   state = obs.get("state", obs.get("observation/state"))
   if state is None:
     raise RequestError(f"this policy takes the robot state: send 'state' (or 'observation/state'), "
@@ -71,70 +131,179 @@ def parse_observation(message, max_image_side: int, state_dim: int = 0) -> tuple
   try:
     state = np.asarray(state, np.float32).reshape(-1)
   except (TypeError, ValueError) as e:
-    raise RequestError(f"state must be {state_dim} numbers: {e}") from e
+    raise RequestError(f"state must be {state_dim} numbers: {_clip(str(e), 200)}") from e
   if state.shape != (state_dim,) or not np.all(np.isfinite(state)):
-    raise RequestError(f"state must be {state_dim} finite numbers, got {state.tolist()}")
-  return image, prompt, state
+    raise RequestError(f"state must be {state_dim} finite numbers, got {_clip(str(state.tolist()), 200)}")
+  return state
+
+
+class PromptCheck:
+  """The policy's own prompt preprocessing for ONE request, without building a batch: the run's prompt
+  template (`preprocess.robot_prompt`, with the normalized state for templates that write it), its
+  tokenizer (`prompt.encode_prefix`, what `prompt.build_prompt` writes) and `tokenizer.max_text_len`.
+  A prompt it accepts is one `policy.act` preprocesses without error (tests/test_faults_serve.py)."""
+
+  def __init__(self, policy):
+    config = policy.config
+    self.template = config.data.prompt
+    self.separator = config.tokenizer.get("prompt_separator", "\n")
+    self.max_len = int(config.tokenizer.max_text_len)
+    # an own copy: checks run on the event loop while the decoding thread tokenizes with the policy's
+    self.tokenizer = pickle.loads(pickle.dumps(policy.text))
+    self.state_stats = policy.state_stats if preprocess.prompt_uses_state(self.template) else None
+
+  def __call__(self, instruction: str, state=None) -> int:
+    """-> the prompt's length in tokens; RequestError when the policy would refuse it."""
+    normalized = None
+    if self.state_stats is not None and state is not None:
+      normalized = stats_lib.normalize(state, self.state_stats)  # as Policy.act does before the prompt
+    try:
+      text = preprocess.robot_prompt(self.template, instruction, normalized)
+    except ValueError as e:
+      raise RequestError(f"prompt {quote(instruction)} refused: {_clip(str(e), 200)}") from None
+    try:
+      n = len(prompt_lib.encode_prefix(self.tokenizer, text, self.separator))
+    except Exception as e:  # pylint: disable=broad-except  (whatever the tokenizer refuses)
+      raise RequestError(f"prompt {quote(instruction)} cannot be tokenized ({type(e).__name__})") from None
+    if n > self.max_len:
+      raise RequestError(f"prompt {quote(instruction)} takes {n} tokens in the policy's prompt; at most "
+                         f"{self.max_len} fit (tokenizer.max_text_len): shorten the instruction")
+    return n
+
+
+def _has_prompt_pipeline(policy) -> bool:
+  """True for inference.policy.Policy (config + text tokenizer); stand-ins (tests) have none to check."""
+  return hasattr(policy, "config") and hasattr(policy, "text")
 
 
 class PolicyServer:
-  """Serves `policy` (inference.policy.Policy or anything with act(images, instructions, full_width))."""
+  """Serves `policy` (inference.policy.Policy or anything with act(images, instructions, full_width)).
+
+  stats: requests (messages received), errors (bad requests, failed inferences, oversized messages),
+  disconnects (clients gone before their reply, or without a closing handshake), unauthorized (refused
+  handshakes), batches, max_batch_size, retried_batches (batches that failed and were retried per row)."""
 
   def __init__(self, policy, metadata: dict, max_batch: int = 16, batch_window_ms: float = 2.0,
-               max_image_side: int = 1024, max_message_bytes: int = 16 * 2**20):
+               max_image_side: int = 1024, max_message_bytes: int = 16 * 2**20,
+               max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, api_key: str | None = None):
     self.policy, self.metadata = policy, dict(metadata)
     self.max_batch, self.window = max_batch, batch_window_ms / 1000
     self.max_image_side, self.max_message_bytes = max_image_side, max_message_bytes
-    self.stats = {"requests": 0, "errors": 0, "batches": 0, "max_batch_size": 0}
+    self.max_prompt_chars = max_prompt_chars
+    self._authorization = f"Api-Key {api_key}" if api_key else None
+    self.stats = {"requests": 0, "errors": 0, "disconnects": 0, "unauthorized": 0, "batches": 0,
+                  "max_batch_size": 0, "retried_batches": 0}
     self._queue: asyncio.Queue | None = None
     self._executor = concurrent.futures.ThreadPoolExecutor(1)  # one decoding thread: the model is one
     if hasattr(policy, "draft_previous"):
       policy.draft_previous = False
     self.state_dim = len(policy.state_stats["mean"]) if getattr(policy, "uses_state", False) else 0
+    self.check_prompt = PromptCheck(policy) if _has_prompt_pipeline(policy) else None
+
+  def validate(self, message) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """A client message -> (image, prompt, state) that the policy's preprocessing accepts, or
+    RequestError: everything a request can get wrong is found here, before it joins a batch."""
+    image, prompt, state = parse_observation(message, self.max_image_side, self.state_dim, self.max_prompt_chars)
+    if self.check_prompt is not None:
+      self.check_prompt(prompt, state)
+    return image, prompt, state
 
   async def _handle(self, websocket):
-    await websocket.send(msgpack_numpy.packb(self.metadata))
     try:
+      await websocket.send(msgpack_numpy.packb(self.metadata))
       async for message in websocket:
-        self.stats["requests"] += 1
-        try:
-          image, prompt, state = parse_observation(message, self.max_image_side, self.state_dim)
-          future = asyncio.get_running_loop().create_future()
-          await self._queue.put((image, prompt, state, future))
-          await websocket.send(msgpack_numpy.packb(await future))
-        except RequestError as e:
-          self.stats["errors"] += 1
-          await websocket.send(f"bad request: {e}")
-        except Exception as e:  # pylint: disable=broad-except  (inference failed: say so, keep serving)
-          self.stats["errors"] += 1
-          logging.exception("inference failed")
-          await websocket.send(f"server error: {type(e).__name__}: {e}")
-    except websockets.ConnectionClosed:
-      pass
+        await websocket.send(await self._reply(message))
+    except websockets.ConnectionClosed as e:
+      self._closed(websocket, e)
+
+  async def _reply(self, message) -> bytes | str:
+    """The reply to one message: packed actions, or an error text about this message alone."""
+    self.stats["requests"] += 1
+    try:
+      image, prompt, state = self.validate(message)
+      future = asyncio.get_running_loop().create_future()
+      await self._queue.put((image, prompt, state, future))
+      return msgpack_numpy.packb(await future)
+    except RequestError as e:
+      self.stats["errors"] += 1
+      return f"bad request: {e}"
+    except Exception as e:  # pylint: disable=broad-except  (inference failed: say so, keep serving)
+      self.stats["errors"] += 1
+      logging.error("inference failed for one request: %s: %s", type(e).__name__, _clip(str(e)),
+                    exc_info=e)
+      return f"server error: {type(e).__name__}: {_clip(str(e))}"
+
+  def _closed(self, websocket, error: websockets.ConnectionClosed):
+    """A connection ended abnormally or with a reply owed: the client left (or sent too much)."""
+    if error.sent is not None and error.sent.code == CloseCode.MESSAGE_TOO_BIG:
+      self.stats["errors"] += 1
+      logging.info("closed the connection of %s: a message over %d bytes", websocket.remote_address,
+                   self.max_message_bytes)
+      return
+    self.stats["disconnects"] += 1
+    logging.info("client %s disconnected (%s)", websocket.remote_address, error)
+
+  def _process_request(self, connection, request):
+    """Before the websocket handshake: /healthz -> 200; with an API key, a missing/wrong one -> 401."""
+    if request.path.split("?", 1)[0] == HEALTH_PATH:
+      return connection.respond(http.HTTPStatus.OK, "ok\n")
+    if self._authorization is None:
+      return None
+    given = request.headers.get("Authorization", "")
+    if hmac.compare_digest(given.encode("utf-8"), self._authorization.encode("utf-8")):
+      return None
+    self.stats["unauthorized"] += 1
+    logging.warning("refused %s: %s API key", connection.remote_address, "wrong" if given else "no")
+    return connection.respond(http.HTTPStatus.UNAUTHORIZED,
+                              "missing or wrong API key: send the header 'Authorization: Api-Key <key>'\n")
 
   async def _batcher(self):
     loop = asyncio.get_running_loop()
     while True:
-      batch = [await self._queue.get()]
-      deadline = loop.time() + self.window
-      while len(batch) < self.max_batch:
-        timeout = deadline - loop.time()
-        if timeout <= 0 and self._queue.empty():
-          break
-        try:
-          batch.append(await asyncio.wait_for(self._queue.get(), max(timeout, 0.0)))
-        except asyncio.TimeoutError:
-          break
+      batch = await self._next_batch(loop)
       try:
-        replies = await loop.run_in_executor(self._executor, self._infer, batch)
-      except Exception as e:  # pylint: disable=broad-except
-        for *_, future in batch:
-          if not future.done():
-            future.set_exception(e)
-        continue
+        replies = await loop.run_in_executor(self._executor, self._infer_rows, batch)
+      except Exception as e:  # pylint: disable=broad-except  (the executor itself failed: no row's text)
+        replies = [e] * len(batch)
       for (*_, future), reply in zip(batch, replies):
-        if not future.done():
+        if future.done():
+          continue
+        if isinstance(reply, BaseException):
+          future.set_exception(reply)
+        else:
           future.set_result(reply)
+
+  async def _next_batch(self, loop) -> list:
+    batch = [await self._queue.get()]
+    deadline = loop.time() + self.window
+    while len(batch) < self.max_batch:
+      timeout = deadline - loop.time()
+      if timeout <= 0 and self._queue.empty():
+        break
+      try:
+        batch.append(await asyncio.wait_for(self._queue.get(), max(timeout, 0.0)))
+      except asyncio.TimeoutError:
+        break
+    return batch
+
+  def _infer_rows(self, batch) -> list:
+    """-> per row, its reply or the exception it raised. A failed batch is retried row by row, so an
+    exception returned for a row was raised by a call on that row alone."""
+    try:
+      return self._infer(batch)
+    except Exception as e:  # pylint: disable=broad-except
+      if len(batch) == 1:
+        return [e]
+      self.stats["retried_batches"] += 1
+      logging.warning("a batch of %d failed (%s); retrying its requests one by one", len(batch),
+                      type(e).__name__)
+    replies = []
+    for row in batch:
+      try:
+        replies += self._infer([row])
+      except Exception as e:  # pylint: disable=broad-except
+        replies.append(e)
+    return replies
 
   def _infer(self, batch) -> list[dict]:
     n = len(batch)
@@ -152,14 +321,19 @@ class PolicyServer:
     return [{"actions": np.asarray(actions[i], np.float32), "valid": np.asarray(valid[i], bool),
              "server_timing": {"infer_ms": infer_ms, "batch_size": n}} for i in range(n)]
 
-  async def serve(self, host: str = "0.0.0.0", port: int = 8000, ready: asyncio.Event | None = None,
+  async def serve(self, host: str = "127.0.0.1", port: int = 8000, ready: asyncio.Event | None = None,
                   stop: asyncio.Event | None = None):
-    """Serves until `stop` is set (forever without one). `ready` is set once the port listens."""
+    """Serves until `stop` is set (forever without one). `ready` is set once the port listens.
+    Loopback by default; host "0.0.0.0" listens on every interface (then set an api_key)."""
     self._queue = asyncio.Queue()
     batcher = asyncio.create_task(self._batcher())
-    async with serve(self._handle, host, port, max_size=self.max_message_bytes, compression=None) as server:
-      self.port = server.sockets[0].getsockname()[1]
-      if ready is not None:
-        ready.set()
-      await (stop.wait() if stop is not None else asyncio.Future())
-    batcher.cancel()
+    try:
+      # max_queue: the protocol is one request, one reply; a client cannot make us buffer more frames
+      async with serve(self._handle, host, port, max_size=self.max_message_bytes, max_queue=4,
+                       compression=None, process_request=self._process_request) as server:
+        self.port = server.sockets[0].getsockname()[1]
+        if ready is not None:
+          ready.set()
+        await (stop.wait() if stop is not None else asyncio.Future())
+    finally:
+      batcher.cancel()
