@@ -48,28 +48,32 @@ def prepare_data(config):
   return prepared or run()
 
 
+class ConfigError(cli.UserError, ValueError):
+  """Config fields that contradict each other or the files they name."""
+
+
 def check_settings(config):
   """Settings that must agree, checked before any data is prepared."""
   drift = config.train.drift
   if drift.every and not drift.data:
-    raise cli.UserError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image "
+    raise ConfigError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image "
                         "folder)")
   expert = config.model.get("action_expert")
   if bool(expert and expert.width) != (config.tokenizer.action == "flow"):
-    raise cli.UserError(f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
-                        f"{expert.width if expert else 0}: the flow head (π0) needs both "
-                        "(configs/pi0_baseline.py); token heads need width 0")
+    raise ConfigError(f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
+                      f"{expert.width if expert else 0}: the flow head (π0) needs both "
+                      "(configs/pi0_baseline.py); token heads need width 0")
 
 
 def check_tokenizer(config):
   """The tokenizer exists, unless the configured demo / simulator data generates it."""
   path = os.path.abspath(os.path.expanduser(config.tokenizer.path)) if config.tokenizer.path else ""
   if not path:
-    raise cli.UserError("config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
-                        "(PaliGemma's SentencePiece model for released weights)")
+    raise ConfigError("config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
+                      "(PaliGemma's SentencePiece model for released weights)")
   generated = [os.path.abspath(os.path.expanduser(d)) for d in (config.data.demo_dir, config.data.sim_dir) if d]
   if not os.path.exists(path) and not any(path.startswith(d + os.sep) for d in generated):
-    raise cli.UserError(f"tokenizer not found: {path} (config.tokenizer.path)")
+    raise ConfigError(f"tokenizer not found: {path} (config.tokenizer.path)")
 
 
 def check_pretrained(config):
@@ -79,11 +83,11 @@ def check_pretrained(config):
     return
   path = os.path.expanduser(path)
   if not os.path.exists(path):
-    raise cli.UserError(f"pretrained checkpoint not found: {path} (config.pretrained.path)")
+    raise ConfigError(f"pretrained checkpoint not found: {path} (config.pretrained.path)")
   problems = pretrained_api.mismatches(fmt, path, config.model)
   if problems:
-    raise cli.UserError(f"config.model does not match the pretrained checkpoint {path}: " +
-                        "; ".join(problems))
+    raise ConfigError(f"config.model does not match the pretrained checkpoint {path}: " +
+                      "; ".join(problems))
 
 
 def resolve_data_dims(config, prepared):
@@ -93,13 +97,13 @@ def resolve_data_dims(config, prepared):
   if config.tokenizer.action != "flow":
     return
   if expert.action_dim not in (0, prepared.action_dim):
-    raise ValueError(f"model.action_expert.action_dim={expert.action_dim} but the data has "
+    raise ConfigError(f"model.action_expert.action_dim={expert.action_dim} but the data has "
                      f"{prepared.action_dim}-D actions")
   expert.action_dim = prepared.action_dim
   if expert.use_state:  # datasets with smaller states are zero-padded (pipeline.pad_state)
     missing = [r.name for r in prepared.robot if "state" not in r.stats]
     if missing:
-      raise ValueError(f"model.action_expert.use_state but robot datasets {missing} have no state")
+      raise ConfigError(f"model.action_expert.use_state but robot datasets {missing} have no state")
     expert.state_dim = max(len(r.stats["state"]["mean"]) for r in prepared.robot)
 
 
@@ -138,6 +142,7 @@ def initial_params(config, model, mesh, rules, printer):
   fmt, path = config.pretrained.format, config.pretrained.path
   if not path:
     return None
+  check_pretrained(config)  # (train() ran it before the data; callers of this function may not have)
   path = os.path.expanduser(path)
   t = time.perf_counter()
   params = pretrained_api.load(fmt, path, model, config.model.image_size, mesh, rules)
