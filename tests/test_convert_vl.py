@@ -43,7 +43,7 @@ def test_llava_json_multi_turn_and_missing_image(tmp_path):
   assert [(r["question"], r["answer"]) for r in got] == [("Where is the cup?", "[(0.31, 0.75)]"),
                                                         ("And the plate?", "<point>12 40</point>")]
   assert got[0]["image"] == png(0) and got[1]["source"] == "d.json:a#1"
-  with pytest.raises(convert_vl.BadRecordError, match="d.json:b: image file missing"):
+  with pytest.raises(convert_vl.BadVLRecordError, match="d.json:b: image file missing"):
     convert_vl.convert_vl(str(tmp_path / "d.json"), "llava_json", str(tmp_path / "strict"), on_bad="fail")
 
 

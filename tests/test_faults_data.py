@@ -474,10 +474,10 @@ def test_convert_vl_errors_name_the_file_and_the_entry(tmp_path):
   meta = convert_vl.convert_vl(str(tmp_path / "rows.json"), "llava_json", str(tmp_path / "o"))
   assert meta["num_examples"] == 1
   assert [s["source"] for s in meta["skipped"]] == ["rows.json:0", "rows.json:t", "rows.json:u"]
-  with pytest.raises(convert_vl.BadRecordError, match=r"^rows.json:0: lacks 'image'"):
+  with pytest.raises(convert_vl.BadVLRecordError, match=r"^rows.json:0: lacks 'image'"):
     convert_vl.convert_vl(str(tmp_path / "rows.json"), "llava_json", str(tmp_path / "strict"), on_bad="fail")
   assert not os.path.exists(tmp_path / "strict")
-  with pytest.raises(convert_vl.BadRecordError, match=r"rows.json: entry 0 \(None\) lacks"):
+  with pytest.raises(convert_vl.BadVLRecordError, match=r"rows.json: entry 0 \(None\) lacks"):
     vl.load_llava_json(str(tmp_path / "rows.json"))
   with pytest.raises(convert_vl.VLInputError, match=r"holds the conversion of other input: input"):
     convert_vl.convert_vl(str(tmp_path / "obj.json"), "llava_json", str(tmp_path / "o"))

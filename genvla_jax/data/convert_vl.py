@@ -15,7 +15,7 @@ Every (question, answer) turn pair of a conversation becomes one record (msgpack
    "source": "<row or entry id>#<turn>"}
 Points and boxes stay text exactly as the corpus writes them. Rows with a missing or undecodable image,
 no complete turn pair, or a malformed entry, are skipped and listed in meta.json with their source
-("<file>:<id or row>"; `on_bad="fail"` raises BadRecordError naming it at the first).
+("<file>:<id or row>"; `on_bad="fail"` raises BadVLRecordError naming it at the first).
 Output: vl-XXXXX.array_record shards, meta.json (written last: counts, sha256 per shard, skipped). A
 finished --out is reused only for the same input and format (else VLInputError); a failed run removes
 the shards it wrote and the --out it created.
@@ -36,7 +36,7 @@ FORMATS = ("llava_json", "parquet")
 ROW_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)  # a malformed row
 
 
-class BadRecordError(cli.UserError, ValueError):
+class BadVLRecordError(cli.UserError, ValueError):
   """A bad row: the message starts with its source "<file>:<id or row>"."""
 
 
@@ -50,7 +50,7 @@ def _turn_pairs(turns, roles) -> list[tuple[str, str]]:
   pairs = []
   for q, a in zip(turns[0::2], turns[1::2]):
     if q.get(role_key) != q_role or a.get(role_key) != a_role:
-      raise BadRecordError(f"turns must alternate {q_role}/{a_role}")
+      raise BadVLRecordError(f"turns must alternate {q_role}/{a_role}")
     pairs.append((_text(q[text_key]).replace("<image>", "").strip(), _text(a[text_key]).strip()))
   return pairs
 
@@ -104,24 +104,24 @@ def _entry_source(path: str, entry, n: int) -> str:
 
 
 def iter_llava_json(path: str, image_root: str | None = None):
-  """(source id, image bytes | BadRecordError, [(question, answer)]) per entry; a bad entry is yielded with
+  """(source id, image bytes | BadVLRecordError, [(question, answer)]) per entry; a bad entry is yielded with
   its error (never raised), so every entry is named."""
   image_root = image_root or os.path.dirname(os.path.abspath(path))
   for n, entry in enumerate(load_json_list(path)):
     source = _entry_source(path, entry, n)
     try:
       if not isinstance(entry, dict) or "image" not in entry or "conversations" not in entry:
-        raise BadRecordError("lacks 'image' or 'conversations'")
+        raise BadVLRecordError("lacks 'image' or 'conversations'")
       image_path = os.path.join(image_root, entry["image"])
       if not os.path.exists(image_path):
-        raise BadRecordError(f"image file missing: {image_path}")
+        raise BadVLRecordError(f"image file missing: {image_path}")
       with open(image_path, "rb") as f:
         image = f.read()
       yield source, image, llava_pairs(entry)
-    except BadRecordError as err:
+    except BadVLRecordError as err:
       yield source, err, []
     except ROW_ERRORS as err:
-      yield source, BadRecordError(f"malformed entry ({type(err).__name__}: {err})"[:300]), []
+      yield source, BadVLRecordError(f"malformed entry ({type(err).__name__}: {err})"[:300]), []
 
 
 def parquet_files(pattern: str) -> list[str]:
@@ -134,7 +134,7 @@ def parquet_files(pattern: str) -> list[str]:
 
 def iter_parquet(pattern: str, batch_rows: int = 256):
   """Rows of every parquet file matching `pattern`, streamed in record batches: (source id, image bytes |
-  BadRecordError, [(question, answer)]); a file that is not parquet raises VLInputError naming it."""
+  BadVLRecordError, [(question, answer)]); a file that is not parquet raises VLInputError naming it."""
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   for file in parquet_files(pattern):
     try:
@@ -149,18 +149,18 @@ def iter_parquet(pattern: str, batch_rows: int = 256):
         try:
           image = _image_bytes(record.get("image", record.get("images")))
           if image is None:
-            raise BadRecordError("no embedded image")
+            raise BadVLRecordError("no embedded image")
           if "conversations" in record and record["conversations"] is not None:
             pairs = llava_pairs(record)
           elif "messages" in record and record["messages"] is not None:
             pairs = _message_pairs(record)
           else:
-            raise BadRecordError("no 'conversations' or 'messages' column")
+            raise BadVLRecordError("no 'conversations' or 'messages' column")
           yield source, image, pairs
-        except BadRecordError as err:
+        except BadVLRecordError as err:
           yield source, err, []
         except ROW_ERRORS as err:
-          yield source, BadRecordError(f"malformed row ({type(err).__name__}: {err})"[:300]), []
+          yield source, BadVLRecordError(f"malformed row ({type(err).__name__}: {err})"[:300]), []
 
 
 def _batches(parquet, file: str, batch_rows: int):
@@ -244,7 +244,7 @@ def convert_vl(input_path: str, fmt: str, out_dir: str, *, image_root: str | Non
 
 
 def _row_problem(image, pairs, check_images: bool) -> str | None:
-  """Why a row (image bytes or its BadRecordError, turn pairs) is skipped; None if it is usable."""
+  """Why a row (image bytes or its BadVLRecordError, turn pairs) is skipped; None if it is usable."""
   if isinstance(image, Exception):
     return str(image)
   if check_images:
@@ -275,7 +275,7 @@ def _write_shards(rows, out_dir: str, records_per_shard: int, on_bad: str, check
       reason = _row_problem(image, pairs, check_images)
       if reason:
         if on_bad == "fail":
-          raise BadRecordError(f"{source}: {reason} (on_bad='fail'; on_bad='skip' skips it and lists it "
+          raise BadVLRecordError(f"{source}: {reason} (on_bad='fail'; on_bad='skip' skips it and lists it "
                                "in meta.json)")
         skipped.append({"source": source, "reason": reason})
         continue

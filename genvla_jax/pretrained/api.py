@@ -18,22 +18,33 @@ from genvla_jax.models import vlm
 from genvla_jax.pretrained import big_vision, hf, mapping
 from genvla_jax.training import sharding
 
-FORMATS = ("hf", "big_vision", "openvla")
+def _hf_architecture(path):
+  return hf.model_config(hf.HFCheckpoint(path).config())
 
 
-def _check(fmt: str):
-  if fmt not in FORMATS:
+def _openvla_load(path, abstract, model):
+  return hf.load_with_rules(path, abstract, mapping.openvla_rules(model.img_config, model.fused_img_config or {}))
+
+
+# format -> (architecture(path) -> {image_size, img, llm, ...}, load(path, abstract params, model) -> params):
+# the one registry of checkpoint formats; a new format is two functions and a line here.
+READERS = {
+    "hf": (_hf_architecture, lambda path, abstract, _: hf.load(path, abstract)),
+    "big_vision": (big_vision.model_config, lambda path, abstract, _: big_vision.load(path, abstract)),
+    "openvla": (hf.openvla_model_config, _openvla_load),
+}
+FORMATS = tuple(READERS)
+
+
+def _reader(fmt: str):
+  if fmt not in READERS:
     raise ValueError(f"unknown checkpoint format {fmt!r}; choose one of {FORMATS}")
+  return READERS[fmt]
 
 
 def architecture(fmt: str, path: str) -> dict:
   """-> {image_size, img, llm} as the checkpoint describes itself (config.json or tensor shapes)."""
-  _check(fmt)
-  if fmt == "hf":
-    return hf.model_config(hf.HFCheckpoint(path).config())
-  if fmt == "openvla":
-    return hf.openvla_model_config(path)
-  return big_vision.model_config(path)
+  return _reader(fmt)[0](path)
 
 
 def mismatches(fmt: str, path: str, model_config) -> list[str]:
@@ -62,7 +73,7 @@ def load(fmt: str, path: str, model: vlm.VLA, image_size: int, mesh: Mesh | None
   """Checkpoint -> params of `model` (dual split and storage dtypes applied), placed on `mesh` with the
   parameter shardings (FSDP default / rules), or on the first device without a mesh. Tensors are cast
   to `model.param_dtype` on the host, one at a time, before they are placed."""
-  _check(fmt)
+  read = _reader(fmt)[1]
   single = dataclasses.replace(model, dual_encoder=False, parent=None)
   shapes = jax.eval_shape(lambda: vlm.init_params(single, jax.random.PRNGKey(0), image_size))
   shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, model.param_dtype), shapes)
@@ -72,8 +83,4 @@ def load(fmt: str, path: str, model: vlm.VLA, image_size: int, mesh: Mesh | None
   else:
     shardings = sharding.param_shardings(shapes, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
-  if fmt == "openvla":
-    params = hf.load_with_rules(path, abstract, mapping.openvla_rules(model.img_config, model.fused_img_config or {}))
-  else:
-    params = (hf.load if fmt == "hf" else big_vision.load)(path, abstract)
-  return vlm.finish_params(model, params)
+  return vlm.finish_params(model, read(path, abstract, model))

@@ -7,6 +7,7 @@
 """
 
 import dataclasses
+import importlib
 
 
 @dataclasses.dataclass
@@ -22,29 +23,23 @@ class Episode:
   success: bool = False
 
 
-def make(name: str, **kwargs):
-  """An environment by name (config `env`, `env_kwargs`)."""
-  if name == "tabletop":
-    from genvla_jax.eval.envs import tabletop  # pylint: disable=g-import-not-at-top
-    return tabletop.TabletopEnv(**kwargs)
-  if name == "metaworld":
-    from genvla_jax.eval.envs import metaworld_env  # pylint: disable=g-import-not-at-top
-    return metaworld_env.MetaWorldEnv(**kwargs)
-  if name == "simpler":
-    from genvla_jax.eval.envs import simpler  # pylint: disable=g-import-not-at-top
-    return simpler.SimplerEnv(**kwargs)
-  raise ValueError(f"unknown environment {name!r}; known: tabletop, metaworld, simpler")
+# name -> (module, environment class): the one registry of environments. A new environment is a module
+# with TASKS, PROTOCOLS, ACTION_DIM, Expert (or None) and a class implementing the protocol above, plus a
+# line here. Modules are imported on first use (each pulls in its simulator).
+ENVS = {
+    "tabletop": ("genvla_jax.eval.envs.tabletop", "TabletopEnv"),
+    "metaworld": ("genvla_jax.eval.envs.metaworld_env", "MetaWorldEnv"),
+    "simpler": ("genvla_jax.eval.envs.simpler", "SimplerEnv"),
+}
 
 
 def module(name: str):
   """The environment's module (TASKS, PROTOCOLS, ACTION_DIM, Expert)."""
-  if name == "tabletop":
-    from genvla_jax.eval.envs import tabletop  # pylint: disable=g-import-not-at-top
-    return tabletop
-  if name == "metaworld":
-    from genvla_jax.eval.envs import metaworld_env  # pylint: disable=g-import-not-at-top
-    return metaworld_env
-  if name == "simpler":
-    from genvla_jax.eval.envs import simpler  # pylint: disable=g-import-not-at-top
-    return simpler
-  raise ValueError(f"unknown environment {name!r}; known: tabletop, metaworld, simpler")
+  if name not in ENVS:
+    raise ValueError(f"unknown environment {name!r}; known: {', '.join(ENVS)}")
+  return importlib.import_module(ENVS[name][0])
+
+
+def make(name: str, **kwargs):
+  """An environment by name (config `env`, `env_kwargs`)."""
+  return getattr(module(name), ENVS[name][1])(**kwargs)
