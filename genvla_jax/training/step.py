@@ -71,13 +71,6 @@ def metrics_from_sums(sums) -> dict:
   return metrics
 
 
-def loss_and_metrics(params, batch, model, rng=None, flow=None):
-  """batch: see data/pipeline.py. -> (loss scalar, metrics dict of scalars): mean next-token
-  cross-entropy over all answer tokens of the batch (+ flow MSE for π0)."""
-  metrics = metrics_from_sums(token_sums(params, batch, model, rng, flow))
-  return metrics["loss"], metrics
-
-
 def microbatches(batch: dict, k: int) -> dict:
   """[B,...] -> [k, B/k, ...], micro-batch i = rows i, i+k, i+2k, ...: every device keeps its own rows
   (B/k rows of each device's contiguous block), so no data moves between devices."""
