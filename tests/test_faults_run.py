@@ -210,8 +210,8 @@ def test_cli_errors_are_one_line(trained, tmp_path):
   assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --image x.png")
   result = _cli("genvla_jax.predict", f"--workdir={missing}", "--eval_split=val")
   assert result.returncode == 2, result.stderr
-  assert result.stderr.strip().splitlines() == [f"error: run directory {missing} does not exist (give the "
-                                                 "--workdir a genvla_jax.train run wrote)"]
+  assert result.stderr.strip().splitlines() == [f"error: run directory {missing} does not exist (give a run "
+                                                 "directory that genvla_jax.train wrote)"]
   assert not missing.exists()
   result = _cli("genvla_jax.train", "--config=configs/pi0_plus.py:demo", f"--workdir={missing}",
                 "--config.train.stepz=3")

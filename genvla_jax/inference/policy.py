@@ -83,8 +83,8 @@ class Policy:
     directory is created, cleaned or deleted (safe while the run trains)."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if not os.path.isdir(workdir):
-      raise checkpoint.CheckpointError(f"run directory {workdir} does not exist (give the --workdir a "
-                                       "genvla_jax.train run wrote)")
+      raise checkpoint.CheckpointError(f"run directory {workdir} does not exist (give a run directory "
+                                       "that genvla_jax.train wrote)")
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
 
     def restore(candidate):
