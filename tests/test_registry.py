@@ -93,8 +93,10 @@ def test_bridge_relabelled_from_states(tmp_path):
   source = pipeline.StepChunkSource(str(tmp_path / "conv"), horizon=1)
   first = convert.decode_step(source._source[0])  # pylint: disable=protected-access
   steps = episodes[first["episode"]]["steps"]
-  np.testing.assert_allclose(first["action"][:6],
-                             steps[1]["observation/state"][:6] - steps[0]["observation/state"][:6], atol=1e-6)
+  states = np.stack([steps[1]["observation/state"][:6], steps[0]["observation/state"][:6]])
+  # a difference of float32 states, rounded once to float32 (in whatever precision it was taken): eps * max|state|
+  np.testing.assert_allclose(first["action"][:6], states[0] - states[1], rtol=0,
+                             atol=np.finfo(np.float32).eps * np.abs(states).max())
   assert first["action"][6] == steps[0]["action"][6]
 
 

@@ -9,6 +9,7 @@ import pytest
 from genvla_jax.data import pipeline
 from genvla_jax.models import vlm
 from genvla_jax.training import optimizer, sharding, state as state_lib, step as step_lib
+import tolerances
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +24,38 @@ def setup(demo_dir, cache_dir, prepared):
   return config, model, tx, step_fn, batches
 
 
+def _positions(config, batch) -> int:
+  """Rows x sequence positions (image + text tokens) of a batch: the number of terms every gradient entry
+  and the loss sum over."""
+  return len(batch["tokens"]) * (batch["tokens"].shape[1] + vlm.num_image_tokens(config.model))
+
+
 def _run(setup, mesh, num_steps):
+  """-> (initial params, final state, losses, [(lr, adam count, adam nu) after each step])."""
   config, model, tx, step_fn, batches = setup
   state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0))
   initial = jax.device_get(state["params"])
   train_step = step_lib.jit_train_step(step_fn, shardings, mesh, donate=False)
-  losses = []
+  losses, adam_steps = [], []
   for b in batches[:num_steps]:
     state, metrics = train_step(state, sharding.to_global(b, mesh))
     losses.append(float(metrics["loss"]))
-  return initial, state, losses
+    adam_steps.append((float(metrics["lr"]), *tolerances.adam_moments(state["opt_state"])))
+  return initial, state, losses, adam_steps
+
+
+def _assert_same_training(setup, run, reference):
+  """`run` (another mesh) trained like `reference` (one device), up to float32 summation order: the loss and
+  every gradient entry sum the batch's positions in another grouping; Adam bounds what that does to each
+  parameter (tolerances.trained_params_atol, from the reference's per-step second moments)."""
+  config, batches = setup[0], setup[4]
+  _, state, losses, _ = run
+  _, ref_state, ref_losses, adam_steps = reference
+  n = _positions(config, batches[0])
+  # float32 loss: a mean over the batch's 8 x (40 + 16) positions: eps * sqrt(n) relative
+  np.testing.assert_allclose(losses, ref_losses, rtol=tolerances.float_tol(np.float32, n)[0])
+  atol = tolerances.trained_params_atol(adam_steps, config.optimizer.b1, config.optimizer.b2, n)
+  tolerances.assert_params_close(state["params"], ref_state["params"], atol, len(losses))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +65,7 @@ def single_device_run(setup):
 
 
 def test_frozen_tower_unchanged_and_stateless(setup, single_device_run):
-  initial, state, losses = single_device_run
+  initial, state, losses, _ = single_device_run
   params = jax.device_get(state["params"])
   jax.tree.map(np.testing.assert_array_equal, params["img_frozen"], initial["img_frozen"])
   changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params["img"]),
@@ -67,11 +90,9 @@ def test_sharded_step_equals_single_device(setup, single_device_run):
   config = setup[0]
   config.mesh.data, config.mesh.fsdp = 2, 4
   mesh = sharding.make_mesh(config.mesh)
-  _, state8, losses8 = _run(setup, mesh, 3)
-  _, state1, losses1 = single_device_run
-  np.testing.assert_allclose(losses8, losses1, rtol=2e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4),
-               jax.device_get(state8["params"]), jax.device_get(state1["params"]))
+  sharded = _run(setup, mesh, 3)
+  _assert_same_training(setup, sharded, single_device_run)
+  state8 = sharded[1]
   # the large matrices really are split over the fsdp axis
   emb = state8["params"]["llm"]["embedder"]["input_embedding"]
   assert "fsdp" in str(emb.sharding.spec)
@@ -83,10 +104,9 @@ def test_tensor_parallel_step_equals_single_device(setup, single_device_run):
   config = setup[0]
   config.mesh.data, config.mesh.fsdp, config.mesh.model = 2, 2, 2
   mesh = sharding.make_mesh(config.mesh)
-  _, state, losses = _run(setup, mesh, 3)
-  np.testing.assert_allclose(losses, single_device_run[2], rtol=2e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4),
-               jax.device_get(state["params"]), jax.device_get(single_device_run[1]["params"]))
+  run = _run(setup, mesh, 3)
+  _assert_same_training(setup, run, single_device_run)
+  state = run[1]
   specs = {sharding.path_str(p): x.sharding.spec for p, x in
            jax.tree_util.tree_flatten_with_path(state["params"])[0]}
   assert specs["llm/layers/mlp/gating_einsum"] == P(None, None, "fsdp", "model")
@@ -103,15 +123,37 @@ def test_gradient_accumulation_equals_one_pass(setup):
   config, model, tx, _, batches = setup
   mesh = sharding.make_mesh(config.mesh)  # 8 devices; 8 rows = 2 micro-batches of 4
   state, _, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0))
-  batch = sharding.to_global(batches[0], mesh)
+  # micro-batch i = rows i, i+2, ... (step.microbatches); a batch whose two micro-batches hold different
+  # numbers of answer tokens, so that a wrong normalisation (the mean of the micro-batch means) shows
+  def micro_tokens(b):
+    return b["loss_mask"][:, 1:].reshape(-1, 2, b["loss_mask"].shape[1] - 1).sum(axis=(0, 2))
+  raw = next((b for b in batches if len(set(micro_tokens(b))) > 1), None)
+  assert raw is not None, [micro_tokens(b) for b in batches]
+  batch = sharding.to_global(raw, mesh)
   def grads_with(k):
     fn = jax.jit(lambda p, b: step_lib.grads_and_sums(p, b, model, k))
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return jax.device_get(fn(state["params"], batch))
   (g1, s1), (g2, s2) = grads_with(1), grads_with(2)
+  n = _positions(config, raw)  # 8 rows x (40 text + 16 image) positions
+  # float32 sums over the batch's n positions, as one or as two partial sums: eps * sqrt(n) relative
   for key in s1:
-    np.testing.assert_allclose(s2[key], s1[key], rtol=1e-5, err_msg=key)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g2, g1)
+    np.testing.assert_allclose(s2[key], s1[key], rtol=tolerances.float_tol(np.float32, n)[0], err_msg=key)
+  # every gradient entry sums n per-position terms, grouped differently: eps * sqrt(n) * (the terms' scale,
+  # max|g| over the tree: an entry that cancels to ~0, e.g. the attention key biases, keeps noise of that size)
+  _, atol = tolerances.float_tol(np.float32, n, scale=tolerances.tree_max_abs(g1))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=atol), g2, g1)
+  # the check can fail: the classic accumulation bugs are off by orders of magnitude more than the tolerance
+  micro = jax.tree.map(np.asarray, step_lib.microbatches(raw, 2))
+  one_pass = jax.jit(lambda p, b: step_lib.grads_and_sums(p, b, model)[0])  # normalised by b's own tokens
+  own = [jax.device_get(one_pass(state["params"], jax.tree.map(lambda x, i=i: x[i], micro))) for i in range(2)]
+  tokens = micro_tokens(raw)
+  bugs = {"mean of the micro-batch means": jax.tree.map(lambda a, b: (a + b) / 2, *own),
+          "a dropped micro-batch": jax.tree.map(lambda a: a * tokens[0] / tokens.sum(), own[0])}
+  for name, wrong in bugs.items():
+    off = max(float(np.abs(np.asarray(a, np.float64) - b).max()) for a, b in zip(jax.tree.leaves(wrong),
+                                                                                 jax.tree.leaves(g1)))
+    assert off > 1000 * atol, (name, off, atol)
   with pytest.raises(ValueError, match="does not split into 3 micro-batches"):
     step_lib.microbatches({"x": np.zeros((8, 2))}, 3)
 
