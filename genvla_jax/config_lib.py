@@ -130,7 +130,7 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
       cache_dir="~/.cache/genvla_jax",  # converted shards land here
       demo_dir="",                  # when set, the embedded demo data is generated here if missing
       sim_dir="",                   # when set, simulator expert demos are recorded here if missing
-      sim_record={},                # eval/record.ensure settings (env, train_episodes, image_size, ...)
+      sim_record={},                # data/sim_record.ensure settings (env, train_episodes, image_size, ...)
       unnorm_dataset="",            # whose action statistics the policy de-normalizes with ("" = first)
       on_bad="skip",                # bad records at conversion: "skip" (counted, listed) or "fail"
       # instruction augmentation (data/instruction_aug.py): with probability prob a robot example's
@@ -186,13 +186,13 @@ def apply_demo(c: ml_collections.ConfigDict, demo_dir: str = "~/.cache/genvla_ja
 
 
 def apply_sim(c: ml_collections.ConfigDict, env: str):
-  """Tiny model trained on a simulated benchmark's expert demonstrations (eval/record.py): "tabletop"
+  """Tiny model trained on a simulated benchmark's expert demonstrations (data/sim_record.py): "tabletop"
   (MuJoCo, ours; with a VL set about the same scenes) or "metaworld" (MT10; no VL set, so robot only).
   Closed-loop evaluation: `python -m genvla_jax.eval --config=configs/eval_<env>.py`."""
   apply_demo(c)
   c.data.demo_dir = ""
   c.model.image_size = 64
-  c.data.sim_dir = f"~/.cache/genvla_jax/{env}_v3"  # eval/record.py RECORDER_VERSION
+  c.data.sim_dir = f"~/.cache/genvla_jax/{env}_v3"  # data/sim_record.py RECORDER_VERSION
   # one front camera cannot tell the gripper's height from its depth: the prompt writes the robot
   # state (normalized, as text), as pi0-FAST does (every row of the grid, π0 too, which also has its
   # state token)

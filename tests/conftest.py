@@ -66,10 +66,10 @@ TABLETOP_RECORD = dict(env="tabletop", train_episodes=8, val_episodes=4, vl_trai
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory):
   """A small tabletop recording (expert demos as RLDS + VL set + tokenizer), shared by the tests."""
-  from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import sim_record  # pylint: disable=g-import-not-at-top
   out = tmp_path_factory.mktemp("tabletop")
   settings = dict(TABLETOP_RECORD)
-  record.ensure(str(out), settings.pop("env"), **settings)
+  sim_record.ensure(str(out), settings.pop("env"), **settings)
   return out
 
 

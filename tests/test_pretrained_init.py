@@ -7,11 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from genvla_jax import train
 from genvla_jax.models import vlm
 from genvla_jax.pretrained import hf
 from genvla_jax.tools import param_count
-from genvla_jax.training import optimizer, sharding, state as state_lib
+from genvla_jax.training import optimizer, sharding, state as state_lib, trainer
 
 
 def reference_count(backbone: str) -> int:
@@ -38,7 +37,7 @@ def test_full_size_param_counts(backbone):
   assert dual["projector"] == counts["projector"] + extra_projector
   assert dual["total"] == counts["total"] + counts["img"] + extra_projector
   if backbone == "paligemma_224":  # published: PaliGemma-3B has 2.92 B parameters
-    assert abs(counts["total"] / 1e9 - 2.92) < 0.01
+    assert abs(counts["total"] / 1e9 - 2.92) <= 0.005  # published to 2 decimals: within half the last digit
 
 
 # The published checkpoints' config.json files list only non-default fields (transformers 4.41 style).
@@ -67,7 +66,7 @@ def test_hub_style_config_json_gives_the_published_architectures():
 
 
 def test_train_starts_from_imported_weights(config, tmp_path):
-  """An HF checkpoint of the demo architecture -> train.initial_params -> sharded state whose params are
+  """An HF checkpoint of the demo architecture -> trainer.initial_params -> sharded state whose params are
   the checkpoint's (both towers), on a 2x4 mesh."""
   config.model.dual_encoder = True
   single = dataclasses.replace(vlm.from_config(config.model), dual_encoder=False)
@@ -77,7 +76,7 @@ def test_train_starts_from_imported_weights(config, tmp_path):
   config.mesh.data, config.mesh.fsdp = 2, 4
   mesh = sharding.make_mesh(config.mesh)
   model = vlm.from_config(config.model)
-  params = train.initial_params(config, model, mesh, [], printer=lambda *a, **k: None)
+  params = trainer.initial_params(config, model, mesh, [], printer=lambda *a, **k: None)
   tx = optimizer.make(config.optimizer, config.train.steps)
   state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0),
                                          params=params)
@@ -91,4 +90,4 @@ def test_train_starts_from_imported_weights(config, tmp_path):
 
   config.model.llm.num_heads = 2
   with pytest.raises(ValueError, match="model.llm.num_heads: config 2, checkpoint 4"):
-    train.initial_params(config, vlm.from_config(config.model), mesh, [], printer=print)
+    trainer.initial_params(config, vlm.from_config(config.model), mesh, [], printer=print)

@@ -8,7 +8,7 @@ choices). Instructions absent from the table stay as they are; the batch field `
 which rows were changed, and training logs the fraction (metric `paraphrased_fraction`), so a table
 that does not match the data shows up as 0 rather than passing silently.
 
-Tables for the project's own tasks come with their data (demo.py, eval/record.py write
+Tables for the project's own tasks come with their data (demo.py, sim_record.py write
 `paraphrases.json`, wordings distinct from the tabletop's held-out evaluation paraphrases); for OXE
 data, `python -m genvla_jax.data.instruction_aug --data=CONVERTED_DIR --out=table.json` lists every
 instruction of a converted dataset with empty paraphrase lists to fill in (by hand or with a language

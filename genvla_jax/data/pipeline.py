@@ -32,7 +32,7 @@ import numpy as np
 
 from genvla_jax.data import augment as augment_lib, convert, convert_vl, instruction_aug, preprocess
 from genvla_jax.data import stats as stats_lib
-from genvla_jax.tokenizers import actions as action_tokenizers, prompt as prompt_lib, text
+from genvla_jax.tokenizers import factory, prompt as prompt_lib
 
 
 class StepChunkSource:
@@ -93,8 +93,8 @@ class RobotExample(grain.transforms.RandomMap):
                    is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
                    num_clipped=np.int32(num_clipped), paraphrased=np.bool_(paraphrased))
     if self.state_dim:
-      example["state"] = pad_state(stats_lib.normalize(np.asarray(record["state"], np.float32),
-                                                       self.state_stats), self.state_dim)
+      normalized = stats_lib.normalize(np.asarray(record["state"], np.float32), self.state_stats)
+      example["state"] = preprocess.pad_state(normalized, self.state_dim)
     return example
 
 
@@ -138,33 +138,6 @@ def host_batches(ds, local_size: int, process_index: int, process_count: int):
   return ds.batch(local_size, drop_remainder=True)[process_index::process_count]
 
 
-def pad_state(state, state_dim: int) -> np.ndarray:
-  """[..., S] -> [..., state_dim] with zeros after the dataset's own S values."""
-  state = np.asarray(state, np.float32)
-  if state.shape[-1] > state_dim:
-    raise ValueError(f"state of {state.shape[-1]} values but the model takes {state_dim}")
-  return np.pad(state, [(0, 0)] * (state.ndim - 1) + [(0, state_dim - state.shape[-1])])
-
-
-def uses_state(config) -> int:
-  """State dimension the model takes as input (π0's state token), 0 for none."""
-  expert = config.model.get("action_expert")
-  return int(expert.state_dim) if expert and expert.width and expert.use_state else 0
-
-
-def make_tokenizers(config, action_dim, tokenizer_path: str | None = None, fast_bpe_path: str | None = None):
-  """-> (text tokenizer, action tokenizer) as the config defines them (shared with the policy).
-  `tokenizer_path` overrides config.tokenizer.path (the policy reads the run's own copy);
-  `fast_bpe_path` is the FAST BPE (tokenizer.action="fast")."""
-  text_tokenizer = text.TextTokenizer(os.path.expanduser(tokenizer_path or config.tokenizer.path))
-  if text_tokenizer.vocab_size > config.model.llm.vocab_size:
-    raise ValueError(f"tokenizer has {text_tokenizer.vocab_size} ids but model.llm.vocab_size is "
-                     f"{config.model.llm.vocab_size}")
-  action_tokenizer = action_tokenizers.make_action_tokenizer(
-      config.tokenizer, text_tokenizer, config.model.llm.vocab_size, action_dim, fast_bpe_path)
-  return text_tokenizer, action_tokenizer
-
-
 def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
   """-> (robot examples, VL examples) per host-local batch; both sides of the global batch must split
   evenly over the processes."""
@@ -184,12 +157,12 @@ def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
 def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1
                  ) -> grain.IterDataset:
   """Infinite host-local batch stream (see module docstring)."""
-  text_tokenizer, action_tokenizer = make_tokenizers(config, prepared.action_dim,
-                                                     fast_bpe_path=prepared.fast_bpe_path)
+  text_tokenizer, action_tokenizer = factory.make_tokenizers(config, prepared.action_dim,
+                                                             fast_bpe_path=prepared.fast_bpe_path)
   horizon, size = config.tokenizer.action_horizon, config.model.image_size
   augment = config.data.get("augment")
   instructions = instruction_aug.from_config(config.data)
-  state_dim = uses_state(config)
+  state_dim = preprocess.uses_state(config)
   separator = config.tokenizer.get("prompt_separator", "\n")
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []

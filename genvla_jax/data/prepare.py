@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from genvla_jax import cli
-from genvla_jax.data import convert, convert_vl, demo, registry, rlds
+from genvla_jax.data import convert, convert_vl, demo, registry, rlds, sim_record
 
 
 class DataConfigError(cli.UserError, ValueError):
@@ -126,10 +126,9 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
                           "entry or set data.robot_fraction=1")
   if data_config.demo_dir:
     demo.ensure(data_config.demo_dir)
-  if data_config.get("sim_dir"):  # a simulated benchmark's expert demonstrations (eval/record.py)
-    from genvla_jax.eval import record  # pylint: disable=g-import-not-at-top
+  if data_config.get("sim_dir"):  # a simulated benchmark's expert demonstrations (sim_record.py)
     settings = data_config.get("sim_record") or {}
-    record.ensure(data_config.sim_dir, **(settings.to_dict() if hasattr(settings, "to_dict") else settings))
+    sim_record.ensure(data_config.sim_dir, **(settings.to_dict() if hasattr(settings, "to_dict") else settings))
   check_sources(data_config, robot_split, with_vl=cotrain)
   robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]
   dims = {r.name: r.meta["action_dim"] for r in robot}

@@ -1,11 +1,15 @@
-"""The one preprocessing path shared by the training pipeline and the policy: images and prompts.
+"""The one preprocessing path shared by the training pipeline and the policy: images, prompts and
+robot state.
 
-Training and acting call these same functions, so they cannot disagree on resizing, value range or
-prompt wording.
+Training and acting call these same functions, so they cannot disagree on resizing, value range,
+prompt wording or state padding. Imports nothing of the conversion stack (the policy and the server
+import this module).
 """
 
 import cv2
 import numpy as np
+
+from genvla_jax.models import pixels
 
 cv2.setNumThreads(1)  # the pipeline parallelises over examples (threads, worker processes), not inside one
 
@@ -39,11 +43,7 @@ def resize_image(image, size: int, box=None) -> np.ndarray:
   return _resized(image[top:bottom, left:right], size)
 
 
-def to_unit_range(images):
-  """uint8 pixels -> float32 in [-1,1]; float input is returned as is (works on numpy and jax arrays)."""
-  if images.dtype == np.uint8:
-    return images.astype(np.float32) / 127.5 - 1.0
-  return images
+to_unit_range = pixels.to_unit_range  # the model's own pixel range (models/pixels.py)
 
 
 def prepare_image(image, size: int) -> np.ndarray:
@@ -99,3 +99,17 @@ def robot_prompt(template: str, instruction: str, state=None) -> str:
       raise ValueError(f"the prompt {template!r} writes the robot state, but no state was given")
     return template.format(instruction=instruction, state=state_text(state))
   return template.format(instruction=instruction)
+
+
+def uses_state(config) -> int:
+  """State dimension the model takes as input (π0's state token), 0 for none."""
+  expert = config.model.get("action_expert")
+  return int(expert.state_dim) if expert and expert.width and expert.use_state else 0
+
+
+def pad_state(state, state_dim: int) -> np.ndarray:
+  """[..., S] -> [..., state_dim] with zeros after the dataset's own S values."""
+  state = np.asarray(state, np.float32)
+  if state.shape[-1] > state_dim:
+    raise ValueError(f"state of {state.shape[-1]} values but the model takes {state_dim}")
+  return np.pad(state, [(0, 0)] * (state.ndim - 1) + [(0, state_dim - state.shape[-1])])

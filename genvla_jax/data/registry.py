@@ -80,10 +80,10 @@ def _relabel_from_states(steps):
 REGISTRY = {
     # The project's own demo task (data/demo.py): 2-D offset of the named target from the agent.
     "demo_targets": DatasetSpec("demo_targets", _plain_step("observation/image"), (True, True)),
-    # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by eval/record.py):
+    # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by data/sim_record.py):
     # end-effector delta xyz in metres + gripper (1 = closed, not normalized).
     "tabletop": DatasetSpec("tabletop", _plain_step("observation/image"), (True, True, True, False)),
-    # MetaWorld MT10 expert demonstrations (eval/record.py): xyz effort in [-1, 1] + gripper effort.
+    # MetaWorld MT10 expert demonstrations (data/sim_record.py): xyz effort in [-1, 1] + gripper effort.
     "metaworld_mt10": DatasetSpec("metaworld_mt10", _plain_step("observation/image"), (True, True, True, False)),
     # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].
     "bridge": DatasetSpec("bridge", _plain_step("observation/image_0"), (True,) * 6 + (False,)),

@@ -13,8 +13,9 @@ multinomial logistic regression (scikit-learn, features standardized) fit on the
 on the test split. CKA: linear CKA of the two towers' features on the test images (1 = the same up to
 rotation and scale). t-SNE (scikit-learn) of the test features, one PNG per tower, coloured by class.
 
-Also a drift monitor during training: config.train.drift = {every, data, limit} logs probe accuracy of
-each tower and CKA(trained, frozen) into metrics.jsonl (train.py).
+Also a drift monitor during training (`drift_monitor`): config.train.drift = {every, data, limit} logs
+probe accuracy of each tower and CKA(trained, frozen) into metrics.jsonl (genvla_jax.train passes it to
+training/trainer.py).
 """
 
 import json
@@ -28,7 +29,8 @@ import numpy as np
 
 from genvla_jax import cli
 from genvla_jax.data import preprocess
-from genvla_jax.models import vit
+from genvla_jax.models import pixels, vit
+from genvla_jax.training import loop
 
 
 def load_cifar10(directory: str, split: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -76,7 +78,7 @@ def make_feature_fn(model_config):
 
   @jax.jit
   def features(params, images):
-    return jnp.mean(tower.apply({"params": params}, preprocess.to_unit_range(images)), axis=1)
+    return jnp.mean(tower.apply({"params": params}, pixels.to_unit_range(images)), axis=1)
   return features
 
 
@@ -149,6 +151,24 @@ def evaluate(params, model_config, data: str, limit: int = 2000, out_dir: str | 
   result["cka_trained_vs_frozen"] = (linear_cka(test_features["img"], test_features["img_frozen"])
                                      if "img_frozen" in test_features else None)
   return result
+
+
+def drift_monitor(config) -> loop.Monitor | None:
+  """The training drift monitor of config.train.drift (None when off): every `drift.every` steps, the
+  linear-probe accuracy of each tower (`drift/probe_<tower>`) and CKA(trained, frozen)
+  (`drift/cka_trained_vs_frozen`, dual encoders) on `drift.data`, at most `drift.limit` images."""
+  drift = config.train.get("drift")
+  if not drift or not drift.every:
+    return None
+  feature_fn = make_feature_fn(config.model)
+
+  def measure(params):
+    result = evaluate(params, config.model, os.path.expanduser(drift.data), drift.limit, feature_fn=feature_fn)
+    values = {f"drift/probe_{tower}": acc for tower, acc in result["probe"].items()}
+    if result["cka_trained_vs_frozen"] is not None:
+      values["drift/cka_trained_vs_frozen"] = result["cka_trained_vs_frozen"]
+    return values
+  return loop.Monitor("representation", drift.every, measure)
 
 
 FLAGS = flags.FLAGS

@@ -1,7 +1,8 @@
 """The policy: camera frame + instruction -> continuous action chunk, from a run directory alone.
 
 Uses the checkpoint's own config and statistics and the same preprocessing functions as training
-(data/preprocess.py, tokenizers/prompt.py, data/stats.py), so training and acting cannot disagree.
+(data/preprocess.py, tokenizers/factory.py, tokenizers/prompt.py, data/stats.py), so training and acting
+cannot disagree. Loads none of the conversion stack (tests/test_layering.py).
 Token heads decode text (below); the π0 baseline (an action expert) integrates its flow from fresh
 noise each call (inference/flow_sampler.py; non-finite outputs fall back to 0.0 and are counted the
 same way).
@@ -18,10 +19,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from genvla_jax.data import pipeline, preprocess, stats as stats_lib
+from genvla_jax.data import preprocess, stats as stats_lib
 from genvla_jax.inference import decode, flow_sampler
 from genvla_jax.models import vlm
-from genvla_jax.tokenizers import actions as actions_lib, prompt as prompt_lib
+from genvla_jax.tokenizers import actions as actions_lib, factory, prompt as prompt_lib
 from genvla_jax.training import checkpoint, state as state_lib
 
 
@@ -33,15 +34,15 @@ class Policy:
     self.params = params
     self.step = None  # the checkpoint step, when restored with from_workdir
     self.model = vlm.from_config(config.model)
-    self.text, self.action_tokenizer = pipeline.make_tokenizers(config, action_dim, tokenizer_path,
-                                                                fast_bpe_path)
+    self.text, self.action_tokenizer = factory.make_tokenizers(config, action_dim, tokenizer_path,
+                                                               fast_bpe_path)
     name = unnorm_dataset or config.data.unnorm_dataset or next(iter(stats))
     if name not in stats:
       raise KeyError(f"no action statistics for {name!r}; checkpoint has {sorted(stats)}")
     self.action_stats = stats[name]["action"]
     self.state_stats = stats[name].get("state")
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
-    self.state_dim = pipeline.uses_state(config)
+    self.state_dim = preprocess.uses_state(config)
     self.previous_tokens = None
     self.draft_stats = {"drafted": 0, "accepted": 0}
     self.num_invalid_fields = 0
@@ -172,7 +173,7 @@ class Policy:
   def _sample(self, pixels, tokens, mask, states):
     """π0: normalized states [B,S] or None -> (normalized actions [B,H,D], valid [B,H,D]); non-finite
     entries -> 0.0, invalid."""
-    state = pipeline.pad_state(states, self.state_dim) if self.state_dim else None
+    state = preprocess.pad_state(states, self.state_dim) if self.state_dim else None
     noise = self.rng.standard_normal((len(pixels), self.horizon, self.action_dim)).astype(np.float32)
     out = np.asarray(jax.device_get(self.sampler(self.params, pixels, tokens, mask, noise, state)))
     valid = np.isfinite(out)

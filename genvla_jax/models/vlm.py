@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genvla_jax.data import preprocess as preprocess_lib
-from genvla_jax.models import action_expert, gemma, masks, vit
+from genvla_jax.models import action_expert, gemma, masks, pixels, vit
 
 
 class VLA(nn.Module):
@@ -79,7 +78,7 @@ class VLA(nn.Module):
   def encode_images(self, images):
     """images [B,H,W,3] float in [-1,1], or uint8 pixels (the training pipeline ships uint8: a quarter
     of the bytes, and the conversion runs on the accelerator) -> image tokens [B,N,E]."""
-    images = preprocess_lib.to_unit_range(images)
+    images = pixels.to_unit_range(images)
     fused = self.fused_img_config is not None
     if self.dual_encoder and self.dual_mode == "split":  # [phi_1(o) | sg(phi_2(o))], Prismatic's order
       return self.projector(jnp.concatenate(

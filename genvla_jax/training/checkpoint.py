@@ -24,7 +24,6 @@ import time
 from typing import Callable
 
 from absl import logging
-import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -109,7 +108,7 @@ class Checkpointer:
                 train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
                 meta=ocp.args.JsonSave(meta))
     if data_iterator is not None:
-      args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+      args["data"] = _grain().checkpoint.CheckpointSave(data_iterator)
     self.manager.save(step, args=ocp.args.Composite(**args), force=True)
 
   def restore(self, step: int, abstract_state: dict, data_iterator=None) -> dict:
@@ -118,7 +117,7 @@ class Checkpointer:
                 train=ocp.args.StandardRestore({"step": abstract_state["step"],
                                                 "opt_state": abstract_state["opt_state"]}))
     if data_iterator is not None:
-      args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      args["data"] = _grain().checkpoint.CheckpointRestore(data_iterator)
     out = self.manager.restore(step, args=ocp.args.Composite(**args))
     return {"step": out["train"]["step"], "params": out["params"], "opt_state": out["train"]["opt_state"]}
 
@@ -134,6 +133,13 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def _grain():
+  """grain, imported only where the data iterator is saved or restored (the trainer): it loads
+  array_record, which readers (the policy, the server) must not pull in (tests/test_layering.py)."""
+  import grain  # pylint: disable=g-import-not-at-top
+  return grain
 
 
 def _first_line(error: BaseException) -> str:

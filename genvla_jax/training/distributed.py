@@ -11,7 +11,7 @@ config.distributed:
   num_processes, process_id
   cpu_collectives       how CPU devices of different processes exchange data ("gloo"); GPUs use NCCL
                         and TPUs their interconnect whatever this says.
-Must run before anything touches a JAX backend (train.py calls it first).
+Must run before anything touches a JAX backend (training/trainer.py calls it first).
 """
 
 import os

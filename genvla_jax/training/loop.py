@@ -6,9 +6,11 @@ model processes, padding included), step_time_s, data_wait_s (host time per step
 the next batch, incl. the host -> device copy), mfu (training/flops.py: analytic model FLOPs / step time
 / peak FLOP/s of all devices; absent when the device's peak is unknown, e.g. CPU)."""
 
+import dataclasses
 import json
 import math
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -25,6 +27,15 @@ def format_duration(seconds: float) -> str:
 
 class NonFiniteLossError(FloatingPointError):
   pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Monitor:
+  """An occasional measurement during training (e.g. eval/representation.drift_monitor): every `every`
+  steps the trainer logs `measure(params) -> {metric: value}` as one `label` record (Progress.log_extra)."""
+  label: str
+  every: int
+  measure: Callable[[Any], dict]
 
 
 class Progress:

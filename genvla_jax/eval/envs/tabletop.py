@@ -23,7 +23,7 @@ Protocols (`reset(protocol=...)`):
   background_masking    training appearance, background pixels (floor, wall) painted black
   paraphrase            training appearance, held-out instruction wordings
 Scripted expert: `Expert(env).act()` (privileged state) solves every task; demonstrations recorded
-with it are what eval/record.py writes as RLDS.
+with it are what data/sim_record.py writes as RLDS.
 """
 
 import os
@@ -51,7 +51,7 @@ INSTRUCTIONS = {  # task -> (training wordings, held-out paraphrases)
     "open_drawer": (("open the drawer", "pull the drawer open"), ("slide the drawer out", "get the drawer open")),
     "close_drawer": (("close the drawer", "push the drawer shut"), ("slide the drawer in", "shut the drawer")),
 }
-# training-time instruction augmentation (data/instruction_aug.py; eval/record.py writes the table):
+# training-time instruction augmentation (data/instruction_aug.py; data/sim_record.py writes the table):
 # wordings that are neither the training ones nor the held-out evaluation paraphrases above
 TRAIN_PARAPHRASES = {
     "pick_object": ["grab the {a} cube", "pick the {a} cube up", "raise the {a} cube"],
@@ -67,7 +67,7 @@ GRASP_RADIUS = 0.03
 GRASP_TOLERANCE = 0.015   # the expert closes the gripper this close to the grasp point
 GRASP_CLEARANCE = 0.06    # the expert's approach height above the grasp point while far from it
 # Gaussian noise (std per action dimension) added to the executed action when recording noisy expert
-# demonstrations (eval/record.py `execution_noise`; the recorded label stays the expert's command): the
+# demonstrations (data/sim_record.py `execution_noise`; the recorded label stays the expert's command): the
 # data then shows how to recover from the small errors a learned policy makes (DART, Laskey et al. 2017)
 EXECUTION_NOISE_STD = (0.008, 0.008, 0.008, 0.0)
 CUBE = 0.02               # cube half size; resting centre height
@@ -331,7 +331,7 @@ QUESTION_CORPUS = tuple(f"is there a {c} cube on the table?" for c in COLORS) + 
 
 
 def scene_question(env: TabletopEnv, rng: np.random.Generator, i: int) -> tuple[str, str]:
-  """A VL (question, answer) about the current scene (co-training data, eval/record.py): whether a
+  """A VL (question, answer) about the current scene (co-training data, data/sim_record.py): whether a
   colour is there, how many cubes, whether the drawer is open."""
   present = [c for c in COLORS if abs(env.cube(c)[0]) < 1]
   if i % 3 == 0:

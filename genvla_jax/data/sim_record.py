@@ -3,7 +3,7 @@ written in the published RLDS layout (by TFDS itself, ArrayRecord files) so that
 them like any OXE dataset; plus (tabletop) a small LLaVA-JSON vision-language set about the same scenes,
 and a SentencePiece tokenizer.
 
-  python -m genvla_jax.eval.record --env=tabletop|metaworld --out=DIR [--train_episodes=400 --val_episodes=40]
+  python -m genvla_jax.data.sim_record --env=tabletop|metaworld --out=DIR [--train_episodes=400 --val_episodes=40]
 
 Layout under DIR: rlds/<DATASET_NAMES[env]>/1.0.0 (splits train, val), vl/{train,val}.json + images/
 (tabletop), paraphrases.json (training-time instruction augmentation, tabletop), tokenizer.model,
@@ -13,6 +13,9 @@ scenes), the visual-matching appearance and the training wordings; tasks cycle t
 TASKS. Each RLDS step: observation {image [S,S,3] PNG, state [STATE_DIM]}, action [ACTION_DIM] (the
 expert's command at that observation), language_instruction, reward (1 on success), is_first /
 is_last / is_terminal; episode_metadata {episode_id, task, seed}.
+
+The simulators themselves (eval/envs/) sit below data in the layering (they import nothing else of
+genvla_jax); this module is the data side of them, used by prepare.py for `data.sim_dir`.
 """
 
 import json

@@ -1,0 +1,308 @@
+"""The training run: train(config, workdir, monitors=...) = cheap checks (run dir, config, tokenizer,
+pretrained architecture) -> data prepared -> mesh, state (fresh, imported or resumed) -> jitted step
+loop with checkpoints; `python -m genvla_jax.train` (train.py) runs it with the monitors the config
+asks for. Imports nothing of eval/ or inference/: what to measure besides the loss comes in as
+`loop.Monitor`s.
+
+Run directory layout:
+  config.json            the resolved config
+  assets/tokenizer.model assets/stats.json   (tokenizer and action statistics the policy uses;
+  assets/fast_bpe.model                      with tokenizer.action="fast", the BPE trained on the data)
+  checkpoints/<step>/    orbax: params, train (step, opt_state), data (iterator), meta (config, stats)
+  metrics.jsonl          one JSON object per logged step
+Restarting the same command resumes from the latest checkpoint (same step count, same data order).
+SIGTERM (preemption) makes the loop save a checkpoint and exit cleanly.
+"""
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from genvla_jax import cli
+from genvla_jax.data import pipeline, prepare
+from genvla_jax.models import vlm
+from genvla_jax.pretrained import api as pretrained_api
+from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, optimizer, run_dir, sharding
+from genvla_jax.training import state as state_lib, step as step_lib
+
+
+def prepare_data(config):
+  """Converts / generates the run's data once: process 0 first, then the others (which find it done on
+  a shared file system, or convert their own copy on local disks)."""
+  def run():
+    prepared = prepare.prepare(config.data)
+    if config.tokenizer.action == "fast":
+      prepare.fast_bpe(config, prepared)
+    return prepared
+  if jax.process_count() == 1:
+    return run()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  prepared = run() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("genvla_jax: data prepared by process 0")
+  return prepared or run()
+
+
+class ConfigError(cli.UserError, ValueError):
+  """Config fields that contradict each other or the files they name."""
+
+
+def check_settings(config):
+  """Settings that must agree, checked before any data is prepared."""
+  drift = config.train.drift
+  if drift.every and not drift.data:
+    raise ConfigError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image "
+                        "folder)")
+  expert = config.model.get("action_expert")
+  if bool(expert and expert.width) != (config.tokenizer.action == "flow"):
+    raise ConfigError(f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
+                      f"{expert.width if expert else 0}: the flow head (π0) needs both "
+                      "(configs/pi0_baseline.py); token heads need width 0")
+
+
+def check_tokenizer(config):
+  """The tokenizer exists, unless the configured demo / simulator data generates it."""
+  path = os.path.abspath(os.path.expanduser(config.tokenizer.path)) if config.tokenizer.path else ""
+  if not path:
+    raise ConfigError("config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
+                      "(PaliGemma's SentencePiece model for released weights)")
+  generated = [os.path.abspath(os.path.expanduser(d)) for d in (config.data.demo_dir, config.data.sim_dir) if d]
+  if not os.path.exists(path) and not any(path.startswith(d + os.sep) for d in generated):
+    raise ConfigError(f"tokenizer not found: {path} (config.tokenizer.path)")
+
+
+def check_pretrained(config):
+  """A pretrained checkpoint's architecture matches config.model (reads its config only)."""
+  fmt, path = config.pretrained.format, config.pretrained.path
+  if not path:
+    return
+  path = os.path.expanduser(path)
+  if not os.path.exists(path):
+    raise ConfigError(f"pretrained checkpoint not found: {path} (config.pretrained.path)")
+  problems = pretrained_api.mismatches(fmt, path, config.model)
+  if problems:
+    raise ConfigError(f"config.model does not match the pretrained checkpoint {path}: " +
+                      "; ".join(problems))
+
+
+def resolve_data_dims(config, prepared):
+  """π0's action expert: its action (and state) sizes come from the data; they are written into the
+  run's config (saved with every checkpoint), so the policy rebuilds the same model."""
+  expert = config.model.get("action_expert")
+  if config.tokenizer.action != "flow":
+    return
+  if expert.action_dim not in (0, prepared.action_dim):
+    raise ConfigError(f"model.action_expert.action_dim={expert.action_dim} but the data has "
+                     f"{prepared.action_dim}-D actions")
+  expert.action_dim = prepared.action_dim
+  if expert.use_state:  # datasets with smaller states are zero-padded (preprocess.pad_state)
+    missing = [r.name for r in prepared.robot if "state" not in r.stats]
+    if missing:
+      raise ConfigError(f"model.action_expert.use_state but robot datasets {missing} have no state")
+    expert.state_dim = max(len(r.stats["state"]["mean"]) for r in prepared.robot)
+
+
+def checkpoint_meta(config, prepared) -> dict:
+  """What every checkpoint carries besides arrays, so that it describes itself."""
+  meta = {"config": json.loads(config.to_json()), "stats": prepared.stats,
+          "action_dim": prepared.action_dim, "tokenizer": "assets/tokenizer.model"}
+  if prepared.fast_bpe_path:
+    meta["fast_bpe"] = "assets/fast_bpe.model"
+  return meta
+
+
+def asset_sources(config, prepared) -> dict[str, str]:
+  """{asset name: the file this start copies into WORKDIR/assets}."""
+  sources = {"tokenizer.model": os.path.expanduser(config.tokenizer.path)}
+  if prepared.fast_bpe_path:
+    sources["fast_bpe.model"] = prepared.fast_bpe_path
+  return sources
+
+
+def write_assets(config, prepared, workdir):
+  """Copies the tokenizer and writes stats/config into the run directory (process 0)."""
+  assets = os.path.join(workdir, "assets")
+  os.makedirs(assets, exist_ok=True)
+  shutil.copyfile(os.path.expanduser(config.tokenizer.path), os.path.join(assets, "tokenizer.model"))
+  if prepared.fast_bpe_path:
+    shutil.copyfile(prepared.fast_bpe_path, os.path.join(assets, "fast_bpe.model"))
+  with open(os.path.join(assets, "stats.json"), "w") as f:
+    json.dump(prepared.stats, f, indent=1)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=1))
+
+
+def initial_params(config, model, mesh, rules, printer):
+  """Imported PaliGemma weights when config.pretrained.path is set (else None: random init)."""
+  fmt, path = config.pretrained.format, config.pretrained.path
+  if not path:
+    return None
+  check_pretrained(config)  # (train() ran it before the data; callers of this function may not have)
+  path = os.path.expanduser(path)
+  t = time.perf_counter()
+  params = pretrained_api.load(fmt, path, model, config.model.image_size, mesh, rules)
+  printer(f"initialised from {fmt} checkpoint {path} in {time.perf_counter() - t:.1f}s", flush=True)
+  return params
+
+
+class _StopSignal:
+  """Turns SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle) if _main_thread() else None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _any_process(flag: bool) -> bool:
+  """True on every process if `flag` is true on any: all processes must stop at the same step (the
+  checkpoint save is collective), even when only some of them received SIGTERM."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
+
+
+def _main_thread():
+  return threading.current_thread() is threading.main_thread()
+
+
+def train(config, workdir: str, *, monitors: Sequence[loop.Monitor] = (), stop_after: int | None = None,
+          printer=print) -> list[dict]:
+  """Trains (or resumes) in `workdir`. `monitors`: measurements logged every `monitor.every` steps
+  (genvla_jax.train.monitors(config) builds those config.train asks for). `stop_after`: stop (with a
+  checkpoint) after this many steps in this call, as a preemption would. Returns the logged metric
+  records of this call."""
+  started = distributed.initialize(config.distributed)  # before anything touches a JAX backend
+  if jax.process_index() != 0:
+    printer = lambda *a, **k: None  # pylint: disable=unnecessary-lambda-assignment
+  printer(started, flush=True)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  # Checks that need no data, before any data preparation (seconds, not an hour in).
+  run_dir.check_workdir(workdir)
+  resuming = run_dir.check_config(workdir, json.loads(config.to_json()), printer)
+  check_settings(config)
+  check_tokenizer(config)
+  if not resuming:
+    check_pretrained(config)
+  created = not os.path.exists(workdir)
+  try:
+    return _train(config, workdir, resuming, monitors, stop_after, printer)
+  except BaseException:
+    if (created and jax.process_index() == 0 and not run_dir.has_checkpoint(workdir)
+        and not os.path.exists(os.path.join(workdir, "metrics.jsonl"))):
+      shutil.rmtree(workdir, ignore_errors=True)  # a failed set-up leaves no half-made run behind
+    raise
+
+
+def _train(config, workdir, resuming, monitors, stop_after, printer):
+  """train() after the config checks."""
+  prepared = prepare_data(config)
+  resolve_data_dims(config, prepared)
+  meta = checkpoint_meta(config, prepared)
+  if resuming:  # the run's assets stay as they are; they must be what this start would write
+    run_dir.check_assets(workdir, asset_sources(config, prepared))
+    run_dir.check_stats(workdir, prepared.stats)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    if resuming:
+      with open(os.path.join(workdir, "config.json"), "w") as f:  # only resumable fields can differ
+        f.write(config.to_json(indent=1))
+    else:
+      write_assets(config, prepared, workdir)
+
+  model = vlm.from_config(config.model)
+  mesh = sharding.make_mesh(config.mesh)
+  total = config.train.steps
+  tx = optimizer.make(config.optimizer, total)
+  rules = [tuple(r) for r in config.mesh.rules]
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
+                                 keep_every=config.train.keep_every)
+  data_it = iter(pipeline.make_dataset(config, prepared, seed=config.seed,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()))
+  if not ckpt.steps():
+    params = initial_params(config, model, mesh, rules, printer)
+    state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh,
+                                           jax.random.PRNGKey(config.seed), rules, params=params)
+    del params
+    start = 0
+  else:
+    abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules)
+    latest, state = ckpt.restore_newest_good(lambda s: ckpt.restore(s, abstract, data_it),
+                                             warn=lambda m: printer(f"warning: {m}", flush=True))
+    start = int(state["step"])
+    printer(f"resumed from {workdir}/checkpoints/{latest} (step {start})", flush=True)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() == 0:
+    dropped = run_dir.truncate_metrics(metrics_path, start)
+    if dropped:
+      printer(f"metrics.jsonl: dropped {dropped} record(s) after step {start} (re-logged by this run)", flush=True)
+  printer(f"model: {vlm.count_params(state['params']) / 1e6:.2f} M params "
+          f"(dual encoder: {config.model.dual_encoder}, actions: {config.tokenizer.action}); "
+          f"mesh {dict(mesh.shape)}; global batch {config.data.batch_size} "
+          f"(robot fraction {config.data.robot_fraction})", flush=True)
+
+  train_step = step_lib.jit_train_step(
+      step_lib.make_train_step(model, tx, optimizer.schedule(config.optimizer, total),
+                               config.train.grad_accum_steps, config.seed, config.get("flow")),
+      shardings, mesh)
+  batch_size, text_len = config.data.batch_size, config.tokenizer.max_text_len
+  peak = flops_lib.peak_flops(jax.devices()[0], config.train.peak_flops_per_device)
+  progress = loop.Progress(total_steps=total, start_step=start, global_batch=batch_size,
+                           metrics_path=metrics_path,
+                           log_every=config.train.log_every, printer=printer,
+                           tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
+                           flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len,
+                                                                config.tokenizer.action_horizon),
+                           peak_flops=peak * jax.device_count() if peak else None)
+  stop = _StopSignal()
+  records, step = [], start
+  try:
+    while step < total:
+      t = time.perf_counter()
+      batch = sharding.to_global(next(data_it), mesh)
+      progress.add_data_wait(time.perf_counter() - t)
+      if step == start:  # compile once, ahead of time, and say what XLA counts
+        t_compile = time.perf_counter()
+        train_step = train_step.lower(state, batch).compile()
+        xla_flops = flops_lib.compiled_flops(train_step)
+        printer(f"train step compiled in {time.perf_counter() - t_compile:.1f}s; model FLOPs/step "
+                f"{progress.flops_per_step:.3g} (XLA, per device: {xla_flops or float('nan'):.3g}); "
+                f"peak {'unknown (no MFU)' if not peak else f'{peak:.3g} FLOP/s per device'}", flush=True)
+      state, metrics = train_step(state, batch)
+      step += 1
+      preempted = _any_process(stop.requested)
+      stopping = preempted or (stop_after is not None and step - start >= stop_after)
+      saving = step % config.train.checkpoint_every == 0 or step == total or stopping
+      if progress.should_log(step) or saving:  # logging checks the loss is finite before any save
+        records.append(progress.log(step, metrics))
+      for monitor in monitors:
+        if step % monitor.every == 0:
+          records.append(progress.log_extra(step, monitor.measure(state["params"]), monitor.label))
+      if saving:
+        ckpt.save(step, state, data_it, meta)
+      if stopping:
+        printer(f"stopping at step {step} ({'SIGTERM' if preempted else 'stop_after'}); "
+                "checkpoint saved", flush=True)
+        break
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    stop.restore()
+    if hasattr(data_it, "close"):
+      data_it.close()
+  return records
