@@ -39,18 +39,24 @@ flags.DEFINE_integer("batch_size", 32, "global batch")
 flags.DEFINE_string("root", "", "where datasets are written (default: a temporary directory)")
 flags.DEFINE_integer("measure_episodes", 0, "internal: measure the pipeline on this size in this process")
 flags.DEFINE_integer("measure_workers", 0, "internal: grain workers for --measure_episodes")
-flags.DEFINE_string("reference_python", "", "a Python with tensorflow + tensorflow-datasets: writes the datasets "
-                    "as TFRecord (as published) and runs the tf.data reference")
+flags.DEFINE_string(
+  "reference_python",
+  "",
+  "a Python with tensorflow + tensorflow-datasets: writes the datasets "
+  "as TFRecord (as published) and runs the tf.data reference",
+)
 flags.DEFINE_integer("shuffle_buffer", 10_000, "reference: frame shuffle buffer (OpenVLA uses 256 000)")
 flags.DEFINE_integer("write_episodes", 0, "internal (reference env): write a TFRecord dataset of this size")
 flags.DEFINE_integer("reference_episodes", 0, "internal (reference env): run the tf.data reference")
 
 
-def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, seed: int = 0,
-                  file_format: str = "array_record") -> str:
+def write_dataset(
+  root: str, episodes: int, steps: int = 20, size: int = 256, seed: int = 0, file_format: str = "array_record"
+) -> str:
   """Synthetic RLDS (Bridge-like features) written by TFDS; smooth random images (JPEG-compressible)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(seed)
   base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
 
@@ -59,15 +65,36 @@ def write_dataset(root: str, episodes: int, steps: int = 20, size: int = 256, se
     return Image.fromarray(small).resize((size, size), Image.BILINEAR)
 
   f = tfds.features
-  step = {"observation": {"image_0": f.Image(shape=(size, size, 3), encoding_format="jpeg"),
-                          "state": f.Tensor(shape=(7,), dtype=np.float32)},
-          "action": f.Tensor(shape=(7,), dtype=np.float32), "language_instruction": f.Text(),
-          "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-  episodes_iter = ((e, {"steps": [{"observation": {"image_0": frame(t), "state": rng.normal(0, 1, 7).astype(np.float32)},
-                                   "action": np.append(rng.normal(0, 0.02, 6), rng.integers(0, 2)).astype(np.float32),
-                                   "language_instruction": "put the spoon in the pot", "is_first": t == 0,
-                                   "is_last": t == steps - 1, "is_terminal": t == steps - 1} for t in range(steps)]})
-                   for e in range(episodes))
+  step = {
+    "observation": {
+      "image_0": f.Image(shape=(size, size, 3), encoding_format="jpeg"),
+      "state": f.Tensor(shape=(7,), dtype=np.float32),
+    },
+    "action": f.Tensor(shape=(7,), dtype=np.float32),
+    "language_instruction": f.Text(),
+    "is_first": np.bool_,
+    "is_last": np.bool_,
+    "is_terminal": np.bool_,
+  }
+  episodes_iter = (
+    (
+      e,
+      {
+        "steps": [
+          {
+            "observation": {"image_0": frame(t), "state": rng.normal(0, 1, 7).astype(np.float32)},
+            "action": np.append(rng.normal(0, 0.02, 6), rng.integers(0, 2)).astype(np.float32),
+            "language_instruction": "put the spoon in the pot",
+            "is_first": t == 0,
+            "is_last": t == steps - 1,
+            "is_terminal": t == steps - 1,
+          }
+          for t in range(steps)
+        ]
+      },
+    )
+    for e in range(episodes)
+  )
   return rlds_writer.write_rlds(root, "synthetic_robot", step, {"train": episodes_iter}, file_format=file_format)
 
 
@@ -85,6 +112,7 @@ def time_batches(it, start: float, batches: int, warmup: int, batch_size: int) -
 
 def run_pipeline(config, workers: int, batches: int, warmup: int) -> dict:
   from genvla_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
+
   config.data.num_workers = workers
   prepared = prepare.prepare(config.data)
   sampler = PeakRSS(tree_rss_bytes, interval=0.02)
@@ -103,6 +131,7 @@ def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buf
   in Python afterwards), so the reference does strictly less work than the genvla pipeline."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   sampler = PeakRSS(tree_rss_bytes, interval=0.02)
   start = time.perf_counter()
   builder = tfds.builder_from_directory(data_dir)
@@ -116,8 +145,11 @@ def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buf
     image = tf.image.random_brightness(image, 0.2 * 255)
     image = tf.image.random_contrast(image, 0.8, 1.2)
     image = tf.image.random_saturation(image, 0.8, 1.2)
-    return {"image": tf.clip_by_value(image, 0, 255) / 127.5 - 1, "action": step["action"],
-            "instruction": step["language_instruction"]}
+    return {
+      "image": tf.clip_by_value(image, 0, 255) / 127.5 - 1,
+      "action": step["action"],
+      "instruction": step["language_instruction"],
+    }
 
   ds = ds.map(frame, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
   result = time_batches(iter(ds), start, batches, warmup, batch_size)
@@ -126,6 +158,7 @@ def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buf
 
 def make_config(root: str, episodes: int):
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+
   config = pi0_plus.get_config("full,ablation=DS")  # robot only, string actions; augmentation on
   config.unlock()
   config.data.rlds_root = os.path.join(root, f"rlds_{episodes}")
@@ -141,34 +174,41 @@ def main(argv):
   del argv
   import json  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
+
   root = FLAGS.root or tempfile.mkdtemp(prefix="genvla_data_bench_")
   if FLAGS.write_episodes:  # reference env: TFDS can write TFRecord where TensorFlow is installed
-    write_dataset(os.path.join(root, f"rlds_{FLAGS.write_episodes}"), FLAGS.write_episodes,
-                  file_format="tfrecord")
+    write_dataset(os.path.join(root, f"rlds_{FLAGS.write_episodes}"), FLAGS.write_episodes, file_format="tfrecord")
     return
   if FLAGS.reference_episodes:
     data_dir = os.path.join(root, f"rlds_{FLAGS.reference_episodes}", "synthetic_robot", "1.0.0")
-    print(json.dumps(run_reference(data_dir, FLAGS.batches, FLAGS.warmup, FLAGS.batch_size,
-                                   FLAGS.shuffle_buffer)))
+    print(json.dumps(run_reference(data_dir, FLAGS.batches, FLAGS.warmup, FLAGS.batch_size, FLAGS.shuffle_buffer)))
     return
   from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
   from genvla_jax.tokenizers import text  # pylint: disable=g-import-not-at-top
+
   if FLAGS.measure_episodes:  # child process: the pipeline alone
-    r = run_pipeline(make_config(root, FLAGS.measure_episodes), FLAGS.measure_workers, FLAGS.batches,
-                     FLAGS.warmup)
+    r = run_pipeline(make_config(root, FLAGS.measure_episodes), FLAGS.measure_workers, FLAGS.batches, FLAGS.warmup)
     print(json.dumps(r))
     return
   tokenizer = os.path.join(root, "tokenizer.model")
   if not os.path.exists(tokenizer):
-    text.train_sentencepiece(["put the spoon in the pot", "+0.0312 -0.5000 | +1.0000"] * 50
-                             + [str(i) for i in range(100)], tokenizer, vocab_size=384)
-  print(f"{'episodes':>8} {'steps':>6} {'workers':>7} {'first batch s':>13} {'ex/s':>7} {'ex/s per proc':>13} "
-        f"{'peak RSS GiB':>12}")
+    text.train_sentencepiece(
+      ["put the spoon in the pot", "+0.0312 -0.5000 | +1.0000"] * 50 + [str(i) for i in range(100)],
+      tokenizer,
+      vocab_size=384,
+    )
+  print(
+    f"{'episodes':>8} {'steps':>6} {'workers':>7} {'first batch s':>13} {'ex/s':>7} {'ex/s per proc':>13} "
+    f"{'peak RSS GiB':>12}"
+  )
   for episodes in [int(e) for e in FLAGS.episodes.split(",")]:
     t = time.perf_counter()
     if FLAGS.reference_python:
-      subprocess.run([FLAGS.reference_python, os.path.abspath(__file__), f"--root={root}",
-                      f"--write_episodes={episodes}"], check=True, capture_output=True)
+      subprocess.run(
+        [FLAGS.reference_python, os.path.abspath(__file__), f"--root={root}", f"--write_episodes={episodes}"],
+        check=True,
+        capture_output=True,
+      )
     else:
       write_dataset(os.path.join(root, f"rlds_{episodes}"), episodes)
     written = time.perf_counter() - t
@@ -177,22 +217,49 @@ def main(argv):
     converted = time.perf_counter() - t
     print(f"# {episodes} episodes: written by TFDS in {written:.0f}s, converted in {converted:.1f}s", flush=True)
     for workers in [int(w) for w in FLAGS.workers.split(",")]:
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--root={root}",
-                            f"--measure_episodes={episodes}", f"--measure_workers={workers}",
-                            f"--batches={FLAGS.batches}", f"--warmup={FLAGS.warmup}",
-                            f"--batch_size={FLAGS.batch_size}"], check=True, capture_output=True, text=True)
+      out = subprocess.run(
+        [
+          sys.executable,
+          os.path.abspath(__file__),
+          f"--root={root}",
+          f"--measure_episodes={episodes}",
+          f"--measure_workers={workers}",
+          f"--batches={FLAGS.batches}",
+          f"--warmup={FLAGS.warmup}",
+          f"--batch_size={FLAGS.batch_size}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+      )
       r = json.loads(out.stdout.strip().splitlines()[-1])
-      print(f"{episodes:8d} {episodes * 20:6d} {workers:7d} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} "
-            f"{r['examples_per_s'] / max(workers, 1):13.1f} {r['peak_gib']:12.2f}", flush=True)
+      print(
+        f"{episodes:8d} {episodes * 20:6d} {workers:7d} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} "
+        f"{r['examples_per_s'] / max(workers, 1):13.1f} {r['peak_gib']:12.2f}",
+        flush=True,
+      )
     if FLAGS.reference_python:
-      out = subprocess.run([FLAGS.reference_python, os.path.abspath(__file__), f"--root={root}",
-                            f"--reference_episodes={episodes}", f"--batches={FLAGS.batches}",
-                            f"--warmup={FLAGS.warmup}", f"--batch_size={FLAGS.batch_size}",
-                            f"--shuffle_buffer={FLAGS.shuffle_buffer}"], check=True, capture_output=True,
-                           text=True)
+      out = subprocess.run(
+        [
+          FLAGS.reference_python,
+          os.path.abspath(__file__),
+          f"--root={root}",
+          f"--reference_episodes={episodes}",
+          f"--batches={FLAGS.batches}",
+          f"--warmup={FLAGS.warmup}",
+          f"--batch_size={FLAGS.batch_size}",
+          f"--shuffle_buffer={FLAGS.shuffle_buffer}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+      )
       r = json.loads(out.stdout.strip().splitlines()[-1])
-      print(f"{episodes:8d} {episodes * 20:6d} {'tf.data':>7} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} "
-            f"{'(all cores)':>13} {r['peak_gib']:12.2f}", flush=True)
+      print(
+        f"{episodes:8d} {episodes * 20:6d} {'tf.data':>7} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} "
+        f"{'(all cores)':>13} {r['peak_gib']:12.2f}",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ r"""Decode latency per action: bins vs string tokens, plain vs grammar-constrain
   python benchmarks/decode.py --config=configs/pi0_plus.py --dtype=bfloat16 --tokenizer=PATH  # full size
 
 Frames: a base image drifting slowly plus noise (consecutive camera frames); every variant decodes
-them in order, the first two frames are warm-up (the second compiles the draft path). Per variant: wall time per action (batch `--batch`,
+them in order, the first two frames are warm-up (the second compiles the draft path). Per variant: wall time per
+action (batch `--batch`,
 median over frames, prefill included), sequential model passes per action (prefill included), time per
 pass, and ratios measured in the same run: time vs the bins baseline, passes vs constrained string
 decoding (whose output jump-forward and speculative decoding reproduce exactly), time per pass vs the
@@ -33,8 +34,9 @@ from genvla_jax.tokenizers import actions, bin_actions, fast_actions, string_act
 from measure import bandwidth
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/pi0_plus.py:demo", "model config (random weights)",
-                                lock_config=False)
+config_flags.DEFINE_config_file(
+  "config", "configs/pi0_plus.py:demo", "model config (random weights)", lock_config=False
+)
 flags.DEFINE_string("workdir", "", "use this run's weights, config and tokenizer instead")
 flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: the config's / the demo's)")
 flags.DEFINE_string("dtype", "float32", "compute and parameter dtype for random weights")
@@ -49,6 +51,7 @@ flags.DEFINE_integer("proposal_len", 8, "tokens proposed per pass (jump-forward 
 def load_model():
   if FLAGS.workdir:  # imported here: the data stack (grain, tfds) is not needed for random weights
     from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
     policy = policy_lib.Policy.from_workdir(FLAGS.workdir)
     return policy.config, policy.model, policy.params, policy.text
   config = FLAGS.config
@@ -57,6 +60,7 @@ def load_model():
   path = FLAGS.tokenizer or os.path.expanduser(config.tokenizer.path)
   if not os.path.exists(path):  # the demo tokenizer, generated on first use
     from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+
     demo.ensure(os.path.expanduser(config.data.demo_dir))
   model = vlm.from_config(config.model)
   params = jax.jit(lambda: vlm.init_params(model, jax.random.PRNGKey(0), config.model.image_size))()
@@ -69,8 +73,9 @@ WARMUP_FRAMES = 2
 def frames(base, count, rng):
   """`count` consecutive camera frames: the base image drifting slowly plus sensor noise [B,S,S,3]."""
   drift = rng.normal(0, 1, base.shape).astype(np.float32)
-  return [np.clip(base + 0.02 * f * drift + rng.normal(0, 0.02, base.shape), -1, 1).astype(np.float32)
-          for f in range(count)]
+  return [
+    np.clip(base + 0.02 * f * drift + rng.normal(0, 0.02, base.shape), -1, 1).astype(np.float32) for f in range(count)
+  ]
 
 
 def run_variant(fn, params, images, prompt, with_draft):
@@ -94,10 +99,10 @@ def fast_tokenizer(horizon, vocab, tokenizer):
   """A FAST tokenizer whose BPE is trained on smooth synthetic chunks (start value + slow drift per
   dimension), on the ids above the text vocabulary (at most 1024)."""
   import tempfile  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   t = np.arange(horizon)[None, :, None] / max(horizon, 1)
-  chunks = np.clip(rng.uniform(-0.8, 0.8, (4000, 1, FLAGS.dof))
-                   + rng.normal(0, 0.3, (4000, 1, FLAGS.dof)) * t, -1, 1)
+  chunks = np.clip(rng.uniform(-0.8, 0.8, (4000, 1, FLAGS.dof)) + rng.normal(0, 0.3, (4000, 1, FLAGS.dof)) * t, -1, 1)
   path = os.path.join(tempfile.mkdtemp(), "fast.model")
   pieces = min(1024, vocab - tokenizer.vocab_size)
   fast_actions.train_bpe(chunks, path, horizon, vocab_size=pieces)
@@ -107,15 +112,19 @@ def fast_tokenizer(horizon, vocab, tokenizer):
 
 
 def greedy_fn(model, tok, tokenizer, grammar):
-  decoder = decode.make_greedy_decoder(model, tok.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id,
-                                       grammar)
+  decoder = decode.make_greedy_decoder(model, tok.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id, grammar)
 
   def fn(params, images, tokens, mask, draft):
     del draft
     out = decoder(params, images, tokens, mask)  # one pass per token written (EOS included)
     zeros = jnp.zeros((out.shape[0],), jnp.int32)
-    return {"tokens": out, "passes": jnp.max(jnp.sum(out != tokenizer.pad_id, axis=1)),
-            "drafted": zeros, "accepted": zeros}
+    return {
+      "tokens": out,
+      "passes": jnp.max(jnp.sum(out != tokenizer.pad_id, axis=1)),
+      "drafted": zeros,
+      "accepted": zeros,
+    }
+
   return fn
 
 
@@ -131,34 +140,45 @@ def main(argv):
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   bw = bandwidth()
   floor = param_bytes / bw
-  print(f"device {jax.devices()[0].device_kind} | params {vlm.count_params(params) / 1e6:.1f} M "
-        f"({param_bytes / 2**20:.0f} MiB) | copy bandwidth {bw / 1e9:.1f} GB/s | floor per pass "
-        f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | batch {batch} | {'trained' if FLAGS.workdir else 'random'} weights")
-  print(f"{'variant':<26} {'H':>2} {'ms/action':>10} {'passes':>7} {'ms/pass':>8} {'vs bins':>8} "
-        f"{'passes vs constrained':>21} {'vs floor':>9} {'draft accepted':>14}")
+  print(
+    f"device {jax.devices()[0].device_kind} | params {vlm.count_params(params) / 1e6:.1f} M "
+    f"({param_bytes / 2**20:.0f} MiB) | copy bandwidth {bw / 1e9:.1f} GB/s | floor per pass "
+    f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | batch {batch} | "
+    f"{'trained' if FLAGS.workdir else 'random'} weights"
+  )
+  print(
+    f"{'variant':<26} {'H':>2} {'ms/action':>10} {'passes':>7} {'ms/pass':>8} {'vs bins':>8} "
+    f"{'passes vs constrained':>21} {'vs floor':>9} {'draft accepted':>14}"
+  )
   vocab = config.model.llm.vocab_size
   for horizon in [int(h) for h in FLAGS.horizons.split(",")]:
     bins = bin_actions.BinActionTokenizer(horizon, FLAGS.dof, vocab - 256, 256, tokenizer.eos_id)
     strings = string_actions.StringActionTokenizer(tokenizer, horizon, FLAGS.dof)
     grammar = actions.make_grammar(strings)
     fast = fast_tokenizer(horizon, vocab, tokenizer)
-    spec = decode.make_speculative_decoder(model, strings.max_decode_len(), tokenizer.eos_id,
-                                           tokenizer.pad_id, grammar, FLAGS.proposal_len)
-    variants = [("bins", greedy_fn(model, bins, tokenizer, None), False),
-                ("fast constrained", greedy_fn(model, fast, tokenizer, actions.make_grammar(fast)), False),
-                ("bins constrained", greedy_fn(model, bins, tokenizer, actions.make_grammar(bins)), False),
-                ("string plain", greedy_fn(model, strings, tokenizer, None), False),
-                ("string constrained", greedy_fn(model, strings, tokenizer, grammar), False),
-                ("string jump-forward", spec, False),
-                ("string jf + speculative", spec, True)]
+    spec = decode.make_speculative_decoder(
+      model, strings.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id, grammar, FLAGS.proposal_len
+    )
+    variants = [
+      ("bins", greedy_fn(model, bins, tokenizer, None), False),
+      ("fast constrained", greedy_fn(model, fast, tokenizer, actions.make_grammar(fast)), False),
+      ("bins constrained", greedy_fn(model, bins, tokenizer, actions.make_grammar(bins)), False),
+      ("string plain", greedy_fn(model, strings, tokenizer, None), False),
+      ("string constrained", greedy_fn(model, strings, tokenizer, grammar), False),
+      ("string jump-forward", spec, False),
+      ("string jf + speculative", spec, True),
+    ]
     base = constrained = None
     for name, fn, with_draft in variants:
       seconds, passes, acceptance = run_variant(fn, params, images, prompt, with_draft)
       base = base or seconds
       constrained = passes if name == "string constrained" else constrained
       ratio = f"{passes / constrained:21.2f}" if constrained else f"{'':>21}"
-      print(f"{name:<26} {horizon:>2} {seconds * 1e3:10.1f} {passes:7.1f} {seconds / passes * 1e3:8.2f} "
-            f"{seconds / base:8.2f} {ratio} {seconds / passes / floor:9.2f} {acceptance:14.2f}", flush=True)
+      print(
+        f"{name:<26} {horizon:>2} {seconds * 1e3:10.1f} {passes:7.1f} {seconds / passes * 1e3:8.2f} "
+        f"{seconds / base:8.2f} {ratio} {seconds / passes / floor:9.2f} {acceptance:14.2f}",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ first thing to look at when the step is far above the floor.
 import os
 import re
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,9 +35,11 @@ flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0
 
 def kernel_counts(compiled_text: str) -> dict:
   """Kernel-launching instructions in the entry and loop bodies of compiled HLO (a rough count)."""
-  return {"fusions": len(re.findall(r"= \S+ fusion\(", compiled_text)),
-          "custom-calls (GEMM etc.)": len(re.findall(r"custom-call\(", compiled_text)),
-          "while loops": len(re.findall(r" while\(", compiled_text))}
+  return {
+    "fusions": len(re.findall(r"= \S+ fusion\(", compiled_text)),
+    "custom-calls (GEMM etc.)": len(re.findall(r"custom-call\(", compiled_text)),
+    "while loops": len(re.findall(r" while\(", compiled_text)),
+  }
 
 
 def main(argv):
@@ -62,8 +63,8 @@ def main(argv):
     def body(i, carry):
       logits, cache = carry
       tok = jnp.argmax(logits, -1).astype(jnp.int32)[:, None]
-      return model.apply({"params": params}, tok, pos + i, cache, 300 + i % 64, valid,
-                         method=vlm.VLA.decode_step)
+      return model.apply({"params": params}, tok, pos + i, cache, 300 + i % 64, valid, method=vlm.VLA.decode_step)
+
     return jax.lax.fori_loop(0, FLAGS.loop, body, step(params, cache))
 
   one = median_time(step, params, cache)
@@ -73,8 +74,10 @@ def main(argv):
   if FLAGS.dump:
     with open(FLAGS.dump, "w") as f:
       f.write(text)
-  print(f"device {jax.devices()[0].device_kind} | LLM {llm_bytes / 2**30:.2f} GiB ({FLAGS.dtype}) | floor "
-        f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | cache {FLAGS.cache}")
+  print(
+    f"device {jax.devices()[0].device_kind} | LLM {llm_bytes / 2**30:.2f} GiB ({FLAGS.dtype}) | floor "
+    f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | cache {FLAGS.cache}"
+  )
   print(f"{'measure':<10} {'ms':>7} {'vs floor':>9}")
   print(f"{'step':<10} {one * 1e3:7.2f} {one / floor:9.2f}")
   print(f"{'loop/N':<10} {many * 1e3:7.2f} {many / floor:9.2f}")

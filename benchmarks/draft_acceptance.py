@@ -54,8 +54,7 @@ def replay(grammar, truth, draft, proposal_len):
       index = n + k
       if forced[s] >= 0:
         token, s, from_draft = int(forced[s]), int(forced_next[s]), False
-      elif (index < len(draft) and int(draft[index]) in column
-            and grammar.next_state[s, column[int(draft[index])]] >= 0):
+      elif index < len(draft) and int(draft[index]) in column and grammar.next_state[s, column[int(draft[index])]] >= 0:
         token, from_draft = int(draft[index]), True
         s = grammar.next_state[s, column[token]]
       else:
@@ -71,7 +70,7 @@ def replay(grammar, truth, draft, proposal_len):
         break
     drafted += sum(d for _, d in proposals)
     accepted += sum(d for _, d in proposals[:kept])
-    for token in truth[n:n + kept]:
+    for token in truth[n : n + kept]:
       state = advance(state, token)
     n += kept
     if truth[n - 1] == eos:
@@ -95,6 +94,7 @@ def main(argv):
   path = FLAGS.tokenizer
   if not path:
     from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+
     path = demo.ensure(os.path.expanduser("~/.cache/genvla_jax/demo_v7")).tokenizer
   tokenizer = text.TextTokenizer(path)
   eps, spec = episodes(FLAGS.rlds_dir, FLAGS.dataset, FLAGS.splits.split(","))
@@ -102,8 +102,10 @@ def main(argv):
   normalized = [np.clip(stats_lib.normalize(e, statistics), -1, 1) for e in eps]
   dim = normalized[0].shape[1]
   print(f"{FLAGS.dataset}: {len(eps)} episodes, {sum(len(e) for e in eps)} steps, {dim}-D actions")
-  print(f"{'H':>2} {'K':>3} {'constrained':>11} {'jump-forward':>12} {'jf + draft':>10} {'jf ratio':>8} "
-        f"{'jf+draft ratio':>14} {'accepted':>8}")
+  print(
+    f"{'H':>2} {'K':>3} {'constrained':>11} {'jump-forward':>12} {'jf + draft':>10} {'jf ratio':>8} "
+    f"{'jf+draft ratio':>14} {'accepted':>8}"
+  )
   horizons = [int(h) for h in FLAGS.horizons.split(",")]
   for horizon in horizons:
     tok = string_actions.StringActionTokenizer(tokenizer, horizon, dim)
@@ -111,9 +113,11 @@ def main(argv):
     chunks = []  # (truth ids, draft ids) per step with a previous step in the same episode
     for e in normalized:
       padded = np.concatenate([e, np.repeat(e[-1:], horizon, axis=0)])
-      ids = [tok.encode(padded[t:t + horizon])[0] + [tokenizer.eos_id] for t in range(len(e))]
-      previous = [np.concatenate([padded[t - 1:t - 1 + horizon][1:], padded[t - 1 + horizon - 1:t - 1 + horizon]])
-                  for t in range(1, len(e))]
+      ids = [tok.encode(padded[t : t + horizon])[0] + [tokenizer.eos_id] for t in range(len(e))]
+      previous = [
+        np.concatenate([padded[t - 1 : t - 1 + horizon][1:], padded[t - 1 + horizon - 1 : t - 1 + horizon]])
+        for t in range(1, len(e))
+      ]
       chunks += [(ids[t], tok.encode(previous[t - 1])[0] + [tokenizer.eos_id]) for t in range(1, len(e))]
     for k in [int(x) for x in FLAGS.proposal_lens.split(",")]:
       plain = np.mean([len(truth) + 1 for truth, _ in chunks])
@@ -121,8 +125,11 @@ def main(argv):
       results = [replay(grammar, truth, draft, k) for truth, draft in chunks]
       spec_passes = np.mean([r[0] for r in results])
       acceptance = sum(r[2] for r in results) / max(sum(r[1] for r in results), 1)
-      print(f"{horizon:>2} {k:>3} {plain:11.1f} {jump:12.1f} {spec_passes:10.1f} {jump / plain:8.2f} "
-            f"{spec_passes / plain:14.2f} {acceptance:8.2f}", flush=True)
+      print(
+        f"{horizon:>2} {k:>3} {plain:11.1f} {jump:12.1f} {spec_passes:10.1f} {jump / plain:8.2f} "
+        f"{spec_passes / plain:14.2f} {acceptance:8.2f}",
+        flush=True,
+      )
   tokens_per_chunk(normalized, tokenizer, horizons, FLAGS.fast_vocab)
 
 
@@ -130,6 +137,7 @@ def tokens_per_chunk(normalized, tokenizer, horizons, fast_vocab):
   """Mean action tokens (EOS excluded) per chunk on the last 20% of episodes, for the three tokenizers;
   FAST's BPE is trained on the first 80%."""
   import tempfile  # pylint: disable=g-import-not-at-top
+
   split = int(0.8 * len(normalized))
   dim = normalized[0].shape[1]
   print(f"\ntokens per action chunk (held-out episodes {len(normalized) - split}; FAST BPE {fast_vocab} pieces):")
@@ -139,7 +147,7 @@ def tokens_per_chunk(normalized, tokenizer, horizons, fast_vocab):
     out = []
     for e in eps:
       padded = np.concatenate([e, np.repeat(e[-1:], horizon, axis=0)])
-      out += [padded[t:t + horizon] for t in range(len(e))]
+      out += [padded[t : t + horizon] for t in range(len(e))]
     return np.stack(out)
 
   for horizon in horizons:
@@ -152,8 +160,11 @@ def tokens_per_chunk(normalized, tokenizer, horizons, fast_vocab):
     decoded = [fast.decode(ids) for ids in fast_ids]
     assert all(valid.all() for _, valid in decoded)
     error = max(np.abs(a - c).max() for (a, _), c in zip(decoded, held_out))
-    print(f"{horizon:>2} {horizon * dim:6d} {np.mean([len(strings.encode(c)[0]) for c in held_out]):7.1f} "
-          f"{np.mean([len(i) for i in fast_ids]):6.1f} {error:12.4f}", flush=True)
+    print(
+      f"{horizon:>2} {horizon * dim:6d} {np.mean([len(strings.encode(c)[0]) for c in held_out]):7.1f} "
+      f"{np.mean([len(i) for i in fast_ids]):6.1f} {error:12.4f}",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ flags.DEFINE_integer("expert_episodes", 20, "episodes per environment for the ex
 
 def expert_rate(env_name: str, tasks, episodes: int, image_size: int = 64) -> dict:
   from genvla_jax.eval import envs  # pylint: disable=g-import-not-at-top
+
   module, env = envs.module(env_name), envs.make(env_name, image_size=image_size)
   steps, start = 0, time.perf_counter()
   try:
@@ -48,6 +49,7 @@ def expert_rate(env_name: str, tasks, episodes: int, image_size: int = 64) -> di
 def untrained_run(root: str) -> str:
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
+
   config = pi0_plus.get_config("tabletop")
   config.unlock()
   config.data.sim_dir = os.path.join(root, "tabletop")
@@ -65,25 +67,45 @@ def main(argv):
   from genvla_jax.eval import harness  # pylint: disable=g-import-not-at-top
   from genvla_jax.eval.envs import metaworld_env, tabletop  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
-  rows = [("tabletop, scripted expert", expert_rate("tabletop", tabletop.TASKS, FLAGS.expert_episodes)),
-          ("metaworld MT10, scripted policies", expert_rate("metaworld", metaworld_env.TASKS, FLAGS.expert_episodes))]
+
+  rows = [
+    ("tabletop, scripted expert", expert_rate("tabletop", tabletop.TASKS, FLAGS.expert_episodes)),
+    ("metaworld MT10, scripted policies", expert_rate("metaworld", metaworld_env.TASKS, FLAGS.expert_episodes)),
+  ]
   workdir = FLAGS.checkpoint or untrained_run(tempfile.mkdtemp(prefix="genvla_eval_speed_"))
   policy = policy_lib.Policy.from_workdir(workdir)
   policy.act(tabletop.TabletopEnv(64).reset("pick_object", 0)["image"][None], ["pick up the red cube"])  # compile
   start = time.perf_counter()
-  results = harness.run(policy, lambda: tabletop.TabletopEnv(64), tasks=["pick_object"], protocols=["visual_matching"],
-                        episodes_per_task=FLAGS.episodes, num_envs=FLAGS.num_envs, video_episodes=0,
-                        printer=lambda *a, **k: None)
-  rows.append((f"tabletop, tiny pi0+ policy, {FLAGS.num_envs} envs", dict(
-      episodes=len(results), steps=sum(r.steps for r in results), seconds=time.perf_counter() - start)))
+  results = harness.run(
+    policy,
+    lambda: tabletop.TabletopEnv(64),
+    tasks=["pick_object"],
+    protocols=["visual_matching"],
+    episodes_per_task=FLAGS.episodes,
+    num_envs=FLAGS.num_envs,
+    video_episodes=0,
+    printer=lambda *a, **k: None,
+  )
+  rows.append(
+    (
+      f"tabletop, tiny pi0+ policy, {FLAGS.num_envs} envs",
+      dict(episodes=len(results), steps=sum(r.steps for r in results), seconds=time.perf_counter() - start),
+    )
+  )
   reference = rows[0][1]["seconds"] / rows[0][1]["steps"]
-  print(f"{'rollouts':<40} {'episodes':>8} {'steps':>7} {'seconds':>8} {'episodes/s':>10} {'steps/s':>8} "
-        f"{'time/step vs expert-driven tabletop':>36}")
+  print(
+    f"{'rollouts':<40} {'episodes':>8} {'steps':>7} {'seconds':>8} {'episodes/s':>10} {'steps/s':>8} "
+    f"{'time/step vs expert-driven tabletop':>36}"
+  )
   for name, r in rows:
-    print(f"{name:<40} {r['episodes']:8d} {r['steps']:7d} {r['seconds']:8.1f} {r['episodes'] / r['seconds']:10.2f} "
-          f"{r['steps'] / r['seconds']:8.1f} {r['seconds'] / r['steps'] / reference:36.2f}")
-  print(f"policy success (pick_object, visual matching): {sum(r.success for r in results)}/{len(results)}"
-        f" ({'trained checkpoint' if FLAGS.checkpoint else 'untrained: the slowest case, every episode runs 60 steps'})")
+    print(
+      f"{name:<40} {r['episodes']:8d} {r['steps']:7d} {r['seconds']:8.1f} {r['episodes'] / r['seconds']:10.2f} "
+      f"{r['steps'] / r['seconds']:8.1f} {r['seconds'] / r['steps'] / reference:36.2f}"
+    )
+  print(
+    f"policy success (pick_object, visual matching): {sum(r.success for r in results)}/{len(results)}"
+    f" ({'trained checkpoint' if FLAGS.checkpoint else 'untrained: the slowest case, every episode runs 60 steps'})"
+  )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def write_random(backbone: str, out: str, dtype: str):
   from genvla_jax import config_lib  # pylint: disable=g-import-not-at-top
   from genvla_jax.models import vlm  # pylint: disable=g-import-not-at-top
   from genvla_jax.pretrained import hf  # pylint: disable=g-import-not-at-top
+
   img, llm, size = config_lib.BACKBONES[backbone]
   model = vlm.VLA(img_config=dict(img), llm_config=dict(llm), param_dtype=dtype)
   params = jax.jit(lambda: vlm.init_params(model, jax.random.PRNGKey(0), size))()
@@ -46,12 +47,14 @@ def write_random(backbone: str, out: str, dtype: str):
 
 def measure(method: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.numpy.zeros(1).block_until_ready()  # device initialised before the baseline
   base = measure_lib.rss_bytes(os.getpid()) / 2**30
   sampler = measure_lib.PeakRSS()
   t = time.perf_counter()
   if method == "reference":
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
     tensors = {}
     for f in sorted(os.listdir(FLAGS.dir)):
       if f.endswith(".safetensors"):
@@ -60,14 +63,16 @@ def measure(method: str) -> dict:
   else:
     from genvla_jax.models import vlm  # pylint: disable=g-import-not-at-top
     from genvla_jax.pretrained import api  # pylint: disable=g-import-not-at-top
+
     arch = api.architecture("hf", FLAGS.dir)
     model = vlm.VLA(img_config=arch["img"], llm_config=arch["llm"], param_dtype=FLAGS.dtype)
     params = api.load("hf", FLAGS.dir, model, arch["image_size"])
     jax.block_until_ready(params)
     count = vlm.count_params(params)
   seconds = time.perf_counter() - t
-  return dict(seconds=seconds, peak_gib=sampler.stop() / 2**30, base_gib=base, params=count,
-              device=jax.devices()[0].device_kind)
+  return dict(
+    seconds=seconds, peak_gib=sampler.stop() / 2**30, base_gib=base, params=count, device=jax.devices()[0].device_kind
+  )
 
 
 def main(argv):
@@ -79,15 +84,24 @@ def main(argv):
     t = time.perf_counter()
     write_random(FLAGS.backbone, FLAGS.dir, FLAGS.dtype)
     print(f"wrote random {FLAGS.backbone} checkpoint to {FLAGS.dir} in {time.perf_counter() - t:.0f}s")
-  size = sum(os.path.getsize(os.path.join(FLAGS.dir, f)) for f in os.listdir(FLAGS.dir)
-             if f.endswith(".safetensors")) / 2**30
+  size = (
+    sum(os.path.getsize(os.path.join(FLAGS.dir, f)) for f in os.listdir(FLAGS.dir) if f.endswith(".safetensors"))
+    / 2**30
+  )
   results = {}
   for method in ("reference", "genvla"):
-    out = subprocess.run([sys.executable, __file__, f"--method={method}", f"--dir={FLAGS.dir}",
-                          f"--dtype={FLAGS.dtype}"], check=True, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+      [sys.executable, __file__, f"--method={method}", f"--dir={FLAGS.dir}", f"--dtype={FLAGS.dtype}"],
+      check=True,
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+    )
     results[method] = json.loads(out.stdout.strip().splitlines()[-1])
-  print(f"checkpoint: {FLAGS.dir} ({size:.2f} GiB safetensors, {results['genvla']['params'] / 1e9:.3f} B params, "
-        f"{FLAGS.dtype}); device {results['genvla']['device']}")
+  print(
+    f"checkpoint: {FLAGS.dir} ({size:.2f} GiB safetensors, {results['genvla']['params'] / 1e9:.3f} B params, "
+    f"{FLAGS.dtype}); device {results['genvla']['device']}"
+  )
   print(f"{'method':>10} {'seconds':>8} {'peak RSS GiB':>12} {'added GiB':>9} {'added vs reference':>18}")
   ref_added = results["reference"]["peak_gib"] - results["reference"]["base_gib"]
   for method, r in results.items():

@@ -12,6 +12,7 @@ def bandwidth() -> float:
   """Bytes/s of a large on-device copy (read + write), the reference for bandwidth floors."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   n = (256 << 20) if jax.devices()[0].platform != "cpu" else (32 << 20)
   x = jnp.ones((n,), jnp.float32)
   f = jax.jit(lambda a: a * 1.0001)
@@ -26,6 +27,7 @@ def bandwidth() -> float:
 def median_time(fn, *args, repeats=50) -> float:
   """Median seconds of `fn(*args)` (results blocked on) after one warm-up call."""
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):

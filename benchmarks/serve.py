@@ -31,6 +31,7 @@ flags.DEFINE_integer("requests", 40, "requests per client")
 def tiny_run(root: str) -> str:
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
+
   config = pi0_plus.get_config("demo")
   config.unlock()
   config.data.demo_dir = os.path.join(root, "demo")
@@ -46,6 +47,7 @@ def main(argv):
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from genvla_jax.serving import client as client_lib, server as server_lib  # pylint: disable=g-import-not-at-top
+
   workdir = FLAGS.checkpoint or tiny_run(tempfile.mkdtemp(prefix="genvla_serve_bench_"))
   image = demo.render(demo.random_scene(np.random.default_rng(0)))
   prompt = "move to the red square"
@@ -82,8 +84,9 @@ def main(argv):
     c.infer(obs)
 
   print(f"reference: Policy.act on one frame, direct: p50 {reference * 1000:.1f} ms")
-  print(f"{'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'mean batch':>10} "
-        f"{'p50 vs direct':>13}")
+  print(
+    f"{'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'mean batch':>10} {'p50 vs direct':>13}"
+  )
   for n in [int(x) for x in FLAGS.clients.split(",")]:
     latencies, lock = [], threading.Lock()
     batches_before = dict(srv.stats)
@@ -105,8 +108,11 @@ def main(argv):
     wall = time.perf_counter() - start
     batches = srv.stats["batches"] - batches_before["batches"]
     p50, p99 = np.percentile(latencies, 50), np.percentile(latencies, 99)
-    print(f"{n:7d} {len(latencies):8d} {p50 * 1000:8.1f} {p99 * 1000:8.1f} {len(latencies) / wall:8.1f} "
-          f"{len(latencies) / max(batches, 1):10.1f} {p50 / reference:13.2f}", flush=True)
+    print(
+      f"{n:7d} {len(latencies):8d} {p50 * 1000:8.1f} {p99 * 1000:8.1f} {len(latencies) / wall:8.1f} "
+      f"{len(latencies) / max(batches, 1):10.1f} {p50 / reference:13.2f}",
+      flush=True,
+    )
   loop_box["loop"].call_soon_threadsafe(loop_box["stop"].set)
   thread.join(30)
 

@@ -57,7 +57,7 @@ def matmul_reference(dtype) -> float:
   for _ in range(reps):
     out = f(a)
   out.block_until_ready()
-  return 2 * n ** 3 * reps / (time.perf_counter() - t)
+  return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
 def run_one(config, batch: int, text_len: int, steps: int):
@@ -69,15 +69,18 @@ def run_one(config, batch: int, text_len: int, steps: int):
   rng = np.random.default_rng(0)
   prompt = text_len // 2
   local = dict(
-      image=rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
-      tokens=rng.integers(3, 1000, (batch, text_len)).astype(np.int32),
-      input_mask=np.ones((batch, text_len), bool),
-      ar_mask=np.broadcast_to(np.arange(text_len) >= prompt, (batch, text_len)).copy(),
-      loss_mask=np.broadcast_to(np.arange(text_len) >= prompt, (batch, text_len)).copy(),
-      is_robot=np.ones(batch, bool), num_clipped=np.zeros(batch, np.int32))
+    image=rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
+    tokens=rng.integers(3, 1000, (batch, text_len)).astype(np.int32),
+    input_mask=np.ones((batch, text_len), bool),
+    ar_mask=np.broadcast_to(np.arange(text_len) >= prompt, (batch, text_len)).copy(),
+    loss_mask=np.broadcast_to(np.arange(text_len) >= prompt, (batch, text_len)).copy(),
+    is_robot=np.ones(batch, bool),
+    num_clipped=np.zeros(batch, np.int32),
+  )
   batch_arrays = sharding.to_global(local, mesh)
-  train_step = step_lib.jit_train_step(step_lib.make_train_step(model, tx, lambda s: 1e-5, FLAGS.grad_accum),
-                                       shardings, mesh)
+  train_step = step_lib.jit_train_step(
+    step_lib.make_train_step(model, tx, lambda s: 1e-5, FLAGS.grad_accum), shardings, mesh
+  )
   t = time.perf_counter()
   state, metrics = train_step(state, batch_arrays)
   jax.block_until_ready(metrics)
@@ -91,10 +94,13 @@ def run_one(config, batch: int, text_len: int, steps: int):
   step_s = (time.perf_counter() - t) / steps
   stats = jax.devices()[0].memory_stats() or {}
   del state
-  return dict(step_s=step_s, compile_s=compile_s, loss=float(metrics["loss"]),
-              peak_gib=stats.get("peak_bytes_in_use", 0) / 2**30,
-              params=vlm.count_params(jax.eval_shape(lambda: vlm.init_params(
-                  model, jax.random.PRNGKey(0), size))))
+  return dict(
+    step_s=step_s,
+    compile_s=compile_s,
+    loss=float(metrics["loss"]),
+    peak_gib=stats.get("peak_bytes_in_use", 0) / 2**30,
+    params=vlm.count_params(jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), size))),
+  )
 
 
 def main(argv):
@@ -108,10 +114,14 @@ def main(argv):
   peak = flops_lib.peak_flops(jax.devices()[0])
   dev = jax.devices()[0]
   print(f"params {FLAGS.param_dtype}, frozen tower {FLAGS.frozen_dtype}, compute {FLAGS.dtype}")
-  print(f"device: {dev.device_kind} x{jax.device_count()} | matmul reference {ref / 1e12:.1f} TFLOP/s "
-        f"({dtype}) | peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s")
-  header = (f"{'remat':>14} {'batch':>5} {'step ms':>9} {'ex/s':>8} {'tokens/s':>10} {'TFLOP/step':>10} "
-            f"{'TFLOP/s':>8} {'MFU':>6} {'vs matmul':>9} {'peak GiB':>8} {'compile s':>9}")
+  print(
+    f"device: {dev.device_kind} x{jax.device_count()} | matmul reference {ref / 1e12:.1f} TFLOP/s "
+    f"({dtype}) | peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s"
+  )
+  header = (
+    f"{'remat':>14} {'batch':>5} {'step ms':>9} {'ex/s':>8} {'tokens/s':>10} {'TFLOP/step':>10} "
+    f"{'TFLOP/s':>8} {'MFU':>6} {'vs matmul':>9} {'peak GiB':>8} {'compile s':>9}"
+  )
   print(header)
   for policy in FLAGS.remat.split(","):
     config.model.remat_policy = policy
@@ -125,9 +135,12 @@ def main(argv):
       achieved = flops / r["step_s"]
       tokens = batch * ((config.model.image_size // config.model.img.patch_size) ** 2 + FLAGS.text_len)
       mfu = f"{achieved / peak:6.1%}" if peak else "   n/a"
-      print(f"{policy:>14} {batch:>5} {r['step_s'] * 1e3:9.1f} {batch / r['step_s']:8.1f} "
-            f"{tokens / r['step_s']:10.0f} {flops / 1e12:10.2f} {achieved / 1e12:8.1f} {mfu} "
-            f"{achieved / ref:9.2f} {r['peak_gib']:8.1f} {r['compile_s']:9.1f}", flush=True)
+      print(
+        f"{policy:>14} {batch:>5} {r['step_s'] * 1e3:9.1f} {batch / r['step_s']:8.1f} "
+        f"{tokens / r['step_s']:10.0f} {flops / 1e12:10.2f} {achieved / 1e12:8.1f} {mfu} "
+        f"{achieved / ref:9.2f} {r['peak_gib']:8.1f} {r['compile_s']:9.1f}",
+        flush=True,
+      )
   print(f"params: {r['params'] / 1e9:.3f} B" if "r" in locals() else "")
 
 

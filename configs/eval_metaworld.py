@@ -13,6 +13,12 @@ from genvla_jax.eval.envs.metaworld_env import PROTOCOLS, TASKS
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(arg, variants=("full", "quick"), protocols="+".join(PROTOCOLS), tasks="+".join(TASKS))
-  return config_lib.eval_config("metaworld", dict(image_size=64, max_steps=150), opts.tasks.split("+"),
-                                opts.protocols.split("+"), episodes_per_task=50 if opts.variant == "full" else 5,
-                                num_envs=4, video_episodes=1)
+  return config_lib.eval_config(
+    "metaworld",
+    dict(image_size=64, max_steps=150),
+    opts.tasks.split("+"),
+    opts.protocols.split("+"),
+    episodes_per_task=50 if opts.variant == "full" else 5,
+    num_envs=4,
+    video_episodes=1,
+  )

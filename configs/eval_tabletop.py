@@ -14,6 +14,12 @@ from genvla_jax.eval.envs.tabletop import PROTOCOLS, TASKS
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(arg, variants=("full", "quick"), protocols="+".join(PROTOCOLS), tasks="+".join(TASKS))
-  return config_lib.eval_config("tabletop", dict(image_size=64, max_steps=60), opts.tasks.split("+"),
-                                opts.protocols.split("+"), episodes_per_task=50 if opts.variant == "full" else 5,
-                                num_envs=10, video_episodes=2)
+  return config_lib.eval_config(
+    "tabletop",
+    dict(image_size=64, max_steps=60),
+    opts.tasks.split("+"),
+    opts.protocols.split("+"),
+    episodes_per_task=50 if opts.variant == "full" else 5,
+    num_envs=10,
+    video_episodes=2,
+  )

@@ -15,8 +15,7 @@ from genvla_jax.data import registry
 
 
 def get_config(arg=None, default_ablation: str = ""):
-  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation=default_ablation, dual="split",
-                              mixture="paper")
+  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation=default_ablation, dual="split", mixture="paper")
   config = config_lib.base_config("paligemma_224")  # shared defaults; the architecture is replaced below
   config.data.robot = registry.mixture(opts.mixture)
   if opts.variant == "demo":

@@ -20,8 +20,9 @@ from genvla_jax.data import registry
 
 
 def get_config(arg=None):
-  opts = config_lib.parse_arg(arg, variants=("full", "demo", "tabletop", "metaworld"),
-                              backbone="paligemma_224", mixture="paper", horizon=0)
+  opts = config_lib.parse_arg(
+    arg, variants=("full", "demo", "tabletop", "metaworld"), backbone="paligemma_224", mixture="paper", horizon=0
+  )
   config = config_lib.base_config(opts.backbone)
   config.data.robot = registry.mixture(opts.mixture)
   expert, horizon = config_lib.EXPERT_300M, 50

@@ -7,7 +7,8 @@ co-training with vision-language data (C).
 
 Arguments: variant `full` (default), `demo`, `tabletop` or `metaworld` (tiny model on the MuJoCo
 tabletop benchmark's / MetaWorld MT10's expert demonstrations, evaluated closed-loop by
-`python -m genvla_jax.eval`; metaworld has no VL data, so its C is off); option `ablation=<subset of DSC>` switches D, S, C
+`python -m genvla_jax.eval`; metaworld has no VL data, so its C is off); option `ablation=<subset of DSC>`
+switches D, S, C
 (e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
 `backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
 option `mixture=paper|bridge|fractal` picks the robot datasets (data/registry.py MIXTURES; full only).
@@ -18,8 +19,9 @@ from genvla_jax.data import registry
 
 
 def get_config(arg=None):
-  opts = config_lib.parse_arg(arg, variants=("full", "demo", "tabletop", "metaworld"), ablation="DSC", backbone="paligemma_224",
-                              mixture="paper")
+  opts = config_lib.parse_arg(
+    arg, variants=("full", "demo", "tabletop", "metaworld"), ablation="DSC", backbone="paligemma_224", mixture="paper"
+  )
   config = config_lib.base_config(opts.backbone)
   config.data.robot = registry.mixture(opts.mixture)
   if opts.variant == "demo":

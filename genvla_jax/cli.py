@@ -28,8 +28,15 @@ class UserError(Exception):
 
 
 # Errors that are the user's even when raised by libraries: they name the path or the flag themselves.
-_USER_ERRORS = (UserError, app.UsageError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                PermissionError, FileExistsError)
+_USER_ERRORS = (
+  UserError,
+  app.UsageError,
+  FileNotFoundError,
+  NotADirectoryError,
+  IsADirectoryError,
+  PermissionError,
+  FileExistsError,
+)
 
 
 def one_line(error: BaseException) -> str:
@@ -72,8 +79,11 @@ def _parse_flags(argv):
       fail(UserError(f"config file not found: {missing.group(1)} (give --config=PATH.py[:ARG])"), argv)
     message = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
     key = re.match(r"'?([A-Za-z_][\w]*)'?", message)
-    culprits = [a for a in argv[1:] if key and a.startswith("--") and
-                re.search(rf"[.]{re.escape(key.group(1))}(=|$)", a.split("=")[0] + "=")]
+    culprits = [
+      a
+      for a in argv[1:]
+      if key and a.startswith("--") and re.search(rf"[.]{re.escape(key.group(1))}(=|$)", a.split("=")[0] + "=")
+    ]
     where = f" in {culprits[0]}" if culprits else ""
     fail(UserError(f"bad config override{where}: {message}"), argv)
   return None

@@ -14,48 +14,92 @@ from genvla_jax.data import registry
 
 # Llama 2 options of the one decoder (models/gemma.py); LLAMA2_7B as OpenVLA uses it (vocabulary padded
 # from 32000 to 32064 for tensor-core-friendly shapes).
-_LLAMA2 = dict(query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None,
-               final_logits_softcap=None, sliding_window=None, norm_offset=0.0, norm_eps=1e-5,
-               activation="silu", scale_embeddings=False, tie_embeddings=False)
-LLAMA2_7B = dict(vocab_size=32_064, width=4096, depth=32, mlp_dim=11_008, num_heads=32, num_kv_heads=32,
-                 head_dim=128, **_LLAMA2)
-LLAMA2_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=352, num_heads=4, num_kv_heads=4,
-                   head_dim=32, **_LLAMA2)
+_LLAMA2 = dict(
+  query_pre_attn_scalar=None,
+  post_norms=False,
+  attn_logits_softcap=None,
+  final_logits_softcap=None,
+  sliding_window=None,
+  norm_offset=0.0,
+  norm_eps=1e-5,
+  activation="silu",
+  scale_embeddings=False,
+  tie_embeddings=False,
+)
+LLAMA2_7B = dict(
+  vocab_size=32_064, width=4096, depth=32, mlp_dim=11_008, num_heads=32, num_kv_heads=32, head_dim=128, **_LLAMA2
+)
+LLAMA2_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=352, num_heads=4, num_kv_heads=4, head_dim=32, **_LLAMA2)
 # Published sizes. SigLIP So400m/14 + Gemma 2B = PaliGemma-3B; SigLIP So400m/14 + Gemma 2 2B = PaliGemma 2 3B.
 SIGLIP_SO400M_14 = dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16, posemb_std=None)
-_GEMMA1 = dict(query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None,
-               final_logits_softcap=None, sliding_window=None)
-GEMMA_2B = dict(vocab_size=257_152, width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1,
-                head_dim=256, **_GEMMA1)
-GEMMA2_2B = dict(vocab_size=257_152, width=2304, depth=26, mlp_dim=9216, num_heads=8, num_kv_heads=4,
-                 head_dim=256, query_pre_attn_scalar=256, post_norms=True, attn_logits_softcap=50.0,
-                 final_logits_softcap=30.0, sliding_window=4096)
+_GEMMA1 = dict(
+  query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None
+)
+GEMMA_2B = dict(
+  vocab_size=257_152, width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256, **_GEMMA1
+)
+GEMMA2_2B = dict(
+  vocab_size=257_152,
+  width=2304,
+  depth=26,
+  mlp_dim=9216,
+  num_heads=8,
+  num_kv_heads=4,
+  head_dim=256,
+  query_pre_attn_scalar=256,
+  post_norms=True,
+  attn_logits_softcap=50.0,
+  final_logits_softcap=30.0,
+  sliding_window=4096,
+)
 # PaliGemma backbones by name: (vision tower, language model, image size).
 BACKBONES = {
-    "paligemma_224": (SIGLIP_SO400M_14, GEMMA_2B, 224),
-    "paligemma_448": (SIGLIP_SO400M_14, GEMMA_2B, 448),
-    "paligemma2_224": (SIGLIP_SO400M_14, GEMMA2_2B, 224),
-    "paligemma2_448": (SIGLIP_SO400M_14, GEMMA2_2B, 448),
+  "paligemma_224": (SIGLIP_SO400M_14, GEMMA_2B, 224),
+  "paligemma_448": (SIGLIP_SO400M_14, GEMMA_2B, 448),
+  "paligemma2_224": (SIGLIP_SO400M_14, GEMMA2_2B, 224),
+  "paligemma2_448": (SIGLIP_SO400M_14, GEMMA2_2B, 448),
 }
 # DINOv2 ViT-L/14 (with 4 registers, as Prismatic / OpenVLA use it), and the towers as Prismatic feeds
 # them to the LLM: the penultimate block's patch tokens, no final norm (depth one less than released).
-DINOV2_L14 = dict(patch_size=14, width=1024, depth=24, mlp_dim=4096, num_heads=16, posemb_std=None,
-                  cls_token=True, num_registers=4, layer_scale=True, mlp_activation="gelu", pixel_norm="imagenet")
+DINOV2_L14 = dict(
+  patch_size=14,
+  width=1024,
+  depth=24,
+  mlp_dim=4096,
+  num_heads=16,
+  posemb_std=None,
+  cls_token=True,
+  num_registers=4,
+  layer_scale=True,
+  mlp_activation="gelu",
+  pixel_norm="imagenet",
+)
 DINOV2_L14_PRISMATIC = dict(DINOV2_L14, depth=23, final_norm=False)
 SIGLIP_SO400M_14_PRISMATIC = dict(SIGLIP_SO400M_14, depth=26, final_norm=False)
 # Prismatic / OpenVLA at test size: a DINOv2-like tower (CLS, a register, LayerScale, exact GELU, ImageNet
 # pixels) fused with a SigLIP-like one of another width, both cut before their final norm
-DINOV2_TINY = dict(patch_size=8, width=96, depth=2, mlp_dim=384, num_heads=4, posemb_std=1.0, cls_token=True,
-                   num_registers=1, layer_scale=True, mlp_activation="gelu", pixel_norm="imagenet",
-                   final_norm=False)
-SIGLIP_TINY_PRISMATIC = dict(patch_size=8, width=64, depth=2, mlp_dim=256, num_heads=4, posemb_std=1.0,
-                             final_norm=False)
+DINOV2_TINY = dict(
+  patch_size=8,
+  width=96,
+  depth=2,
+  mlp_dim=384,
+  num_heads=4,
+  posemb_std=1.0,
+  cls_token=True,
+  num_registers=1,
+  layer_scale=True,
+  mlp_activation="gelu",
+  pixel_norm="imagenet",
+  final_norm=False,
+)
+SIGLIP_TINY_PRISMATIC = dict(
+  patch_size=8, width=64, depth=2, mlp_dim=256, num_heads=4, posemb_std=1.0, final_norm=False
+)
 # Tiny sizes for the CPU demo and tests (a few million parameters).
 # posemb_std=1: from scratch, a strong position signal lets the tiny model localize within ~200 steps
 # (with the default 1/sqrt(width) it needed several times longer on the demo task).
 SIGLIP_TINY = dict(patch_size=8, width=128, depth=2, mlp_dim=512, num_heads=4, posemb_std=1.0)
-GEMMA_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1,
-                  head_dim=32, **_GEMMA1)
+GEMMA_TINY = dict(vocab_size=640, width=128, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=32, **_GEMMA1)
 # π0's action expert (Gemma 300M: width 1024, MLP 4096; depth / heads / head size are the VLM's).
 EXPERT_300M = dict(width=1024, mlp_dim=4096)
 EXPERT_TINY = dict(width=64, mlp_dim=256)
@@ -86,81 +130,110 @@ def base_config(backbone: str = "paligemma_224") -> ml_collections.ConfigDict:
   img, llm, image_size = BACKBONES[backbone]
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.model = dict(image_size=image_size, img=dict(img), llm=dict(llm), dual_encoder=True,
-                 dtype="float32",        # compute dtype (activations)
-                 param_dtype="float32",  # storage dtype of trained params (optimizer state is float32)
-                 frozen_dtype="float32",  # storage dtype of the frozen tower (no optimizer state)
-                 remat_policy="none",
-                 # Prismatic / OpenVLA layout (configs/openvla.py): a second tower fused per patch ({} =
-                 # none), how the dual encoder is made ("copy" | "split": the fused tower frozen), the
-                 # projector ("linear" | "mlp3"), [BOS][image][text] order and causal image/prompt tokens
-                 fused_img={}, dual_mode="copy", projector="linear", image_after_bos=False,
-                 causal_prefix=False,
-                 # π0 baseline (tokenizer.action="flow"): flow-matching action expert; width 0 = none.
-                 # action_dim / state_dim are resolved from the data at training time (saved with the run)
-                 action_expert=dict(width=0, mlp_dim=0, action_dim=0, use_state=False, state_dim=0))
+  c.model = dict(
+    image_size=image_size,
+    img=dict(img),
+    llm=dict(llm),
+    dual_encoder=True,
+    dtype="float32",  # compute dtype (activations)
+    param_dtype="float32",  # storage dtype of trained params (optimizer state is float32)
+    frozen_dtype="float32",  # storage dtype of the frozen tower (no optimizer state)
+    remat_policy="none",
+    # Prismatic / OpenVLA layout (configs/openvla.py): a second tower fused per patch ({} =
+    # none), how the dual encoder is made ("copy" | "split": the fused tower frozen), the
+    # projector ("linear" | "mlp3"), [BOS][image][text] order and causal image/prompt tokens
+    fused_img={},
+    dual_mode="copy",
+    projector="linear",
+    image_after_bos=False,
+    causal_prefix=False,
+    # π0 baseline (tokenizer.action="flow"): flow-matching action expert; width 0 = none.
+    # action_dim / state_dim are resolved from the data at training time (saved with the run)
+    action_expert=dict(width=0, mlp_dim=0, action_dim=0, use_state=False, state_dim=0),
+  )
   # Start from released weights (used when the run has no checkpoint yet): format "hf" (transformers
   # PaliGemma safetensors dir) or "big_vision" (.npz). The architecture above must match the checkpoint's.
   c.pretrained = dict(format="", path="")
   c.tokenizer = dict(
-      path="",                      # SentencePiece model (PaliGemma's for full-size runs)
-      action="string",              # "string" (S), "bins" (OpenVLA-style 256 bins), "fast" (DCT + BPE),
-                                    # or "flow" (no action tokens: π0's action expert, model.action_expert)
-      decimals=4,                   # string actions: digits after the point
-      action_horizon=1,             # action chunk length H
-      num_bins=256,                 # bins: number of bins, ids [vocab - num_bins, vocab)
-      bins_overwrite_text_ids=True,  # bins/fast may reuse the least-used text ids (OpenVLA does)
-      bins_position="model_vocab_end",  # bins: the last ids of the model's vocabulary, or "text_vocab_end"
-      bins_layout="uniform",        # bins: "uniform" (bin b -> first id + b) or "openvla" (its exact
-                                    # edges and descending ids: a released OpenVLA's action tokens)
-      fast_vocab_size=1024,         # fast: BPE pieces, ids [vocab - fast_vocab_size, vocab)
-      fast_scale=10.0,              # fast: DCT coefficients are rounded after multiplying by this
-      max_text_len=128,             # prompt + answer tokens per example
-      prompt_separator="\n",        # ends the prompt before the answer (PaliGemma "\n"; OpenVLA " ")
-      constrained=True)             # decode through the action grammar (every output parses)
+    path="",  # SentencePiece model (PaliGemma's for full-size runs)
+    action="string",  # "string" (S), "bins" (OpenVLA-style 256 bins), "fast" (DCT + BPE),
+    # or "flow" (no action tokens: π0's action expert, model.action_expert)
+    decimals=4,  # string actions: digits after the point
+    action_horizon=1,  # action chunk length H
+    num_bins=256,  # bins: number of bins, ids [vocab - num_bins, vocab)
+    bins_overwrite_text_ids=True,  # bins/fast may reuse the least-used text ids (OpenVLA does)
+    bins_position="model_vocab_end",  # bins: the last ids of the model's vocabulary, or "text_vocab_end"
+    bins_layout="uniform",  # bins: "uniform" (bin b -> first id + b) or "openvla" (its exact
+    # edges and descending ids: a released OpenVLA's action tokens)
+    fast_vocab_size=1024,  # fast: BPE pieces, ids [vocab - fast_vocab_size, vocab)
+    fast_scale=10.0,  # fast: DCT coefficients are rounded after multiplying by this
+    max_text_len=128,  # prompt + answer tokens per example
+    prompt_separator="\n",  # ends the prompt before the answer (PaliGemma "\n"; OpenVLA " ")
+    constrained=True,
+  )  # decode through the action grammar (every output parses)
   c.data = dict(
-      rlds_root="",                 # robot dataset paths below are relative to this
-      robot=registry.mixture("paper"),  # fractal (RT-1) + bridge, as in the paper; see data/registry.py
-      vl_root="",                   # VL json paths below are relative to this
-      vl=[],                        # dict(name, path, format="llava_json"|"parquet", weight) entries
-      robot_fraction=0.5,           # share of every batch from robot data (C); 1.0 = robot only
-      batch_size=256,               # global batch
-      num_workers=0,                # grain worker processes (0: in the main process)
-      prompt="What action should the robot take to {instruction}?",
-      cache_dir="~/.cache/genvla_jax",  # converted shards land here
-      demo_dir="",                  # when set, the embedded demo data is generated here if missing
-      sim_dir="",                   # when set, simulator expert demos are recorded here if missing
-      sim_record={},                # data/sim_record.ensure settings (env, train_episodes, image_size, ...)
-      unnorm_dataset="",            # whose action statistics the policy de-normalizes with ("" = first)
-      on_bad="skip",                # bad records at conversion: "skip" (counted, listed) or "fail"
-      # instruction augmentation (data/instruction_aug.py): with probability prob a robot example's
-      # instruction is replaced by one of its paraphrases from the JSON table at path
-      instruction_aug=dict(path="", prob=0.0),
-      augment=dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05),  # training only
-                   brightness=0.2, contrast=0.2, saturation=0.2))
-  c.flow = dict(num_steps=10,                 # Euler steps from noise (t=1) to actions (t=0) at inference
-                time_beta=(1.5, 1.0),         # training flow times ~ Beta(a, b) (π0)
-                time_min=0.001)
+    rlds_root="",  # robot dataset paths below are relative to this
+    robot=registry.mixture("paper"),  # fractal (RT-1) + bridge, as in the paper; see data/registry.py
+    vl_root="",  # VL json paths below are relative to this
+    vl=[],  # dict(name, path, format="llava_json"|"parquet", weight) entries
+    robot_fraction=0.5,  # share of every batch from robot data (C); 1.0 = robot only
+    batch_size=256,  # global batch
+    num_workers=0,  # grain worker processes (0: in the main process)
+    prompt="What action should the robot take to {instruction}?",
+    cache_dir="~/.cache/genvla_jax",  # converted shards land here
+    demo_dir="",  # when set, the embedded demo data is generated here if missing
+    sim_dir="",  # when set, simulator expert demos are recorded here if missing
+    sim_record={},  # data/sim_record.ensure settings (env, train_episodes, image_size, ...)
+    unnorm_dataset="",  # whose action statistics the policy de-normalizes with ("" = first)
+    on_bad="skip",  # bad records at conversion: "skip" (counted, listed) or "fail"
+    # instruction augmentation (data/instruction_aug.py): with probability prob a robot example's
+    # instruction is replaced by one of its paraphrases from the JSON table at path
+    instruction_aug=dict(path="", prob=0.0),
+    augment=dict(
+      enabled=True,
+      crop_scale=(0.9, 1.0),
+      crop_ratio=(0.95, 1.05),  # training only
+      brightness=0.2,
+      contrast=0.2,
+      saturation=0.2,
+    ),
+  )
+  c.flow = dict(
+    num_steps=10,  # Euler steps from noise (t=1) to actions (t=0) at inference
+    time_beta=(1.5, 1.0),  # training flow times ~ Beta(a, b) (π0)
+    time_min=0.001,
+  )
   c.inference = dict(
-      speculative=True,             # constrained decoding verifying proposed tokens K per pass (same output)
-      proposal_len=8,               # K: forced tokens (jump-forward) and draft tokens per pass
-      draft_previous_action=True)   # draft = the previous act() call's action (Policy.reset() per episode)
+    speculative=True,  # constrained decoding verifying proposed tokens K per pass (same output)
+    proposal_len=8,  # K: forced tokens (jump-forward) and draft tokens per pass
+    draft_previous_action=True,
+  )  # draft = the previous act() call's action (Policy.reset() per episode)
   c.optimizer = dict(lr=1e-4, warmup_steps=1000, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
-  c.train = dict(steps=100_000, log_every=50,
-                 grad_accum_steps=1,       # micro-batches per step (the global batch is split; same update)
-                 checkpoint_every=1000,
-                 keep_checkpoints=3,       # the newest N checkpoints are kept ...
-                 keep_every=0,             # ... plus every step divisible by this (0: none)
-                 peak_flops_per_device=0.0,  # for MFU; 0: looked up from the device kind (training/flops.py)
-                 # representation drift monitor (eval/representation.py): every N steps, linear-probe
-                 # accuracy of each tower and CKA(trained, frozen) on a labelled image set -> metrics.jsonl
-                 drift=dict(every=0, data="", limit=500))
-  c.mesh = dict(data=-1, fsdp=1,  # -1: all remaining devices
-                model=1,          # tensor parallel: attention heads / MLP hidden units split over "model"
-                rules=[])         # [(param path regex, PartitionSpec tuple)], before the defaults
-  c.distributed = dict(initialize="auto",  # auto | always | never (training/distributed.py)
-                       coordinator_address="", num_processes=0, process_id=-1,  # explicit start-up
-                       cpu_collectives="gloo")
+  c.train = dict(
+    steps=100_000,
+    log_every=50,
+    grad_accum_steps=1,  # micro-batches per step (the global batch is split; same update)
+    checkpoint_every=1000,
+    keep_checkpoints=3,  # the newest N checkpoints are kept ...
+    keep_every=0,  # ... plus every step divisible by this (0: none)
+    peak_flops_per_device=0.0,  # for MFU; 0: looked up from the device kind (training/flops.py)
+    # representation drift monitor (eval/representation.py): every N steps, linear-probe
+    # accuracy of each tower and CKA(trained, frozen) on a labelled image set -> metrics.jsonl
+    drift=dict(every=0, data="", limit=500),
+  )
+  c.mesh = dict(
+    data=-1,
+    fsdp=1,  # -1: all remaining devices
+    model=1,  # tensor parallel: attention heads / MLP hidden units split over "model"
+    rules=[],
+  )  # [(param path regex, PartitionSpec tuple)], before the defaults
+  c.distributed = dict(
+    initialize="auto",  # auto | always | never (training/distributed.py)
+    coordinator_address="",
+    num_processes=0,
+    process_id=-1,  # explicit start-up
+    cpu_collectives="gloo",
+  )
   return c
 
 
@@ -199,8 +272,9 @@ def apply_sim(c: ml_collections.ConfigDict, env: str):
   c.data.prompt = "What action should the robot take to {instruction}? State: {state}"
   ref = c.data.get_ref("sim_dir")
   # training demos executed with noise (recoveries in the data; the labels stay the expert's commands)
-  c.data.sim_record = dict(env=env, train_episodes=400, val_episodes=40, image_size=64,
-                           execution_noise=1.0 if env == "tabletop" else 0.0)
+  c.data.sim_record = dict(
+    env=env, train_episodes=400, val_episodes=40, image_size=64, execution_noise=1.0 if env == "tabletop" else 0.0
+  )
   c.tokenizer.path = ref + "/tokenizer.model"
   c.tokenizer.max_text_len = 80  # ~22 prompt + ~20 state tokens + 4 x 7 action characters + EOS
   c.data.rlds_root = ref + "/rlds"
@@ -247,8 +321,9 @@ def apply_openvla(c: ml_collections.ConfigDict, tiny: bool, dual_mode: str = "sp
   c.tokenizer.prompt_separator = " "
 
 
-def eval_config(env: str, env_kwargs: dict, tasks, protocols, episodes_per_task: int, num_envs: int,
-                video_episodes: int) -> ml_collections.ConfigDict:
+def eval_config(
+  env: str, env_kwargs: dict, tasks, protocols, episodes_per_task: int, num_envs: int, video_episodes: int
+) -> ml_collections.ConfigDict:
   """Closed-loop evaluation settings (configs/eval_*.py; read by genvla_jax/eval/__main__.py)."""
   c = ml_collections.ConfigDict()
   c.env = env
@@ -256,11 +331,11 @@ def eval_config(env: str, env_kwargs: dict, tasks, protocols, episodes_per_task:
   c.tasks = list(tasks)
   c.protocols = list(protocols)
   c.episodes_per_task = episodes_per_task
-  c.num_envs = num_envs              # environments stepped together (one batched policy call per re-plan)
-  c.execute_steps = 1                # actions of each predicted chunk executed before re-planning
-  c.seed = 0                         # episode seeds seed, seed+1, ... (recorded demos use seeds >= 100000)
+  c.num_envs = num_envs  # environments stepped together (one batched policy call per re-plan)
+  c.execute_steps = 1  # actions of each predicted chunk executed before re-planning
+  c.seed = 0  # episode seeds seed, seed+1, ... (recorded demos use seeds >= 100000)
   c.video_episodes = video_episodes  # per (protocol, task): the first episodes are saved as videos
-  c.video_format = "mp4"             # mp4 | gif
+  c.video_format = "mp4"  # mp4 | gif
   c.lock()
   return c
 

@@ -1,7 +1,7 @@
 r"""Predicts actions with a trained policy (restores the run's latest checkpoint).
 
-  python -m genvla_jax.predict --workdir=DIR --image=frame.png --instruction="move to the red square"
-  python -m genvla_jax.predict --workdir=DIR --eval_split=val --num_examples=200   # action error report
+python -m genvla_jax.predict --workdir=DIR --image=frame.png --instruction="move to the red square"
+python -m genvla_jax.predict --workdir=DIR --eval_split=val --num_examples=200   # action error report
 """
 
 import json
@@ -74,8 +74,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable one)")
   flags.DEFINE_string("image", "", "camera frame (PNG/JPEG)")
   flags.DEFINE_string("instruction", "", "language instruction")
-  flags.DEFINE_string("state", "", "robot state, comma-separated (policies that take it: π0's state "
-                      "token, prompts with {state})")
+  flags.DEFINE_string(
+    "state", "", "robot state, comma-separated (policies that take it: π0's state token, prompts with {state})"
+  )
   flags.DEFINE_string("eval_split", "", "evaluate action error on this split of the run's robot data")
   flags.DEFINE_integer("num_examples", 200, "frames to evaluate with --eval_split")
   cli.run(main)

@@ -26,31 +26,48 @@ API_KEY_ENV = "GENVLA_API_KEY"
 def define_flags():
   """The CLI's flags (defined only when run as a program: other CLIs own flags of the same names)."""
   from genvla_jax.serving import server  # pylint: disable=g-import-not-at-top
+
   flags.DEFINE_string("checkpoint", None, "run directory of a trained policy", required=True)
   flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
-  flags.DEFINE_string("host", "127.0.0.1", "interface to listen on. The default serves this machine only; "
-                      "--host=0.0.0.0 listens on all interfaces, which exposes the policy (and the robot it "
-                      "drives) to the network: pair it with --api_key")
+  flags.DEFINE_string(
+    "host",
+    "127.0.0.1",
+    "interface to listen on. The default serves this machine only; "
+    "--host=0.0.0.0 listens on all interfaces, which exposes the policy (and the robot it "
+    "drives) to the network: pair it with --api_key",
+  )
   flags.DEFINE_integer("port", 8000, "port (websocket and GET /healthz)")
-  flags.DEFINE_string("api_key", None, f"require clients to send 'Authorization: Api-Key <key>' (default: "
-                      f"${API_KEY_ENV}, else no key); /healthz stays open. The environment variable keeps "
-                      "the key out of the process list")
+  flags.DEFINE_string(
+    "api_key",
+    None,
+    f"require clients to send 'Authorization: Api-Key <key>' (default: "
+    f"${API_KEY_ENV}, else no key); /healthz stays open. The environment variable keeps "
+    "the key out of the process list",
+  )
   flags.DEFINE_integer("max_batch", 16, "most requests decoded together")
   flags.DEFINE_float("batch_window_ms", 2.0, "how long the first request of a batch waits for company")
   flags.DEFINE_integer("max_image_side", 1024, "larger images are refused")
-  flags.DEFINE_integer("max_prompt_chars", server.DEFAULT_MAX_PROMPT_CHARS,
-                       "longer prompts are refused before any tokenization (the policy's own token limit, "
-                       "tokenizer.max_text_len, is checked after)")
+  flags.DEFINE_integer(
+    "max_prompt_chars",
+    server.DEFAULT_MAX_PROMPT_CHARS,
+    "longer prompts are refused before any tokenization (the policy's own token limit, "
+    "tokenizer.max_text_len, is checked after)",
+  )
   flags.DEFINE_integer("max_message_mb", 16, "a larger websocket message closes its connection (code 1009)")
 
 
 def metadata(policy) -> dict:
   """What the server sends on connect."""
-  return {"server": "genvla_jax", "protocol": "openpi-websocket-msgpack-numpy",
-          "action_horizon": int(policy.horizon), "action_dim": int(policy.action_dim),
-          "image_size": int(policy.config.model.image_size), "action_tokenizer": policy.config.tokenizer.action,
-          "observation": {"image": "uint8 [H,W,3]", "prompt": "str"},
-          "reply": {"actions": "float32 [action_horizon, action_dim]", "valid": "bool [action_horizon, action_dim]"}}
+  return {
+    "server": "genvla_jax",
+    "protocol": "openpi-websocket-msgpack-numpy",
+    "action_horizon": int(policy.horizon),
+    "action_dim": int(policy.action_dim),
+    "image_size": int(policy.config.model.image_size),
+    "action_tokenizer": policy.config.tokenizer.action,
+    "observation": {"image": "uint8 [H,W,3]", "prompt": "str"},
+    "reply": {"actions": "float32 [action_horizon, action_dim]", "valid": "bool [action_horizon, action_dim]"},
+  }
 
 
 def api_key(flag_value: str | None) -> str | None:
@@ -65,14 +82,16 @@ def check_listen(host: str, port: int):
     socket.create_server((host, port), family=family).close()
   except (OSError, OverflowError) as e:  # OverflowError: a port outside 0..65535
     why = getattr(e, "strerror", None) or str(e)
-    raise cli.UserError(f"cannot listen on {host}:{port}: {why} (another server running? choose --port, or "
-                        "check --host)") from e
+    raise cli.UserError(
+      f"cannot listen on {host}:{port}: {why} (another server running? choose --port, or check --host)"
+    ) from e
 
 
 def make_server(checkpoint: str, step: int | None = None, **options):
   """The policy of `checkpoint` (at `step`, default latest) behind a PolicyServer(**options)."""
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from genvla_jax.serving import server  # pylint: disable=g-import-not-at-top
+
   policy = policy_lib.Policy.from_workdir(checkpoint, step=step)
   return server.PolicyServer(policy, metadata(policy), **options)
 
@@ -87,16 +106,28 @@ def main(argv):
       raise cli.UserError(f"--{name}={FLAGS[name].value}: must be at least 1")
   check_listen(FLAGS.host, FLAGS.port)
   key = api_key(FLAGS.api_key)
-  srv = make_server(FLAGS.checkpoint, FLAGS.step, max_batch=FLAGS.max_batch,
-                    batch_window_ms=FLAGS.batch_window_ms, max_image_side=FLAGS.max_image_side,
-                    max_prompt_chars=FLAGS.max_prompt_chars, max_message_bytes=FLAGS.max_message_mb * 2**20,
-                    api_key=key)
+  srv = make_server(
+    FLAGS.checkpoint,
+    FLAGS.step,
+    max_batch=FLAGS.max_batch,
+    batch_window_ms=FLAGS.batch_window_ms,
+    max_image_side=FLAGS.max_image_side,
+    max_prompt_chars=FLAGS.max_prompt_chars,
+    max_message_bytes=FLAGS.max_message_mb * 2**20,
+    api_key=key,
+  )
   logging.set_verbosity(logging.INFO)
   if not key and FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
-    logging.warning("listening on %s without an API key: anyone who reaches the port drives the policy "
-                    "(set --api_key or $%s)", FLAGS.host, API_KEY_ENV)
-  print(f"serving {FLAGS.checkpoint} on ws://{FLAGS.host}:{FLAGS.port} (health: "
-        f"http://{FLAGS.host}:{FLAGS.port}/healthz; API key {'required' if key else 'off'})", flush=True)
+    logging.warning(
+      "listening on %s without an API key: anyone who reaches the port drives the policy (set --api_key or $%s)",
+      FLAGS.host,
+      API_KEY_ENV,
+    )
+  print(
+    f"serving {FLAGS.checkpoint} on ws://{FLAGS.host}:{FLAGS.port} (health: "
+    f"http://{FLAGS.host}:{FLAGS.port}/healthz; API key {'required' if key else 'off'})",
+    flush=True,
+  )
   try:
     asyncio.run(srv.serve(FLAGS.host, FLAGS.port))
   except KeyboardInterrupt:

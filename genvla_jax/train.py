@@ -40,8 +40,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pi0_plus.py:demo",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pi0_plus.py:demo", lock_config=True)
   flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, assets)", required=True)
   flags.mark_flags_as_required(["config"])
   cli.run(main)

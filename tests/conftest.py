@@ -24,6 +24,7 @@ def tiny_config(demo_dir, cache_dir, arg="demo", config_file="pi0_plus"):
   """The demo config (configs/<config_file>.py:<arg>) at test size: batch 8, a few steps, paths in
   the test's directories."""
   import importlib  # pylint: disable=g-import-not-at-top
+
   config = importlib.import_module(f"configs.{config_file}").get_config(arg)
   config.data.demo_dir = str(demo_dir)
   config.data.cache_dir = str(cache_dir)
@@ -38,6 +39,7 @@ def tiny_config(demo_dir, cache_dir, arg="demo", config_file="pi0_plus"):
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+
   path = tmp_path_factory.mktemp("demo")
   demo.ensure(str(path), train_episodes=24, val_episodes=6, vl_train=40, vl_val=8)
   return path
@@ -56,17 +58,20 @@ def config(demo_dir, cache_dir):
 @pytest.fixture(scope="session")
 def prepared(demo_dir, cache_dir):
   from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
+
   return prepare.prepare(tiny_config(demo_dir, cache_dir).data)
 
 
-TABLETOP_RECORD = dict(env="tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48,
-                       execution_noise=1.0)
+TABLETOP_RECORD = dict(
+  env="tabletop", train_episodes=8, val_episodes=4, vl_train=12, vl_val=4, image_size=48, execution_noise=1.0
+)
 
 
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory):
   """A small tabletop recording (expert demos as RLDS + VL set + tokenizer), shared by the tests."""
   from genvla_jax.data import sim_record  # pylint: disable=g-import-not-at-top
+
   out = tmp_path_factory.mktemp("tabletop")
   settings = dict(TABLETOP_RECORD)
   sim_record.ensure(str(out), settings.pop("env"), **settings)

@@ -38,16 +38,36 @@ def test_runner_trains_evaluates_and_writes_table_two(recorded, cache_dir, tmp_p
   """The CLI (one device, as a user runs it) on two tiny rows; then a rerun through `run` reuses them."""
   workdir = tmp_path / "grid"
   record = dict(TABLETOP_RECORD)
-  sets = [f"data.sim_dir={recorded}", f"data.sim_record={record!r}", "model.image_size=48",
-          f"data.cache_dir={cache_dir}", "data.batch_size=8", "train.steps=2", "train.log_every=1",
-          "train.checkpoint_every=2"]
-  eval_sets = ["episodes_per_task=2", "num_envs=2", "video_episodes=0", "env_kwargs.image_size=48",
-               "env_kwargs.max_steps=3"]
+  sets = [
+    f"data.sim_dir={recorded}",
+    f"data.sim_record={record!r}",
+    "model.image_size=48",
+    f"data.cache_dir={cache_dir}",
+    "data.batch_size=8",
+    "train.steps=2",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+  ]
+  eval_sets = [
+    "episodes_per_task=2",
+    "num_envs=2",
+    "video_episodes=0",
+    "env_kwargs.image_size=48",
+    "env_kwargs.max_steps=3",
+  ]
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  cmd = [sys.executable, "-m", "genvla_jax.tools.ablate", f"--workdir={workdir}", "--variant=tabletop",
-         "--rows=base,pi0", "--num_examples=8", "--vqa_limit=4",
-         "--eval_config=configs/eval_tabletop.py:quick,tasks=pick_object+open_drawer,"
-         "protocols=visual_matching+variant_aggregation"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "genvla_jax.tools.ablate",
+    f"--workdir={workdir}",
+    "--variant=tabletop",
+    "--rows=base,pi0",
+    "--num_examples=8",
+    "--vqa_limit=4",
+    "--eval_config=configs/eval_tabletop.py:quick,tasks=pick_object+open_drawer,"
+    "protocols=visual_matching+variant_aggregation",
+  ]
   cmd += [f"--set={s}" for s in sets] + [f"--eval_set={s}" for s in eval_sets]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -57,7 +77,9 @@ def test_runner_trains_evaluates_and_writes_table_two(recorded, cache_dir, tmp_p
     assert r["train_steps"] == 2 and np.isfinite(r["action_mae_normalized"]) and 0 <= r["vqa_exact_match"] <= 1
     vm = r["closed_loop"]["protocols"]["visual_matching"]
     assert set(vm["tasks"]) == {"pick_object", "open_drawer"} and vm["overall"]["episodes"] == 4
-    assert all(e["steps"] <= 3 for e in json.load(open(workdir / r_name(r) / "eval" / "tabletop" / "results.json"))["episodes"])
+    assert all(
+      e["steps"] <= 3 for e in json.load(open(workdir / r_name(r) / "eval" / "tabletop" / "results.json"))["episodes"]
+    )
   assert base["robot_token_accuracy"] is not None and base["flow_mse"] is None
   assert pi0["robot_token_accuracy"] is None and np.isfinite(pi0["flow_mse"])
   table = open(workdir / "ablation.md").read()
@@ -66,8 +88,10 @@ def test_runner_trains_evaluates_and_writes_table_two(recorded, cache_dir, tmp_p
   assert "| Model | pick_object | open_drawer | Average |" in table
   assert "| no D/S/C (bins) |" in table and "| π0 w/ Inst. Aug. |" in table
   # a rerun trains and evaluates nothing: every row is reused
-  stamps = {p: os.path.getmtime(workdir / p) for p in ("base/metrics.jsonl", "pi0/eval/tabletop/results.json",
-                                                       "pi0/ablation_row.json")}
+  stamps = {
+    p: os.path.getmtime(workdir / p)
+    for p in ("base/metrics.jsonl", "pi0/eval/tabletop/results.json", "pi0/ablation_row.json")
+  }
 
   def configure(config):
     for assignment in sets:

@@ -40,21 +40,27 @@ def test_string_rejects_non_finite():
     string_actions.StringActionCodec(1, 2).format([np.nan, 0.0])
 
 
-@pytest.mark.parametrize("garbage, expected_valid", [
+@pytest.mark.parametrize(
+  "garbage, expected_valid",
+  [
     ("", [[False, False, False]]),
-    ("+0.1234 -0.5000", [[True, True, False]]),           # truncated
-    ("+0.1234 0.5000 +0.1", [[True, False, False]]),       # missing sign, too few decimals
-    ("+0.1234 +1.5000 -0.0001", [[True, False, True]]),    # out of range
+    ("+0.1234 -0.5000", [[True, True, False]]),  # truncated
+    ("+0.1234 0.5000 +0.1", [[True, False, False]]),  # missing sign, too few decimals
+    ("+0.1234 +1.5000 -0.0001", [[True, False, True]]),  # out of range
     ("hello world !!", [[False, False, False]]),
     ("+0.1234 -0.5000 +0.2500 +0.9999", [[True, True, True]]),  # extra field ignored
-])
+  ],
+)
 def test_string_parse_malformed(garbage, expected_valid):
   codec = string_actions.StringActionCodec(1, 3)
   actions, valid = codec.parse(garbage)
   assert valid.tolist() == expected_valid
   assert np.all(actions[~valid] == 0.0)
-  with pytest.raises(string_actions.ActionParseError, match="malformed action text") if not all(
-      expected_valid[0]) else _nothing():
+  with (
+    pytest.raises(string_actions.ActionParseError, match="malformed action text")
+    if not all(expected_valid[0])
+    else _nothing()
+  ):
     codec.parse_strict(garbage)
 
 

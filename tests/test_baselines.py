@@ -57,8 +57,9 @@ def test_paraphrase_table_loading_and_augmenter(tmp_path):
   half = instruction_aug.InstructionAugmenter(table, 0.5)
   changed = [half("pick up the can", np.random.default_rng(i))[1] for i in range(400)]
   assert 0.4 < np.mean(changed) < 0.6
-  assert [half("pick up the can", np.random.default_rng(i)) for i in range(20)] == \
-         [half("pick up the can", np.random.default_rng(i)) for i in range(20)]  # replayable
+  assert [half("pick up the can", np.random.default_rng(i)) for i in range(20)] == [
+    half("pick up the can", np.random.default_rng(i)) for i in range(20)
+  ]  # replayable
   for bad, message in (("[1, 2]", "JSON object"), ('{"a": "b"}', "list of non-empty strings"), ("{", "JSON")):
     path.write_text(bad)
     with pytest.raises(ValueError, match=message):
@@ -69,8 +70,9 @@ def test_paraphrase_table_loading_and_augmenter(tmp_path):
 
 def test_tabletop_training_paraphrases_never_leak_held_out_wordings():
   names = list(tabletop.COLORS)
-  held_out = {w.format(a=a, b=b) for _, (_, ho) in tabletop.INSTRUCTIONS.items() for w in ho
-              for a in names for b in names}
+  held_out = {
+    w.format(a=a, b=b) for _, (_, ho) in tabletop.INSTRUCTIONS.items() for w in ho for a in names for b in names
+  }
   templates = {w: tabletop.TRAIN_PARAPHRASES[t] for t, (ws, _) in tabletop.INSTRUCTIONS.items() for w in ws}
   table = instruction_aug.expand(templates, a=names, b=names)
   assert table["pick up the red cube"] == ["grab the red cube", "pick the red cube up", "raise the red cube"]

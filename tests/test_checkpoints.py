@@ -22,6 +22,7 @@ from genvla_jax.training import checkpoint, optimizer, sharding, state as state_
 def _tiny_state(mesh):
   """A small train state laid out on `mesh` (params + adam state, like train.py's)."""
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+
   config = pi0_plus.get_config("demo")
   model = vlm.from_config(config.model)
   tx = optimizer.make(config.optimizer, 100)
@@ -52,22 +53,31 @@ def test_restore_onto_a_different_mesh(tmp_path):
   ckpt.close()
   assert int(restored["step"]) == int(state["step"])
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored["params"]), jax.device_get(state["params"]))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored["opt_state"]),
-               jax.device_get(state["opt_state"]))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored["opt_state"]), jax.device_get(state["opt_state"]))
   q = restored["params"]["llm"]["layers"]["attn"]["q_einsum"]
   assert q.sharding.mesh.shape == mesh_b.shape and "model" in str(q.sharding.spec)
 
 
 def sharding_config(**mesh):
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   return ml_collections.ConfigDict(dict(mesh, rules=[]))
 
 
 def _train_cmd(workdir, demo_dir, cache_dir, steps, checkpoint_every):
-  return [sys.executable, "-m", "genvla_jax.train", "--config=configs/pi0_plus.py:demo", f"--workdir={workdir}",
-          f"--config.train.steps={steps}", "--config.train.log_every=1",
-          f"--config.train.checkpoint_every={checkpoint_every}", "--config.data.batch_size=8",
-          f"--config.data.demo_dir={demo_dir}", f"--config.data.cache_dir={cache_dir}"]
+  return [
+    sys.executable,
+    "-m",
+    "genvla_jax.train",
+    "--config=configs/pi0_plus.py:demo",
+    f"--workdir={workdir}",
+    f"--config.train.steps={steps}",
+    "--config.train.log_every=1",
+    f"--config.train.checkpoint_every={checkpoint_every}",
+    "--config.data.batch_size=8",
+    f"--config.data.demo_dir={demo_dir}",
+    f"--config.data.cache_dir={cache_dir}",
+  ]
 
 
 def _env():
@@ -90,8 +100,14 @@ def _wait_for(condition, timeout=300, interval=0.005):
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path, demo_dir, cache_dir):
   workdir = tmp_path / "run"
-  proc = subprocess.Popen(_train_cmd(workdir, demo_dir, cache_dir, steps=100_000, checkpoint_every=100_000),
-                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    _train_cmd(workdir, demo_dir, cache_dir, steps=100_000, checkpoint_every=100_000),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   assert _wait_for(lambda: _logged_steps(workdir) >= 2 or proc.poll() is not None)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
@@ -104,8 +120,13 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, demo_dir, cache_dir):
 def test_kill_9_during_a_save_resumes_from_the_last_complete_checkpoint(tmp_path, demo_dir, cache_dir):
   workdir = tmp_path / "run"
   ckpt_dir = workdir / "checkpoints"
-  proc = subprocess.Popen(_train_cmd(workdir, demo_dir, cache_dir, steps=100_000, checkpoint_every=1),
-                          cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _train_cmd(workdir, demo_dir, cache_dir, steps=100_000, checkpoint_every=1),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   in_flight = lambda: glob.glob(str(ckpt_dir / "*tmp*"))  # orbax writes <step>.orbax-checkpoint-tmp-*
   try:
     assert _wait_for(lambda: _logged_steps(workdir) >= 3 or proc.poll() is not None)
@@ -119,8 +140,14 @@ def test_kill_9_during_a_save_resumes_from_the_last_complete_checkpoint(tmp_path
   assert complete is not None and complete >= 1
   assert all(int(os.path.basename(p).split(".")[0]) > complete for p in partial)
   # restart: resumes from the newest complete checkpoint and trains on
-  out = subprocess.run(_train_cmd(workdir, demo_dir, cache_dir, steps=complete + 2, checkpoint_every=1),
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+    _train_cmd(workdir, demo_dir, cache_dir, steps=complete + 2, checkpoint_every=1),
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"resumed from {ckpt_dir}/{complete} (step {complete})" in out.stdout
   assert checkpoint.Checkpointer(str(ckpt_dir)).latest_step() == complete + 2

@@ -8,10 +8,14 @@ from genvla_jax.data import demo
 
 def test_full_config_names_the_real_sizes():
   c = pi0_plus.get_config()
-  assert c.model.img.to_dict() == dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16,
-                                      posemb_std=None)
-  assert (c.model.llm.vocab_size, c.model.llm.width, c.model.llm.depth, c.model.llm.num_kv_heads,
-          c.model.llm.head_dim) == (257152, 2048, 18, 1, 256)
+  assert c.model.img.to_dict() == dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16, posemb_std=None)
+  assert (
+    c.model.llm.vocab_size,
+    c.model.llm.width,
+    c.model.llm.depth,
+    c.model.llm.num_kv_heads,
+    c.model.llm.head_dim,
+  ) == (257152, 2048, 18, 1, 256)
   assert c.model.dual_encoder and c.tokenizer.action == "string" and c.data.robot_fraction == 0.5
   assert c.model.llm.sliding_window is None and c.model.image_size == 224
 
@@ -20,7 +24,13 @@ def test_paligemma2_backbone_sizes():
   c = pi0_plus.get_config("full,backbone=paligemma2_448")
   llm = c.model.llm
   assert (llm.width, llm.depth, llm.mlp_dim, llm.num_heads, llm.num_kv_heads, llm.head_dim) == (
-      2304, 26, 9216, 8, 4, 256)
+    2304,
+    26,
+    9216,
+    8,
+    4,
+    256,
+  )
   assert (llm.attn_logits_softcap, llm.final_logits_softcap, llm.post_norms) == (50.0, 30.0, True)
   assert llm.sliding_window == 4096 and c.model.image_size == 448
   with pytest.raises(ValueError, match="backbone"):
@@ -44,9 +54,14 @@ def test_demo_paths_follow_demo_dir():
   assert f"{c.data.vl_root}/{c.data.vl[0]['path']}" == paths.vl_train_json
 
 
-@pytest.mark.parametrize("arg, message", [("tiny", "unknown config variant"),
-                                          ("demo,ablation=DX", "unknown ablation letters"),
-                                          ("demo,colour=red", "unknown config option")])
+@pytest.mark.parametrize(
+  "arg, message",
+  [
+    ("tiny", "unknown config variant"),
+    ("demo,ablation=DX", "unknown ablation letters"),
+    ("demo,colour=red", "unknown config option"),
+  ],
+)
 def test_bad_config_arguments(arg, message):
   with pytest.raises(ValueError, match=message):
     pi0_plus.get_config(arg)

@@ -18,8 +18,7 @@ def _records(out_dir):
 @pytest.fixture(scope="module")
 def serial(demo_dir, tmp_path_factory):
   out = str(tmp_path_factory.mktemp("serial") / "c")
-  meta = convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "demo_targets", "train", out,
-                         episodes_per_part=5)
+  meta = convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "demo_targets", "train", out, episodes_per_part=5)
   return out, meta
 
 
@@ -42,8 +41,9 @@ def test_every_step_appears_exactly_once(serial, demo_dir):
 def test_parallel_conversion_equals_serial(serial, demo_dir, tmp_path):
   out, meta = serial
   parallel = str(tmp_path / "p")
-  meta_p = convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "demo_targets", "train", parallel,
-                           episodes_per_part=5, num_workers=2)
+  meta_p = convert.convert(
+    demo.demo_paths(str(demo_dir)).rlds_dir, "demo_targets", "train", parallel, episodes_per_part=5, num_workers=2
+  )
   assert [s["sha256"] for s in meta_p["shards"]] == [s["sha256"] for s in meta["shards"]]
   with open(os.path.join(out, "stats.json")) as f, open(os.path.join(parallel, "stats.json")) as g:
     assert json.load(f) == json.load(g)
@@ -60,8 +60,9 @@ def test_interrupted_conversion_resumes_keeping_finished_parts(serial, demo_dir,
   first = os.path.join(resumed, meta["shards"][0]["file"])
   before = os.stat(first).st_mtime_ns
   lines = []
-  meta_r = convert.convert(rlds_dir, "demo_targets", "train", resumed, episodes_per_part=5,
-                           printer=lambda *a, **k: lines.append(a[0]))
+  meta_r = convert.convert(
+    rlds_dir, "demo_targets", "train", resumed, episodes_per_part=5, printer=lambda *a, **k: lines.append(a[0])
+  )
   assert os.stat(first).st_mtime_ns == before
   assert len(lines) == 3 and lines[-1].startswith("converted 5/5 parts")
   assert meta_r["shards"] == meta["shards"]
@@ -70,6 +71,7 @@ def test_interrupted_conversion_resumes_keeping_finished_parts(serial, demo_dir,
 
 def test_inspect_reports_a_converted_dataset_and_a_vl_corpus(serial, demo_dir):
   from genvla_jax.data import inspect  # pylint: disable=g-import-not-at-top
+
   out, meta = serial
   summary = inspect.inspect(out)
   assert (summary["episodes"], summary["steps"]) == (meta["num_episodes"], meta["num_steps"])
@@ -100,6 +102,7 @@ def test_combined_statistics_pool_the_datasets_exactly(serial, demo_dir, tmp_pat
   np.testing.assert_allclose(pooled["action"]["mean"], both.mean(0), rtol=0, atol=atol)
   assert pooled["action"]["count"] == len(both) and pooled["action"]["normalize_mask"] == [True, True]
   from genvla_jax.data import inspect  # pylint: disable=g-import-not-at-top
+
   many = inspect.inspect_many([out, str(tmp_path / "v")])
   assert many["statistics"]["action"]["count"] == len(both) and len(many["datasets"]) == 2
   assert "action: q01" in inspect.format_text(many)

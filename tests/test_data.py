@@ -21,8 +21,14 @@ def test_demo_rlds_reads_back_through_grain(demo_dir):
   episodes = list(ds)
   assert len(episodes) == 24
   step = episodes[0]["steps"][0]
-  assert set(step) >= {"observation/image", "observation/state", "action", "language_instruction",
-                       "is_first", "is_last"}
+  assert set(step) >= {
+    "observation/image",
+    "observation/state",
+    "action",
+    "language_instruction",
+    "is_first",
+    "is_last",
+  }
   image = preprocess.decode_image(step["observation/image"])
   assert image.shape == (32, 32, 3) and image.dtype == np.uint8
   assert step["action"].shape == (2,) and step["is_first"] and not step["is_last"]
@@ -33,12 +39,12 @@ def test_demo_action_depends_on_image_and_instruction():
   scene = demo.random_scene(np.random.default_rng(0))
   targets = sorted(scene.squares)
   actions = [demo.expert_action(scene, t) for t in targets]  # same image, different instructions
-  assert min(np.abs(a - b).max() for i, a in enumerate(actions) for b in actions[i + 1:]) > 0.2
+  assert min(np.abs(a - b).max() for i, a in enumerate(actions) for b in actions[i + 1 :]) > 0.2
   swapped = demo.Scene(dict(zip(targets, reversed([scene.squares[t] for t in targets]))), scene.gripper)
   assert np.abs(demo.expert_action(swapped, targets[0]) - actions[0]).max() > 0.2  # same text, new image
   image = demo.render(scene)
   assert image.shape == (32, 32, 3) and image.dtype == np.uint8
-  for colour, centre in scene.squares.items():  # each square lies inside one 8x8 patch
+  for colour in scene.squares:  # each square lies inside one 8x8 patch
     ys, xs = np.where(np.all(image == demo.COLORS[colour], axis=-1))
     assert len(set(ys // 8)) == 1 and len(set(xs // 8)) == 1, colour
 
@@ -82,20 +88,24 @@ def test_conversion_statistics_match_numpy(demo_dir, prepared):
   normalized = stats.normalize(actions, robot.stats["action"])
   assert np.mean(np.abs(normalized) <= 1.0) >= 0.97
   # normalize + denormalize: a handful of float32 operations on values of the data's scale
-  np.testing.assert_allclose(stats.denormalize(normalized, robot.stats["action"]), actions, rtol=0,
-                             atol=8 * EPS32 * scale)
+  np.testing.assert_allclose(
+    stats.denormalize(normalized, robot.stats["action"]), actions, rtol=0, atol=8 * EPS32 * scale
+  )
 
 
 def test_conversion_skips_and_reports_bad_steps(tmp_path, demo_dir):
   from genvla_jax.data import registry  # pylint: disable=g-import-not-at-top
+
   spec = registry.REGISTRY["demo_targets"]
   calls = {"n": 0}
+
   def poisoned(step):
     out = spec.standardize(step)
     calls["n"] += 1
     if calls["n"] == 3:
       out["action"] = np.array([np.nan, 0.0], np.float32)
     return out
+
   registry.REGISTRY["poisoned"] = registry.DatasetSpec("poisoned", poisoned, (True, True))
   try:
     meta = convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "poisoned", "val", str(tmp_path / "c"))
@@ -107,8 +117,7 @@ def test_conversion_skips_and_reports_bad_steps(tmp_path, demo_dir):
   registry.REGISTRY["poisoned"] = registry.DatasetSpec("poisoned", poisoned, (True, True))
   try:
     with pytest.raises(convert.BadRecordError, match="episode 0 step 2: non-finite action"):
-      convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "poisoned", "val", str(tmp_path / "f"),
-                      on_bad="fail")
+      convert.convert(demo.demo_paths(str(demo_dir)).rlds_dir, "poisoned", "val", str(tmp_path / "f"), on_bad="fail")
   finally:
     del registry.REGISTRY["poisoned"]
 
@@ -125,9 +134,18 @@ def test_corrupt_shard_is_detected(tmp_path, prepared):
 
 
 def test_vl_reader_handles_multi_turn(tmp_path):
-  entries = [{"id": "a", "image": "x.png", "conversations": [
-      {"from": "human", "value": "<image>\nQ1?"}, {"from": "gpt", "value": "A1"},
-      {"from": "human", "value": "Q2?"}, {"from": "gpt", "value": "A2"}]}]
+  entries = [
+    {
+      "id": "a",
+      "image": "x.png",
+      "conversations": [
+        {"from": "human", "value": "<image>\nQ1?"},
+        {"from": "gpt", "value": "A1"},
+        {"from": "human", "value": "Q2?"},
+        {"from": "gpt", "value": "A2"},
+      ],
+    }
+  ]
   (tmp_path / "d.json").write_text(json.dumps(entries))
   examples = vl.load_llava_json(str(tmp_path / "d.json"))
   assert [(e["question"], e["answer"]) for e in examples] == [("Q1?", "A1"), ("Q2?", "A2")]
@@ -169,8 +187,7 @@ def test_two_hosts_build_the_rows_of_the_one_host_batches(config, prepared):
   single-process batches (augmentation included), and they never share a row."""
   config.data.augment.enabled = True
   single = iter(pipeline.make_dataset(config, prepared, seed=0))
-  hosts = [iter(pipeline.make_dataset(config, prepared, seed=0, process_index=p, process_count=2))
-           for p in range(2)]
+  hosts = [iter(pipeline.make_dataset(config, prepared, seed=0, process_index=p, process_count=2)) for p in range(2)]
   for _ in range(3):
     want, (h0, h1) = next(single), [next(h) for h in hosts]
     r = len(h0["tokens"]) // 2  # 2 robot + 2 VL rows per host
@@ -195,6 +212,7 @@ def test_bad_image_is_named():
 def test_decode_and_resize_agree_with_references():
   import io  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   image = np.asarray(Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((80, 60)))
   for fmt, mode in [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("PNG", "RGBA")]:
@@ -203,34 +221,38 @@ def test_decode_and_resize_agree_with_references():
     want = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     np.testing.assert_array_equal(preprocess.decode_image(buf.getvalue()), want)  # same pixels as PIL
   with pytest.raises(preprocess.BadImageError, match="undecodable"):
-    preprocess.decode_image(buf.getvalue()[:len(buf.getvalue()) // 3])  # truncated
+    preprocess.decode_image(buf.getvalue()[: len(buf.getvalue()) // 3])  # truncated
   # bilinear with half-pixel centres: 2x2 -> 4x4 interpolates; a 4x shrink averages (no aliasing)
   up = preprocess.resize_image(np.array([[0, 80], [160, 240]], np.uint8)[..., None].repeat(3, -1), 4)
-  np.testing.assert_array_equal(up[..., 0], [[0, 20, 60, 80], [40, 60, 100, 120], [120, 140, 180, 200],
-                                              [160, 180, 220, 240]])
+  np.testing.assert_array_equal(
+    up[..., 0], [[0, 20, 60, 80], [40, 60, 100, 120], [120, 140, 180, 200], [160, 180, 220, 240]]
+  )
   checker = (np.indices((64, 64)).sum(0) % 2 * 200).astype(np.uint8)[..., None].repeat(3, -1)
   assert np.abs(preprocess.resize_image(checker, 16).astype(int) - 100).max() <= 1
   box = (8, 4, 40, 36)
-  np.testing.assert_array_equal(preprocess.resize_image(image, 16, box),
-                                preprocess.resize_image(np.ascontiguousarray(image[4:36, 8:40]), 16))
+  np.testing.assert_array_equal(
+    preprocess.resize_image(image, 16, box), preprocess.resize_image(np.ascontiguousarray(image[4:36, 8:40]), 16)
+  )
 
 
 def test_augmentation_changes_training_images_only_within_bounds():
   from genvla_jax.data import augment  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
   for seed in range(20):
     left, top, right, bottom = augment.crop_box(48, 64, np.random.default_rng(seed), (0.8, 1.0), (0.9, 1.1))
     assert 0 <= left < right <= 64 and 0 <= top < bottom <= 48
     assert 0.75 * 48 * 64 <= (right - left) * (bottom - top) <= 48 * 64
-  cfg = dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05), brightness=0.2, contrast=0.2,
-             saturation=0.2)
+  cfg = dict(enabled=True, crop_scale=(0.9, 1.0), crop_ratio=(0.95, 1.05), brightness=0.2, contrast=0.2, saturation=0.2)
   a = augment.augment_and_resize(image, 32, np.random.default_rng(1), cfg)
   np.testing.assert_array_equal(a, augment.augment_and_resize(image, 32, np.random.default_rng(1), cfg))
   assert a.shape == (32, 32, 3) and a.dtype == np.uint8
   assert not np.array_equal(a, augment.augment_and_resize(image, 32, np.random.default_rng(2), cfg))
-  np.testing.assert_array_equal(augment.augment_and_resize(image, 32, np.random.default_rng(1), dict(cfg, enabled=False)),
-                                preprocess.resize_image(image, 32))
+  np.testing.assert_array_equal(
+    augment.augment_and_resize(image, 32, np.random.default_rng(1), dict(cfg, enabled=False)),
+    preprocess.resize_image(image, 32),
+  )
   grey = np.full((8, 8, 3), 100, np.uint8)  # saturation/contrast leave a flat grey image grey
   out = augment.color_jitter(grey, np.random.default_rng(3), brightness=0.0)
   np.testing.assert_array_equal(out, grey)

@@ -74,6 +74,7 @@ def test_run_with_fast_actions_trains_and_acts(config, tmp_path):
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
   config.tokenizer.action = "fast"
   config.tokenizer.fast_vocab_size = 200  # the demo vocabulary has 256 spare ids
   config.tokenizer.action_horizon = 2

@@ -36,8 +36,12 @@ def tfrecord_copy(src_dir: str, dst_dir, split: str = "val", records: int | None
     info = json.load(f)
   frames = b"".join(rlds.tfrecord_frame(d) for d in data)
   template = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-  info.update(fileFormat="tfrecord", splits=[{"filepathTemplate": template, "name": split,
-                                              "numBytes": str(len(frames)), "shardLengths": [str(len(data))]}])
+  info.update(
+    fileFormat="tfrecord",
+    splits=[
+      {"filepathTemplate": template, "name": split, "numBytes": str(len(frames)), "shardLengths": [str(len(data))]}
+    ],
+  )
   with open(os.path.join(dst_dir, "dataset_info.json"), "w") as f:
     json.dump(info, f)
   with open(shard_path(str(dst_dir), info["name"], split), "wb") as f:
@@ -55,7 +59,7 @@ def frames(path: str) -> list[tuple[int, int]]:
     blob = f.read()
   out, offset = [], 0
   while offset < len(blob):
-    (length,) = struct.unpack("<Q", blob[offset:offset + 8])
+    (length,) = struct.unpack("<Q", blob[offset : offset + 8])
     out.append((offset, length))
     offset += 12 + length + 4
   return out
@@ -84,7 +88,7 @@ def rewrite_record(path: str, record: int, edit):
     blob = f.read()
   pieces = []
   for k, (offset, length) in enumerate(frames(path)):
-    data = blob[offset + 12:offset + 12 + length]
+    data = blob[offset + 12 : offset + 12 + length]
     pieces.append(rlds.tfrecord_frame(edit(data) if k == record else data))
   with open(path, "wb") as f:
     f.write(b"".join(pieces))
@@ -96,8 +100,9 @@ def stored_episodes(out_dir: str) -> list[int]:
 
 def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                        cwd=ROOT, timeout=120, check=False)
+  return subprocess.run(
+    [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
+  )
 
 
 @pytest.fixture
@@ -239,6 +244,7 @@ def _rewrite_shard(out_dir: str, shard: int, edit):
   sha256 in meta.json, as a conversion that stored bad data would have."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   import grain  # pylint: disable=g-import-not-at-top
+
   with open(os.path.join(out_dir, "meta.json")) as f:
     meta = json.load(f)
   path = os.path.join(out_dir, meta["shards"][shard]["file"])
@@ -267,16 +273,21 @@ def test_inspect_verify_names_every_bad_record(converted):
     if i == 3:
       record["step"] = 0
     return record
+
   _rewrite_shard(converted, 1, damage)
   summary = inspect.inspect(converted, verify=True)
   result = summary["verify"]
   assert not result["ok"] and result["problems"] == 3
-  assert result["listed"][0].startswith("part-00001-of-00002.array_record record 1 (episode 3 step 1): "
-                                        "undecodable image")
-  assert result["listed"][1].startswith("part-00001-of-00002.array_record record 2 (episode 3 step 2): "
-                                        "non-finite action")
-  assert result["listed"][2] == ("episodes.npz: 1 records disagree with the index, first: part-00001-of-00002"
-                                ".array_record record 3 (episode 3 step 0): episodes.npz says episode 3 step 3")
+  assert result["listed"][0].startswith(
+    "part-00001-of-00002.array_record record 1 (episode 3 step 1): undecodable image"
+  )
+  assert result["listed"][1].startswith(
+    "part-00001-of-00002.array_record record 2 (episode 3 step 2): non-finite action"
+  )
+  assert result["listed"][2] == (
+    "episodes.npz: 1 records disagree with the index, first: part-00001-of-00002"
+    ".array_record record 3 (episode 3 step 0): episodes.npz says episode 3 step 3"
+  )
   assert inspect.failures(summary)[0] == 3
   assert "verify: ok=False" in inspect.format_text(summary)
 
@@ -289,19 +300,23 @@ def test_inspect_verify_checks_shard_checksums(converted):
     f.write(b"garbage!")
   result = inspect.inspect(converted, verify=True)["verify"]
   assert not result["ok"]
-  assert result["listed"][0] == ("part-00000-of-00002.array_record: sha256 differs from meta.json "
-                                 "(the file changed after conversion)")
+  assert result["listed"][0] == (
+    "part-00000-of-00002.array_record: sha256 differs from meta.json (the file changed after conversion)"
+  )
 
 
 def test_inspect_verify_decodes_the_images_of_a_llava_json(tmp_path):
   """Old (weak): inspect on a LLaVA JSON counted image files, never decoded them."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
   (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
   turns = [{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A"}]
-  entries = [{"id": "a", "image": "ok.png", "conversations": turns},
-             {"id": "b", "image": "broken.png", "conversations": turns},
-             {"id": "c", "image": "gone.png", "conversations": turns}]
+  entries = [
+    {"id": "a", "image": "ok.png", "conversations": turns},
+    {"id": "b", "image": "broken.png", "conversations": turns},
+    {"id": "c", "image": "gone.png", "conversations": turns},
+  ]
   (tmp_path / "c.json").write_text(json.dumps(entries))
   result = inspect.inspect(str(tmp_path / "c.json"), verify=True)["verify"]
   assert (result["entries"], result["problems"]) == (3, 2)
@@ -311,17 +326,18 @@ def test_inspect_verify_decodes_the_images_of_a_llava_json(tmp_path):
 
 def test_inspect_verify_checks_a_converted_vl_corpus(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
   turns = [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A"}]
-  (tmp_path / "c.json").write_text(json.dumps([{"id": i, "image": "ok.png", "conversations": turns}
-                                               for i in range(3)]))
+  (tmp_path / "c.json").write_text(json.dumps([{"id": i, "image": "ok.png", "conversations": turns} for i in range(3)]))
   out = str(tmp_path / "vl")
   convert_vl.convert_vl(str(tmp_path / "c.json"), "llava_json", out)
   assert inspect.inspect(out, verify=True)["verify"]["ok"]
   _rewrite_shard(out, 0, lambda i, r: dict(r, image=b"\xff\xd8 broken") if i == 1 else r)
   result = inspect.inspect(out, verify=True)["verify"]
-  assert result["problems"] == 1 and result["listed"][0].startswith("vl-00000.array_record record 1 (c.json:1#0): "
-                                                                     "undecodable image")
+  assert result["problems"] == 1 and result["listed"][0].startswith(
+    "vl-00000.array_record record 1 (c.json:1#0): undecodable image"
+  )
 
 
 def test_inspect_verify_cli_exits_nonzero_naming_the_problem(converted):
@@ -361,8 +377,11 @@ def test_foreign_meta_json_in_out_is_refused(tfr, tmp_path):
 def test_non_tfds_folder_and_missing_dataset_info_are_one_line_errors(tfr, tmp_path):
   (tmp_path / "plain").mkdir()
   (tmp_path / "plain" / "x.txt").write_text("")
-  with pytest.raises(rlds.DatasetDirError, match=r"plain is not a TFDS prepared dataset: missing "
-                     r"dataset_info.json and features.json \(give the version directory"):
+  with pytest.raises(
+    rlds.DatasetDirError,
+    match=r"plain is not a TFDS prepared dataset: missing "
+    r"dataset_info.json and features.json \(give the version directory",
+  ):
     convert.convert(str(tmp_path / "plain"), "demo_targets", "val", str(tmp_path / "o1"))
   with pytest.raises(rlds.DatasetDirError, match=r"did you mean .*tfr\?"):
     convert.convert(str(tmp_path), "demo_targets", "val", str(tmp_path / "o3"))  # the parent of a dataset
@@ -401,9 +420,14 @@ def test_finished_out_of_other_input_is_refused_then_overwritten(demo_dir, tfr, 
   assert train["num_episodes"] == 24 and train["provenance"]["split"] == "train"
   assert (out / "notes.txt").read_text() == "keep me"
   size = os.path.getsize(os.path.join(rlds_dir, "demo_targets-train.array_record-00000-of-00001"))
-  assert train["provenance"] == {"source": os.path.abspath(rlds_dir), "dataset": "demo_targets", "split": "train",
-                                 "converter_version": convert.CONVERTER_VERSION, "episodes_per_part": 1000,
-                                 "source_files": train["provenance"]["source_files"]}
+  assert train["provenance"] == {
+    "source": os.path.abspath(rlds_dir),
+    "dataset": "demo_targets",
+    "split": "train",
+    "converter_version": convert.CONVERTER_VERSION,
+    "episodes_per_part": 1000,
+    "source_files": train["provenance"]["source_files"],
+  }
   assert train["provenance"]["source_files"].startswith(f"1 files, {size} bytes, sha1 ")
 
 
@@ -416,8 +440,11 @@ def test_partial_out_of_other_input_is_not_resumed(demo_dir, tmp_path):
   parts = convert.plan(rlds.RLDSDataset(rlds_dir, "val"), 3)
   convert.convert_part(rlds_dir, "val", "demo_targets", parts[0], len(parts), out)  # an interrupted run
   assert os.path.exists(os.path.join(out, "part-00000-of-00002.json"))
-  with pytest.raises(convert.OutputDirError, match=r"unfinished conversion of other input: episodes_per_part 3 "
-                     r"\(asked 12\); source_files .*; split 'val' \(asked 'train'\)"):
+  with pytest.raises(
+    convert.OutputDirError,
+    match=r"unfinished conversion of other input: episodes_per_part 3 "
+    r"\(asked 12\); source_files .*; split 'val' \(asked 'train'\)",
+  ):
     convert.convert(rlds_dir, "demo_targets", "train", out, episodes_per_part=12)  # also 2 parts
   meta = convert.convert(rlds_dir, "demo_targets", "val", out, episodes_per_part=3)  # same input: resumed
   assert meta["num_episodes"] == 6 and stored_episodes(out) == list(range(6))
@@ -465,11 +492,15 @@ def test_convert_vl_errors_name_the_file_and_the_entry(tmp_path):
     convert_vl.convert_vl(str(tmp_path / "x.parquet"), "parquet", str(tmp_path / "o"))
   assert not os.path.exists(tmp_path / "o")
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
   turns = [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A"}]
-  entries = ["just a string", {"id": "t", "image": "ok.png", "conversations": "not a list"},
-             {"id": "u", "image": "ok.png", "conversations": [{"from": "human"}, {"from": "gpt", "value": "A"}]},
-             {"id": "ok", "image": "ok.png", "conversations": turns}]
+  entries = [
+    "just a string",
+    {"id": "t", "image": "ok.png", "conversations": "not a list"},
+    {"id": "u", "image": "ok.png", "conversations": [{"from": "human"}, {"from": "gpt", "value": "A"}]},
+    {"id": "ok", "image": "ok.png", "conversations": turns},
+  ]
   (tmp_path / "rows.json").write_text(json.dumps(entries))
   meta = convert_vl.convert_vl(str(tmp_path / "rows.json"), "llava_json", str(tmp_path / "o"))
   assert meta["num_examples"] == 1
@@ -492,8 +523,11 @@ def test_prepare_checks_every_source_before_converting_any(demo_dir, tmp_path):
   config = tiny_config(demo_dir, tmp_path / "cache")
   good = dict(config.data.robot[0])
   config.data.robot = [good, dict(good, path="no_such_dataset/1.0.0")]
-  with pytest.raises(prepare.DataConfigError, match=r"config.data.robot entry 'demo_targets' \(data.rlds_root="
-                     r".*path=no_such_dataset/1.0.0\): RLDS dataset directory not found"):
+  with pytest.raises(
+    prepare.DataConfigError,
+    match=r"config.data.robot entry 'demo_targets' \(data.rlds_root="
+    r".*path=no_such_dataset/1.0.0\): RLDS dataset directory not found",
+  ):
     prepare.prepare(config.data)
   assert not os.path.exists(tmp_path / "cache" / "converted")
   plain = tmp_path / "rlds" / "plain"
@@ -517,9 +551,12 @@ def test_data_clis_report_user_errors_in_one_line(tmp_path):
     assert "cli.run(main)" in source and "app.run(" not in source, module
   (tmp_path / "out").mkdir()
   (tmp_path / "out" / "keep.txt").write_text("x")
-  run = run_cli("genvla_jax.data.convert", f"--rlds_dir={tmp_path}/nowhere", "--dataset=bridge",
-                f"--out={tmp_path}/out")
+  run = run_cli(
+    "genvla_jax.data.convert", f"--rlds_dir={tmp_path}/nowhere", "--dataset=bridge", f"--out={tmp_path}/out"
+  )
   assert run.returncode == cli.EXIT_USER_ERROR
-  assert run.stderr.strip().splitlines() == [f"error: RLDS dataset directory not found: {tmp_path}/nowhere "
-                                             "(give the TFDS version directory, e.g. .../bridge_dataset/1.0.0)"]
+  assert run.stderr.strip().splitlines() == [
+    f"error: RLDS dataset directory not found: {tmp_path}/nowhere "
+    "(give the TFDS version directory, e.g. .../bridge_dataset/1.0.0)"
+  ]
   assert os.listdir(tmp_path / "out") == ["keep.txt"]

@@ -37,8 +37,11 @@ def _copy(run, tmp_path):
 
 def _corrupt_params(workdir, step):
   """Truncates every array data file of the step's params item (as a disk-full or killed copy would)."""
-  files = [f for f in glob.glob(str(workdir / "checkpoints" / str(step) / "params" / "**" / "*"), recursive=True)
-           if os.path.isfile(f) and os.path.getsize(f) > 64]
+  files = [
+    f
+    for f in glob.glob(str(workdir / "checkpoints" / str(step) / "params" / "**" / "*"), recursive=True)
+    if os.path.isfile(f) and os.path.getsize(f) > 64
+  ]
   assert files
   for f in files:
     with open(f, "r+b") as fh:
@@ -122,8 +125,7 @@ def test_reader_falls_back_from_a_corrupt_checkpoint(trained, tmp_path):
   before = _tree(workdir)
   warnings = []
   ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"), read_only=True)
-  step, _ = ckpt.restore_newest_good(lambda s: ckpt.restore_meta(s) and _restore_params(ckpt, s),
-                                     warn=warnings.append)
+  step, _ = ckpt.restore_newest_good(lambda s: ckpt.restore_meta(s) and _restore_params(ckpt, s), warn=warnings.append)
   ckpt.close()
   assert step == 3 and len(warnings) == 2 and "checkpoints/6 cannot be read" in warnings[0]
   assert policy_lib.Policy.from_workdir(str(workdir)).step == 3
@@ -139,6 +141,7 @@ def _restore_params(ckpt, step):
   import jax  # pylint: disable=g-import-not-at-top
   from genvla_jax.models import vlm  # pylint: disable=g-import-not-at-top
   from genvla_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+
   config = ml_collections.ConfigDict(ckpt.restore_meta(step)["config"])
   model = vlm.from_config(config.model)
   return ckpt.restore_params(step, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0]))
@@ -184,7 +187,7 @@ def test_failed_setup_removes_the_run_directory_it_created(demo_dir, cache_dir, 
   config = tiny_config(demo_dir, cache_dir)
   config.data.robot = [dict(name="demo_targets", path="no/such/dataset", split="train", weight=1.0)]
   workdir = tmp_path / "run"
-  with pytest.raises(Exception):
+  with pytest.raises(cli.UserError, match="no/such/dataset"):
     train.train(config, str(workdir), printer=QUIET)
   assert not workdir.exists()
 
@@ -199,8 +202,9 @@ def test_workdir_that_is_a_file_is_named(config, tmp_path):
 # 5. One line per user mistake on the command line (exit 2), traceback only with --verbose.
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=120, check=False)
+  return subprocess.run(
+    [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+  )
 
 
 def test_cli_errors_are_one_line(trained, tmp_path):
@@ -210,14 +214,17 @@ def test_cli_errors_are_one_line(trained, tmp_path):
   assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --image x.png")
   result = _cli("genvla_jax.predict", f"--workdir={missing}", "--eval_split=val")
   assert result.returncode == 2, result.stderr
-  assert result.stderr.strip().splitlines() == [f"error: run directory {missing} does not exist (give a run "
-                                                 "directory that genvla_jax.train wrote)"]
+  assert result.stderr.strip().splitlines() == [
+    f"error: run directory {missing} does not exist (give a run directory that genvla_jax.train wrote)"
+  ]
   assert not missing.exists()
-  result = _cli("genvla_jax.train", "--config=configs/pi0_plus.py:demo", f"--workdir={missing}",
-                "--config.train.stepz=3")
+  result = _cli(
+    "genvla_jax.train", "--config=configs/pi0_plus.py:demo", f"--workdir={missing}", "--config.train.stepz=3"
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "error: bad config override in --config.train.stepz=3: 'stepz' Did you mean \"steps\" instead of \"stepz\"?"]
+    "error: bad config override in --config.train.stepz=3: 'stepz' Did you mean \"steps\" instead of \"stepz\"?"
+  ]
   assert not missing.exists()
   result = _cli("genvla_jax.predict", f"--workdir={run}", "--step=5", "--eval_split=val", "--verbose")
   assert result.returncode == 2 and "Traceback" in result.stderr

@@ -29,6 +29,7 @@ HUGE = "zanzibar " * 1_100_000  # 9.9 MB: under the message limit, far over max_
 class StandIn:
   """Deterministic policy stand-in: action = (mean pixel / 255, prompt length) per row. Raises, naming
   the prompt, for prompts containing "poison" (a failure only the batched call finds); sleeps `delay`."""
+
   horizon, action_dim = 2, 2
 
   def __init__(self, delay=0.0):
@@ -75,6 +76,7 @@ def run_dir(tmp_path_factory, demo_dir, cache_dir):
   """A tiny demo policy trained for 2 steps, checkpoints at steps 1 and 2."""
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
+
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=2, checkpoint_every=1)
   workdir = str(tmp_path_factory.mktemp("serve_run"))
@@ -85,12 +87,14 @@ def run_dir(tmp_path_factory, demo_dir, cache_dir):
 @pytest.fixture(scope="module")
 def policy(run_dir):
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
   return policy_lib.Policy.from_workdir(run_dir)
 
 
 @pytest.fixture(scope="module")
 def image():
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+
   return demo.render(demo.random_scene(np.random.default_rng(3)))
 
 
@@ -98,6 +102,7 @@ def _round(policy, prompts, image):
   """`prompts` sent at once to a server on the trained policy; a 1 s window batches what passes.
   -> (raw replies, server stats)."""
   from genvla_jax import serve  # pylint: disable=g-import-not-at-top
+
   srv = server_lib.PolicyServer(policy, serve.metadata(policy), max_batch=8, batch_window_ms=1000)
   running = _Running(srv)
   try:
@@ -140,16 +145,18 @@ def test_prompt_size_is_bounded_before_any_tokenization():
   with pytest.raises(server_lib.RequestError, match="bytes"):
     server_lib.parse_observation(msgpack_numpy.packb({"image": image, "prompt": HUGE.encode()}), 64)
   with pytest.raises(server_lib.RequestError, match="at most 10"):
-    server_lib.parse_observation(msgpack_numpy.packb({"image": image, "prompt": "x" * 11}), 64,
-                                 max_prompt_chars=10)
-  assert server_lib.parse_observation(msgpack_numpy.packb({"image": image, "prompt": "x" * 10}), 64,
-                                      max_prompt_chars=10)[1] == "x" * 10
+    server_lib.parse_observation(msgpack_numpy.packb({"image": image, "prompt": "x" * 11}), 64, max_prompt_chars=10)
+  assert (
+    server_lib.parse_observation(msgpack_numpy.packb({"image": image, "prompt": "x" * 10}), 64, max_prompt_chars=10)[1]
+    == "x" * 10
+  )
 
 
 def test_validation_refuses_exactly_what_the_policy_preprocessing_refuses(policy, image):
   """The server's checks are the model input's: for prompts around the token limit, odd text and
   (for a template that writes the state) states, `validate` refuses iff `prepare_inputs` raises."""
   from genvla_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
+
   srv = server_lib.PolicyServer(policy, {})
   prompts = [GOOD + " red" * k for k in range(0, 20)] + [".", " . ", "...", "\x00", "é" * 30, "\u202e<>{}"]
   verdicts = [_agrees(srv, policy, image, p) for p in prompts]
@@ -185,6 +192,7 @@ def _agrees(srv, policy, image, prompt, state=None, normalized=None) -> bool:
 def _with_state_prompt(policy):
   """A shallow copy of `policy` whose prompt template writes the robot state (the demo data has one)."""
   import copy  # pylint: disable=g-import-not-at-top
+
   clone = copy.copy(policy)
   clone.config = ml_collections.ConfigDict(policy.config.to_dict())
   clone.config.data.prompt = "What action should the robot take to {instruction}? State: {state}"
@@ -256,8 +264,9 @@ def test_api_key_is_required_at_the_handshake_and_healthz_stays_open():
     with client_lib.PolicyClient("127.0.0.1", port, api_key="s3cret") as c:
       assert c.infer(obs)["actions"].shape == (2, 2)
     # what openpi's WebsocketClientPolicy(api_key=...) does
-    with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None,
-                 additional_headers={"Authorization": "Api-Key s3cret"}) as ws:
+    with connect(
+      f"ws://127.0.0.1:{port}", compression=None, max_size=None, additional_headers={"Authorization": "Api-Key s3cret"}
+    ) as ws:
       assert msgpack_numpy.unpackb(ws.recv()) == {"action_horizon": 2}
     assert client_lib.healthy("127.0.0.1", port)
   finally:
@@ -269,27 +278,35 @@ def test_step_selects_the_served_checkpoint(run_dir):
   from genvla_jax import serve  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+
   served = serve.make_server(run_dir, step=1, max_batch=4).policy.params
-  same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), served,
-                      policy_lib.Policy.from_workdir(run_dir, step=1).params)
+  same = jax.tree.map(
+    lambda a, b: bool(np.array_equal(a, b)), served, policy_lib.Policy.from_workdir(run_dir, step=1).params
+  )
   assert all(jax.tree.leaves(same))
-  latest = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), served,
-                        policy_lib.Policy.from_workdir(run_dir).params)
+  latest = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), served, policy_lib.Policy.from_workdir(run_dir).params)
   assert not all(jax.tree.leaves(latest))
 
 
 def _serve_cli(*args, timeout=60):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   env.pop("GENVLA_API_KEY", None)
-  return subprocess.run([sys.executable, "-m", "genvla_jax.serve", *args], capture_output=True, text=True,
-                        timeout=timeout, cwd=ROOT, env=env, check=False)
+  return subprocess.run(
+    [sys.executable, "-m", "genvla_jax.serve", *args],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    cwd=ROOT,
+    env=env,
+    check=False,
+  )
 
 
 def test_cli_listens_on_loopback_by_default_and_documents_the_switch():
   """Weak case: the server listened on all interfaces by default, without authentication."""
   out = _serve_cli("--helpshort")
   text = " ".join((out.stdout + out.stderr).split())
-  host_help = text[text.index("--host:"):text.index("--max_batch:")]
+  host_help = text[text.index("--host:") : text.index("--max_batch:")]
   assert "(default: '127.0.0.1')" in host_help and "--host=0.0.0.0" in host_help and "--api_key" in host_help
   assert "GENVLA_API_KEY" in text and "--max_prompt_chars" in text
 
@@ -298,7 +315,8 @@ def test_cli_mistakes_are_one_line_before_the_model_loads(tmp_path):
   """No such run directory, or a port already taken: `error: ...`, exit 2, no traceback."""
   out = _serve_cli(f"--checkpoint={tmp_path}/nope")
   assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-      f"error: --checkpoint={tmp_path}/nope: no such run directory"], out.stderr[-2000:]
+    f"error: --checkpoint={tmp_path}/nope: no such run directory"
+  ], out.stderr[-2000:]
   with socket.create_server(("127.0.0.1", 0)) as taken:
     port = taken.getsockname()[1]
     out = _serve_cli(f"--checkpoint={tmp_path}", f"--port={port}")

@@ -46,7 +46,7 @@ def test_char_automaton_is_the_format(shape, data):
   assert char_accepts(automaton, canonical)
   # mutations of a valid string and arbitrary strings: accepted iff the regex matches in full
   position = data.draw(st.integers(0, len(canonical) - 1))
-  mutated = canonical[:position] + data.draw(st.sampled_from("+-0123456789. |x")) + canonical[position + 1:]
+  mutated = canonical[:position] + data.draw(st.sampled_from("+-0123456789. |x")) + canonical[position + 1 :]
   for candidate in (mutated, canonical[:position], data.draw(st.text("+-019. |", max_size=30))):
     assert char_accepts(automaton, candidate) == bool(pattern.fullmatch(candidate)), candidate
 
@@ -54,6 +54,7 @@ def test_char_automaton_is_the_format(shape, data):
 @pytest.fixture(scope="module")
 def demo_tokenizer(demo_dir):
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+
   return text.TextTokenizer(demo.demo_paths(str(demo_dir)).tokenizer)
 
 
@@ -64,7 +65,7 @@ def test_token_grammar_accepts_the_tokenizers_encodings(demo_tokenizer, shape, d
   g = actions.make_grammar(tokenizer)
   ids, _ = tokenizer.encode(data.draw(hnp.arrays(np.float64, shape, elements=values)))
   assert g.accepts(ids + [demo_tokenizer.eos_id])
-  assert not g.accepts(ids)                         # no EOS yet
+  assert not g.accepts(ids)  # no EOS yet
   assert not g.accepts(ids[:-1] + [demo_tokenizer.eos_id])  # one token short
 
 
@@ -111,6 +112,7 @@ def test_bin_grammar():
 @pytest.fixture(scope="module")
 def random_model(demo_dir, cache_dir):
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+
   config = tiny_config(demo_dir, cache_dir)
   model = vlm.from_config(config.model)
   params = vlm.init_params(model, jax.random.PRNGKey(3), config.model.image_size)
@@ -125,8 +127,7 @@ def _action_tokenizer(kind, horizon, config, demo_tokenizer):
   """A 3-D action tokenizer of `kind` over the demo vocabulary (bins on its last 256 ids)."""
   if kind == "string":
     return string_actions.StringActionTokenizer(demo_tokenizer, horizon, 3)
-  return bin_actions.BinActionTokenizer(horizon, 3, config.model.llm.vocab_size - 256, 256,
-                                        demo_tokenizer.eos_id)
+  return bin_actions.BinActionTokenizer(horizon, 3, config.model.llm.vocab_size - 256, 256, demo_tokenizer.eos_id)
 
 
 @pytest.mark.parametrize("kind", ["string", "bins"])
@@ -134,11 +135,9 @@ def test_constrained_decoding_of_a_random_model_always_parses(random_model, demo
   config, model, params, inputs = random_model
   tok = _action_tokenizer(kind, 2, config, demo_tokenizer)
   g = actions.make_grammar(tok)
-  free = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), demo_tokenizer.eos_id)(
-      params, *inputs))
+  free = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), demo_tokenizer.eos_id)(params, *inputs))
   assert not all(tok.decode(row)[1].all() for row in free)  # unconstrained, a random model is garbage
-  sampler = decode.make_decoder(model, tok.max_decode_len(), demo_tokenizer.eos_id, grammar=g,
-                                temperature=1.0)
+  sampler = decode.make_decoder(model, tok.max_decode_len(), demo_tokenizer.eos_id, grammar=g, temperature=1.0)
   outputs = [sampler(params, *inputs, None)] + [sampler(params, *inputs, jax.random.PRNGKey(s)) for s in range(3)]
   for out in outputs:
     for row in np.asarray(out):
@@ -154,7 +153,8 @@ def test_jump_forward_equals_constrained_greedy(random_model, demo_tokenizer, ki
   eos = demo_tokenizer.eos_id
   plain = np.asarray(decode.make_greedy_decoder(model, tok.max_decode_len(), eos, grammar=g)(params, *inputs))
   result = decode.make_speculative_decoder(model, tok.max_decode_len(), eos, 0, g, proposal_len=1)(
-      params, *inputs, None)
+    params, *inputs, None
+  )
   jumped, passes = result["tokens"], result["passes"]
   np.testing.assert_array_equal(np.asarray(jumped), plain)
   tokens_written = int(np.max(np.sum(plain != 0, axis=1)))
@@ -200,8 +200,13 @@ def test_speculative_drafts_keep_the_output_and_save_passes(random_model, demo_t
   corrupted = plain.copy()
   flips = rng.random(plain.shape) < 0.15
   corrupted[flips] = rng.choice(g.token_ids, size=int(flips.sum()))
-  drafts = {"none": None, "perfect": plain, "corrupted": corrupted, "short": plain[:, :5],
-            "garbage": np.full((4, 9), 5, np.int32)}
+  drafts = {
+    "none": None,
+    "perfect": plain,
+    "corrupted": corrupted,
+    "short": plain[:, :5],
+    "garbage": np.full((4, 9), 5, np.int32),
+  }
   passes = {}
   for name, draft in drafts.items():
     result = spec(params, *inputs, draft)
@@ -224,8 +229,10 @@ def test_unrolled_decoding_model_decodes_the_same(random_model, demo_tokenizer):
   _, model, params, inputs = random_model
   tok = string_actions.StringActionTokenizer(demo_tokenizer, 1, 3)
   g = actions.make_grammar(tok)
-  outs = [np.asarray(decode.make_greedy_decoder(m, tok.max_decode_len(), demo_tokenizer.eos_id, grammar=g)(
-      params, *inputs)) for m in (model, vlm.for_decoding(model))]
+  outs = [
+    np.asarray(decode.make_greedy_decoder(m, tok.max_decode_len(), demo_tokenizer.eos_id, grammar=g)(params, *inputs))
+    for m in (model, vlm.for_decoding(model))
+  ]
   assert vlm.for_decoding(model).llm_config["scan_unroll"] == model.llm_config["depth"]
   np.testing.assert_array_equal(outs[0], outs[1])
 
@@ -233,6 +240,7 @@ def test_unrolled_decoding_model_decodes_the_same(random_model, demo_tokenizer):
 def test_uint8_pixels_equal_unit_range_floats(random_model):
   """The pipeline ships uint8 pixels; the model's own conversion matches the policy's float input."""
   from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+
   config, model, params, (_, tokens, mask) = random_model
   pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
   apply = jax.jit(lambda p, im: model.apply({"params": p}, im, tokens, mask, mask))
@@ -240,7 +248,12 @@ def test_uint8_pixels_equal_unit_range_floats(random_model):
   # two programs: the conversion may round differently inside XLA (<= 1 ulp a pixel) and fuse into other
   # sums; float32 rounding along the whole forward's chain of reductions: eps * sqrt(n) * max|logit|
   m, patches = config.model, vlm.num_image_tokens(config.model)
-  n = (m.img.patch_size**2 * 3 + tolerances.transformer_terms(m.img, patches) + m.img.width * (1 + m.dual_encoder)
-       + tolerances.transformer_terms(m.llm, patches + tokens.shape[1]) + m.llm.width)
+  n = (
+    m.img.patch_size**2 * 3
+    + tolerances.transformer_terms(m.img, patches)
+    + m.img.width * (1 + m.dual_encoder)
+    + tolerances.transformer_terms(m.llm, patches + tokens.shape[1])
+    + m.llm.width
+  )
   _, atol = tolerances.float_tol(np.float32, n, scale=np.abs(want).max())
   np.testing.assert_allclose(np.asarray(apply(params, pixels)), want, rtol=0, atol=atol)

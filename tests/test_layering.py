@@ -25,19 +25,27 @@ PACKAGE = ROOT / "genvla_jax"
 # Lowest first; each entry is one rank: {layer name: module prefixes}. Layers of one rank are siblings.
 # A module belongs to the layer of its longest matching prefix.
 LAYERS = [
-    {"cli": ["genvla_jax", "genvla_jax.cli"],
-     "envs": ["genvla_jax.eval.envs"]},  # the simulators: imported by eval and by data (recording)
-    {"models": ["genvla_jax.models"]},
-    {"tokenizers": ["genvla_jax.tokenizers"]},
-    {"data": ["genvla_jax.data"]},
-    {"sharding": ["genvla_jax.training.sharding"]},  # mesh + parameter layout (jax, models only)
-    {"pretrained": ["genvla_jax.pretrained"]},
-    {"training": ["genvla_jax.training"]},
-    {"inference": ["genvla_jax.inference"]},
-    {"eval": ["genvla_jax.eval"],
-     "serving": ["genvla_jax.serving"]},
-    {"entry points": ["genvla_jax.train", "genvla_jax.predict", "genvla_jax.serve", "genvla_jax.tools",
-                      "genvla_jax.config_lib"]},
+  {
+    "cli": ["genvla_jax", "genvla_jax.cli"],
+    "envs": ["genvla_jax.eval.envs"],
+  },  # the simulators: imported by eval and by data (recording)
+  {"models": ["genvla_jax.models"]},
+  {"tokenizers": ["genvla_jax.tokenizers"]},
+  {"data": ["genvla_jax.data"]},
+  {"sharding": ["genvla_jax.training.sharding"]},  # mesh + parameter layout (jax, models only)
+  {"pretrained": ["genvla_jax.pretrained"]},
+  {"training": ["genvla_jax.training"]},
+  {"inference": ["genvla_jax.inference"]},
+  {"eval": ["genvla_jax.eval"], "serving": ["genvla_jax.serving"]},
+  {
+    "entry points": [
+      "genvla_jax.train",
+      "genvla_jax.predict",
+      "genvla_jax.serve",
+      "genvla_jax.tools",
+      "genvla_jax.config_lib",
+    ]
+  },
 ]
 LAYERS_LINE = " < ".join(" | ".join(rank) for rank in LAYERS)
 
@@ -45,19 +53,37 @@ LAYERS_LINE = " < ".join(" | ".join(rank) for rank in LAYERS)
 RESTORE = {"genvla_jax.training.checkpoint", "genvla_jax.training.state", "genvla_jax.training.run_dir"}
 SHARED_PREPROCESSING = {"genvla_jax.data.preprocess", "genvla_jax.data.stats"}
 ONLY = {
-    ("inference", "data"): SHARED_PREPROCESSING,
-    ("serving", "data"): SHARED_PREPROCESSING,
-    ("inference", "training"): RESTORE,
-    ("serving", "training"): RESTORE,
+  ("inference", "data"): SHARED_PREPROCESSING,
+  ("serving", "data"): SHARED_PREPROCESSING,
+  ("inference", "training"): RESTORE,
+  ("serving", "training"): RESTORE,
 }
 
 # What `import genvla_jax.inference.policy` / `genvla_jax.serving.server` must not load.
-CONVERTERS = ["convert", "convert_vl", "rlds", "rlds_writer", "inspect", "prepare", "instruction_aug", "demo",
-              "sim_record", "vl", "pipeline"]
-NOT_LOADED = (["tensorflow_datasets", "array_record", "grain", "tensorflow"]
-              + [f"genvla_jax.data.{m}" for m in CONVERTERS]
-              + ["genvla_jax.train", "genvla_jax.training.trainer", "genvla_jax.training.step",
-                 "genvla_jax.training.loop", "genvla_jax.training.optimizer"])
+CONVERTERS = [
+  "convert",
+  "convert_vl",
+  "rlds",
+  "rlds_writer",
+  "inspect",
+  "prepare",
+  "instruction_aug",
+  "demo",
+  "sim_record",
+  "vl",
+  "pipeline",
+]
+NOT_LOADED = (
+  ["tensorflow_datasets", "array_record", "grain", "tensorflow"]
+  + [f"genvla_jax.data.{m}" for m in CONVERTERS]
+  + [
+    "genvla_jax.train",
+    "genvla_jax.training.trainer",
+    "genvla_jax.training.step",
+    "genvla_jax.training.loop",
+    "genvla_jax.training.optimizer",
+  ]
+)
 
 _MODULE_NAME = re.compile(r"genvla_jax(\.\w+)+")
 
@@ -94,7 +120,7 @@ def _imports(module: str, path: pathlib.Path, modules) -> list[tuple[int, str]]:
       base = node.module or ""
       if node.level:
         package = module.split(".") if is_package else module.split(".")[:-1]
-        package = package[:len(package) - node.level + 1]
+        package = package[: len(package) - node.level + 1]
         base = ".".join(package + ([node.module] if node.module else []))
       for alias in node.names:  # `from pkg import mod` imports pkg.mod; `from mod import name` imports mod
         out.append((node.lineno, f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base))
@@ -110,8 +136,10 @@ def _violations() -> list[str]:
     where = path.relative_to(ROOT)
     src = _layer(module)
     if src is None:
-      problems.append(f"{where}: {module} belongs to no layer; add it to LAYERS (tests/test_layering.py) "
-                      "and to WORKSPACE.md's Layers line")
+      problems.append(
+        f"{where}: {module} belongs to no layer; add it to LAYERS (tests/test_layering.py) "
+        "and to WORKSPACE.md's Layers line"
+      )
       continue
     for line, target in _imports(module, path, modules):
       dst = _layer(target)
@@ -119,11 +147,14 @@ def _violations() -> list[str]:
         continue
       if dst[1] >= src[1]:
         relation = "a sibling of" if dst[1] == src[1] else "above"
-        problems.append(f"{where}:{line}: {module} ({src[0]}) imports {target}, but {dst[0]} is {relation} "
-                        f"{src[0]} ({LAYERS_LINE})")
+        problems.append(
+          f"{where}:{line}: {module} ({src[0]}) imports {target}, but {dst[0]} is {relation} {src[0]} ({LAYERS_LINE})"
+        )
       elif (src[0], dst[0]) in ONLY and target not in ONLY[src[0], dst[0]]:
-        problems.append(f"{where}:{line}: {module} ({src[0]}) imports {target}; from {dst[0]}, {src[0]} may "
-                        f"import only {sorted(ONLY[src[0], dst[0]])}")
+        problems.append(
+          f"{where}:{line}: {module} ({src[0]}) imports {target}; from {dst[0]}, {src[0]} may "
+          f"import only {sorted(ONLY[src[0], dst[0]])}"
+        )
   return problems
 
 
@@ -142,13 +173,15 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypa
     (package / init).write_text("")
   (package / "data" / "stats.py").write_text("")
   (package / "models" / "vlm.py").write_text(
-      "import os\n\n\ndef f():\n  from genvla_jax.data import stats\n  from ..data import stats as s\n"
-      "  return 'genvla_jax.data.stats'\n")
+    "import os\n\n\ndef f():\n  from genvla_jax.data import stats\n  from ..data import stats as s\n"
+    "  return 'genvla_jax.data.stats'\n"
+  )
   monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
   monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
   problems = _violations()
-  assert [p.split(": ")[0] for p in problems] == [os.path.join("genvla_jax", "models", "vlm.py") + f":{n}"
-                                                  for n in (5, 6, 7)], problems
+  assert [p.split(": ")[0] for p in problems] == [
+    os.path.join("genvla_jax", "models", "vlm.py") + f":{n}" for n in (5, 6, 7)
+  ], problems
   assert "genvla_jax.models.vlm (models) imports genvla_jax.data.stats, but data is above models" in problems[0]
 
 
@@ -159,11 +192,14 @@ def test_layers_line_is_the_one_in_workspace():
 
 def test_policy_and_server_load_no_conversion_stack():
   """Fresh interpreter: the server first (alone), then the policy on top; what either loaded is checked."""
-  code = ("import json, sys\nimport genvla_jax.serving.server\nserver = sorted(sys.modules)\n"
-          "import genvla_jax.inference.policy\nprint(json.dumps([server, sorted(sys.modules)]))\n")
+  code = (
+    "import json, sys\nimport genvla_jax.serving.server\nserver = sorted(sys.modules)\n"
+    "import genvla_jax.inference.policy\nprint(json.dumps([server, sorted(sys.modules)]))\n"
+  )
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=120, check=False)
+  result = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   server, policy = json.loads(result.stdout.strip().splitlines()[-1])
   for entry, loaded in (("genvla_jax.serving.server", server), ("genvla_jax.inference.policy", policy)):

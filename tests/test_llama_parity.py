@@ -20,9 +20,18 @@ import tolerances
 
 def _hf_llama(tmp_path, kv_heads: int, seed: int = 0):
   torch.manual_seed(seed)
-  cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=3,
-                                 num_attention_heads=4, num_key_value_heads=kv_heads, rms_norm_eps=1e-5,
-                                 max_position_embeddings=64, tie_word_embeddings=False, rope_theta=10000.0)
+  cfg = transformers.LlamaConfig(
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=112,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=kv_heads,
+    rms_norm_eps=1e-5,
+    max_position_embeddings=64,
+    tie_word_embeddings=False,
+    rope_theta=10000.0,
+  )
   model = transformers.LlamaForCausalLM(cfg).eval()
   with torch.no_grad():  # norms away from 1 so that a wrong norm convention shows
     for name, p in model.named_parameters():
@@ -49,6 +58,7 @@ def _logits(model, params, tokens):
     mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
     hidden, _ = m(m.embed(tokens), jnp.broadcast_to(jnp.arange(t), (b, t)), mask)
     return m.logits(hidden)
+
   return jax.jit(nn.apply(forward, model))({"params": params}, tokens)
 
 
@@ -56,6 +66,7 @@ def _abstract_params(model):
   def forward(m):
     hidden, _ = m(m.embed(jnp.zeros((1, 4), jnp.int32)), jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4, 4), bool))
     return m.logits(hidden)
+
   return jax.eval_shape(lambda: nn.init(forward, model)(jax.random.PRNGKey(0)))["params"]
 
 
@@ -80,6 +91,7 @@ def test_llama_logits_match_transformers(tmp_path, kv_heads):
 
 def test_llama_import_names_missing_and_misshaped_tensors(tmp_path):
   from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+
   _hf_llama(tmp_path, 4)
   init = _abstract_params(_ours(4))
   file = tmp_path / "llama" / "model.safetensors"

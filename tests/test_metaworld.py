@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message="Constant")  # metaworld's own policie
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
   from genvla_jax.data import sim_record  # pylint: disable=g-import-not-at-top
+
   out = tmp_path_factory.mktemp("metaworld")
   sim_record.ensure(str(out), "metaworld", train_episodes=1, val_episodes=2, image_size=32)
   return out
@@ -22,6 +23,7 @@ def recorded(tmp_path_factory):
 
 def test_demonstrations_recorded_and_replayed(recorded):
   from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
+
   episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "metaworld_mt10" / "1.0.0"), "val"))
   assert len(episodes) == 2
   done = json.load(open(recorded / "DONE.json"))
@@ -36,8 +38,10 @@ def test_demonstrations_recorded_and_replayed(recorded):
         np.testing.assert_array_equal(step["observation/state"], env.state())
         _, success, _ = env.step(step["action"])
       assert success and episode["steps"][-1]["is_terminal"]
-      assert step["language_instruction"] in [w.encode() if isinstance(step["language_instruction"], bytes) else w
-                                               for w in metaworld_env.INSTRUCTIONS[task][0]]
+      assert step["language_instruction"] in [
+        w.encode() if isinstance(step["language_instruction"], bytes) else w
+        for w in metaworld_env.INSTRUCTIONS[task][0]
+      ]
   finally:
     env.close()
 
@@ -45,6 +49,7 @@ def test_demonstrations_recorded_and_replayed(recorded):
 def test_expert_through_the_harness(tmp_path):
   from configs import eval_metaworld  # pylint: disable=g-import-not-at-top
   from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
+
   config = eval_metaworld.get_config("quick,tasks=reach-v3,protocols=visual_matching+paraphrase")
   config.unlock()
   config.update(episodes_per_task=2, num_envs=2)

@@ -57,8 +57,10 @@ def test_dual_encoder_equals_single_at_init(models, inputs):
 def test_frozen_tower_gets_no_gradient(models, inputs):
   _, dual, _, p_dual = models
   images, tokens, input_mask, ar_mask, _ = inputs
+
   def loss(p):
     return jnp.mean(dual.apply({"params": p}, images, tokens, input_mask, ar_mask) ** 2)
+
   grads = jax.jit(jax.grad(loss))(p_dual)
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["img_frozen"]))
   assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["img"]))
@@ -67,11 +69,21 @@ def test_frozen_tower_gets_no_gradient(models, inputs):
 def test_param_names_are_stable(models):
   _, _, _, p_dual = models
   names = {"/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(p_dual)[0]}
-  for expected in ["img/embedding/kernel", "img/pos_embedding", "img/encoder_norm/scale",
-                   "img/blocks/MultiHeadDotProductAttention_0/query/kernel", "llm/embedder/input_embedding",
-                   "llm/layers/attn/q_einsum", "llm/layers/attn/kv_einsum", "llm/layers/attn/attn_vec_einsum",
-                   "llm/layers/mlp/gating_einsum", "llm/layers/mlp/linear", "llm/final_norm/scale",
-                   "projector/kernel", "img_frozen/embedding/kernel"]:
+  for expected in [
+    "img/embedding/kernel",
+    "img/pos_embedding",
+    "img/encoder_norm/scale",
+    "img/blocks/MultiHeadDotProductAttention_0/query/kernel",
+    "llm/embedder/input_embedding",
+    "llm/layers/attn/q_einsum",
+    "llm/layers/attn/kv_einsum",
+    "llm/layers/attn/attn_vec_einsum",
+    "llm/layers/mlp/gating_einsum",
+    "llm/layers/mlp/linear",
+    "llm/final_norm/scale",
+    "projector/kernel",
+    "img_frozen/embedding/kernel",
+  ]:
     assert expected in names, expected
   assert p_dual["llm"]["layers"]["attn"]["kv_einsum"].shape == (2, 2, 1, 32, 8)  # [L,2,K,D,Hd]
 
@@ -80,12 +92,16 @@ def test_prefix_lm_mask():
   input_mask = jnp.array([[1, 1, 1, 1, 1, 0]], bool)
   ar_mask = jnp.array([[0, 0, 0, 1, 1, 0]], bool)
   m = np.asarray(masks.prefix_lm_mask(input_mask, ar_mask)[0]).astype(int)
-  expected = np.array([[1, 1, 1, 0, 0, 0],
-                       [1, 1, 1, 0, 0, 0],
-                       [1, 1, 1, 0, 0, 0],
-                       [1, 1, 1, 1, 0, 0],
-                       [1, 1, 1, 1, 1, 0],
-                       [0, 0, 0, 0, 0, 0]])
+  expected = np.array(
+    [
+      [1, 1, 1, 0, 0, 0],
+      [1, 1, 1, 0, 0, 0],
+      [1, 1, 1, 0, 0, 0],
+      [1, 1, 1, 1, 0, 0],
+      [1, 1, 1, 1, 1, 0],
+      [0, 0, 0, 0, 0, 0],
+    ]
+  )
   np.testing.assert_array_equal(m, expected)
 
 
@@ -116,8 +132,7 @@ def test_cached_decoding_equals_full_forward(models, inputs):
   p_mask = np.arange(p_width)[None] < prefix_len[:, None]
   steps = 4
   cache_size = NUM_IMAGE + p_width + steps
-  logits, cache, next_pos = dual.apply({"params": params}, images, p_tokens, p_mask, cache_size,
-                                       method=vlm.VLA.prefill)
+  logits, cache, next_pos = dual.apply({"params": params}, images, p_tokens, p_mask, cache_size, method=vlm.VLA.prefill)
   rows = np.arange(B)
   # other sequence lengths (cache slots vs the full sequence): float32 summation order, eps*sqrt(n)*max|logit|
   _, atol = tolerances.float_tol(np.float32, LLM_TERMS, scale=float(jnp.abs(full).max()))
@@ -126,9 +141,15 @@ def test_cached_decoding_equals_full_forward(models, inputs):
   for i in range(steps):
     slot = NUM_IMAGE + p_width + i
     valid[:, slot] = True
-    logits, cache = dual.apply({"params": params}, tokens[rows, prefix_len + i][:, None],
-                               (next_pos + i)[:, None], cache, slot, jnp.asarray(valid),
-                               method=vlm.VLA.decode_step)
+    logits, cache = dual.apply(
+      {"params": params},
+      tokens[rows, prefix_len + i][:, None],
+      (next_pos + i)[:, None],
+      cache,
+      slot,
+      jnp.asarray(valid),
+      method=vlm.VLA.decode_step,
+    )
     np.testing.assert_allclose(logits, full[rows, prefix_len + i], rtol=0, atol=atol)
 
 
@@ -143,17 +164,17 @@ def test_greedy_decoder_matches_naive_greedy(models, inputs):
   width = p_width + steps
   forward = jax.jit(lambda images, t, m, ar: dual.apply({"params": params}, images, t, m, ar))
   for b in range(B):  # naive greedy: re-run the full forward on the growing (fixed-width) sequence
-    seq = list(p_tokens[b, :prefix_len[b]])
+    seq = list(p_tokens[b, : prefix_len[b]])
     for i in range(steps):
       t = np.zeros((1, width), np.int32)
-      t[0, :len(seq)] = seq
+      t[0, : len(seq)] = seq
       m = np.arange(width)[None] < len(seq)
       ar = (np.arange(width)[None] >= prefix_len[b]) & m
-      logits = forward(images[b:b + 1], t, m, ar)
+      logits = forward(images[b : b + 1], t, m, ar)
       nxt = int(jnp.argmax(logits[0, len(seq) - 1]))
       assert out[b, i] == nxt, (b, i)
       if nxt == 1:
-        assert np.all(out[b, i + 1:] == 0)
+        assert np.all(out[b, i + 1 :] == 0)
         break
       seq.append(nxt)
 
@@ -161,5 +182,10 @@ def test_greedy_decoder_matches_naive_greedy(models, inputs):
 def test_bad_image_shape_is_named(models):
   single, _, params, _ = models
   with pytest.raises(ValueError, match="image tower expects images"):
-    single.apply({"params": params}, np.zeros((1, 32, 32)), np.zeros((1, 4), np.int32),
-                 np.ones((1, 4), bool), np.zeros((1, 4), bool))
+    single.apply(
+      {"params": params},
+      np.zeros((1, 32, 32)),
+      np.zeros((1, 4), np.int32),
+      np.ones((1, 4), bool),
+      np.zeros((1, 4), bool),
+    )

@@ -29,15 +29,22 @@ def _free_port() -> int:
 
 
 def _flags(demo_dir, cache_dir, checkpoint_every=STEPS):
-  return [f"--config.train.steps={STEPS}", "--config.train.log_every=1",
-          f"--config.train.checkpoint_every={checkpoint_every}", f"--config.train.keep_checkpoints={STEPS}",
-          "--config.data.batch_size=8", "--config.mesh.fsdp=2", f"--config.data.demo_dir={demo_dir}",
-          f"--config.data.cache_dir={cache_dir}"]
+  return [
+    f"--config.train.steps={STEPS}",
+    "--config.train.log_every=1",
+    f"--config.train.checkpoint_every={checkpoint_every}",
+    f"--config.train.keep_checkpoints={STEPS}",
+    "--config.data.batch_size=8",
+    "--config.mesh.fsdp=2",
+    f"--config.data.demo_dir={demo_dir}",
+    f"--config.data.cache_dir={cache_dir}",
+  ]
 
 
 def _env(devices):
-  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return dict(
+    os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
+  )
 
 
 def _metric(workdir, key):
@@ -47,11 +54,15 @@ def _metric(workdir, key):
 def _trained_params_atol(workdir, config, reduction_size):
   """tolerances.trained_params_atol from a run that checkpointed every step (its Adam moments) and its lrs."""
   model, tx = vlm.from_config(config.model), optimizer.make(config.optimizer, STEPS)
-  abstract, _ = state_lib.abstract(model, tx, config.model.image_size,
-                                   sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  abstract, _ = state_lib.abstract(
+    model, tx, config.model.image_size, sharding.make_mesh(config.mesh, jax.devices()[:1])
+  )
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-  steps = [(lr, *tolerances.adam_moments(ckpt.restore(step, abstract)["opt_state"]))
-           for step, lr in enumerate(_metric(workdir, "lr"), start=1) if lr > 0]  # warmup: lr 0 moves nothing
+  steps = [
+    (lr, *tolerances.adam_moments(ckpt.restore(step, abstract)["opt_state"]))
+    for step, lr in enumerate(_metric(workdir, "lr"), start=1)
+    if lr > 0
+  ]  # warmup: lr 0 moves nothing
   ckpt.close()
   return tolerances.trained_params_atol(steps, config.optimizer.b1, config.optimizer.b2, reduction_size)
 
@@ -60,12 +71,28 @@ def test_two_processes_match_one(tmp_path, demo_dir, cache_dir):
   single, multi = tmp_path / "one_process", tmp_path / "two_processes"
   port = _free_port()
   two = subprocess.Popen(
-      ["bash", "launch/local_multiprocess.sh", "configs/pi0_plus.py:demo", str(multi), *_flags(demo_dir, cache_dir)],
-      cwd=ROOT, env=dict(_env(4), NUM_PROCESSES="2", DEVICES_PER_PROCESS="4", PORT=str(port), PYTHON=sys.executable),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  one = subprocess.run([sys.executable, "-m", "genvla_jax.train", "--config=configs/pi0_plus.py:demo",
-                        f"--workdir={single}", *_flags(demo_dir, cache_dir, checkpoint_every=1)],
-                       cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=600)
+    ["bash", "launch/local_multiprocess.sh", "configs/pi0_plus.py:demo", str(multi), *_flags(demo_dir, cache_dir)],
+    cwd=ROOT,
+    env=dict(_env(4), NUM_PROCESSES="2", DEVICES_PER_PROCESS="4", PORT=str(port), PYTHON=sys.executable),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  one = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "genvla_jax.train",
+      "--config=configs/pi0_plus.py:demo",
+      f"--workdir={single}",
+      *_flags(demo_dir, cache_dir, checkpoint_every=1),
+    ],
+    cwd=ROOT,
+    env=_env(8),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   out, err = two.communicate(timeout=600)
   assert two.returncode == 0, err[-3000:]
   assert one.returncode == 0, one.stderr[-3000:]
@@ -79,6 +106,7 @@ def test_two_processes_match_one(tmp_path, demo_dir, cache_dir):
   # gloo in both still differs). Tolerances from the reduction: every loss and gradient entry sums the
   # batch's 8 rows x (40 text + 16 image) positions.
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+
   config = pi0_plus.get_config("demo")
   n = 8 * (config.tokenizer.max_text_len + vlm.num_image_tokens(config.model))
   np.testing.assert_allclose(losses_two, losses_one, rtol=tolerances.float_tol(np.float32, n)[0])  # eps*sqrt(n)
@@ -94,15 +122,32 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, demo_dir, 
   save the same checkpoint together and exit 0."""
   import signal  # pylint: disable=g-import-not-at-top
   from genvla_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+
   workdir, port = tmp_path / "run", _free_port()
   flags = _flags(demo_dir, cache_dir)
   flags[0] = "--config.train.steps=100000"
   flags[2] = "--config.train.checkpoint_every=100000"
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "genvla_jax.train", "--config=configs/pi0_plus.py:demo", f"--workdir={workdir}", *flags,
-       f"--config.distributed.coordinator_address=localhost:{port}", "--config.distributed.num_processes=2",
-       f"--config.distributed.process_id={i}"],
-      cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "genvla_jax.train",
+        "--config=configs/pi0_plus.py:demo",
+        f"--workdir={workdir}",
+        *flags,
+        f"--config.distributed.coordinator_address=localhost:{port}",
+        "--config.distributed.num_processes=2",
+        f"--config.distributed.process_id={i}",
+      ],
+      cwd=ROOT,
+      env=_env(4),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 300
   while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):

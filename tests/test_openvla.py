@@ -21,38 +21,100 @@ from genvla_jax.training import optimizer
 import tolerances
 
 SIZE, PATCH = 28, 7
-DINO = dict(patch_size=PATCH, width=32, depth=2, mlp_dim=128, num_heads=4, cls_token=True, num_registers=2,
-            layer_scale=True, mlp_activation="gelu", pixel_norm="imagenet", final_norm=False)
+DINO = dict(
+  patch_size=PATCH,
+  width=32,
+  depth=2,
+  mlp_dim=128,
+  num_heads=4,
+  cls_token=True,
+  num_registers=2,
+  layer_scale=True,
+  mlp_activation="gelu",
+  pixel_norm="imagenet",
+  final_norm=False,
+)
 SIGLIP = dict(patch_size=PATCH, width=24, depth=2, mlp_dim=40, num_heads=2, final_norm=False)
-LLAMA = dict(vocab_size=80, width=48, depth=2, mlp_dim=96, num_heads=4, num_kv_heads=4, head_dim=12,
-             norm_offset=0.0, norm_eps=1e-5, activation="silu", scale_embeddings=False, tie_embeddings=False)
+LLAMA = dict(
+  vocab_size=80,
+  width=48,
+  depth=2,
+  mlp_dim=96,
+  num_heads=4,
+  num_kv_heads=4,
+  head_dim=12,
+  norm_offset=0.0,
+  norm_eps=1e-5,
+  activation="silu",
+  scale_embeddings=False,
+  tie_embeddings=False,
+)
 # ours vs transformers, single vs dual: the same float32 math summed in other orders, eps * sqrt(n) relative to
 # max|logit|, n the terms along the chain of reductions: patch, both towers (16 patches + CLS + 2 registers),
 # the 3-layer projector, Llama over [BOS][16 image][5 text] positions, the logits
-FORWARD_TERMS = (PATCH**2 * 3 + tolerances.transformer_terms(DINO, 19) + tolerances.transformer_terms(SIGLIP, 16)
-                 + 3 * (DINO["width"] + SIGLIP["width"]) + tolerances.transformer_terms(LLAMA, 22) + LLAMA["width"])
+FORWARD_TERMS = (
+  PATCH**2 * 3
+  + tolerances.transformer_terms(DINO, 19)
+  + tolerances.transformer_terms(SIGLIP, 16)
+  + 3 * (DINO["width"] + SIGLIP["width"])
+  + tolerances.transformer_terms(LLAMA, 22)
+  + LLAMA["width"]
+)
 LOGITS_RTOL = tolerances.float_tol(np.float32, FORWARD_TERMS)[0]
 
 
 def _model(**kw):
-  return vlm.VLA(img_config=DINO, llm_config=LLAMA, fused_img_config=SIGLIP, projector_type="mlp3",
-                 image_after_bos=True, causal_prefix=True, **kw)
+  return vlm.VLA(
+    img_config=DINO,
+    llm_config=LLAMA,
+    fused_img_config=SIGLIP,
+    projector_type="mlp3",
+    image_after_bos=True,
+    causal_prefix=True,
+    **kw,
+  )
 
 
 def _references(tmp_path):
   torch.manual_seed(0)
-  dino = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
-      hidden_size=32, num_hidden_layers=3, num_attention_heads=4, mlp_ratio=4, image_size=SIZE,
-      patch_size=PATCH, num_register_tokens=2, layer_norm_eps=1e-6)).eval()
-  siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
-      hidden_size=24, intermediate_size=40, num_hidden_layers=3, num_attention_heads=2, image_size=SIZE,
-      patch_size=PATCH)).eval()
-  llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-      vocab_size=80, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-      num_key_value_heads=4, rms_norm_eps=1e-5, tie_word_embeddings=False)).eval()
+  dino = transformers.Dinov2WithRegistersModel(
+    transformers.Dinov2WithRegistersConfig(
+      hidden_size=32,
+      num_hidden_layers=3,
+      num_attention_heads=4,
+      mlp_ratio=4,
+      image_size=SIZE,
+      patch_size=PATCH,
+      num_register_tokens=2,
+      layer_norm_eps=1e-6,
+    )
+  ).eval()
+  siglip = transformers.SiglipVisionModel(
+    transformers.SiglipVisionConfig(
+      hidden_size=24,
+      intermediate_size=40,
+      num_hidden_layers=3,
+      num_attention_heads=2,
+      image_size=SIZE,
+      patch_size=PATCH,
+    )
+  ).eval()
+  llama = transformers.LlamaForCausalLM(
+    transformers.LlamaConfig(
+      vocab_size=80,
+      hidden_size=48,
+      intermediate_size=96,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=4,
+      rms_norm_eps=1e-5,
+      tie_word_embeddings=False,
+    )
+  ).eval()
   fused = 32 + 24
-  projector = torch.nn.ModuleDict({"fc1": torch.nn.Linear(fused, 4 * fused), "fc2": torch.nn.Linear(4 * fused, 48),
-                                   "fc3": torch.nn.Linear(48, 48)})
+  projector = torch.nn.ModuleDict(
+    {"fc1": torch.nn.Linear(fused, 4 * fused), "fc2": torch.nn.Linear(4 * fused, 48), "fc3": torch.nn.Linear(48, 48)}
+  )
   with torch.no_grad():
     for module in (dino, siglip, llama):
       for name, p in module.named_parameters():
@@ -74,7 +136,7 @@ def _reference_logits(refs, images01, tokens):
   x = torch.from_numpy(images01.transpose(0, 3, 1, 2))
   mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
   with torch.no_grad():
-    f_dino = dino((x - mean) / std, output_hidden_states=True).hidden_states[-2][:, 1 + 2:]
+    f_dino = dino((x - mean) / std, output_hidden_states=True).hidden_states[-2][:, 1 + 2 :]
     f_siglip = siglip(x * 2 - 1, output_hidden_states=True).hidden_states[-2]
     z = torch.cat([f_dino, f_siglip], dim=-1)
     gelu = torch.nn.functional.gelu
@@ -83,7 +145,7 @@ def _reference_logits(refs, images01, tokens):
     embeds = torch.cat([text[:, :1], img, text[:, 1:]], dim=1)
     logits = llama(inputs_embeds=embeds).logits.numpy()
   n = img.shape[1]
-  return np.concatenate([logits[:, :1], logits[:, n + 1:]], axis=1)
+  return np.concatenate([logits[:, :1], logits[:, n + 1 :]], axis=1)
 
 
 def test_fused_model_matches_a_composition_of_transformers_references(tmp_path):
@@ -91,9 +153,12 @@ def test_fused_model_matches_a_composition_of_transformers_references(tmp_path):
   model = _model()
   abstract = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), SIZE))
   assert set(abstract) == {"img", "img_fused", "projector", "llm"}
-  rules = (mapping.dinov2_rules("img", hf_prefix="dino.", registers=True, final_norm=False)
-           + [r for r in mapping.vision_rules("img_fused") if "encoder_norm" not in r.ours]
-           + mapping.MLP3_PROJECTOR_RULES + mapping.llama_rules())
+  rules = (
+    mapping.dinov2_rules("img", hf_prefix="dino.", registers=True, final_norm=False)
+    + [r for r in mapping.vision_rules("img_fused") if "encoder_norm" not in r.ours]
+    + mapping.MLP3_PROJECTOR_RULES
+    + mapping.llama_rules()
+  )
   params = hf.load_with_rules(str(tmp_path / "prismatic"), abstract, rules)
   rng = np.random.default_rng(0)
   images01 = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
@@ -114,8 +179,10 @@ def test_dual_encoder_modes(mode):
   single, dual = _model(), _model(dual_encoder=True, dual_mode=mode)
   rng = jax.random.PRNGKey(1)
   p_single, p_dual = vlm.init_params(single, rng, SIZE), vlm.init_params(dual, rng, SIZE)
-  expected = {"split": {"img", "img_frozen", "projector", "llm"},
-              "copy": {"img", "img_fused", "img_frozen", "img_fused_frozen", "projector", "llm"}}[mode]
+  expected = {
+    "split": {"img", "img_frozen", "projector", "llm"},
+    "copy": {"img", "img_fused", "img_frozen", "img_fused_frozen", "projector", "llm"},
+  }[mode]
   assert set(p_dual) == expected
   if mode == "split":  # SigLIP itself is the frozen tower; DINOv2 trains
     jax.tree.map(np.testing.assert_array_equal, p_dual["img_frozen"], p_single["img_fused"])
@@ -135,10 +202,13 @@ def test_demo_configs_train_and_act(tmp_path, demo_dir, cache_dir, config_file):
   config = tiny_config(demo_dir, cache_dir, "demo", config_file=config_file)
   config.train.steps = 3
   records = train.train(config, str(tmp_path / "run"), printer=lambda *a, **k: None)
-  assert np.isfinite(records[-1]["loss"]) and records[-1]["robot_fraction"] == (0.5 if config_file == "openvla_plus" else 1.0)
+  assert np.isfinite(records[-1]["loss"]) and records[-1]["robot_fraction"] == (
+    0.5 if config_file == "openvla_plus" else 1.0
+  )
   policy = policy_lib.Policy.from_workdir(str(tmp_path / "run"))
   assert ("img_frozen" in policy.params) == (config_file == "openvla_plus")
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+
   image = demo.render(demo.random_scene(np.random.default_rng(5)))
   actions, valid = policy.act(image, "move to the red square")
   assert actions.shape == valid.shape == (1, 2) and valid.all() and np.isfinite(actions).all()
@@ -148,6 +218,7 @@ def _as_openvla_checkpoint(refs, out_dir):
   """The references written as OpenVLA's released files name them (timm featurizers with fused qkv and
   LayerScale `scale_factor`, projector fc1-3, language_model.*), plus a config.json."""
   import json  # pylint: disable=g-import-not-at-top
+
   dino, siglip, llama, projector = refs
   d, s = dino.state_dict(), siglip.state_dict()
   t = {}
@@ -181,15 +252,30 @@ def _as_openvla_checkpoint(refs, out_dir):
   t.update({"language_model." + k: v for k, v in llama.state_dict().items()})
   out_dir.mkdir()
   save_file({k: v.contiguous() for k, v in t.items()}, str(out_dir / "model.safetensors"))
-  text_config = dict(model_type="llama", vocab_size=80, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-5)
+  text_config = dict(
+    model_type="llama",
+    vocab_size=80,
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    rms_norm_eps=1e-5,
+  )
   with open(out_dir / "config.json", "w") as fh:
-    json.dump({"text_config": text_config, "image_sizes": [SIZE, SIZE],
-               "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]}, fh)
+    json.dump(
+      {
+        "text_config": text_config,
+        "image_sizes": [SIZE, SIZE],
+        "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+      },
+      fh,
+    )
 
 
 def test_openvla_checkpoint_import(tmp_path):
   from genvla_jax.pretrained import api, loading  # pylint: disable=g-import-not-at-top
+
   refs = _references(tmp_path)
   _as_openvla_checkpoint(refs, tmp_path / "openvla-tiny")
   path = str(tmp_path / "openvla-tiny")
@@ -209,6 +295,7 @@ def test_openvla_checkpoint_import(tmp_path):
   assert "img_frozen" in params and "img_fused" not in params
   import os  # pylint: disable=g-import-not-at-top
   from safetensors.numpy import load_file, save_file as save_np  # pylint: disable=g-import-not-at-top
+
   file = os.path.join(path, "model.safetensors")
   tensors = load_file(file)
   tensors["vision_backbone.fused_featurizer.blocks.1.attn.qkv.weight"] = np.zeros((70, 24), np.float32)
@@ -219,4 +306,5 @@ def test_openvla_checkpoint_import(tmp_path):
 
 def ml_collections_model_config():
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   return ml_collections.ConfigDict(dict(image_size=SIZE, img=dict(DINO), fused_img=dict(SIGLIP), llm=dict(LLAMA)))

@@ -30,10 +30,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # relative to max|logit|, n the terms along the chain of reductions: patch, vision tower, projector, the deepest
 # language model over the image + <= 14 text positions, the logits (ref.build's sizes)
 _VISION, _TEXT = dict(width=32, depth=2, mlp_dim=64, num_heads=2), dict(width=64, mlp_dim=128, head_dim=16)
-LOGITS_RTOL = tolerances.float_tol(np.float32, (
-    ref.PATCH**2 * 3 + tolerances.transformer_terms(_VISION, ref.NUM_IMAGE_TOKENS) + _VISION["width"]
-    + tolerances.transformer_terms(dict(_TEXT, depth=max(v.layers for v in ref.VARIANTS.values())),
-                                   ref.NUM_IMAGE_TOKENS + 14) + _TEXT["width"]))[0]
+LOGITS_RTOL = tolerances.float_tol(
+  np.float32,
+  (
+    ref.PATCH**2 * 3
+    + tolerances.transformer_terms(_VISION, ref.NUM_IMAGE_TOKENS)
+    + _VISION["width"]
+    + tolerances.transformer_terms(
+      dict(_TEXT, depth=max(v.layers for v in ref.VARIANTS.values())), ref.NUM_IMAGE_TOKENS + 14
+    )
+    + _TEXT["width"]
+  ),
+)[0]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +58,7 @@ def checkpoints(tmp_path_factory):
       ref.big_vision_npz(model, variant, str(root / "bv.npz"))
       cache[name] = (model, str(root / "hf"), str(root / "bv.npz"))
     return cache[name]
+
   return get
 
 
@@ -92,8 +101,13 @@ def test_big_vision_import_logits_match_transformers(checkpoints, name):
 
 def test_big_vision_bfloat16_npz_loads_the_rounded_weights(checkpoints, tmp_path):
   torch_model, _, npz = checkpoints("gemma1_mqa")
-  ref.big_vision_npz(torch_model, ref.VARIANTS["gemma1_mqa"], str(tmp_path / "bf16.npz"),
-                     dtype=__import__("ml_dtypes").bfloat16, prefix="")
+  ref.big_vision_npz(
+    torch_model,
+    ref.VARIANTS["gemma1_mqa"],
+    str(tmp_path / "bf16.npz"),
+    dtype=__import__("ml_dtypes").bfloat16,
+    prefix="",
+  )
   with np.load(tmp_path / "bf16.npz") as f:  # np.savez stores bfloat16 as 2-byte void
     assert f["llm/final_norm/scale"].dtype.kind == "V"
   _, full, _ = load_ours("big_vision", npz)
@@ -113,8 +127,8 @@ def test_greedy_continuation_matches_transformers_generate(checkpoints, name):
   decoder = decode.make_greedy_decoder(model, steps, eos_id=ref.EOS)
   ours = np.asarray(decoder(params, images, np.where(input_mask, tokens, 0), input_mask))
   for row in range(2):
-    theirs = ref.greedy(torch_model, images[row], tokens[row, :prompt_len[row]], steps)
-    assert ours[row, :len(theirs)].tolist() == theirs
+    theirs = ref.greedy(torch_model, images[row], tokens[row, : prompt_len[row]], steps)
+    assert ours[row, : len(theirs)].tolist() == theirs
 
 
 @pytest.mark.parametrize("name", ["gemma1_mqa", "gemma2_gqa"])
@@ -145,8 +159,9 @@ def test_cached_decoding_equals_full_forward(checkpoints, name):
       break
     idx = np.minimum(prefix_len + i, text_len - 1)
     valid[:, n + p + i] = True
-    logits, cache = step(variables, jnp.asarray(tokens[np.arange(batch), idx])[:, None],
-                         (next_pos + i)[:, None], cache, n + p + i, valid)
+    logits, cache = step(
+      variables, jnp.asarray(tokens[np.arange(batch), idx])[:, None], (next_pos + i)[:, None], cache, n + p + i, valid
+    )
   assert compared == sum(text_len - prefix_len + 1)
 
 
@@ -158,14 +173,17 @@ def test_dual_encoder_import_initialises_both_towers(checkpoints):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   images, tokens, prefix_len = ref.inputs(batch=2, text_len=8, seed=4)
   want = logits_tool.compute_logits(single, single_params, images, tokens, prefix_len)
-  np.testing.assert_allclose(logits_tool.compute_logits(dual, dual_params, images, tokens, prefix_len), want,
-                             rtol=0, atol=LOGITS_RTOL * np.abs(want).max())
+  np.testing.assert_allclose(
+    logits_tool.compute_logits(dual, dual_params, images, tokens, prefix_len),
+    want,
+    rtol=0,
+    atol=LOGITS_RTOL * np.abs(want).max(),
+  )
 
 
 def test_import_casts_to_param_dtype_and_frozen_dtype(checkpoints):
   _, hf_dir, _ = checkpoints("gemma1_mqa")
-  _, params, _ = load_ours("hf", hf_dir, dual_encoder=True, param_dtype="bfloat16",
-                           frozen_dtype="bfloat16")
+  _, params, _ = load_ours("hf", hf_dir, dual_encoder=True, param_dtype="bfloat16", frozen_dtype="bfloat16")
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("bfloat16")}
 
 
@@ -183,8 +201,9 @@ def test_export_round_trips_through_transformers(checkpoints, tmp_path):
     torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
   images, tokens, prefix_len = ref.inputs(batch=2, text_len=10, seed=5)
   # bit-identical weights (above) through the same torch code: bit-identical logits
-  np.testing.assert_array_equal(ref.logits(reloaded, images, tokens, prefix_len),
-                                ref.logits(torch_model, images, tokens, prefix_len))
+  np.testing.assert_array_equal(
+    ref.logits(reloaded, images, tokens, prefix_len), ref.logits(torch_model, images, tokens, prefix_len)
+  )
 
   hf.export(params, ml_collections.ConfigDict(config), str(tmp_path / "bf16"), dtype="bfloat16")
   half = PaliGemmaForConditionalGeneration.from_pretrained(str(tmp_path / "bf16"), dtype=torch.bfloat16)
@@ -194,6 +213,7 @@ def test_export_round_trips_through_transformers(checkpoints, tmp_path):
 
 def test_export_tool_single_tower_of_a_dual_model(checkpoints):
   from genvla_jax.tools import export_hf
+
   _, hf_dir, _ = checkpoints("gemma1_mqa")
   _, single, _ = load_ours("hf", hf_dir)
   _, dual, _ = load_ours("hf", hf_dir, dual_encoder=True)
@@ -207,6 +227,7 @@ def test_export_tool_single_tower_of_a_dual_model(checkpoints):
 
 
 # ---- bad checkpoints: a clear error naming the culprit, never a random parameter ----
+
 
 def _copy(hf_dir, tmp_path):
   return shutil.copytree(hf_dir, tmp_path / "ckpt")
@@ -239,11 +260,17 @@ def test_corrupt_header_names_the_file(checkpoints, tmp_path):
     load_ours("hf", str(d))
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     ("missing", r"'llm.layers.1.mlp.down_proj.weight' missing"),
-    ("misshaped", r"language_model.model.layers.1.mlp.down_proj.weight \(model-.*safetensors\).*gives shape \(96, 64\)"),
+    (
+      "misshaped",
+      r"language_model.model.layers.1.mlp.down_proj.weight \(model-.*safetensors\).*gives shape \(96, 64\)",
+    ),
     ("nan", r"layers.1.mlp.down_proj.weight.*non-finite"),
-])
+  ],
+)
 def test_bad_tensor_names_the_tensor(checkpoints, tmp_path, change, message):
   d = _copy(checkpoints("gemma1_mqa")[1], tmp_path)
   name = "language_model.model.layers.1.mlp.down_proj.weight"
@@ -281,26 +308,46 @@ def test_config_checkpoint_mismatch_is_listed(checkpoints):
   config.llm.num_kv_heads = 1
   config.image_size = 64
   assert api.mismatches("hf", hf_dir, config) == [
-      "model.image_size: config 64, checkpoint 32", "model.llm.num_kv_heads: config 1, checkpoint 2"]
+    "model.image_size: config 64, checkpoint 32",
+    "model.llm.num_kv_heads: config 1, checkpoint 2",
+  ]
 
 
 # ---- CLIs ----
+
 
 def test_logits_cli_on_big_vision_checkpoint(checkpoints, tmp_path):
   torch_model, _, npz = checkpoints("gemma2_gqa")
   images, tokens, prefix_len = ref.inputs(batch=3, text_len=11, seed=6)
   np.savez(tmp_path / "in.npz", images=images, tokens=tokens, prefix_len=prefix_len)
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  subprocess.run([sys.executable, "-m", "genvla_jax.tools.logits", f"--checkpoint={npz}",
-                  "--format=big_vision", f"--inputs={tmp_path / 'in.npz'}", f"--out={tmp_path / 'out.npy'}",
-                  f"--arch={window_override('gemma2_gqa')}", "--batch_size=2"],
-                 check=True, env=env, cwd=ROOT, capture_output=True)
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "genvla_jax.tools.logits",
+      f"--checkpoint={npz}",
+      "--format=big_vision",
+      f"--inputs={tmp_path / 'in.npz'}",
+      f"--out={tmp_path / 'out.npy'}",
+      f"--arch={window_override('gemma2_gqa')}",
+      "--batch_size=2",
+    ],
+    check=True,
+    env=env,
+    cwd=ROOT,
+    capture_output=True,
+  )
   assert_logits_close(np.load(tmp_path / "out.npy"), ref.logits(torch_model, images, tokens, prefix_len))
 
 
 def test_logits_tool_rejects_wrong_image_size(checkpoints, tmp_path):
   _, hf_dir, _ = checkpoints("gemma1_mqa")
-  np.savez(tmp_path / "in.npz", images=np.zeros((1, 64, 64, 3), np.float32),
-           tokens=np.ones((1, 4), np.int32), prefix_len=np.array([2]))
+  np.savez(
+    tmp_path / "in.npz",
+    images=np.zeros((1, 64, 64, 3), np.float32),
+    tokens=np.ones((1, 4), np.int32),
+    prefix_len=np.array([2]),
+  )
   with pytest.raises(ValueError, match=r"images have shape \(1, 64, 64, 3\)"):
     logits_tool.run(hf_dir, "hf", str(tmp_path / "in.npz"), str(tmp_path / "out.npy"))

@@ -22,8 +22,11 @@ LLM = dict(config_lib.GEMMA_TINY, width=32, depth=2, mlp_dim=64, num_heads=2, he
 
 
 def _model(state_dim=S, width=16):
-  return vlm.VLA(img_config=IMG, llm_config=LLM,
-                 expert_config=dict(width=width, mlp_dim=2 * width, action_dim=D, state_dim=state_dim))
+  return vlm.VLA(
+    img_config=IMG,
+    llm_config=LLM,
+    expert_config=dict(width=width, mlp_dim=2 * width, action_dim=D, state_dim=state_dim),
+  )
 
 
 def _inputs(batch=2, text=5, seed=0):
@@ -47,8 +50,9 @@ def test_flow_matching_math():
   assert abs(float(t.mean()) - (0.001 + 0.999 * 1.5 / 2.5)) < 0.01  # Beta(1.5, 1) mean 0.6
   # Euler on the exact single-point field v = (x - a) / t lands on a (the field is linear along the path)
   target = jnp.array([[[0.3, -0.7], [0.1, 0.9]]])
-  out = flow_matching.euler_sample(lambda x, t: (x - target) / t[:, None, None],
-                                   jnp.array([[[1.5, 0.2], [-0.4, 2.0]]]), 10)
+  out = flow_matching.euler_sample(
+    lambda x, t: (x - target) / t[:, None, None], jnp.array([[[1.5, 0.2], [-0.4, 2.0]]]), 10
+  )
   # 10 Euler updates of |x| <= 2 in float32: eps * sqrt(10) * 2
   np.testing.assert_allclose(out, target, rtol=0, atol=tolerances.float_tol(np.float32, 10, scale=2.0)[1])
   emb = flow_matching.time_embedding(jnp.array([0.0, 1.0]), 8)
@@ -86,8 +90,9 @@ def test_prefix_ignores_the_expert_and_training_equals_cached_inference(model_an
     plain = model.apply(v, images, tokens, mask, ar)
     cache, valid, nxt = model.apply(v, images, tokens, mask, H, method=model.prefix_cache)
     cached = model.apply(v, cache, valid, nxt, x_t, t, state, method=model.velocity)
-    _, short = model.apply(v, images[1:], tokens[1:, :3], mask[1:, :3], ar[1:, :3], x_t[1:], t[1:], state[1:],
-                           method=model.flow_forward)
+    _, short = model.apply(
+      v, images[1:], tokens[1:, :3], mask[1:, :3], ar[1:, :3], x_t[1:], t[1:], state[1:], method=model.flow_forward
+    )
     _, other = model.apply(v, images, tokens, mask, ar, x_t, t, state + 1.0, method=model.flow_forward)
     return logits, plain, vel, cached, short, other
 
@@ -113,11 +118,17 @@ def test_sampler_recovers_a_memorised_action_chunk():
   images, tokens, mask = _inputs(batch=1)
   target = np.array([[[0.6, -0.4], [0.2, 0.8], [-0.7, 0.1]]], np.float32)
   batch = 64
-  data = dict(image=np.repeat(images, batch, 0), tokens=np.repeat(tokens, batch, 0),
-              input_mask=np.repeat(mask, batch, 0), ar_mask=np.zeros((batch, 5), bool),
-              loss_mask=np.zeros((batch, 5), bool), is_robot=np.ones(batch, bool),
-              actions=np.repeat(target, batch, 0), action_pad=np.zeros((batch, H), bool),
-              num_clipped=np.zeros(batch, np.int32))
+  data = dict(
+    image=np.repeat(images, batch, 0),
+    tokens=np.repeat(tokens, batch, 0),
+    input_mask=np.repeat(mask, batch, 0),
+    ar_mask=np.zeros((batch, 5), bool),
+    loss_mask=np.zeros((batch, 5), bool),
+    is_robot=np.ones(batch, bool),
+    actions=np.repeat(target, batch, 0),
+    action_pad=np.zeros((batch, H), bool),
+    num_clipped=np.zeros(batch, np.int32),
+  )
   params = vlm.init_params(model, jax.random.PRNGKey(1), 16)
   schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 50, 600, 1.5e-4)
   tx = optax.adam(schedule)
@@ -145,13 +156,24 @@ def test_missing_state_is_named():
   params = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), 16))
   images, tokens, mask = _inputs()
   with pytest.raises(ValueError, match="state token"):
-    jax.eval_shape(lambda p: model.apply({"params": p}, images, tokens, mask, np.zeros_like(mask),
-                                         np.zeros((2, H, D), np.float32), np.ones(2, np.float32),
-                                         method=model.flow_forward), params)
+    jax.eval_shape(
+      lambda p: model.apply(
+        {"params": p},
+        images,
+        tokens,
+        mask,
+        np.zeros_like(mask),
+        np.zeros((2, H, D), np.float32),
+        np.ones(2, np.float32),
+        method=model.flow_forward,
+      ),
+      params,
+    )
 
 
 def test_expert_config_needs_the_resolved_action_dim():
   from configs import pi0_baseline  # pylint: disable=g-import-not-at-top
+
   config = pi0_baseline.get_config("demo")
   with pytest.raises(ValueError, match="action_dim"):
     vlm.from_config(config.model)

@@ -21,8 +21,12 @@ def reference_count(backbone: str) -> int:
   vision += img["depth"] * (4 * (d * d + d) + 4 * d + 2 * d * f + f + d)
   w, h = llm["width"], llm["head_dim"]
   projector = d * w + w
-  layer = (llm["num_heads"] * h * w * 2 + 2 * llm["num_kv_heads"] * h * w + 3 * w * llm["mlp_dim"]
-           + w * (4 if llm["post_norms"] else 2))
+  layer = (
+    llm["num_heads"] * h * w * 2
+    + 2 * llm["num_kv_heads"] * h * w
+    + 3 * w * llm["mlp_dim"]
+    + w * (4 if llm["post_norms"] else 2)
+  )
   return vision + projector + llm["vocab_size"] * w + w + llm["depth"] * layer
 
 
@@ -42,13 +46,31 @@ def test_full_size_param_counts(backbone):
 
 # The published checkpoints' config.json files list only non-default fields (transformers 4.41 style).
 HUB_PALIGEMMA_224 = {
-    "model_type": "paligemma", "hidden_size": 2048, "projection_dim": 2048, "image_token_index": 257152,
-    "text_config": {"hidden_size": 2048, "intermediate_size": 16384, "model_type": "gemma",
-                    "num_attention_heads": 8, "num_hidden_layers": 18, "num_image_tokens": 256,
-                    "num_key_value_heads": 1, "vocab_size": 257216},
-    "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "model_type": "siglip_vision_model",
-                      "num_attention_heads": 16, "num_hidden_layers": 27, "num_image_tokens": 256,
-                      "patch_size": 14, "projection_dim": 2048, "vision_use_head": False},
+  "model_type": "paligemma",
+  "hidden_size": 2048,
+  "projection_dim": 2048,
+  "image_token_index": 257152,
+  "text_config": {
+    "hidden_size": 2048,
+    "intermediate_size": 16384,
+    "model_type": "gemma",
+    "num_attention_heads": 8,
+    "num_hidden_layers": 18,
+    "num_image_tokens": 256,
+    "num_key_value_heads": 1,
+    "vocab_size": 257216,
+  },
+  "vision_config": {
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "model_type": "siglip_vision_model",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 27,
+    "num_image_tokens": 256,
+    "patch_size": 14,
+    "projection_dim": 2048,
+    "vision_use_head": False,
+  },
 }
 
 
@@ -57,9 +79,18 @@ def test_hub_style_config_json_gives_the_published_architectures():
   img, llm, size = param_count.config_lib.BACKBONES["paligemma_224"]
   assert arch["image_size"] == size and arch["img"] == img
   assert arch["llm"] == dict(llm, vocab_size=257216)  # the hub pads the vocabulary by 64
-  gemma2 = dict(HUB_PALIGEMMA_224, text_config=dict(
-      HUB_PALIGEMMA_224["text_config"], model_type="gemma2", hidden_size=2304, intermediate_size=9216,
-      num_hidden_layers=26, num_key_value_heads=4, num_image_tokens=1024))
+  gemma2 = dict(
+    HUB_PALIGEMMA_224,
+    text_config=dict(
+      HUB_PALIGEMMA_224["text_config"],
+      model_type="gemma2",
+      hidden_size=2304,
+      intermediate_size=9216,
+      num_hidden_layers=26,
+      num_key_value_heads=4,
+      num_image_tokens=1024,
+    ),
+  )
   arch = hf.model_config(gemma2)
   img, llm, size = param_count.config_lib.BACKBONES["paligemma2_448"]
   assert arch["image_size"] == size and arch["llm"] == dict(llm, vocab_size=257216)
@@ -78,11 +109,11 @@ def test_train_starts_from_imported_weights(config, tmp_path):
   model = vlm.from_config(config.model)
   params = trainer.initial_params(config, model, mesh, [], printer=lambda *a, **k: None)
   tx = optimizer.make(config.optimizer, config.train.steps)
-  state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0),
-                                         params=params)
+  state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0), params=params)
   expected = vlm.make_dual(source)
-  for got, want, spec in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(expected),
-                             jax.tree.leaves(shardings["params"])):
+  for got, want, spec in zip(
+    jax.tree.leaves(state["params"]), jax.tree.leaves(expected), jax.tree.leaves(shardings["params"])
+  ):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert got.sharding == spec
   embedding = state["params"]["llm"]["embedder"]["input_embedding"]

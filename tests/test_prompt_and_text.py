@@ -30,8 +30,8 @@ def test_prompt_layout(tok):
   prefix = [tok.bos_id] + tok.encode("move to the red square\n")
   n = len(prefix)
   assert out["tokens"][:n].tolist() == prefix
-  assert out["tokens"][n:n + 4].tolist() == [7, 8, 9, tok.eos_id]
-  assert np.all(out["tokens"][n + 4:] == tok.pad_id)
+  assert out["tokens"][n : n + 4].tolist() == [7, 8, 9, tok.eos_id]
+  assert np.all(out["tokens"][n + 4 :] == tok.pad_id)
   assert out["input_mask"].tolist() == [True] * (n + 4) + [False] * (40 - n - 4)
   assert out["ar_mask"].tolist() == [False] * n + [True] * 4 + [False] * (40 - n - 4)
   assert out["loss_mask"].tolist() == out["ar_mask"].tolist()
@@ -50,6 +50,7 @@ def test_prompt_too_long_names_the_prompt(tok):
 
 def test_robot_prompt_writes_the_normalized_state():
   from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+
   template = "do {instruction}? State: {state}"
   assert preprocess.prompt_uses_state(template) and not preprocess.prompt_uses_state("do {instruction}?")
   assert preprocess.state_text([0.123, -0.5, 1.7, -0.001]) == "+0.12 -0.50 +1.00 +0.00"  # clipped, no "-0"

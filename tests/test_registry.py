@@ -12,11 +12,14 @@ from conftest import BRIDGE_SAMPLE
 from genvla_jax.data import convert, pipeline, registry, rlds, rlds_writer
 
 
-@pytest.mark.parametrize("relative, absolute", [
-    ([0, 0, 1, 0, 0, -1, 0], [1, 1, 0, 0, 0, 1, 1]),    # closes, then opens (starts open)
-    ([0, -0.5, 0, 0.05, 0.9], [0, 1, 1, 1, 0]),         # first command opens: it started closed
-    ([0, 0.05, -0.05], [1, 1, 1]),                      # no command above threshold: open throughout
-])
+@pytest.mark.parametrize(
+  "relative, absolute",
+  [
+    ([0, 0, 1, 0, 0, -1, 0], [1, 1, 0, 0, 0, 1, 1]),  # closes, then opens (starts open)
+    ([0, -0.5, 0, 0.05, 0.9], [0, 1, 1, 1, 0]),  # first command opens: it started closed
+    ([0, 0.05, -0.05], [1, 1, 1]),  # no command above threshold: open throughout
+  ],
+)
 def test_rel2abs_gripper(relative, absolute):
   np.testing.assert_array_equal(registry.rel2abs_gripper(relative), absolute)
 
@@ -27,45 +30,69 @@ def write_fractal(root, episodes=3, steps=5, seed=0):
   project does not install, so this one is ArrayRecord (the TFRecord read path is tested on the real
   Bridge sample). Returns (dataset dir, relative gripper per episode)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(seed)
   grippers = [np.where(rng.random(steps) < 0.3, rng.choice([-1.0, 1.0], steps), 0.0) for _ in range(episodes)]
 
   def episode(e):
     out = []
     for t in range(steps):
-      out.append({
-          "action": {"world_vector": rng.normal(0, 0.02, 3).astype(np.float32),
-                     "rotation_delta": rng.normal(0, 0.05, 3).astype(np.float32),
-                     "gripper_closedness_action": np.array([grippers[e][t]], np.float32),
-                     "terminate_episode": np.array([0, 1, 0], np.int32),
-                     "base_displacement_vector": np.zeros(2, np.float32),
-                     "base_displacement_vertical_rotation": np.zeros(1, np.float32)},
-          "observation": {"image": Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)),
-                          "base_pose_tool_reached": rng.normal(0, 1, 7).astype(np.float32),
-                          "gripper_closed": np.array([0.0], np.float32),
-                          "natural_language_instruction": "pick coke can",
-                          "natural_language_embedding": np.zeros(512, np.float32)},
-          "reward": 0.0, "discount": 1.0, "is_first": t == 0, "is_last": t == steps - 1,
-          "is_terminal": t == steps - 1})
+      out.append(
+        {
+          "action": {
+            "world_vector": rng.normal(0, 0.02, 3).astype(np.float32),
+            "rotation_delta": rng.normal(0, 0.05, 3).astype(np.float32),
+            "gripper_closedness_action": np.array([grippers[e][t]], np.float32),
+            "terminate_episode": np.array([0, 1, 0], np.int32),
+            "base_displacement_vector": np.zeros(2, np.float32),
+            "base_displacement_vertical_rotation": np.zeros(1, np.float32),
+          },
+          "observation": {
+            "image": Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)),
+            "base_pose_tool_reached": rng.normal(0, 1, 7).astype(np.float32),
+            "gripper_closed": np.array([0.0], np.float32),
+            "natural_language_instruction": "pick coke can",
+            "natural_language_embedding": np.zeros(512, np.float32),
+          },
+          "reward": 0.0,
+          "discount": 1.0,
+          "is_first": t == 0,
+          "is_last": t == steps - 1,
+          "is_terminal": t == steps - 1,
+        }
+      )
     return out
 
   f = tfds.features
   step = {
-      "action": {"world_vector": f.Tensor(shape=(3,), dtype=np.float32),
-                 "rotation_delta": f.Tensor(shape=(3,), dtype=np.float32),
-                 "gripper_closedness_action": f.Tensor(shape=(1,), dtype=np.float32),
-                 "terminate_episode": f.Tensor(shape=(3,), dtype=np.int32),
-                 "base_displacement_vector": f.Tensor(shape=(2,), dtype=np.float32),
-                 "base_displacement_vertical_rotation": f.Tensor(shape=(1,), dtype=np.float32)},
-      "observation": {"image": f.Image(shape=(64, 80, 3), encoding_format="jpeg"),
-                      "base_pose_tool_reached": f.Tensor(shape=(7,), dtype=np.float32),
-                      "gripper_closed": f.Tensor(shape=(1,), dtype=np.float32),
-                      "natural_language_instruction": f.Text(),
-                      "natural_language_embedding": f.Tensor(shape=(512,), dtype=np.float32)},
-      "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
-      "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-  data_dir = rlds_writer.write_rlds(str(root), "fractal20220817_data", step,
-                                    {"train": ((e, {"steps": episode(e)}) for e in range(episodes))}, version="0.1.0")
+    "action": {
+      "world_vector": f.Tensor(shape=(3,), dtype=np.float32),
+      "rotation_delta": f.Tensor(shape=(3,), dtype=np.float32),
+      "gripper_closedness_action": f.Tensor(shape=(1,), dtype=np.float32),
+      "terminate_episode": f.Tensor(shape=(3,), dtype=np.int32),
+      "base_displacement_vector": f.Tensor(shape=(2,), dtype=np.float32),
+      "base_displacement_vertical_rotation": f.Tensor(shape=(1,), dtype=np.float32),
+    },
+    "observation": {
+      "image": f.Image(shape=(64, 80, 3), encoding_format="jpeg"),
+      "base_pose_tool_reached": f.Tensor(shape=(7,), dtype=np.float32),
+      "gripper_closed": f.Tensor(shape=(1,), dtype=np.float32),
+      "natural_language_instruction": f.Text(),
+      "natural_language_embedding": f.Tensor(shape=(512,), dtype=np.float32),
+    },
+    "reward": f.Scalar(dtype=np.float32),
+    "discount": f.Scalar(dtype=np.float32),
+    "is_first": np.bool_,
+    "is_last": np.bool_,
+    "is_terminal": np.bool_,
+  }
+  data_dir = rlds_writer.write_rlds(
+    str(root),
+    "fractal20220817_data",
+    step,
+    {"train": ((e, {"steps": episode(e)}) for e in range(episodes))},
+    version="0.1.0",
+  )
   return data_dir, grippers
 
 
@@ -95,13 +122,15 @@ def test_bridge_relabelled_from_states(tmp_path):
   steps = episodes[first["episode"]]["steps"]
   states = np.stack([steps[1]["observation/state"][:6], steps[0]["observation/state"][:6]])
   # a difference of float32 states, rounded once to float32 (in whatever precision it was taken): eps * max|state|
-  np.testing.assert_allclose(first["action"][:6], states[0] - states[1], rtol=0,
-                             atol=np.finfo(np.float32).eps * np.abs(states).max())
+  np.testing.assert_allclose(
+    first["action"][:6], states[0] - states[1], rtol=0, atol=np.finfo(np.float32).eps * np.abs(states).max()
+  )
   assert first["action"][6] == steps[0]["action"][6]
 
 
 def test_named_mixtures_in_config():
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+
   assert [e["name"] for e in pi0_plus.get_config().data.robot] == ["fractal", "bridge"]
   assert [e["name"] for e in pi0_plus.get_config("full,mixture=bridge").data.robot] == ["bridge"]
   with pytest.raises(KeyError, match="unknown mixture"):

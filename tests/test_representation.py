@@ -49,6 +49,7 @@ def test_drift_monitor_and_report(tmp_path, demo_dir, cache_dir):
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
   _write_cifar(tmp_path / "cifar")
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=4, checkpoint_every=4)
@@ -63,20 +64,47 @@ def test_drift_monitor_and_report(tmp_path, demo_dir, cache_dir):
   policy = policy_lib.Policy.from_workdir(str(tmp_path / "run"))
   out = tmp_path / "report"
   result = representation.evaluate(policy.params, policy.config.model, str(tmp_path / "cifar"), 40, str(out))
-  assert set(result["probe"]) == {"img", "img_frozen"} and result["probe"]["img_frozen"] == drift[1]["drift/probe_img_frozen"]
+  assert (
+    set(result["probe"]) == {"img", "img_frozen"}
+    and result["probe"]["img_frozen"] == drift[1]["drift/probe_img_frozen"]
+  )
   assert (out / "tsne_img.png").stat().st_size > 1000 and (out / "tsne_img_frozen.png").exists()
   # the CLI, with the "pretrained" tower read from a released-format (HF) checkpoint: here the run's own
   # trained tower exported, so its probe accuracy must equal the trained tower's
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   from conftest import ROOT  # pylint: disable=g-import-not-at-top
+
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  exported = subprocess.run([sys.executable, "-m", "genvla_jax.tools.export_hf", f"--workdir={tmp_path / 'run'}",
-                             f"--out={tmp_path / 'hf'}", "--tower=trained"], env=env, capture_output=True, text=True)
+  exported = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "genvla_jax.tools.export_hf",
+      f"--workdir={tmp_path / 'run'}",
+      f"--out={tmp_path / 'hf'}",
+      "--tower=trained",
+    ],
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert exported.returncode == 0, exported.stderr[-2000:]
-  cli = subprocess.run([sys.executable, "-m", "genvla_jax.eval.representation", f"--checkpoint={tmp_path / 'run'}",
-                        f"--data={tmp_path / 'cifar'}", "--limit=40", f"--pretrained_path={tmp_path / 'hf'}",
-                        f"--out={tmp_path / 'cli'}"], env=env, capture_output=True, text=True)
+  cli = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "genvla_jax.eval.representation",
+      f"--checkpoint={tmp_path / 'run'}",
+      f"--data={tmp_path / 'cifar'}",
+      "--limit=40",
+      f"--pretrained_path={tmp_path / 'hf'}",
+      f"--out={tmp_path / 'cli'}",
+    ],
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert cli.returncode == 0, cli.stderr[-2000:]
   saved = json.load(open(tmp_path / "cli" / "representation.json"))
   assert saved["probe"]["pretrained"] == saved["probe"]["img"] == result["probe"]["img"]

@@ -39,6 +39,7 @@ class _Running:
 
 class FakePolicy:
   """Deterministic stand-in: action = (mean pixel / 255, prompt length) per row; records batch sizes."""
+
   horizon, action_dim = 2, 2
 
   def __init__(self):
@@ -54,8 +55,11 @@ class FakePolicy:
 @pytest.fixture(scope="module")
 def fake():
   policy = FakePolicy()
-  running = _Running(server_lib.PolicyServer(policy, {"action_horizon": 2}, max_batch=16, batch_window_ms=20,
-                                             max_image_side=512, max_message_bytes=4 * 2**20))
+  running = _Running(
+    server_lib.PolicyServer(
+      policy, {"action_horizon": 2}, max_batch=16, batch_window_ms=20, max_image_side=512, max_message_bytes=4 * 2**20
+    )
+  )
   yield running, policy
   running.close()
 
@@ -68,13 +72,17 @@ def test_bad_requests_get_errors_and_the_connection_keeps_serving(fake):
   running, _ = fake
   with running.client() as c:
     assert c.metadata == {"action_horizon": 2}
-    bad = [b"\x00\xff garbage", msgpack_numpy.packb([1, 2, 3]), msgpack_numpy.packb({"img": 1}),
-           msgpack_numpy.packb({"image": np.zeros((8, 8, 3), np.float32), "prompt": "x"}),
-           msgpack_numpy.packb({"image": np.zeros((8, 8), np.uint8), "prompt": "x"}),
-           msgpack_numpy.packb({"image": np.zeros((600, 8, 3), np.uint8), "prompt": "x"}),
-           msgpack_numpy.packb({"image": np.zeros((8, 8, 3), np.uint8), "prompt": ""}),
-           msgpack_numpy.packb({"image": np.zeros((8, 8, 3), np.uint8), "prompt": 5}),
-           "a text frame"]
+    bad = [
+      b"\x00\xff garbage",
+      msgpack_numpy.packb([1, 2, 3]),
+      msgpack_numpy.packb({"img": 1}),
+      msgpack_numpy.packb({"image": np.zeros((8, 8, 3), np.float32), "prompt": "x"}),
+      msgpack_numpy.packb({"image": np.zeros((8, 8), np.uint8), "prompt": "x"}),
+      msgpack_numpy.packb({"image": np.zeros((600, 8, 3), np.uint8), "prompt": "x"}),
+      msgpack_numpy.packb({"image": np.zeros((8, 8, 3), np.uint8), "prompt": ""}),
+      msgpack_numpy.packb({"image": np.zeros((8, 8, 3), np.uint8), "prompt": 5}),
+      "a text frame",
+    ]
     for message in bad:
       reply = c.send_raw(message)
       assert isinstance(reply, str) and reply.startswith("bad request"), reply
@@ -98,8 +106,12 @@ def test_state_is_parsed_and_checked_for_policies_that_take_it():
   _, _, state = server_lib.parse_observation(message, 64, state_dim=3)
   assert state.dtype == np.float32 and state.tolist() == [0.0, 1.0, 2.0]
   assert server_lib.parse_observation(message, 64)[2] is None  # a policy without state ignores it
-  for bad, match in [({}, "takes the robot state"), ({"state": [1.0, 2.0]}, "3 finite numbers"),
-                     ({"state": [1.0, np.nan, 2.0]}, "3 finite numbers"), ({"state": "abc"}, "3 numbers")]:
+  for bad, match in [
+    ({}, "takes the robot state"),
+    ({"state": [1.0, 2.0]}, "3 finite numbers"),
+    ({"state": [1.0, np.nan, 2.0]}, "3 finite numbers"),
+    ({"state": "abc"}, "3 numbers"),
+  ]:
     with pytest.raises(server_lib.RequestError, match=match):
       server_lib.parse_observation(msgpack_numpy.packb({"image": image, "prompt": "go", **bad}), 64, 3)
 
@@ -133,6 +145,7 @@ def test_serves_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
   from genvla_jax import serve, train  # pylint: disable=g-import-not-at-top
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=2, checkpoint_every=2)
   train.train(config, str(tmp_path), printer=lambda *a, **k: None)

@@ -1,5 +1,7 @@
 """SimplerEnv action conversions against hand-computed values (the simulator itself cannot run here)."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -12,8 +14,9 @@ def test_euler_to_axis_angle_hand_computed():
   np.testing.assert_allclose(simpler.euler_to_axis_angle([0, np.pi / 2, 0]), [0, np.pi / 2, 0], atol=1e-12)
   np.testing.assert_array_equal(simpler.euler_to_axis_angle([0, 0, 0]), [0, 0, 0])
   # Rz(90) Rx(90) = [[0,0,1],[1,0,0],[0,1,0]]: the cyclic permutation, 120 degrees about (1,1,1)/sqrt(3)
-  np.testing.assert_allclose(simpler.euler_to_axis_angle([np.pi / 2, 0, np.pi / 2]),
-                             np.full(3, 2 * np.pi / 3 / np.sqrt(3)), atol=1e-9)
+  np.testing.assert_allclose(
+    simpler.euler_to_axis_angle([np.pi / 2, 0, np.pi / 2]), np.full(3, 2 * np.pi / 3 / np.sqrt(3)), atol=1e-9
+  )
   np.testing.assert_allclose(np.abs(simpler.euler_to_axis_angle([np.pi, 0, 0])), [np.pi, 0, 0], atol=1e-6)
 
 
@@ -41,10 +44,7 @@ def test_widowx_absolute_gripper_and_rotation():
 
 
 def test_simpler_env_says_what_is_missing():
-  try:
-    import simpler_env  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    with pytest.raises(ImportError, match="SIMPLER.md"):
-      simpler.SimplerEnv()
-  else:
+  if importlib.util.find_spec("simpler_env") is not None:
     pytest.skip("SimplerEnv is installed here")
+  with pytest.raises(ImportError, match="SIMPLER.md"):
+    simpler.SimplerEnv()

@@ -33,7 +33,10 @@ def test_deterministic_given_task_seed_protocol(env):
   other = tabletop.TabletopEnv(image_size=48)
   try:
     for task in tabletop.TASKS:
-      a, b = _expert_rollout(env, task, 3, "variant_aggregation"), _expert_rollout(other, task, 3, "variant_aggregation")
+      a, b = (
+        _expert_rollout(env, task, 3, "variant_aggregation"),
+        _expert_rollout(other, task, 3, "variant_aggregation"),
+      )
       np.testing.assert_array_equal(a[0], b[0])
       np.testing.assert_array_equal(a[1], b[1])
   finally:
@@ -52,8 +55,9 @@ def test_expert_solves_every_task_in_every_protocol(env):
 def test_protocols_change_what_they_say(env):
   base = env.reset("move_near", 5, "visual_matching")
   cubes = {c: env.cube(c) for c in tabletop.COLORS}
-  train_wordings = {w.format(a=env.episode.target, b=env.episode.reference)
-                    for w in tabletop.INSTRUCTIONS["move_near"][0]}
+  train_wordings = {
+    w.format(a=env.episode.target, b=env.episode.reference) for w in tabletop.INSTRUCTIONS["move_near"][0]
+  }
   assert base["instruction"] in train_wordings
   masked = env.reset("move_near", 5, "background_masking")
   black = (masked["image"] == 0).all(-1)
@@ -92,6 +96,7 @@ def test_wilson_interval_reference_values():
 def test_recorded_demonstrations_read_back_as_rlds(recorded):
   from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
   from genvla_jax.data import sim_record  # pylint: disable=g-import-not-at-top
+
   episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "tabletop" / "1.0.0"), "val"))
   assert len(episodes) == 4
   env = tabletop.TabletopEnv(image_size=48)
@@ -119,6 +124,7 @@ def test_noisy_training_demonstrations_record_the_experts_command(recorded):
   expert's command at the perturbed state: replaying label + the recorder's seeded noise reproduces
   every recorded state, and the expert, asked at each state, gives the recorded label."""
   from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
+
   episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "tabletop" / "1.0.0"), "train"))
   assert len(episodes) == 8
   std = np.asarray(tabletop.EXECUTION_NOISE_STD, np.float32)
@@ -148,6 +154,7 @@ def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_di
   from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from conftest import use_recording  # pylint: disable=g-import-not-at-top
+
   config = pi0_plus.get_config("tabletop")
   use_recording(config, recorded, cache_dir)
   config.train.update(steps=2, log_every=1, checkpoint_every=2)
@@ -183,17 +190,25 @@ def test_harness_rejects_a_policy_of_the_wrong_shape():
   class Wrong:
     def act(self, images, instructions):
       return np.zeros((len(images) + 1, 1, 4)), np.ones((len(images) + 1, 1, 4), bool)
+
   with pytest.raises(ValueError, match="expected"):
-    harness.run(Wrong(), lambda: tabletop.TabletopEnv(32), tasks=["pick_object"], protocols=["visual_matching"],
-                episodes_per_task=1, num_envs=1, printer=lambda *a, **k: None)
+    harness.run(
+      Wrong(),
+      lambda: tabletop.TabletopEnv(32),
+      tasks=["pick_object"],
+      protocols=["visual_matching"],
+      episodes_per_task=1,
+      num_envs=1,
+      printer=lambda *a, **k: None,
+    )
 
 
 def test_rollout_videos_mp4_and_gif(tmp_path):
   import cv2  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   frames = [np.full((8, 8, 3), 40 * i, np.uint8) for i in range(5)]
-  results = [harness.EpisodeResult("visual_matching", "pick_object", 3, "pick up the red cube", True, 4,
-                                   frames=frames)]
+  results = [harness.EpisodeResult("visual_matching", "pick_object", 3, "pick up the red cube", True, 4, frames=frames)]
   for fmt in ("mp4", "gif"):
     report.write(results, str(tmp_path / fmt), "t", video_format=fmt)
     assert os.listdir(tmp_path / fmt / "videos") == [f"visual_matching-pick_object-seed3-success.{fmt}"]

@@ -20,6 +20,7 @@ STEPS = 12
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, demo_dir, cache_dir):
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+
   config = tiny_config(demo_dir, cache_dir)
   config.train.steps = STEPS
   workdir = tmp_path_factory.mktemp("run_a")
@@ -63,13 +64,15 @@ def test_policy_predicts_actions(uninterrupted, demo_dir):
   _, workdir, _ = uninterrupted
   policy = policy_lib.Policy.from_workdir(str(workdir))
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+
   scene = demo.random_scene(np.random.default_rng(5))
   image = demo.render(scene)
   actions, valid = policy.act(image, "move to the red square")
   assert actions.shape == valid.shape == (1, 2) and actions.dtype == np.float32
   assert np.all(np.isfinite(actions))
-  batch_actions, batch_valid = policy.act(np.stack([image, image[::-1]]),
-                                          ["move to the red square", "go to the blue square"])
+  batch_actions, batch_valid = policy.act(
+    np.stack([image, image[::-1]]), ["move to the red square", "go to the blue square"]
+  )
   assert batch_actions.shape == (2, 1, 2)
   # batching does not change a row: the same decoded tokens, de-normalized elementwise (numpy): bit-identical
   np.testing.assert_array_equal(batch_actions[0], actions)
@@ -94,17 +97,37 @@ def test_cli_train_on_8_devices_tensor_parallel_then_predict_on_1(tmp_path, demo
   workdir = tmp_path / "cli_run"
   common = [f"--config.data.demo_dir={demo_dir}", f"--config.data.cache_dir={cache_dir}"]
   out = subprocess.run(
-      [sys.executable, "-m", "genvla_jax.train", "--config=configs/pi0_plus.py:demo", f"--workdir={workdir}",
-       "--config.train.steps=2", "--config.train.log_every=1", "--config.data.batch_size=8",
-       "--config.mesh.fsdp=2", "--config.mesh.model=2", *common],
-      cwd=ROOT, env=_env(devices=8), capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "genvla_jax.train",
+      "--config=configs/pi0_plus.py:demo",
+      f"--workdir={workdir}",
+      "--config.train.steps=2",
+      "--config.train.log_every=1",
+      "--config.data.batch_size=8",
+      "--config.mesh.fsdp=2",
+      "--config.mesh.model=2",
+      *common,
+    ],
+    cwd=ROOT,
+    env=_env(devices=8),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "mesh {'data': 2, 'fsdp': 2, 'model': 2}" in out.stdout  # tensor parallel over "model"
   assert "step      2/2 | loss" in out.stdout and "ex/s" in out.stdout and "ETA" in out.stdout
   assert "tok/s" in out.stdout and "data wait" in out.stdout and "train step compiled" in out.stdout
   out = subprocess.run(
-      [sys.executable, "-m", "genvla_jax.predict", f"--workdir={workdir}", "--eval_split=val",
-       "--num_examples=4"], cwd=ROOT, env=_env(devices=1), capture_output=True, text=True, timeout=600)
+    [sys.executable, "-m", "genvla_jax.predict", f"--workdir={workdir}", "--eval_split=val", "--num_examples=4"],
+    cwd=ROOT,
+    env=_env(devices=1),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads(out.stdout)
   assert report["demo_targets"]["num_examples"] == 4
@@ -113,8 +136,19 @@ def test_cli_train_on_8_devices_tensor_parallel_then_predict_on_1(tmp_path, demo
 
 def test_cli_rejects_unknown_config_key(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "genvla_jax.train", "--config=configs/pi0_plus.py:demo",
-       f"--workdir={tmp_path}", "--config.model.no_such_key=1"],
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "genvla_jax.train",
+      "--config=configs/pi0_plus.py:demo",
+      f"--workdir={tmp_path}",
+      "--config.model.no_such_key=1",
+    ],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode != 0
   assert "no_such_key" in out.stderr

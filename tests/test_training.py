@@ -15,6 +15,7 @@ import tolerances
 @pytest.fixture(scope="module")
 def setup(demo_dir, cache_dir, prepared):
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+
   config = tiny_config(demo_dir, cache_dir)
   it = iter(pipeline.make_dataset(config, prepared, seed=0))
   batches = [next(it) for _ in range(3)]
@@ -68,21 +69,20 @@ def test_frozen_tower_unchanged_and_stateless(setup, single_device_run):
   initial, state, losses, _ = single_device_run
   params = jax.device_get(state["params"])
   jax.tree.map(np.testing.assert_array_equal, params["img_frozen"], initial["img_frozen"])
-  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params["img"]),
-                                                      jax.tree.leaves(initial["img"]))]
+  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params["img"]), jax.tree.leaves(initial["img"]))]
   assert all(changed)
   # no optimizer state mirrors the frozen tower: adam's mu/nu exist for every other parameter only
   opt_paths = [sharding.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]]
   assert not any("img_frozen" in p for p in opt_paths)
-  assert sum("/mu/" in p for p in opt_paths) == len(jax.tree.leaves({k: v for k, v in params.items()
-                                                                    if k != "img_frozen"}))
+  assert sum("/mu/" in p for p in opt_paths) == len(
+    jax.tree.leaves({k: v for k, v in params.items() if k != "img_frozen"})
+  )
   assert all(np.isfinite(losses))
 
 
 def test_optimizer_labels():
   params = {"img": {"w": jnp.ones(2)}, "img_frozen": {"w": jnp.ones(2)}, "llm": {"e": jnp.ones(2)}}
-  assert optimizer.labels(params) == {"img": {"w": "train"}, "img_frozen": {"w": "frozen"},
-                                      "llm": {"e": "train"}}
+  assert optimizer.labels(params) == {"img": {"w": "train"}, "img_frozen": {"w": "frozen"}, "llm": {"e": "train"}}
 
 
 def test_sharded_step_equals_single_device(setup, single_device_run):
@@ -96,8 +96,10 @@ def test_sharded_step_equals_single_device(setup, single_device_run):
   # the large matrices really are split over the fsdp axis
   emb = state8["params"]["llm"]["embedder"]["input_embedding"]
   assert "fsdp" in str(emb.sharding.spec)
-  assert emb.addressable_shards[0].data.shape[0] * 4 == emb.shape[0] or \
-      emb.addressable_shards[0].data.shape[1] * 4 == emb.shape[1]
+  assert (
+    emb.addressable_shards[0].data.shape[0] * 4 == emb.shape[0]
+    or emb.addressable_shards[0].data.shape[1] * 4 == emb.shape[1]
+  )
 
 
 def test_tensor_parallel_step_equals_single_device(setup, single_device_run):
@@ -107,15 +109,17 @@ def test_tensor_parallel_step_equals_single_device(setup, single_device_run):
   run = _run(setup, mesh, 3)
   _assert_same_training(setup, run, single_device_run)
   state = run[1]
-  specs = {sharding.path_str(p): x.sharding.spec for p, x in
-           jax.tree_util.tree_flatten_with_path(state["params"])[0]}
+  specs = {sharding.path_str(p): x.sharding.spec for p, x in jax.tree_util.tree_flatten_with_path(state["params"])[0]}
   assert specs["llm/layers/mlp/gating_einsum"] == P(None, None, "fsdp", "model")
   assert specs["llm/layers/attn/q_einsum"] == P(None, "model", "fsdp", None)
   assert specs["llm/layers/attn/kv_einsum"] == P(None, None, None, "fsdp", None)  # 1 kv head: not split
   assert specs["img_frozen/blocks/MlpBlock_0/Dense_0/kernel"] == P(None, "fsdp", "model")
   # the optimizer state of a tensor-parallel matrix is split the same way
-  mu = [x for p, x in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
-        if sharding.path_str(p).endswith("mu/llm/layers/mlp/linear")]
+  mu = [
+    x
+    for p, x in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
+    if sharding.path_str(p).endswith("mu/llm/layers/mlp/linear")
+  ]
   assert mu and mu[0].sharding.spec == P(None, "model", "fsdp")
 
 
@@ -123,17 +127,21 @@ def test_gradient_accumulation_equals_one_pass(setup):
   config, model, tx, _, batches = setup
   mesh = sharding.make_mesh(config.mesh)  # 8 devices; 8 rows = 2 micro-batches of 4
   state, _, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0))
+
   # micro-batch i = rows i, i+2, ... (step.microbatches); a batch whose two micro-batches hold different
   # numbers of answer tokens, so that a wrong normalisation (the mean of the micro-batch means) shows
   def micro_tokens(b):
     return b["loss_mask"][:, 1:].reshape(-1, 2, b["loss_mask"].shape[1] - 1).sum(axis=(0, 2))
+
   raw = next((b for b in batches if len(set(micro_tokens(b))) > 1), None)
   assert raw is not None, [micro_tokens(b) for b in batches]
   batch = sharding.to_global(raw, mesh)
+
   def grads_with(k):
     fn = jax.jit(lambda p, b: step_lib.grads_and_sums(p, b, model, k))
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return jax.device_get(fn(state["params"], batch))
+
   (g1, s1), (g2, s2) = grads_with(1), grads_with(2)
   n = _positions(config, raw)  # 8 rows x (40 text + 16 image) positions
   # float32 sums over the batch's n positions, as one or as two partial sums: eps * sqrt(n) relative
@@ -148,11 +156,14 @@ def test_gradient_accumulation_equals_one_pass(setup):
   one_pass = jax.jit(lambda p, b: step_lib.grads_and_sums(p, b, model)[0])  # normalised by b's own tokens
   own = [jax.device_get(one_pass(state["params"], jax.tree.map(lambda x, i=i: x[i], micro))) for i in range(2)]
   tokens = micro_tokens(raw)
-  bugs = {"mean of the micro-batch means": jax.tree.map(lambda a, b: (a + b) / 2, *own),
-          "a dropped micro-batch": jax.tree.map(lambda a: a * tokens[0] / tokens.sum(), own[0])}
+  bugs = {
+    "mean of the micro-batch means": jax.tree.map(lambda a, b: (a + b) / 2, *own),
+    "a dropped micro-batch": jax.tree.map(lambda a: a * tokens[0] / tokens.sum(), own[0]),
+  }
   for name, wrong in bugs.items():
-    off = max(float(np.abs(np.asarray(a, np.float64) - b).max()) for a, b in zip(jax.tree.leaves(wrong),
-                                                                                 jax.tree.leaves(g1)))
+    off = max(
+      float(np.abs(np.asarray(a, np.float64) - b).max()) for a, b in zip(jax.tree.leaves(wrong), jax.tree.leaves(g1))
+    )
     assert off > 1000 * atol, (name, off, atol)
   with pytest.raises(ValueError, match="does not split into 3 micro-batches"):
     step_lib.microbatches({"x": np.zeros((8, 2))}, 3)

@@ -18,12 +18,21 @@ import tolerances
 SIZE, PATCH, WIDTH, DEPTH = 28, 7, 32, 3
 # ours vs transformers: the same float32 math summed in other orders: eps * sqrt(n) relative to max|output|, n the
 # terms along the chain of reductions: the patch, DEPTH blocks (MLP <= 4 x WIDTH) over <= 16 + CLS + 2 registers
-VIT_RTOL = tolerances.float_tol(np.float32, PATCH**2 * 3 + tolerances.transformer_terms(
-    dict(width=WIDTH, depth=DEPTH, mlp_dim=4 * WIDTH, num_heads=4), (SIZE // PATCH) ** 2 + 3))[0]
+VIT_RTOL = tolerances.float_tol(
+  np.float32,
+  PATCH**2 * 3
+  + tolerances.transformer_terms(
+    dict(width=WIDTH, depth=DEPTH, mlp_dim=4 * WIDTH, num_heads=4), (SIZE // PATCH) ** 2 + 3
+  ),
+)[0]
 
 
-PUBLISHED_NAMES = {"attention.q_proj.": "attention.attention.query.", "attention.k_proj.": "attention.attention.key.",
-                   "attention.v_proj.": "attention.attention.value.", "attention.o_proj.": "attention.output.dense."}
+PUBLISHED_NAMES = {
+  "attention.q_proj.": "attention.attention.query.",
+  "attention.k_proj.": "attention.attention.key.",
+  "attention.v_proj.": "attention.attention.value.",
+  "attention.o_proj.": "attention.output.dense.",
+}
 
 
 def _published(name: str) -> str:
@@ -35,11 +44,20 @@ def _published(name: str) -> str:
 
 def _hf_dinov2(tmp_path, registers: int):
   torch.manual_seed(registers)
-  common = dict(hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=4, mlp_ratio=4,
-                image_size=SIZE, patch_size=PATCH, layer_norm_eps=1e-6, hidden_act="gelu")
+  common = dict(
+    hidden_size=WIDTH,
+    num_hidden_layers=DEPTH,
+    num_attention_heads=4,
+    mlp_ratio=4,
+    image_size=SIZE,
+    patch_size=PATCH,
+    layer_norm_eps=1e-6,
+    hidden_act="gelu",
+  )
   if registers:
-    model = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
-        num_register_tokens=registers, **common))
+    model = transformers.Dinov2WithRegistersModel(
+      transformers.Dinov2WithRegistersConfig(num_register_tokens=registers, **common)
+    )
   else:
     model = transformers.Dinov2Model(transformers.Dinov2Config(**common))
   model.eval()
@@ -53,14 +71,26 @@ def _hf_dinov2(tmp_path, registers: int):
   path.mkdir()
   # the registers model in transformers 5's names, the plain one as the published files name them
   rename = (lambda k: k) if registers else _published
-  save_file({rename(k): v.contiguous() for k, v in model.state_dict().items() if "mask_token" not in k},
-            str(path / "model.safetensors"))
+  save_file(
+    {rename(k): v.contiguous() for k, v in model.state_dict().items() if "mask_token" not in k},
+    str(path / "model.safetensors"),
+  )
   return model, path
 
 
 def _ours(registers: int, depth: int = DEPTH, final_norm: bool = True) -> vit.ViT:
-  return vit.ViT(patch_size=PATCH, width=WIDTH, depth=depth, mlp_dim=4 * WIDTH, num_heads=4, cls_token=True,
-                 num_registers=registers, layer_scale=True, mlp_activation="gelu", final_norm=final_norm)
+  return vit.ViT(
+    patch_size=PATCH,
+    width=WIDTH,
+    depth=depth,
+    mlp_dim=4 * WIDTH,
+    num_heads=4,
+    cls_token=True,
+    num_registers=registers,
+    layer_scale=True,
+    mlp_activation="gelu",
+    final_norm=final_norm,
+  )
 
 
 def _load(model, path, registers, final_norm=True):
@@ -76,7 +106,7 @@ def test_dinov2_matches_transformers(tmp_path, registers):
   with torch.no_grad():
     out = reference(torch.from_numpy(images.transpose(0, 3, 1, 2)), output_hidden_states=True)
   prefix = 1 + registers
-  theirs = out.last_hidden_state.numpy()[:, prefix:]               # patch tokens after the final norm
+  theirs = out.last_hidden_state.numpy()[:, prefix:]  # patch tokens after the final norm
   model = _ours(registers)
   ours = np.asarray(jax.jit(model.apply)({"params": _load(model, path, registers)}, images))
   assert ours.shape == theirs.shape == (2, (SIZE // PATCH) ** 2, WIDTH)
@@ -95,8 +125,14 @@ def test_dinov2_matches_transformers(tmp_path, registers):
 
 def test_siglip_vision_model_matches_transformers(tmp_path):
   torch.manual_seed(1)
-  cfg = transformers.SiglipVisionConfig(hidden_size=WIDTH, intermediate_size=72, num_hidden_layers=DEPTH,
-                                        num_attention_heads=4, image_size=SIZE, patch_size=PATCH)
+  cfg = transformers.SiglipVisionConfig(
+    hidden_size=WIDTH,
+    intermediate_size=72,
+    num_hidden_layers=DEPTH,
+    num_attention_heads=4,
+    image_size=SIZE,
+    patch_size=PATCH,
+  )
   reference = transformers.SiglipVisionModel(cfg).eval()
   with torch.no_grad():
     for name, p in reference.named_parameters():
@@ -104,8 +140,10 @@ def test_siglip_vision_model_matches_transformers(tmp_path):
         p.uniform_(0.5, 1.5)
   (tmp_path / "siglip").mkdir()
   # the layout of the released google/siglip-* files: "vision_model." in front
-  save_file({"vision_model." + k: v.contiguous() for k, v in reference.state_dict().items()},
-            str(tmp_path / "siglip" / "model.safetensors"))
+  save_file(
+    {"vision_model." + k: v.contiguous() for k, v in reference.state_dict().items()},
+    str(tmp_path / "siglip" / "model.safetensors"),
+  )
   images = np.random.default_rng(1).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
   with torch.no_grad():
     out = reference(torch.from_numpy(images.transpose(0, 3, 1, 2)), output_hidden_states=True)

@@ -16,9 +16,9 @@ def test_vqa_accuracy_hand_computed():
   assert vqa_metrics.vqa_accuracy("Two", humans) == pytest.approx((3 * 2 / 3 + 7 * 1) / 10)
   assert vqa_metrics.vqa_accuracy("3", humans) == 1.0
   assert vqa_metrics.vqa_accuracy("four", humans) == 0.0
-  assert vqa_metrics.vqa_accuracy("A dog.", ["dog"] * 10) == 1.0           # article and period go
-  assert vqa_metrics.vqa_accuracy("dont", ["don't"] * 10) == 1.0           # contraction restored
-  assert vqa_metrics.vqa_accuracy("1000", ["1,000"] * 10) == 1.0           # thousands comma
+  assert vqa_metrics.vqa_accuracy("A dog.", ["dog"] * 10) == 1.0  # article and period go
+  assert vqa_metrics.vqa_accuracy("dont", ["don't"] * 10) == 1.0  # contraction restored
+  assert vqa_metrics.vqa_accuracy("1000", ["1,000"] * 10) == 1.0  # thousands comma
   assert vqa_metrics.vqa_accuracy("red", ["red"] * 2 + ["blue"] * 8) == pytest.approx((2 * 1 / 3 + 8 * 2 / 3) / 10)
   assert vqa_metrics.exact_match("The Table", "table") == 1.0 and vqa_metrics.exact_match("chair", "table") == 0.0
 
@@ -37,16 +37,29 @@ def test_each_benchmark_layout_loads(tmp_path):
   images.mkdir()
   for name in ("10.jpg", "v.jpg", "g1.jpg", "p.jpg", "s.jpg"):
     _image(images / name)
-  (tmp_path / "textvqa.json").write_text(json.dumps({"data": [{"question": "what brand?", "image_id": "10",
-                                                               "answers": ["nike"] * 10}]}))
-  (tmp_path / "vizwiz.json").write_text(json.dumps([{"image": "v.jpg", "question": "what is this?",
-                                                     "answers": [{"answer": "soup", "answer_confidence": "yes"}] * 10}]))
+  (tmp_path / "textvqa.json").write_text(
+    json.dumps({"data": [{"question": "what brand?", "image_id": "10", "answers": ["nike"] * 10}]})
+  )
+  (tmp_path / "vizwiz.json").write_text(
+    json.dumps(
+      [
+        {
+          "image": "v.jpg",
+          "question": "what is this?",
+          "answers": [{"answer": "soup", "answer_confidence": "yes"}] * 10,
+        }
+      ]
+    )
+  )
   (tmp_path / "gqa.json").write_text(json.dumps({"q1": {"imageId": "g1", "question": "what color?", "answer": "red"}}))
   (tmp_path / "pope.jsonl").write_text(json.dumps({"image": "p.jpg", "text": "is there a dog?", "label": "no"}) + "\n")
-  (tmp_path / "vsr.jsonl").write_text(json.dumps({"image": "s.jpg", "caption": "The cat is on the mat.",
-                                                  "label": 1}) + "\n")
-  got = {b: vqa.load(b, str(tmp_path / f"{b}.{'jsonl' if b in ('pope', 'vsr') else 'json'}"), str(images))
-         for b in vqa.BENCHMARKS}
+  (tmp_path / "vsr.jsonl").write_text(
+    json.dumps({"image": "s.jpg", "caption": "The cat is on the mat.", "label": 1}) + "\n"
+  )
+  got = {
+    b: vqa.load(b, str(tmp_path / f"{b}.{'jsonl' if b in ('pope', 'vsr') else 'json'}"), str(images))
+    for b in vqa.BENCHMARKS
+  }
   assert got["textvqa"][0].answers == ["nike"] * 10 and got["textvqa"][0].image_path.endswith("10.jpg")
   assert got["vizwiz"][0].answers == ["soup"] * 10
   assert got["gqa"][0].question == "what color?" and got["gqa"][0].answers == ["red"]
@@ -63,6 +76,7 @@ def test_answers_through_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
   from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=2, checkpoint_every=2)
   train.train(config, str(tmp_path / "run"), printer=lambda *a, **k: None)

@@ -78,8 +78,10 @@ def assert_within(actual, desired, atol, rtol: float = 0.0, name: str = ""):
     if actual.shape != desired.shape:
       raise AssertionError(f"{name}: shape {actual.shape} != {desired.shape}")
     worst = np.unravel_index(np.argmax(err - bound), err.shape)
-    raise AssertionError(f"{name}: {int(np.sum(~(err <= bound)))} of {err.size} elements off; worst at {worst}: "
-                         f"|{actual[worst]:.9g} - {desired[worst]:.9g}| = {err[worst]:.3g} > {bound[worst]:.3g}")
+    raise AssertionError(
+      f"{name}: {int(np.sum(~(err <= bound)))} of {err.size} elements off; worst at {worst}: "
+      f"|{actual[worst]:.9g} - {desired[worst]:.9g}| = {err[worst]:.3g} > {bound[worst]:.3g}"
+    )
 
 
 def by_path(tree) -> dict:

@@ -22,8 +22,9 @@ def crop_box(h: int, w: int, rng: np.random.Generator, scale=(0.9, 1.0), ratio=(
   return left, top, left + cw, top + ch
 
 
-def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness=0.2, contrast=0.2,
-                 saturation=0.2) -> np.ndarray:
+def color_jitter(
+  image: np.ndarray, rng: np.random.Generator, brightness=0.2, contrast=0.2, saturation=0.2
+) -> np.ndarray:
   """uint8 [H,W,3] -> uint8: brightness (x b), contrast (around the mean grey level, x c) and saturation
   (blend with the greyscale image, x s), factors drawn from [1-x, 1+x]. The three are linear, so they
   are one weighted sum (OpenCV, in C, rounded and saturated to uint8 once):
@@ -40,9 +41,9 @@ def augment_and_resize(image: np.ndarray, size: int, rng: np.random.Generator, c
   """uint8 [H,W,3] -> uint8 [size,size,3]: the resize reads the random crop box (a view, no copy), then
   colour jitter on the small image. Without augmentation: the plain resize (`preprocess.resize_image`)."""
   from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+
   if not cfg or not cfg.get("enabled", False):
     return preprocess.resize_image(image, size)
   box = crop_box(*image.shape[:2], rng, tuple(cfg["crop_scale"]), tuple(cfg["crop_ratio"]))
   resized = preprocess.resize_image(image, size, box)
   return color_jitter(resized, rng, cfg["brightness"], cfg["contrast"], cfg["saturation"])
-

@@ -118,6 +118,7 @@ def image_problem(data: bytes, shape: tuple | None = None) -> tuple[str | None, 
 @dataclasses.dataclass(frozen=True)
 class Part:
   """A unit of conversion work: `count` episodes starting at record `first` of one input file."""
+
   index: int
   file: str
   first: int
@@ -139,13 +140,19 @@ def plan(source: rlds.RLDSDataset, episodes_per_part: int) -> list[Part]:
   return parts
 
 
-def provenance(rlds_dir: str, dataset: str, split: str, episodes_per_part: int,
-               source: rlds.RLDSDataset | None = None) -> dict:
+def provenance(
+  rlds_dir: str, dataset: str, split: str, episodes_per_part: int, source: rlds.RLDSDataset | None = None
+) -> dict:
   """What a conversion is made from and how; equal provenance = interchangeable output. `source_files`
   (the split's shard files: count, total bytes, sha1 of their names and sizes) only when the source is
   given."""
-  out = {"source": os.path.abspath(rlds_dir), "dataset": dataset, "split": split,
-         "converter_version": CONVERTER_VERSION, "episodes_per_part": int(episodes_per_part)}
+  out = {
+    "source": os.path.abspath(rlds_dir),
+    "dataset": dataset,
+    "split": split,
+    "converter_version": CONVERTER_VERSION,
+    "episodes_per_part": int(episodes_per_part),
+  }
   if source is not None:
     sizes = sorted((os.path.basename(p), os.path.getsize(p)) for p in source.files)
     digest = hashlib.sha1(json.dumps(sizes).encode()).hexdigest()[:16]
@@ -184,15 +191,18 @@ class _Skips:
 
   def add(self, entry: dict, where: str):
     if self.on_bad == "fail":
-      raise BadRecordError(f"{where}: bad record in episode {entry['episode']} step {entry['step']}: "
-                           f"{entry['reason']} (on_bad='fail'; on_bad='skip' skips it and lists it in "
-                           "meta.json)")
+      raise BadRecordError(
+        f"{where}: bad record in episode {entry['episode']} step {entry['step']}: "
+        f"{entry['reason']} (on_bad='fail'; on_bad='skip' skips it and lists it in "
+        "meta.json)"
+      )
     self.entries.append(entry)
 
 
 def _episode_entry(path: str, k: int, e: int, step, reason: str, **extra) -> dict:
-  return dict({"file": os.path.basename(path), "record": k, "episode": e, "step": step,
-               "reason": reason[:300]}, **extra)
+  return dict(
+    {"file": os.path.basename(path), "record": k, "episode": e, "step": step, "reason": reason[:300]}, **extra
+  )
 
 
 def _good_steps(source, spec, serialized, where: tuple, skips: _Skips) -> list[dict]:
@@ -228,8 +238,9 @@ def _good_steps(source, spec, serialized, where: tuple, skips: _Skips) -> list[d
   return good
 
 
-def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int, out_dir: str,
-                 on_bad: str = "skip") -> dict:
+def convert_part(
+  rlds_dir: str, split: str, dataset: str, part: Part, total: int, out_dir: str, on_bad: str = "skip"
+) -> dict:
   """Converts one part into `<name>.array_record` + `<name>.npz` (per good step: action, state;
   per episode: source index, length) + `<name>.json` (written last: the part is done; counts, skips,
   provenance). Nothing of the part is left on an error."""
@@ -249,8 +260,13 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
         actions.append(step["action"])
         states.append(step["state"])
     writer.close()
-    np.savez(tmp + ".npz", actions=_rows(actions), states=_rows(states),
-             episodes=np.asarray(episodes, np.int64), lengths=np.asarray(lengths, np.int64))
+    np.savez(
+      tmp + ".npz",
+      actions=_rows(actions),
+      states=_rows(states),
+      episodes=np.asarray(episodes, np.int64),
+      lengths=np.asarray(lengths, np.int64),
+    )
   except BaseException:
     writer.close()
     for suffix in (".array_record", ".npz"):
@@ -259,10 +275,15 @@ def convert_part(rlds_dir: str, split: str, dataset: str, part: Part, total: int
     raise
   os.replace(tmp + ".array_record", os.path.join(out_dir, name + ".array_record"))
   os.replace(tmp + ".npz", os.path.join(out_dir, name + ".npz"))
-  info = {"file": name + ".array_record", "records": len(actions), "episodes": len(episodes),
-          "sha256": _sha256(os.path.join(out_dir, name + ".array_record")), "skipped_steps": skips.entries,
-          "skipped_episodes": part.count - len(episodes),
-          "provenance": provenance(rlds_dir, dataset, split, part.episodes_per_part, source)}
+  info = {
+    "file": name + ".array_record",
+    "records": len(actions),
+    "episodes": len(episodes),
+    "sha256": _sha256(os.path.join(out_dir, name + ".array_record")),
+    "skipped_steps": skips.entries,
+    "skipped_episodes": part.count - len(episodes),
+    "provenance": provenance(rlds_dir, dataset, split, part.episodes_per_part, source),
+  }
   with open(tmp + ".json", "w") as f:
     json.dump(info, f)
   os.replace(tmp + ".json", os.path.join(out_dir, name + ".json"))
@@ -283,9 +304,17 @@ def _part_episodes(source, spec, part: Part, skips: _Skips):
     e = part.first_episode + first - part.first
     if isinstance(item, rlds.RecordError) and item.rest_lost:
       lost = part.first + part.count - first
-      skips.add(_episode_entry(path, first, e, None, f"unreadable from byte {item.offset} (record {item.index}) "
-                               f"on, {lost} episodes lost: {item.reason}", episodes_lost=lost),
-                f"{path} record {item.index}")
+      skips.add(
+        _episode_entry(
+          path,
+          first,
+          e,
+          None,
+          f"unreadable from byte {item.offset} (record {item.index}) on, {lost} episodes lost: {item.reason}",
+          episodes_lost=lost,
+        ),
+        f"{path} record {item.index}",
+      )
       return
     if isinstance(item, rlds.RecordError):
       skips.add(_episode_entry(path, k, e, None, item.reason), item.where)
@@ -324,8 +353,11 @@ def existing_output(out_dir: str) -> dict:
   write but did not], "parts": {part json name: provenance or None}}. Reads only small JSON files."""
   names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
   meta = _read_json(os.path.join(out_dir, "meta.json")) if "meta.json" in names else None
-  parts = {n: (_read_json(os.path.join(out_dir, n)) or {}).get("provenance")
-           for n in names if _PART_FILE.match(n) and n.endswith(".json") and not n.startswith(".")}
+  parts = {
+    n: (_read_json(os.path.join(out_dir, n)) or {}).get("provenance")
+    for n in names
+    if _PART_FILE.match(n) and n.endswith(".json") and not n.startswith(".")
+  }
   robot_meta = _is_robot_meta(meta)
   foreign = ["meta.json"] if "meta.json" in names and not robot_meta else []
   foreign += [n for n in ("episodes.npz", "stats.json") if n in names and not (robot_meta or parts)]
@@ -338,8 +370,11 @@ def remove_own_files(out_dir: str) -> list[str]:
   state = existing_output(out_dir)
   removed = []
   for name in sorted(os.listdir(out_dir)):
-    mine = _PART_FILE.match(name) or re.match(r"^meta\.json\.tmp\d+$", name) or (
-        name in _OWN_FILES and name not in state["foreign"])
+    mine = (
+      _PART_FILE.match(name)
+      or re.match(r"^meta\.json\.tmp\d+$", name)
+      or (name in _OWN_FILES and name not in state["foreign"])
+    )
     if mine:
       os.remove(os.path.join(out_dir, name))
       removed.append(name)
@@ -348,8 +383,10 @@ def remove_own_files(out_dir: str) -> list[str]:
 
 def _check_options(dataset: str, on_bad: str, episodes_per_part: int):
   if dataset not in registry.REGISTRY:  # unknown names fail before any work
-    raise UnknownDatasetError(f"unknown robot dataset {dataset!r} (--dataset); registered: "
-                              f"{sorted(registry.REGISTRY)} (a new one is added in data/registry.py)")
+    raise UnknownDatasetError(
+      f"unknown robot dataset {dataset!r} (--dataset); registered: "
+      f"{sorted(registry.REGISTRY)} (a new one is added in data/registry.py)"
+    )
   if on_bad not in ("skip", "fail"):
     raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
   if episodes_per_part < 1:
@@ -365,8 +402,10 @@ def _check_out(out_dir: str, want: dict, overwrite: bool) -> dict | None:
   state = existing_output(out_dir)
   fix = "give another --out, or --overwrite to replace the converter's files there"
   if state["foreign"]:
-    raise OutputDirError(f"--out {out_dir} holds {', '.join(state['foreign'])} not written by the robot "
-                         "converter: give another --out (nothing was changed there)")
+    raise OutputDirError(
+      f"--out {out_dir} holds {', '.join(state['foreign'])} not written by the robot "
+      "converter: give another --out (nothing was changed there)"
+    )
   have = [state["meta"].get("provenance")] if state["meta"] else []
   have += [p for p in state["parts"].values()]
   diffs = next((provenance_diff(p, want) for p in have if provenance_diff(p, want)), [])
@@ -411,10 +450,12 @@ def _reuse_without_source(out_dir: str, want: dict, error: Exception) -> dict:
   still returned (warning); otherwise the source's error is raised."""
   state = existing_output(out_dir) if os.path.isdir(out_dir) else {"meta": None}
   have = (state["meta"] or {}).get("provenance")
-  if have and state["meta"].get("format_version") == FORMAT_VERSION and not provenance_diff(
-      {k: v for k, v in have.items() if k != "source_files"}, want):
-    logging.warning("%s; using the finished conversion in %s (its source files were not checked)",
-                    error, out_dir)
+  if (
+    have
+    and state["meta"].get("format_version") == FORMAT_VERSION
+    and not provenance_diff({k: v for k, v in have.items() if k != "source_files"}, want)
+  ):
+    logging.warning("%s; using the finished conversion in %s (its source files were not checked)", error, out_dir)
     return state["meta"]
   raise error
 
@@ -428,13 +469,25 @@ def _check_reuse(meta: dict, on_bad: str) -> dict:
   """`meta` unless on_bad="fail" and it skipped records (resumed parts, a reused conversion)."""
   if on_bad == "fail" and meta["skipped_steps"]:
     first = meta["skipped_steps"][0]
-    raise BadRecordError(f"{_where(first)}bad record in episode {first['episode']} step {first['step']}: "
-                         f"{first['reason']} (on_bad='fail'; the existing conversion skipped it)")
+    raise BadRecordError(
+      f"{_where(first)}bad record in episode {first['episode']} step {first['step']}: "
+      f"{first['reason']} (on_bad='fail'; the existing conversion skipped it)"
+    )
   return meta
 
 
-def convert(rlds_dir: str, dataset: str, split: str, out_dir: str, *, episodes_per_part: int = 1000,
-            num_workers: int = 0, printer=None, on_bad: str = "skip", overwrite: bool = False) -> dict:
+def convert(
+  rlds_dir: str,
+  dataset: str,
+  split: str,
+  out_dir: str,
+  *,
+  episodes_per_part: int = 1000,
+  num_workers: int = 0,
+  printer=None,
+  on_bad: str = "skip",
+  overwrite: bool = False,
+) -> dict:
   """Converts one split (see the module docstring); returns meta. Inputs and --out are checked first.
   Resumable: parts of the same provenance already written by an interrupted run are kept; a complete
   conversion of the same provenance is returned as is. num_workers > 0 converts parts in that many
@@ -443,8 +496,9 @@ def convert(rlds_dir: str, dataset: str, split: str, out_dir: str, *, episodes_p
   try:
     source = rlds.RLDSDataset(rlds_dir, split)
   except (rlds.DatasetDirError, rlds.UnknownSplitError) as err:
-    return _check_reuse(_reuse_without_source(out_dir, provenance(rlds_dir, dataset, split, episodes_per_part),
-                                              err), on_bad)
+    return _check_reuse(
+      _reuse_without_source(out_dir, provenance(rlds_dir, dataset, split, episodes_per_part), err), on_bad
+    )
   want = provenance(rlds_dir, dataset, split, episodes_per_part, source)
   done = _check_out(out_dir, want, overwrite)
   if done is not None:
@@ -466,9 +520,16 @@ def convert(rlds_dir: str, dataset: str, split: str, out_dir: str, *, episodes_p
   with open(tmp, "w") as f:
     json.dump(meta, f, indent=1)
   os.replace(tmp, meta_path)
-  logging.info("converted %s/%s: %d episodes, %d steps, %d episodes and %d steps skipped -> %s", dataset, split,
-               meta["num_episodes"], meta["num_steps"], meta["skipped_episodes"], _skipped_step_count(meta),
-               out_dir)
+  logging.info(
+    "converted %s/%s: %d episodes, %d steps, %d episodes and %d steps skipped -> %s",
+    dataset,
+    split,
+    meta["num_episodes"],
+    meta["num_steps"],
+    meta["skipped_episodes"],
+    _skipped_step_count(meta),
+    out_dir,
+  )
   return _check_reuse(meta, on_bad)
 
 
@@ -498,13 +559,17 @@ def _skipped_step_count(meta: dict) -> int:
 
 def summary_lines(meta: dict, out_dir: str, first: int = 5) -> list[str]:
   """What the CLI prints after a conversion: counts, and the first skipped records by name."""
-  lines = [f"converted {meta['dataset']}/{meta['split']}: {meta['num_episodes']} episodes, {meta['num_steps']} "
-           f"steps -> {out_dir}"]
+  lines = [
+    f"converted {meta['dataset']}/{meta['split']}: {meta['num_episodes']} episodes, {meta['num_steps']} "
+    f"steps -> {out_dir}"
+  ]
   skipped = meta["skipped_steps"]
   if not skipped:
     return lines + ["skipped: none (every record's checksum and every stored image verified)"]
-  lines.append(f"skipped: {meta.get('skipped_episodes', 0)} episodes, {_skipped_step_count(meta)} single steps "
-               f"({len(skipped)} entries in {os.path.join(out_dir, 'meta.json')} skipped_steps), first:")
+  lines.append(
+    f"skipped: {meta.get('skipped_episodes', 0)} episodes, {_skipped_step_count(meta)} single steps "
+    f"({len(skipped)} entries in {os.path.join(out_dir, 'meta.json')} skipped_steps), first:"
+  )
   for s in skipped[:first]:
     record = f"{s['file']} record {s['record']}, " if "file" in s else ""
     step = f", step {s['step']}" if s.get("step") is not None else ""
@@ -530,8 +595,10 @@ class _Progress:
       elapsed = time.perf_counter() - self.start
       rate = self.steps / max(elapsed, 1e-9)
       remaining = elapsed / max(self.done, 1) * (self.total - self.done)
-      self.printer(f"converted {self.done}/{self.total} parts | {self.steps} steps | {rate:.0f} steps/s | "
-                   f"ETA {remaining:.0f}s", flush=True)
+      self.printer(
+        f"converted {self.done}/{self.total} parts | {self.steps} steps | {rate:.0f} steps/s | ETA {remaining:.0f}s",
+        flush=True,
+      )
 
 
 def _assemble(out_dir: str, parts: list[Part], dataset: str, rlds_dir: str = "?", split: str = "?") -> dict:
@@ -550,8 +617,11 @@ def _assemble(out_dir: str, parts: list[Part], dataset: str, rlds_dir: str = "?"
         states.append(arrays["states"])
       part_lengths = arrays["lengths"]
       episode_ids.append(arrays["episodes"])
-    starts.append(offset + np.concatenate([[0], np.cumsum(part_lengths)[:-1]]).astype(np.int64)
-                  if len(part_lengths) else np.zeros(0, np.int64))
+    starts.append(
+      offset + np.concatenate([[0], np.cumsum(part_lengths)[:-1]]).astype(np.int64)
+      if len(part_lengths)
+      else np.zeros(0, np.int64)
+    )
     lengths.append(part_lengths)
     offset += info["records"]
     skipped += info["skipped_steps"]
@@ -559,19 +629,31 @@ def _assemble(out_dir: str, parts: list[Part], dataset: str, rlds_dir: str = "?"
     shards.append({k: info[k] for k in ("file", "records", "sha256")})
   if not offset:
     first = skipped[0] if skipped else {}
-    raise NoUsableDataError(f"no usable episodes in {rlds_dir} split {split!r}: all {sum(p.count for p in parts)} "
-                            f"skipped, first: {_where(first)}episode {first.get('episode')}: {first.get('reason')} "
-                            f"(a damaged source, or --dataset={dataset} does not match it; nothing was kept)")
+    raise NoUsableDataError(
+      f"no usable episodes in {rlds_dir} split {split!r}: all {sum(p.count for p in parts)} "
+      f"skipped, first: {_where(first)}episode {first.get('episode')}: {first.get('reason')} "
+      f"(a damaged source, or --dataset={dataset} does not match it; nothing was kept)"
+    )
   actions, states = np.concatenate(actions), np.concatenate(states)
-  np.savez(os.path.join(out_dir, "episodes.npz"), start=np.concatenate(starts),
-           length=np.concatenate(lengths), source_episode=np.concatenate(episode_ids))
-  statistics = {"action": stats_lib.describe(actions, spec.normalize_mask),
-                "state": stats_lib.describe(states)}
+  np.savez(
+    os.path.join(out_dir, "episodes.npz"),
+    start=np.concatenate(starts),
+    length=np.concatenate(lengths),
+    source_episode=np.concatenate(episode_ids),
+  )
+  statistics = {"action": stats_lib.describe(actions, spec.normalize_mask), "state": stats_lib.describe(states)}
   with open(os.path.join(out_dir, "stats.json"), "w") as f:
     json.dump(statistics, f, indent=1)
-  return {"format_version": FORMAT_VERSION, "num_episodes": int(sum(len(l) for l in lengths)),
-          "num_steps": int(offset), "action_dim": int(actions.shape[1]), "state_dim": int(states.shape[1]),
-          "shards": shards, "skipped_steps": skipped, "skipped_episodes": int(skipped_episodes)}
+  return {
+    "format_version": FORMAT_VERSION,
+    "num_episodes": int(sum(len(l) for l in lengths)),
+    "num_steps": int(offset),
+    "action_dim": int(actions.shape[1]),
+    "state_dim": int(states.shape[1]),
+    "shards": shards,
+    "skipped_steps": skipped,
+    "skipped_episodes": int(skipped_episodes),
+  }
 
 
 def actions_and_states(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -579,8 +661,10 @@ def actions_and_states(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
   with open(os.path.join(out_dir, "meta.json")) as f:
     meta = json.load(f)
   if meta.get("format_version") != FORMAT_VERSION:
-    raise cli.UserError(f"{out_dir} was converted by an older genvla_jax (format "
-                     f"{meta.get('format_version')}, now {FORMAT_VERSION}); convert it again")
+    raise cli.UserError(
+      f"{out_dir} was converted by an older genvla_jax (format "
+      f"{meta.get('format_version')}, now {FORMAT_VERSION}); convert it again"
+    )
   actions, states = [], []
   for shard in meta["shards"]:
     with np.load(os.path.join(out_dir, shard["file"].replace(".array_record", ".npz"))) as arrays:
@@ -596,9 +680,12 @@ def combined_stats(out_dirs: list[str], normalize_mask=None) -> dict:
   dims = {a.shape[1] for a, _ in pairs}
   if len(dims) != 1:
     raise ValueError(f"datasets have different action dimensions {sorted(dims)}: {out_dirs}")
-  return {"action": stats_lib.describe(np.concatenate([a for a, _ in pairs]), normalize_mask),
-          "state": stats_lib.describe(np.concatenate([s for _, s in pairs]))
-          if len({s.shape[1] for _, s in pairs}) == 1 else None}
+  return {
+    "action": stats_lib.describe(np.concatenate([a for a, _ in pairs]), normalize_mask),
+    "state": stats_lib.describe(np.concatenate([s for _, s in pairs]))
+    if len({s.shape[1] for _, s in pairs}) == 1
+    else None,
+  }
 
 
 def verify(out_dir: str) -> dict:
@@ -619,9 +706,17 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  meta = convert(FLAGS.rlds_dir, FLAGS.dataset, FLAGS.split, FLAGS.out,
-                 episodes_per_part=FLAGS.episodes_per_part, num_workers=FLAGS.num_workers, printer=print,
-                 on_bad=FLAGS.on_bad, overwrite=FLAGS.overwrite)
+  meta = convert(
+    FLAGS.rlds_dir,
+    FLAGS.dataset,
+    FLAGS.split,
+    FLAGS.out,
+    episodes_per_part=FLAGS.episodes_per_part,
+    num_workers=FLAGS.num_workers,
+    printer=print,
+    on_bad=FLAGS.on_bad,
+    overwrite=FLAGS.overwrite,
+  )
   verify(FLAGS.out)
   print(json.dumps({k: v for k, v in meta.items() if k not in ("shards", "skipped_steps")}, indent=1))
   print("\n".join(summary_lines(meta, FLAGS.out)))
@@ -635,6 +730,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("episodes_per_part", 1000, "episodes per output part (the unit of parallelism)")
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "conversion processes (0: in this process)")
   flags.DEFINE_enum("on_bad", "skip", ["skip", "fail"], "skip and report bad records, or stop at the first")
-  flags.DEFINE_bool("overwrite", False, "--out holds a conversion of other input: delete the converter's "
-                    "files there (only those) and convert again")
+  flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "--out holds a conversion of other input: delete the converter's files there (only those) and convert again",
+  )
   cli.run(main)

@@ -93,8 +93,7 @@ def load_json_list(path: str) -> list:
   except (UnicodeDecodeError, json.JSONDecodeError) as err:
     raise VLInputError(f"{path} is not valid JSON ({err}): give a LLaVA-style .json list") from err
   if not isinstance(entries, list):
-    raise VLInputError(f"{path}: expected a JSON list of conversations (LLaVA style), got a "
-                       f"{type(entries).__name__}")
+    raise VLInputError(f"{path}: expected a JSON list of conversations (LLaVA style), got a {type(entries).__name__}")
   return entries
 
 
@@ -136,6 +135,7 @@ def iter_parquet(pattern: str, batch_rows: int = 256):
   """Rows of every parquet file matching `pattern`, streamed in record batches: (source id, image bytes |
   BadVLRecordError, [(question, answer)]); a file that is not parquet raises VLInputError naming it."""
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
   for file in parquet_files(pattern):
     try:
       parquet = pq.ParquetFile(file)
@@ -199,13 +199,20 @@ def _reusable(out_dir: str, input_path: str, fmt: str) -> dict | None:
   asked = {"input": os.path.abspath(input_path), "format": fmt, "format_version": FORMAT_VERSION}
   diffs = [f"{k} {meta.get(k)!r} (asked {v!r})" for k, v in asked.items() if meta.get(k) != v]
   if diffs:
-    raise VLInputError(f"--out {out_dir} holds the conversion of other input: {'; '.join(diffs)}: give "
-                       "another --out")
+    raise VLInputError(f"--out {out_dir} holds the conversion of other input: {'; '.join(diffs)}: give another --out")
   return meta
 
 
-def convert_vl(input_path: str, fmt: str, out_dir: str, *, image_root: str | None = None,
-               records_per_shard: int = 10_000, on_bad: str = "skip", check_images: bool = True) -> dict:
+def convert_vl(
+  input_path: str,
+  fmt: str,
+  out_dir: str,
+  *,
+  image_root: str | None = None,
+  records_per_shard: int = 10_000,
+  on_bad: str = "skip",
+  check_images: bool = True,
+) -> dict:
   """Converts a corpus (see the module docstring); returns meta. The input and --out are checked before
   anything is written; a complete conversion of the same input and format is reused."""
   if on_bad not in ("skip", "fail"):
@@ -222,8 +229,7 @@ def convert_vl(input_path: str, fmt: str, out_dir: str, *, image_root: str | Non
   created = convert._make_dirs(out_dir)  # pylint: disable=protected-access
   written = []
   try:
-    shards, skipped, conversations = _write_shards(rows, out_dir, records_per_shard, on_bad, check_images,
-                                                   written)
+    shards, skipped, conversations = _write_shards(rows, out_dir, records_per_shard, on_bad, check_images, written)
     total = sum(s["records"] for s in shards)
     if not total:
       raise VLInputError(f"no usable examples in {input_path} ({len(skipped)} skipped, first: {skipped[:3]})")
@@ -233,8 +239,15 @@ def convert_vl(input_path: str, fmt: str, out_dir: str, *, image_root: str | Non
         os.remove(path)
     convert._remove_empty_dirs(out_dir, created)  # pylint: disable=protected-access
     raise
-  meta = {"format_version": FORMAT_VERSION, "input": os.path.abspath(input_path), "format": fmt,
-          "num_examples": total, "num_conversations": conversations, "shards": shards, "skipped": skipped}
+  meta = {
+    "format_version": FORMAT_VERSION,
+    "input": os.path.abspath(input_path),
+    "format": fmt,
+    "num_examples": total,
+    "num_conversations": conversations,
+    "shards": shards,
+    "skipped": skipped,
+  }
   meta_path = os.path.join(out_dir, "meta.json")
   tmp = meta_path + f".tmp{os.getpid()}"
   with open(tmp, "w") as f:
@@ -257,8 +270,9 @@ def _row_problem(image, pairs, check_images: bool) -> str | None:
   return None
 
 
-def _write_shards(rows, out_dir: str, records_per_shard: int, on_bad: str, check_images: bool,
-                  written: list) -> tuple[list, list, int]:
+def _write_shards(
+  rows, out_dir: str, records_per_shard: int, on_bad: str, check_images: bool, written: list
+) -> tuple[list, list, int]:
   """Rows -> vl-XXXXX.array_record shards (paths appended to `written` as they are opened)
   -> (shards [{file, records, sha256}], skipped [{source, reason}], conversations)."""
   shards, skipped, writer, count, conversations = [], [], None, 0, 0
@@ -275,8 +289,9 @@ def _write_shards(rows, out_dir: str, records_per_shard: int, on_bad: str, check
       reason = _row_problem(image, pairs, check_images)
       if reason:
         if on_bad == "fail":
-          raise BadVLRecordError(f"{source}: {reason} (on_bad='fail'; on_bad='skip' skips it and lists it "
-                               "in meta.json)")
+          raise BadVLRecordError(
+            f"{source}: {reason} (on_bad='fail'; on_bad='skip' skips it and lists it in meta.json)"
+          )
         skipped.append({"source": source, "reason": reason})
         continue
       conversations += 1
@@ -285,8 +300,9 @@ def _write_shards(rows, out_dir: str, records_per_shard: int, on_bad: str, check
           shards.append({"file": f"vl-{len(shards):05d}.array_record"})
           written.append(os.path.join(out_dir, shards[-1]["file"]))
           writer = array_record_module.ArrayRecordWriter(written[-1], "group_size:1")
-        writer.write(convert.encode_step({"image": image, "question": question, "answer": answer,
-                                          "source": f"{source}#{t}"}))
+        writer.write(
+          convert.encode_step({"image": image, "question": question, "answer": answer, "source": f"{source}#{t}"})
+        )
         count += 1
         if count >= records_per_shard:
           close()
@@ -300,10 +316,10 @@ class VLSource:
 
   def __init__(self, out_dir: str):
     import grain  # pylint: disable=g-import-not-at-top
+
     with open(os.path.join(out_dir, "meta.json")) as f:
       meta = json.load(f)
-    self._source = grain.sources.ArrayRecordDataSource([os.path.join(out_dir, s["file"])
-                                                        for s in meta["shards"]])
+    self._source = grain.sources.ArrayRecordDataSource([os.path.join(out_dir, s["file"]) for s in meta["shards"]])
 
   def __len__(self):
     return len(self._source)
@@ -317,10 +333,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  meta = convert_vl(FLAGS.input, FLAGS.format, FLAGS.out, image_root=FLAGS.image_root,
-                    on_bad=FLAGS.on_bad)
-  print(json.dumps({k: v for k, v in meta.items() if k not in ("shards", "skipped")}
-                   | {"skipped": len(meta["skipped"])}, indent=1))
+  meta = convert_vl(FLAGS.input, FLAGS.format, FLAGS.out, image_root=FLAGS.image_root, on_bad=FLAGS.on_bad)
+  print(
+    json.dumps(
+      {k: v for k, v in meta.items() if k not in ("shards", "skipped")} | {"skipped": len(meta["skipped"])}, indent=1
+    )
+  )
 
 
 if __name__ == "__main__":

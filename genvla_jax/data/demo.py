@@ -35,29 +35,30 @@ from genvla_jax.tokenizers import string_actions, text
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 215, 40)}
 INSTRUCTIONS = ("move to the {c} square", "go to the {c} square", "reach the {c} square")
 # training-time instruction augmentation (data/instruction_aug.py): paraphrases.json in the demo dir
-PARAPHRASES = {t: ["head to the {c} square", "go over to the {c} square", "move the gripper to the {c} square"]
-               for t in INSTRUCTIONS}
+PARAPHRASES = {
+  t: ["head to the {c} square", "go over to the {c} square", "move the gripper to the {c} square"] for t in INSTRUCTIONS
+}
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
-GRID = 4              # cells per image side (cell = patch of the demo model at 32 px)
-MARKER = 2            # gripper marker side in pixels
+GRID = 4  # cells per image side (cell = patch of the demo model at 32 px)
+MARKER = 2  # gripper marker side in pixels
 STEP_FRACTION = 1 / 3  # each step the gripper moves this fraction of the way to the target
-JITTER = 1            # squares sit up to this many pixels off their cell centre
+JITTER = 1  # squares sit up to this many pixels off their cell centre
 GENERATOR_VERSION = 7
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoPaths:
-  rlds_dir: str        # TFDS prepared dataset (version directory)
+  rlds_dir: str  # TFDS prepared dataset (version directory)
   vl_train_json: str
   vl_val_json: str
   tokenizer: str
-  paraphrases: str     # instruction augmentation table (data/instruction_aug.py)
+  paraphrases: str  # instruction augmentation table (data/instruction_aug.py)
 
 
 @dataclasses.dataclass
 class Scene:
   squares: dict[str, np.ndarray]  # colour -> centre, normalized [-1,1]^2 (x, y)
-  gripper: np.ndarray             # [2] normalized gripper position
+  gripper: np.ndarray  # [2] normalized gripper position
 
   def moved_towards(self, target) -> "Scene":
     return Scene(self.squares, self.gripper + (target - self.gripper) * STEP_FRACTION)
@@ -77,8 +78,7 @@ def random_scene(rng, num_squares=3, size=32) -> Scene:
   names = rng.choice(list(COLORS), num_squares, replace=False)
   cells = rng.choice(GRID * GRID, num_squares, replace=False)
   offsets = rng.integers(-JITTER, JITTER + 1, (num_squares, 2))
-  return Scene({str(c): _cell_centre(k, size, o) for c, k, o in zip(names, cells, offsets)},
-               rng.uniform(-0.9, 0.9, 2))
+  return Scene({str(c): _cell_centre(k, size, o) for c, k, o in zip(names, cells, offsets)}, rng.uniform(-0.9, 0.9, 2))
 
 
 def render(scene: Scene, size=32, noise_seed=0) -> np.ndarray:
@@ -86,10 +86,12 @@ def render(scene: Scene, size=32, noise_seed=0) -> np.ndarray:
   rng = np.random.default_rng(noise_seed)
   image = np.full((size, size, 3), 40, np.int16) + rng.integers(-6, 7, (size, size, 1))
   side = size // GRID - 2
+
   def paint(centre, side, colour):
     x0, y0 = np.round(_to_pixels(centre, size) - (side - 1) / 2).astype(int)
     x0, x1, y0, y1 = np.clip([x0, x0 + side, y0, y0 + side], 0, size)
     image[y0:y1, x0:x1] = colour
+
   for name, centre in scene.squares.items():
     paint(centre, side, COLORS[name])
   paint(scene.gripper, MARKER, (255, 255, 255))
@@ -111,12 +113,21 @@ def robot_episodes(num_episodes, steps_per_episode=4, seed=0, size=32):
     steps = []
     for s in range(steps_per_episode):
       action = expert_action(scene, target)
-      steps.append({
-          "observation": {"image": Image.fromarray(render(scene, size, noise_seed=seed * 100003 + e * 31 + s)),
-                          "state": scene.gripper.astype(np.float32)},
-          "action": action, "language_instruction": instruction, "reward": float(s == steps_per_episode - 1),
-          "discount": 1.0, "is_first": s == 0, "is_last": s == steps_per_episode - 1,
-          "is_terminal": s == steps_per_episode - 1})
+      steps.append(
+        {
+          "observation": {
+            "image": Image.fromarray(render(scene, size, noise_seed=seed * 100003 + e * 31 + s)),
+            "state": scene.gripper.astype(np.float32),
+          },
+          "action": action,
+          "language_instruction": instruction,
+          "reward": float(s == steps_per_episode - 1),
+          "discount": 1.0,
+          "is_first": s == 0,
+          "is_last": s == steps_per_episode - 1,
+          "is_terminal": s == steps_per_episode - 1,
+        }
+      )
       scene = scene.moved_towards(action)
     yield f"episode_{e}", {"steps": steps, "episode_metadata": {"episode_id": e}}
 
@@ -150,8 +161,13 @@ def _write_vl(out_dir, split, num_images, seed, size):
   for i, (image, question, answer) in enumerate(vl_examples(num_images, seed, size)):
     rel = f"images/{split}_{i:05d}.png"
     Image.fromarray(image).save(os.path.join(out_dir, rel))
-    entries.append({"id": f"{split}_{i}", "image": rel, "conversations": [
-        {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
+    entries.append(
+      {
+        "id": f"{split}_{i}",
+        "image": rel,
+        "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+      }
+    )
   path = os.path.join(out_dir, f"{split}.json")
   with open(path, "w") as f:
     json.dump(entries, f)
@@ -174,29 +190,48 @@ def _tokenizer_corpus(seed):
 
 def _write_rlds(root, train_episodes, val_episodes, size, seed):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   f = tfds.features
-  step = {"observation": {"image": f.Image(shape=(size, size, 3), encoding_format="png"),
-                          "state": f.Tensor(shape=(2,), dtype=np.float32)},
-          "action": f.Tensor(shape=(2,), dtype=np.float32), "language_instruction": f.Text(),
-          "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
-          "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-  return rlds_writer.write_rlds(root, "demo_targets", step, {
+  step = {
+    "observation": {
+      "image": f.Image(shape=(size, size, 3), encoding_format="png"),
+      "state": f.Tensor(shape=(2,), dtype=np.float32),
+    },
+    "action": f.Tensor(shape=(2,), dtype=np.float32),
+    "language_instruction": f.Text(),
+    "reward": f.Scalar(dtype=np.float32),
+    "discount": f.Scalar(dtype=np.float32),
+    "is_first": np.bool_,
+    "is_last": np.bool_,
+    "is_terminal": np.bool_,
+  }
+  return rlds_writer.write_rlds(
+    root,
+    "demo_targets",
+    step,
+    {
       "train": robot_episodes(train_episodes, seed=seed, size=size),
-      "val": robot_episodes(val_episodes, seed=seed + 1, size=size)}, metadata_features={"episode_id": np.int64})
+      "val": robot_episodes(val_episodes, seed=seed + 1, size=size),
+    },
+    metadata_features={"episode_id": np.int64},
+  )
 
 
 def demo_paths(demo_dir: str) -> DemoPaths:
   """Where `ensure(demo_dir)` puts things (computes paths only)."""
   demo_dir = os.path.abspath(os.path.expanduser(demo_dir))
-  return DemoPaths(rlds_dir=os.path.join(demo_dir, "rlds", "demo_targets", "1.0.0"),
-                   vl_train_json=os.path.join(demo_dir, "vl", "train.json"),
-                   vl_val_json=os.path.join(demo_dir, "vl", "val.json"),
-                   tokenizer=os.path.join(demo_dir, "tokenizer.model"),
-                   paraphrases=os.path.join(demo_dir, "paraphrases.json"))
+  return DemoPaths(
+    rlds_dir=os.path.join(demo_dir, "rlds", "demo_targets", "1.0.0"),
+    vl_train_json=os.path.join(demo_dir, "vl", "train.json"),
+    vl_val_json=os.path.join(demo_dir, "vl", "val.json"),
+    tokenizer=os.path.join(demo_dir, "tokenizer.model"),
+    paraphrases=os.path.join(demo_dir, "paraphrases.json"),
+  )
 
 
-def ensure(demo_dir: str, train_episodes=4000, val_episodes=100, vl_train=4000, vl_val=200,
-           size=32, seed=0, vocab_size=384) -> DemoPaths:
+def ensure(
+  demo_dir: str, train_episodes=4000, val_episodes=100, vl_train=4000, vl_val=200, size=32, seed=0, vocab_size=384
+) -> DemoPaths:
   """Generates the demo datasets and tokenizer under `demo_dir` unless a complete generation is already
   there (DONE.json, which records the settings it was made with)."""
   paths = demo_paths(demo_dir)
@@ -206,14 +241,26 @@ def ensure(demo_dir: str, train_episodes=4000, val_episodes=100, vl_train=4000, 
     return paths
   root = os.path.dirname(paths.tokenizer)
   os.makedirs(root, exist_ok=True)
-  print(f"generating the demo data in {root} ({train_episodes} robot episodes, {vl_train} VL "
-        "images); done once", flush=True)
+  print(
+    f"generating the demo data in {root} ({train_episodes} robot episodes, {vl_train} VL images); done once", flush=True
+  )
   _write_rlds(os.path.join(root, "rlds"), train_episodes, val_episodes, size, seed)
   _write_vl(os.path.join(root, "vl"), "train", vl_train, seed + 2, size)
   _write_vl(os.path.join(root, "vl"), "val", vl_val, seed + 3, size)
   text.train_sentencepiece(_tokenizer_corpus(seed), paths.tokenizer, vocab_size)
   instruction_aug.ensure_table(paths.paraphrases, instruction_aug.expand(PARAPHRASES, c=list(COLORS)))
   with open(done, "w") as f:
-    json.dump(dict(version=GENERATOR_VERSION, train_episodes=train_episodes, val_episodes=val_episodes,
-                   vl_train=vl_train, vl_val=vl_val, size=size, seed=seed, vocab_size=vocab_size), f)
+    json.dump(
+      dict(
+        version=GENERATOR_VERSION,
+        train_episodes=train_episodes,
+        val_episodes=val_episodes,
+        vl_train=vl_train,
+        vl_val=vl_val,
+        size=size,
+        seed=seed,
+        vocab_size=vocab_size,
+      ),
+      f,
+    )
   return paths

@@ -56,28 +56,43 @@ def inspect_converted(out_dir: str, max_instructions: int = 10, sample: int = 20
     statistics = json.load(f)
   index = np.load(os.path.join(out_dir, "episodes.npz"))
   from genvla_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
   source = pipeline.StepChunkSource(out_dir, horizon=1)
   first = convert.decode_step(source._source[0])  # pylint: disable=protected-access
   image = preprocess.decode_image(first["image"])
   step = max(1, len(source) // sample)
   instructions = collections.Counter(
-      convert.decode_step(source._source[i])["instruction"]  # pylint: disable=protected-access
-      for i in range(0, len(source), step))
+    convert.decode_step(source._source[i])["instruction"]  # pylint: disable=protected-access
+    for i in range(0, len(source), step)
+  )
   reasons = collections.Counter(s["reason"].split(":")[0] for s in meta["skipped_steps"])
   return {
-      "path": os.path.abspath(out_dir), "dataset": meta.get("dataset"), "split": meta.get("split"),
-      "source": meta.get("source"), "episodes": meta["num_episodes"], "steps": meta["num_steps"],
-      "episode_length": {"min": int(index["length"].min()), "max": int(index["length"].max()),
-                         "mean": float(index["length"].mean())},
-      "features": {k: _describe_value(v) for k, v in sorted(first.items())},
-      "image": {"format": "jpeg" if first["image"][:2] == b"\xff\xd8" else "png", "shape": list(image.shape)},
-      "instructions": {"distinct_in_sample": len(instructions), "sampled_steps": sum(instructions.values()),
-                       "most_common": instructions.most_common(max_instructions)},
-      "statistics": statistics,
-      "skipped": {"total": len(meta["skipped_steps"]), "episodes": meta.get("skipped_episodes"),
-                  "by_reason": dict(reasons),
-                  "first": meta["skipped_steps"][:5]},
-      "shards": len(meta["shards"]),
+    "path": os.path.abspath(out_dir),
+    "dataset": meta.get("dataset"),
+    "split": meta.get("split"),
+    "source": meta.get("source"),
+    "episodes": meta["num_episodes"],
+    "steps": meta["num_steps"],
+    "episode_length": {
+      "min": int(index["length"].min()),
+      "max": int(index["length"].max()),
+      "mean": float(index["length"].mean()),
+    },
+    "features": {k: _describe_value(v) for k, v in sorted(first.items())},
+    "image": {"format": "jpeg" if first["image"][:2] == b"\xff\xd8" else "png", "shape": list(image.shape)},
+    "instructions": {
+      "distinct_in_sample": len(instructions),
+      "sampled_steps": sum(instructions.values()),
+      "most_common": instructions.most_common(max_instructions),
+    },
+    "statistics": statistics,
+    "skipped": {
+      "total": len(meta["skipped_steps"]),
+      "episodes": meta.get("skipped_episodes"),
+      "by_reason": dict(reasons),
+      "first": meta["skipped_steps"][:5],
+    },
+    "shards": len(meta["shards"]),
   }
 
 
@@ -85,26 +100,36 @@ def inspect_vl(json_path: str, max_questions: int = 5) -> dict:
   examples = vl.load_llava_json(json_path)
   images = [e["image_path"] for e in examples]
   missing = [p for p in images if not os.path.exists(p)]
-  return {"path": os.path.abspath(json_path), "examples": len(examples),
-          "images": len(set(images)), "missing_images": len(set(missing)),
-          "first_missing": sorted(set(missing))[:5],
-          "first_questions": [e["question"] for e in examples[:max_questions]]}
+  return {
+    "path": os.path.abspath(json_path),
+    "examples": len(examples),
+    "images": len(set(images)),
+    "missing_images": len(set(missing)),
+    "first_missing": sorted(set(missing))[:5],
+    "first_questions": [e["question"] for e in examples[:max_questions]],
+  }
 
 
 def inspect_converted_vl(out_dir: str, max_questions: int = 5) -> dict:
   """Summary of a convert_vl.py output directory."""
   from genvla_jax.data import convert_vl  # pylint: disable=g-import-not-at-top
+
   with open(os.path.join(out_dir, "meta.json")) as f:
     meta = json.load(f)
   source = convert_vl.VLSource(out_dir)
   first = [source[i] for i in range(min(max_questions, len(source)))]
   reasons = collections.Counter(s["reason"].split(":")[0] for s in meta["skipped"])
-  return {"path": os.path.abspath(out_dir), "input": meta["input"], "format": meta["format"],
-          "examples": meta["num_examples"], "conversations": meta["num_conversations"],
-          "shards": len(meta["shards"]),
-          "image": {"shape": list(preprocess.decode_image(first[0]["image"]).shape)} if first else {},
-          "first_examples": [{"question": r["question"], "answer": r["answer"]} for r in first],
-          "skipped": {"total": len(meta["skipped"]), "by_reason": dict(reasons), "first": meta["skipped"][:5]}}
+  return {
+    "path": os.path.abspath(out_dir),
+    "input": meta["input"],
+    "format": meta["format"],
+    "examples": meta["num_examples"],
+    "conversations": meta["num_conversations"],
+    "shards": len(meta["shards"]),
+    "image": {"shape": list(preprocess.decode_image(first[0]["image"]).shape)} if first else {},
+    "first_examples": [{"question": r["question"], "answer": r["answer"]} for r in first],
+    "skipped": {"total": len(meta["skipped"]), "by_reason": dict(reasons), "first": meta["skipped"][:5]},
+  }
 
 
 class _Problems:
@@ -125,6 +150,7 @@ class _Problems:
 def _shard_records(path: str, expected: int, problems: _Problems):
   """(record index, bytes) of one ArrayRecord shard; unreadable records and a wrong count -> problems."""
   import grain  # pylint: disable=g-import-not-at-top
+
   name = os.path.basename(path)
   try:
     source = grain.sources.ArrayRecordDataSource([path])
@@ -198,8 +224,9 @@ def verify_converted(out_dir: str) -> dict:
         continue
       if "episode" in record and "step" in record:
         where += f" (episode {record['episode']} step {record['step']})"
-        if index is not None and g < len(index[0]) and (record["episode"], record["step"]) != (
-            index[0][g], index[1][g]):
+        if (
+          index is not None and g < len(index[0]) and (record["episode"], record["step"]) != (index[0][g], index[1][g])
+        ):
           mismatches.append(f"{where}: episodes.npz says episode {index[0][g]} step {index[1][g]}")
       problem = _step_problem(record, meta)
       if problem:
@@ -219,7 +246,8 @@ def _index_steps(out_dir: str, meta: dict, problems: _Problems):
     problems.add("episodes.npz", f"unreadable: {str(err)[:200]}")
     return None
   if int(length.sum()) != meta["num_steps"] or not np.array_equal(
-      start, np.concatenate([[0], np.cumsum(length)[:-1]]).astype(start.dtype)):
+    start, np.concatenate([[0], np.cumsum(length)[:-1]]).astype(start.dtype)
+  ):
     problems.add("episodes.npz", f"indexes {int(length.sum())} steps, meta.json says {meta['num_steps']}")
     return None
   steps = np.arange(int(length.sum())) - np.repeat(start, length)
@@ -251,6 +279,7 @@ def verify_converted_vl(out_dir: str) -> dict:
 def verify_llava_json(json_path: str) -> dict:
   """Every entry of a LLaVA-style JSON parses, and its image exists and decodes (each image once)."""
   from genvla_jax.data import convert_vl  # pylint: disable=g-import-not-at-top
+
   problems, checked, images = _Problems(), 0, {}
   for source, image, pairs in convert_vl.iter_llava_json(json_path):
     checked += 1
@@ -268,7 +297,7 @@ def verify_llava_json(json_path: str) -> dict:
 
 
 def _kind(path: str) -> str:
-  """"robot" | "vl" (converted directories) | "llava_json"; NotADatasetError otherwise."""
+  """ "robot" | "vl" (converted directories) | "llava_json"; NotADatasetError otherwise."""
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "meta.json")):
     meta = convert._read_json(os.path.join(path, "meta.json"))  # pylint: disable=protected-access
     if meta is not None and "num_examples" in meta:
@@ -280,8 +309,10 @@ def _kind(path: str) -> str:
     return "llava_json"
   if not os.path.exists(path):
     raise NotADatasetError(f"{path} does not exist (give a converted dataset directory or a LLaVA-style .json)")
-  raise NotADatasetError(f"{path} is neither a converted dataset (a directory with meta.json; run "
-                         "`python -m genvla_jax.data.convert` first) nor a LLaVA-style .json")
+  raise NotADatasetError(
+    f"{path} is neither a converted dataset (a directory with meta.json; run "
+    "`python -m genvla_jax.data.convert` first) nor a LLaVA-style .json"
+  )
 
 
 _SUMMARIES = {"robot": inspect_converted, "vl": inspect_converted_vl, "llava_json": inspect_vl}
@@ -295,9 +326,13 @@ def inspect(path: str, verify: bool = False) -> dict:
     summary = _SUMMARIES[kind](path)
   except Exception as err:  # pylint: disable=broad-except
     if not verify:
-      raise err if isinstance(err, cli.UserError) else cli.UserError(
-          f"{path}: cannot be read ({' '.join(str(err).split())[:300]}); --verify names every damaged "
-          "record") from err
+      raise (
+        err
+        if isinstance(err, cli.UserError)
+        else cli.UserError(
+          f"{path}: cannot be read ({' '.join(str(err).split())[:300]}); --verify names every damaged record"
+        )
+      ) from err
     summary = {"path": os.path.abspath(path), "summary_error": " ".join(str(err).split())[:300]}
   if verify:
     summary["verify"] = _VERIFIERS[kind](path)
@@ -341,8 +376,10 @@ def inspect_many(paths: list[str], verify: bool = False) -> dict:
   with open(os.path.join(paths[0], "stats.json")) as f:
     mask = json.load(f)["action"].get("normalize_mask")
   keep = ("dataset", "split", "episodes", "steps", "verify")
-  return {"datasets": {p: {k: v for k, v in inspect(p, verify).items() if k in keep} for p in paths},
-          "statistics": convert.combined_stats(paths, mask)}
+  return {
+    "datasets": {p: {k: v for k, v in inspect(p, verify).items() if k in keep} for p in paths},
+    "statistics": convert.combined_stats(paths, mask),
+  }
 
 
 def failures(summary: dict) -> tuple[int, list[str]]:
@@ -362,8 +399,10 @@ def main(argv):
   print(json.dumps(summary, indent=1) if FLAGS.json else format_text(summary))
   count, listed = failures(summary)
   if count:
-    raise VerificationFailed(f"--verify found {count} problem(s) in {FLAGS.data}, first: {listed[0]} "
-                             "(the first ones are listed above; convert the source again with --overwrite)")
+    raise VerificationFailed(
+      f"--verify found {count} problem(s) in {FLAGS.data}, first: {listed[0]} "
+      "(the first ones are listed above; convert the source again with --overwrite)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,13 +37,17 @@ def load_table(path: str) -> dict[str, list[str]]:
   except (OSError, json.JSONDecodeError) as e:
     raise TableError(f"instruction paraphrase table {path}: cannot read it as JSON ({e})") from e
   if not isinstance(table, dict):
-    raise TableError(f"instruction paraphrase table {path}: expected a JSON object "
-                     "{instruction: [paraphrases]}, got " + type(table).__name__)
+    raise TableError(
+      f"instruction paraphrase table {path}: expected a JSON object "
+      "{instruction: [paraphrases]}, got " + type(table).__name__
+    )
   clean = {}
   for instruction, paraphrases in table.items():
     if not isinstance(paraphrases, list) or not all(isinstance(p, str) and p.strip() for p in paraphrases):
-      raise TableError(f"instruction paraphrase table {path}: entry {instruction!r} must be a list of "
-                       f"non-empty strings, got {paraphrases!r}")
+      raise TableError(
+        f"instruction paraphrase table {path}: entry {instruction!r} must be a list of "
+        f"non-empty strings, got {paraphrases!r}"
+      )
     if paraphrases:
       clean[instruction.strip()] = [p.strip() for p in paraphrases]
   return clean
@@ -78,6 +82,7 @@ def expand(templates: dict[str, list[str]], **values: list[str]) -> dict[str, li
   """Templated table ({"pick up the {a} cube": ["grab the {a} cube"]}, a=[...]) -> every filled-in
   instruction with its filled-in paraphrases (placeholders absent from a template are ignored)."""
   import itertools  # pylint: disable=g-import-not-at-top
+
   keys = sorted(values)
   table = {}
   for combo in itertools.product(*(values[k] for k in keys)):
@@ -101,10 +106,13 @@ def dataset_instructions(converted_dir: str) -> list[str]:
   """Distinct instructions of a converted robot dataset (data/convert.py output), sorted."""
   import grain  # pylint: disable=g-import-not-at-top
   from genvla_jax.data import convert  # pylint: disable=g-import-not-at-top
+
   meta = convert._read_json(os.path.join(converted_dir, "meta.json"))  # pylint: disable=protected-access
   if meta is None or "num_steps" not in meta:
-    raise TableError(f"{converted_dir} is not a converted robot dataset (no meta.json of data/convert.py): "
-                     "give --data=CONVERTED_DIR, the output of `python -m genvla_jax.data.convert`")
+    raise TableError(
+      f"{converted_dir} is not a converted robot dataset (no meta.json of data/convert.py): "
+      "give --data=CONVERTED_DIR, the output of `python -m genvla_jax.data.convert`"
+    )
   episodes = np.load(os.path.join(converted_dir, "episodes.npz"))
   source = grain.sources.ArrayRecordDataSource([os.path.join(converted_dir, s["file"]) for s in meta["shards"]])
   return sorted({convert.decode_step(source[int(i)])["instruction"].strip() for i in episodes["start"]})

@@ -69,8 +69,21 @@ class RobotExample(grain.transforms.RandomMap):
   a state token; datasets with smaller states are padded, as openpi does). A prompt with a "{state}"
   field writes the normalized state as text (preprocess.state_text)."""
 
-  def __init__(self, *, image_size, prompt, action_stats, text_tokenizer, action_tokenizer, max_text_len,
-               augment=None, instructions=None, state_stats=None, state_dim=0, separator="\n"):
+  def __init__(
+    self,
+    *,
+    image_size,
+    prompt,
+    action_stats,
+    text_tokenizer,
+    action_tokenizer,
+    max_text_len,
+    augment=None,
+    instructions=None,
+    state_stats=None,
+    state_dim=0,
+    separator="\n",
+  ):
     self.image_size, self.prompt, self.action_stats = image_size, prompt, action_stats
     self.text, self.action_tokenizer, self.max_text_len = text_tokenizer, action_tokenizer, max_text_len
     self.augment, self.instructions = augment, instructions
@@ -86,12 +99,16 @@ class RobotExample(grain.transforms.RandomMap):
     if preprocess.prompt_uses_state(self.prompt):
       state = stats_lib.normalize(np.asarray(record["state"], np.float32), self.state_stats)
     prefix = preprocess.robot_prompt(self.prompt, instruction, state)
-    image = augment_lib.augment_and_resize(preprocess.decode_image(record["image"]), self.image_size, rng,
-                                           self.augment)
-    example = dict(image=image, **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len,
-                                                          self.separator),
-                   is_robot=np.bool_(True), actions=actions, action_pad=record["action_pad"],
-                   num_clipped=np.int32(num_clipped), paraphrased=np.bool_(paraphrased))
+    image = augment_lib.augment_and_resize(preprocess.decode_image(record["image"]), self.image_size, rng, self.augment)
+    example = dict(
+      image=image,
+      **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len, self.separator),
+      is_robot=np.bool_(True),
+      actions=actions,
+      action_pad=record["action_pad"],
+      num_clipped=np.int32(num_clipped),
+      paraphrased=np.bool_(paraphrased),
+    )
     if self.state_dim:
       normalized = stats_lib.normalize(np.asarray(record["state"], np.float32), self.state_stats)
       example["state"] = preprocess.pad_state(normalized, self.state_dim)
@@ -102,20 +119,27 @@ class VLExample(grain.transforms.RandomMap):
   """{"image": bytes, "question", "answer"} (convert_vl.py records) -> training example (question ->
   answer text)."""
 
-  def __init__(self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim, augment=None,
-               state_dim=0, separator="\n"):
+  def __init__(
+    self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim, augment=None, state_dim=0, separator="\n"
+  ):
     self.image_size, self.text, self.max_text_len = image_size, text_tokenizer, max_text_len
     self.separator = separator
     self.horizon, self.action_dim, self.augment, self.state_dim = horizon, action_dim, augment, state_dim
 
   def random_map(self, example, rng):
-    image = augment_lib.augment_and_resize(preprocess.decode_image(example["image"]), self.image_size, rng,
-                                           self.augment)
+    image = augment_lib.augment_and_resize(
+      preprocess.decode_image(example["image"]), self.image_size, rng, self.augment
+    )
     answer_ids = self.text.encode(example["answer"])
-    out = dict(image=image, **prompt_lib.build_prompt(self.text, example["question"], answer_ids,
-                                                      self.max_text_len, self.separator),
-               is_robot=np.bool_(False), actions=np.zeros((self.horizon, self.action_dim), np.float32),
-               action_pad=np.ones(self.horizon, bool), num_clipped=np.int32(0), paraphrased=np.bool_(False))
+    out = dict(
+      image=image,
+      **prompt_lib.build_prompt(self.text, example["question"], answer_ids, self.max_text_len, self.separator),
+      is_robot=np.bool_(False),
+      actions=np.zeros((self.horizon, self.action_dim), np.float32),
+      action_pad=np.ones(self.horizon, bool),
+      num_clipped=np.int32(0),
+      paraphrased=np.bool_(False),
+    )
     if self.state_dim:
       out["state"] = np.zeros(self.state_dim, np.float32)
     return out
@@ -146,19 +170,23 @@ def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
     raise ValueError(f"data.robot_fraction must be in (0, 1], got {data_config.robot_fraction}")
   num_robot = int(round(batch * data_config.robot_fraction))
   if num_robot == 0 or (data_config.robot_fraction < 1.0 and num_robot == batch):
-    raise ValueError(f"robot_fraction {data_config.robot_fraction} of a batch of {batch} leaves one "
-                     "side empty; change batch_size or robot_fraction")
+    raise ValueError(
+      f"robot_fraction {data_config.robot_fraction} of a batch of {batch} leaves one "
+      "side empty; change batch_size or robot_fraction"
+    )
   if num_robot % process_count or (batch - num_robot) % process_count:
-    raise ValueError(f"data.batch_size {batch} = {num_robot} robot + {batch - num_robot} VL examples: "
-                     f"each side must divide by the {process_count} processes")
+    raise ValueError(
+      f"data.batch_size {batch} = {num_robot} robot + {batch - num_robot} VL examples: "
+      f"each side must divide by the {process_count} processes"
+    )
   return num_robot // process_count, (batch - num_robot) // process_count
 
 
-def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1
-                 ) -> grain.IterDataset:
+def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """Infinite host-local batch stream (see module docstring)."""
-  text_tokenizer, action_tokenizer = factory.make_tokenizers(config, prepared.action_dim,
-                                                             fast_bpe_path=prepared.fast_bpe_path)
+  text_tokenizer, action_tokenizer = factory.make_tokenizers(
+    config, prepared.action_dim, fast_bpe_path=prepared.fast_bpe_path
+  )
   horizon, size = config.tokenizer.action_horizon, config.model.image_size
   augment = config.data.get("augment")
   instructions = instruction_aug.from_config(config.data)
@@ -168,23 +196,49 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   robot = []
   for i, r in enumerate(prepared.robot):
     ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon))
-    robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(
-        image_size=size, prompt=config.data.prompt, action_stats=r.stats["action"],
-        text_tokenizer=text_tokenizer, action_tokenizer=action_tokenizer,
-        max_text_len=config.tokenizer.max_text_len, augment=augment, instructions=instructions,
-        state_stats=r.stats.get("state"), state_dim=state_dim, separator=separator), seed=seed + 500 + i))
+    robot.append(
+      ds.shuffle(seed=seed + i)
+      .repeat()
+      .random_map(
+        RobotExample(
+          image_size=size,
+          prompt=config.data.prompt,
+          action_stats=r.stats["action"],
+          text_tokenizer=text_tokenizer,
+          action_tokenizer=action_tokenizer,
+          max_text_len=config.tokenizer.max_text_len,
+          augment=augment,
+          instructions=instructions,
+          state_stats=r.stats.get("state"),
+          state_dim=state_dim,
+          separator=separator,
+        ),
+        seed=seed + 500 + i,
+      )
+    )
   ds = host_batches(_mixed(robot, [r.weight for r in prepared.robot]), num_robot, process_index, process_count)
   if num_vl:
     vl_datasets = []
     for i, v in enumerate(prepared.vl):
       vds = grain.MapDataset.source(convert_vl.VLSource(v.converted_dir))
-      vl_datasets.append(vds.shuffle(seed=seed + 1000 + i).repeat().random_map(VLExample(
-          image_size=size, text_tokenizer=text_tokenizer, max_text_len=config.tokenizer.max_text_len,
-          horizon=horizon, action_dim=prepared.action_dim, augment=augment, state_dim=state_dim,
-          separator=separator),
-          seed=seed + 1500 + i))
-    vl_ds = host_batches(_mixed(vl_datasets, [v.weight for v in prepared.vl]), num_vl, process_index,
-                         process_count)
+      vl_datasets.append(
+        vds.shuffle(seed=seed + 1000 + i)
+        .repeat()
+        .random_map(
+          VLExample(
+            image_size=size,
+            text_tokenizer=text_tokenizer,
+            max_text_len=config.tokenizer.max_text_len,
+            horizon=horizon,
+            action_dim=prepared.action_dim,
+            augment=augment,
+            state_dim=state_dim,
+            separator=separator,
+          ),
+          seed=seed + 1500 + i,
+        )
+      )
+    vl_ds = host_batches(_mixed(vl_datasets, [v.weight for v in prepared.vl]), num_vl, process_index, process_count)
     n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths
     ds = grain.experimental.ZipMapDataset([ds[:n], vl_ds[:n]]).map(_concat_batches)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))

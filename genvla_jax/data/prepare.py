@@ -68,8 +68,11 @@ def _vl_paths(data_config, entry) -> tuple[str, str, str]:
   fmt = entry["format"] if "format" in entry else "llava_json"
   source = os.path.join(os.path.expanduser(data_config.vl_root), path)
   digest = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
-  return source, fmt, os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl",
-                                   f"{entry['name']}-{digest}")
+  return (
+    source,
+    fmt,
+    os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl", f"{entry['name']}-{digest}"),
+  )
 
 
 def check_sources(data_config, robot_split=None, with_vl: bool = True) -> None:
@@ -84,23 +87,25 @@ def check_sources(data_config, robot_split=None, with_vl: bool = True) -> None:
       rlds.check_dataset_dir(rlds_dir)
     except (KeyError, rlds.DatasetDirError) as err:
       why = err.args[0] if isinstance(err, KeyError) else err
-      raise DataConfigError(f"config.data.robot entry {entry['name']!r} (data.rlds_root="
-                            f"{data_config.rlds_root}, path={entry['path']}): {why}") from err
+      raise DataConfigError(
+        f"config.data.robot entry {entry['name']!r} (data.rlds_root="
+        f"{data_config.rlds_root}, path={entry['path']}): {why}"
+      ) from err
   for entry in data_config.vl if with_vl else ():
     source, fmt, out = _vl_paths(data_config, entry)
     if convert.completed_meta(out, convert_vl.FORMAT_VERSION) is None:
       try:
         convert_vl.check_input(source, fmt)
       except convert_vl.VLInputError as err:
-        raise DataConfigError(f"config.data.vl entry {entry['name']!r} (data.vl_root={data_config.vl_root}): "
-                              f"{err}") from err
+        raise DataConfigError(
+          f"config.data.vl entry {entry['name']!r} (data.vl_root={data_config.vl_root}): {err}"
+        ) from err
 
 
 def prepare_robot(data_config, entry, split=None) -> RobotSet:
   rlds_dir, split, out = _robot_paths(data_config, entry, split)
   # the cache dir is the converter's own: a conversion of other provenance there is replaced
-  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.get("on_bad", "skip"),
-                         overwrite=True)
+  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.get("on_bad", "skip"), overwrite=True)
   with open(os.path.join(out, "stats.json")) as f:
     stats = json.load(f)
   return RobotSet(entry["name"], out, float(entry["weight"]), stats, meta)
@@ -122,8 +127,9 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
     raise DataConfigError("config.data.robot is empty: at least one robot dataset is needed")
   cotrain = data_config.robot_fraction < 1.0
   if cotrain and not data_config.vl:
-    raise DataConfigError("data.robot_fraction < 1 (co-training) but config.data.vl is empty: add a VL "
-                          "entry or set data.robot_fraction=1")
+    raise DataConfigError(
+      "data.robot_fraction < 1 (co-training) but config.data.vl is empty: add a VL entry or set data.robot_fraction=1"
+    )
   if data_config.demo_dir:
     demo.ensure(data_config.demo_dir)
   if data_config.get("sim_dir"):  # a simulated benchmark's expert demonstrations (sim_record.py)
@@ -146,11 +152,21 @@ def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int
   the settings. Sets and returns prepared.fast_bpe_path."""
   from genvla_jax.data import pipeline, stats as stats_lib  # pylint: disable=g-import-not-at-top
   from genvla_jax.tokenizers import fast_actions  # pylint: disable=g-import-not-at-top
+
   tok = config.tokenizer
-  key = json.dumps([[r.converted_dir for r in prepared.robot], tok.action_horizon, tok.fast_scale,
-                    tok.fast_vocab_size, max_chunks, seed])
-  path = os.path.join(os.path.expanduser(config.data.cache_dir), "fast",
-                      hashlib.sha1(key.encode()).hexdigest()[:12] + ".model")
+  key = json.dumps(
+    [
+      [r.converted_dir for r in prepared.robot],
+      tok.action_horizon,
+      tok.fast_scale,
+      tok.fast_vocab_size,
+      max_chunks,
+      seed,
+    ]
+  )
+  path = os.path.join(
+    os.path.expanduser(config.data.cache_dir), "fast", hashlib.sha1(key.encode()).hexdigest()[:12] + ".model"
+  )
   if not os.path.exists(path):
     rng = np.random.default_rng(seed)
     chunks = []

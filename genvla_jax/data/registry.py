@@ -31,10 +31,13 @@ def _text(x) -> str:
 
 def _plain_step(image_key: str):
   def standardize(step):
-    return {"image": step[image_key],
-            "state": np.asarray(step["observation/state"], np.float32),
-            "action": np.asarray(step["action"], np.float32),
-            "instruction": _text(step["language_instruction"])}
+    return {
+      "image": step[image_key],
+      "state": np.asarray(step["observation/state"], np.float32),
+      "action": np.asarray(step["action"], np.float32),
+      "instruction": _text(step["language_instruction"]),
+    }
+
   return standardize
 
 
@@ -55,52 +58,62 @@ def rel2abs_gripper(relative) -> np.ndarray:
 def _fractal_step(step):
   """RT-1 (fractal20220817_data): action dict -> [world_vector, rotation_delta, gripper (relative)];
   state = [base_pose_tool_reached (7: xyz + quaternion), gripper_closed (1)]."""
-  action = np.concatenate([step["action/world_vector"], step["action/rotation_delta"],
-                           step["action/gripper_closedness_action"]]).astype(np.float32)
-  state = np.concatenate([step["observation/base_pose_tool_reached"],
-                          step["observation/gripper_closed"]]).astype(np.float32)
-  return {"image": step["observation/image"], "state": state, "action": action,
-          "instruction": _text(step["observation/natural_language_instruction"])}
+  action = np.concatenate(
+    [step["action/world_vector"], step["action/rotation_delta"], step["action/gripper_closedness_action"]]
+  ).astype(np.float32)
+  state = np.concatenate([step["observation/base_pose_tool_reached"], step["observation/gripper_closed"]]).astype(
+    np.float32
+  )
+  return {
+    "image": step["observation/image"],
+    "state": state,
+    "action": action,
+    "instruction": _text(step["observation/natural_language_instruction"]),
+  }
 
 
 def _fractal_episode(steps):
   gripper = rel2abs_gripper([s["action"][6] for s in steps])
-  return [dict(s, action=np.concatenate([s["action"][:6], g[None]]).astype(np.float32))
-          for s, g in zip(steps, gripper)]
+  return [dict(s, action=np.concatenate([s["action"][:6], g[None]]).astype(np.float32)) for s, g in zip(steps, gripper)]
 
 
 def _relabel_from_states(steps):
   """BridgeData V2: the recorded xyz/rpy commands are offset from the motion; use the achieved state
   change instead (action[:6] = state[t+1][:6] - state[t][:6], gripper kept); the last step has no
   successor and is dropped."""
-  return [dict(s, action=np.concatenate([n["state"][:6] - s["state"][:6], s["action"][6:]]).astype(np.float32))
-          for s, n in zip(steps[:-1], steps[1:])]
+  return [
+    dict(s, action=np.concatenate([n["state"][:6] - s["state"][:6], s["action"][6:]]).astype(np.float32))
+    for s, n in zip(steps[:-1], steps[1:])
+  ]
 
 
 REGISTRY = {
-    # The project's own demo task (data/demo.py): 2-D offset of the named target from the agent.
-    "demo_targets": DatasetSpec("demo_targets", _plain_step("observation/image"), (True, True)),
-    # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by data/sim_record.py):
-    # end-effector delta xyz in metres + gripper (1 = closed, not normalized).
-    "tabletop": DatasetSpec("tabletop", _plain_step("observation/image"), (True, True, True, False)),
-    # MetaWorld MT10 expert demonstrations (data/sim_record.py): xyz effort in [-1, 1] + gripper effort.
-    "metaworld_mt10": DatasetSpec("metaworld_mt10", _plain_step("observation/image"), (True, True, True, False)),
-    # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].
-    "bridge": DatasetSpec("bridge", _plain_step("observation/image_0"), (True,) * 6 + (False,)),
-    "bridge_relabeled": DatasetSpec("bridge_relabeled", _plain_step("observation/image_0"),
-                                    (True,) * 6 + (False,), _relabel_from_states),
-    # RT-1 robot data as published in Open X-Embodiment (fractal20220817_data); relative gripper made
-    # absolute (1 = open) per episode.
-    "fractal": DatasetSpec("fractal", _fractal_step, (True,) * 6 + (False,), _fractal_episode),
+  # The project's own demo task (data/demo.py): 2-D offset of the named target from the agent.
+  "demo_targets": DatasetSpec("demo_targets", _plain_step("observation/image"), (True, True)),
+  # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by data/sim_record.py):
+  # end-effector delta xyz in metres + gripper (1 = closed, not normalized).
+  "tabletop": DatasetSpec("tabletop", _plain_step("observation/image"), (True, True, True, False)),
+  # MetaWorld MT10 expert demonstrations (data/sim_record.py): xyz effort in [-1, 1] + gripper effort.
+  "metaworld_mt10": DatasetSpec("metaworld_mt10", _plain_step("observation/image"), (True, True, True, False)),
+  # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].
+  "bridge": DatasetSpec("bridge", _plain_step("observation/image_0"), (True,) * 6 + (False,)),
+  "bridge_relabeled": DatasetSpec(
+    "bridge_relabeled", _plain_step("observation/image_0"), (True,) * 6 + (False,), _relabel_from_states
+  ),
+  # RT-1 robot data as published in Open X-Embodiment (fractal20220817_data); relative gripper made
+  # absolute (1 = open) per episode.
+  "fractal": DatasetSpec("fractal", _fractal_step, (True,) * 6 + (False,), _fractal_episode),
 }
 
 # Named mixtures: dataset entries for config.data.robot (paths relative to data.rlds_root, as the OXE
 # release lays them out) with sampling weights.
 MIXTURES = {
-    "paper": [dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0),
-              dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
-    "bridge": [dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
-    "fractal": [dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0)],
+  "paper": [
+    dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0),
+    dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0),
+  ],
+  "bridge": [dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
+  "fractal": [dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0)],
 }
 
 

@@ -78,23 +78,52 @@ def iter_tfrecord(path: str, start: int = 0, stop: int | None = None) -> Iterato
       header = f.read(_HEADER.size)
       if not header:
         if stop is not None:
-          yield k, RecordError(path, k, offset, f"the file ends after {k} records ({size} bytes) but "
-                               f"dataset_info.json lists at least {stop}: truncated copy?", rest_lost=True)
+          yield (
+            k,
+            RecordError(
+              path,
+              k,
+              offset,
+              f"the file ends after {k} records ({size} bytes) but "
+              f"dataset_info.json lists at least {stop}: truncated copy?",
+              rest_lost=True,
+            ),
+          )
         return
       if len(header) < _HEADER.size:
-        yield k, RecordError(path, k, offset, f"the file ends inside a record header ({size} bytes): "
-                             "truncated copy?", rest_lost=True)
+        yield (
+          k,
+          RecordError(
+            path, k, offset, f"the file ends inside a record header ({size} bytes): truncated copy?", rest_lost=True
+          ),
+        )
         return
       length, length_crc = _HEADER.unpack(header)
       length_ok = masked_crc32c(header[:8]) == length_crc
       end = offset + _HEADER.size + length + _FOOTER.size
       if not length_ok and end > size:
-        yield k, RecordError(path, k, offset, "corrupt record length (checksum mismatch): the rest of the "
-                             "file cannot be located", rest_lost=True)
+        yield (
+          k,
+          RecordError(
+            path,
+            k,
+            offset,
+            "corrupt record length (checksum mismatch): the rest of the file cannot be located",
+            rest_lost=True,
+          ),
+        )
         return
       if end > size:
-        yield k, RecordError(path, k, offset, f"the file ends inside this record ({size} bytes, the record "
-                             f"needs {end}): truncated copy?", rest_lost=True)
+        yield (
+          k,
+          RecordError(
+            path,
+            k,
+            offset,
+            f"the file ends inside this record ({size} bytes, the record needs {end}): truncated copy?",
+            rest_lost=True,
+          ),
+        )
         return
       if k < start and length_ok:
         f.seek(end)
@@ -104,16 +133,23 @@ def iter_tfrecord(path: str, start: int = 0, stop: int | None = None) -> Iterato
       (data_crc,) = _FOOTER.unpack(f.read(_FOOTER.size))
       data_ok = masked_crc32c(data) == data_crc
       if not length_ok and not data_ok:  # the length itself may be wrong: no way to find the next record
-        yield k, RecordError(path, k, offset, "corrupt record length (checksum mismatch): the rest of the "
-                             "file cannot be located", rest_lost=True)
+        yield (
+          k,
+          RecordError(
+            path,
+            k,
+            offset,
+            "corrupt record length (checksum mismatch): the rest of the file cannot be located",
+            rest_lost=True,
+          ),
+        )
         return
       if k >= start:  # a bad length checksum over data whose own checksum holds: the crc field was hit
         yield k, (data if data_ok else RecordError(path, k, offset, "corrupt data (checksum mismatch)"))
       k += 1
 
 
-def iter_array_record(path: str, start: int = 0,
-                      stop: int | None = None) -> Iterator[tuple[int, bytes | RecordError]]:
+def iter_array_record(path: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes | RecordError]]:
   """(record index, data or RecordError) for records start..stop-1 of an ArrayRecord file."""
   try:
     source = grain.sources.ArrayRecordDataSource([path])
@@ -127,8 +163,16 @@ def iter_array_record(path: str, start: int = 0,
     except Exception as err:  # pylint: disable=broad-except
       yield k, RecordError(path, k, -1, f"corrupt record: {_short(err)}")
   if stop is not None and count < stop:
-    yield count, RecordError(path, count, os.path.getsize(path), f"the file holds {count} records but "
-                             f"dataset_info.json lists at least {stop}: truncated copy?", rest_lost=True)
+    yield (
+      count,
+      RecordError(
+        path,
+        count,
+        os.path.getsize(path),
+        f"the file holds {count} records but dataset_info.json lists at least {stop}: truncated copy?",
+        rest_lost=True,
+      ),
+    )
 
 
 def _short(err: BaseException, limit: int = 200) -> str:
@@ -162,13 +206,18 @@ def check_dataset_dir(dataset_dir: str) -> None:
   """Raises DatasetDirError (one line: the path and the fix) unless `dataset_dir` holds features.json and
   dataset_info.json; reads nothing else."""
   if not os.path.exists(dataset_dir):
-    raise DatasetDirError(f"RLDS dataset directory not found: {dataset_dir} (give the TFDS version "
-                          "directory, e.g. .../bridge_dataset/1.0.0)")
+    raise DatasetDirError(
+      f"RLDS dataset directory not found: {dataset_dir} (give the TFDS version "
+      "directory, e.g. .../bridge_dataset/1.0.0)"
+    )
   if not os.path.isdir(dataset_dir):
-    raise DatasetDirError(f"{dataset_dir} is a file, not a TFDS dataset directory (give the folder that holds "
-                          "dataset_info.json, features.json and the shards)")
-  missing = [name for name in ("dataset_info.json", "features.json")
-             if not os.path.isfile(os.path.join(dataset_dir, name))]
+    raise DatasetDirError(
+      f"{dataset_dir} is a file, not a TFDS dataset directory (give the folder that holds "
+      "dataset_info.json, features.json and the shards)"
+    )
+  missing = [
+    name for name in ("dataset_info.json", "features.json") if not os.path.isfile(os.path.join(dataset_dir, name))
+  ]
   if not missing:
     return
   inner = _version_dirs(dataset_dir)
@@ -203,20 +252,25 @@ class RLDSDataset:
     try:
       self.builder = tfds.builder_from_directory(dataset_dir)
     except Exception as err:  # pylint: disable=broad-except
-      raise DatasetDirError(f"{dataset_dir}: cannot read its dataset_info.json / features.json "
-                            f"({_short(err)}); fetch them again with the dataset") from err
+      raise DatasetDirError(
+        f"{dataset_dir}: cannot read its dataset_info.json / features.json "
+        f"({_short(err)}); fetch them again with the dataset"
+      ) from err
     if split not in self.builder.info.splits:
       raise UnknownSplitError(f"split {split!r} not in {dataset_dir}; available: {list(self.builder.info.splits)}")
     self.split_info = self.builder.info.splits[split]
     self.files = [os.fspath(p) for p in self.split_info.filepaths]
     self.file_format = self.builder.info.file_format.value  # "tfrecord" | "array_record"
     if self.file_format not in ("tfrecord", "array_record"):
-      raise DatasetDirError(f"{dataset_dir}: unsupported TFDS file format {self.file_format!r} "
-                            "(tfrecord or array_record)")
+      raise DatasetDirError(
+        f"{dataset_dir}: unsupported TFDS file format {self.file_format!r} (tfrecord or array_record)"
+      )
     missing = [p for p in self.files if not os.path.isfile(p)]
     if missing:
-      raise DatasetDirError(f"{len(missing)} of {len(self.files)} shard files of split {split!r} are missing, "
-                            f"first: {missing[0]} (an incomplete download: fetch the dataset again)")
+      raise DatasetDirError(
+        f"{len(missing)} of {len(self.files)} shard files of split {split!r} are missing, "
+        f"first: {missing[0]} (an incomplete download: fetch the dataset again)"
+      )
     self.features = self.builder.info.features
     self.decoders = _skip_image_decoding(self.features)
 
@@ -231,8 +285,7 @@ class RLDSDataset:
     out["steps"] = [_flatten(steps[i]) for i in range(len(steps))]
     return out
 
-  def iter_file(self, path, start: int = 0,
-                stop: int | None = None) -> Iterator[tuple[int, bytes | RecordError]]:
+  def iter_file(self, path, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes | RecordError]]:
     """(record index within the file, serialized episode or RecordError) for records start..stop-1 of one
     shard file, checksums verified (see the module docstring)."""
     if self.file_format == "tfrecord":

@@ -5,15 +5,22 @@ Used by the embedded demo, the simulators' expert recorder, the data benchmark a
 from typing import Iterable
 
 
-
-def write_rlds(root: str, name: str, step_features: dict, splits: dict[str, Iterable], *,
-               version: str = "1.0.0", metadata_features: dict | None = None,
-               file_format: str = "array_record") -> str:
+def write_rlds(
+  root: str,
+  name: str,
+  step_features: dict,
+  splits: dict[str, Iterable],
+  *,
+  version: str = "1.0.0",
+  metadata_features: dict | None = None,
+  file_format: str = "array_record",
+) -> str:
   """TFDS writes `splits` ({split: iterable of (key, {"steps": [step dict], "episode_metadata": ...})})
   as dataset `name` (snake_case, e.g. "fractal20220817_data") under `root`. `step_features` and
   `metadata_features` are TFDS feature dicts. file_format "array_record" needs no TensorFlow;
   "tfrecord" (as OXE is published) does. -> the prepared version directory."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   features = {"steps": tfds.features.Dataset(step_features)}
   if metadata_features:
     features["episode_metadata"] = metadata_features
@@ -30,10 +37,18 @@ def write_rlds(root: str, name: str, step_features: dict, splits: dict[str, Iter
 
   # TFDS names a dataset after its builder class: "demo_targets" <-> DemoTargets
   class_name = "".join(part.capitalize() for part in name.split("_"))
-  builder_cls = type(class_name, (tfds.core.GeneratorBasedBuilder,), {
-      "VERSION": tfds.core.Version(version), "__doc__": f"RLDS dataset {name} written by genvla_jax.",
-      "_info": info, "_split_generators": split_generators, "_generate_examples": generate_examples},
-                     skip_registration=True)
+  builder_cls = type(
+    class_name,
+    (tfds.core.GeneratorBasedBuilder,),
+    {
+      "VERSION": tfds.core.Version(version),
+      "__doc__": f"RLDS dataset {name} written by genvla_jax.",
+      "_info": info,
+      "_split_generators": split_generators,
+      "_generate_examples": generate_examples,
+    },
+    skip_registration=True,
+  )
   tfds.disable_progress_bar()
   builder = builder_cls(data_dir=root, file_format=file_format)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))

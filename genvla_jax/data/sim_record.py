@@ -36,8 +36,9 @@ RECORDER_VERSION = 3
 DATASET_NAMES = {"tabletop": "tabletop", "metaworld": "metaworld_mt10"}  # data/registry.py entries
 
 
-def expert_episodes(env_name: str, num_episodes: int, seed_offset: int, image_size: int, failures: list,
-                    execution_noise: float = 0.0):
+def expert_episodes(
+  env_name: str, num_episodes: int, seed_offset: int, image_size: int, failures: list, execution_noise: float = 0.0
+):
   """Yields (key, RLDS episode) of successful expert rollouts; a failed rollout (MetaWorld's scripted
   policies miss now and then; the tabletop expert does not) is left out and appended to `failures`.
   `execution_noise` > 0: the executed action is the expert's plus Gaussian noise of
@@ -63,8 +64,12 @@ def expert_episodes(env_name: str, num_episodes: int, seed_offset: int, image_si
       steps, done = [], False
       while not done:
         action = expert.act()
-        step = {"observation": {"image": Image.fromarray(obs["image"]), "state": obs["state"]},
-                "action": action, "language_instruction": obs["instruction"], "discount": 1.0}
+        step = {
+          "observation": {"image": Image.fromarray(obs["image"]), "state": obs["state"]},
+          "action": action,
+          "language_instruction": obs["instruction"],
+          "discount": 1.0,
+        }
         executed = action + noise_rng.normal(0.0, 1.0, action.shape).astype(np.float32) * noise_std
         obs, success, done = env.step(executed)
         steps.append(dict(step, reward=float(success), is_first=not steps, is_last=done, is_terminal=success))
@@ -93,8 +98,13 @@ def _write_vl(env_name, out_dir, split, num_images, seed_offset, image_size):
   for i, (image, question, answer) in enumerate(examples):
     rel = f"images/{split}_{i:05d}.png"
     Image.fromarray(image).save(os.path.join(out_dir, rel))
-    entries.append({"id": f"{split}_{i}", "image": rel, "conversations": [
-        {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
+    entries.append(
+      {
+        "id": f"{split}_{i}",
+        "image": rel,
+        "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+      }
+    )
   with open(os.path.join(out_dir, f"{split}.json"), "w") as f:
     json.dump(entries, f)
 
@@ -124,31 +134,55 @@ def _write_paraphrases(env_name, out_dir):
   module = envs_lib.module(env_name)
   if not hasattr(module, "TRAIN_PARAPHRASES"):
     return
-  templates = {w: module.TRAIN_PARAPHRASES[task] for task, (wordings, _) in module.INSTRUCTIONS.items()
-               for w in wordings}
+  templates = {
+    w: module.TRAIN_PARAPHRASES[task] for task, (wordings, _) in module.INSTRUCTIONS.items() for w in wordings
+  }
   names = list(module.COLORS)
-  instruction_aug.ensure_table(os.path.join(out_dir, "paraphrases.json"),
-                               instruction_aug.expand(templates, a=names, b=names))
+  instruction_aug.ensure_table(
+    os.path.join(out_dir, "paraphrases.json"), instruction_aug.expand(templates, a=names, b=names)
+  )
 
 
 def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures, execution_noise):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   module, f = envs_lib.module(env_name), tfds.features
-  step = {"observation": {"image": f.Image(shape=(image_size, image_size, 3), encoding_format="png"),
-                          "state": f.Tensor(shape=(module.STATE_DIM,), dtype=np.float32)},
-          "action": f.Tensor(shape=(module.ACTION_DIM,), dtype=np.float32), "language_instruction": f.Text(),
-          "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
-          "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-  return rlds_writer.write_rlds(root, DATASET_NAMES[env_name], step, {
-      "train": expert_episodes(env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures,
-                               execution_noise),
-      "val": expert_episodes(env_name, val_episodes, VAL_SEED_OFFSET, image_size, failures)},
-      metadata_features={"episode_id": np.int64, "task": f.Text(), "seed": np.int64})
+  step = {
+    "observation": {
+      "image": f.Image(shape=(image_size, image_size, 3), encoding_format="png"),
+      "state": f.Tensor(shape=(module.STATE_DIM,), dtype=np.float32),
+    },
+    "action": f.Tensor(shape=(module.ACTION_DIM,), dtype=np.float32),
+    "language_instruction": f.Text(),
+    "reward": f.Scalar(dtype=np.float32),
+    "discount": f.Scalar(dtype=np.float32),
+    "is_first": np.bool_,
+    "is_last": np.bool_,
+    "is_terminal": np.bool_,
+  }
+  return rlds_writer.write_rlds(
+    root,
+    DATASET_NAMES[env_name],
+    step,
+    {
+      "train": expert_episodes(env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures, execution_noise),
+      "val": expert_episodes(env_name, val_episodes, VAL_SEED_OFFSET, image_size, failures),
+    },
+    metadata_features={"episode_id": np.int64, "task": f.Text(), "seed": np.int64},
+  )
 
 
-def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_episodes: int = 40,
-           vl_train: int = 400, vl_val: int = 40, image_size: int = 64, vocab_size: int = 384,
-           execution_noise: float = 0.0) -> str:
+def ensure(
+  out_dir: str,
+  env: str = "tabletop",
+  train_episodes: int = 400,
+  val_episodes: int = 40,
+  vl_train: int = 400,
+  vl_val: int = 40,
+  image_size: int = 64,
+  vocab_size: int = 384,
+  execution_noise: float = 0.0,
+) -> str:
   """Records everything under `out_dir` unless a complete recording with the same settings is there.
   VL examples are made only for environments that can ask questions about their scenes
   (`scene_question`: the tabletop). `execution_noise` perturbs the training episodes' executed actions
@@ -156,9 +190,17 @@ def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_e
   if env not in DATASET_NAMES:
     raise ValueError(f"unknown environment {env!r}; recordable: {sorted(DATASET_NAMES)}")
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  settings = dict(version=RECORDER_VERSION, env=env, train_episodes=train_episodes, val_episodes=val_episodes,
-                  vl_train=vl_train, vl_val=vl_val, image_size=image_size, vocab_size=vocab_size,
-                  execution_noise=execution_noise)
+  settings = dict(
+    version=RECORDER_VERSION,
+    env=env,
+    train_episodes=train_episodes,
+    val_episodes=val_episodes,
+    vl_train=vl_train,
+    vl_val=vl_val,
+    image_size=image_size,
+    vocab_size=vocab_size,
+    execution_noise=execution_noise,
+  )
   done = os.path.join(out_dir, "DONE.json")
   if os.path.exists(done):
     with open(done) as f:
@@ -167,11 +209,9 @@ def ensure(out_dir: str, env: str = "tabletop", train_episodes: int = 400, val_e
         return out_dir
     raise ValueError(f"{out_dir} holds a recording with other settings; use another directory")
   os.makedirs(out_dir, exist_ok=True)
-  print(f"recording {env} expert demonstrations in {out_dir} ({train_episodes} + {val_episodes} episodes)",
-        flush=True)
+  print(f"recording {env} expert demonstrations in {out_dir} ({train_episodes} + {val_episodes} episodes)", flush=True)
   failures = []
-  _write_rlds(env, os.path.join(out_dir, "rlds"), train_episodes, val_episodes, image_size, failures,
-              execution_noise)
+  _write_rlds(env, os.path.join(out_dir, "rlds"), train_episodes, val_episodes, image_size, failures, execution_noise)
   if hasattr(envs_lib.module(env), "scene_question"):
     _write_vl(env, os.path.join(out_dir, "vl"), "train", vl_train, TRAIN_SEED_OFFSET, image_size)
     _write_vl(env, os.path.join(out_dir, "vl"), "val", vl_val, VAL_SEED_OFFSET, image_size)
@@ -187,8 +227,14 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  ensure(FLAGS.out, FLAGS.env, FLAGS.train_episodes, FLAGS.val_episodes, image_size=FLAGS.image_size,
-         execution_noise=FLAGS.execution_noise)
+  ensure(
+    FLAGS.out,
+    FLAGS.env,
+    FLAGS.train_episodes,
+    FLAGS.val_episodes,
+    image_size=FLAGS.image_size,
+    execution_noise=FLAGS.execution_noise,
+  )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,15 @@ def describe(x, normalize_mask=None) -> dict:
   x = np.asarray(x, np.float64)
   if x.ndim != 2 or len(x) == 0:
     raise ValueError(f"statistics need a non-empty [N,D] array, got shape {x.shape}")
-  out = {"count": int(len(x)), "mean": x.mean(0), "std": x.std(0), "min": x.min(0), "max": x.max(0),
-         "q01": np.quantile(x, 0.01, axis=0), "q99": np.quantile(x, 0.99, axis=0)}
+  out = {
+    "count": int(len(x)),
+    "mean": x.mean(0),
+    "std": x.std(0),
+    "min": x.min(0),
+    "max": x.max(0),
+    "q01": np.quantile(x, 0.01, axis=0),
+    "q99": np.quantile(x, 0.99, axis=0),
+  }
   out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
   if normalize_mask is not None:
     if len(normalize_mask) != x.shape[1]:

@@ -25,6 +25,5 @@ def load_llava_json(json_path: str, image_root: str | None = None) -> list[dict]
       pairs = convert_vl.llava_pairs(entry)
     except (convert_vl.BadVLRecordError,) + convert_vl.ROW_ERRORS as err:
       raise convert_vl.BadVLRecordError(f"{json_path}: entry {n} ({name}): {err}") from err
-    examples += [{"image_path": os.path.join(image_root, entry["image"]), "question": q, "answer": a}
-                 for q, a in pairs]
+    examples += [{"image_path": os.path.join(image_root, entry["image"]), "question": q, "answer": a} for q, a in pairs]
   return examples

@@ -24,8 +24,10 @@ def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> di
   env_module = envs_lib.module(eval_config.env)
   unknown = (set(eval_config.tasks) - set(env_module.TASKS)) | (set(eval_config.protocols) - set(env_module.PROTOCOLS))
   if unknown:
-    raise ValueError(f"unknown tasks/protocols {sorted(unknown)} for {eval_config.env}: tasks "
-                     f"{env_module.TASKS}, protocols {env_module.PROTOCOLS}")
+    raise ValueError(
+      f"unknown tasks/protocols {sorted(unknown)} for {eval_config.env}: tasks "
+      f"{env_module.TASKS}, protocols {env_module.PROTOCOLS}"
+    )
   created = []
 
   def make_env():
@@ -37,16 +39,29 @@ def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> di
       raise ValueError(f"{eval_config.env} has no scripted expert")
     policy = harness.ExpertPolicy(created, env_module.Expert)
   elif getattr(policy, "action_dim", env_module.ACTION_DIM) != env_module.ACTION_DIM:
-    raise ValueError(f"the policy predicts {policy.action_dim}-D actions; {eval_config.env} takes "
-                     f"{env_module.ACTION_DIM}-D")
+    raise ValueError(
+      f"the policy predicts {policy.action_dim}-D actions; {eval_config.env} takes {env_module.ACTION_DIM}-D"
+    )
   started = time.perf_counter()
-  results = harness.run(policy, make_env, tasks=list(eval_config.tasks), protocols=list(eval_config.protocols),
-                        episodes_per_task=eval_config.episodes_per_task, num_envs=eval_config.num_envs,
-                        execute_steps=eval_config.execute_steps, seed=eval_config.seed,
-                        video_episodes=eval_config.video_episodes, printer=printer)
-  summary = report.write(results, out_dir, title, extra={"eval_config": eval_config.to_dict(),
-                                                         "seconds": time.perf_counter() - started},
-                         video_format=eval_config.get("video_format", "mp4"))
+  results = harness.run(
+    policy,
+    make_env,
+    tasks=list(eval_config.tasks),
+    protocols=list(eval_config.protocols),
+    episodes_per_task=eval_config.episodes_per_task,
+    num_envs=eval_config.num_envs,
+    execute_steps=eval_config.execute_steps,
+    seed=eval_config.seed,
+    video_episodes=eval_config.video_episodes,
+    printer=printer,
+  )
+  summary = report.write(
+    results,
+    out_dir,
+    title,
+    extra={"eval_config": eval_config.to_dict(), "seconds": time.perf_counter() - started},
+    video_format=eval_config.get("video_format", "mp4"),
+  )
   printer(open(os.path.join(out_dir, "report.md")).read())
   return summary
 
@@ -62,6 +77,7 @@ def main(argv):
     out = FLAGS.out or os.path.join("/tmp", f"genvla_eval_{config.env}_expert")
   else:
     from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
     policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
     title = f"{config.env}: {os.path.abspath(FLAGS.checkpoint)}"
     out = FLAGS.out or os.path.join(FLAGS.checkpoint, "eval", config.env)
@@ -69,8 +85,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "eval config, e.g. configs/eval_tabletop.py:quick",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file("config", None, "eval config, e.g. configs/eval_tabletop.py:quick", lock_config=True)
   flags.DEFINE_string("checkpoint", "", "run directory of a trained policy")
   flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
   flags.DEFINE_bool("expert", False, "evaluate the environment's scripted expert instead")

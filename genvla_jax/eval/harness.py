@@ -30,12 +30,23 @@ class EpisodeResult:
   success: bool
   steps: int
   variant: str = ""
-  invalid_fields: int = 0          # action fields the policy could not parse (executed as fallback)
-  frames: list | None = None       # uint8 [S,S,3] per step, for videos (not serialised)
+  invalid_fields: int = 0  # action fields the policy could not parse (executed as fallback)
+  frames: list | None = None  # uint8 [S,S,3] per step, for videos (not serialised)
 
 
-def run(policy, make_env, *, tasks, protocols, episodes_per_task: int, num_envs: int = 4,
-        execute_steps: int = 1, seed: int = 0, video_episodes: int = 1, printer=print) -> list[EpisodeResult]:
+def run(
+  policy,
+  make_env,
+  *,
+  tasks,
+  protocols,
+  episodes_per_task: int,
+  num_envs: int = 4,
+  execute_steps: int = 1,
+  seed: int = 0,
+  video_episodes: int = 1,
+  printer=print,
+) -> list[EpisodeResult]:
   """-> one EpisodeResult per episode (protocols x tasks x episodes_per_task)."""
   envs = [make_env() for _ in range(num_envs)]
   results, started = [], time.perf_counter()
@@ -45,14 +56,17 @@ def run(policy, make_env, *, tasks, protocols, episodes_per_task: int, num_envs:
       for task in tasks:
         seeds = [seed + i for i in range(episodes_per_task)]
         for group_start in range(0, len(seeds), num_envs):
-          group = seeds[group_start:group_start + num_envs]
+          group = seeds[group_start : group_start + num_envs]
           keep_video = [group_start + i < video_episodes for i in range(len(group))]
-          results += _run_group(policy, envs[:len(group)], task, protocol, group, execute_steps, keep_video)
+          results += _run_group(policy, envs[: len(group)], task, protocol, group, execute_steps, keep_video)
           done = len(results)
           rate = np.mean([r.success for r in results if r.protocol == protocol and r.task == task])
           elapsed = time.perf_counter() - started
-          printer(f"[eval] {done}/{total} episodes | {protocol}/{task}: success {rate:.2f} so far | "
-                  f"{elapsed:.0f}s, ETA {elapsed / done * (total - done):.0f}s", flush=True)
+          printer(
+            f"[eval] {done}/{total} episodes | {protocol}/{task}: success {rate:.2f} so far | "
+            f"{elapsed:.0f}s, ETA {elapsed / done * (total - done):.0f}s",
+            flush=True,
+          )
   finally:
     for env in envs:
       env.close()
@@ -72,8 +86,9 @@ def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -
     extra = {"full_width": True} if getattr(policy, "fixed_shapes", False) else {}
     if getattr(policy, "uses_state", False):  # π0 with a state token
       extra["states"] = np.stack([o["state"] for o in observations])
-    actions, valid = policy.act(np.stack([o["image"] for o in observations]),
-                                [o["instruction"] for o in observations], **extra)
+    actions, valid = policy.act(
+      np.stack([o["image"] for o in observations]), [o["instruction"] for o in observations], **extra
+    )
     actions = np.asarray(actions)
     if actions.ndim != 3 or actions.shape[0] != len(envs):
       raise ValueError(f"policy returned actions of shape {actions.shape}; expected [{len(envs)},H,D]")
@@ -87,9 +102,20 @@ def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -
           frames[i].append(observations[i]["image"])
         if done[i]:
           break
-  return [EpisodeResult(protocol, task, s, env.episode.instruction, bool(env.episode.success), env.episode.steps,
-                        env.episode.variant, invalid[i], frames[i])
-          for i, (env, s) in enumerate(zip(envs, seeds))]
+  return [
+    EpisodeResult(
+      protocol,
+      task,
+      s,
+      env.episode.instruction,
+      bool(env.episode.success),
+      env.episode.steps,
+      env.episode.variant,
+      invalid[i],
+      frames[i],
+    )
+    for i, (env, s) in enumerate(zip(envs, seeds))
+  ]
 
 
 class ExpertPolicy:

@@ -10,8 +10,7 @@ import numpy as np
 from genvla_jax.data import pipeline, preprocess, stats as stats_lib
 
 
-def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size: int = 50,
-                 seed: int = 0) -> dict:
+def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size: int = 50, seed: int = 0) -> dict:
   source = pipeline.StepChunkSource(converted_dir, policy.horizon)
   rng = np.random.default_rng(seed)
   indices = np.sort(rng.choice(len(source), min(num_examples, len(source)), replace=False))
@@ -19,12 +18,12 @@ def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size
   mean_action = np.asarray(stats["mean"], np.float32)
   err, base, err_n, base_n, weights, valid_all = [], [], [], [], [], []
   for start in range(0, len(indices), batch_size):
-    records = [source[int(i)] for i in indices[start:start + batch_size]]
+    records = [source[int(i)] for i in indices[start : start + batch_size]]
     images = [preprocess.decode_image(r["image"]) for r in records]
     extra = {"states": np.stack([r["state"] for r in records])} if getattr(policy, "uses_state", False) else {}
     predicted, valid = policy.act(images, [r["instruction"] for r in records], **extra)  # [b,H,D]
-    true = np.stack([r["actions"] for r in records])                              # [b,H,D]
-    keep = ~np.stack([r["action_pad"] for r in records])[..., None]               # [b,H,1]
+    true = np.stack([r["actions"] for r in records])  # [b,H,D]
+    keep = ~np.stack([r["action_pad"] for r in records])[..., None]  # [b,H,1]
     baseline = np.broadcast_to(mean_action, true.shape)
     err.append(np.abs(predicted - true))
     base.append(np.abs(baseline - true))
@@ -37,6 +36,11 @@ def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size
   def mean(parts):
     return float(np.sum(np.concatenate(parts) * w) / np.sum(w))
 
-  return {"num_examples": int(len(indices)), "mae": mean(err), "baseline_mae": mean(base),
-          "mae_normalized": mean(err_n), "baseline_mae_normalized": mean(base_n),
-          "invalid_fraction": float(1 - np.concatenate(valid_all).mean())}
+  return {
+    "num_examples": int(len(indices)),
+    "mae": mean(err),
+    "baseline_mae": mean(base),
+    "mae_normalized": mean(err_n),
+    "baseline_mae_normalized": mean(base_n),
+    "invalid_fraction": float(1 - np.concatenate(valid_all).mean()),
+  }

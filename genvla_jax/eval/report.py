@@ -27,9 +27,14 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 def _cell(results) -> dict:
   k, n = sum(r.success for r in results), len(results)
   low, high = wilson_interval(k, n)
-  return {"episodes": n, "successes": k, "success_rate": k / n if n else 0.0, "ci95": [low, high],
-          "mean_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
-          "invalid_fields": int(sum(r.invalid_fields for r in results))}
+  return {
+    "episodes": n,
+    "successes": k,
+    "success_rate": k / n if n else 0.0,
+    "ci95": [low, high],
+    "mean_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
+    "invalid_fields": int(sum(r.invalid_fields for r in results)),
+  }
 
 
 def summarize(results) -> dict:
@@ -38,8 +43,10 @@ def summarize(results) -> dict:
   out = {"protocols": {}, "overall": _cell(results)}
   for protocol in dict.fromkeys(r.protocol for r in results):
     rows = [r for r in results if r.protocol == protocol]
-    entry = {"overall": _cell(rows), "tasks": {t: _cell([r for r in rows if r.task == t])
-                                               for t in dict.fromkeys(r.task for r in rows)}}
+    entry = {
+      "overall": _cell(rows),
+      "tasks": {t: _cell([r for r in rows if r.task == t]) for t in dict.fromkeys(r.task for r in rows)},
+    }
     variants = sorted({r.variant for r in rows if r.variant})
     if variants:
       entry["variants"] = {v: _cell([r for r in rows if r.variant == v]) for v in variants}
@@ -55,18 +62,26 @@ def _pct(cell) -> str:
 def markdown(summary: dict, title: str) -> str:
   protocols = list(summary["protocols"])
   tasks = list(dict.fromkeys(t for p in protocols for t in summary["protocols"][p]["tasks"]))
-  lines = [f"# {title}", "", "Success rate [95% Wilson interval] (episodes).", "",
-           "| task | " + " | ".join(protocols) + " |", "|---" * (len(protocols) + 1) + "|"]
+  lines = [
+    f"# {title}",
+    "",
+    "Success rate [95% Wilson interval] (episodes).",
+    "",
+    "| task | " + " | ".join(protocols) + " |",
+    "|---" * (len(protocols) + 1) + "|",
+  ]
   for task in tasks:
-    cells = [_pct(summary["protocols"][p]["tasks"][task]) if task in summary["protocols"][p]["tasks"] else "-"
-             for p in protocols]
+    cells = [
+      _pct(summary["protocols"][p]["tasks"][task]) if task in summary["protocols"][p]["tasks"] else "-"
+      for p in protocols
+    ]
     lines.append(f"| {task} | " + " | ".join(cells) + " |")
-  lines.append("| **all tasks** | " + " | ".join(_pct(summary["protocols"][p]["overall"]) for p in protocols)
-               + " |")
+  lines.append("| **all tasks** | " + " | ".join(_pct(summary["protocols"][p]["overall"]) for p in protocols) + " |")
   for p in protocols:
     if "variants" in summary["protocols"][p]:
-      lines += ["", f"{p} by variant:", ""] + [f"- {v}: {_pct(c)}"
-                                                 for v, c in summary["protocols"][p]["variants"].items()]
+      lines += ["", f"{p} by variant:", ""] + [
+        f"- {v}: {_pct(c)}" for v, c in summary["protocols"][p]["variants"].items()
+      ]
   invalid = summary["overall"]["invalid_fields"]
   lines += ["", f"Unparsable action fields (executed as the fallback value): {invalid}.", ""]
   return "\n".join(lines)
@@ -74,8 +89,10 @@ def markdown(summary: dict, title: str) -> str:
 
 def plot(summary: dict, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   protocols = list(summary["protocols"])
   tasks = list(dict.fromkeys(t for p in protocols for t in summary["protocols"][p]["tasks"]))
   fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(tasks), 3.2))
@@ -83,8 +100,9 @@ def plot(summary: dict, path: str):
   for j, p in enumerate(protocols):
     cells = [summary["protocols"][p]["tasks"].get(t) for t in tasks]
     rates = [c["success_rate"] if c else 0 for c in cells]
-    errors = np.array([[c["success_rate"] - c["ci95"][0], c["ci95"][1] - c["success_rate"]] if c else [0, 0]
-                       for c in cells]).T
+    errors = np.array(
+      [[c["success_rate"] - c["ci95"][0], c["ci95"][1] - c["success_rate"]] if c else [0, 0] for c in cells]
+    ).T
     ax.bar(np.arange(len(tasks)) + j * width, rates, width, yerr=errors, capsize=3, label=p)
   ax.set_xticks(np.arange(len(tasks)) + width * (len(protocols) - 1) / 2, tasks, fontsize=8)
   ax.set_ylim(0, 1.05)
@@ -97,14 +115,17 @@ def plot(summary: dict, path: str):
 
 def write_gif(frames, path: str, fps: int = 10, scale: int = 3):
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  images = [Image.fromarray(np.asarray(f)).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
-            for f in frames]
+
+  images = [
+    Image.fromarray(np.asarray(f)).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames
+  ]
   images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
 
 def write_mp4(frames, path: str, fps: int = 10, scale: int = 3):
   """H.264-compatible MPEG-4 part 2 ('mp4v', what OpenCV's bundled FFmpeg writes without extra codecs)."""
   import cv2  # pylint: disable=g-import-not-at-top
+
   h, w = frames[0].shape[:2]
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w * scale, h * scale))
   if not writer.isOpened():

@@ -62,7 +62,7 @@ def load_folder(directory: str, split: str, limit: int = 0, size: int = 64):
       with open(os.path.join(directory, name, f), "rb") as fh:
         images.append(preprocess.resize_image(preprocess.decode_image(fh.read()), size))
       labels.append(k)
-  order = np.random.default_rng(0).permutation(len(labels))[:limit or None]
+  order = np.random.default_rng(0).permutation(len(labels))[: limit or None]
   return np.stack(images)[order], np.asarray(labels)[order], names
 
 
@@ -79,13 +79,14 @@ def make_feature_fn(model_config):
   @jax.jit
   def features(params, images):
     return jnp.mean(tower.apply({"params": params}, pixels.to_unit_range(images)), axis=1)
+
   return features
 
 
 def tower_features(feature_fn, params, images, image_size: int, batch_size: int = 128) -> np.ndarray:
   out = []
   for start in range(0, len(images), batch_size):
-    chunk = np.stack([preprocess.resize_image(im, image_size) for im in images[start:start + batch_size]])
+    chunk = np.stack([preprocess.resize_image(im, image_size) for im in images[start : start + batch_size]])
     n = len(chunk)
     if n < batch_size:  # one shape: compile once
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
@@ -97,6 +98,7 @@ def linear_probe(train_x, train_y, test_x, test_y) -> float:
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
   from sklearn.pipeline import make_pipeline  # pylint: disable=g-import-not-at-top
   from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+
   probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
   probe.fit(train_x, train_y)
   return float(probe.score(test_x, test_y))
@@ -112,9 +114,11 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 def tsne_plot(features, labels, names, path: str, title: str, seed: int = 0):
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+
   perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
   xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
   fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -130,8 +134,7 @@ def tsne_plot(features, labels, names, path: str, title: str, seed: int = 0):
   plt.close(fig)
 
 
-def evaluate(params, model_config, data: str, limit: int = 2000, out_dir: str | None = None,
-             feature_fn=None) -> dict:
+def evaluate(params, model_config, data: str, limit: int = 2000, out_dir: str | None = None, feature_fn=None) -> dict:
   """params: a tree with tower entries "img" (trained), optionally "img_frozen" and "pretrained" (each a
   SigLIP param tree). -> {"probe": {tower: accuracy}, "cka_trained_vs_frozen": float | None}; t-SNE
   PNGs to out_dir."""
@@ -148,8 +151,9 @@ def evaluate(params, model_config, data: str, limit: int = 2000, out_dir: str | 
     if out_dir:
       os.makedirs(out_dir, exist_ok=True)
       tsne_plot(te, test_y, names, os.path.join(out_dir, f"tsne_{tower}.png"), f"{tower}: t-SNE of test features")
-  result["cka_trained_vs_frozen"] = (linear_cka(test_features["img"], test_features["img_frozen"])
-                                     if "img_frozen" in test_features else None)
+  result["cka_trained_vs_frozen"] = (
+    linear_cka(test_features["img"], test_features["img_frozen"]) if "img_frozen" in test_features else None
+  )
   return result
 
 
@@ -168,6 +172,7 @@ def drift_monitor(config) -> loop.Monitor | None:
     if result["cka_trained_vs_frozen"] is not None:
       values["drift/cka_trained_vs_frozen"] = result["cka_trained_vs_frozen"]
     return values
+
   return loop.Monitor("representation", drift.every, measure)
 
 
@@ -177,13 +182,16 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
   policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
   out = FLAGS.out or os.path.join(FLAGS.checkpoint, "representation")
   towers = {k: v for k, v in policy.params.items() if k in ("img", "img_frozen")}
   if FLAGS.pretrained_path:  # the tower the run started from, imported from the released checkpoint
     from genvla_jax.pretrained import api  # pylint: disable=g-import-not-at-top
-    towers["pretrained"] = api.load(FLAGS.pretrained_format, FLAGS.pretrained_path, policy.model,
-                                    policy.config.model.image_size)["img"]
+
+    towers["pretrained"] = api.load(
+      FLAGS.pretrained_format, FLAGS.pretrained_path, policy.model, policy.config.model.image_size
+    )["img"]
   result = evaluate(towers, policy.config.model, FLAGS.data, FLAGS.limit, out)
   with open(os.path.join(out, "representation.json"), "w") as f:
     json.dump(result, f, indent=1)

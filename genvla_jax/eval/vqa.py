@@ -35,7 +35,7 @@ BENCHMARKS = ("textvqa", "vizwiz", "gqa", "pope", "vsr")
 class Item:
   image_path: str
   question: str
-  answers: list[str]   # human answers (VQA accuracy), or the one reference answer
+  answers: list[str]  # human answers (VQA accuracy), or the one reference answer
 
 
 def _jsonl(path):
@@ -48,16 +48,26 @@ def load(benchmark: str, annotations: str, images: str) -> list[Item]:
     data = json.load(open(annotations))["data"]
     return [Item(os.path.join(images, f"{d['image_id']}.jpg"), d["question"], list(d["answers"])) for d in data]
   if benchmark == "vizwiz":
-    return [Item(os.path.join(images, d["image"]), d["question"], [a["answer"] for a in d["answers"]])
-            for d in json.load(open(annotations))]
+    return [
+      Item(os.path.join(images, d["image"]), d["question"], [a["answer"] for a in d["answers"]])
+      for d in json.load(open(annotations))
+    ]
   if benchmark == "gqa":
-    return [Item(os.path.join(images, f"{d['imageId']}.jpg"), d["question"], [d["answer"]])
-            for d in json.load(open(annotations)).values()]
+    return [
+      Item(os.path.join(images, f"{d['imageId']}.jpg"), d["question"], [d["answer"]])
+      for d in json.load(open(annotations)).values()
+    ]
   if benchmark == "pope":
     return [Item(os.path.join(images, d["image"]), d["text"], [d["label"]]) for d in _jsonl(annotations)]
   if benchmark == "vsr":
-    return [Item(os.path.join(images, d["image"]), f"Is it true that {d['caption'].rstrip('.')}?",
-                 ["yes" if int(d["label"]) else "no"]) for d in _jsonl(annotations)]
+    return [
+      Item(
+        os.path.join(images, d["image"]),
+        f"Is it true that {d['caption'].rstrip('.')}?",
+        ["yes" if int(d["label"]) else "no"],
+      )
+      for d in _jsonl(annotations)
+    ]
   raise ValueError(f"unknown benchmark {benchmark!r}; choose from {BENCHMARKS}")
 
 
@@ -79,32 +89,43 @@ class Answerer:
   def __init__(self, policy, max_answer_len: int = 16, prompt: str = "{question}"):
     self.policy, self.prompt = policy, prompt
     text = policy.text
-    self.decoder = decode.make_greedy_decoder(vlm.for_decoding(policy.model), max_answer_len, text.eos_id,
-                                              text.pad_id)
+    self.decoder = decode.make_greedy_decoder(vlm.for_decoding(policy.model), max_answer_len, text.eos_id, text.pad_id)
 
   def answer(self, images, questions) -> list[str]:
     cfg, text = self.policy.config, self.policy.text
     pixels = np.stack([preprocess.prepare_image(im, cfg.model.image_size) for im in images])
-    prompts = [prompt_lib.build_prompt(text, self.prompt.format(question=q), None, cfg.tokenizer.max_text_len,
-                                       cfg.tokenizer.get("prompt_separator", "\n")) for q in questions]
+    prompts = [
+      prompt_lib.build_prompt(
+        text,
+        self.prompt.format(question=q),
+        None,
+        cfg.tokenizer.max_text_len,
+        cfg.tokenizer.get("prompt_separator", "\n"),
+      )
+      for q in questions
+    ]
     tokens = np.stack([p["tokens"] for p in prompts])
     mask = np.stack([p["input_mask"] for p in prompts])
     out = np.asarray(self.decoder(self.policy.params, pixels, tokens, mask))
     answers = []
     for row in out:
       ids = [int(t) for t in row]
-      answers.append(text.decode(ids[:ids.index(text.eos_id)] if text.eos_id in ids else ids).strip())
+      answers.append(text.decode(ids[: ids.index(text.eos_id)] if text.eos_id in ids else ids).strip())
     return answers
 
 
 def evaluate(answerer: Answerer, benchmark: str, items: list[Item], batch_size: int = 16) -> dict:
   predictions = []
   for start in range(0, len(items), batch_size):
-    chunk = items[start:start + batch_size]
+    chunk = items[start : start + batch_size]
     images = [preprocess.decode_image(open(it.image_path, "rb").read()) for it in chunk]
     predictions += answerer.answer(images, [it.question for it in chunk])
-  return dict(score(benchmark, predictions, items), examples=[
-      {"question": it.question, "prediction": p, "answers": it.answers[:3]} for it, p in zip(items[:5], predictions)])
+  return dict(
+    score(benchmark, predictions, items),
+    examples=[
+      {"question": it.question, "prediction": p, "answers": it.answers[:3]} for it, p in zip(items[:5], predictions)
+    ],
+  )
 
 
 FLAGS = flags.FLAGS
@@ -113,7 +134,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
-  items = load(FLAGS.benchmark, FLAGS.annotations, FLAGS.images)[:FLAGS.limit or None]
+
+  items = load(FLAGS.benchmark, FLAGS.annotations, FLAGS.images)[: FLAGS.limit or None]
   policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
   answerer = Answerer(policy, FLAGS.max_answer_len, FLAGS.prompt)
   print(json.dumps({FLAGS.benchmark: evaluate(answerer, FLAGS.benchmark, items)}, indent=1))

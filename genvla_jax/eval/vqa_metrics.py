@@ -11,17 +11,48 @@
 import re
 
 _CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldnt": "couldn't", "didnt": "didn't",
-    "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't", "hasnt": "hasn't", "havent": "haven't",
-    "isnt": "isn't", "itll": "it'll", "its": "it's", "ive": "i've", "shouldnt": "shouldn't", "thats": "that's",
-    "theres": "there's", "theyre": "they're", "wasnt": "wasn't", "werent": "weren't", "whats": "what's",
-    "wont": "won't", "wouldnt": "wouldn't", "youre": "you're", "youve": "you've",
+  "aint": "ain't",
+  "arent": "aren't",
+  "cant": "can't",
+  "couldnt": "couldn't",
+  "didnt": "didn't",
+  "doesnt": "doesn't",
+  "dont": "don't",
+  "hadnt": "hadn't",
+  "hasnt": "hasn't",
+  "havent": "haven't",
+  "isnt": "isn't",
+  "itll": "it'll",
+  "its": "it's",
+  "ive": "i've",
+  "shouldnt": "shouldn't",
+  "thats": "that's",
+  "theres": "there's",
+  "theyre": "they're",
+  "wasnt": "wasn't",
+  "werent": "weren't",
+  "whats": "what's",
+  "wont": "won't",
+  "wouldnt": "wouldn't",
+  "youre": "you're",
+  "youve": "you've",
 }
-_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_NUMBERS = {
+  "none": "0",
+  "zero": "0",
+  "one": "1",
+  "two": "2",
+  "three": "3",
+  "four": "4",
+  "five": "5",
+  "six": "6",
+  "seven": "7",
+  "eight": "8",
+  "nine": "9",
+  "ten": "10",
+}
 _ARTICLES = {"a", "an", "the"}
-_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
-          "?", "!"]
+_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
 _PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_NUMBER = re.compile(r"(\d)(,)(\d)")
 
@@ -59,7 +90,7 @@ def vqa_accuracy(prediction: str, human_answers: list[str]) -> float:
     return float(pred == gts[0])
   scores = []
   for i in range(len(gts)):
-    others = gts[:i] + gts[i + 1:]
+    others = gts[:i] + gts[i + 1 :]
     scores.append(min(1.0, sum(g == pred for g in others) / 3))
   return sum(scores) / len(scores)
 
@@ -86,7 +117,11 @@ def binary_scores(predictions: list[str], labels: list[str]) -> dict:
   correct = sum(a == l for a, l in zip(answers, labels))
   precision = tp / (tp + fp) if tp + fp else 0.0
   recall = tp / (tp + fn) if tp + fn else 0.0
-  return {"accuracy": correct / len(labels) if labels else 0.0, "precision": precision, "recall": recall,
-          "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-          "yes_ratio": sum(a == "yes" for a in answers) / len(labels) if labels else 0.0,
-          "unanswered": sum(a is None for a in answers)}
+  return {
+    "accuracy": correct / len(labels) if labels else 0.0,
+    "precision": precision,
+    "recall": recall,
+    "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    "yes_ratio": sum(a == "yes" for a in answers) / len(labels) if labels else 0.0,
+    "unanswered": sum(a is None for a in answers),
+  }

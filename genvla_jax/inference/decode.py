@@ -17,16 +17,23 @@ from genvla_jax.models import vlm
 from genvla_jax.tokenizers import grammar as grammar_lib
 
 
-def make_greedy_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int = 0,
-                        grammar: grammar_lib.TokenGrammar | None = None):
+def make_greedy_decoder(
+  model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int = 0, grammar: grammar_lib.TokenGrammar | None = None
+):
   """-> jitted fn(params, images [B,H,W,3], tokens [B,P], input_mask [B,P]) -> tokens [B,L] int32
   (everything after a row's EOS is `pad_id`; the EOS itself is kept)."""
   decode = make_decoder(model, max_decode_len, eos_id, pad_id, grammar)
   return lambda params, images, tokens, input_mask: decode(params, images, tokens, input_mask, None)
 
 
-def make_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int = 0,
-                 grammar: grammar_lib.TokenGrammar | None = None, temperature: float = 1.0):
+def make_decoder(
+  model: vlm.VLA,
+  max_decode_len: int,
+  eos_id: int,
+  pad_id: int = 0,
+  grammar: grammar_lib.TokenGrammar | None = None,
+  temperature: float = 1.0,
+):
   """-> jitted fn(params, images [B,H,W,3], tokens [B,P], input_mask [B,P], rng) -> tokens [B,L] int32.
   rng None: greedy; else sampling at `temperature`. With `grammar`, only grammatical tokens (and EOS
   where the grammar accepts) can be chosen, so every finished row is a complete, parseable string."""
@@ -47,10 +54,10 @@ def make_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int =
     num_image = (images.shape[1] // patch) * (images.shape[2] // patch)
     prefix_len = num_image + prompt_len
     cache_size = prefix_len + max_decode_len
-    logits, cache, next_pos = model.apply(variables, images, tokens, input_mask, cache_size,
-                                          method=vlm.VLA.prefill)
-    valid = jnp.concatenate([jnp.ones((batch, num_image), bool), input_mask.astype(bool),
-                             jnp.zeros((batch, max_decode_len), bool)], axis=1)
+    logits, cache, next_pos = model.apply(variables, images, tokens, input_mask, cache_size, method=vlm.VLA.prefill)
+    valid = jnp.concatenate(
+      [jnp.ones((batch, num_image), bool), input_mask.astype(bool), jnp.zeros((batch, max_decode_len), bool)], axis=1
+    )
     out = jnp.full((batch, max_decode_len), pad_id, jnp.int32)
     done = jnp.zeros((batch,), bool)
 
@@ -69,8 +76,9 @@ def make_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int =
       done = done | (token == eos_id)
       slot = prefix_len + i
       valid = valid.at[:, slot].set(True)
-      logits, cache = model.apply(variables, token[:, None], (next_pos + i)[:, None], cache, slot, valid,
-                                  method=vlm.VLA.decode_step)
+      logits, cache = model.apply(
+        variables, token[:, None], (next_pos + i)[:, None], cache, slot, valid, method=vlm.VLA.decode_step
+      )
       return i + 1, logits, cache, valid, done, out, state
 
     carry = jax.lax.while_loop(cond, body, (0, logits, cache, valid, done, out, state))
@@ -79,8 +87,14 @@ def make_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int =
   return decode
 
 
-def make_speculative_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int,
-                             grammar: grammar_lib.TokenGrammar, proposal_len: int = 8):
+def make_speculative_decoder(
+  model: vlm.VLA,
+  max_decode_len: int,
+  eos_id: int,
+  pad_id: int,
+  grammar: grammar_lib.TokenGrammar,
+  proposal_len: int = 8,
+):
   """Grammar-constrained greedy decoding that verifies up to `proposal_len` (K) proposed tokens per
   model pass. Each pass feeds [last chosen token, p_1..p_K] into K+1 cache slots (VLA.extend), where
     p_k = the token the grammar forces after p_1..p_{k-1} (jump-forward: the ".", separators, the
@@ -95,14 +109,15 @@ def make_speculative_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, p
      proposed, forced ones excluded), "accepted" [B] (of those, kept)}."""
   k_max = proposal_len
   rules = grammar.arrays()
-  forced = jnp.asarray(grammar.forced(), jnp.int32)            # [S] forced token or -1
+  forced = jnp.asarray(grammar.forced(), jnp.int32)  # [S] forced token or -1
   forced_next = jnp.asarray(grammar.forced_next(), jnp.int32)  # [S] state after it
   column_np = np.full(model.llm_config["vocab_size"], -1, np.int32)
   column_np[grammar.token_ids] = np.arange(len(grammar.token_ids))
-  column = jnp.asarray(column_np)                              # [V] candidate column or -1
+  column = jnp.asarray(column_np)  # [V] candidate column or -1
 
   def propose(state, done, count, draft):
     """-> proposals [B,K] (-1: none), states after each [B,K], forced flags [B,K]."""
+
     def one(carry, k):
       s, alive = carry
       f = forced[s]
@@ -115,8 +130,12 @@ def make_speculative_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, p
       token = jnp.where(alive, token, -1)
       s_next = jnp.where(is_forced, forced_next[s], via_draft)
       alive = alive & (token >= 0) & (token != eos_id)
-      return (jnp.where(token >= 0, s_next, s), alive), (token, jnp.where(token >= 0, s_next, s),
-                                                          is_forced & (token >= 0))
+      return (jnp.where(token >= 0, s_next, s), alive), (
+        token,
+        jnp.where(token >= 0, s_next, s),
+        is_forced & (token >= 0),
+      )
+
     _, (tokens, states, was_forced) = jax.lax.scan(one, (state, ~done), jnp.arange(k_max))
     return tokens.T, states.T, was_forced.T
 
@@ -129,10 +148,15 @@ def make_speculative_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, p
     prefix_len = (images.shape[1] // patch) * (images.shape[2] // patch) + prompt_len
     width = k_max + 1
     cache_size = prefix_len + width * max_decode_len
-    logits, cache, next_pos = model.apply(variables, images, tokens, input_mask, cache_size,
-                                          method=vlm.VLA.prefill)
-    valid = jnp.concatenate([jnp.ones((batch, prefix_len - prompt_len), bool), input_mask.astype(bool),
-                             jnp.zeros((batch, width * max_decode_len), bool)], axis=1)
+    logits, cache, next_pos = model.apply(variables, images, tokens, input_mask, cache_size, method=vlm.VLA.prefill)
+    valid = jnp.concatenate(
+      [
+        jnp.ones((batch, prefix_len - prompt_len), bool),
+        input_mask.astype(bool),
+        jnp.zeros((batch, width * max_decode_len), bool),
+      ],
+      axis=1,
+    )
     first, state = grammar_lib.select(rules, eos_id, logits, jnp.zeros((batch,), jnp.int32))
     out = jnp.full((batch, max_decode_len + width), pad_id, jnp.int32).at[:, 0].set(first)
     done = first == eos_id
@@ -145,22 +169,24 @@ def make_speculative_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, p
 
     def body(carry):
       i, cache, valid, done, out, last, state, count, pos, drafted, accepted = carry
-      proposals, states, was_forced = propose(state, done, count, draft)    # [B,K]
+      proposals, states, was_forced = propose(state, done, count, draft)  # [B,K]
       has = proposals >= 0
       base = prefix_len + width * i
       slot_ok = jnp.concatenate([jnp.ones((batch, 1), bool), has], axis=1)  # [B,K+1]
       window = jax.lax.dynamic_update_slice(jnp.zeros_like(valid), slot_ok, (0, base))
-      causal = (jnp.arange(valid.shape[1])[None, :] <= base + ks[:, None])  # [K+1,S]
-      mask = (valid[:, None, :] | window[:, None, :]) & causal[None]        # [B,K+1,S]
+      causal = jnp.arange(valid.shape[1])[None, :] <= base + ks[:, None]  # [K+1,S]
+      mask = (valid[:, None, :] | window[:, None, :]) & causal[None]  # [B,K+1,S]
       fed = jnp.concatenate([last[:, None], jnp.where(has, proposals, pad_id)], axis=1)
-      step_logits, cache = model.apply(variables, fed, pos[:, None] + ks[None], cache, base, mask,
-                                       method=vlm.VLA.extend)
-      before = jnp.concatenate([state[:, None], states], axis=1)           # state before choice q
-      choices, after = jax.vmap(lambda lg, st: grammar_lib.select(rules, eos_id, lg, st),
-                                in_axes=(1, 1), out_axes=1)(step_logits, before)  # [B,K+1]
+      step_logits, cache = model.apply(
+        variables, fed, pos[:, None] + ks[None], cache, base, mask, method=vlm.VLA.extend
+      )
+      before = jnp.concatenate([state[:, None], states], axis=1)  # state before choice q
+      choices, after = jax.vmap(lambda lg, st: grammar_lib.select(rules, eos_id, lg, st), in_axes=(1, 1), out_axes=1)(
+        step_logits, before
+      )  # [B,K+1]
       match = has & (proposals == choices[:, :-1])
       run = jnp.cumprod(match.astype(jnp.int32), axis=1)
-      a = jnp.sum(run, axis=1)                                              # accepted proposals
+      a = jnp.sum(run, axis=1)  # accepted proposals
       kept = run.astype(bool)
       eos_kept = jnp.any(kept & (proposals == eos_id), axis=1)
       choice = choices[rows, a]
@@ -181,8 +207,7 @@ def make_speculative_decoder(model: vlm.VLA, max_decode_len: int, eos_id: int, p
       done = done | eos_kept | (choice == eos_id) | (count >= max_decode_len)
       return i + 1, cache, valid, done, out, choice, state, count, pos, drafted, accepted
 
-    carry = (0, cache, valid, done, out, first, state, jnp.ones((batch,), jnp.int32), next_pos, zeros,
-             zeros)
+    carry = (0, cache, valid, done, out, first, state, jnp.ones((batch,), jnp.int32), next_pos, zeros, zeros)
     i, _, _, _, out, *_, drafted, accepted = jax.lax.while_loop(cond, body, carry)
     out = jnp.where(jnp.arange(out.shape[1])[None] < max_decode_len, out, pad_id)[:, :max_decode_len]
     return {"tokens": out, "passes": i, "drafted": drafted, "accepted": accepted}

@@ -27,15 +27,21 @@ from genvla_jax.training import checkpoint, state as state_lib
 
 
 class Policy:
-
-  def __init__(self, config, params, stats: dict, action_dim: int, tokenizer_path: str,
-               unnorm_dataset: str = "", fast_bpe_path: str | None = None):
+  def __init__(
+    self,
+    config,
+    params,
+    stats: dict,
+    action_dim: int,
+    tokenizer_path: str,
+    unnorm_dataset: str = "",
+    fast_bpe_path: str | None = None,
+  ):
     self.config = config
     self.params = params
     self.step = None  # the checkpoint step, when restored with from_workdir
     self.model = vlm.from_config(config.model)
-    self.text, self.action_tokenizer = factory.make_tokenizers(config, action_dim, tokenizer_path,
-                                                               fast_bpe_path)
+    self.text, self.action_tokenizer = factory.make_tokenizers(config, action_dim, tokenizer_path, fast_bpe_path)
     name = unnorm_dataset or config.data.unnorm_dataset or next(iter(stats))
     if name not in stats:
       raise KeyError(f"no action statistics for {name!r}; checkpoint has {sorted(stats)}")
@@ -59,12 +65,12 @@ class Policy:
     length = self.action_tokenizer.max_decode_len()
     if self.grammar is not None and inference.get("speculative", True):
       self.draft_previous = inference.get("draft_previous_action", True)
-      spec = decode.make_speculative_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id,
-                                             self.grammar, inference.get("proposal_len", 8))
+      spec = decode.make_speculative_decoder(
+        decoding_model, length, self.text.eos_id, self.text.pad_id, self.grammar, inference.get("proposal_len", 8)
+      )
       self.decoder = lambda params, *inputs: spec(params, *inputs, self._draft(len(inputs[0])))
     else:
-      greedy = decode.make_greedy_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id,
-                                          self.grammar)
+      greedy = decode.make_greedy_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id, self.grammar)
       self.decoder = lambda params, *inputs: {"tokens": greedy(params, *inputs)}
 
   def _draft(self, batch: int):
@@ -84,16 +90,18 @@ class Policy:
     directory is created, cleaned or deleted (safe while the run trains)."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if not os.path.isdir(workdir):
-      raise checkpoint.CheckpointError(f"run directory {workdir} does not exist (give a run directory "
-                                       "that genvla_jax.train wrote)")
+      raise checkpoint.CheckpointError(
+        f"run directory {workdir} does not exist (give a run directory that genvla_jax.train wrote)"
+      )
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
 
     def restore(candidate):
       meta = ckpt.restore_meta(candidate)
       config = ml_collections.ConfigDict(meta["config"])
       model = vlm.from_config(config.model)
-      params = ckpt.restore_params(candidate, state_lib.abstract_params(model, config.model.image_size,
-                                                                        jax.devices()[0]))
+      params = ckpt.restore_params(
+        candidate, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0])
+      )
       return {"meta": meta, "config": config, "params": params}
 
     try:
@@ -103,8 +111,15 @@ class Policy:
     logging.info("policy from %s step %d", workdir, step)
     meta = restored["meta"]
     fast_bpe = os.path.join(workdir, meta["fast_bpe"]) if "fast_bpe" in meta else None
-    policy = cls(restored["config"], restored["params"], meta["stats"], meta["action_dim"],
-                 os.path.join(workdir, meta["tokenizer"]), unnorm_dataset, fast_bpe)
+    policy = cls(
+      restored["config"],
+      restored["params"],
+      meta["stats"],
+      meta["action_dim"],
+      os.path.join(workdir, meta["tokenizer"]),
+      unnorm_dataset,
+      fast_bpe,
+    )
     policy.step = step
     return policy
 
@@ -115,10 +130,16 @@ class Policy:
     size = self.config.model.image_size
     pixels = np.stack([preprocess.prepare_image(im, size) for im in images])
     states = [None] * len(instructions) if states is None else states
-    prompts = [prompt_lib.build_prompt(self.text, preprocess.robot_prompt(self.config.data.prompt, ins, st),
-                                       None, self.config.tokenizer.max_text_len,
-                                       self.config.tokenizer.get("prompt_separator", "\n"))
-               for ins, st in zip(instructions, states)]
+    prompts = [
+      prompt_lib.build_prompt(
+        self.text,
+        preprocess.robot_prompt(self.config.data.prompt, ins, st),
+        None,
+        self.config.tokenizer.max_text_len,
+        self.config.tokenizer.get("prompt_separator", "\n"),
+      )
+      for ins, st in zip(instructions, states)
+    ]
     tokens = np.stack([p["tokens"] for p in prompts])
     mask = np.stack([p["input_mask"] for p in prompts])
     width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
@@ -136,8 +157,10 @@ class Policy:
     if not self.uses_state:
       return None
     if states is None:
-      raise ValueError(f"this policy takes the robot state ({len(self.state_stats['mean'])} values) as "
-                       "input: pass act(..., states=[B,S])")
+      raise ValueError(
+        f"this policy takes the robot state ({len(self.state_stats['mean'])} values) as "
+        "input: pass act(..., states=[B,S])"
+      )
     states = np.asarray(states, np.float32)
     own_dim = len(self.state_stats["mean"])
     if states.shape != (batch, own_dim):
@@ -178,8 +201,9 @@ class Policy:
     out = np.asarray(jax.device_get(self.sampler(self.params, pixels, tokens, mask, noise, state)))
     valid = np.isfinite(out)
     if not valid.all():
-      logging.warning("%d non-finite action values from the flow sampler; fell back to the normalized "
-                      "centre", int((~valid).sum()))
+      logging.warning(
+        "%d non-finite action values from the flow sampler; fell back to the normalized centre", int((~valid).sum())
+      )
     return np.where(valid, out, 0.0).astype(np.float32), valid
 
   def _decode(self, pixels, tokens, mask):
@@ -193,8 +217,10 @@ class Policy:
     normalized, valid = zip(*[self.action_tokenizer.decode(row) for row in out])
     normalized, valid = np.stack(normalized), np.stack(valid)
     if not valid.all():
-      logging.warning("%d action fields did not parse; fell back to the normalized centre "
-                      "(%d so far). Raw outputs: %s", int((~valid).sum()),
-                      self.num_invalid_fields + int((~valid).sum()),
-                      [self.text.decode(r) for r in out[~valid.all(axis=(1, 2))]][:4])
+      logging.warning(
+        "%d action fields did not parse; fell back to the normalized centre (%d so far). Raw outputs: %s",
+        int((~valid).sum()),
+        self.num_invalid_fields + int((~valid).sum()),
+        [self.text.decode(r) for r in out[~valid.all(axis=(1, 2))]][:4],
+      )
     return normalized, valid

@@ -28,7 +28,7 @@ from genvla_jax.models import flow_matching, gemma
 class ActionExpert(nn.Module):
   llm_config: dict[str, Any]  # the expert's Gemma config (depth/heads/head_dim equal to the VLM's)
   action_dim: int
-  state_dim: int = 0          # 0: no state token
+  state_dim: int = 0  # 0: no state token
   dtype: str = "float32"
   remat_policy: str = "none"
 
@@ -50,8 +50,7 @@ class ActionExpert(nn.Module):
     width = self.llm_config["width"]
     actions = self.action_in(x_t.astype(self.dtype))
     time = jnp.broadcast_to(flow_matching.time_embedding(t, width)[:, None, :], actions.shape)
-    tokens = self.time_mlp_out(nn.swish(self.time_mlp_in(
-        jnp.concatenate([actions, time.astype(self.dtype)], axis=-1))))
+    tokens = self.time_mlp_out(nn.swish(self.time_mlp_in(jnp.concatenate([actions, time.astype(self.dtype)], axis=-1))))
     ar = [True] + [False] * (x_t.shape[1] - 1)  # the action block starts a new attention block
     if self.state_dim:
       if state is None:
@@ -68,14 +67,18 @@ class ActionExpert(nn.Module):
     batch, length = tokens.shape[:2]
     p = prefix_valid.shape[1]
     blocks = jnp.cumsum(ar.astype(jnp.int32))
-    suffix_mask = blocks[None, :] <= blocks[:, None]                       # [L,L]
-    attn_mask = jnp.concatenate([
+    suffix_mask = blocks[None, :] <= blocks[:, None]  # [L,L]
+    attn_mask = jnp.concatenate(
+      [
         jnp.broadcast_to(prefix_valid[:, None, :], (batch, length, p)),
         jnp.broadcast_to(suffix_mask, (batch, length, length)),
-        jnp.zeros((batch, length, cache["k"].shape[2] - p - length), bool)], axis=2)
+        jnp.zeros((batch, length, cache["k"].shape[2] - p - length), bool),
+      ],
+      axis=2,
+    )
     positions = next_position[:, None] + jnp.arange(length)[None, :]
     hidden, _ = self.llm(tokens, positions, attn_mask, cache, p)
-    return self.action_out(hidden[:, -x_t.shape[1]:]).astype(jnp.float32)
+    return self.action_out(hidden[:, -x_t.shape[1] :]).astype(jnp.float32)
 
 
 def expert_llm_config(llm_config: dict, expert_config) -> dict:

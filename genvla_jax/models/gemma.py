@@ -36,13 +36,15 @@ from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
 
 def _init(in_axis, out_axis, batch_axis=()):
-  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis,
-                                          out_axis=out_axis, batch_axis=batch_axis)
+  return nn.initializers.variance_scaling(
+    1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
+  )
 
 
 class RMSNorm(nn.Module):
   """y = x / rms(x) * (offset + scale): Gemma stores scale - 1 (offset 1, init 0), Llama the weight
   itself (offset 0, init 1)."""
+
   offset: float = 1.0
   eps: float = 1e-6
 
@@ -101,10 +103,8 @@ class Attention(nn.Module):
     window keeps), is_local: scalar bool (this layer uses the window) -> ([B,T,D], layer cache)."""
     d = x.shape[-1]
     wq = self.param("q_einsum", _init(1, (0, 2)), (self.num_heads, d, self.head_dim), jnp.float32)
-    wkv = self.param("kv_einsum", _init(2, (1, 3), (0,)), (2, self.num_kv_heads, d, self.head_dim),
-                     jnp.float32)
-    wo = self.param("attn_vec_einsum", _init((0, 1), 2), (self.num_heads, self.head_dim, d),
-                    jnp.float32)
+    wkv = self.param("kv_einsum", _init(2, (1, 3), (0,)), (2, self.num_kv_heads, d, self.head_dim), jnp.float32)
+    wo = self.param("attn_vec_einsum", _init((0, 1), 2), (self.num_heads, self.head_dim, d), jnp.float32)
     q = constrain(jnp.einsum("BTD,NDH->BTNH", x, wq.astype(self.dtype)), BATCH, None, MODEL, None)
     k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(self.dtype))
     q = apply_rope(q, positions, self.rope_max_wavelength)
@@ -117,13 +117,15 @@ class Attention(nn.Module):
       new_cache = {"k": k, "v": v}
     if self.sliding_window is not None:
       attn_mask = attn_mask & (window_ok | ~is_local)
-    out = attention(q, k.astype(q.dtype), v.astype(q.dtype), attn_mask,
-                    self.query_pre_attn_scalar**-0.5, self.attn_logits_softcap)
+    out = attention(
+      q, k.astype(q.dtype), v.astype(q.dtype), attn_mask, self.query_pre_attn_scalar**-0.5, self.attn_logits_softcap
+    )
     return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_cache
 
 
 class FeedForward(nn.Module):
   """Gated MLP: act(x W_gate) * (x W_up) W_down; act = gelu_tanh (Gemma: GeGLU) or silu (Llama: SwiGLU)."""
+
   mlp_dim: int
   dtype: str = "float32"
   activation: str = "gelu_tanh"
@@ -140,6 +142,7 @@ class FeedForward(nn.Module):
 
 class Block(nn.Module):
   """One decoder layer. Scan-compatible: (x, layer_cache, is_local, ...) -> (x, new_layer_cache)."""
+
   num_heads: int
   num_kv_heads: int
   head_dim: int
@@ -158,10 +161,17 @@ class Block(nn.Module):
   def __call__(self, x, cache, is_local, positions, attn_mask, window_ok, cache_index):
     norm = lambda name: RMSNorm(self.norm_offset, self.norm_eps, name=name)  # pylint: disable=unnecessary-lambda-assignment
     y = norm("pre_attention_norm")(x)
-    y, new_cache = Attention(self.num_heads, self.num_kv_heads, self.head_dim,
-                             self.query_pre_attn_scalar, self.attn_logits_softcap, self.sliding_window,
-                             self.dtype, self.rope_max_wavelength, name="attn")(
-                                 y, is_local, positions, attn_mask, window_ok, cache, cache_index)
+    y, new_cache = Attention(
+      self.num_heads,
+      self.num_kv_heads,
+      self.head_dim,
+      self.query_pre_attn_scalar,
+      self.attn_logits_softcap,
+      self.sliding_window,
+      self.dtype,
+      self.rope_max_wavelength,
+      name="attn",
+    )(y, is_local, positions, attn_mask, window_ok, cache, cache_index)
     if self.post_norms:
       y = norm("post_attention_norm")(y)
     x = x + y
@@ -180,32 +190,46 @@ class Gemma(nn.Module):
   num_kv_heads: int
   head_dim: int
   query_pre_attn_scalar: Optional[float] = None  # None: head_dim (Gemma 2B, Gemma 2 2B/9B)
-  post_norms: bool = False                       # Gemma 2
-  attn_logits_softcap: Optional[float] = None    # Gemma 2: 50
-  final_logits_softcap: Optional[float] = None   # Gemma 2: 30
-  sliding_window: Optional[int] = None           # Gemma 2: 4096, on even layers
-  norm_offset: float = 1.0                       # RMSNorm scale offset: Gemma 1.0, Llama 0.0
-  norm_eps: float = 1e-6                         # Llama 2: 1e-5
-  activation: str = "gelu_tanh"                  # Llama: "silu" (SwiGLU)
-  scale_embeddings: bool = True                  # embeddings * sqrt(width) (Gemma); Llama: False
-  tie_embeddings: bool = True                    # logits from the input table (Gemma); Llama: lm_head
+  post_norms: bool = False  # Gemma 2
+  attn_logits_softcap: Optional[float] = None  # Gemma 2: 50
+  final_logits_softcap: Optional[float] = None  # Gemma 2: 30
+  sliding_window: Optional[int] = None  # Gemma 2: 4096, on even layers
+  norm_offset: float = 1.0  # RMSNorm scale offset: Gemma 1.0, Llama 0.0
+  norm_eps: float = 1e-6  # Llama 2: 1e-5
+  activation: str = "gelu_tanh"  # Llama: "silu" (SwiGLU)
+  scale_embeddings: bool = True  # embeddings * sqrt(width) (Gemma); Llama: False
+  tie_embeddings: bool = True  # logits from the input table (Gemma); Llama: lm_head
   rope_max_wavelength: float = 10_000
   dtype: str = "float32"
   remat_policy: str = "none"
   scan_unroll: int = 1  # layers per scan iteration; decoding unrolls all (vlm.for_decoding)
 
   def setup(self):
-    self.embedder = Embedder(self.vocab_size, self.width, self.scale_embeddings, self.tie_embeddings,
-                             name="embedder")
+    self.embedder = Embedder(self.vocab_size, self.width, self.scale_embeddings, self.tie_embeddings, name="embedder")
     block = remat.wrap(Block, self.remat_policy)
     self.layers = nn.scan(
-        block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth,
-        in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=0,
-        unroll=self.scan_unroll)(
-            self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim,
-            self.query_pre_attn_scalar or self.head_dim, self.post_norms, self.attn_logits_softcap,
-            self.sliding_window, self.dtype, self.norm_offset, self.norm_eps, self.activation,
-            self.rope_max_wavelength)
+      block,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      length=self.depth,
+      in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+      out_axes=0,
+      unroll=self.scan_unroll,
+    )(
+      self.num_heads,
+      self.num_kv_heads,
+      self.head_dim,
+      self.mlp_dim,
+      self.query_pre_attn_scalar or self.head_dim,
+      self.post_norms,
+      self.attn_logits_softcap,
+      self.sliding_window,
+      self.dtype,
+      self.norm_offset,
+      self.norm_eps,
+      self.activation,
+      self.rope_max_wavelength,
+    )
     self.final_norm = RMSNorm(self.norm_offset, self.norm_eps)
 
   def embed(self, tokens):  # [B,T] int -> [B,T,D]
@@ -219,9 +243,12 @@ class Gemma(nn.Module):
 
   def init_cache(self, batch_size, cache_size, dtype=None):
     shape = (self.depth, batch_size, cache_size, self.num_kv_heads, self.head_dim)
-    return {"k": jnp.zeros(shape, dtype or self.dtype), "v": jnp.zeros(shape, dtype or self.dtype),
-            "positions": jnp.zeros((batch_size, cache_size), jnp.int32),
-            "prefix": jnp.zeros((batch_size, cache_size), bool)}
+    return {
+      "k": jnp.zeros(shape, dtype or self.dtype),
+      "v": jnp.zeros(shape, dtype or self.dtype),
+      "positions": jnp.zeros((batch_size, cache_size), jnp.int32),
+      "prefix": jnp.zeros((batch_size, cache_size), bool),
+    }
 
   def __call__(self, x, positions, attn_mask, cache=None, cache_index=0, prefix=None):
     """x [B,T,D] embedded inputs, positions [B,T], attn_mask [B,T,S], prefix [B,T] (tokens of the
@@ -238,8 +265,9 @@ class Gemma(nn.Module):
       kv_positions = jax.lax.dynamic_update_slice(cache["positions"], positions.astype(jnp.int32), start)
       kv_prefix = jax.lax.dynamic_update_slice(cache["prefix"], prefix, start)
       layer_cache = {"k": cache["k"], "v": cache["v"]}
-    window_ok = ((positions[:, :, None] - kv_positions[:, None, :] < (self.sliding_window or 1))
-                 | (prefix[:, :, None] & kv_prefix[:, None, :]))
+    window_ok = (positions[:, :, None] - kv_positions[:, None, :] < (self.sliding_window or 1)) | (
+      prefix[:, :, None] & kv_prefix[:, None, :]
+    )
     x, kv = self.layers(x, layer_cache, is_local, positions, attn_mask, window_ok, cache_index)
     if cache is None:
       return self.final_norm(x), None
@@ -249,6 +277,7 @@ class Gemma(nn.Module):
 class Embedder(nn.Module):
   """input_embedding [V,D] (tokens -> vectors, times sqrt(D) when `scale`); logits from the same table
   (`tied`, Gemma) or from output_embedding [V,D] (Llama's lm_head)."""
+
   vocab_size: int
   width: int
   scale: bool = True

@@ -13,7 +13,7 @@ import numpy as np
 
 BATCH_AXES = ("data", "fsdp")
 BATCH = BATCH_AXES  # spec entry for a batch dimension
-MODEL = "model"     # spec entry for heads / hidden units
+MODEL = "model"  # spec entry for heads / hidden units
 
 
 def _fit(axes, dim: int, sizes: dict):

@@ -4,10 +4,10 @@ import flax.linen as nn
 import jax
 
 POLICIES = {
-    "full": None,  # recompute everything in the backward pass
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+  "full": None,  # recompute everything in the backward pass
+  "dots": jax.checkpoint_policies.checkpoint_dots,
+  "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+  "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
 }
 
 

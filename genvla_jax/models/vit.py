@@ -53,6 +53,7 @@ class MlpBlock(nn.Module):
 
 class EncoderBlock(nn.Module):
   """Pre-norm transformer block. Scan-compatible: (x, _) -> (x, None)."""
+
   num_heads: int
   mlp_dim: int
   dtype: str = "float32"
@@ -67,8 +68,9 @@ class EncoderBlock(nn.Module):
       return y * self.param(name, nn.initializers.ones_init(), (y.shape[-1],)).astype(y.dtype)
 
     y = nn.LayerNorm(dtype=self.dtype)(x)
-    y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                        kernel_init=nn.initializers.xavier_uniform())(y, y)
+    y = nn.MultiHeadDotProductAttention(
+      num_heads=self.num_heads, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform()
+    )(y, y)
     x = x + scaled("ls1", y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
     x = x + scaled("ls2", MlpBlock(self.mlp_dim, dtype=self.dtype, activation=self.activation)(y))
@@ -77,6 +79,7 @@ class EncoderBlock(nn.Module):
 
 class ViT(nn.Module):
   """images [B,H,W,3] in [-1,1] -> patch features [B,N,D]."""
+
   patch_size: int
   width: int
   depth: int
@@ -103,12 +106,12 @@ class ViT(nn.Module):
       images = ((images.astype(jnp.float32) + 1.0) / 2.0 - IMAGENET_MEAN) / IMAGENET_STD
     elif self.pixel_norm != "unit":
       raise ValueError(f"unknown pixel_norm {self.pixel_norm!r}; use 'unit' or 'imagenet'")
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", name="embedding",
-                dtype=self.dtype)(images.astype(self.dtype))
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", name="embedding", dtype=self.dtype)(
+      images.astype(self.dtype)
+    )
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)
-    pos = self.param("pos_embedding", nn.initializers.normal(stddev=self.posemb_std or d**-0.5),
-                     (1, h * w, d))
+    pos = self.param("pos_embedding", nn.initializers.normal(stddev=self.posemb_std or d**-0.5), (1, h * w, d))
     x = x + pos.astype(x.dtype)
     prefix = []
     if self.cls_token:
@@ -119,10 +122,9 @@ class ViT(nn.Module):
       x = jnp.concatenate([jnp.broadcast_to(t.astype(x.dtype), (b,) + t.shape[1:]) for t in prefix] + [x], 1)
     block = remat.wrap(EncoderBlock, self.remat_policy)
     blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth)
-    x, _ = blocks(self.num_heads, self.mlp_dim, self.dtype, self.mlp_activation, self.layer_scale,
-                  name="blocks")(x, None)
+    x, _ = blocks(self.num_heads, self.mlp_dim, self.dtype, self.mlp_activation, self.layer_scale, name="blocks")(
+      x, None
+    )
     if self.final_norm:
       x = nn.LayerNorm(name="encoder_norm", dtype=self.dtype)(x)
-    return x[:, x.shape[1] - h * w:]  # patch tokens
-
-
+    return x[:, x.shape[1] - h * w :]  # patch tokens

@@ -33,19 +33,19 @@ class VLA(nn.Module):
   img_config: dict[str, Any]
   llm_config: dict[str, Any]
   dual_encoder: bool = False
-  dtype: str = "float32"         # compute dtype
-  param_dtype: str = "float32"   # storage dtype of trained parameters
+  dtype: str = "float32"  # compute dtype
+  param_dtype: str = "float32"  # storage dtype of trained parameters
   frozen_dtype: str = "float32"  # storage dtype of the frozen tower
   remat_policy: str = "none"
   # π0 baseline: dict(width, mlp_dim, action_dim, state_dim) of the flow-matching action
   # expert (config.model.action_expert); None: actions are text tokens of the LLM
   expert_config: dict[str, Any] | None = None
   fused_img_config: dict[str, Any] | None = None  # Prismatic: a second tower fused per patch
-  dual_mode: str = "copy"        # "copy" | "split" (see module docstring)
+  dual_mode: str = "copy"  # "copy" | "split" (see module docstring)
   projector_type: str = "linear"  # "linear" | "mlp3"
-  projector_hidden: int = 0      # mlp3 hidden width (0: 4 x the single model's fused feature width)
+  projector_hidden: int = 0  # mlp3 hidden width (0: 4 x the single model's fused feature width)
   image_after_bos: bool = False  # Prismatic: [BOS][image][text]
-  causal_prefix: bool = False    # Prismatic: image and prompt tokens attend causally too
+  causal_prefix: bool = False  # Prismatic: image and prompt tokens attend causally too
 
   def setup(self):
     common = dict(dtype=self.dtype, remat_policy=self.remat_policy)
@@ -72,8 +72,9 @@ class VLA(nn.Module):
     self.llm = gemma.Gemma(**self.llm_config, **common)
     if self.expert_config:
       e = self.expert_config
-      self.expert = action_expert.ActionExpert(action_expert.expert_llm_config(self.llm_config, e),
-                                               e["action_dim"], e.get("state_dim", 0), **common)
+      self.expert = action_expert.ActionExpert(
+        action_expert.expert_llm_config(self.llm_config, e), e["action_dim"], e.get("state_dim", 0), **common
+      )
 
   def encode_images(self, images):
     """images [B,H,W,3] float in [-1,1], or uint8 pixels (the training pipeline ships uint8: a quarter
@@ -81,12 +82,14 @@ class VLA(nn.Module):
     images = pixels.to_unit_range(images)
     fused = self.fused_img_config is not None
     if self.dual_encoder and self.dual_mode == "split":  # [phi_1(o) | sg(phi_2(o))], Prismatic's order
-      return self.projector(jnp.concatenate(
-          [self.img(images), jax.lax.stop_gradient(self.img_frozen(images))], axis=-1))
+      return self.projector(
+        jnp.concatenate([self.img(images), jax.lax.stop_gradient(self.img_frozen(images))], axis=-1)
+      )
     z = jnp.concatenate([self.img(images)] + ([self.img_fused(images)] if fused else []), axis=-1)
     if self.dual_encoder:
-      z_frozen = jnp.concatenate([self.img_frozen(images)] + ([self.img_fused_frozen(images)] if fused else []),
-                                 axis=-1)
+      z_frozen = jnp.concatenate(
+        [self.img_frozen(images)] + ([self.img_fused_frozen(images)] if fused else []), axis=-1
+      )
       z = jnp.concatenate([jax.lax.stop_gradient(z_frozen), z], axis=-1)  # z = [phi_frozen(o) | phi_train(o)]
     return self.projector(z)
 
@@ -103,7 +106,7 @@ class VLA(nn.Module):
   def _text_hidden(self, hidden, n):
     """[B,N+T,E] -> the T text positions [B,T,E] (in the order of `tokens`)."""
     if self.image_after_bos:
-      return jnp.concatenate([hidden[:, :1], hidden[:, n + 1:]], axis=1)
+      return jnp.concatenate([hidden[:, :1], hidden[:, n + 1 :]], axis=1)
     return hidden[:, n:]
 
   def _full_ar(self, ar_mask, n):
@@ -117,8 +120,9 @@ class VLA(nn.Module):
     full_input = _prepend(input_mask, n, True)
     full_ar = self._full_ar(ar_mask, n)
     attn_mask = masks.prefix_lm_mask(full_input, full_ar)
-    hidden, _ = self.llm(x, masks.positions_from_mask(full_input), attn_mask,
-                         prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
+    hidden, _ = self.llm(
+      x, masks.positions_from_mask(full_input), attn_mask, prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0)
+    )
     return self.llm.logits(self._text_hidden(hidden, n))
 
   def flow_forward(self, images, tokens, input_mask, ar_mask, x_t, t, state=None):
@@ -135,8 +139,9 @@ class VLA(nn.Module):
     tokens. -> (cache, prefix_valid [B,P], next_position [B]) for `velocity`."""
     x, n = self.embed_inputs(images, tokens)
     full_input = _prepend(input_mask, n, True)
-    _, cache = self._prefix_into_cache(x, full_input, self._full_ar(jnp.zeros_like(input_mask), n),
-                                       self.expert.suffix_len(horizon))
+    _, cache = self._prefix_into_cache(
+      x, full_input, self._full_ar(jnp.zeros_like(input_mask), n), self.expert.suffix_len(horizon)
+    )
     return cache, full_input, jnp.sum(full_input, axis=1)
 
   def velocity(self, cache, prefix_valid, next_position, x_t, t, state=None):
@@ -148,8 +153,14 @@ class VLA(nn.Module):
     seq_len = x.shape[1]
     attn_mask = jnp.pad(masks.prefix_lm_mask(full_input, full_ar), ((0, 0), (0, 0), (0, extra_slots)))
     cache = self.llm.init_cache(x.shape[0], seq_len + extra_slots)
-    return self.llm(x, masks.positions_from_mask(full_input), attn_mask, cache, 0,
-                    prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0))
+    return self.llm(
+      x,
+      masks.positions_from_mask(full_input),
+      attn_mask,
+      cache,
+      0,
+      prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0),
+    )
 
   def prefill(self, images, tokens, input_mask, cache_size):
     """Runs the prefix (image + right-padded prompt) into a fresh KV cache of `cache_size` slots.
@@ -158,8 +169,9 @@ class VLA(nn.Module):
     """
     x, n = self.embed_inputs(images, tokens)
     full_input = _prepend(input_mask, n, True)
-    hidden, cache = self._prefix_into_cache(x, full_input, self._full_ar(jnp.zeros_like(input_mask), n),
-                                            cache_size - full_input.shape[1])
+    hidden, cache = self._prefix_into_cache(
+      x, full_input, self._full_ar(jnp.zeros_like(input_mask), n), cache_size - full_input.shape[1]
+    )
     last = jnp.sum(full_input, axis=1) - 1  # [B] index of the last real prefix token
     last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
     return self.llm.logits(last_hidden)[:, 0], cache, last + 1
@@ -179,6 +191,7 @@ class VLA(nn.Module):
 
 class MlpProjector(nn.Module):
   """Prismatic's "fused-gelu-mlp": z [B,N,F] -> fc1 (hidden) -> GELU -> fc2 (E) -> GELU -> fc3 (E)."""
+
   hidden: int
   width: int
   dtype: str = "float32"
@@ -196,16 +209,21 @@ def _prepend(mask, n, value):
 
 
 def from_config(model_config) -> VLA:
-  return VLA(img_config=dict(model_config.img), llm_config=dict(model_config.llm),
-             dual_encoder=model_config.dual_encoder, dtype=model_config.dtype,
-             param_dtype=model_config.get("param_dtype", "float32"),
-             frozen_dtype=model_config.get("frozen_dtype", "float32"),
-             remat_policy=model_config.remat_policy, expert_config=expert_config(model_config),
-             fused_img_config=dict(model_config.fused_img) if model_config.get("fused_img") else None,
-             dual_mode=model_config.get("dual_mode", "copy"),
-             projector_type=model_config.get("projector", "linear"),
-             image_after_bos=model_config.get("image_after_bos", False),
-             causal_prefix=model_config.get("causal_prefix", False))
+  return VLA(
+    img_config=dict(model_config.img),
+    llm_config=dict(model_config.llm),
+    dual_encoder=model_config.dual_encoder,
+    dtype=model_config.dtype,
+    param_dtype=model_config.get("param_dtype", "float32"),
+    frozen_dtype=model_config.get("frozen_dtype", "float32"),
+    remat_policy=model_config.remat_policy,
+    expert_config=expert_config(model_config),
+    fused_img_config=dict(model_config.fused_img) if model_config.get("fused_img") else None,
+    dual_mode=model_config.get("dual_mode", "copy"),
+    projector_type=model_config.get("projector", "linear"),
+    image_after_bos=model_config.get("image_after_bos", False),
+    causal_prefix=model_config.get("causal_prefix", False),
+  )
 
 
 def expert_config(model_config) -> dict | None:
@@ -214,10 +232,11 @@ def expert_config(model_config) -> dict | None:
   if not e or not e.width:
     return None
   if not e.action_dim:
-    raise ValueError("config.model.action_expert.action_dim is 0: it is resolved from the data at "
-                     "training time (train.py) and stored in the run's config")
-  return dict(width=e.width, mlp_dim=e.mlp_dim, action_dim=e.action_dim,
-              state_dim=e.state_dim if e.use_state else 0)
+    raise ValueError(
+      "config.model.action_expert.action_dim is 0: it is resolved from the data at "
+      "training time (train.py) and stored in the run's config"
+    )
+  return dict(width=e.width, mlp_dim=e.mlp_dim, action_dim=e.action_dim, state_dim=e.state_dim if e.use_state else 0)
 
 
 def for_decoding(model: VLA, unroll: int | None = None) -> VLA:
@@ -239,8 +258,9 @@ def init_params(model: VLA, rng, image_size: int, text_len: int = 8):
     e = model.expert_config
     x_t = jnp.zeros((1, 1, e["action_dim"]), jnp.float32)  # the expert works for any horizon
     state = jnp.zeros((1, e["state_dim"]), jnp.float32) if e.get("state_dim") else None
-    params = jax.jit(lambda r: single.init(r, images, tokens, mask, mask, x_t, jnp.ones((1,)), state,
-                                           method=VLA.flow_forward))(rng)["params"]
+    params = jax.jit(
+      lambda r: single.init(r, images, tokens, mask, mask, x_t, jnp.ones((1,)), state, method=VLA.flow_forward)
+    )(rng)["params"]
   else:
     params = jax.jit(single.init)(rng, images, tokens, mask, mask)["params"]
   return finish_params(model, params)
@@ -250,9 +270,10 @@ def finish_params(model: VLA, single_params):
   """Single-tower float32 params (fresh or imported) -> the model's params: dual-encoder split if
   configured, then each part cast to its storage dtype."""
   params = make_dual(single_params, model.dual_mode) if model.dual_encoder else dict(single_params)
-  return {k: jax.tree.map(lambda x, k=k: x.astype(model.frozen_dtype if k in FROZEN_PARTS
-                                                  else model.param_dtype), v)
-          for k, v in params.items()}
+  return {
+    k: jax.tree.map(lambda x, k=k: x.astype(model.frozen_dtype if k in FROZEN_PARTS else model.param_dtype), v)
+    for k, v in params.items()
+  }
 
 
 FROZEN_PARTS = ("img_frozen", "img_fused_frozen")  # no gradient, no optimizer state (training/optimizer.py)

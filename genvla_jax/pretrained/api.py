@@ -12,11 +12,12 @@ OpenVLA+ with dual_mode "split" the imported SigLIP becomes the frozen tower.
 import dataclasses
 
 import jax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from genvla_jax.models import vlm
 from genvla_jax.pretrained import big_vision, hf, mapping
 from genvla_jax.training import sharding
+
 
 def _hf_architecture(path):
   return hf.model_config(hf.HFCheckpoint(path).config())
@@ -29,9 +30,9 @@ def _openvla_load(path, abstract, model):
 # format -> (architecture(path) -> {image_size, img, llm, ...}, load(path, abstract params, model) -> params):
 # the one registry of checkpoint formats; a new format is two functions and a line here.
 READERS = {
-    "hf": (_hf_architecture, lambda path, abstract, _: hf.load(path, abstract)),
-    "big_vision": (big_vision.model_config, lambda path, abstract, _: big_vision.load(path, abstract)),
-    "openvla": (hf.openvla_model_config, _openvla_load),
+  "hf": (_hf_architecture, lambda path, abstract, _: hf.load(path, abstract)),
+  "big_vision": (big_vision.model_config, lambda path, abstract, _: big_vision.load(path, abstract)),
+  "openvla": (hf.openvla_model_config, _openvla_load),
 }
 FORMATS = tuple(READERS)
 
@@ -50,8 +51,12 @@ def architecture(fmt: str, path: str) -> dict:
 def mismatches(fmt: str, path: str, model_config) -> list[str]:
   """Architecture fields where the config and the checkpoint disagree (empty: compatible)."""
   theirs = architecture(fmt, path)
-  ours = {"image_size": model_config.image_size, "img": dict(model_config.img),
-          "llm": dict(model_config.llm), "fused_img": dict(model_config.get("fused_img") or {})}
+  ours = {
+    "image_size": model_config.image_size,
+    "img": dict(model_config.img),
+    "llm": dict(model_config.llm),
+    "fused_img": dict(model_config.get("fused_img") or {}),
+  }
   out = []
   if theirs["image_size"] != ours["image_size"]:
     out.append(f"model.image_size: config {ours['image_size']}, checkpoint {theirs['image_size']}")

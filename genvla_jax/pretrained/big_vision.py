@@ -16,7 +16,6 @@ from genvla_jax.pretrained import loading, mapping
 
 
 class BigVisionCheckpoint:
-
   def __init__(self, path: str):
     self.path = path
     try:
@@ -24,7 +23,7 @@ class BigVisionCheckpoint:
       keys = list(self._npz.keys())
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
       raise loading.CheckpointError(f"cannot read big_vision checkpoint {path}: {e}") from e
-    self._keys = {k[len("params/"):] if k.startswith("params/") else k: k for k in keys}
+    self._keys = {k[len("params/") :] if k.startswith("params/") else k: k for k in keys}
 
   def names(self) -> set[str]:
     return set(self._keys)
@@ -52,23 +51,40 @@ def model_config(path: str) -> dict:
   """Architecture from tensor shapes -> {image_size, img, llm} (Gemma 2 recognised by its post norms;
   its soft-caps and window are Gemma 2's published values)."""
   ckpt = BigVisionCheckpoint(path)
+
   def shape(name):
     return ckpt.get(name).shape
+
   patch, _, _, width = shape("img/embedding/kernel")
   num_patches = shape("img/pos_embedding")[1]
   depth, _, heads, _ = shape("img/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel")
-  img = dict(patch_size=patch, width=width, depth=depth, num_heads=heads, posemb_std=None,
-             mlp_dim=shape("img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel")[-1])
+  img = dict(
+    patch_size=patch,
+    width=width,
+    depth=depth,
+    num_heads=heads,
+    posemb_std=None,
+    mlp_dim=shape("img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel")[-1],
+  )
   vocab, d = shape("llm/embedder/input_embedding")
-  q = ckpt.attention("llm/layers/attn/q_einsum/w").shape     # [L,N,D,H]
-  kv = ckpt.attention("llm/layers/attn/kv_einsum/w").shape   # [L,2,K,D,H]
+  q = ckpt.attention("llm/layers/attn/q_einsum/w").shape  # [L,N,D,H]
+  kv = ckpt.attention("llm/layers/attn/kv_einsum/w").shape  # [L,2,K,D,H]
   gemma2 = "llm/layers/post_attention_norm/scale" in ckpt.names()
-  llm = dict(vocab_size=vocab, width=d, depth=q[0], mlp_dim=shape("llm/layers/mlp/linear")[1],
-             num_heads=q[1], num_kv_heads=kv[2], head_dim=q[3],
-             query_pre_attn_scalar=q[3] if gemma2 else None, post_norms=gemma2,
-             attn_logits_softcap=50.0 if gemma2 else None, final_logits_softcap=30.0 if gemma2 else None,
-             sliding_window=4096 if gemma2 else None)
-  return dict(image_size=int(round(num_patches ** 0.5)) * patch, img=img, llm=llm)
+  llm = dict(
+    vocab_size=vocab,
+    width=d,
+    depth=q[0],
+    mlp_dim=shape("llm/layers/mlp/linear")[1],
+    num_heads=q[1],
+    num_kv_heads=kv[2],
+    head_dim=q[3],
+    query_pre_attn_scalar=q[3] if gemma2 else None,
+    post_norms=gemma2,
+    attn_logits_softcap=50.0 if gemma2 else None,
+    final_logits_softcap=30.0 if gemma2 else None,
+    sliding_window=4096 if gemma2 else None,
+  )
+  return dict(image_size=int(round(num_patches**0.5)) * patch, img=img, llm=llm)
 
 
 def load(path: str, abstract_params) -> dict:

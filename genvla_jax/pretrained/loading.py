@@ -20,8 +20,7 @@ class CheckpointError(ValueError):
 
 
 def leaves(abstract_params) -> dict:
-  return {sharding_lib.path_str(p): leaf
-          for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  return {sharding_lib.path_str(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
 
 
 def head_counts(abstract_params) -> dict[str, dict]:
@@ -32,10 +31,10 @@ def head_counts(abstract_params) -> dict[str, dict]:
   for name, target in targets.items():  # every image tower: img, img_fused, img_frozen, ...
     part, _, rest = name.partition("/")
     if rest == "blocks/MultiHeadDotProductAttention_0/query/kernel":
-      dims[part] = dict(heads=target.shape[2])                                     # [L,D,heads,hd]
+      dims[part] = dict(heads=target.shape[2])  # [L,D,heads,hd]
   if "llm/layers/attn/q_einsum" in targets:
-    q = targets["llm/layers/attn/q_einsum"].shape                                  # [L,N,D,H]
-    kv = targets["llm/layers/attn/kv_einsum"].shape                                # [L,2,K,D,H]
+    q = targets["llm/layers/attn/q_einsum"].shape  # [L,N,D,H]
+    kv = targets["llm/layers/attn/kv_einsum"].shape  # [L,2,K,D,H]
     dims["llm"] = dict(heads=q[1], kv_heads=kv[2])
   return dims
 
@@ -46,15 +45,17 @@ def _is_float(dtype) -> bool:
 
 def check_finite(array: np.ndarray, name: str):
   if _is_float(array.dtype) and not np.all(np.isfinite(array)):
-    raise CheckpointError(f"{name}: checkpoint tensor has {np.size(array) - np.isfinite(array).sum()} "
-                          "non-finite values")
+    raise CheckpointError(
+      f"{name}: checkpoint tensor has {np.size(array) - np.isfinite(array).sum()} non-finite values"
+    )
 
 
 def place(array: np.ndarray, target, name: str):
   """Host array -> jax.Array with the target's shape check, dtype and sharding."""
   if tuple(array.shape) != tuple(target.shape):
-    raise CheckpointError(f"{name}: checkpoint gives shape {tuple(array.shape)}, the model expects "
-                          f"{tuple(target.shape)}")
+    raise CheckpointError(
+      f"{name}: checkpoint gives shape {tuple(array.shape)}, the model expects {tuple(target.shape)}"
+    )
   array = np.asarray(array).astype(target.dtype, copy=False)
   sharding = getattr(target, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
@@ -78,8 +79,10 @@ def assemble(abstract_params, rules, fetch, source=lambda rule, layer: rule.ours
       for i in range(target.shape[0]):
         layer = np.asarray(fetch(rule, i, part))
         if layer.shape != target.shape[1:]:
-          raise CheckpointError(f"{source(rule, i)} -> {rule.ours} (layer {i}): checkpoint gives shape "
-                                f"{layer.shape}, the model expects {tuple(target.shape[1:])}")
+          raise CheckpointError(
+            f"{source(rule, i)} -> {rule.ours} (layer {i}): checkpoint gives shape "
+            f"{layer.shape}, the model expects {tuple(target.shape[1:])}"
+          )
         check_finite(layer, f"{source(rule, i)} -> {rule.ours} (layer {i})")
         host[i] = layer
     else:

@@ -1,10 +1,10 @@
 """A small synchronous client for the policy server (same protocol as openpi's WebsocketClientPolicy).
 
-  client = PolicyClient("localhost", 8000)          # api_key="..." for a server started with --api_key
-  client.metadata                      # what the server said on connect (action horizon, dims, ...)
-  reply = client.infer({"image": frame_uint8_hwc, "prompt": "put the spoon in the pot"})
-  reply["actions"]                     # float32 [H, D] in the robot's units
-  healthy("localhost", 8000)           # GET /healthz answered 200 (no key needed)
+client = PolicyClient("localhost", 8000)          # api_key="..." for a server started with --api_key
+client.metadata                      # what the server said on connect (action horizon, dims, ...)
+reply = client.infer({"image": frame_uint8_hwc, "prompt": "put the spoon in the pot"})
+reply["actions"]                     # float32 [H, D] in the robot's units
+healthy("localhost", 8000)           # GET /healthz answered 200 (no key needed)
 """
 
 import http.client
@@ -20,15 +20,25 @@ class ServerError(RuntimeError):
 
 
 class PolicyClient:
-
-  def __init__(self, host: str = "localhost", port: int = 8000, open_timeout: float = 30.0,
-               max_message_bytes: int = 64 * 2**20, api_key: str | None = None):
+  def __init__(
+    self,
+    host: str = "localhost",
+    port: int = 8000,
+    open_timeout: float = 30.0,
+    max_message_bytes: int = 64 * 2**20,
+    api_key: str | None = None,
+  ):
     """`api_key`: sent as the header `Authorization: Api-Key <key>`, as openpi's client does; a server
     with a key refuses a connection without the right one (ServerError naming the 401)."""
     headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
     try:
-      self._ws = connect(f"ws://{host}:{port}", open_timeout=open_timeout, max_size=max_message_bytes,
-                         compression=None, additional_headers=headers)
+      self._ws = connect(
+        f"ws://{host}:{port}",
+        open_timeout=open_timeout,
+        max_size=max_message_bytes,
+        compression=None,
+        additional_headers=headers,
+      )
     except InvalidStatus as e:
       body = (e.response.body or b"").decode("utf-8", "replace").strip()
       raise ServerError(f"server refused the connection: HTTP {e.response.status_code} {body}") from e

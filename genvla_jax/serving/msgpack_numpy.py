@@ -11,8 +11,12 @@ def _encode(obj):
   if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in ("V", "O", "c"):
     raise ValueError(f"unsupported dtype {obj.dtype}")
   if isinstance(obj, np.ndarray):
-    return {b"__ndarray__": True, b"data": np.ascontiguousarray(obj).tobytes(), b"dtype": obj.dtype.str,
-            b"shape": list(obj.shape)}
+    return {
+      b"__ndarray__": True,
+      b"data": np.ascontiguousarray(obj).tobytes(),
+      b"dtype": obj.dtype.str,
+      b"shape": list(obj.shape),
+    }
   if isinstance(obj, np.generic):
     return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
   return obj

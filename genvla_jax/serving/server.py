@@ -71,8 +71,9 @@ def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
   return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
-def parse_observation(message, max_image_side: int, state_dim: int = 0,
-                      max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> tuple[np.ndarray, str, np.ndarray | None]:
+def parse_observation(
+  message, max_image_side: int, state_dim: int = 0, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+) -> tuple[np.ndarray, str, np.ndarray | None]:
   """One client message -> (image uint8 [H,W,3], instruction, state float32 [state_dim] or None);
   RequestError names what is wrong. `state_dim` > 0: the policy takes the robot state, which the
   message must carry as 'state' (or 'observation/state'). A prompt over `max_prompt_chars` characters
@@ -90,8 +91,10 @@ def parse_observation(message, max_image_side: int, state_dim: int = 0,
   prompt = obs.get("prompt", obs.get("instruction"))
   if image is None or prompt is None:
     keys = sorted(quote(str(k), 40) for k in obs)[:20]
-    raise RequestError(f"observation needs 'image' (or 'observation/image') and 'prompt' (or "
-                       f"'instruction'); got keys [{', '.join(keys)}]")
+    raise RequestError(
+      f"observation needs 'image' (or 'observation/image') and 'prompt' (or "
+      f"'instruction'); got keys [{', '.join(keys)}]"
+    )
   prompt = _parse_prompt(prompt, max_prompt_chars)
   _check_image(image, max_image_side)
   return image, prompt, _parse_state(obs, state_dim)
@@ -106,8 +109,9 @@ def _parse_prompt(prompt, max_chars: int) -> str:
   if not isinstance(prompt, str):
     raise RequestError(f"prompt must be a non-empty string, got {type(prompt).__name__}")
   if len(prompt) > max_chars:
-    raise RequestError(f"prompt of {len(prompt)} characters: this server takes at most {max_chars} "
-                       "(--max_prompt_chars)")
+    raise RequestError(
+      f"prompt of {len(prompt)} characters: this server takes at most {max_chars} (--max_prompt_chars)"
+    )
   if not prompt.strip():
     raise RequestError("prompt must be a non-empty string")
   return prompt
@@ -126,8 +130,7 @@ def _parse_state(obs: dict, state_dim: int) -> np.ndarray | None:
     return None
   state = obs.get("state", obs.get("observation/state"))
   if state is None:
-    raise RequestError(f"this policy takes the robot state: send 'state' (or 'observation/state'), "
-                       f"{state_dim} numbers")
+    raise RequestError(f"this policy takes the robot state: send 'state' (or 'observation/state'), {state_dim} numbers")
   try:
     state = np.asarray(state, np.float32).reshape(-1)
   except (TypeError, ValueError) as e:
@@ -166,8 +169,10 @@ class PromptCheck:
     except Exception as e:  # pylint: disable=broad-except  (whatever the tokenizer refuses)
       raise RequestError(f"prompt {quote(instruction)} cannot be tokenized ({type(e).__name__})") from None
     if n > self.max_len:
-      raise RequestError(f"prompt {quote(instruction)} takes {n} tokens in the policy's prompt; at most "
-                         f"{self.max_len} fit (tokenizer.max_text_len): shorten the instruction")
+      raise RequestError(
+        f"prompt {quote(instruction)} takes {n} tokens in the policy's prompt; at most "
+        f"{self.max_len} fit (tokenizer.max_text_len): shorten the instruction"
+      )
     return n
 
 
@@ -183,16 +188,31 @@ class PolicyServer:
   disconnects (clients gone before their reply, or without a closing handshake), unauthorized (refused
   handshakes), batches, max_batch_size, retried_batches (batches that failed and were retried per row)."""
 
-  def __init__(self, policy, metadata: dict, max_batch: int = 16, batch_window_ms: float = 2.0,
-               max_image_side: int = 1024, max_message_bytes: int = 16 * 2**20,
-               max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, api_key: str | None = None):
+  def __init__(
+    self,
+    policy,
+    metadata: dict,
+    max_batch: int = 16,
+    batch_window_ms: float = 2.0,
+    max_image_side: int = 1024,
+    max_message_bytes: int = 16 * 2**20,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    api_key: str | None = None,
+  ):
     self.policy, self.metadata = policy, dict(metadata)
     self.max_batch, self.window = max_batch, batch_window_ms / 1000
     self.max_image_side, self.max_message_bytes = max_image_side, max_message_bytes
     self.max_prompt_chars = max_prompt_chars
     self._authorization = f"Api-Key {api_key}" if api_key else None
-    self.stats = {"requests": 0, "errors": 0, "disconnects": 0, "unauthorized": 0, "batches": 0,
-                  "max_batch_size": 0, "retried_batches": 0}
+    self.stats = {
+      "requests": 0,
+      "errors": 0,
+      "disconnects": 0,
+      "unauthorized": 0,
+      "batches": 0,
+      "max_batch_size": 0,
+      "retried_batches": 0,
+    }
     self._queue: asyncio.Queue | None = None
     self._executor = concurrent.futures.ThreadPoolExecutor(1)  # one decoding thread: the model is one
     if hasattr(policy, "draft_previous"):
@@ -229,16 +249,16 @@ class PolicyServer:
       return f"bad request: {e}"
     except Exception as e:  # pylint: disable=broad-except  (inference failed: say so, keep serving)
       self.stats["errors"] += 1
-      logging.error("inference failed for one request: %s: %s", type(e).__name__, _clip(str(e)),
-                    exc_info=e)
+      logging.error("inference failed for one request: %s: %s", type(e).__name__, _clip(str(e)), exc_info=e)
       return f"server error: {type(e).__name__}: {_clip(str(e))}"
 
   def _closed(self, websocket, error: websockets.ConnectionClosed):
     """A connection ended abnormally or with a reply owed: the client left (or sent too much)."""
     if error.sent is not None and error.sent.code == CloseCode.MESSAGE_TOO_BIG:
       self.stats["errors"] += 1
-      logging.info("closed the connection of %s: a message over %d bytes", websocket.remote_address,
-                   self.max_message_bytes)
+      logging.info(
+        "closed the connection of %s: a message over %d bytes", websocket.remote_address, self.max_message_bytes
+      )
       return
     self.stats["disconnects"] += 1
     logging.info("client %s disconnected (%s)", websocket.remote_address, error)
@@ -254,8 +274,9 @@ class PolicyServer:
       return None
     self.stats["unauthorized"] += 1
     logging.warning("refused %s: %s API key", connection.remote_address, "wrong" if given else "no")
-    return connection.respond(http.HTTPStatus.UNAUTHORIZED,
-                              "missing or wrong API key: send the header 'Authorization: Api-Key <key>'\n")
+    return connection.respond(
+      http.HTTPStatus.UNAUTHORIZED, "missing or wrong API key: send the header 'Authorization: Api-Key <key>'\n"
+    )
 
   async def _batcher(self):
     loop = asyncio.get_running_loop()
@@ -295,8 +316,7 @@ class PolicyServer:
       if len(batch) == 1:
         return [e]
       self.stats["retried_batches"] += 1
-      logging.warning("a batch of %d failed (%s); retrying its requests one by one", len(batch),
-                      type(e).__name__)
+      logging.warning("a batch of %d failed (%s); retrying its requests one by one", len(batch), type(e).__name__)
     replies = []
     for row in batch:
       try:
@@ -318,19 +338,37 @@ class PolicyServer:
     infer_ms = (time.perf_counter() - start) * 1000
     self.stats["batches"] += 1
     self.stats["max_batch_size"] = max(self.stats["max_batch_size"], n)
-    return [{"actions": np.asarray(actions[i], np.float32), "valid": np.asarray(valid[i], bool),
-             "server_timing": {"infer_ms": infer_ms, "batch_size": n}} for i in range(n)]
+    return [
+      {
+        "actions": np.asarray(actions[i], np.float32),
+        "valid": np.asarray(valid[i], bool),
+        "server_timing": {"infer_ms": infer_ms, "batch_size": n},
+      }
+      for i in range(n)
+    ]
 
-  async def serve(self, host: str = "127.0.0.1", port: int = 8000, ready: asyncio.Event | None = None,
-                  stop: asyncio.Event | None = None):
+  async def serve(
+    self,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+  ):
     """Serves until `stop` is set (forever without one). `ready` is set once the port listens.
     Loopback by default; host "0.0.0.0" listens on every interface (then set an api_key)."""
     self._queue = asyncio.Queue()
     batcher = asyncio.create_task(self._batcher())
     try:
       # max_queue: the protocol is one request, one reply; a client cannot make us buffer more frames
-      async with serve(self._handle, host, port, max_size=self.max_message_bytes, max_queue=4,
-                       compression=None, process_request=self._process_request) as server:
+      async with serve(
+        self._handle,
+        host,
+        port,
+        max_size=self.max_message_bytes,
+        max_queue=4,
+        compression=None,
+        process_request=self._process_request,
+      ) as server:
         self.port = server.sockets[0].getsockname()[1]
         if ready is not None:
           ready.set()

@@ -15,14 +15,17 @@ def _reserved_block(tok_config, text_tokenizer, vocab_size: int, size: int, what
     vocab_size = text_tokenizer.vocab_size
   first_id = vocab_size - size
   if first_id < text_tokenizer.vocab_size and not tok_config.bins_overwrite_text_ids:
-    raise ValueError(f"{what} ids [{first_id}, {vocab_size}) overlap the text vocabulary "
-                     f"({text_tokenizer.vocab_size} ids); enlarge model.llm.vocab_size or set "
-                     "tokenizer.bins_overwrite_text_ids=True (OpenVLA reuses least-used ids)")
+    raise ValueError(
+      f"{what} ids [{first_id}, {vocab_size}) overlap the text vocabulary "
+      f"({text_tokenizer.vocab_size} ids); enlarge model.llm.vocab_size or set "
+      "tokenizer.bins_overwrite_text_ids=True (OpenVLA reuses least-used ids)"
+    )
   return first_id
 
 
-def make_action_tokenizer(tok_config, text_tokenizer, vocab_size: int, action_dim: int,
-                          fast_bpe_path: str | None = None):
+def make_action_tokenizer(
+  tok_config, text_tokenizer, vocab_size: int, action_dim: int, fast_bpe_path: str | None = None
+):
   """fast_bpe_path: the FAST BPE model (trained by data/prepare.fast_bpe; a run keeps it in assets/)."""
   horizon = tok_config.action_horizon
   if tok_config.action == "flow":
@@ -31,14 +34,20 @@ def make_action_tokenizer(tok_config, text_tokenizer, vocab_size: int, action_di
     return string_actions.StringActionTokenizer(text_tokenizer, horizon, action_dim, tok_config.decimals)
   if tok_config.action == "bins":
     first_id = _reserved_block(tok_config, text_tokenizer, vocab_size, tok_config.num_bins, "bin")
-    return bin_actions.BinActionTokenizer(horizon, action_dim, first_id, tok_config.num_bins,
-                                          text_tokenizer.eos_id, tok_config.get("bins_layout", "uniform"))
+    return bin_actions.BinActionTokenizer(
+      horizon,
+      action_dim,
+      first_id,
+      tok_config.num_bins,
+      text_tokenizer.eos_id,
+      tok_config.get("bins_layout", "uniform"),
+    )
   if tok_config.action == "fast":
     if not fast_bpe_path:
-      raise ValueError("tokenizer.action='fast' needs the BPE trained on the dataset's actions "
-                       "(data/prepare.fast_bpe)")
-    tok = fast_actions.FastActionTokenizer(fast_bpe_path, horizon, action_dim, 0, text_tokenizer.eos_id,
-                                           tok_config.fast_scale)
+      raise ValueError("tokenizer.action='fast' needs the BPE trained on the dataset's actions (data/prepare.fast_bpe)")
+    tok = fast_actions.FastActionTokenizer(
+      fast_bpe_path, horizon, action_dim, 0, text_tokenizer.eos_id, tok_config.fast_scale
+    )
     tok.first_id = _reserved_block(tok_config, text_tokenizer, vocab_size, tok.num_pieces, "FAST")
     return tok
   raise ValueError(f"unknown tokenizer.action {tok_config.action!r}; choose one of {ACTIONS}")

@@ -15,9 +15,9 @@ import numpy as np
 
 
 class BinActionTokenizer:
-
-  def __init__(self, horizon: int, dim: int, first_id: int, num_bins: int = 256, eos_id: int = 1,
-               layout: str = "uniform"):
+  def __init__(
+    self, horizon: int, dim: int, first_id: int, num_bins: int = 256, eos_id: int = 1, layout: str = "uniform"
+  ):
     if layout not in ("uniform", "openvla"):
       raise ValueError(f"unknown bins layout {layout!r}; choose 'uniform' or 'openvla'")
     self.horizon, self.dim, self.layout = horizon, dim, layout

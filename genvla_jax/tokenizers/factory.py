@@ -12,8 +12,10 @@ def make_tokenizers(config, action_dim, tokenizer_path: str | None = None, fast_
   `fast_bpe_path` is the FAST BPE (tokenizer.action="fast")."""
   text_tokenizer = text.TextTokenizer(os.path.expanduser(tokenizer_path or config.tokenizer.path))
   if text_tokenizer.vocab_size > config.model.llm.vocab_size:
-    raise ValueError(f"tokenizer has {text_tokenizer.vocab_size} ids but model.llm.vocab_size is "
-                     f"{config.model.llm.vocab_size}")
+    raise ValueError(
+      f"tokenizer has {text_tokenizer.vocab_size} ids but model.llm.vocab_size is {config.model.llm.vocab_size}"
+    )
   action_tokenizer = action_tokenizers.make_action_tokenizer(
-      config.tokenizer, text_tokenizer, config.model.llm.vocab_size, action_dim, fast_bpe_path)
+    config.tokenizer, text_tokenizer, config.model.llm.vocab_size, action_dim, fast_bpe_path
+  )
   return text_tokenizer, action_tokenizer

@@ -49,11 +49,26 @@ def train_bpe(chunks, out_path: str, horizon: int, scale: float = 10.0, vocab_si
   texts = [to_text(coefficients(c, scale, max_coef), max_coef) for c in np.clip(chunks, -1, 1)]
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-      character_coverage=1.0, required_chars=alphabet, add_dummy_prefix=False,
-      remove_extra_whitespaces=False, normalization_rule_name="identity", split_by_unicode_script=False,
-      split_by_number=False, max_sentencepiece_length=16, pad_id=-1, bos_id=-1, eos_id=-1, unk_id=0,
-      hard_vocab_limit=False, minloglevel=2, num_threads=1)
+    sentence_iterator=iter(texts),
+    model_writer=model,
+    vocab_size=vocab_size,
+    model_type="bpe",
+    character_coverage=1.0,
+    required_chars=alphabet,
+    add_dummy_prefix=False,
+    remove_extra_whitespaces=False,
+    normalization_rule_name="identity",
+    split_by_unicode_script=False,
+    split_by_number=False,
+    max_sentencepiece_length=16,
+    pad_id=-1,
+    bos_id=-1,
+    eos_id=-1,
+    unk_id=0,
+    hard_vocab_limit=False,
+    minloglevel=2,
+    num_threads=1,
+  )
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   tmp = f"{out_path}.tmp{os.getpid()}"  # hosts sharing a cache directory do not collide
   with open(tmp, "wb") as f:
@@ -63,9 +78,7 @@ def train_bpe(chunks, out_path: str, horizon: int, scale: float = 10.0, vocab_si
 
 
 class FastActionTokenizer:
-
-  def __init__(self, bpe_path: str, horizon: int, dim: int, first_id: int, eos_id: int,
-               scale: float = 10.0):
+  def __init__(self, bpe_path: str, horizon: int, dim: int, first_id: int, eos_id: int, scale: float = 10.0):
     self.sp = spm.SentencePieceProcessor(model_file=bpe_path)
     self.horizon, self.dim, self.first_id, self.eos_id, self.scale = horizon, dim, first_id, eos_id, scale
     self.max_coef = max_coefficient(horizon, scale)
@@ -82,7 +95,7 @@ class FastActionTokenizer:
   def decode(self, ids) -> tuple[np.ndarray, np.ndarray]:
     shape = (self.horizon, self.dim)
     ids = [int(i) for i in ids]
-    ids = ids[:ids.index(self.eos_id)] if self.eos_id in ids else ids
+    ids = ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids
     pieces = [i - self.first_id for i in ids]
     if any(not 0 < p < self.num_pieces for p in pieces):  # outside the block, or <unk>
       return np.zeros(shape, np.float32), np.zeros(shape, bool)
@@ -99,9 +112,12 @@ class FastActionTokenizer:
   def grammar(self) -> grammar_lib.TokenGrammar:
     """States = coefficients written so far (0..H*D); a piece of n characters advances by n."""
     total = self.horizon * self.dim
-    lengths = {p: len(self.sp.id_to_piece(p)) for p in range(self.num_pieces)
-               if not (self.sp.is_unknown(p) or self.sp.is_control(p))
-               and all(0 <= ord(ch) - CHAR_BASE <= 2 * self.max_coef for ch in self.sp.id_to_piece(p))}
+    lengths = {
+      p: len(self.sp.id_to_piece(p))
+      for p in range(self.num_pieces)
+      if not (self.sp.is_unknown(p) or self.sp.is_control(p))
+      and all(0 <= ord(ch) - CHAR_BASE <= 2 * self.max_coef for ch in self.sp.id_to_piece(p))
+    }
     pieces = sorted(lengths)
     next_state = np.full((total + 2, len(pieces)), -1, np.int32)  # last row: after EOS
     for s in range(total + 1):
@@ -110,5 +126,6 @@ class FastActionTokenizer:
           next_state[s, c] = s + lengths[p]
     accepting = np.zeros(total + 2, bool)
     accepting[total] = True
-    return grammar_lib.TokenGrammar(np.asarray([self.first_id + p for p in pieces], np.int32), next_state,
-                                    accepting, self.eos_id)
+    return grammar_lib.TokenGrammar(
+      np.asarray([self.first_id + p for p in pieces], np.int32), next_state, accepting, self.eos_id
+    )

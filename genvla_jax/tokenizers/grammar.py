@@ -29,16 +29,18 @@ SIGNS, DIGITS = "+-", "0123456789"
 
 @dataclasses.dataclass(frozen=True)
 class TokenGrammar:
-  token_ids: np.ndarray   # [C]
+  token_ids: np.ndarray  # [C]
   next_state: np.ndarray  # [S, C]
-  accepting: np.ndarray   # [S]
+  accepting: np.ndarray  # [S]
   eos_id: int
 
   def arrays(self) -> dict:
     """Device arrays for the jitted decoder."""
-    return {"token_ids": jnp.asarray(self.token_ids, jnp.int32),
-            "next_state": jnp.asarray(self.next_state, jnp.int32),
-            "accepting": jnp.asarray(self.accepting, bool)}
+    return {
+      "token_ids": jnp.asarray(self.token_ids, jnp.int32),
+      "next_state": jnp.asarray(self.next_state, jnp.int32),
+      "accepting": jnp.asarray(self.accepting, bool),
+    }
 
   def forced(self) -> np.ndarray:
     """[S] the one token a state allows (EOS included), or -1 where the model has a choice."""
@@ -134,8 +136,10 @@ def lift_to_tokens(transitions, accepting_state: int, pieces: dict[int, str], eo
   for s, moves in enumerate(transitions):  # every character the format allows must be writable
     firsts = {pieces[int(t)][0] for t, n in zip(grammar.token_ids, next_state[s]) if n >= 0}
     if set(moves) - firsts:
-      raise ValueError(f"the tokenizer's vocabulary cannot write the action format: no token starts "
-                       f"with {sorted(set(moves) - firsts)} where the format allows it (state {s})")
+      raise ValueError(
+        f"the tokenizer's vocabulary cannot write the action format: no token starts "
+        f"with {sorted(set(moves) - firsts)} where the format allows it (state {s})"
+      )
   return grammar
 
 
@@ -160,16 +164,21 @@ def _check_complete(grammar: TokenGrammar, pieces):
         changed = True
   stuck = sorted(reach - good)
   if stuck or 0 not in good:
-    raise ValueError(f"the tokenizer's vocabulary cannot write the action format: states {stuck[:5]} "
-                     f"have no way to finish ({len(grammar.token_ids)} candidate pieces: "
-                     f"{[pieces[int(t)] for t in grammar.token_ids][:20]})")
+    raise ValueError(
+      f"the tokenizer's vocabulary cannot write the action format: states {stuck[:5]} "
+      f"have no way to finish ({len(grammar.token_ids)} candidate pieces: "
+      f"{[pieces[int(t)] for t in grammar.token_ids][:20]})"
+    )
 
 
 def string_action_grammar(text_tokenizer, horizon: int, dim: int, decimals: int) -> TokenGrammar:
   """The string action format over a SentencePiece tokenizer's vocabulary (text.TextTokenizer)."""
   sp = text_tokenizer.sp
-  pieces = {i: _piece_text(sp.id_to_piece(i)) for i in range(sp.get_piece_size())
-            if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))}
+  pieces = {
+    i: _piece_text(sp.id_to_piece(i))
+    for i in range(sp.get_piece_size())
+    if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))
+  }
   transitions, accept = char_automaton(horizon, dim, decimals)
   return lift_to_tokens(transitions, accept, pieces, text_tokenizer.eos_id)
 
@@ -187,7 +196,7 @@ def bin_action_grammar(first_id: int, num_bins: int, length: int, eos_id: int) -
 def select(grammar: dict, eos_id: int, logits, state, rng=None, temperature: float = 0.0):
   """logits [B,V] float32, state [B] -> (token [B] int32, next state [B]). Greedy when rng is None,
   else sampled at `temperature` among the allowed tokens only. EOS moves to the final (dead) state."""
-  allowed = grammar["next_state"][state]                                    # [B,C]
+  allowed = grammar["next_state"][state]  # [B,C]
   candidate_logits = jnp.where(allowed >= 0, logits[:, grammar["token_ids"]], -jnp.inf)
   eos_logit = jnp.where(grammar["accepting"][state], logits[:, eos_id], -jnp.inf)
   scores = jnp.concatenate([candidate_logits, eos_logit[:, None]], axis=1)  # [B,C+1]

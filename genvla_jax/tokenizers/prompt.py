@@ -29,8 +29,9 @@ def build_prompt(tokenizer, prefix: str, suffix_ids, max_len: int, separator: st
   n = len(prefix_ids) + len(answer_ids)
   if n > max_len:
     raise PromptTooLongError(
-        f"prompt needs {n} tokens ({len(prefix_ids)} prefix + {len(answer_ids)} answer) but "
-        f"max_text_len is {max_len}; prefix was {prefix!r}. Raise tokenizer.max_text_len in the config.")
+      f"prompt needs {n} tokens ({len(prefix_ids)} prefix + {len(answer_ids)} answer) but "
+      f"max_text_len is {max_len}; prefix was {prefix!r}. Raise tokenizer.max_text_len in the config."
+    )
   tokens = np.full(max_len, tokenizer.pad_id, np.int32)
   tokens[:n] = prefix_ids + answer_ids
   input_mask = np.arange(max_len) < n

@@ -54,8 +54,8 @@ class StringActionCodec:
     actions = np.zeros((self.horizon, self.dim), np.float32)
     valid = np.zeros((self.horizon, self.dim), bool)
     field = self._field
-    for h, step in enumerate(text.strip().split(STEP_SEP.strip())[:self.horizon]):
-      for d, tok in enumerate(step.split()[:self.dim]):
+    for h, step in enumerate(text.strip().split(STEP_SEP.strip())[: self.horizon]):
+      for d, tok in enumerate(step.split()[: self.dim]):
         if field.fullmatch(tok):
           value = float(tok)
           if -1.0 <= value <= 1.0:
@@ -91,4 +91,4 @@ class StringActionTokenizer:
 
 def _until_eos(ids, eos_id):
   ids = [int(i) for i in ids]
-  return ids[:ids.index(eos_id)] if eos_id in ids else ids
+  return ids[: ids.index(eos_id)] if eos_id in ids else ids

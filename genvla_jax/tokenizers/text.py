@@ -60,11 +60,24 @@ def train_sentencepiece(texts, out_path: str, vocab_size: int) -> str:
   """Trains a small BPE SentencePiece model on `texts` (an iterable of str) and writes `out_path`."""
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-      character_coverage=1.0, split_digits=True, byte_fallback=True, add_dummy_prefix=False,
-      remove_extra_whitespaces=False, normalization_rule_name="identity",
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3, hard_vocab_limit=False, minloglevel=2,
-      num_threads=1)
+    sentence_iterator=iter(texts),
+    model_writer=model,
+    vocab_size=vocab_size,
+    model_type="bpe",
+    character_coverage=1.0,
+    split_digits=True,
+    byte_fallback=True,
+    add_dummy_prefix=False,
+    remove_extra_whitespaces=False,
+    normalization_rule_name="identity",
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    hard_vocab_limit=False,
+    minloglevel=2,
+    num_threads=1,
+  )
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   tmp = out_path + ".tmp"
   with open(tmp, "wb") as f:

@@ -14,11 +14,13 @@ C = co-training with VL data):
   pi0             π0 with instruction augmentation (configs/pi0_baseline.py:<variant>)
 `--variant` is the config variant every row uses (tabletop | metaworld | demo | full); `--set=KEY=VALUE`
 overrides a config value in every row, `--eval_set=KEY=VALUE` one of the eval config (both repeatable;
-the value is parsed as a Python literal when it is one, e.g. `--eval_set=env_kwargs.max_steps=40`). `--eval_config=none` skips closed-loop evaluation (offline metrics only; the `demo` variant has
+the value is parsed as a Python literal when it is one, e.g. `--eval_set=env_kwargs.max_steps=40`).
+`--eval_config=none` skips closed-loop evaluation (offline metrics only; the `demo` variant has
 no simulator).
 
 Each row trains in WORKDIR/<row> (a rerun resumes unfinished training and reuses a finished row's
-WORKDIR/<row>/ablation_row.json when its step count and eval config match), then: action error on the robot data's val split against the mean action, last logged
+WORKDIR/<row>/ablation_row.json when its step count and eval config match), then: action error on the robot
+data's val split against the mean action, last logged
 answer-token accuracy (token rows) or flow MSE (π0), exact-match accuracy on the VL val set next to
 the training VL set (`val.json`, when there is one) answered by unconstrained greedy decoding, and the
 closed-loop evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
@@ -37,18 +39,17 @@ from genvla_jax import cli, predict, train
 from genvla_jax.data import preprocess, vl as vl_lib
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)
-    "base": ("pi0_plus", "ablation=", "no D/S/C (bins)"),
-    "D": ("pi0_plus", "ablation=D", "+D"),
-    "S": ("pi0_plus", "ablation=S", "+S"),
-    "C": ("pi0_plus", "ablation=C", "+C"),
-    "DS": ("pi0_plus", "ablation=DS", "+DS"),
-    "SC": ("pi0_plus", "ablation=SC", "+SC"),
-    "DC": ("pi0_plus", "ablation=DC", "+DC"),
-    "DSC": ("pi0_plus", "ablation=DSC", "π0+ (DSC)"),
-    "pi0": ("pi0_baseline", "", "π0 w/ Inst. Aug."),
+  "base": ("pi0_plus", "ablation=", "no D/S/C (bins)"),
+  "D": ("pi0_plus", "ablation=D", "+D"),
+  "S": ("pi0_plus", "ablation=S", "+S"),
+  "C": ("pi0_plus", "ablation=C", "+C"),
+  "DS": ("pi0_plus", "ablation=DS", "+DS"),
+  "SC": ("pi0_plus", "ablation=SC", "+SC"),
+  "DC": ("pi0_plus", "ablation=DC", "+DC"),
+  "DSC": ("pi0_plus", "ablation=DSC", "π0+ (DSC)"),
+  "pi0": ("pi0_baseline", "", "π0 w/ Inst. Aug."),
 }
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
 def load_config_file(path_and_arg: str):
@@ -102,6 +103,7 @@ def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: 
 def vqa_accuracy(policy, config, limit: int) -> float | None:
   """Exact match on the `val.json` next to each training VL set (None when there is none)."""
   from genvla_jax.eval import vqa, vqa_metrics  # pylint: disable=g-import-not-at-top
+
   examples = []
   for entry in config.data.vl:
     train_path = os.path.join(os.path.expanduser(config.data.vl_root), entry["path"])
@@ -114,18 +116,27 @@ def vqa_accuracy(policy, config, limit: int) -> float | None:
   answerer = vqa.Answerer(policy)
   predictions = []
   for start in range(0, len(examples), 16):
-    chunk = examples[start:start + 16]
+    chunk = examples[start : start + 16]
     images = [preprocess.decode_image(open(e["image_path"], "rb").read()) for e in chunk]
     predictions += answerer.answer(images, [e["question"] for e in chunk])
   return float(np.mean([vqa_metrics.exact_match(p, e["answer"]) for p, e in zip(predictions, examples)]))
 
 
-def run(rows, variant: str, workdir: str, eval_config=None, configure=None, num_examples: int = 200,
-        vqa_limit: int = 200, printer=print) -> dict:
+def run(
+  rows,
+  variant: str,
+  workdir: str,
+  eval_config=None,
+  configure=None,
+  num_examples: int = 200,
+  vqa_limit: int = 200,
+  printer=print,
+) -> dict:
   """Trains / evaluates every row (resumable) and writes ablation.md + ablation.json. `configure`:
   fn(config) applied to every row's config (e.g. overrides). -> {row: results}."""
   from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   results = {}
@@ -149,8 +160,13 @@ def run(rows, variant: str, workdir: str, eval_config=None, configure=None, num_
     policy = policy_lib.Policy.from_workdir(row_dir)
     result = {"label": ROWS[row][2], **offline_metrics(policy, config, row_dir, num_examples, vqa_limit)}
     if eval_config is not None:
-      result["closed_loop"] = evaluate(eval_config, policy, os.path.join(row_dir, "eval", eval_config.env),
-                                       f"{eval_config.env}: {ROWS[row][2]}", printer=printer)
+      result["closed_loop"] = evaluate(
+        eval_config,
+        policy,
+        os.path.join(row_dir, "eval", eval_config.env),
+        f"{eval_config.env}: {ROWS[row][2]}",
+        printer=printer,
+      )
       result["eval_config"] = eval_config.to_dict()
     result["seconds"] = time.perf_counter() - started
     with open(row_file, "w") as f:
@@ -168,29 +184,40 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
   lines = [f"# Ablation grid ({variant})", ""]
   if eval_config is not None:
     tasks = list(eval_config.tasks)
-    lines += [f"Closed-loop success on {eval_config.env}, {eval_config.episodes_per_task} episodes per task "
-              "and protocol (Average = mean over tasks, as in the paper's Table II; 95% intervals in each "
-              "row's eval/ report).", ""]
+    lines += [
+      f"Closed-loop success on {eval_config.env}, {eval_config.episodes_per_task} episodes per task "
+      "and protocol (Average = mean over tasks, as in the paper's Table II; 95% intervals in each "
+      "row's eval/ report).",
+      "",
+    ]
     for protocol in eval_config.protocols:
-      lines += [f"## {protocol}", "", "| Model | " + " | ".join(tasks) + " | Average |",
-                "|---" * (len(tasks) + 2) + "|"]
+      lines += [
+        f"## {protocol}",
+        "",
+        "| Model | " + " | ".join(tasks) + " | Average |",
+        "|---" * (len(tasks) + 2) + "|",
+      ]
       for r in results.values():
         cells = r["closed_loop"]["protocols"][protocol]["tasks"]
         rates = [cells[t]["success_rate"] for t in tasks]
-        lines.append(f"| {r['label']} | " + " | ".join(_rate(cells[t]) for t in tasks) +
-                     f" | {np.mean(rates):.0%} |")
+        lines.append(f"| {r['label']} | " + " | ".join(_rate(cells[t]) for t in tasks) + f" | {np.mean(rates):.0%} |")
       lines.append("")
-  lines += ["## Offline metrics", "",
-            "| Model | action MAE (normalized) | mean-action MAE | robot token acc. | flow MSE | VQA exact match "
-            "| steps |", "|---" * 7 + "|"]
+  lines += [
+    "## Offline metrics",
+    "",
+    "| Model | action MAE (normalized) | mean-action MAE | robot token acc. | flow MSE | VQA exact match | steps |",
+    "|---" * 7 + "|",
+  ]
 
   def fmt(v, spec=".3f"):
     return "-" if v is None else format(v, spec)
 
   for r in results.values():
-    lines.append(f"| {r['label']} | {fmt(r['action_mae_normalized'])} | {fmt(r['baseline_mae_normalized'])} | "
-                 f"{fmt(r['robot_token_accuracy'])} | {fmt(r['flow_mse'])} | {fmt(r['vqa_exact_match'])} | "
-                 f"{r['train_steps']} |")
+    lines.append(
+      f"| {r['label']} | {fmt(r['action_mae_normalized'])} | {fmt(r['baseline_mae_normalized'])} | "
+      f"{fmt(r['robot_token_accuracy'])} | {fmt(r['flow_mse'])} | {fmt(r['vqa_exact_match'])} | "
+      f"{r['train_steps']} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -198,8 +225,9 @@ def write(results: dict, workdir: str, variant: str, eval_config=None):
   with open(os.path.join(workdir, "ablation.md"), "w") as f:
     f.write(markdown(results, variant, eval_config))
   with open(os.path.join(workdir, "ablation.json"), "w") as f:
-    json.dump({"variant": variant, "eval_config": eval_config.to_dict() if eval_config else None,
-               "rows": results}, f, indent=1)
+    json.dump(
+      {"variant": variant, "eval_config": eval_config.to_dict() if eval_config else None, "rows": results}, f, indent=1
+    )
 
 
 FLAGS = flags.FLAGS

@@ -10,7 +10,6 @@ so the exported checkpoint is for reuse elsewhere, not for reproducing the polic
 
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from genvla_jax import cli
@@ -27,7 +26,7 @@ def single_tower(params, tower: str = "trained"):
     return params
   params = dict(params)
   frozen = params.pop("img_frozen")
-  kernel = params["projector"]["kernel"]          # [2W, E]: [frozen half; trained half]
+  kernel = params["projector"]["kernel"]  # [2W, E]: [frozen half; trained half]
   half = kernel.shape[0] // 2
   part = kernel[:half] if tower == "frozen" else kernel[half:]
   if tower == "frozen":
@@ -36,8 +35,7 @@ def single_tower(params, tower: str = "trained"):
   return params
 
 
-def export_run(workdir: str, out: str, step: int | None = None, dtype: str | None = None,
-               tower: str = "trained"):
+def export_run(workdir: str, out: str, step: int | None = None, dtype: str | None = None, tower: str = "trained"):
   policy = policy_lib.Policy.from_workdir(workdir, step)
   params = single_tower(jax.device_get(policy.params), tower)
   params = jax.tree.map(lambda x: np.asarray(x, np.float32) if dtype is None else np.asarray(x), params)

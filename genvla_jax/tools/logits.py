@@ -49,8 +49,7 @@ def read_inputs(path: str, image_size: int, vocab_size: int):
     prefix_len = f["prefix_len"].astype(np.int32)
   batch = tokens.shape[0]
   if images.shape != (batch, image_size, image_size, 3):
-    raise ValueError(f"images have shape {images.shape}; the checkpoint expects "
-                     f"{(batch, image_size, image_size, 3)}")
+    raise ValueError(f"images have shape {images.shape}; the checkpoint expects {(batch, image_size, image_size, 3)}")
   if prefix_len.shape != (batch,):
     raise ValueError(f"prefix_len has shape {prefix_len.shape}; expected {(batch,)}")
   if tokens.min() < 0 or tokens.max() >= vocab_size:
@@ -60,15 +59,21 @@ def read_inputs(path: str, image_size: int, vocab_size: int):
 
 def compute_logits(model: vlm.VLA, params, images, tokens, prefix_len, batch_size: int = 8) -> np.ndarray:
   """-> float32 logits [B,T,V] at the text positions; the first prefix_len tokens attend as prefix."""
+
   @jax.jit
   def forward(params, images, tokens, prefix_len):
     ar_mask = jnp.arange(tokens.shape[1])[None] >= prefix_len[:, None]
     return model.apply({"params": params}, images, tokens, jnp.ones(tokens.shape, bool), ar_mask)
 
-  return np.concatenate([
-      np.asarray(forward(params, images[i:i + batch_size], tokens[i:i + batch_size],
-                         prefix_len[i:i + batch_size]), np.float32)
-      for i in range(0, tokens.shape[0], batch_size)])
+  return np.concatenate(
+    [
+      np.asarray(
+        forward(params, images[i : i + batch_size], tokens[i : i + batch_size], prefix_len[i : i + batch_size]),
+        np.float32,
+      )
+      for i in range(0, tokens.shape[0], batch_size)
+    ]
+  )
 
 
 def run(checkpoint: str, fmt: str, inputs: str, out: str, arch: str = "", batch_size: int = 8):

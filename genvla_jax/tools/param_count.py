@@ -1,11 +1,9 @@
 r"""Parameter counts of the full-size models, from `jax.eval_shape` (nothing is allocated).
 
-  python -m genvla_jax.tools.param_count            # every PaliGemma backbone, single and dual tower
-  python -m genvla_jax.tools.param_count --config=configs/pi0_plus.py:full,backbone=paligemma2_448
-  python -m genvla_jax.tools.param_count --config=configs/pi0_baseline.py   # π0 (7-D actions, 8-D state)
+python -m genvla_jax.tools.param_count            # every PaliGemma backbone, single and dual tower
+python -m genvla_jax.tools.param_count --config=configs/pi0_plus.py:full,backbone=paligemma2_448
+python -m genvla_jax.tools.param_count --config=configs/pi0_baseline.py   # π0 (7-D actions, 8-D state)
 """
-
-import dataclasses
 
 from absl import flags
 import jax
@@ -36,8 +34,10 @@ def table() -> list[str]:
     for dual in (False, True):
       c = count(*backbone_model(name, dual))
       vision = c["img"] + c.get("img_frozen", 0)
-      rows.append(f"{name:<16} {'dual' if dual else 'single':<7} {vision / 1e9:>7.3f}B "
-                  f"{c['projector'] / 1e9:>8.4f}B {c['llm'] / 1e9:>7.3f}B {c['total'] / 1e9:>7.3f}B")
+      rows.append(
+        f"{name:<16} {'dual' if dual else 'single':<7} {vision / 1e9:>7.3f}B "
+        f"{c['projector'] / 1e9:>8.4f}B {c['llm'] / 1e9:>7.3f}B {c['total'] / 1e9:>7.3f}B"
+      )
   return rows
 
 

@@ -35,22 +35,29 @@ class CheckpointError(cli.UserError):
 
 
 class Checkpointer:
-
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = True, keep_every: int = 0,
-               read_only: bool = False):
+  def __init__(
+    self, directory: str, keep: int = 3, async_save: bool = True, keep_every: int = 0, read_only: bool = False
+  ):
     """keep: the newest N checkpoints are kept; keep_every: so is every step divisible by it (0: none).
     read_only: a reader; the directory must exist and nothing in it is created, cleaned or deleted."""
     self.directory, self.read_only = directory, read_only
     if read_only:
       if not os.path.isdir(directory):
-        raise CheckpointError(f"no checkpoints directory {directory}: not a genvla_jax run directory, or "
-                              "training has not saved a checkpoint yet")
-      options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
-                                             enable_async_checkpointing=False)
+        raise CheckpointError(
+          f"no checkpoints directory {directory}: not a genvla_jax run directory, or "
+          "training has not saved a checkpoint yet"
+        )
+      options = ocp.CheckpointManagerOptions(
+        read_only=True, create=False, cleanup_tmp_directories=False, enable_async_checkpointing=False
+      )
     else:
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=keep, keep_period=keep_every or None, enable_async_checkpointing=async_save,
-          create=True, cleanup_tmp_directories=True)  # a save killed half-way is removed at start
+        max_to_keep=keep,
+        keep_period=keep_every or None,
+        enable_async_checkpointing=async_save,
+        create=True,
+        cleanup_tmp_directories=True,
+      )  # a save killed half-way is removed at start
     self.manager = ocp.CheckpointManager(directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -60,8 +67,9 @@ class Checkpointer:
     """Complete steps, newest first."""
     return sorted(self.manager.all_steps(), reverse=True)
 
-  def restore_newest_good(self, restore_fn: Callable[[int], dict], step: int | None = None,
-                          warn=logging.warning) -> tuple[int, dict]:
+  def restore_newest_good(
+    self, restore_fn: Callable[[int], dict], step: int | None = None, warn=logging.warning
+  ) -> tuple[int, dict]:
     """-> (step, restore_fn(step)) for `step`, or else for the newest step that restores. A step that
     fails is reported through `warn` (and, for the writer, moved aside to `<step>.corrupt-<time>` so that
     a later save of the same step number cannot collide with it). Raises CheckpointError when nothing
@@ -72,16 +80,19 @@ class Checkpointer:
       try:
         return step, restore_fn(step)
       except Exception as e:  # pylint: disable=broad-except
-        raise CheckpointError(f"checkpoint {self.directory}/{step} cannot be read ({_first_line(e)}); "
-                              f"other steps: {[s for s in self.steps() if s != step]}") from e
+        raise CheckpointError(
+          f"checkpoint {self.directory}/{step} cannot be read ({_first_line(e)}); "
+          f"other steps: {[s for s in self.steps() if s != step]}"
+        ) from e
     failures = []
     for candidate in self.steps():
       try:
         restored = restore_fn(candidate)
       except Exception as e:  # pylint: disable=broad-except
         failures.append(f"{candidate}: {_first_line(e)}")
-        warn(f"checkpoint {self.directory}/{candidate} cannot be read ({_first_line(e)}); "
-             "falling back to the previous one")
+        warn(
+          f"checkpoint {self.directory}/{candidate} cannot be read ({_first_line(e)}); falling back to the previous one"
+        )
         self._set_aside(candidate)
         continue
       if failures:
@@ -104,26 +115,30 @@ class Checkpointer:
     self.manager.reload()
 
   def save(self, step: int, state: dict, data_iterator, meta: dict):
-    args = dict(params=ocp.args.StandardSave(state["params"]),
-                train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
-                meta=ocp.args.JsonSave(meta))
+    args = dict(
+      params=ocp.args.StandardSave(state["params"]),
+      train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
+      meta=ocp.args.JsonSave(meta),
+    )
     if data_iterator is not None:
       args["data"] = _grain().checkpoint.CheckpointSave(data_iterator)
     self.manager.save(step, args=ocp.args.Composite(**args), force=True)
 
   def restore(self, step: int, abstract_state: dict, data_iterator=None) -> dict:
     """Full training state (shardings from `abstract_state`); restores `data_iterator` in place."""
-    args = dict(params=ocp.args.StandardRestore(abstract_state["params"]),
-                train=ocp.args.StandardRestore({"step": abstract_state["step"],
-                                                "opt_state": abstract_state["opt_state"]}))
+    args = dict(
+      params=ocp.args.StandardRestore(abstract_state["params"]),
+      train=ocp.args.StandardRestore({"step": abstract_state["step"], "opt_state": abstract_state["opt_state"]}),
+    )
     if data_iterator is not None:
       args["data"] = _grain().checkpoint.CheckpointRestore(data_iterator)
     out = self.manager.restore(step, args=ocp.args.Composite(**args))
     return {"step": out["train"]["step"], "params": out["params"], "opt_state": out["train"]["opt_state"]}
 
   def restore_params(self, step: int, abstract_params):
-    return self.manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))["params"]
+    return self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))[
+      "params"
+    ]
 
   def restore_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -139,6 +154,7 @@ def _grain():
   """grain, imported only where the data iterator is saved or restored (the trainer): it loads
   array_record, which readers (the policy, the server) must not pull in (tests/test_layering.py)."""
   import grain  # pylint: disable=g-import-not-at-top
+
   return grain
 
 

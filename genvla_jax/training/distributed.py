@@ -56,14 +56,17 @@ def initialize(dist_config) -> str:
     jax.config.update("jax_cpu_collectives_implementation", dist_config.cpu_collectives)
   if explicit:
     if dist_config.num_processes < 1 or not 0 <= dist_config.process_id < dist_config.num_processes:
-      raise ValueError("config.distributed.coordinator_address needs num_processes >= 1 and "
-                       f"0 <= process_id < num_processes (got {dist_config.num_processes}, "
-                       f"{dist_config.process_id})")
-    jax.distributed.initialize(dist_config.coordinator_address, dist_config.num_processes,
-                               dist_config.process_id)
+      raise ValueError(
+        "config.distributed.coordinator_address needs num_processes >= 1 and "
+        f"0 <= process_id < num_processes (got {dist_config.num_processes}, "
+        f"{dist_config.process_id})"
+      )
+    jax.distributed.initialize(dist_config.coordinator_address, dist_config.num_processes, dist_config.process_id)
     source = f"coordinator {dist_config.coordinator_address}"
   else:
     jax.distributed.initialize()
     source = f"detected {cluster or 'by JAX'}"
-  return (f"distributed: process {jax.process_index()} of {jax.process_count()} ({source}); "
-          f"{jax.local_device_count()} local / {jax.device_count()} global devices")
+  return (
+    f"distributed: process {jax.process_index()} of {jax.process_count()} ({source}); "
+    f"{jax.local_device_count()} local / {jax.device_count()} global devices"
+  )

@@ -11,9 +11,18 @@ our layer-scanned models it undercounts (e.g. tiny tabletop model: 1.15e10 vs 2.
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity), matched against
 # jax.Device.device_kind; the first matching entry wins.
 PEAK_FLOPS = [
-    ("H200", 989e12), ("H100", 989e12), ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12),
-    ("L4", 121e12), ("A10", 125e12), ("B200", 2250e12),
-    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5", 197e12), ("TPU v4", 275e12),
+  ("H200", 989e12),
+  ("H100", 989e12),
+  ("GH200", 989e12),
+  ("A100", 312e12),
+  ("L40S", 362e12),
+  ("L4", 121e12),
+  ("A10", 125e12),
+  ("B200", 2250e12),
+  ("TPU v6", 918e12),
+  ("TPU v5p", 459e12),
+  ("TPU v5", 197e12),
+  ("TPU v4", 275e12),
 ]
 
 
@@ -36,18 +45,17 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
   patches = (model_config.image_size // img.patch_size) ** 2
   seq = patches + text_len
   d, f = llm.width, llm.mlp_dim
-  llm_params = llm.depth * (d * llm.num_heads * llm.head_dim * 2 + 2 * d * llm.num_kv_heads * llm.head_dim
-                            + 3 * d * f)
-  flops = 6 * llm_params * batch * seq                                      # decoder matmuls
-  flops += 12 * llm.depth * batch * seq ** 2 * llm.num_heads * llm.head_dim  # attention scores + values
-  flops += 6 * batch * text_len * llm.vocab_size * d                         # logits
+  llm_params = llm.depth * (d * llm.num_heads * llm.head_dim * 2 + 2 * d * llm.num_kv_heads * llm.head_dim + 3 * d * f)
+  flops = 6 * llm_params * batch * seq  # decoder matmuls
+  flops += 12 * llm.depth * batch * seq**2 * llm.num_heads * llm.head_dim  # attention scores + values
+  flops += 6 * batch * text_len * llm.vocab_size * d  # logits
   towers = [img] + ([model_config.fused_img] if model_config.get("fused_img") else [])
   split = model_config.dual_encoder and model_config.get("dual_mode", "copy") == "split"
   feature_width = sum(t.width for t in towers)
   for i, tower in enumerate(towers):
-    tower_params = tower.depth * (4 * tower.width ** 2 + 2 * tower.width * tower.mlp_dim)
-    tower_attn = 12 * tower.depth * batch * patches ** 2 * tower.width
-    frozen_only = split and i == 1             # "split": the fused tower is the frozen one
+    tower_params = tower.depth * (4 * tower.width**2 + 2 * tower.width * tower.mlp_dim)
+    tower_attn = 12 * tower.depth * batch * patches**2 * tower.width
+    frozen_only = split and i == 1  # "split": the fused tower is the frozen one
     if not frozen_only:
       flops += 6 * tower_params * batch * patches + tower_attn
     if model_config.dual_encoder and (frozen_only or not split):  # a frozen tower: forward only
@@ -57,13 +65,16 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
     projector_params = in_width * 4 * feature_width + 4 * feature_width * d + d * d
   else:
     projector_params = in_width * d
-  flops += 6 * projector_params * batch * patches                           # projector
+  flops += 6 * projector_params * batch * patches  # projector
   expert = model_config.get("action_expert")
   if expert and expert.width:
     suffix = action_horizon + 1
     we = expert.width
-    expert_params = llm.depth * (we * llm.num_heads * llm.head_dim * 2 + 2 * we * llm.num_kv_heads * llm.head_dim
-                                 + 3 * we * expert.mlp_dim) + 3 * we * we
+    expert_params = (
+      llm.depth
+      * (we * llm.num_heads * llm.head_dim * 2 + 2 * we * llm.num_kv_heads * llm.head_dim + 3 * we * expert.mlp_dim)
+      + 3 * we * we
+    )
     flops += 6 * expert_params * batch * suffix
     flops += 12 * llm.depth * batch * suffix * (seq + suffix) * llm.num_heads * llm.head_dim
   return float(flops)

@@ -33,15 +33,26 @@ class NonFiniteLossError(FloatingPointError):
 class Monitor:
   """An occasional measurement during training (e.g. eval/representation.drift_monitor): every `every`
   steps the trainer logs `measure(params) -> {metric: value}` as one `label` record (Progress.log_extra)."""
+
   label: str
   every: int
   measure: Callable[[Any], dict]
 
 
 class Progress:
-
-  def __init__(self, *, total_steps, start_step, global_batch, metrics_path, log_every, printer=print,
-               tokens_per_example: int = 0, flops_per_step: float = 0.0, peak_flops: float | None = None):
+  def __init__(
+    self,
+    *,
+    total_steps,
+    start_step,
+    global_batch,
+    metrics_path,
+    log_every,
+    printer=print,
+    tokens_per_example: int = 0,
+    flops_per_step: float = 0.0,
+    peak_flops: float | None = None,
+  ):
     self.total, self.batch, self.log_every = total_steps, global_batch, log_every
     self.tokens_per_example, self.flops_per_step, self.peak_flops = tokens_per_example, flops_per_step, peak_flops
     self.metrics_path, self.printer = metrics_path, printer
@@ -59,8 +70,11 @@ class Progress:
     """A separate record for occasional measurements (e.g. the representation drift monitor)."""
     record = dict(step=step, **values)
     if self.is_main:
-      self.printer(f"step {step:>6}/{self.total} | {label}: " +
-                   " | ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)), flush=True)
+      self.printer(
+        f"step {step:>6}/{self.total} | {label}: "
+        + " | ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)),
+        flush=True,
+      )
       with open(self.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
@@ -74,21 +88,30 @@ class Progress:
     steps = max(step - self._last_step, 1)
     elapsed = now - self._last_time
     step_time = elapsed / steps
-    record = dict(step=step, **metrics, examples_per_s=self.batch / step_time,
-                  tokens_per_s=self.batch * self.tokens_per_example / step_time, step_time_s=step_time,
-                  data_wait_s=self._data_wait / steps)
+    record = dict(
+      step=step,
+      **metrics,
+      examples_per_s=self.batch / step_time,
+      tokens_per_s=self.batch * self.tokens_per_example / step_time,
+      step_time_s=step_time,
+      data_wait_s=self._data_wait / steps,
+    )
     mfu = ""
     if self.peak_flops and self.flops_per_step:
       record["mfu"] = self.flops_per_step / step_time / self.peak_flops
       mfu = f" | MFU {record['mfu']:.1%}"
     eta = (self.total - step) * step_time
     if self.is_main:
-      quality = (f"flow mse {metrics['flow_mse']:.4f}" if "flow_mse" in metrics else
-                 f"tok acc {metrics['token_accuracy']:.3f}")
-      self.printer(f"step {step:>6}/{self.total} | loss {metrics['loss']:.4f} | "
-                   f"{quality} | {record['examples_per_s']:.1f} ex/s | "
-                   f"{record['tokens_per_s']:.0f} tok/s | {step_time * 1000:.0f} ms/step{mfu} | "
-                   f"data wait {record['data_wait_s'] * 1000:.0f} ms | ETA {format_duration(eta)}", flush=True)
+      quality = (
+        f"flow mse {metrics['flow_mse']:.4f}" if "flow_mse" in metrics else f"tok acc {metrics['token_accuracy']:.3f}"
+      )
+      self.printer(
+        f"step {step:>6}/{self.total} | loss {metrics['loss']:.4f} | "
+        f"{quality} | {record['examples_per_s']:.1f} ex/s | "
+        f"{record['tokens_per_s']:.0f} tok/s | {step_time * 1000:.0f} ms/step{mfu} | "
+        f"data wait {record['data_wait_s'] * 1000:.0f} ms | ETA {format_duration(eta)}",
+        flush=True,
+      )
       with open(self.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
     self._last_step, self._last_time, self._data_wait = step, now, 0.0

@@ -19,9 +19,19 @@ import os
 
 from genvla_jax import cli
 
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.keep_every", "train.peak_flops_per_device", "train.drift", "mesh", "distributed",
-                     "inference", "data.cache_dir")
+RESUMABLE_CHANGES = (
+  "train.steps",
+  "train.log_every",
+  "train.checkpoint_every",
+  "train.keep_checkpoints",
+  "train.keep_every",
+  "train.peak_flops_per_device",
+  "train.drift",
+  "mesh",
+  "distributed",
+  "inference",
+  "data.cache_dir",
+)
 DERIVED_FROM_DATA = ("model.action_expert.action_dim", "model.action_expert.state_dim")
 
 
@@ -81,16 +91,20 @@ def check_config(workdir: str, requested: dict, printer=print) -> bool:
   if not has_checkpoint(workdir):
     return False
   if not os.path.exists(path):
-    raise RunDirError(f"{workdir} has checkpoints but no config.json: it was not written by "
-                      "genvla_jax.train, or config.json was removed; use another --workdir")
+    raise RunDirError(
+      f"{workdir} has checkpoints but no config.json: it was not written by "
+      "genvla_jax.train, or config.json was removed; use another --workdir"
+    )
   with open(path) as f:
     saved = json.load(f)
   blocking, resumable = config_differences(saved, requested)
   if blocking:
     raise RunDirError(
-        f"{workdir} belongs to a run with another config ({len(blocking)} field(s) differ: "
-        + "; ".join(blocking[:8]) + ("; ..." if len(blocking) > 8 else "") +
-        "). Restart with the run's own config (its config.json), or use another --workdir")
+      f"{workdir} belongs to a run with another config ({len(blocking)} field(s) differ: "
+      + "; ".join(blocking[:8])
+      + ("; ..." if len(blocking) > 8 else "")
+      + "). Restart with the run's own config (its config.json), or use another --workdir"
+    )
   if resumable:
     printer("resuming with changed settings: " + "; ".join(resumable), flush=True)
   return True
@@ -105,8 +119,11 @@ def check_assets(workdir: str, wanted: dict[str, str]) -> None:
     if os.path.exists(existing) and not filecmp.cmp(existing, source, shallow=False):
       changed.append(f"assets/{name} differs from {source}")
   if changed:
-    raise RunDirError(f"{workdir} was trained with other assets: " + "; ".join(changed) +
-                      ". Resuming would decode or de-normalize with the wrong ones; use another --workdir")
+    raise RunDirError(
+      f"{workdir} was trained with other assets: "
+      + "; ".join(changed)
+      + ". Resuming would decode or de-normalize with the wrong ones; use another --workdir"
+    )
 
 
 def check_stats(workdir: str, stats: dict) -> None:
@@ -118,9 +135,11 @@ def check_stats(workdir: str, stats: dict) -> None:
     saved = json.load(f)
   if saved != json.loads(json.dumps(stats)):
     names = sorted(set(saved) ^ set(stats)) or sorted(k for k in stats if saved.get(k) != stats[k])
-    raise RunDirError(f"the robot data's statistics changed since {workdir} was trained (datasets: {names}): "
-                      "the data was converted again from other episodes. Use another --workdir, or the "
-                      "run's original data")
+    raise RunDirError(
+      f"the robot data's statistics changed since {workdir} was trained (datasets: {names}): "
+      "the data was converted again from other episodes. Use another --workdir, or the "
+      "run's original data"
+    )
 
 
 def truncate_metrics(path: str, last_step: int) -> int:

@@ -24,18 +24,20 @@ MESH_AXES = ("data", "fsdp", "model")
 # Tensor-parallel defaults (used when mesh.model > 1): param path regex -> axis per dimension.
 # Layer-stacked weights have the layer axis first. Shapes: models/gemma.py, models/vit.py.
 TENSOR_PARALLEL = [
-    (r"llm/layers/mlp/gating_einsum$", (None, None, "fsdp", "model")),           # [L,2,D,F]
-    (r"llm/layers/mlp/linear$", (None, "model", "fsdp")),                        # [L,F,D]
-    (r"llm/layers/attn/q_einsum$", (None, "model", "fsdp", None)),               # [L,N,D,Hd]
-    (r"llm/layers/attn/kv_einsum$", (None, None, "model", "fsdp", None)),        # [L,2,K,D,Hd]
-    (r"llm/layers/attn/attn_vec_einsum$", (None, "model", None, "fsdp")),        # [L,N,Hd,D]
-    (r"img\w*/blocks/MlpBlock_0/Dense_0/kernel$", (None, "fsdp", "model")),      # [L,D,F]
-    (r"img\w*/blocks/MlpBlock_0/Dense_0/bias$", (None, "model")),                # [L,F]
-    (r"img\w*/blocks/MlpBlock_0/Dense_1/kernel$", (None, "model", "fsdp")),      # [L,F,D]
-    (r"img\w*/blocks/MultiHeadDotProductAttention_0/(query|key|value)/kernel$",
-     (None, "fsdp", "model", None)),                                             # [L,D,N,Hd]
-    (r"img\w*/blocks/MultiHeadDotProductAttention_0/(query|key|value)/bias$", (None, "model", None)),
-    (r"img\w*/blocks/MultiHeadDotProductAttention_0/out/kernel$", (None, "model", None, "fsdp")),
+  (r"llm/layers/mlp/gating_einsum$", (None, None, "fsdp", "model")),  # [L,2,D,F]
+  (r"llm/layers/mlp/linear$", (None, "model", "fsdp")),  # [L,F,D]
+  (r"llm/layers/attn/q_einsum$", (None, "model", "fsdp", None)),  # [L,N,D,Hd]
+  (r"llm/layers/attn/kv_einsum$", (None, None, "model", "fsdp", None)),  # [L,2,K,D,Hd]
+  (r"llm/layers/attn/attn_vec_einsum$", (None, "model", None, "fsdp")),  # [L,N,Hd,D]
+  (r"img\w*/blocks/MlpBlock_0/Dense_0/kernel$", (None, "fsdp", "model")),  # [L,D,F]
+  (r"img\w*/blocks/MlpBlock_0/Dense_0/bias$", (None, "model")),  # [L,F]
+  (r"img\w*/blocks/MlpBlock_0/Dense_1/kernel$", (None, "model", "fsdp")),  # [L,F,D]
+  (
+    r"img\w*/blocks/MultiHeadDotProductAttention_0/(query|key|value)/kernel$",
+    (None, "fsdp", "model", None),
+  ),  # [L,D,N,Hd]
+  (r"img\w*/blocks/MultiHeadDotProductAttention_0/(query|key|value)/bias$", (None, "model", None)),
+  (r"img\w*/blocks/MultiHeadDotProductAttention_0/out/kernel$", (None, "model", None, "fsdp")),
 ]
 
 
@@ -50,8 +52,9 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
   if data == -1:
     data = len(devices) // (fsdp * model)
   if data * fsdp * model != len(devices):
-    raise ValueError(f"mesh data={mesh_config.data} x fsdp={fsdp} x model={model} does not match "
-                     f"{len(devices)} devices")
+    raise ValueError(
+      f"mesh data={mesh_config.data} x fsdp={fsdp} x model={model} does not match {len(devices)} devices"
+    )
   return Mesh(np.array(devices).reshape(data, fsdp, model), MESH_AXES)
 
 
@@ -73,9 +76,11 @@ def _fsdp_spec(shape, fsdp_size, min_size=2**14):
 def _fitted(spec, shape, mesh: Mesh) -> P:
   """A rule's spec with every axis that does not divide its dimension replaced by None."""
   spec = tuple(spec) + (None,) * (len(shape) - len(spec))
+
   def fits(axes, dim):
     axes = axes if isinstance(axes, tuple) else (axes,)
     return dim % int(np.prod([mesh.shape[a] for a in axes])) == 0
+
   return P(*[a if a is None or fits(a, d) else None for a, d in zip(spec, shape)])
 
 
@@ -83,22 +88,26 @@ def param_shardings(abstract_params, mesh: Mesh, rules=()):
   """abstract_params: tree of ShapeDtypeStruct -> tree of NamedSharding."""
   rules = list(rules) + (TENSOR_PARALLEL if mesh.shape.get("model", 1) > 1 else [])
   compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
+
   def choose(path, leaf):
     name = path_str(path)
     for pattern, spec in compiled:
       if pattern.search(name):
         return NamedSharding(mesh, _fitted(spec, leaf.shape, mesh))
     return NamedSharding(mesh, _fsdp_spec(leaf.shape, mesh.shape["fsdp"]))
+
   return jax.tree_util.tree_map_with_path(choose, abstract_params)
 
 
 def mirror_shardings(abstract_tree, abstract_params, params_shardings, mesh: Mesh):
   """Shardings for a tree (e.g. optimizer state) whose leaves mirror parameters."""
   by_path = {}
-  for (path, leaf), sharding in zip(jax.tree_util.tree_flatten_with_path(abstract_params)[0],
-                                    jax.tree.leaves(params_shardings)):
+  for (path, leaf), sharding in zip(
+    jax.tree_util.tree_flatten_with_path(abstract_params)[0], jax.tree.leaves(params_shardings)
+  ):
     by_path[tuple(path_str([k]) for k in path)] = (leaf.shape, sharding)
   replicated = NamedSharding(mesh, P())
+
   def choose(path, leaf):
     keys = tuple(path_str([k]) for k in path)
     for start in range(len(keys)):
@@ -106,6 +115,7 @@ def mirror_shardings(abstract_tree, abstract_params, params_shardings, mesh: Mes
       if match and match[0] == leaf.shape:
         return match[1]
     return replicated
+
   return jax.tree_util.tree_map_with_path(choose, abstract_tree)
 
 

@@ -10,26 +10,31 @@ from genvla_jax.training import sharding
 
 def state_from_params(params, tx):
   """The optimizer state lives in float32 whatever the parameters' storage dtype."""
-  return {"step": jnp.zeros((), jnp.int32), "params": params,
-          "opt_state": tx.init(jax.tree.map(lambda x: x.astype(jnp.float32), params))}
+  return {
+    "step": jnp.zeros((), jnp.int32),
+    "params": params,
+    "opt_state": tx.init(jax.tree.map(lambda x: x.astype(jnp.float32), params)),
+  }
 
 
 def make_init_fn(model, tx, image_size: int):
   def init_state(rng):
     return state_from_params(vlm.init_params(model, rng, image_size), tx)
+
   return init_state
 
 
 def state_shardings(abstract_state, mesh, rules=()):
   p_sh = sharding.param_shardings(abstract_state["params"], mesh, rules)
-  return {"step": NamedSharding(mesh, P()), "params": p_sh,
-          "opt_state": sharding.mirror_shardings(abstract_state["opt_state"], abstract_state["params"],
-                                                 p_sh, mesh)}
+  return {
+    "step": NamedSharding(mesh, P()),
+    "params": p_sh,
+    "opt_state": sharding.mirror_shardings(abstract_state["opt_state"], abstract_state["params"], p_sh, mesh),
+  }
 
 
 def with_shardings(abstract_tree, shardings):
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_tree, shardings)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)
 
 
 def create(model, tx, image_size: int, mesh, rng, rules=(), params=None):
@@ -53,6 +58,6 @@ def abstract(model, tx, image_size: int, mesh, rules=()):
 def abstract_params(model, image_size: int, device):
   """Abstract parameter tree placed on one device (params-only restore for predict / serve)."""
   shapes = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), image_size))
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
-                                                     sharding=jax.sharding.SingleDeviceSharding(device)),
-                      shapes)
+  return jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(device)), shapes
+  )

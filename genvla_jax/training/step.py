@@ -24,28 +24,30 @@ def token_sums(params, batch, model, rng=None, flow=None) -> dict:
   sums = {}
   if model.expert_config:
     flow = flow or DEFAULT_FLOW
-    actions = batch["actions"]                                        # [B,H,D]
+    actions = batch["actions"]  # [B,H,D]
     t_rng, noise_rng = jax.random.split(rng)
     t = flow_matching.sample_time(t_rng, actions.shape[0], *flow["time_beta"], flow["time_min"])
     x_t, target = flow_matching.noisy_actions(actions, jax.random.normal(noise_rng, actions.shape), t)
-    logits, velocity = model.apply({"params": params}, *inputs, x_t, t, batch.get("state"),
-                                   method=model.flow_forward)
+    logits, velocity = model.apply({"params": params}, *inputs, x_t, t, batch.get("state"), method=model.flow_forward)
     real = (batch["is_robot"][:, None] & ~batch["action_pad"]).astype(jnp.float32)  # [B,H]
     sums["flow_se"] = jnp.sum(jnp.square(velocity - target) * real[..., None])
     sums["flow_elems"] = jnp.sum(real) * actions.shape[-1]
   else:
-    logits = model.apply({"params": params}, *inputs)              # [B,T,V]
-  logits, targets = logits[:, :-1], batch["tokens"][:, 1:]          # position t predicts token t+1
-  mask = batch["loss_mask"][:, 1:].astype(jnp.float32)              # [B,T-1]
+    logits = model.apply({"params": params}, *inputs)  # [B,T,V]
+  logits, targets = logits[:, :-1], batch["tokens"][:, 1:]  # position t predicts token t+1
+  mask = batch["loss_mask"][:, 1:].astype(jnp.float32)  # [B,T-1]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
   robot = batch["is_robot"][:, None].astype(jnp.float32)
   for side, m in (("", mask), ("robot_", mask * robot), ("vl_", mask * (1 - robot))):
     sums.update({side + "ce": jnp.sum(ce * m), side + "correct": jnp.sum(correct * m), side + "tokens": jnp.sum(m)})
   paraphrased = batch.get("paraphrased", jnp.zeros(robot.shape[0], bool))
-  sums.update(robot_rows=jnp.sum(robot[:, 0]), rows=jnp.float32(robot.shape[0]),
-              clipped_actions=jnp.sum(batch["num_clipped"]).astype(jnp.float32),
-              paraphrased=jnp.sum(paraphrased.astype(jnp.float32)))
+  sums.update(
+    robot_rows=jnp.sum(robot[:, 0]),
+    rows=jnp.float32(robot.shape[0]),
+    clipped_actions=jnp.sum(batch["num_clipped"]).astype(jnp.float32),
+    paraphrased=jnp.sum(paraphrased.astype(jnp.float32)),
+  )
   return sums
 
 
@@ -60,11 +62,18 @@ def objective(sums, total_tokens, total_flow_elems=None):
 def metrics_from_sums(sums) -> dict:
   def ratio(a, b):
     return sums[a] / jnp.maximum(sums[b], 1.0)
-  metrics = {"loss": ratio("ce", "tokens"), "token_accuracy": ratio("correct", "tokens"),
-             "robot_loss": ratio("robot_ce", "robot_tokens"), "vl_loss": ratio("vl_ce", "vl_tokens"),
-             "robot_token_accuracy": ratio("robot_correct", "robot_tokens"),
-             "robot_fraction": ratio("robot_rows", "rows"), "clipped_actions": sums["clipped_actions"],
-             "answer_tokens": sums["tokens"], "paraphrased_fraction": ratio("paraphrased", "robot_rows")}
+
+  metrics = {
+    "loss": ratio("ce", "tokens"),
+    "token_accuracy": ratio("correct", "tokens"),
+    "robot_loss": ratio("robot_ce", "robot_tokens"),
+    "vl_loss": ratio("vl_ce", "vl_tokens"),
+    "robot_token_accuracy": ratio("robot_correct", "robot_tokens"),
+    "robot_fraction": ratio("robot_rows", "rows"),
+    "clipped_actions": sums["clipped_actions"],
+    "answer_tokens": sums["tokens"],
+    "paraphrased_fraction": ratio("paraphrased", "robot_rows"),
+  }
   if "flow_se" in sums:
     metrics["flow_mse"] = ratio("flow_se", "flow_elems")
     metrics["loss"] = metrics["loss"] + metrics["flow_mse"]
@@ -74,11 +83,13 @@ def metrics_from_sums(sums) -> dict:
 def microbatches(batch: dict, k: int) -> dict:
   """[B,...] -> [k, B/k, ...], micro-batch i = rows i, i+k, i+2k, ...: every device keeps its own rows
   (B/k rows of each device's contiguous block), so no data moves between devices."""
+
   def split(x):
     if x.shape[0] % k:
       raise ValueError(f"batch of {x.shape[0]} rows does not split into {k} micro-batches")
     x = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
     return constrain(x, None, BATCH, *([None] * (x.ndim - 2)))
+
   return jax.tree.map(split, batch)
 
 
@@ -98,6 +109,7 @@ def grads_and_sums(params, batch, model, accum_steps: int = 1, rng=None, flow=No
     def loss(p):
       sums = token_sums(p, micro, model, micro_rng, flow)
       return objective(sums, total_tokens, total_flow), sums
+
     return jax.grad(loss, has_aux=True)(params)
 
   if accum_steps == 1:
@@ -108,8 +120,9 @@ def grads_and_sums(params, batch, model, accum_steps: int = 1, rng=None, flow=No
     grads, sums = grad_one(micro, None if rng is None else jax.random.fold_in(rng, i))
     return jax.tree.map(jnp.add, carry, (as_float32(grads), sums)), None
 
-  zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: (as_float32(params),
-                                                               token_sums(params, batch, model, rng, flow))))
+  zero = jax.tree.map(
+    jnp.zeros_like, jax.eval_shape(lambda: (as_float32(params), token_sums(params, batch, model, rng, flow)))
+  )
   (grads, sums), _ = jax.lax.scan(body, zero, (microbatches(batch, accum_steps), jnp.arange(accum_steps)))
   return grads, sums
 
@@ -124,6 +137,7 @@ def make_train_step(model, tx, lr_schedule, accum_steps: int = 1, seed: int = 0,
   state.py); updates are cast to each parameter's storage dtype when applied. accum_steps:
   config.train.grad_accum_steps (micro-batches per step, same update). π0: the flow noise of step s
   comes from fold_in(PRNGKey(seed), s), so a resumed run draws the same noise; `flow`: config.flow."""
+
   def train_step(state, batch):
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state["step"]) if model.expert_config else None
     grads, sums = grads_and_sums(state["params"], batch, model, accum_steps, rng, flow)
@@ -131,15 +145,21 @@ def make_train_step(model, tx, lr_schedule, accum_steps: int = 1, seed: int = 0,
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(metrics_from_sums(sums), grad_norm=optax.global_norm(grads), lr=lr_schedule(state["step"]))
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
   return train_step
 
 
 def jit_train_step(train_step, state_shardings, mesh, donate: bool = True):
   """The step jitted over the mesh: state keeps its shardings across steps, metrics are replicated.
   Traced under the mesh, so the model's activation constraints (models/partitioning.py) apply."""
+
   def on_mesh(state, batch):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return train_step(state, batch)
-  return jax.jit(on_mesh, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_shardings, NamedSharding(mesh, P())),
-                 donate_argnums=(0,) if donate else ())
+
+  return jax.jit(
+    on_mesh,
+    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+    out_shardings=(state_shardings, NamedSharding(mesh, P())),
+    donate_argnums=(0,) if donate else (),
+  )

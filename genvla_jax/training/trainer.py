@@ -36,14 +36,17 @@ from genvla_jax.training import state as state_lib, step as step_lib
 def prepare_data(config):
   """Converts / generates the run's data once: process 0 first, then the others (which find it done on
   a shared file system, or convert their own copy on local disks)."""
+
   def run():
     prepared = prepare.prepare(config.data)
     if config.tokenizer.action == "fast":
       prepare.fast_bpe(config, prepared)
     return prepared
+
   if jax.process_count() == 1:
     return run()
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   prepared = run() if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices("genvla_jax: data prepared by process 0")
   return prepared or run()
@@ -57,21 +60,24 @@ def check_settings(config):
   """Settings that must agree, checked before any data is prepared."""
   drift = config.train.drift
   if drift.every and not drift.data:
-    raise ConfigError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image "
-                        "folder)")
+    raise ConfigError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image folder)")
   expert = config.model.get("action_expert")
   if bool(expert and expert.width) != (config.tokenizer.action == "flow"):
-    raise ConfigError(f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
-                      f"{expert.width if expert else 0}: the flow head (π0) needs both "
-                      "(configs/pi0_baseline.py); token heads need width 0")
+    raise ConfigError(
+      f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
+      f"{expert.width if expert else 0}: the flow head (π0) needs both "
+      "(configs/pi0_baseline.py); token heads need width 0"
+    )
 
 
 def check_tokenizer(config):
   """The tokenizer exists, unless the configured demo / simulator data generates it."""
   path = os.path.abspath(os.path.expanduser(config.tokenizer.path)) if config.tokenizer.path else ""
   if not path:
-    raise ConfigError("config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
-                      "(PaliGemma's SentencePiece model for released weights)")
+    raise ConfigError(
+      "config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
+      "(PaliGemma's SentencePiece model for released weights)"
+    )
   generated = [os.path.abspath(os.path.expanduser(d)) for d in (config.data.demo_dir, config.data.sim_dir) if d]
   if not os.path.exists(path) and not any(path.startswith(d + os.sep) for d in generated):
     raise ConfigError(f"tokenizer not found: {path} (config.tokenizer.path)")
@@ -87,8 +93,7 @@ def check_pretrained(config):
     raise ConfigError(f"pretrained checkpoint not found: {path} (config.pretrained.path)")
   problems = pretrained_api.mismatches(fmt, path, config.model)
   if problems:
-    raise ConfigError(f"config.model does not match the pretrained checkpoint {path}: " +
-                      "; ".join(problems))
+    raise ConfigError(f"config.model does not match the pretrained checkpoint {path}: " + "; ".join(problems))
 
 
 def resolve_data_dims(config, prepared):
@@ -98,8 +103,9 @@ def resolve_data_dims(config, prepared):
   if config.tokenizer.action != "flow":
     return
   if expert.action_dim not in (0, prepared.action_dim):
-    raise ConfigError(f"model.action_expert.action_dim={expert.action_dim} but the data has "
-                     f"{prepared.action_dim}-D actions")
+    raise ConfigError(
+      f"model.action_expert.action_dim={expert.action_dim} but the data has {prepared.action_dim}-D actions"
+    )
   expert.action_dim = prepared.action_dim
   if expert.use_state:  # datasets with smaller states are zero-padded (preprocess.pad_state)
     missing = [r.name for r in prepared.robot if "state" not in r.stats]
@@ -110,8 +116,12 @@ def resolve_data_dims(config, prepared):
 
 def checkpoint_meta(config, prepared) -> dict:
   """What every checkpoint carries besides arrays, so that it describes itself."""
-  meta = {"config": json.loads(config.to_json()), "stats": prepared.stats,
-          "action_dim": prepared.action_dim, "tokenizer": "assets/tokenizer.model"}
+  meta = {
+    "config": json.loads(config.to_json()),
+    "stats": prepared.stats,
+    "action_dim": prepared.action_dim,
+    "tokenizer": "assets/tokenizer.model",
+  }
   if prepared.fast_bpe_path:
     meta["fast_bpe"] = "assets/fast_bpe.model"
   return meta
@@ -173,6 +183,7 @@ def _any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
 
 
@@ -180,8 +191,9 @@ def _main_thread():
   return threading.current_thread() is threading.main_thread()
 
 
-def train(config, workdir: str, *, monitors: Sequence[loop.Monitor] = (), stop_after: int | None = None,
-          printer=print) -> list[dict]:
+def train(
+  config, workdir: str, *, monitors: Sequence[loop.Monitor] = (), stop_after: int | None = None, printer=print
+) -> list[dict]:
   """Trains (or resumes) in `workdir`. `monitors`: measurements logged every `monitor.every` steps
   (genvla_jax.train.monitors(config) builds those config.train asks for). `stop_after`: stop (with a
   checkpoint) after this many steps in this call, as a preemption would. Returns the logged metric
@@ -202,8 +214,12 @@ def train(config, workdir: str, *, monitors: Sequence[loop.Monitor] = (), stop_a
   try:
     return _train(config, workdir, resuming, monitors, stop_after, printer)
   except BaseException:
-    if (created and jax.process_index() == 0 and not run_dir.has_checkpoint(workdir)
-        and not os.path.exists(os.path.join(workdir, "metrics.jsonl"))):
+    if (
+      created
+      and jax.process_index() == 0
+      and not run_dir.has_checkpoint(workdir)
+      and not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+    ):
       shutil.rmtree(workdir, ignore_errors=True)  # a failed set-up leaves no half-made run behind
     raise
 
@@ -229,21 +245,26 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
   total = config.train.steps
   tx = optimizer.make(config.optimizer, total)
   rules = [tuple(r) for r in config.mesh.rules]
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
-                                 keep_every=config.train.keep_every)
-  data_it = iter(pipeline.make_dataset(config, prepared, seed=config.seed,
-                                       process_index=jax.process_index(),
-                                       process_count=jax.process_count()))
+  ckpt = checkpoint.Checkpointer(
+    os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints, keep_every=config.train.keep_every
+  )
+  data_it = iter(
+    pipeline.make_dataset(
+      config, prepared, seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()
+    )
+  )
   if not ckpt.steps():
     params = initial_params(config, model, mesh, rules, printer)
-    state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh,
-                                           jax.random.PRNGKey(config.seed), rules, params=params)
+    state, shardings, _ = state_lib.create(
+      model, tx, config.model.image_size, mesh, jax.random.PRNGKey(config.seed), rules, params=params
+    )
     del params
     start = 0
   else:
     abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules)
-    latest, state = ckpt.restore_newest_good(lambda s: ckpt.restore(s, abstract, data_it),
-                                             warn=lambda m: printer(f"warning: {m}", flush=True))
+    latest, state = ckpt.restore_newest_good(
+      lambda s: ckpt.restore(s, abstract, data_it), warn=lambda m: printer(f"warning: {m}", flush=True)
+    )
     start = int(state["step"])
     printer(f"resumed from {workdir}/checkpoints/{latest} (step {start})", flush=True)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -251,24 +272,39 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     dropped = run_dir.truncate_metrics(metrics_path, start)
     if dropped:
       printer(f"metrics.jsonl: dropped {dropped} record(s) after step {start} (re-logged by this run)", flush=True)
-  printer(f"model: {vlm.count_params(state['params']) / 1e6:.2f} M params "
-          f"(dual encoder: {config.model.dual_encoder}, actions: {config.tokenizer.action}); "
-          f"mesh {dict(mesh.shape)}; global batch {config.data.batch_size} "
-          f"(robot fraction {config.data.robot_fraction})", flush=True)
+  printer(
+    f"model: {vlm.count_params(state['params']) / 1e6:.2f} M params "
+    f"(dual encoder: {config.model.dual_encoder}, actions: {config.tokenizer.action}); "
+    f"mesh {dict(mesh.shape)}; global batch {config.data.batch_size} "
+    f"(robot fraction {config.data.robot_fraction})",
+    flush=True,
+  )
 
   train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(model, tx, optimizer.schedule(config.optimizer, total),
-                               config.train.grad_accum_steps, config.seed, config.get("flow")),
-      shardings, mesh)
+    step_lib.make_train_step(
+      model,
+      tx,
+      optimizer.schedule(config.optimizer, total),
+      config.train.grad_accum_steps,
+      config.seed,
+      config.get("flow"),
+    ),
+    shardings,
+    mesh,
+  )
   batch_size, text_len = config.data.batch_size, config.tokenizer.max_text_len
   peak = flops_lib.peak_flops(jax.devices()[0], config.train.peak_flops_per_device)
-  progress = loop.Progress(total_steps=total, start_step=start, global_batch=batch_size,
-                           metrics_path=metrics_path,
-                           log_every=config.train.log_every, printer=printer,
-                           tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
-                           flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len,
-                                                                config.tokenizer.action_horizon),
-                           peak_flops=peak * jax.device_count() if peak else None)
+  progress = loop.Progress(
+    total_steps=total,
+    start_step=start,
+    global_batch=batch_size,
+    metrics_path=metrics_path,
+    log_every=config.train.log_every,
+    printer=printer,
+    tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
+    flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len, config.tokenizer.action_horizon),
+    peak_flops=peak * jax.device_count() if peak else None,
+  )
   stop = _StopSignal()
   records, step = [], start
   try:
@@ -280,9 +316,12 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
         t_compile = time.perf_counter()
         train_step = train_step.lower(state, batch).compile()
         xla_flops = flops_lib.compiled_flops(train_step)
-        printer(f"train step compiled in {time.perf_counter() - t_compile:.1f}s; model FLOPs/step "
-                f"{progress.flops_per_step:.3g} (XLA, per device: {xla_flops or float('nan'):.3g}); "
-                f"peak {'unknown (no MFU)' if not peak else f'{peak:.3g} FLOP/s per device'}", flush=True)
+        printer(
+          f"train step compiled in {time.perf_counter() - t_compile:.1f}s; model FLOPs/step "
+          f"{progress.flops_per_step:.3g} (XLA, per device: {xla_flops or float('nan'):.3g}); "
+          f"peak {'unknown (no MFU)' if not peak else f'{peak:.3g} FLOP/s per device'}",
+          flush=True,
+        )
       state, metrics = train_step(state, batch)
       step += 1
       preempted = _any_process(stop.requested)
@@ -296,8 +335,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       if saving:
         ckpt.save(step, state, data_it, meta)
       if stopping:
-        printer(f"stopping at step {step} ({'SIGTERM' if preempted else 'stop_after'}); "
-                "checkpoint saved", flush=True)
+        printer(f"stopping at step {step} ({'SIGTERM' if preempted else 'stop_after'}); checkpoint saved", flush=True)
         break
   finally:
     ckpt.wait()

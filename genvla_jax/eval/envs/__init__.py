@@ -1,9 +1,9 @@
 """Closed-loop environments behind one protocol (see eval/harness.py):
 
-  env.reset(task, seed, protocol) -> observation {"image" uint8 [S,S,3], "state" [state_dim], "instruction"}
-  env.step(action [action_dim]) -> (observation, success, done)
-  env.episode   an Episode: what is being run and how it went
-  env.close()
+env.reset(task, seed, protocol) -> observation {"image" uint8 [S,S,3], "state" [state_dim], "instruction"}
+env.step(action [action_dim]) -> (observation, success, done)
+env.episode   an Episode: what is being run and how it went
+env.close()
 """
 
 import dataclasses
@@ -16,9 +16,9 @@ class Episode:
   seed: int
   protocol: str
   instruction: str
-  target: str = ""            # the object the task is about, where there is one
-  reference: str = ""         # e.g. move_near: the object to put it near
-  variant: str = ""           # variant_aggregation: which shift this episode has
+  target: str = ""  # the object the task is about, where there is one
+  reference: str = ""  # e.g. move_near: the object to put it near
+  variant: str = ""  # variant_aggregation: which shift this episode has
   steps: int = 0
   success: bool = False
 
@@ -27,9 +27,9 @@ class Episode:
 # with TASKS, PROTOCOLS, ACTION_DIM, Expert (or None) and a class implementing the protocol above, plus a
 # line here. Modules are imported on first use (each pulls in its simulator).
 ENVS = {
-    "tabletop": ("genvla_jax.eval.envs.tabletop", "TabletopEnv"),
-    "metaworld": ("genvla_jax.eval.envs.metaworld_env", "MetaWorldEnv"),
-    "simpler": ("genvla_jax.eval.envs.simpler", "SimplerEnv"),
+  "tabletop": ("genvla_jax.eval.envs.tabletop", "TabletopEnv"),
+  "metaworld": ("genvla_jax.eval.envs.metaworld_env", "MetaWorldEnv"),
+  "simpler": ("genvla_jax.eval.envs.simpler", "SimplerEnv"),
 }
 
 

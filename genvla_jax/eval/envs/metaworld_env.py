@@ -21,22 +21,32 @@ import numpy as np
 
 from genvla_jax.eval.envs import Episode
 
-TASKS = ("reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
-         "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3")
+TASKS = (
+  "reach-v3",
+  "push-v3",
+  "pick-place-v3",
+  "door-open-v3",
+  "drawer-open-v3",
+  "drawer-close-v3",
+  "button-press-topdown-v3",
+  "peg-insert-side-v3",
+  "window-open-v3",
+  "window-close-v3",
+)
 PROTOCOLS = ("visual_matching", "paraphrase")
 ACTION_DIM = 4
 STATE_DIM = 4
 INSTRUCTIONS = {  # task -> (training wordings, held-out paraphrases)
-    "reach-v3": (("reach the goal position",), ("move the gripper to the target",)),
-    "push-v3": (("push the puck to the goal",), ("slide the puck over to the target",)),
-    "pick-place-v3": (("pick up the puck and place it at the goal",), ("grab the puck and put it on the target",)),
-    "door-open-v3": (("open the door",), ("swing the door open",)),
-    "drawer-open-v3": (("open the drawer",), ("pull the drawer out",)),
-    "drawer-close-v3": (("close the drawer",), ("push the drawer shut",)),
-    "button-press-topdown-v3": (("press the button from the top",), ("push the button down",)),
-    "peg-insert-side-v3": (("insert the peg into the hole from the side",), ("slide the peg into the hole",)),
-    "window-open-v3": (("open the window",), ("slide the window open",)),
-    "window-close-v3": (("close the window",), ("slide the window shut",)),
+  "reach-v3": (("reach the goal position",), ("move the gripper to the target",)),
+  "push-v3": (("push the puck to the goal",), ("slide the puck over to the target",)),
+  "pick-place-v3": (("pick up the puck and place it at the goal",), ("grab the puck and put it on the target",)),
+  "door-open-v3": (("open the door",), ("swing the door open",)),
+  "drawer-open-v3": (("open the drawer",), ("pull the drawer out",)),
+  "drawer-close-v3": (("close the drawer",), ("push the drawer shut",)),
+  "button-press-topdown-v3": (("press the button from the top",), ("push the button down",)),
+  "peg-insert-side-v3": (("insert the peg into the hole from the side",), ("slide the peg into the hole",)),
+  "window-open-v3": (("open the window",), ("slide the window open",)),
+  "window-close-v3": (("close the window",), ("slide the window shut",)),
 }
 
 
@@ -46,6 +56,7 @@ _BENCHMARKS = {}
 def _benchmark(task: str, seed: int):
   """metaworld.MT1(task) (1 s to build; all of MT10 at once takes 8 s), cached per process."""
   import metaworld
+
   if (task, seed) not in _BENCHMARKS:
     _BENCHMARKS[task, seed] = metaworld.MT1(task, seed=seed)
   return _BENCHMARKS[task, seed]
@@ -53,6 +64,7 @@ def _benchmark(task: str, seed: int):
 
 def _policy_class(task: str):
   from metaworld import policies
+
   stem = {"peg-insert-side": "peg-insertion-side"}.get(task[:-3], task[:-3])  # metaworld's own naming
   return getattr(policies, "Sawyer" + "".join(p.capitalize() for p in stem.split("-")) + "V3Policy")
 
@@ -68,7 +80,8 @@ class MetaWorldEnv:
   def _env_for(self, task):
     if task not in self._envs:
       env = _benchmark(task, self.benchmark_seed).train_classes[task](
-          render_mode="rgb_array", camera_name=self.camera, width=self.image_size, height=self.image_size)
+        render_mode="rgb_array", camera_name=self.camera, width=self.image_size, height=self.image_size
+      )
       env.model.vis.quality.offsamples = 0
       env.model.vis.quality.shadowsize = 0
       self._envs[task] = env

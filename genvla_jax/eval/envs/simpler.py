@@ -23,10 +23,13 @@ import numpy as np
 from genvla_jax.eval.envs import Episode
 
 # simpler_env.make(...) names: the visual-matching task lists of the SimplerEnv paper.
-GOOGLE_ROBOT_TASKS = ("google_robot_pick_coke_can", "google_robot_move_near", "google_robot_open_drawer",
-                      "google_robot_close_drawer")
-WIDOWX_TASKS = ("widowx_spoon_on_towel", "widowx_carrot_on_plate", "widowx_stack_cube",
-                "widowx_put_eggplant_in_basket")
+GOOGLE_ROBOT_TASKS = (
+  "google_robot_pick_coke_can",
+  "google_robot_move_near",
+  "google_robot_open_drawer",
+  "google_robot_close_drawer",
+)
+WIDOWX_TASKS = ("widowx_spoon_on_towel", "widowx_carrot_on_plate", "widowx_stack_cube", "widowx_put_eggplant_in_basket")
 TASKS = GOOGLE_ROBOT_TASKS + WIDOWX_TASKS
 PROTOCOLS = ("visual_matching", "variant_aggregation")
 ACTION_DIM = 7
@@ -35,15 +38,20 @@ Expert = None  # no scripted expert: SimplerEnv evaluates policies only
 # Variant aggregation for the drawer tasks (from SimplerEnv's scripts/*drawer_variant_agg.sh): ManiSkill2
 # env ids and build kwargs; every other task's variants are read from a JSON file of the same shape
 # (`SimplerEnv(variants=...)`) copied from that repository's scripts.
-DRAWER_ENV_IDS = ("OpenTopDrawerCustomInScene-v0", "OpenMiddleDrawerCustomInScene-v0",
-                  "OpenBottomDrawerCustomInScene-v0", "CloseTopDrawerCustomInScene-v0",
-                  "CloseMiddleDrawerCustomInScene-v0", "CloseBottomDrawerCustomInScene-v0")
+DRAWER_ENV_IDS = (
+  "OpenTopDrawerCustomInScene-v0",
+  "OpenMiddleDrawerCustomInScene-v0",
+  "OpenBottomDrawerCustomInScene-v0",
+  "CloseTopDrawerCustomInScene-v0",
+  "CloseMiddleDrawerCustomInScene-v0",
+  "CloseBottomDrawerCustomInScene-v0",
+)
 DRAWER_VARIANTS = (
-    dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt")),
-    dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", light_mode="brighter")),
-    dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", light_mode="darker")),
-    dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", station_name="mk_station2")),
-    dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", station_name="mk_station3")),
+  dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt")),
+  dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", light_mode="brighter")),
+  dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", light_mode="darker")),
+  dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", station_name="mk_station2")),
+  dict(scene_name="frl_apartment_stage_simple", kwargs=dict(shader_dir="rt", station_name="mk_station3")),
 )
 
 
@@ -52,9 +60,13 @@ def euler_to_axis_angle(rpy) -> np.ndarray:
   (what transforms3d.euler.euler2axangle(r, p, y) gives, multiplied out)."""
   r, p, y = (float(v) for v in rpy)
   cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
-  rot = np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-                  [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-                  [-sp, cp * sr, cp * cr]])
+  rot = np.array(
+    [
+      [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+      [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+      [-sp, cp * sr, cp * cr],
+    ]
+  )
   angle = float(np.arccos(np.clip((np.trace(rot) - 1) / 2, -1.0, 1.0)))
   if angle < 1e-9:
     return np.zeros(3)
@@ -126,8 +138,9 @@ class SimplerEnv:
       import simpler_env  # pylint: disable=g-import-not-at-top,import-outside-toplevel
       from simpler_env.utils.env.observation_utils import get_image_from_maniskill2_obs_dict  # pylint: disable=g-import-not-at-top,import-outside-toplevel
     except ImportError as e:
-      raise ImportError("SimplerEnv is not installed (it needs SAPIEN with a Vulkan GPU renderer); see "
-                        "genvla_jax/eval/envs/SIMPLER.md") from e
+      raise ImportError(
+        "SimplerEnv is not installed (it needs SAPIEN with a Vulkan GPU renderer); see genvla_jax/eval/envs/SIMPLER.md"
+      ) from e
     self._simpler, self._image_of = simpler_env, get_image_from_maniskill2_obs_dict
     self.robot, self.max_steps, self.variants = robot, max_steps, variants or {}
     self.convert = GoogleRobotActions() if robot == "google_robot" else WidowXActions()
@@ -137,16 +150,22 @@ class SimplerEnv:
     if protocol == "visual_matching":
       return self._simpler.make(task)
     import gymnasium as gym  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+
     setups = self.variants.get(task)
     if setups is None and "drawer" in task:
-      setups = [dict(env_id=e, **v) for e in DRAWER_ENV_IDS if ("Open" in e) == ("open" in task)
-                for v in DRAWER_VARIANTS]
+      setups = [
+        dict(env_id=e, **v) for e in DRAWER_ENV_IDS if ("Open" in e) == ("open" in task) for v in DRAWER_VARIANTS
+      ]
     if not setups:
-      raise ValueError(f"no variant-aggregation setups for {task}: pass variants={{task: [...]}} "
-                       "(see SIMPLER.md)")
+      raise ValueError(f"no variant-aggregation setups for {task}: pass variants={{task: [...]}} (see SIMPLER.md)")
     setup = setups[seed % len(setups)]
-    return gym.make(setup["env_id"], obs_mode="rgbd", robot=f"{self.robot}_static" if self.robot == "google_robot"
-                    else "widowx", scene_name=setup["scene_name"], **setup.get("kwargs", {}))
+    return gym.make(
+      setup["env_id"],
+      obs_mode="rgbd",
+      robot=f"{self.robot}_static" if self.robot == "google_robot" else "widowx",
+      scene_name=setup["scene_name"],
+      **setup.get("kwargs", {}),
+    )
 
   def reset(self, task, seed, protocol="visual_matching") -> dict:
     if self.env is not None:
@@ -159,8 +178,11 @@ class SimplerEnv:
     return self._observation(obs)
 
   def _observation(self, obs) -> dict:
-    return {"image": np.asarray(self._image_of(self.env, obs)), "state": np.zeros(0, np.float32),
-            "instruction": self.episode.instruction}
+    return {
+      "image": np.asarray(self._image_of(self.env, obs)),
+      "state": np.zeros(0, np.float32),
+      "instruction": self.episode.instruction,
+    }
 
   def step(self, action):
     obs, _, terminated, truncated, info = self.env.step(self.convert(action))

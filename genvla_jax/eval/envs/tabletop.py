@@ -40,37 +40,43 @@ from genvla_jax.eval.envs import Episode
 TASKS = ("pick_object", "move_near", "open_drawer", "close_drawer")
 PROTOCOLS = ("visual_matching", "variant_aggregation", "background_masking", "paraphrase")
 VARIANTS = ("background", "table", "lighting", "distractors", "camera")
-COLORS = {"red": (0.85, 0.15, 0.15), "green": (0.15, 0.7, 0.25), "blue": (0.2, 0.35, 0.9),
-          "yellow": (0.9, 0.8, 0.15)}
+COLORS = {"red": (0.85, 0.15, 0.15), "green": (0.15, 0.7, 0.25), "blue": (0.2, 0.35, 0.9), "yellow": (0.9, 0.8, 0.15)}
 DISTRACTOR_COLORS = ((0.6, 0.2, 0.7), (0.95, 0.5, 0.1))
 INSTRUCTIONS = {  # task -> (training wordings, held-out paraphrases)
-    "pick_object": (("pick up the {a} cube", "grasp the {a} cube and lift it"),
-                    ("lift the {a} block", "take the {a} block off the table")),
-    "move_near": (("move the {a} cube near the {b} cube", "put the {a} cube next to the {b} cube"),
-                  ("place the {a} block close to the {b} block", "bring the {a} block beside the {b} block")),
-    "open_drawer": (("open the drawer", "pull the drawer open"), ("slide the drawer out", "get the drawer open")),
-    "close_drawer": (("close the drawer", "push the drawer shut"), ("slide the drawer in", "shut the drawer")),
+  "pick_object": (
+    ("pick up the {a} cube", "grasp the {a} cube and lift it"),
+    ("lift the {a} block", "take the {a} block off the table"),
+  ),
+  "move_near": (
+    ("move the {a} cube near the {b} cube", "put the {a} cube next to the {b} cube"),
+    ("place the {a} block close to the {b} block", "bring the {a} block beside the {b} block"),
+  ),
+  "open_drawer": (("open the drawer", "pull the drawer open"), ("slide the drawer out", "get the drawer open")),
+  "close_drawer": (("close the drawer", "push the drawer shut"), ("slide the drawer in", "shut the drawer")),
 }
 # training-time instruction augmentation (data/instruction_aug.py; data/sim_record.py writes the table):
 # wordings that are neither the training ones nor the held-out evaluation paraphrases above
 TRAIN_PARAPHRASES = {
-    "pick_object": ["grab the {a} cube", "pick the {a} cube up", "raise the {a} cube"],
-    "move_near": ["push the {a} cube towards the {b} cube", "set the {a} cube by the {b} cube",
-                  "move the {a} cube to the {b} cube"],
-    "open_drawer": ["draw the drawer open", "open up the drawer"],
-    "close_drawer": ["push the drawer closed", "close up the drawer"],
+  "pick_object": ["grab the {a} cube", "pick the {a} cube up", "raise the {a} cube"],
+  "move_near": [
+    "push the {a} cube towards the {b} cube",
+    "set the {a} cube by the {b} cube",
+    "move the {a} cube to the {b} cube",
+  ],
+  "open_drawer": ["draw the drawer open", "open up the drawer"],
+  "close_drawer": ["push the drawer closed", "close up the drawer"],
 }
 ACTION_DIM = 4
 STATE_DIM = 4
-MAX_DELTA = 0.04          # metres per control step
+MAX_DELTA = 0.04  # metres per control step
 GRASP_RADIUS = 0.03
-GRASP_TOLERANCE = 0.015   # the expert closes the gripper this close to the grasp point
-GRASP_CLEARANCE = 0.06    # the expert's approach height above the grasp point while far from it
+GRASP_TOLERANCE = 0.015  # the expert closes the gripper this close to the grasp point
+GRASP_CLEARANCE = 0.06  # the expert's approach height above the grasp point while far from it
 # Gaussian noise (std per action dimension) added to the executed action when recording noisy expert
 # demonstrations (data/sim_record.py `execution_noise`; the recorded label stays the expert's command): the
 # data then shows how to recover from the small errors a learned policy makes (DART, Laskey et al. 2017)
 EXECUTION_NOISE_STD = (0.008, 0.008, 0.008, 0.0)
-CUBE = 0.02               # cube half size; resting centre height
+CUBE = 0.02  # cube half size; resting centre height
 DRAWER_TRAVEL = 0.12
 WORKSPACE = np.array([[-0.25, -0.25, 0.02], [0.25, 0.18, 0.30]])
 HOME = np.array([0.0, -0.15, 0.18])
@@ -80,13 +86,15 @@ HANDLE_OFFSET = np.array([0.0, -0.075, 0.05])  # handle centre relative to the d
 
 def _scene_xml() -> str:
   cubes = "\n".join(
-      f'<body name="cube_{c}" pos="{5 + i} 5 {CUBE}"><freejoint name="cube_{c}"/>'
-      f'<geom name="cube_{c}" type="box" size="{CUBE} {CUBE} {CUBE}" rgba="{r} {g} {b} 1" mass="0.05"/></body>'
-      for i, (c, (r, g, b)) in enumerate(COLORS.items()))
+    f'<body name="cube_{c}" pos="{5 + i} 5 {CUBE}"><freejoint name="cube_{c}"/>'
+    f'<geom name="cube_{c}" type="box" size="{CUBE} {CUBE} {CUBE}" rgba="{r} {g} {b} 1" mass="0.05"/></body>'
+    for i, (c, (r, g, b)) in enumerate(COLORS.items())
+  )
   distractors = "\n".join(
-      f'<body name="distractor_{i}" pos="{-5 - i} 5 0.025"><freejoint/>'
-      f'<geom name="distractor_{i}" type="cylinder" size="0.018 0.025" rgba="{r} {g} {b} 1" mass="0.05"/></body>'
-      for i, (r, g, b) in enumerate(DISTRACTOR_COLORS))
+    f'<body name="distractor_{i}" pos="{-5 - i} 5 0.025"><freejoint/>'
+    f'<geom name="distractor_{i}" type="cylinder" size="0.018 0.025" rgba="{r} {g} {b} 1" mass="0.05"/></body>'
+    for i, (r, g, b) in enumerate(DISTRACTOR_COLORS)
+  )
   return f"""
 <mujoco model="genvla_tabletop">
   <option timestep="0.002" gravity="0 0 -9.81"/>
@@ -142,22 +150,27 @@ class TabletopEnv:
     self._renderer = mujoco.Renderer(self.model, image_size, image_size)
     self._seg_renderer = None
     m = self.model
-    self._ids = {name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, name)
-                 for name in ("floor", "wall", "table", "handle")}
-    self._cube_qpos = {c: m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"cube_{c}")]
-                       for c in COLORS}
-    self._cube_dof = {c: m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"cube_{c}")]
-                      for c in COLORS}
-    self._distractor_qpos = [m.jnt_qposadr[m.body_jntadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY,
-                                                                             f"distractor_{i}")]]
-                             for i in range(len(DISTRACTOR_COLORS))]
+    self._ids = {
+      name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, name) for name in ("floor", "wall", "table", "handle")
+    }
+    self._cube_qpos = {c: m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"cube_{c}")] for c in COLORS}
+    self._cube_dof = {c: m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"cube_{c}")] for c in COLORS}
+    self._distractor_qpos = [
+      m.jnt_qposadr[m.body_jntadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"distractor_{i}")]]
+      for i in range(len(DISTRACTOR_COLORS))
+    ]
     drawer_joint = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "drawer")
     self._drawer_qpos, self._drawer_dof = m.jnt_qposadr[drawer_joint], m.jnt_dofadr[drawer_joint]
-    self._defaults = dict(geom_rgba=m.geom_rgba.copy(), geom_matid=m.geom_matid.copy(),
-                          light_diffuse=m.light_diffuse.copy(), light_dir=m.light_dir.copy(),
-                          cam_pos=m.cam_pos.copy(), cam_fovy=m.cam_fovy.copy())
+    self._defaults = dict(
+      geom_rgba=m.geom_rgba.copy(),
+      geom_matid=m.geom_matid.copy(),
+      light_diffuse=m.light_diffuse.copy(),
+      light_dir=m.light_dir.copy(),
+      cam_pos=m.cam_pos.copy(),
+      cam_fovy=m.cam_fovy.copy(),
+    )
     self.episode: Episode | None = None
-    self.grasped: str | None = None   # a cube colour, "drawer" or None
+    self.grasped: str | None = None  # a cube colour, "drawer" or None
     self._grasp_from = None
     self.closed = False
 
@@ -167,7 +180,7 @@ class TabletopEnv:
     return self.data.mocap_pos[0].copy()
 
   def cube(self, colour: str) -> np.ndarray:
-    return self.data.qpos[self._cube_qpos[colour]:self._cube_qpos[colour] + 3].copy()
+    return self.data.qpos[self._cube_qpos[colour] : self._cube_qpos[colour] + 3].copy()
 
   @property
   def drawer(self) -> float:
@@ -190,7 +203,7 @@ class TabletopEnv:
     for key, value in self._defaults.items():
       getattr(m, key)[:] = value
     mujoco.mj_resetData(m, d)
-    colours = list(rng.permutation(sorted(COLORS))[:int(rng.integers(2, 4))])
+    colours = list(rng.permutation(sorted(COLORS))[: int(rng.integers(2, 4))])
     positions = self._place(rng, len(colours), [])
     for c in COLORS:  # cubes not in this episode wait off the table
       self._set_cube(c, positions[colours.index(c)] if c in colours else np.array([5.0, 5.0 + len(c), CUBE]))
@@ -226,9 +239,9 @@ class TabletopEnv:
 
   def _set_cube(self, colour, pos):
     a = self._cube_qpos[colour]
-    self.data.qpos[a:a + 3] = pos
-    self.data.qpos[a + 3:a + 7] = (1, 0, 0, 0)
-    self.data.qvel[self._cube_dof[colour]:self._cube_dof[colour] + 6] = 0
+    self.data.qpos[a : a + 3] = pos
+    self.data.qpos[a + 3 : a + 7] = (1, 0, 0, 0)
+    self.data.qvel[self._cube_dof[colour] : self._cube_dof[colour] + 6] = 0
 
   def _apply_variant(self, variant, rng, taken):
     m = self.model
@@ -236,15 +249,16 @@ class TabletopEnv:
       for name in ("floor", "wall"):
         m.geom_rgba[self._ids[name], :3] = rng.uniform(0.05, 0.95, 3)
     elif variant == "table":
-      m.geom_matid[self._ids["table"]] = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL,
-                                                           str(rng.choice(["table_checker", "table_grain"])))
+      m.geom_matid[self._ids["table"]] = mujoco.mj_name2id(
+        m, mujoco.mjtObj.mjOBJ_MATERIAL, str(rng.choice(["table_checker", "table_grain"]))
+      )
     elif variant == "lighting":
       m.light_diffuse[0] = rng.uniform(0.35, 1.0) * np.ones(3)
       m.light_dir[0] = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.2, 0.6), -1.0])
     elif variant == "distractors":
       for i, pos in enumerate(self._place(rng, int(rng.integers(1, len(DISTRACTOR_COLORS) + 1)), taken)):
         a = self._distractor_qpos[i]
-        self.data.qpos[a:a + 3] = (pos[0], pos[1], 0.025)
+        self.data.qpos[a : a + 3] = (pos[0], pos[1], 0.025)
     elif variant == "camera":
       m.cam_pos[0] = np.asarray(CAMERA["pos"]) + rng.uniform(-0.05, 0.05, 3)
       m.cam_fovy[0] = CAMERA["fovy"] + rng.uniform(-5, 5)
@@ -297,8 +311,11 @@ class TabletopEnv:
       return self.grasped == ep.target and self.cube(ep.target)[2] > CUBE + 0.04
     if ep.task == "move_near":
       cube = self.cube(ep.target)
-      return (self.grasped != ep.target and cube[2] < CUBE + 0.005
-              and np.linalg.norm(cube[:2] - self.cube(ep.reference)[:2]) < 0.08)
+      return (
+        self.grasped != ep.target
+        and cube[2] < CUBE + 0.005
+        and np.linalg.norm(cube[:2] - self.cube(ep.reference)[:2]) < 0.08
+      )
     if ep.task == "open_drawer":
       return self.drawer > 0.09
     return self.drawer < 0.02
@@ -327,7 +344,13 @@ class TabletopEnv:
 
 
 QUESTION_CORPUS = tuple(f"is there a {c} cube on the table?" for c in COLORS) + (
-    "how many cubes are on the table?", "is the drawer open?", "yes", "no", "2", "3")
+  "how many cubes are on the table?",
+  "is the drawer open?",
+  "yes",
+  "no",
+  "2",
+  "3",
+)
 
 
 def scene_question(env: TabletopEnv, rng: np.random.Generator, i: int) -> tuple[str, str]:
