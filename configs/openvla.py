@@ -12,15 +12,40 @@ this file with all three on.
 
 from genvla_jax import config_lib
 from genvla_jax.data import registry
+from genvla_jax.models import gemma
 
 
 def get_config(arg=None, default_ablation: str = ""):
   opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation=default_ablation, dual="split", mixture="paper")
-  config = config_lib.base_config("paligemma_224")  # shared defaults; the architecture is replaced below
-  config.data.robot = registry.mixture(opts.mixture)
-  if opts.variant == "demo":
-    config_lib.apply_demo(config)
-  config_lib.apply_openvla(config, tiny=opts.variant == "demo", dual_mode=opts.dual)
-  config_lib.apply_ablation(config, opts.ablation)
-  config.lock()
-  return config
+  c = config_lib.base_config(backbone=None)  # every field's default (genvla_jax/config_schema.py)
+  c.data.robot = registry.mixture(opts.mixture)  # paper: fractal (RT-1) + bridge
+  # Prismatic: DINOv2 + SigLIP read at their penultimate blocks, fused per patch
+  if opts.variant == "demo":  # the tiny model on the embedded demo data: trains on a 2-core CPU in minutes
+    c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use
+    c.update_from_flattened_dict(config_lib.demo_data(c.data.get_ref("demo_dir")))
+    c.tokenizer.max_text_len = 40
+    c.model.img = config_lib.prismatic_tower("tiny-dinov2")
+    c.model.fused_img = config_lib.prismatic_tower("tiny-64")
+    c.model.llm = dict(gemma.VARIANTS["llama2_tiny"])
+    c.data.batch_size = 32
+    c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
+    c.optimizer.update(lr=1e-3, warmup_steps=100)
+    c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
+  else:
+    c.model.image_size = 224
+    c.model.img = config_lib.prismatic_tower("L/14-dinov2-reg4")
+    c.model.fused_img = config_lib.prismatic_tower("So400m/14")
+    c.model.llm = dict(gemma.VARIANTS["llama2_7b"])
+    # a 7B model: bf16 storage (optimizer state stays float32), remat, FSDP over every device
+    c.model.update(dtype="bfloat16", param_dtype="bfloat16", frozen_dtype="bfloat16", remat_policy="dots")
+    c.mesh.update(data=1, fsdp=-1)
+    c.tokenizer.bins_position = "text_vocab_end"  # OpenVLA: the 256 least-used ids of Llama's 32000
+  # With D, dual_mode "split" freezes SigLIP and trains DINOv2 (the paper's released code), "copy"
+  # duplicates both towers; the fused-gelu-mlp projector; Llama 2 with [BOS][image][text] causal attention
+  c.model.update(dual_mode=opts.dual, projector="mlp3", image_after_bos=True, causal_prefix=True)
+  c.tokenizer.bins_layout = "openvla"  # OpenVLA's bin edges and id order (ablation rows with bins)
+  c.data.prompt = "In: What action should the robot take to {instruction}?\nOut:"
+  c.tokenizer.prompt_separator = " "
+  c.update_from_flattened_dict(config_lib.ablation(opts.ablation))  # none by default: OpenVLA
+  c.lock()
+  return c

@@ -17,27 +17,51 @@ full, 4 tiny).
 
 from genvla_jax import config_lib
 from genvla_jax.data import registry
+from genvla_jax.models import action_expert, gemma, vit
 
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(
     arg, variants=("full", "demo", "tabletop", "metaworld"), backbone="paligemma_224", mixture="paper", horizon=0
   )
-  config = config_lib.base_config(opts.backbone)
-  config.data.robot = registry.mixture(opts.mixture)
-  expert, horizon = config_lib.EXPERT_300M, 50
+  # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
+  c = config_lib.base_config(opts.backbone)
+  c.data.robot = registry.mixture(opts.mixture)  # paper: fractal (RT-1) + bridge
   if opts.variant == "demo":
-    config_lib.apply_demo(config)
-  if opts.variant in ("tabletop", "metaworld"):
-    config_lib.apply_sim(config, opts.variant)
-  if opts.variant != "full":
-    expert, horizon = config_lib.EXPERT_TINY, 4
-  config_lib.apply_pi0(config, expert, opts.horizon or horizon)
-  if opts.variant == "demo":
-    config.data.instruction_aug.path = config.data.get_ref("demo_dir") + "/paraphrases.json"
-  elif opts.variant == "tabletop":
-    config.data.instruction_aug.path = config.data.get_ref("sim_dir") + "/paraphrases.json"
-  elif opts.variant == "metaworld":
-    config.data.instruction_aug.prob = 0.0
-  config.lock()
-  return config
+    c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use
+    c.update_from_flattened_dict(config_lib.demo_data(c.data.get_ref("demo_dir")))
+    c.tokenizer.max_text_len = 40
+    c.data.instruction_aug.path = c.data.get_ref("demo_dir") + "/paraphrases.json"
+  elif opts.variant in ("tabletop", "metaworld"):
+    c.data.sim_dir = config_lib.SIM_DIR.format(env=opts.variant)  # recorded there on first use
+    c.update_from_flattened_dict(config_lib.sim_data(opts.variant, c.data.get_ref("sim_dir")))
+    c.model.image_size = 64
+    # training demos executed with noise (recoveries in the data; the labels stay the expert's commands)
+    noise = 1.0 if opts.variant == "tabletop" else 0.0
+    c.data.sim_record = dict(
+      env=opts.variant, train_episodes=400, val_episodes=40, image_size=64, execution_noise=noise
+    )
+    # one front camera cannot tell the gripper's height from its depth: the prompt writes the robot state
+    # (normalized, as text), as pi0-FAST does (π0 also has its state token)
+    c.data.prompt = "What action should the robot take to {instruction}? State: {state}"
+    c.tokenizer.max_text_len = 80  # ~22 prompt + ~20 state tokens + 4 x 7 action characters + EOS
+    if opts.variant == "tabletop":
+      c.data.instruction_aug.path = c.data.get_ref("sim_dir") + "/paraphrases.json"
+  if opts.variant != "full":  # the tiny model: trains on a 2-core CPU in minutes
+    c.model.img = dict(vit.VARIANTS["tiny"])
+    c.model.llm = dict(gemma.VARIANTS["tiny"])
+    c.data.batch_size = 32
+    c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
+    c.optimizer.update(lr=1e-3, warmup_steps=100)
+    c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
+  # π0: one image tower, continuous action chunks from the flow-matching action expert (Gemma 300M; tiny:
+  # width 64), a state token; robot data only, with instruction augmentation (MetaWorld: no paraphrases)
+  expert = action_expert.VARIANTS["gemma_300m" if opts.variant == "full" else "tiny"]
+  c.model.dual_encoder = False
+  c.model.action_expert.update(width=expert["width"], mlp_dim=expert["mlp_dim"], use_state=True)
+  c.tokenizer.action = "flow"
+  c.tokenizer.action_horizon = opts.horizon or (50 if opts.variant == "full" else 4)
+  c.data.robot_fraction = 1.0
+  c.data.instruction_aug.prob = 0.0 if opts.variant == "metaworld" else 0.5
+  c.lock()
+  return c

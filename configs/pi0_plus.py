@@ -3,7 +3,9 @@ co-training with vision-language data (C).
 
   python -m genvla_jax.train --config=configs/pi0_plus.py:demo --workdir=DIR     # tiny, CPU, embedded data
   python -m genvla_jax.train --config=configs/pi0_plus.py \
-      --config.data.rlds_root=/data/oxe --config.tokenizer.path=/ckpt/paligemma_tokenizer.model ...
+      --config.data.rlds_root=/data/oxe --config.tokenizer.path=/ckpt/paligemma_tokenizer.model \
+      --config.data.vl_root=/data/vl --set='data.vl=[{"name": "llava", "path": "llava/chat.json", \
+      "format": "llava_json", "weight": 1.0}]' ...
 
 Arguments: variant `full` (default), `demo`, `tabletop` or `metaworld` (tiny model on the MuJoCo
 tabletop benchmark's / MetaWorld MT10's expert demonstrations, evaluated closed-loop by
@@ -12,22 +14,45 @@ switches D, S, C
 (e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
 `backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
 option `mixture=paper|bridge|fractal` picks the robot datasets (data/registry.py MIXTURES; full only).
+The full variant has no VL corpora: give them with `--set=data.vl=[...]` (README, Configs).
 """
 
 from genvla_jax import config_lib
 from genvla_jax.data import registry
+from genvla_jax.models import gemma, vit
 
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(
     arg, variants=("full", "demo", "tabletop", "metaworld"), ablation="DSC", backbone="paligemma_224", mixture="paper"
   )
-  config = config_lib.base_config(opts.backbone)
-  config.data.robot = registry.mixture(opts.mixture)
+  # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
+  c = config_lib.base_config(opts.backbone)
+  c.data.robot = registry.mixture(opts.mixture)  # paper: fractal (RT-1) + bridge
   if opts.variant == "demo":
-    config_lib.apply_demo(config)
-  if opts.variant in ("tabletop", "metaworld"):
-    config_lib.apply_sim(config, opts.variant)
-  config_lib.apply_ablation(config, opts.ablation)
-  config.lock()
-  return config
+    c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use
+    c.update_from_flattened_dict(config_lib.demo_data(c.data.get_ref("demo_dir")))
+    c.tokenizer.max_text_len = 40
+  elif opts.variant in ("tabletop", "metaworld"):
+    c.data.sim_dir = config_lib.SIM_DIR.format(env=opts.variant)  # recorded there on first use
+    c.update_from_flattened_dict(config_lib.sim_data(opts.variant, c.data.get_ref("sim_dir")))
+    c.model.image_size = 64
+    # training demos executed with noise (recoveries in the data; the labels stay the expert's commands)
+    noise = 1.0 if opts.variant == "tabletop" else 0.0
+    c.data.sim_record = dict(
+      env=opts.variant, train_episodes=400, val_episodes=40, image_size=64, execution_noise=noise
+    )
+    # one front camera cannot tell the gripper's height from its depth: the prompt writes the robot state
+    # (normalized, as text), as pi0-FAST does
+    c.data.prompt = "What action should the robot take to {instruction}? State: {state}"
+    c.tokenizer.max_text_len = 80  # ~22 prompt + ~20 state tokens + 4 x 7 action characters + EOS
+  if opts.variant != "full":  # the tiny model: trains on a 2-core CPU in minutes
+    c.model.img = dict(vit.VARIANTS["tiny"])
+    c.model.llm = dict(gemma.VARIANTS["tiny"])
+    c.data.batch_size = 32
+    c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
+    c.optimizer.update(lr=1e-3, warmup_steps=100)
+    c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
+  c.update_from_flattened_dict(config_lib.ablation(opts.ablation))  # D, S, C: all three by default
+  c.lock()
+  return c

@@ -1,6 +1,12 @@
 r"""Trains a VLA policy: the command line, and train() with the monitors the config asks for.
 
   python -m genvla_jax.train --config=configs/pi0_plus.py:demo --workdir=/tmp/genvla_demo
+  python -m genvla_jax.train --config=configs/pi0_plus.py --workdir=DIR --config.data.vl_root=/data/vl \
+      --set='data.vl=[{"name": "llava", "path": "llava/chat.json", "format": "llava_json", "weight": 1.0}]'
+
+Config fields: `--config.KEY=VALUE` for single values (ml_collections), `--set=KEY=JSON` (repeatable,
+applied after them) for what those cannot set: the list-valued fields data.robot, data.vl and mesh.rules,
+or a whole architecture dict (config_lib.set_fields). A key the config lacks is a one-line error.
 
 The run itself (checks, data, state, step loop, checkpoints, run directory layout, resume, SIGTERM) is
 training/trainer.py. This module sits above the training layer: it builds what config.train asks to
@@ -11,7 +17,7 @@ it in, so the trainer imports nothing of eval/.
 from absl import flags, logging
 from ml_collections import config_flags
 
-from genvla_jax import cli
+from genvla_jax import cli, config_lib
 from genvla_jax.eval import representation
 from genvla_jax.training import loop, trainer
 
@@ -36,11 +42,19 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  config_lib.set_fields(FLAGS.config, FLAGS.set)
   train(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pi0_plus.py:demo", lock_config=True)
   flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, assets)", required=True)
+  flags.DEFINE_multi_string(
+    "set",
+    [],
+    "KEY=JSON: sets a config field to a JSON value, after --config.KEY=VALUE (repeatable); for the list "
+    """fields data.robot, data.vl, mesh.rules, e.g. --set='data.vl=[{"name": "llava", "path": "chat.json", """
+    """"format": "llava_json", "weight": 1.0}]'""",
+  )
   flags.mark_flags_as_required(["config"])
   cli.run(main)

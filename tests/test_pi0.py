@@ -132,7 +132,7 @@ def test_sampler_recovers_a_memorised_action_chunk():
   params = vlm.init_params(model, jax.random.PRNGKey(1), 16)
   schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 50, 600, 1.5e-4)
   tx = optax.adam(schedule)
-  train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, seed=0))
+  train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, seed=0, flow=config_lib.base_config().flow))
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
   losses = []
   for _ in range(600):

@@ -39,10 +39,11 @@ def color_jitter(
 
 def augment_and_resize(image: np.ndarray, size: int, rng: np.random.Generator, cfg) -> np.ndarray:
   """uint8 [H,W,3] -> uint8 [size,size,3]: the resize reads the random crop box (a view, no copy), then
-  colour jitter on the small image. Without augmentation: the plain resize (`preprocess.resize_image`)."""
+  colour jitter on the small image. `cfg`: config.data.augment (enabled, crop_scale, crop_ratio, brightness,
+  contrast, saturation), or None; off: the plain resize (`preprocess.resize_image`)."""
   from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
 
-  if not cfg or not cfg.get("enabled", False):
+  if not cfg or not cfg["enabled"]:
     return preprocess.resize_image(image, size)
   box = crop_box(*image.shape[:2], rng, tuple(cfg["crop_scale"]), tuple(cfg["crop_ratio"]))
   resized = preprocess.resize_image(image, size, box)

@@ -70,8 +70,8 @@ class InstructionAugmenter:
 
 def from_config(data_config) -> InstructionAugmenter | None:
   """config.data.instruction_aug -> augmenter, or None when off (prob 0)."""
-  aug = data_config.get("instruction_aug")
-  if not aug or not aug.prob:
+  aug = data_config.instruction_aug
+  if not aug.prob:
     return None
   if not aug.path:
     raise TableError("data.instruction_aug.prob > 0 needs data.instruction_aug.path (a JSON paraphrase table)")

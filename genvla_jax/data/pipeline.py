@@ -188,10 +188,10 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
     config, prepared.action_dim, fast_bpe_path=prepared.fast_bpe_path
   )
   horizon, size = config.tokenizer.action_horizon, config.model.image_size
-  augment = config.data.get("augment")
+  augment = config.data.augment
   instructions = instruction_aug.from_config(config.data)
   state_dim = preprocess.uses_state(config)
-  separator = config.tokenizer.get("prompt_separator", "\n")
+  separator = config.tokenizer.prompt_separator
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []
   for i, r in enumerate(prepared.robot):

@@ -2,7 +2,9 @@
 
 robot entries: RLDS dir = data.rlds_root/path -> converted step shards in
   data.cache_dir/converted/<name>-<split>-<hash of the source path> (convert.py; reused when present)
-vl entries: LLaVA JSON = data.vl_root/json (image paths relative to the JSON's folder)
+vl entries: data.vl_root/path (LLaVA JSON with image paths relative to its folder, or parquet) ->
+  converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (convert_vl.py)
+Entries are dicts with exactly config_schema.ROBOT_ENTRY / VL_ENTRY keys (checked first: check_entries).
 """
 
 import dataclasses
@@ -12,7 +14,7 @@ import os
 
 import numpy as np
 
-from genvla_jax import cli
+from genvla_jax import cli, config_schema
 from genvla_jax.data import convert, convert_vl, demo, registry, rlds, sim_record
 
 
@@ -64,20 +66,28 @@ def _robot_paths(data_config, entry, split=None) -> tuple[str, str, str]:
 
 def _vl_paths(data_config, entry) -> tuple[str, str, str]:
   """-> (input path, format, converted cache dir) of a config.data.vl entry."""
-  path = entry["path"] if "path" in entry else entry["json"]
-  fmt = entry["format"] if "format" in entry else "llava_json"
-  source = os.path.join(os.path.expanduser(data_config.vl_root), path)
+  source = os.path.join(os.path.expanduser(data_config.vl_root), entry["path"])
   digest = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
   return (
     source,
-    fmt,
+    entry["format"],
     os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl", f"{entry['name']}-{digest}"),
   )
+
+
+def check_entries(data_config) -> None:
+  """data.robot / data.vl entries have exactly their keys (config_schema.entry_problems): one
+  DataConfigError naming every bad entry."""
+  problems = config_schema.entry_problems("data.robot", data_config.robot)
+  problems += config_schema.entry_problems("data.vl", data_config.vl)
+  if problems:
+    raise DataConfigError("config " + "; ".join(problems))
 
 
 def check_sources(data_config, robot_split=None, with_vl: bool = True) -> None:
   """Every configured dataset exists (or is already converted in the cache), checked before any
   conversion: DataConfigError naming the config entry, the path and the fix. Reads no records."""
+  check_entries(data_config)
   for entry in data_config.robot:
     rlds_dir, split, out = _robot_paths(data_config, entry, robot_split)
     if convert.completed_meta(out, convert.FORMAT_VERSION) is not None:
@@ -105,7 +115,7 @@ def check_sources(data_config, robot_split=None, with_vl: bool = True) -> None:
 def prepare_robot(data_config, entry, split=None) -> RobotSet:
   rlds_dir, split, out = _robot_paths(data_config, entry, split)
   # the cache dir is the converter's own: a conversion of other provenance there is replaced
-  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.get("on_bad", "skip"), overwrite=True)
+  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.on_bad, overwrite=True)
   with open(os.path.join(out, "stats.json")) as f:
     stats = json.load(f)
   return RobotSet(entry["name"], out, float(entry["weight"]), stats, meta)
@@ -113,10 +123,9 @@ def prepare_robot(data_config, entry, split=None) -> RobotSet:
 
 def prepare_vl(data_config, entry) -> VLSet:
   """A VL entry {name, path (relative to data.vl_root; a parquet glob is fine), format, weight} ->
-  its converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (made once).
-  The older form {name, json, weight} means format "llava_json"."""
+  its converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (made once)."""
   source, fmt, out = _vl_paths(data_config, entry)
-  meta = convert_vl.convert_vl(source, fmt, out, on_bad=data_config.get("on_bad", "skip"))
+  meta = convert_vl.convert_vl(source, fmt, out, on_bad=data_config.on_bad)
   return VLSet(entry["name"], out, float(entry["weight"]), meta)
 
 
@@ -125,16 +134,18 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   is checked (check_sources) before the first conversion."""
   if not data_config.robot:
     raise DataConfigError("config.data.robot is empty: at least one robot dataset is needed")
+  check_entries(data_config)
   cotrain = data_config.robot_fraction < 1.0
   if cotrain and not data_config.vl:
     raise DataConfigError(
-      "data.robot_fraction < 1 (co-training) but config.data.vl is empty: add a VL entry or set data.robot_fraction=1"
+      "data.robot_fraction < 1 (co-training) but config.data.vl is empty: add VL entries, e.g. "
+      """--set='data.vl=[{"name": "llava", "path": "llava/chat.json", "format": "llava_json", "weight": 1.0}]' """
+      "(paths relative to data.vl_root), or set --config.data.robot_fraction=1"
     )
   if data_config.demo_dir:
     demo.ensure(data_config.demo_dir)
-  if data_config.get("sim_dir"):  # a simulated benchmark's expert demonstrations (sim_record.py)
-    settings = data_config.get("sim_record") or {}
-    sim_record.ensure(data_config.sim_dir, **(settings.to_dict() if hasattr(settings, "to_dict") else settings))
+  if data_config.sim_dir:  # a simulated benchmark's expert demonstrations (sim_record.py)
+    sim_record.ensure(data_config.sim_dir, **data_config.sim_record)
   check_sources(data_config, robot_split, with_vl=cotrain)
   robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]
   dims = {r.name: r.meta["action_dim"] for r in robot}

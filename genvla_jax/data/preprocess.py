@@ -103,8 +103,8 @@ def robot_prompt(template: str, instruction: str, state=None) -> str:
 
 def uses_state(config) -> int:
   """State dimension the model takes as input (π0's state token), 0 for none."""
-  expert = config.model.get("action_expert")
-  return int(expert.state_dim) if expert and expert.width and expert.use_state else 0
+  expert = config.model.action_expert
+  return int(expert.state_dim) if expert.width and expert.use_state else 0
 
 
 def pad_state(state, state_dim: int) -> np.ndarray:

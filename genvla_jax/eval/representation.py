@@ -161,8 +161,8 @@ def drift_monitor(config) -> loop.Monitor | None:
   """The training drift monitor of config.train.drift (None when off): every `drift.every` steps, the
   linear-probe accuracy of each tower (`drift/probe_<tower>`) and CKA(trained, frozen)
   (`drift/cka_trained_vs_frozen`, dual encoders) on `drift.data`, at most `drift.limit` images."""
-  drift = config.train.get("drift")
-  if not drift or not drift.every:
+  drift = config.train.drift
+  if not drift.every:
     return None
   feature_fn = make_feature_fn(config.model)
 

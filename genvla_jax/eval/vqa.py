@@ -100,7 +100,7 @@ class Answerer:
         self.prompt.format(question=q),
         None,
         cfg.tokenizer.max_text_len,
-        cfg.tokenizer.get("prompt_separator", "\n"),
+        cfg.tokenizer.prompt_separator,
       )
       for q in questions
     ]

@@ -25,6 +25,13 @@ import jax.numpy as jnp
 from genvla_jax.models import flow_matching, gemma
 
 
+# Expert sizes by name (width, mlp_dim; depth / heads / head size are the VLM's).
+VARIANTS = {
+  "gemma_300m": dict(width=1024, mlp_dim=4096),  # π0's action expert
+  "tiny": dict(width=64, mlp_dim=256),
+}
+
+
 class ActionExpert(nn.Module):
   llm_config: dict[str, Any]  # the expert's Gemma config (depth/heads/head_dim equal to the VLM's)
   action_dim: int

@@ -1,7 +1,7 @@
 """Gemma-style decoder: RMSNorm, RoPE, GeGLU, multi-query / grouped-query attention, tied embeddings.
 Gemma 2 options: post-attention / post-FFW norms, attention and final logit soft-capping, sliding-window
 attention on the even layers (0, 2, ...) alternating with global attention.
-Llama 2 is the same decoder with other options (config_lib.LLAMA2_7B): RMSNorm weight used as is
+Llama 2 is the same decoder with other options (VARIANTS["llama2_7b"]): RMSNorm weight used as is
 (norm_offset 0, not Gemma's 1 + w) with eps 1e-5, SwiGLU (activation "silu"), no sqrt(width) scaling of
 the embeddings, an untied output head (embedder/output_embedding [V,D]), multi-head attention.
 
@@ -25,6 +25,7 @@ writes slots [cache_index, cache_index + T) for every row and attends over all S
 `attn_mask` (and, on local layers, the sliding window over the slots' positions).
 """
 
+import dataclasses
 from typing import Optional
 
 import flax.linen as nn
@@ -33,6 +34,56 @@ import jax.numpy as jnp
 
 from genvla_jax.models import remat
 from genvla_jax.models.partitioning import BATCH, MODEL, constrain
+
+
+# Gemma 1 options (the class defaults, spelled out: a variant names every option of its family)
+_GEMMA1 = dict(
+  query_pre_attn_scalar=None, post_norms=False, attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None
+)
+# Llama 2 options of the one decoder
+_LLAMA2 = dict(
+  query_pre_attn_scalar=None,
+  post_norms=False,
+  attn_logits_softcap=None,
+  final_logits_softcap=None,
+  sliding_window=None,
+  norm_offset=0.0,
+  norm_eps=1e-5,
+  activation="silu",
+  scale_embeddings=False,
+  tie_embeddings=False,
+)
+# Decoder sizes by name (Gemma keyword arguments).
+VARIANTS = {
+  # Gemma 2B: PaliGemma-3B's decoder
+  "gemma_2b": dict(
+    vocab_size=257_152, width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256, **_GEMMA1
+  ),
+  # Gemma 2 2B: PaliGemma 2 3B's decoder
+  "gemma2_2b": dict(
+    vocab_size=257_152,
+    width=2304,
+    depth=26,
+    mlp_dim=9216,
+    num_heads=8,
+    num_kv_heads=4,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    post_norms=True,
+    attn_logits_softcap=50.0,
+    final_logits_softcap=30.0,
+    sliding_window=4096,
+  ),
+  # Llama 2 7B as OpenVLA uses it (vocabulary padded from 32000 to 32064 for tensor-core-friendly shapes)
+  "llama2_7b": dict(
+    vocab_size=32_064, width=4096, depth=32, mlp_dim=11_008, num_heads=32, num_kv_heads=32, head_dim=128, **_LLAMA2
+  ),
+  # tiny sizes for the CPU demo and tests (a few million parameters)
+  "tiny": dict(vocab_size=640, width=128, depth=3, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=32, **_GEMMA1),
+  "llama2_tiny": dict(
+    vocab_size=640, width=128, depth=3, mlp_dim=352, num_heads=4, num_kv_heads=4, head_dim=32, **_LLAMA2
+  ),
+}
 
 
 def _init(in_axis, out_axis, batch_axis=()):
@@ -298,3 +349,19 @@ class Embedder(nn.Module):
     materialises a float32 copy of its 257k x D embedding), accumulation is float32."""
     table = self.input_embedding if self.tied else self.output_embedding
     return jnp.einsum("BTD,VD->BTV", hidden, table.astype(hidden.dtype), preferred_element_type=jnp.float32)
+
+
+# Module fields that are not architecture (set by the model that holds the decoder, or by flax).
+_NOT_ARCHITECTURE = ("dtype", "remat_policy", "scan_unroll", "parent", "name")
+
+
+def options(llm_config) -> dict:
+  """A decoder config (Gemma keyword arguments: a size from VARIANTS, maybe with options) with every
+  option it leaves out at the class default: what a decoder built from it uses, for code that reads the
+  architecture without building the module (checkpoint import / export, comparisons)."""
+  defaults = {
+    f.name: f.default
+    for f in dataclasses.fields(Gemma)
+    if f.default is not dataclasses.MISSING and f.name not in _NOT_ARCHITECTURE
+  }
+  return {**defaults, **llm_config}

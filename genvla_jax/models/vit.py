@@ -1,6 +1,6 @@
 """The ViT image tower: SigLIP (PaliGemma's) by default, DINOv2 with options; all patch tokens out.
 
-Options (config_lib: SIGLIP_SO400M_14, DINOV2_L14, ...):
+Sizes by name: VARIANTS (below). Options:
   cls_token / num_registers  prefix tokens before the patches (DINOv2: a CLS token; "-reg" models also
                              registers); they take part in attention and are dropped from the output.
                              The CLS token has no position embedding of its own: a checkpoint's CLS
@@ -26,6 +26,8 @@ Parameter names (stable; checkpoint import maps onto them), with L = depth stack
   encoder_norm/{scale,bias} [D]                (final_norm only)
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,47 @@ from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # numpy: importing must not start a JAX backend
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 ACTIVATIONS = {"gelu_tanh": lambda x: nn.gelu(x, approximate=True), "gelu": lambda x: nn.gelu(x, approximate=False)}
+
+# Tower sizes by name (ViT keyword arguments; options left out take the defaults below). The released
+# sizes as their checkpoints have them; Prismatic / OpenVLA read a tower one block short without its final
+# norm (config_lib.prismatic_tower).
+VARIANTS = {
+  # SigLIP So400m/14: PaliGemma's and PaliGemma 2's tower
+  "So400m/14": dict(patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16, posemb_std=None),
+  # DINOv2 ViT-L/14 with 4 registers, as Prismatic / OpenVLA use it
+  "L/14-dinov2-reg4": dict(
+    patch_size=14,
+    width=1024,
+    depth=24,
+    mlp_dim=4096,
+    num_heads=16,
+    posemb_std=None,
+    cls_token=True,
+    num_registers=4,
+    layer_scale=True,
+    mlp_activation="gelu",
+    pixel_norm="imagenet",
+  ),
+  # Tiny sizes for the CPU demo and tests. posemb_std=1: from scratch, a strong position signal lets the
+  # tiny model localize within ~200 steps (with the default 1/sqrt(width) it needed several times longer)
+  "tiny": dict(patch_size=8, width=128, depth=2, mlp_dim=512, num_heads=4, posemb_std=1.0),
+  # DINOv2-like (CLS, a register, LayerScale, exact GELU, ImageNet pixels) and a SigLIP-like tower of
+  # another width: Prismatic's two towers at test size
+  "tiny-dinov2": dict(
+    patch_size=8,
+    width=96,
+    depth=3,
+    mlp_dim=384,
+    num_heads=4,
+    posemb_std=1.0,
+    cls_token=True,
+    num_registers=1,
+    layer_scale=True,
+    mlp_activation="gelu",
+    pixel_norm="imagenet",
+  ),
+  "tiny-64": dict(patch_size=8, width=64, depth=3, mlp_dim=256, num_heads=4, posemb_std=1.0),
+}
 
 
 class MlpBlock(nn.Module):
@@ -128,3 +171,19 @@ class ViT(nn.Module):
     if self.final_norm:
       x = nn.LayerNorm(name="encoder_norm", dtype=self.dtype)(x)
     return x[:, x.shape[1] - h * w :]  # patch tokens
+
+
+# Module fields that are not architecture (set by the model that holds the tower, or by flax).
+_NOT_ARCHITECTURE = ("dtype", "remat_policy", "parent", "name")
+
+
+def options(tower_config) -> dict:
+  """A tower config (ViT keyword arguments: a size from VARIANTS, maybe with options) with every option
+  it leaves out at the class default: what a tower built from it uses, for code that reads the
+  architecture without building the module (checkpoint import / export, comparisons)."""
+  defaults = {
+    f.name: f.default
+    for f in dataclasses.fields(ViT)
+    if f.default is not dataclasses.MISSING and f.name not in _NOT_ARCHITECTURE
+  }
+  return {**defaults, **tower_config}

@@ -65,7 +65,8 @@ class VLA(nn.Module):
     if self.projector_type == "linear":
       self.projector = nn.Dense(width, dtype=self.dtype)
     elif self.projector_type == "mlp3":
-      hidden = self.projector_hidden or 4 * (self.img_config["width"] + (self.fused_img_config or {}).get("width", 0))
+      fused_width = self.fused_img_config["width"] if self.fused_img_config else 0
+      hidden = self.projector_hidden or 4 * (self.img_config["width"] + fused_width)
       self.projector = MlpProjector(hidden, width, dtype=self.dtype)
     else:
       raise ValueError(f"unknown projector {self.projector_type!r}; use 'linear' or 'mlp3'")
@@ -73,7 +74,7 @@ class VLA(nn.Module):
     if self.expert_config:
       e = self.expert_config
       self.expert = action_expert.ActionExpert(
-        action_expert.expert_llm_config(self.llm_config, e), e["action_dim"], e.get("state_dim", 0), **common
+        action_expert.expert_llm_config(self.llm_config, e), e["action_dim"], e["state_dim"], **common
       )
 
   def encode_images(self, images):
@@ -209,27 +210,29 @@ def _prepend(mask, n, value):
 
 
 def from_config(model_config) -> VLA:
+  """config.model -> the VLA. Every field is read as an attribute (a saved config from an older run is
+  read through config_schema.upgrade first, which fills the fields it lacks)."""
   return VLA(
     img_config=dict(model_config.img),
     llm_config=dict(model_config.llm),
     dual_encoder=model_config.dual_encoder,
     dtype=model_config.dtype,
-    param_dtype=model_config.get("param_dtype", "float32"),
-    frozen_dtype=model_config.get("frozen_dtype", "float32"),
+    param_dtype=model_config.param_dtype,
+    frozen_dtype=model_config.frozen_dtype,
     remat_policy=model_config.remat_policy,
     expert_config=expert_config(model_config),
-    fused_img_config=dict(model_config.fused_img) if model_config.get("fused_img") else None,
-    dual_mode=model_config.get("dual_mode", "copy"),
-    projector_type=model_config.get("projector", "linear"),
-    image_after_bos=model_config.get("image_after_bos", False),
-    causal_prefix=model_config.get("causal_prefix", False),
+    fused_img_config=dict(model_config.fused_img) if model_config.fused_img else None,
+    dual_mode=model_config.dual_mode,
+    projector_type=model_config.projector,
+    image_after_bos=model_config.image_after_bos,
+    causal_prefix=model_config.causal_prefix,
   )
 
 
 def expert_config(model_config) -> dict | None:
   """config.model.action_expert -> the VLA's expert_config (None unless its width is set)."""
-  e = model_config.get("action_expert")
-  if not e or not e.width:
+  e = model_config.action_expert
+  if not e.width:
     return None
   if not e.action_dim:
     raise ValueError(
@@ -257,7 +260,7 @@ def init_params(model: VLA, rng, image_size: int, text_len: int = 8):
   if model.expert_config:
     e = model.expert_config
     x_t = jnp.zeros((1, 1, e["action_dim"]), jnp.float32)  # the expert works for any horizon
-    state = jnp.zeros((1, e["state_dim"]), jnp.float32) if e.get("state_dim") else None
+    state = jnp.zeros((1, e["state_dim"]), jnp.float32) if e["state_dim"] else None
     params = jax.jit(
       lambda r: single.init(r, images, tokens, mask, mask, x_t, jnp.ones((1,)), state, method=VLA.flow_forward)
     )(rng)["params"]

@@ -14,7 +14,7 @@ import dataclasses
 import jax
 from jax.sharding import Mesh
 
-from genvla_jax.models import vlm
+from genvla_jax.models import gemma, vit, vlm
 from genvla_jax.pretrained import big_vision, hf, mapping
 from genvla_jax.training import sharding
 
@@ -49,13 +49,17 @@ def architecture(fmt: str, path: str) -> dict:
 
 
 def mismatches(fmt: str, path: str, model_config) -> list[str]:
-  """Architecture fields where the config and the checkpoint disagree (empty: compatible)."""
+  """Architecture fields where the config and the checkpoint disagree (empty: compatible).
+  `model_config`: config.model, or any mapping with its architecture fields image_size, img, llm and
+  (Prismatic) fused_img -- e.g. another checkpoint's `architecture()`, which has no fused_img when it
+  has no second tower. Options a tower / decoder config leaves out count at the model's defaults."""
   theirs = architecture(fmt, path)
+  fused = model_config["fused_img"] if "fused_img" in model_config else None
   ours = {
     "image_size": model_config.image_size,
-    "img": dict(model_config.img),
-    "llm": dict(model_config.llm),
-    "fused_img": dict(model_config.get("fused_img") or {}),
+    "img": vit.options(model_config.img),
+    "llm": gemma.options(model_config.llm),
+    "fused_img": vit.options(fused) if fused else {},
   }
   out = []
   if theirs["image_size"] != ours["image_size"]:
@@ -65,10 +69,10 @@ def mismatches(fmt: str, path: str, model_config) -> list[str]:
       if key == "posemb_std":  # initialisation only
         continue
       if key == "max_depth":  # towers cut before their last blocks (Prismatic) read a prefix of them
-        if ours[part].get("depth", 0) > value:
-          out.append(f"model.{part}.depth: config {ours[part].get('depth')}, checkpoint has {value} blocks")
+        if ours[part] and ours[part]["depth"] > value:
+          out.append(f"model.{part}.depth: config {ours[part]['depth']}, checkpoint has {value} blocks")
         continue
-      mine = ours[part].get(key, 0 if key == "num_registers" else None)  # ViT default: no registers
+      mine = ours[part].get(key)  # None: the config has no such tower
       if mine != value:
         out.append(f"model.{part}.{key}: config {mine!r}, checkpoint {value!r}")
   return out

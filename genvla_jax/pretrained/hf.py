@@ -17,6 +17,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from genvla_jax.models import gemma
 from genvla_jax.pretrained import loading, mapping
 
 _PREFIXES = (  # (prefix in some transformers version, canonical prefix); longest first
@@ -242,7 +243,7 @@ def load_with_rules(path: str, abstract_params, rules) -> dict:
 def hf_config(model_config, image_token_index: int | None = None) -> dict:
   """Our model config -> a PaliGemmaConfig dict transformers can build the model from."""
   img, llm = model_config.img, model_config.llm
-  gemma2 = bool(llm.get("post_norms"))
+  gemma2 = bool(gemma.options(llm)["post_norms"])
   text = dict(
     model_type="gemma2" if gemma2 else "gemma",
     vocab_size=llm.vocab_size,
@@ -292,7 +293,7 @@ def hf_config(model_config, image_token_index: int | None = None) -> dict:
 def _hf_tensors(params, model_config):
   """Yields (on-disk HF name, host array) one layer-tensor at a time."""
   leaves = loading.leaves(params)
-  for rule in mapping.paligemma_rules(bool(model_config.llm.get("post_norms"))):
+  for rule in mapping.paligemma_rules(bool(gemma.options(model_config.llm)["post_norms"])):
     value = np.asarray(jax.device_get(leaves[rule.ours]))
     for i in range(value.shape[0]) if rule.stacked else [None]:
       outs = rule.to_hf(value[i] if rule.stacked else value)

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from genvla_jax.models import vit
+
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
@@ -283,13 +285,9 @@ def openvla_rules(img: dict, fused_img: dict, fused_prefix: str = "img_fused") -
   (DINOv2) -> img, fused_featurizer (SigLIP) -> `fused_prefix`, projector fc1-3, Llama 2."""
 
   def tower(prefix, hf_prefix, cfg):
+    cfg = vit.options(cfg)  # options the tower config leaves out: the ViT's defaults
     return timm_vit_rules(
-      prefix,
-      hf_prefix,
-      cfg.get("cls_token", False),
-      bool(cfg.get("num_registers", 0)),
-      cfg.get("layer_scale", False),
-      cfg.get("final_norm", True),
+      prefix, hf_prefix, cfg["cls_token"], bool(cfg["num_registers"]), cfg["layer_scale"], cfg["final_norm"]
     )
 
   return (

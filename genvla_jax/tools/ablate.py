@@ -14,7 +14,8 @@ C = co-training with VL data):
   pi0             π0 with instruction augmentation (configs/pi0_baseline.py:<variant>)
 `--variant` is the config variant every row uses (tabletop | metaworld | demo | full); `--set=KEY=VALUE`
 overrides a config value in every row, `--eval_set=KEY=VALUE` one of the eval config (both repeatable;
-the value is parsed as a Python literal when it is one, e.g. `--eval_set=env_kwargs.max_steps=40`).
+as the train CLI's `--set` (config_lib.set_fields): the value is JSON or a Python literal when it is one,
+else text for a string field, e.g. `--eval_set=env_kwargs.max_steps=40`, `--set='data.vl=[...]'`).
 `--eval_config=none` skips closed-loop evaluation (offline metrics only; the `demo` variant has
 no simulator).
 
@@ -26,7 +27,6 @@ the training VL set (`val.json`, when there is one) answered by unconstrained gr
 closed-loop evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
 """
 
-import ast
 import importlib.util
 import json
 import os
@@ -35,7 +35,7 @@ import time
 from absl import flags, logging
 import numpy as np
 
-from genvla_jax import cli, predict, train
+from genvla_jax import cli, config_lib, predict, train
 from genvla_jax.data import preprocess, vl as vl_lib
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)
@@ -69,21 +69,8 @@ def row_config(row: str, variant: str):
 
 
 def apply_override(config, assignment: str):
-  """'train.steps=1500' -> config.train.steps = 1500 (unknown keys raise; literals parsed)."""
-  key, sep, text = assignment.partition("=")
-  if not sep:
-    raise ValueError(f"--set expects KEY=VALUE, got {assignment!r}")
-  try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    value = text
-  *parents, leaf = key.split(".")
-  node = config
-  for p in parents:
-    node = node[p]
-  if leaf not in node:
-    raise KeyError(f"--set {assignment}: the config has no key {key!r}")
-  node[leaf] = value
+  """'train.steps=1500' -> config.train.steps = 1500: config_lib.set_fields (the train CLI's --set)."""
+  config_lib.set_fields(config, [assignment])
 
 
 def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: int) -> dict:

@@ -12,7 +12,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from genvla_jax import cli
+from genvla_jax import cli, config_lib
 from genvla_jax.inference import policy as policy_lib
 from genvla_jax.pretrained import hf
 
@@ -39,7 +39,7 @@ def export_run(workdir: str, out: str, step: int | None = None, dtype: str | Non
   policy = policy_lib.Policy.from_workdir(workdir, step)
   params = single_tower(jax.device_get(policy.params), tower)
   params = jax.tree.map(lambda x: np.asarray(x, np.float32) if dtype is None else np.asarray(x), params)
-  hf.export(params, policy.config.model, out, dtype=dtype)
+  hf.export(params, config_lib.upgrade(policy.config).model, out, dtype=dtype)
 
 
 def main(argv):

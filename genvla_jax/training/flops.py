@@ -49,8 +49,8 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
   flops = 6 * llm_params * batch * seq  # decoder matmuls
   flops += 12 * llm.depth * batch * seq**2 * llm.num_heads * llm.head_dim  # attention scores + values
   flops += 6 * batch * text_len * llm.vocab_size * d  # logits
-  towers = [img] + ([model_config.fused_img] if model_config.get("fused_img") else [])
-  split = model_config.dual_encoder and model_config.get("dual_mode", "copy") == "split"
+  towers = [img] + ([model_config.fused_img] if model_config.fused_img else [])
+  split = model_config.dual_encoder and model_config.dual_mode == "split"
   feature_width = sum(t.width for t in towers)
   for i, tower in enumerate(towers):
     tower_params = tower.depth * (4 * tower.width**2 + 2 * tower.width * tower.mlp_dim)
@@ -61,13 +61,13 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
     if model_config.dual_encoder and (frozen_only or not split):  # a frozen tower: forward only
       flops += 2 * tower_params * batch * patches + tower_attn / 3
   in_width = feature_width * (2 if model_config.dual_encoder and not split else 1)
-  if model_config.get("projector", "linear") == "mlp3":
+  if model_config.projector == "mlp3":
     projector_params = in_width * 4 * feature_width + 4 * feature_width * d + d * d
   else:
     projector_params = in_width * d
   flops += 6 * projector_params * batch * patches  # projector
-  expert = model_config.get("action_expert")
-  if expert and expert.width:
+  expert = model_config.action_expert
+  if expert.width:
     suffix = action_horizon + 1
     we = expert.width
     expert_params = (

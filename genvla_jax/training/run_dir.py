@@ -17,7 +17,7 @@ import filecmp
 import json
 import os
 
-from genvla_jax import cli
+from genvla_jax import cli, config_schema
 
 RESUMABLE_CHANGES = (
   "train.steps",
@@ -84,9 +84,10 @@ def check_workdir(workdir: str) -> None:
 
 
 def check_config(workdir: str, requested: dict, printer=print) -> bool:
-  """Compares the config to the run's saved config.json. -> True when the run has a checkpoint (a
-  resume). Raises RunDirError (naming every differing field) when a resume would change what the saved
-  state means."""
+  """Compares the config to the run's saved config.json, read through config_schema.upgrade (a field
+  the run's config lacks compares as its default, so a run made before a field existed resumes when the
+  config keeps that default). -> True when the run has a checkpoint (a resume). Raises RunDirError
+  (naming every differing field) when a resume would change what the saved state means."""
   path = os.path.join(workdir, "config.json")
   if not has_checkpoint(workdir):
     return False
@@ -97,6 +98,8 @@ def check_config(workdir: str, requested: dict, printer=print) -> bool:
     )
   with open(path) as f:
     saved = json.load(f)
+  # a field added since the run was made counts at its default (what the run's code did without it)
+  saved = json.loads(config_schema.upgrade(saved).to_json())
   blocking, resumable = config_differences(saved, requested)
   if blocking:
     raise RunDirError(

@@ -44,7 +44,7 @@ TENSOR_PARALLEL = [
 def make_mesh(mesh_config, devices=None) -> Mesh:
   """config.mesh {data, fsdp (either -1: the rest), model} -> Mesh over all (global) devices."""
   devices = list(devices if devices is not None else jax.devices())
-  data, fsdp, model = mesh_config.data, mesh_config.fsdp, mesh_config.get("model", 1)
+  data, fsdp, model = mesh_config.data, mesh_config.fsdp, mesh_config.model
   if data == -1 and fsdp == -1:
     raise ValueError("mesh: only one of data and fsdp may be -1 (all remaining devices)")
   if fsdp == -1:
@@ -84,10 +84,16 @@ def _fitted(spec, shape, mesh: Mesh) -> P:
   return P(*[a if a is None or fits(a, d) else None for a, d in zip(spec, shape)])
 
 
+def _as_spec(spec) -> tuple:
+  """A rule's spec as config JSON gives it (lists; [axes] for several axes on one dimension) -> the
+  tuple of axis names / None / tuples that PartitionSpec takes."""
+  return tuple(tuple(a) if isinstance(a, list) else a for a in spec)
+
+
 def param_shardings(abstract_params, mesh: Mesh, rules=()):
   """abstract_params: tree of ShapeDtypeStruct -> tree of NamedSharding."""
   rules = list(rules) + (TENSOR_PARALLEL if mesh.shape.get("model", 1) > 1 else [])
-  compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
+  compiled = [(re.compile(pattern), _as_spec(spec)) for pattern, spec in rules]
 
   def choose(path, leaf):
     name = path_str(path)

@@ -12,18 +12,18 @@ from genvla_jax.models import flow_matching
 from genvla_jax.models.partitioning import BATCH, constrain
 from genvla_jax.training import sharding
 
-DEFAULT_FLOW = dict(time_beta=(1.5, 1.0), time_min=0.001)
-
 
 def token_sums(params, batch, model, rng=None, flow=None) -> dict:
   """Sums over the batch's answer tokens (loss_mask) of cross-entropy and correct predictions, for all,
   robot and VL rows; losses and accuracies are ratios of these, so micro-batches add up exactly. With an
   action expert also the flow-matching squared error summed over the robot rows' real action entries
-  (`flow_se`, `flow_elems`); `rng` draws its flow times and noise, `flow`: config.flow."""
+  (`flow_se`, `flow_elems`); `rng` draws its flow times and noise, `flow`: config.flow (time_beta,
+  time_min; required with an action expert)."""
   inputs = (batch["image"], batch["tokens"], batch["input_mask"], batch["ar_mask"])
   sums = {}
   if model.expert_config:
-    flow = flow or DEFAULT_FLOW
+    if flow is None:
+      raise ValueError("a model with an action expert trains with config.flow: pass flow=config.flow")
     actions = batch["actions"]  # [B,H,D]
     t_rng, noise_rng = jax.random.split(rng)
     t = flow_matching.sample_time(t_rng, actions.shape[0], *flow["time_beta"], flow["time_min"])

@@ -25,7 +25,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from genvla_jax import cli
+from genvla_jax import cli, config_schema
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import vlm
 from genvla_jax.pretrained import api as pretrained_api
@@ -58,14 +58,17 @@ class ConfigError(cli.UserError, ValueError):
 
 def check_settings(config):
   """Settings that must agree, checked before any data is prepared."""
+  problems = config_schema.entry_problems("mesh.rules", config.mesh.rules)
+  if problems:
+    raise ConfigError("config " + "; ".join(problems))
   drift = config.train.drift
   if drift.every and not drift.data:
     raise ConfigError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image folder)")
-  expert = config.model.get("action_expert")
-  if bool(expert and expert.width) != (config.tokenizer.action == "flow"):
+  expert = config.model.action_expert
+  if bool(expert.width) != (config.tokenizer.action == "flow"):
     raise ConfigError(
       f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
-      f"{expert.width if expert else 0}: the flow head (π0) needs both "
+      f"{expert.width}: the flow head (π0) needs both "
       "(configs/pi0_baseline.py); token heads need width 0"
     )
 
@@ -99,7 +102,7 @@ def check_pretrained(config):
 def resolve_data_dims(config, prepared):
   """π0's action expert: its action (and state) sizes come from the data; they are written into the
   run's config (saved with every checkpoint), so the policy rebuilds the same model."""
-  expert = config.model.get("action_expert")
+  expert = config.model.action_expert
   if config.tokenizer.action != "flow":
     return
   if expert.action_dim not in (0, prepared.action_dim):
@@ -287,7 +290,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       optimizer.schedule(config.optimizer, total),
       config.train.grad_accum_steps,
       config.seed,
-      config.get("flow"),
+      config.flow,
     ),
     shardings,
     mesh,

@@ -1,0 +1,46 @@
+"""Every config file x variant x option the configs document: the cases whose resolved values
+tests/fixtures/resolved_configs.json pins (tests/test_config.py). Regenerate the fixture only for an
+intended change of a config's values:
+
+  python -m tests.config_cases > tests/fixtures/resolved_configs.json
+"""
+
+import importlib
+import json
+
+_TRAIN_VARIANTS = ("full", "demo", "tabletop", "metaworld")
+_BACKBONES = ("paligemma_224", "paligemma_448", "paligemma2_224", "paligemma2_448")
+_MIXTURES = ("paper", "bridge", "fractal")
+_LETTERS = ("", "D", "S", "C", "DS", "SC", "DC", "DSC")
+
+CASES = (
+  [("pi0_plus", v) for v in _TRAIN_VARIANTS]
+  + [("pi0_plus", f"{v},ablation={a}") for v in _TRAIN_VARIANTS for a in _LETTERS]
+  + [("pi0_plus", f"full,backbone={b}") for b in _BACKBONES]
+  + [("pi0_plus", f"full,mixture={m}") for m in _MIXTURES]
+  + [("pi0_baseline", v) for v in _TRAIN_VARIANTS]
+  + [("pi0_baseline", f"full,backbone={b}") for b in _BACKBONES]
+  + [("pi0_baseline", f"full,mixture={m}") for m in _MIXTURES]
+  + [("pi0_baseline", f"{v},horizon=8") for v in _TRAIN_VARIANTS]
+  + [("openvla", v) for v in ("full", "demo")]
+  + [("openvla", f"{v},ablation={a}") for v in ("full", "demo") for a in _LETTERS]
+  + [("openvla", f"{v},dual=copy") for v in ("full", "demo")]
+  + [("openvla", f"full,mixture={m}") for m in _MIXTURES]
+  + [("openvla_plus", v) for v in ("full", "demo", "demo,dual=copy", "full,dual=copy")]
+  + [("eval_tabletop", v) for v in ("full", "quick", "quick,protocols=paraphrase,tasks=pick_object+move_near")]
+  + [("eval_metaworld", v) for v in ("full", "quick")]
+  + [("eval_simpler", v) for v in ("google_robot", "widowx", "google_robot,episodes=3")]
+)
+
+
+def resolved(config_file: str, arg: str) -> dict:
+  """configs/<config_file>.py:<arg> as the JSON a run saves (FieldReferences resolved)."""
+  return json.loads(importlib.import_module(f"configs.{config_file}").get_config(arg).to_json())
+
+
+def all_resolved() -> dict:
+  return {f"{name}:{arg}": resolved(name, arg) for name, arg in CASES}
+
+
+if __name__ == "__main__":
+  print(json.dumps(all_resolved(), indent=1, sort_keys=True))
