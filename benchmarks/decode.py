@@ -30,7 +30,7 @@ import numpy as np
 
 from genvla_jax.inference import decode
 from genvla_jax.models import vlm
-from genvla_jax.tokenizers import actions, bin_actions, fast_actions, string_actions, text
+from genvla_jax.tokenizers import bin_actions, fast_actions, string_actions, text
 from measure import bandwidth
 
 FLAGS = flags.FLAGS
@@ -106,9 +106,9 @@ def fast_tokenizer(horizon, vocab, tokenizer):
   path = os.path.join(tempfile.mkdtemp(), "fast.model")
   pieces = min(1024, vocab - tokenizer.vocab_size)
   fast_actions.train_bpe(chunks, path, horizon, vocab_size=pieces)
-  tok = fast_actions.FastActionTokenizer(path, horizon, FLAGS.dof, 0, tokenizer.eos_id)
-  tok.first_id = vocab - tok.num_pieces
-  return tok
+  return fast_actions.FastActionTokenizer(
+    path, horizon, FLAGS.dof, vocab - fast_actions.bpe_size(path), tokenizer.eos_id
+  )
 
 
 def greedy_fn(model, tok, tokenizer, grammar):
@@ -154,15 +154,15 @@ def main(argv):
   for horizon in [int(h) for h in FLAGS.horizons.split(",")]:
     bins = bin_actions.BinActionTokenizer(horizon, FLAGS.dof, vocab - 256, 256, tokenizer.eos_id)
     strings = string_actions.StringActionTokenizer(tokenizer, horizon, FLAGS.dof)
-    grammar = actions.make_grammar(strings)
+    grammar = strings.grammar()
     fast = fast_tokenizer(horizon, vocab, tokenizer)
     spec = decode.make_speculative_decoder(
       model, strings.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id, grammar, FLAGS.proposal_len
     )
     variants = [
       ("bins", greedy_fn(model, bins, tokenizer, None), False),
-      ("fast constrained", greedy_fn(model, fast, tokenizer, actions.make_grammar(fast)), False),
-      ("bins constrained", greedy_fn(model, bins, tokenizer, actions.make_grammar(bins)), False),
+      ("fast constrained", greedy_fn(model, fast, tokenizer, fast.grammar()), False),
+      ("bins constrained", greedy_fn(model, bins, tokenizer, bins.grammar()), False),
       ("string plain", greedy_fn(model, strings, tokenizer, None), False),
       ("string constrained", greedy_fn(model, strings, tokenizer, grammar), False),
       ("string jump-forward", spec, False),

@@ -23,7 +23,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from genvla_jax.data import registry, rlds, stats as stats_lib
-from genvla_jax.tokenizers import actions, fast_actions, string_actions, text
+from genvla_jax.tokenizers import fast_actions, string_actions, text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rlds_dir", "../shared/data/oxe_samples/bridge_dataset/1.0.0", "TFDS RLDS directory")
@@ -109,7 +109,7 @@ def main(argv):
   horizons = [int(h) for h in FLAGS.horizons.split(",")]
   for horizon in horizons:
     tok = string_actions.StringActionTokenizer(tokenizer, horizon, dim)
-    grammar = actions.make_grammar(tok)
+    grammar = tok.grammar()
     chunks = []  # (truth ids, draft ids) per step with a previous step in the same episode
     for e in normalized:
       padded = np.concatenate([e, np.repeat(e[-1:], horizon, axis=0)])

@@ -52,8 +52,7 @@ def main(argv):
   image = demo.render(demo.random_scene(np.random.default_rng(0)))
   prompt = "move to the red square"
 
-  direct = policy_lib.Policy.from_workdir(workdir)
-  direct.draft_previous = False
+  direct = policy_lib.Policy.from_workdir(workdir, draft_previous=False)  # as served: no drafts
   for _ in range(3):
     direct.act(image, prompt)
   times = []

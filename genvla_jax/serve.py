@@ -57,14 +57,15 @@ def define_flags():
 
 
 def metadata(policy) -> dict:
-  """What the server sends on connect."""
+  """What the server sends on connect, from the policy's protocol metadata (inference/protocol.py)."""
+  meta = policy.metadata
   return {
     "server": "genvla_jax",
     "protocol": "openpi-websocket-msgpack-numpy",
-    "action_horizon": int(policy.horizon),
-    "action_dim": int(policy.action_dim),
-    "image_size": int(policy.config.model.image_size),
-    "action_tokenizer": policy.config.tokenizer.action,
+    "action_horizon": int(meta.horizon),
+    "action_dim": int(meta.action_dim),
+    "image_size": int(meta.image_size),
+    "action_tokenizer": meta.action_tokenizer,
     "observation": {"image": "uint8 [H,W,3]", "prompt": "str"},
     "reply": {"actions": "float32 [action_horizon, action_dim]", "valid": "bool [action_horizon, action_dim]"},
   }

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
+from genvla_jax.inference import protocol
 from genvla_jax.serving import client as client_lib, msgpack_numpy, server as server_lib
 from test_serve import _Running  # pylint: disable=g-bad-import-order
 
@@ -27,16 +28,23 @@ HUGE = "zanzibar " * 1_100_000  # 9.9 MB: under the message limit, far over max_
 
 
 class StandIn:
-  """Deterministic policy stand-in: action = (mean pixel / 255, prompt length) per row. Raises, naming
-  the prompt, for prompts containing "poison" (a failure only the batched call finds); sleeps `delay`."""
+  """Deterministic policy stand-in (the policy protocol): action = (mean pixel / 255, prompt length) per
+  row. Raises, naming the prompt, for prompts containing "poison" (a failure only the batched call finds);
+  sleeps `delay`."""
 
-  horizon, action_dim = 2, 2
+  metadata = protocol.PolicyMetadata(horizon=2, action_dim=2)
 
   def __init__(self, delay=0.0):
     self.calls, self.delay = [], delay
 
-  def act(self, images, prompts, full_width=False):
-    assert full_width
+  def reset(self):
+    pass
+
+  def prompt_spec(self):
+    return None
+
+  def act(self, images, prompts, *, states=None, full_width=False):
+    assert full_width and states is None
     self.calls.append(list(prompts))
     time.sleep(self.delay)
     poisoned = [p for p in prompts if "poison" in p]

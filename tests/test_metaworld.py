@@ -48,12 +48,12 @@ def test_demonstrations_recorded_and_replayed(recorded):
 
 def test_expert_through_the_harness(tmp_path):
   from configs import eval_metaworld  # pylint: disable=g-import-not-at-top
-  from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval.__main__ import evaluate_expert  # pylint: disable=g-import-not-at-top
 
   config = eval_metaworld.get_config("quick,tasks=reach-v3,protocols=visual_matching+paraphrase")
   config.unlock()
   config.update(episodes_per_task=2, num_envs=2)
   config.env_kwargs.update(image_size=32)
-  summary = evaluate(config, "expert", str(tmp_path), "metaworld expert", printer=lambda *a, **k: None)
+  summary = evaluate_expert(config, str(tmp_path), "metaworld expert", printer=lambda *a, **k: None)
   assert summary["overall"]["episodes"] == 4 and summary["overall"]["success_rate"] == 1.0
   assert (tmp_path / "report.md").exists()

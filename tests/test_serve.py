@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import websockets
 
+from genvla_jax.inference import protocol
 from genvla_jax.serving import client as client_lib, msgpack_numpy, server as server_lib
 import tolerances
 
@@ -38,15 +39,22 @@ class _Running:
 
 
 class FakePolicy:
-  """Deterministic stand-in: action = (mean pixel / 255, prompt length) per row; records batch sizes."""
+  """Deterministic stand-in (the policy protocol): action = (mean pixel / 255, prompt length) per row;
+  records batch sizes."""
 
-  horizon, action_dim = 2, 2
+  metadata = protocol.PolicyMetadata(horizon=2, action_dim=2)
 
   def __init__(self):
     self.batch_sizes = []
 
-  def act(self, images, prompts, full_width=False):
-    assert full_width
+  def reset(self):
+    pass
+
+  def prompt_spec(self):
+    return None
+
+  def act(self, images, prompts, *, states=None, full_width=False):
+    assert full_width and states is None
     self.batch_sizes.append(len(images))
     actions = np.array([[[im.mean() / 255, len(p)]] * 2 for im, p in zip(images, prompts)], np.float32)
     return actions, np.ones(actions.shape, bool)

@@ -10,6 +10,7 @@ import pytest
 
 from genvla_jax.eval import harness, report
 from genvla_jax.eval.envs import tabletop
+from genvla_jax.inference import protocol as policy_protocol
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_noisy_training_demonstrations_record_the_experts_command(recorded):
 def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_dir):
   from configs import eval_tabletop, pi0_plus  # pylint: disable=g-import-not-at-top
   from genvla_jax import train  # pylint: disable=g-import-not-at-top
-  from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval.__main__ import evaluate, evaluate_expert  # pylint: disable=g-import-not-at-top
   from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from conftest import use_recording  # pylint: disable=g-import-not-at-top
 
@@ -182,13 +183,21 @@ def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_di
   assert len(os.listdir(out / "videos")) == 2 * 4  # first episode of each (protocol, task)
   # the expert through the same harness and report: every episode succeeds
   eval_config.env_kwargs.update(max_steps=60)
-  expert = evaluate(eval_config, "expert", str(tmp_path / "expert"), "expert", printer=lambda *a, **k: None)
+  expert = evaluate_expert(eval_config, str(tmp_path / "expert"), "expert", printer=lambda *a, **k: None)
   assert expert["overall"]["success_rate"] == 1.0
 
 
 def test_harness_rejects_a_policy_of_the_wrong_shape():
-  class Wrong:
-    def act(self, images, instructions):
+  class Wrong:  # the policy protocol, with actions of the wrong batch size
+    metadata = policy_protocol.PolicyMetadata(horizon=1, action_dim=4)
+
+    def reset(self):
+      pass
+
+    def prompt_spec(self):
+      return None
+
+    def act(self, images, instructions, *, states=None, full_width=False):
       return np.zeros((len(images) + 1, 1, 4)), np.ones((len(images) + 1, 1, 4), bool)
 
   with pytest.raises(ValueError, match="expected"):

@@ -15,12 +15,32 @@ from ml_collections import config_flags
 
 from genvla_jax import cli
 from genvla_jax.eval import envs as envs_lib, harness, report
+from genvla_jax.inference import protocol
 
 FLAGS = flags.FLAGS
 
 
-def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> dict:
-  """Runs the harness with `eval_config` (configs/eval_*.py) and writes the report. -> summary."""
+def evaluate(eval_config, policy: protocol.Policy, out_dir: str, title: str, printer=print) -> dict:
+  """Runs the harness with `eval_config` (configs/eval_*.py) on `policy` and writes the report. -> summary."""
+  env_module = _env_module(eval_config)
+  if policy.metadata.action_dim != env_module.ACTION_DIM:
+    raise ValueError(
+      f"the policy predicts {policy.metadata.action_dim}-D actions; {eval_config.env} takes {env_module.ACTION_DIM}-D"
+    )
+  return _run_and_report(eval_config, lambda envs: policy, out_dir, title, printer)
+
+
+def evaluate_expert(eval_config, out_dir: str, title: str, printer=print) -> dict:
+  """`evaluate` with the environment's scripted expert (harness.ExpertPolicy) as the policy."""
+  env_module = _env_module(eval_config)
+  if env_module.Expert is None:
+    raise ValueError(f"{eval_config.env} has no scripted expert")
+  make_policy = lambda envs: harness.ExpertPolicy(envs, env_module.Expert, env_module.ACTION_DIM)
+  return _run_and_report(eval_config, make_policy, out_dir, title, printer)
+
+
+def _env_module(eval_config):
+  """The environment's module, after checking the config's tasks and protocols exist there."""
   env_module = envs_lib.module(eval_config.env)
   unknown = (set(eval_config.tasks) - set(env_module.TASKS)) | (set(eval_config.protocols) - set(env_module.PROTOCOLS))
   if unknown:
@@ -28,20 +48,19 @@ def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> di
       f"unknown tasks/protocols {sorted(unknown)} for {eval_config.env}: tasks "
       f"{env_module.TASKS}, protocols {env_module.PROTOCOLS}"
     )
+  return env_module
+
+
+def _run_and_report(eval_config, make_policy, out_dir: str, title: str, printer) -> dict:
+  """make_policy(envs) -> the protocol.Policy, given the list the harness's environments are created
+  into (in batch order). -> the report's summary."""
   created = []
 
   def make_env():
     created.append(envs_lib.make(eval_config.env, **eval_config.env_kwargs))
     return created[-1]
 
-  if policy == "expert":
-    if env_module.Expert is None:
-      raise ValueError(f"{eval_config.env} has no scripted expert")
-    policy = harness.ExpertPolicy(created, env_module.Expert)
-  elif getattr(policy, "action_dim", env_module.ACTION_DIM) != env_module.ACTION_DIM:
-    raise ValueError(
-      f"the policy predicts {policy.action_dim}-D actions; {eval_config.env} takes {env_module.ACTION_DIM}-D"
-    )
+  policy = make_policy(created)
   started = time.perf_counter()
   results = harness.run(
     policy,
@@ -60,7 +79,7 @@ def evaluate(eval_config, policy, out_dir: str, title: str, printer=print) -> di
     out_dir,
     title,
     extra={"eval_config": eval_config.to_dict(), "seconds": time.perf_counter() - started},
-    video_format=eval_config.get("video_format", "mp4"),
+    video_format=eval_config.video_format,
   )
   printer(open(os.path.join(out_dir, "report.md")).read())
   return summary
@@ -73,15 +92,14 @@ def main(argv):
   if FLAGS.expert == bool(FLAGS.checkpoint):
     raise cli.UserError("give exactly one of --checkpoint=WORKDIR and --expert")
   if FLAGS.expert:
-    policy, title = "expert", f"{config.env}: scripted expert"
     out = FLAGS.out or os.path.join("/tmp", f"genvla_eval_{config.env}_expert")
-  else:
-    from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+    evaluate_expert(config, out, f"{config.env}: scripted expert")
+    return
+  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
 
-    policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
-    title = f"{config.env}: {os.path.abspath(FLAGS.checkpoint)}"
-    out = FLAGS.out or os.path.join(FLAGS.checkpoint, "eval", config.env)
-  evaluate(config, policy, out, title)
+  policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
+  out = FLAGS.out or os.path.join(FLAGS.checkpoint, "eval", config.env)
+  evaluate(config, policy, out, f"{config.env}: {os.path.abspath(FLAGS.checkpoint)}")
 
 
 if __name__ == "__main__":

@@ -7,18 +7,19 @@ the policy is asked again: receding horizon). An episode ends on success or afte
 `max_steps`. Frames of the first `video_episodes` episodes of each (protocol, task) are kept for
 videos (eval/report.py writes them).
 
-The policy is any object with `act(images uint8 [B,S,S,3], instructions) -> (actions [B,H,D], valid)`
-in the environment's action units, optionally `reset()` (called before each group: speculative
-drafts must not leak between episodes) and `uses_state` (then act() also gets `states` [B,S] from the
-observations' "state") and `fixed_shapes` (then act() gets full_width=True: prompts padded to one
-width, so a batch size compiles once instead of once per instruction length) — `inference.policy.Policy`
-is one.
+The policy is an `inference.protocol.Policy` acting in the environment's action units
+(`inference.policy.Policy`, `ExpertPolicy` below): `reset()` before each group (speculative drafts must
+not leak between episodes); act() gets `states` [B,S] from the observations' "state" when
+`metadata.uses_state`, and `full_width=metadata.fixed_shapes` (prompts padded to one width, so a batch
+size compiles once instead of once per instruction length). Nothing else of the policy is read.
 """
 
 import dataclasses
 import time
 
 import numpy as np
+
+from genvla_jax.inference import protocol as policy_protocol
 
 
 @dataclasses.dataclass
@@ -35,7 +36,7 @@ class EpisodeResult:
 
 
 def run(
-  policy,
+  policy: policy_protocol.Policy,
   make_env,
   *,
   tasks,
@@ -73,9 +74,11 @@ def run(
   return results
 
 
-def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -> list[EpisodeResult]:
-  if hasattr(policy, "reset"):
-    policy.reset()
+def _run_group(
+  policy: policy_protocol.Policy, envs, task, protocol, seeds, execute_steps, keep_video
+) -> list[EpisodeResult]:
+  policy.reset()
+  metadata = policy.metadata
   observations = [env.reset(task, s, protocol) for env, s in zip(envs, seeds)]
   frames = [[o["image"]] if keep else None for o, keep in zip(observations, keep_video)]
   done = [False] * len(envs)
@@ -83,11 +86,12 @@ def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -
   while not all(done):
     # every environment stays in the batch until all are done, so the policy's rows (and its per-row
     # drafts) keep their meaning; finished ones are simply not stepped
-    extra = {"full_width": True} if getattr(policy, "fixed_shapes", False) else {}
-    if getattr(policy, "uses_state", False):  # π0 with a state token
-      extra["states"] = np.stack([o["state"] for o in observations])
+    states = np.stack([o["state"] for o in observations]) if metadata.uses_state else None
     actions, valid = policy.act(
-      np.stack([o["image"] for o in observations]), [o["instruction"] for o in observations], **extra
+      np.stack([o["image"] for o in observations]),
+      [o["instruction"] for o in observations],
+      states=states,
+      full_width=metadata.fixed_shapes,
     )
     actions = np.asarray(actions)
     if actions.ndim != 3 or actions.shape[0] != len(envs):
@@ -119,23 +123,29 @@ def _run_group(policy, envs, task, protocol, seeds, execute_steps, keep_video) -
 
 
 class ExpertPolicy:
-  """The environment's scripted expert behind the policy interface (for checking the harness and the
-  protocols: it must reach ~100%). `envs` are the harness's environments, in batch order."""
+  """The environment's scripted expert behind the policy protocol (for checking the harness and the
+  protocols: it must reach ~100%). `envs` are the harness's environments, in batch order (row i of a
+  batch is envs[i]); the expert reads their privileged state, not the frames."""
 
-  def __init__(self, envs, expert_cls, horizon: int = 1):
-    self.envs, self.expert_cls, self.horizon = envs, expert_cls, horizon
+  def __init__(self, envs, expert_cls, action_dim: int, horizon: int = 1):
+    self.envs, self.expert_cls = envs, expert_cls
+    self.metadata = policy_protocol.PolicyMetadata(horizon=horizon, action_dim=action_dim)
     self._experts = {}
 
   def reset(self):
     self._experts = {}
 
-  def act(self, images, instructions):
-    del instructions
+  def prompt_spec(self) -> None:
+    return None  # no text prompt
+
+  def act(self, images, instructions, *, states=None, full_width: bool = False):
+    """-> (actions [B,H,D] float32: each row's expert action repeated H times, valid all True)."""
+    del instructions, states, full_width
     out = []
     for i in range(len(images)):
       env = self.envs[i]
       key = (i, env.episode.seed, env.episode.task, env.episode.protocol)
       expert = self._experts.setdefault(key, self.expert_cls(env))
-      out.append([expert.act()] * self.horizon)
+      out.append([expert.act()] * self.metadata.horizon)
     actions = np.asarray(out, np.float32)
     return actions, np.ones(actions.shape, bool)

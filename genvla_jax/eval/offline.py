@@ -11,7 +11,11 @@ from genvla_jax.data import pipeline, preprocess, stats as stats_lib
 
 
 def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size: int = 50, seed: int = 0) -> dict:
-  source = pipeline.StepChunkSource(converted_dir, policy.horizon)
+  """`policy`: a trained inference.policy.Policy (its metadata, act, and the action statistics it
+  de-normalizes with: `action_stats`). -> {num_examples, mae, baseline_mae, mae_normalized,
+  baseline_mae_normalized, invalid_fraction} over `num_examples` random steps of `converted_dir`."""
+  metadata = policy.metadata
+  source = pipeline.StepChunkSource(converted_dir, metadata.horizon)
   rng = np.random.default_rng(seed)
   indices = np.sort(rng.choice(len(source), min(num_examples, len(source)), replace=False))
   stats = policy.action_stats
@@ -20,8 +24,8 @@ def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size
   for start in range(0, len(indices), batch_size):
     records = [source[int(i)] for i in indices[start : start + batch_size]]
     images = [preprocess.decode_image(r["image"]) for r in records]
-    extra = {"states": np.stack([r["state"] for r in records])} if getattr(policy, "uses_state", False) else {}
-    predicted, valid = policy.act(images, [r["instruction"] for r in records], **extra)  # [b,H,D]
+    states = np.stack([r["state"] for r in records]) if metadata.uses_state else None
+    predicted, valid = policy.act(images, [r["instruction"] for r in records], states=states)  # [b,H,D]
     true = np.stack([r["actions"] for r in records])  # [b,H,D]
     keep = ~np.stack([r["action_pad"] for r in records])[..., None]  # [b,H,1]
     baseline = np.broadcast_to(mean_action, true.shape)

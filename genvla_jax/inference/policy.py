@@ -10,23 +10,35 @@ Decoding is grammar-constrained by default (`tokenizer.constrained`), so every o
 off, model output that does not parse (string actions) falls back, per invalid field, to the centre of the
 normalized range (0.0 before de-normalization); such fields are counted in `num_invalid_fields` and
 reported in the `valid` mask, never silently passed off as model output.
+`Policy` implements inference/protocol.Policy (act, reset, metadata, prompt_spec).
+Speculative decoding drafts each call's tokens from the previous call's action (`draft_previous`, a
+constructor option; default config.inference.draft_previous_action); `reset()` drops that draft.
 """
 
 import os
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
+from genvla_jax import config_schema
 from genvla_jax.data import preprocess, stats as stats_lib
-from genvla_jax.inference import decode, flow_sampler
+from genvla_jax.inference import decode, flow_sampler, protocol
 from genvla_jax.models import vlm
-from genvla_jax.tokenizers import actions as actions_lib, factory, prompt as prompt_lib
+from genvla_jax.tokenizers import factory, prompt as prompt_lib
 from genvla_jax.training import checkpoint, state as state_lib
 
 
+def _prompt_separator(config) -> str:
+  return config.tokenizer.prompt_separator
+
+
 class Policy:
+  """A trained run's policy (protocol.Policy). Besides the protocol: `config`, `params`, `model`, `text`
+  (the text tokenizer), `action_tokenizer`, `action_stats` / `state_stats` (the dataset statistics it
+  de-normalizes / normalizes with), `horizon`, `action_dim`, `uses_state`, `step`, `prepare_inputs`, and
+  the counters `num_invalid_fields`, `draft_stats`."""
+
   def __init__(
     self,
     config,
@@ -36,7 +48,10 @@ class Policy:
     tokenizer_path: str,
     unnorm_dataset: str = "",
     fast_bpe_path: str | None = None,
+    draft_previous: bool | None = None,
   ):
+    """`draft_previous`: draft speculative decoding from the previous call's action (None: as
+    config.inference.draft_previous_action); only with constrained speculative decoding."""
     self.config = config
     self.params = params
     self.step = None  # the checkpoint step, when restored with from_workdir
@@ -48,25 +63,31 @@ class Policy:
     self.action_stats = stats[name]["action"]
     self.state_stats = stats[name].get("state")
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
-    self.state_dim = preprocess.uses_state(config)
+    self.state_token_dim = preprocess.uses_state(config)  # π0's state token (padded), 0: none
     self.previous_tokens = None
     self.draft_stats = {"drafted": 0, "accepted": 0}
     self.num_invalid_fields = 0
-    self.draft_previous = False
+    self._draft_previous = False
     if self.model.expert_config:  # π0: no tokens to decode
       self.sampler = flow_sampler.make_flow_sampler(self.model, self.horizon, config.flow.num_steps)
       self.rng = np.random.default_rng(config.seed)
       return
     self.sampler = None
-    constrained = config.tokenizer.get("constrained", True)
-    self.grammar = actions_lib.make_grammar(self.action_tokenizer) if constrained else None
-    inference = config.get("inference", {})
+    self.grammar = self.action_tokenizer.grammar() if config.tokenizer.constrained else None
+    inference = config.inference
     decoding_model = vlm.for_decoding(self.model)
     length = self.action_tokenizer.max_decode_len()
-    if self.grammar is not None and inference.get("speculative", True):
-      self.draft_previous = inference.get("draft_previous_action", True)
+    if self.grammar is not None and inference.speculative:
+      if draft_previous is None:
+        draft_previous = inference.draft_previous_action
+      self._draft_previous = draft_previous
       spec = decode.make_speculative_decoder(
-        decoding_model, length, self.text.eos_id, self.text.pad_id, self.grammar, inference.get("proposal_len", 8)
+        decoding_model,
+        length,
+        self.text.eos_id,
+        self.text.pad_id,
+        self.grammar,
+        inference.proposal_len,
       )
       self.decoder = lambda params, *inputs: spec(params, *inputs, self._draft(len(inputs[0])))
     else:
@@ -75,7 +96,7 @@ class Policy:
 
   def _draft(self, batch: int):
     """The previous call's action tokens as the speculative draft (same batch size), else none."""
-    if not self.draft_previous or self.previous_tokens is None or len(self.previous_tokens) != batch:
+    if not self._draft_previous or self.previous_tokens is None or len(self.previous_tokens) != batch:
       return None
     return self.previous_tokens
 
@@ -83,11 +104,37 @@ class Policy:
     """Call at an episode start: the previous action no longer predicts the next one."""
     self.previous_tokens = None
 
+  @property
+  def metadata(self) -> protocol.PolicyMetadata:
+    """Horizon, action size, the robot-state size act() takes (0: none), fixed shapes (full_width)."""
+    return protocol.PolicyMetadata(
+      horizon=int(self.horizon),
+      action_dim=int(self.action_dim),
+      state_dim=len(self.state_stats["mean"]) if self.uses_state else 0,
+      fixed_shapes=True,
+      image_size=int(self.config.model.image_size),
+      action_tokenizer=self.config.tokenizer.action,
+    )
+
+  def prompt_spec(self) -> protocol.PromptSpec:
+    """The run's prompt template, separator, text tokenizer and token limit (what prepare_inputs uses)."""
+    template = self.config.data.prompt
+    return protocol.PromptSpec(
+      template=template,
+      separator=_prompt_separator(self.config),
+      max_text_len=int(self.config.tokenizer.max_text_len),
+      tokenizer=self.text,
+      state_stats=self.state_stats if preprocess.prompt_uses_state(template) else None,
+    )
+
   @classmethod
-  def from_workdir(cls, workdir: str, step: int | None = None, unnorm_dataset: str = "") -> "Policy":
+  def from_workdir(
+    cls, workdir: str, step: int | None = None, unnorm_dataset: str = "", draft_previous: bool | None = None
+  ) -> "Policy":
     """Restores params (only) of the given checkpoint, or else of the newest one that reads (a corrupt
     newest checkpoint falls back to the previous one, with a warning). Read-only: nothing in the run
-    directory is created, cleaned or deleted (safe while the run trains)."""
+    directory is created, cleaned or deleted (safe while the run trains). `draft_previous`: see
+    __init__."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if not os.path.isdir(workdir):
       raise checkpoint.CheckpointError(
@@ -97,7 +144,7 @@ class Policy:
 
     def restore(candidate):
       meta = ckpt.restore_meta(candidate)
-      config = ml_collections.ConfigDict(meta["config"])
+      config = config_schema.upgrade(meta["config"])  # fields newer than the run get their defaults
       model = vlm.from_config(config.model)
       params = ckpt.restore_params(
         candidate, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0])
@@ -119,6 +166,7 @@ class Policy:
       os.path.join(workdir, meta["tokenizer"]),
       unnorm_dataset,
       fast_bpe,
+      draft_previous,
     )
     policy.step = step
     return policy
@@ -136,7 +184,7 @@ class Policy:
         preprocess.robot_prompt(self.config.data.prompt, ins, st),
         None,
         self.config.tokenizer.max_text_len,
-        self.config.tokenizer.get("prompt_separator", "\n"),
+        _prompt_separator(self.config),
       )
       for ins, st in zip(instructions, states)
     ]
@@ -145,12 +193,10 @@ class Policy:
     width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
     return pixels, tokens[:, :width], mask[:, :width]
 
-  fixed_shapes = True  # act(full_width=True) is supported (closed-loop harness, server)
-
   @property
   def uses_state(self) -> bool:
     """True when act() needs `states` (π0's state token, or a prompt that writes the state)."""
-    return bool(self.state_dim) or preprocess.prompt_uses_state(self.config.data.prompt)
+    return bool(self.state_token_dim) or preprocess.prompt_uses_state(self.config.data.prompt)
 
   def _normalized_states(self, states, batch: int):
     """Robot-unit states [B,S] -> normalized [B,S] (None when the policy takes no state)."""
@@ -169,11 +215,11 @@ class Policy:
       raise ValueError(f"non-finite robot state: {states}")
     return stats_lib.normalize(states, self.state_stats)
 
-  def act(self, images, instructions, full_width: bool = False, states=None):
+  def act(self, images, instructions, *, states=None, full_width: bool = False):
     """images uint8 [B,H,W,3] (or one [H,W,3]), instructions list[str] (or one str), states [B,S] in
     the robot's units (only for policies that take it: `uses_state`) -> (actions [B,H_chunk,D] float32
-    de-normalized, valid [B,H_chunk,D] bool). `full_width`: see prepare_inputs (the server uses it so
-    that batches of a size compile once)."""
+    de-normalized, valid [B,H_chunk,D] bool). `full_width`: see prepare_inputs (the harness and the
+    server use it so that batches of a size compile once)."""
     single = isinstance(instructions, str)
     if single:
       images, instructions = [images], [instructions]
@@ -196,7 +242,7 @@ class Policy:
   def _sample(self, pixels, tokens, mask, states):
     """π0: normalized states [B,S] or None -> (normalized actions [B,H,D], valid [B,H,D]); non-finite
     entries -> 0.0, invalid."""
-    state = preprocess.pad_state(states, self.state_dim) if self.state_dim else None
+    state = preprocess.pad_state(states, self.state_token_dim) if self.state_token_dim else None
     noise = self.rng.standard_normal((len(pixels), self.horizon, self.action_dim)).astype(np.float32)
     out = np.asarray(jax.device_get(self.sampler(self.params, pixels, tokens, mask, noise, state)))
     valid = np.isfinite(out)

@@ -6,8 +6,11 @@ metadata (a msgpack map); then each binary message from the client is one observ
 with the error (openpi's clients raise it). Unlike openpi's server, a bad request does not close the
 connection: the next request is served.
 
+The policy is an `inference.protocol.Policy`; the server reads its `metadata` (the state size) and
+`prompt_spec()` (to check prompts) and calls `reset()` + `act(..., full_width=True)`; nothing else.
+
 Observation: {"image" or "observation/image": uint8 [H,W,3], "prompt" or "instruction": str, and for
-policies that take the robot state (`uses_state`: π0's state token, prompts that write the state)
+policies that take the robot state (`metadata.state_dim` > 0: π0's state token, prompts that write it)
 "state" or "observation/state": float [S] in the robot's units}; other keys are ignored.
 Reply: {"actions": float32 [H_chunk, D] in the robot's units,
 "valid": bool [H_chunk, D] (False: the field did not parse and holds the fallback; with constrained
@@ -15,14 +18,14 @@ decoding, the default, never), "server_timing": {"infer_ms", "batch_size"}}.
 
 Requests arriving while the model is busy, or within `batch_window_ms` of each other, are decoded as one
 batch (up to `max_batch`; padded to the next power of two, so each batch size compiles once; prompts
-use the full max_text_len). The policy's previous-action drafts are off: rows of a batch come from
-different clients.
+use the full max_text_len). Every batch starts with `policy.reset()`: its rows come from different
+clients, so nothing of a previous call (the trained policy's previous-action drafts) carries over.
 
 One client cannot fail another's request:
 - every request is validated completely before it joins a batch (`PolicyServer.validate`): message and
   image shape/dtype/size, prompt size in characters (`max_prompt_chars`, checked before any text
   processing), the robot state when the policy takes it, and then the policy's own prompt preprocessing
-  (`PromptCheck`: template, tokenization, length in tokens against tokenizer.max_text_len);
+  (`PromptCheck` of its `prompt_spec()`: template, tokenization, length in tokens against max_text_len);
 - should a batch still fail, its requests are retried one by one, so a request that fails fails alone;
 - an error reply goes only to the client whose request caused it, and comes from a call on that
   request alone; it quotes at most QUOTE_CHARS characters of the client's prompt.
@@ -47,6 +50,7 @@ from websockets.asyncio.server import serve
 from websockets.frames import CloseCode
 
 from genvla_jax.data import preprocess, stats as stats_lib
+from genvla_jax.inference import protocol
 from genvla_jax.serving import msgpack_numpy
 from genvla_jax.tokenizers import prompt as prompt_lib
 
@@ -141,19 +145,17 @@ def _parse_state(obs: dict, state_dim: int) -> np.ndarray | None:
 
 
 class PromptCheck:
-  """The policy's own prompt preprocessing for ONE request, without building a batch: the run's prompt
-  template (`preprocess.robot_prompt`, with the normalized state for templates that write it), its
-  tokenizer (`prompt.encode_prefix`, what `prompt.build_prompt` writes) and `tokenizer.max_text_len`.
-  A prompt it accepts is one `policy.act` preprocesses without error (tests/test_faults_serve.py)."""
+  """The policy's own prompt preprocessing for ONE request, without building a batch, from its
+  `prompt_spec()`: the prompt template (`preprocess.robot_prompt`, with the normalized state for
+  templates that write it), the tokenizer (`prompt.encode_prefix`, what `prompt.build_prompt` writes)
+  and the token limit. A prompt it accepts is one `policy.act` preprocesses without error
+  (tests/test_faults_serve.py)."""
 
-  def __init__(self, policy):
-    config = policy.config
-    self.template = config.data.prompt
-    self.separator = config.tokenizer.get("prompt_separator", "\n")
-    self.max_len = int(config.tokenizer.max_text_len)
+  def __init__(self, spec: protocol.PromptSpec):
+    self.template, self.separator, self.max_len = spec.template, spec.separator, int(spec.max_text_len)
     # an own copy: checks run on the event loop while the decoding thread tokenizes with the policy's
-    self.tokenizer = pickle.loads(pickle.dumps(policy.text))
-    self.state_stats = policy.state_stats if preprocess.prompt_uses_state(self.template) else None
+    self.tokenizer = pickle.loads(pickle.dumps(spec.tokenizer))
+    self.state_stats = spec.state_stats
 
   def __call__(self, instruction: str, state=None) -> int:
     """-> the prompt's length in tokens; RequestError when the policy would refuse it."""
@@ -176,13 +178,8 @@ class PromptCheck:
     return n
 
 
-def _has_prompt_pipeline(policy) -> bool:
-  """True for inference.policy.Policy (config + text tokenizer); stand-ins (tests) have none to check."""
-  return hasattr(policy, "config") and hasattr(policy, "text")
-
-
 class PolicyServer:
-  """Serves `policy` (inference.policy.Policy or anything with act(images, instructions, full_width)).
+  """Serves `policy` (an inference.protocol.Policy: inference.policy.Policy, or a stand-in).
 
   stats: requests (messages received), errors (bad requests, failed inferences, oversized messages),
   disconnects (clients gone before their reply, or without a closing handshake), unauthorized (refused
@@ -190,7 +187,7 @@ class PolicyServer:
 
   def __init__(
     self,
-    policy,
+    policy: protocol.Policy,
     metadata: dict,
     max_batch: int = 16,
     batch_window_ms: float = 2.0,
@@ -215,10 +212,9 @@ class PolicyServer:
     }
     self._queue: asyncio.Queue | None = None
     self._executor = concurrent.futures.ThreadPoolExecutor(1)  # one decoding thread: the model is one
-    if hasattr(policy, "draft_previous"):
-      policy.draft_previous = False
-    self.state_dim = len(policy.state_stats["mean"]) if getattr(policy, "uses_state", False) else 0
-    self.check_prompt = PromptCheck(policy) if _has_prompt_pipeline(policy) else None
+    self.state_dim = policy.metadata.state_dim  # > 0: requests must carry the robot state
+    spec = policy.prompt_spec()
+    self.check_prompt = PromptCheck(spec) if spec is not None else None  # None: no text prompt to check
 
   def validate(self, message) -> tuple[np.ndarray, str, np.ndarray | None]:
     """A client message -> (image, prompt, state) that the policy's preprocessing accepts, or
@@ -330,11 +326,10 @@ class PolicyServer:
     size = 1 << (n - 1).bit_length()  # pad to a power of two: one compile per size
     images = [b[0] for b in batch] + [batch[-1][0]] * (size - n)
     prompts = [b[1] for b in batch] + [batch[-1][1]] * (size - n)
-    extra = {}
-    if self.state_dim:
-      extra["states"] = np.stack([b[2] for b in batch] + [batch[-1][2]] * (size - n))
+    states = np.stack([b[2] for b in batch] + [batch[-1][2]] * (size - n)) if self.state_dim else None
+    self.policy.reset()  # the rows are unrelated requests: no per-episode state (drafts) carries over
     start = time.perf_counter()
-    actions, valid = self.policy.act(images, prompts, full_width=True, **extra)
+    actions, valid = self.policy.act(images, prompts, states=states, full_width=True)
     infer_ms = (time.perf_counter() - start) * 1000
     self.stats["batches"] += 1
     self.stats["max_batch_size"] = max(self.stats["max_batch_size"], n)

@@ -9,12 +9,17 @@ Layouts (config.tokenizer.bins_layout):
              what they meant there: edges = linspace(-1, 1, num_bins) (num_bins - 1 intervals),
              d = digitize(x, edges) in 1..num_bins, id = vocab_end - d (descending: x = -1 -> the last
              id); decoding d = vocab_end - id -> centre of interval clip(d - 1, 0, num_bins - 2).
+`grammar()`: exactly H*D ids from the block, then EOS.
 """
 
 import numpy as np
 
+from genvla_jax.tokenizers import grammar as grammar_lib
+
 
 class BinActionTokenizer:
+  """Action chunk [H,D] <-> H*D ids of the bin block (an actions.ActionTokenizer)."""
+
   def __init__(
     self, horizon: int, dim: int, first_id: int, num_bins: int = 256, eos_id: int = 1, layout: str = "uniform"
   ):
@@ -49,3 +54,6 @@ class BinActionTokenizer:
 
   def max_decode_len(self) -> int:
     return self.horizon * self.dim + 1
+
+  def grammar(self) -> grammar_lib.TokenGrammar:
+    return grammar_lib.bin_action_grammar(self.first_id, self.num_bins, self.horizon * self.dim, self.eos_id)

@@ -77,7 +77,14 @@ def train_bpe(chunks, out_path: str, horizon: int, scale: float = 10.0, vocab_si
   return out_path
 
 
+def bpe_size(bpe_path: str) -> int:
+  """Pieces in a FAST BPE model: the size of the id block its tokenizer needs (before constructing it)."""
+  return spm.SentencePieceProcessor(model_file=bpe_path).get_piece_size()
+
+
 class FastActionTokenizer:
+  """Action chunk [H,D] <-> BPE piece ids in [first_id, first_id + bpe_size) (an actions.ActionTokenizer)."""
+
   def __init__(self, bpe_path: str, horizon: int, dim: int, first_id: int, eos_id: int, scale: float = 10.0):
     self.sp = spm.SentencePieceProcessor(model_file=bpe_path)
     self.horizon, self.dim, self.first_id, self.eos_id, self.scale = horizon, dim, first_id, eos_id, scale

@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genvla_jax.tokenizers import string_actions
-
 SIGNS, DIGITS = "+-", "0123456789"
+STEP_SEP, DIM_SEP = " | ", " "  # the string action format's separators (string_actions.py writes with these)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +85,7 @@ def char_automaton(horizon: int, dim: int, decimals: int) -> tuple[list[dict[str
   for h in range(horizon):
     for d in range(dim):
       if h or d:
-        sep = string_actions.STEP_SEP if d == 0 else string_actions.DIM_SEP
+        sep = STEP_SEP if d == 0 else DIM_SEP
         for ch in sep:
           nxt = new()
           transitions[state][ch] = nxt

@@ -9,7 +9,8 @@ is written as "+0.0000". The text is tokenized by the ordinary text tokenizer (o
 Parsing never raises on model output: `parse` returns (actions [H,D] float32, valid [H,D] bool); a field is
 valid iff it is exactly in the format above. Invalid or missing fields come back as 0.0 (the centre of the
 normalized range, i.e. the dataset's median-ish action) with valid=False; extra fields are ignored.
-`parse_strict` raises ActionParseError instead.
+`parse_strict` raises ActionParseError instead. `StringActionTokenizer.grammar()` is the same format as a
+token automaton over the text tokenizer's vocabulary (tokenizers/grammar.py, which also holds the separators).
 """
 
 import dataclasses
@@ -17,8 +18,8 @@ import re
 
 import numpy as np
 
-STEP_SEP = " | "
-DIM_SEP = " "
+from genvla_jax.tokenizers import grammar as grammar_lib
+from genvla_jax.tokenizers.grammar import DIM_SEP, STEP_SEP
 
 
 class ActionParseError(ValueError):
@@ -71,7 +72,7 @@ class StringActionCodec:
 
 
 class StringActionTokenizer:
-  """Action chunk <-> token ids through the text tokenizer."""
+  """Action chunk [H,D] <-> token ids through the text tokenizer (an actions.ActionTokenizer)."""
 
   def __init__(self, text_tokenizer, horizon: int, dim: int, decimals: int = 4):
     self.text = text_tokenizer
@@ -87,6 +88,11 @@ class StringActionTokenizer:
   def max_decode_len(self) -> int:
     """Upper bound on answer tokens incl. EOS (every token covers at least one character)."""
     return self.codec.max_chars() + 1
+
+  def grammar(self) -> grammar_lib.TokenGrammar:
+    """The format over the text tokenizer's pieces: every accepted id sequence parses in full."""
+    c = self.codec
+    return grammar_lib.string_action_grammar(self.text, c.horizon, c.dim, c.decimals)
 
 
 def _until_eos(ids, eos_id):
