@@ -5,10 +5,10 @@
 Every internal import (module level and inside functions, `import x`, `from x import y`, relative, and
 module names handed to importlib as strings) must go down this stack or stay inside its own layer;
 `|` separates siblings that must not import each other. On top of that the robot side takes only what
-acting needs from below: inference and serving read data's shared preprocessing (never the conversion
-stack or the grain pipeline) and restore runs through training's checkpoint/state (never the training
-loop). A fresh interpreter that imports the policy or the server must load no converter,
-tensorflow_datasets, array_record or grain.
+acting needs from below: inference and serving read data's shared preprocessing and observation
+transform (never the conversion stack or the grain pipeline) and restore runs through training's
+checkpoint/state (never the training loop). A fresh interpreter that imports the policy or the server
+must load no converter, tensorflow_datasets, array_record or grain.
 """
 
 import ast
@@ -51,7 +51,7 @@ LAYERS_LINE = " < ".join(" | ".join(rank) for rank in LAYERS)
 
 # (importing layer, imported layer) -> the only modules it may take from there.
 RESTORE = {"genvla_jax.training.checkpoint", "genvla_jax.training.state", "genvla_jax.training.run_dir"}
-SHARED_PREPROCESSING = {"genvla_jax.data.preprocess", "genvla_jax.data.stats"}
+SHARED_PREPROCESSING = {"genvla_jax.data.preprocess", "genvla_jax.data.stats", "genvla_jax.data.transforms"}
 ONLY = {
   ("inference", "data"): SHARED_PREPROCESSING,
   ("serving", "data"): SHARED_PREPROCESSING,

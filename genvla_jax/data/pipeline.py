@@ -1,9 +1,9 @@
 """The grain training pipeline: converted robot shards + VL examples -> host-local batches.
 
 Per source: random-access grain MapDataset -> global shuffle (reshuffled every epoch, no shuffle
-buffer) -> repeat -> example builder (decode, resize, normalize, tokenize). Several datasets on one side
-are mixed by weight. Every global batch holds exactly R = round(B * robot_fraction) robot examples and
-B - R VL examples (the co-training ratio holds per batch, not just on average).
+buffer) -> repeat -> example builder (data/transforms.py: decode, resize, normalize, tokenize). Several
+datasets on one side are mixed by weight. Every global batch holds exactly R = round(B * robot_fraction)
+robot examples and B - R VL examples (the co-training ratio holds per batch, not just on average).
 
 Hosts: every process indexes the same global example streams; process p of P builds only its rows of
 each global batch (robot examples [p R/P, (p+1) R/P) of the batch, then its VL examples), via
@@ -30,9 +30,8 @@ import os
 import grain
 import numpy as np
 
-from genvla_jax.data import augment as augment_lib, convert, convert_vl, instruction_aug, preprocess
-from genvla_jax.data import stats as stats_lib
-from genvla_jax.tokenizers import factory, prompt as prompt_lib
+from genvla_jax.data import convert, convert_vl, instruction_aug, transforms
+from genvla_jax.tokenizers import factory
 
 
 class StepChunkSource:
@@ -63,86 +62,25 @@ class StepChunkSource:
 
 
 class RobotExample(grain.transforms.RandomMap):
-  """Step record -> training example (instruction -> action text; no text for the flow head, whose
-  action tokenizer is None); `augment`: config.data.augment; `instructions`: an InstructionAugmenter;
-  `state_dim` > 0: emit the state normalized with `state_stats`, zero-padded to state_dim (models with
-  a state token; datasets with smaller states are padded, as openpi does). A prompt with a "{state}"
-  field writes the normalized state as text (preprocess.state_text)."""
+  """Step record -> training example: `transform.robot_example` (data/transforms.py; augmentation and
+  instruction augmentation as configured, keyed by grain's per-example generator)."""
 
-  def __init__(
-    self,
-    *,
-    image_size,
-    prompt,
-    action_stats,
-    text_tokenizer,
-    action_tokenizer,
-    max_text_len,
-    augment=None,
-    instructions=None,
-    state_stats=None,
-    state_dim=0,
-    separator="\n",
-  ):
-    self.image_size, self.prompt, self.action_stats = image_size, prompt, action_stats
-    self.text, self.action_tokenizer, self.max_text_len = text_tokenizer, action_tokenizer, max_text_len
-    self.augment, self.instructions = augment, instructions
-    self.state_stats, self.state_dim, self.separator = state_stats, state_dim, separator
+  def __init__(self, transform: transforms.ObservationTransform):
+    self.transform = transform
 
   def random_map(self, record, rng):
-    actions = stats_lib.normalize(record["actions"], self.action_stats)
-    ids, num_clipped = (None, 0) if self.action_tokenizer is None else self.action_tokenizer.encode(actions)
-    instruction, paraphrased = record["instruction"], False
-    if self.instructions is not None:
-      instruction, paraphrased = self.instructions(instruction, rng)
-    state = None
-    if preprocess.prompt_uses_state(self.prompt):
-      state = stats_lib.normalize(np.asarray(record["state"], np.float32), self.state_stats)
-    prefix = preprocess.robot_prompt(self.prompt, instruction, state)
-    image = augment_lib.augment_and_resize(preprocess.decode_image(record["image"]), self.image_size, rng, self.augment)
-    example = dict(
-      image=image,
-      **prompt_lib.build_prompt(self.text, prefix, ids, self.max_text_len, self.separator),
-      is_robot=np.bool_(True),
-      actions=actions,
-      action_pad=record["action_pad"],
-      num_clipped=np.int32(num_clipped),
-      paraphrased=np.bool_(paraphrased),
-    )
-    if self.state_dim:
-      normalized = stats_lib.normalize(np.asarray(record["state"], np.float32), self.state_stats)
-      example["state"] = preprocess.pad_state(normalized, self.state_dim)
-    return example
+    return self.transform.robot_example(record, rng, train=True)
 
 
 class VLExample(grain.transforms.RandomMap):
-  """{"image": bytes, "question", "answer"} (convert_vl.py records) -> training example (question ->
-  answer text)."""
+  """{"image": bytes, "question", "answer"} (convert_vl.py records) -> training example:
+  `transform.vl_example` (question -> answer text)."""
 
-  def __init__(
-    self, *, image_size, text_tokenizer, max_text_len, horizon, action_dim, augment=None, state_dim=0, separator="\n"
-  ):
-    self.image_size, self.text, self.max_text_len = image_size, text_tokenizer, max_text_len
-    self.separator = separator
-    self.horizon, self.action_dim, self.augment, self.state_dim = horizon, action_dim, augment, state_dim
+  def __init__(self, transform: transforms.ObservationTransform):
+    self.transform = transform
 
   def random_map(self, example, rng):
-    image = augment_lib.augment_and_resize(
-      preprocess.decode_image(example["image"]), self.image_size, rng, self.augment
-    )
-    answer_ids = self.text.encode(example["answer"])
-    out = dict(
-      image=image,
-      **prompt_lib.build_prompt(self.text, example["question"], answer_ids, self.max_text_len, self.separator),
-      is_robot=np.bool_(False),
-      actions=np.zeros((self.horizon, self.action_dim), np.float32),
-      action_pad=np.ones(self.horizon, bool),
-      num_clipped=np.int32(0),
-      paraphrased=np.bool_(False),
-    )
-    if self.state_dim:
-      out["state"] = np.zeros(self.state_dim, np.float32)
-    return out
+    return self.transform.vl_example(example, rng, train=True)
 
 
 def _concat_batches(pair):
@@ -182,61 +120,38 @@ def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
   return num_robot // process_count, (batch - num_robot) // process_count
 
 
-def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """Infinite host-local batch stream (see module docstring)."""
+def example_transforms(config, prepared) -> tuple[list, transforms.ObservationTransform]:
+  """-> (one ObservationTransform per robot dataset of `prepared` (its statistics), the VL transform): the run's
+  tokenizers and instruction augmenter, built once."""
   text_tokenizer, action_tokenizer = factory.make_tokenizers(
     config, prepared.action_dim, fast_bpe_path=prepared.fast_bpe_path
   )
-  horizon, size = config.tokenizer.action_horizon, config.model.image_size
-  augment = config.data.augment
   instructions = instruction_aug.from_config(config.data)
-  state_dim = preprocess.uses_state(config)
-  separator = config.tokenizer.prompt_separator
+
+  def transform(stats=None):
+    return transforms.ObservationTransform.from_config(
+      config, text_tokenizer, action_tokenizer, prepared.action_dim, stats, instructions
+    )
+
+  return [transform(r.stats) for r in prepared.robot], transform()
+
+
+def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """Infinite host-local batch stream (see module docstring)."""
+  horizon = config.tokenizer.action_horizon
+  robot_transforms, vl_transform = example_transforms(config, prepared)
   num_robot, num_vl = local_batch_split(config.data, process_count)
   robot = []
   for i, r in enumerate(prepared.robot):
     ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon))
-    robot.append(
-      ds.shuffle(seed=seed + i)
-      .repeat()
-      .random_map(
-        RobotExample(
-          image_size=size,
-          prompt=config.data.prompt,
-          action_stats=r.stats["action"],
-          text_tokenizer=text_tokenizer,
-          action_tokenizer=action_tokenizer,
-          max_text_len=config.tokenizer.max_text_len,
-          augment=augment,
-          instructions=instructions,
-          state_stats=r.stats.get("state"),
-          state_dim=state_dim,
-          separator=separator,
-        ),
-        seed=seed + 500 + i,
-      )
-    )
+    robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(robot_transforms[i]), seed=seed + 500 + i))
   ds = host_batches(_mixed(robot, [r.weight for r in prepared.robot]), num_robot, process_index, process_count)
   if num_vl:
     vl_datasets = []
     for i, v in enumerate(prepared.vl):
       vds = grain.MapDataset.source(convert_vl.VLSource(v.converted_dir))
       vl_datasets.append(
-        vds.shuffle(seed=seed + 1000 + i)
-        .repeat()
-        .random_map(
-          VLExample(
-            image_size=size,
-            text_tokenizer=text_tokenizer,
-            max_text_len=config.tokenizer.max_text_len,
-            horizon=horizon,
-            action_dim=prepared.action_dim,
-            augment=augment,
-            state_dim=state_dim,
-            separator=separator,
-          ),
-          seed=seed + 1500 + i,
-        )
+        vds.shuffle(seed=seed + 1000 + i).repeat().random_map(VLExample(vl_transform), seed=seed + 1500 + i)
       )
     vl_ds = host_batches(_mixed(vl_datasets, [v.weight for v in prepared.vl]), num_vl, process_index, process_count)
     n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths

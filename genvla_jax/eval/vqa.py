@@ -26,7 +26,6 @@ from genvla_jax.data import preprocess
 from genvla_jax.eval import vqa_metrics
 from genvla_jax.inference import decode
 from genvla_jax.models import vlm
-from genvla_jax.tokenizers import prompt as prompt_lib
 
 BENCHMARKS = ("textvqa", "vizwiz", "gqa", "pope", "vsr")
 
@@ -83,8 +82,9 @@ def score(benchmark: str, predictions: list[str], items: list[Item]) -> dict:
 
 
 class Answerer:
-  """Free-text greedy answers from a trained run (inference.policy.Policy supplies params, tokenizer,
-  config): the same decoding path as actions, without the action grammar."""
+  """Free-text greedy answers from a trained run (inference.policy.Policy supplies params, tokenizer and
+  its observation transform: `vqa_inputs`, training's VL example without the answer): the same decoding
+  path as actions, without the action grammar."""
 
   def __init__(self, policy, max_answer_len: int = 16, prompt: str = "{question}"):
     self.policy, self.prompt = policy, prompt
@@ -92,20 +92,8 @@ class Answerer:
     self.decoder = decode.make_greedy_decoder(vlm.for_decoding(policy.model), max_answer_len, text.eos_id, text.pad_id)
 
   def answer(self, images, questions) -> list[str]:
-    cfg, text = self.policy.config, self.policy.text
-    pixels = np.stack([preprocess.prepare_image(im, cfg.model.image_size) for im in images])
-    prompts = [
-      prompt_lib.build_prompt(
-        text,
-        self.prompt.format(question=q),
-        None,
-        cfg.tokenizer.max_text_len,
-        cfg.tokenizer.prompt_separator,
-      )
-      for q in questions
-    ]
-    tokens = np.stack([p["tokens"] for p in prompts])
-    mask = np.stack([p["input_mask"] for p in prompts])
+    text = self.policy.text
+    pixels, tokens, mask = self.policy.transform.vqa_inputs(images, questions, self.prompt)
     out = np.asarray(self.decoder(self.policy.params, pixels, tokens, mask))
     answers = []
     for row in out:

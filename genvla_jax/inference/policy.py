@@ -1,8 +1,9 @@
 """The policy: camera frame + instruction -> continuous action chunk, from a run directory alone.
 
-Uses the checkpoint's own config and statistics and the same preprocessing functions as training
-(data/preprocess.py, tokenizers/factory.py, tokenizers/prompt.py, data/stats.py), so training and acting
-cannot disagree. Loads none of the conversion stack (tests/test_layering.py).
+Uses the checkpoint's own config and statistics, the run's tokenizers (tokenizers/factory.py) and the
+training pipeline's own observation -> model-input transform (data/transforms.py: image, state
+normalization, prompt, tokens; parse + de-normalize on the way out), so training and acting cannot
+disagree. Loads none of the conversion stack (tests/test_layering.py).
 Token heads decode text (below); the π0 baseline (an action expert) integrates its flow from fresh
 noise each call (inference/flow_sampler.py; non-finite outputs fall back to 0.0 and are counted the
 same way).
@@ -22,22 +23,19 @@ import jax
 import numpy as np
 
 from genvla_jax import config_schema
-from genvla_jax.data import preprocess, stats as stats_lib
+from genvla_jax.data import transforms
 from genvla_jax.inference import decode, flow_sampler, protocol
 from genvla_jax.models import vlm
-from genvla_jax.tokenizers import factory, prompt as prompt_lib
+from genvla_jax.tokenizers import factory
 from genvla_jax.training import checkpoint, state as state_lib
-
-
-def _prompt_separator(config) -> str:
-  return config.tokenizer.prompt_separator
 
 
 class Policy:
   """A trained run's policy (protocol.Policy). Besides the protocol: `config`, `params`, `model`, `text`
   (the text tokenizer), `action_tokenizer`, `action_stats` / `state_stats` (the dataset statistics it
-  de-normalizes / normalizes with), `horizon`, `action_dim`, `uses_state`, `step`, `prepare_inputs`, and
-  the counters `num_invalid_fields`, `draft_stats`."""
+  de-normalizes / normalizes with), `transform` (data/transforms.ObservationTransform of its config),
+  `horizon`, `action_dim`, `uses_state`, `step`, `prepare_inputs`, and the counters `num_invalid_fields`,
+  `draft_stats`."""
 
   def __init__(
     self,
@@ -63,7 +61,8 @@ class Policy:
     self.action_stats = stats[name]["action"]
     self.state_stats = stats[name].get("state")
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
-    self.state_token_dim = preprocess.uses_state(config)  # π0's state token (padded), 0: none
+    self._transform, self._transform_config = None, None
+    self.state_token_dim = self.transform.state_token_dim  # π0's state token (padded), 0: none
     self.previous_tokens = None
     self.draft_stats = {"drafted": 0, "accepted": 0}
     self.num_invalid_fields = 0
@@ -94,6 +93,21 @@ class Policy:
       greedy = decode.make_greedy_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id, self.grammar)
       self.decoder = lambda params, *inputs: {"tokens": greedy(params, *inputs)}
 
+  @property
+  def transform(self) -> transforms.ObservationTransform:
+    """The observation -> model-input transform of this policy's config and statistics (built once per
+    config object: a copy given another config gets its own)."""
+    if self._transform_config is not self.config:
+      self._transform = transforms.ObservationTransform.from_config(
+        self.config,
+        self.text,
+        self.action_tokenizer,
+        self.action_dim,
+        {"action": self.action_stats, "state": self.state_stats},
+      )
+      self._transform_config = self.config
+    return self._transform
+
   def _draft(self, batch: int):
     """The previous call's action tokens as the speculative draft (same batch size), else none."""
     if not self._draft_previous or self.previous_tokens is None or len(self.previous_tokens) != batch:
@@ -112,19 +126,19 @@ class Policy:
       action_dim=int(self.action_dim),
       state_dim=len(self.state_stats["mean"]) if self.uses_state else 0,
       fixed_shapes=True,
-      image_size=int(self.config.model.image_size),
+      image_size=self.transform.image_size,
       action_tokenizer=self.config.tokenizer.action,
     )
 
   def prompt_spec(self) -> protocol.PromptSpec:
     """The run's prompt template, separator, text tokenizer and token limit (what prepare_inputs uses)."""
-    template = self.config.data.prompt
+    transform = self.transform
     return protocol.PromptSpec(
-      template=template,
-      separator=_prompt_separator(self.config),
-      max_text_len=int(self.config.tokenizer.max_text_len),
+      template=transform.template,
+      separator=transform.separator,
+      max_text_len=transform.max_text_len,
       tokenizer=self.text,
-      state_stats=self.state_stats if preprocess.prompt_uses_state(template) else None,
+      state_stats=self.state_stats if transform.prompt_uses_state else None,
     )
 
   @classmethod
@@ -173,47 +187,14 @@ class Policy:
 
   def prepare_inputs(self, images, instructions, full_width: bool = False, states=None):
     """uint8 images [B,H,W,3] + B instructions (+ normalized states [B,S] for prompts that write the
-    state) -> model inputs (the training preprocessing). The prompt is cut to the longest row unless
-    `full_width` (max_text_len: one shape for every call)."""
-    size = self.config.model.image_size
-    pixels = np.stack([preprocess.prepare_image(im, size) for im in images])
-    states = [None] * len(instructions) if states is None else states
-    prompts = [
-      prompt_lib.build_prompt(
-        self.text,
-        preprocess.robot_prompt(self.config.data.prompt, ins, st),
-        None,
-        self.config.tokenizer.max_text_len,
-        _prompt_separator(self.config),
-      )
-      for ins, st in zip(instructions, states)
-    ]
-    tokens = np.stack([p["tokens"] for p in prompts])
-    mask = np.stack([p["input_mask"] for p in prompts])
-    width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
-    return pixels, tokens[:, :width], mask[:, :width]
+    state) -> model inputs (`transform.policy_inputs`: the training example without its answer). The
+    prompt is cut to the longest row unless `full_width` (max_text_len: one shape for every call)."""
+    return self.transform.policy_inputs(images, instructions, states, full_width)
 
   @property
   def uses_state(self) -> bool:
     """True when act() needs `states` (π0's state token, or a prompt that writes the state)."""
-    return bool(self.state_token_dim) or preprocess.prompt_uses_state(self.config.data.prompt)
-
-  def _normalized_states(self, states, batch: int):
-    """Robot-unit states [B,S] -> normalized [B,S] (None when the policy takes no state)."""
-    if not self.uses_state:
-      return None
-    if states is None:
-      raise ValueError(
-        f"this policy takes the robot state ({len(self.state_stats['mean'])} values) as "
-        "input: pass act(..., states=[B,S])"
-      )
-    states = np.asarray(states, np.float32)
-    own_dim = len(self.state_stats["mean"])
-    if states.shape != (batch, own_dim):
-      raise ValueError(f"states of shape {states.shape}; expected {(batch, own_dim)}")
-    if not np.all(np.isfinite(states)):
-      raise ValueError(f"non-finite robot state: {states}")
-    return stats_lib.normalize(states, self.state_stats)
+    return self.transform.uses_state
 
   def act(self, images, instructions, *, states=None, full_width: bool = False):
     """images uint8 [B,H,W,3] (or one [H,W,3]), instructions list[str] (or one str), states [B,S] in
@@ -226,9 +207,8 @@ class Policy:
       states = None if states is None else [states]
     if len(images) != len(instructions):
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
-    states = self._normalized_states(states, len(images))
-    prompt_states = states if preprocess.prompt_uses_state(self.config.data.prompt) else None
-    pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width, prompt_states)
+    states = self.transform.normalize_states(states, len(images))
+    pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width, states)
     if self.sampler is not None:
       normalized, valid = self._sample(pixels, tokens, mask, states)
     else:
@@ -236,13 +216,13 @@ class Policy:
     invalid = int((~valid).sum())
     if invalid:
       self.num_invalid_fields += invalid
-    actions = stats_lib.denormalize(normalized, self.action_stats)
+    actions = self.transform.denormalize_actions(normalized)
     return (actions[0], valid[0]) if single else (actions, valid)
 
   def _sample(self, pixels, tokens, mask, states):
     """π0: normalized states [B,S] or None -> (normalized actions [B,H,D], valid [B,H,D]); non-finite
     entries -> 0.0, invalid."""
-    state = preprocess.pad_state(states, self.state_token_dim) if self.state_token_dim else None
+    state = self.transform.state_token(states)
     noise = self.rng.standard_normal((len(pixels), self.horizon, self.action_dim)).astype(np.float32)
     out = np.asarray(jax.device_get(self.sampler(self.params, pixels, tokens, mask, noise, state)))
     valid = np.isfinite(out)
@@ -260,8 +240,7 @@ class Policy:
     if "drafted" in result:
       self.draft_stats["drafted"] += int(result["drafted"].sum())
       self.draft_stats["accepted"] += int(result["accepted"].sum())
-    normalized, valid = zip(*[self.action_tokenizer.decode(row) for row in out])
-    normalized, valid = np.stack(normalized), np.stack(valid)
+    normalized, valid = self.transform.parse_actions(out)
     if not valid.all():
       logging.warning(
         "%d action fields did not parse; fell back to the normalized centre (%d so far). Raw outputs: %s",

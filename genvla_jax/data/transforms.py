@@ -1,0 +1,199 @@
+"""THE observation -> model-input transform, built once from a run's config (+ its statistics and
+tokenizers) and called by the training pipeline (robot and VL examples), the policy and the VQA answerer.
+
+  decode (bytes -> uint8) -> resize / augment (training only, keyed by the caller's rng) -> state
+  normalization -> prompt text (robot prompt: instruction, and the state for templates with "{state}")
+  -> tokenize (prompt.build_prompt: with the answer tokens in training, none at inference)
+
+and the inverse for outputs: parse (the action tokenizer) -> de-normalize. This is the only place that
+reads config.data.prompt, tokenizer.max_text_len and tokenizer.prompt_separator to build inputs, so
+training and acting cannot disagree on them. Imports nothing of the conversion stack (the policy and the
+server import it): instruction augmentation is handed in as a callable.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from genvla_jax.data import augment as augment_lib, preprocess, stats as stats_lib
+from genvla_jax.tokenizers import prompt as prompt_lib
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ObservationTransform:
+  """Observation -> model input for one run (and one robot dataset's statistics). Pure: the same inputs
+  (and rng) give the same outputs."""
+
+  image_size: int  # config.model.image_size
+  template: str  # config.data.prompt (robot prompt: "{instruction}", optionally "{state}")
+  separator: str  # config.tokenizer.prompt_separator
+  max_text_len: int  # config.tokenizer.max_text_len
+  horizon: int  # config.tokenizer.action_horizon
+  action_dim: int
+  text: Any  # the text tokenizer
+  action_tokenizer: Any = None  # None: the flow head (no answer tokens)
+  action_stats: dict | None = None
+  state_stats: dict | None = None
+  state_token_dim: int = 0  # π0's state token (zero-padded), 0: none
+  augment: Any = None  # config.data.augment (training only)
+  instructions: Callable | None = None  # (instruction, rng) -> (instruction, paraphrased) (training only)
+
+  @classmethod
+  def from_config(
+    cls, config, text_tokenizer, action_tokenizer, action_dim: int, stats: dict | None = None, instructions=None
+  ) -> "ObservationTransform":
+    """`stats`: one robot dataset's {"action": ..., "state": ...} (None: VL only); `instructions`: an
+    instruction augmenter (data/instruction_aug.py) for training."""
+    stats = stats or {}
+    return cls(
+      image_size=int(config.model.image_size),
+      template=config.data.prompt,
+      separator=config.tokenizer.prompt_separator,
+      max_text_len=int(config.tokenizer.max_text_len),
+      horizon=int(config.tokenizer.action_horizon),
+      action_dim=int(action_dim),
+      text=text_tokenizer,
+      action_tokenizer=action_tokenizer,
+      action_stats=stats.get("action"),
+      state_stats=stats.get("state"),
+      state_token_dim=preprocess.uses_state(config),
+      augment=config.data.augment,
+      instructions=instructions,
+    )
+
+  # -- the steps -------------------------------------------------------------------------------------------
+
+  @property
+  def prompt_uses_state(self) -> bool:
+    """True when the robot prompt writes the normalized state as text."""
+    return preprocess.prompt_uses_state(self.template)
+
+  @property
+  def uses_state(self) -> bool:
+    """True when acting needs the robot state (π0's state token, or a prompt that writes it)."""
+    return bool(self.state_token_dim) or self.prompt_uses_state
+
+  def image(self, image, rng=None, train: bool = False) -> np.ndarray:
+    """Encoded bytes or uint8 [H,W,3] -> uint8 [S,S,3] (the training batch's pixels); `train`: the
+    random crop + colour jitter of config.data.augment, drawn from `rng`."""
+    if isinstance(image, bytes):
+      image = preprocess.decode_image(image)
+    return augment_lib.augment_and_resize(image, self.image_size, rng, self.augment if train else None)
+
+  def pixels(self, images) -> np.ndarray:
+    """uint8 images [B,H,W,3] (any H, W) -> float32 [B,S,S,3] in [-1,1]: the model's input at inference
+    (what the model computes from `image` itself in training)."""
+    return np.stack([preprocess.prepare_image(im, self.image_size) for im in images])
+
+  def normalize_state(self, state) -> np.ndarray:
+    """Robot-unit state [..., S] -> normalized by the dataset's statistics."""
+    return stats_lib.normalize(np.asarray(state, np.float32), self.state_stats)
+
+  def robot_prompt(self, instruction: str, normalized_state=None) -> str:
+    """The robot prompt (prefix); the state is written only when the template has "{state}"."""
+    return preprocess.robot_prompt(self.template, instruction, normalized_state if self.prompt_uses_state else None)
+
+  def tokens(self, prefix: str, answer_ids=None) -> dict[str, np.ndarray]:
+    """prompt.build_prompt with the run's tokenizer, token limit and separator (answer_ids None: inference)."""
+    return prompt_lib.build_prompt(self.text, prefix, answer_ids, self.max_text_len, self.separator)
+
+  # -- training ----------------------------------------------------------------------------------------------
+
+  def robot_example(self, record, rng, train: bool = True) -> dict:
+    """Step record (pipeline.StepChunkSource: image bytes, instruction, state, actions [H,D], action_pad)
+    -> one robot row of the training batch (data/pipeline.py's docstring). `train`: instruction and image
+    augmentation as configured (instruction first, then the image, from `rng`)."""
+    actions = stats_lib.normalize(record["actions"], self.action_stats)
+    ids, num_clipped = (None, 0) if self.action_tokenizer is None else self.action_tokenizer.encode(actions)
+    instruction, paraphrased = record["instruction"], False
+    if train and self.instructions is not None:
+      instruction, paraphrased = self.instructions(instruction, rng)
+    state = None
+    if self.prompt_uses_state or self.state_token_dim:
+      state = self.normalize_state(record["state"])
+    example = dict(
+      image=self.image(record["image"], rng, train),
+      **self.tokens(self.robot_prompt(instruction, state), ids),
+      is_robot=np.bool_(True),
+      actions=actions,
+      action_pad=record["action_pad"],
+      num_clipped=np.int32(num_clipped),
+      paraphrased=np.bool_(paraphrased),
+    )
+    if self.state_token_dim:
+      example["state"] = preprocess.pad_state(state, self.state_token_dim)
+    return example
+
+  def vl_example(self, record, rng, train: bool = True) -> dict:
+    """{"image": bytes, "question", "answer"} (convert_vl.py records) -> one VL row of the training batch
+    (question -> answer text; no actions)."""
+    out = dict(
+      image=self.image(record["image"], rng, train),
+      **self.tokens(self.question_prompt(record["question"]), self.text.encode(record["answer"])),
+      is_robot=np.bool_(False),
+      actions=np.zeros((self.horizon, self.action_dim), np.float32),
+      action_pad=np.ones(self.horizon, bool),
+      num_clipped=np.int32(0),
+      paraphrased=np.bool_(False),
+    )
+    if self.state_token_dim:
+      out["state"] = np.zeros(self.state_token_dim, np.float32)
+    return out
+
+  @staticmethod
+  def question_prompt(question: str, template: str = "{question}") -> str:
+    """The VL prefix: the question (training), or a benchmark's template around it (VQA)."""
+    return template.format(question=question)
+
+  # -- inference ---------------------------------------------------------------------------------------------
+
+  def normalize_states(self, states, batch: int):
+    """act()'s robot-unit states [B,S] -> normalized [B,S] (None when the run takes no state); checked:
+    present, shape [batch, S], finite."""
+    if not self.uses_state:
+      return None
+    own_dim = len(self.state_stats["mean"])
+    if states is None:
+      raise ValueError(f"this policy takes the robot state ({own_dim} values) as input: pass act(..., states=[B,S])")
+    states = np.asarray(states, np.float32)
+    if states.shape != (batch, own_dim):
+      raise ValueError(f"states of shape {states.shape}; expected {(batch, own_dim)}")
+    if not np.all(np.isfinite(states)):
+      raise ValueError(f"non-finite robot state: {states}")
+    return self.normalize_state(states)
+
+  def state_token(self, normalized_states):
+    """Normalized states [B,S] -> π0's state token input [B,state_token_dim] (None without one)."""
+    return preprocess.pad_state(normalized_states, self.state_token_dim) if self.state_token_dim else None
+
+  def _batch(self, images, prefixes, full_width: bool):
+    prompts = [self.tokens(p) for p in prefixes]
+    tokens = np.stack([p["tokens"] for p in prompts])
+    mask = np.stack([p["input_mask"] for p in prompts])
+    width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
+    return self.pixels(images), tokens[:, :width], mask[:, :width]
+
+  def policy_inputs(self, images, instructions, normalized_states=None, full_width: bool = False):
+    """uint8 images [B,H,W,3] + B instructions (+ normalized states [B,S], written into prompts that
+    have "{state}") -> (pixels [B,S,S,3] float32, tokens [B,W], input_mask [B,W]): the training example's
+    image and prompt without its answer. W: the longest row, or max_text_len with `full_width` (one
+    shape for every call)."""
+    states = [None] * len(instructions) if normalized_states is None else normalized_states
+    return self._batch(images, [self.robot_prompt(i, s) for i, s in zip(instructions, states)], full_width)
+
+  def vqa_inputs(self, images, questions, template: str = "{question}", full_width: bool = True):
+    """uint8 images + questions -> (pixels, tokens, input_mask): the VL example's image and prompt
+    (`template` around the question) without its answer."""
+    return self._batch(images, [self.question_prompt(q, template) for q in questions], full_width)
+
+  # -- outputs -----------------------------------------------------------------------------------------------
+
+  def parse_actions(self, rows):
+    """Decoded token rows [B,L] -> (normalized actions [B,H,D], valid [B,H,D]) (never raises)."""
+    normalized, valid = zip(*[self.action_tokenizer.decode(row) for row in rows])
+    return np.stack(normalized), np.stack(valid)
+
+  def denormalize_actions(self, normalized) -> np.ndarray:
+    """Normalized actions -> the robot's units (the dataset's statistics)."""
+    return stats_lib.denormalize(normalized, self.action_stats)
