@@ -71,6 +71,19 @@ def test_each_benchmark_layout_loads(tmp_path):
     vqa.load("mmmu", "x", "y")
 
 
+def test_answer_text_drops_ids_beyond_the_text_vocabulary(demo_dir):
+  # a bins model's free-text answer can hold action-bin ids past the text vocabulary: SentencePiece raised
+  # "piece id is out of range" on them (the ablation runner's VQA scoring crashed on bins rows)
+  from genvla_jax.tokenizers import text as text_lib  # pylint: disable=g-import-not-at-top
+
+  tok = text_lib.TextTokenizer(str(demo_dir / "tokenizer.model"))
+  words = tok.encode("red square")
+  ids = np.array(words[:1] + [tok.vocab_size + 3] + words[1:] + [tok.eos_id, tok.vocab_size + 7])
+  with pytest.raises(IndexError):
+    tok.decode([int(i) for i in ids[: len(words) + 1]])
+  assert vqa.text_answer(ids, tok) == ("red square", 1)  # the id after EOS is not part of the answer
+
+
 def test_answers_through_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   from genvla_jax import train  # pylint: disable=g-import-not-at-top

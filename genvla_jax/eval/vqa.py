@@ -91,15 +91,28 @@ class Answerer:
     text = policy.text
     self.decoder = decode.make_greedy_decoder(vlm.for_decoding(policy.model), max_answer_len, text.eos_id, text.pad_id)
 
+    self.num_non_text_ids = 0  # generated ids outside the text vocabulary (action bins), dropped from answers
+
   def answer(self, images, questions) -> list[str]:
-    text = self.policy.text
     pixels, tokens, mask = self.policy.transform.vqa_inputs(images, questions, self.prompt)
     out = np.asarray(self.decoder(self.policy.params, pixels, tokens, mask))
     answers = []
     for row in out:
-      ids = [int(t) for t in row]
-      answers.append(text.decode(ids[: ids.index(text.eos_id)] if text.eos_id in ids else ids).strip())
+      answer, dropped = text_answer(row, self.policy.text)
+      answers.append(answer)
+      self.num_non_text_ids += dropped
     return answers
+
+
+def text_answer(ids_L, text) -> tuple[str, int]:
+  """Generated ids [L] -> (the answer text up to EOS, number of ids dropped because they are not text).
+  Models with action tokens past the text vocabulary (bins / FAST on the model vocabulary's end) can emit
+  them in free-text answers; SentencePiece cannot decode them, so they are dropped and counted."""
+  ids = [int(t) for t in ids_L]
+  if text.eos_id in ids:
+    ids = ids[: ids.index(text.eos_id)]
+  kept = [i for i in ids if 0 <= i < text.vocab_size]
+  return text.decode(kept).strip(), len(ids) - len(kept)
 
 
 def evaluate(answerer: Answerer, benchmark: str, items: list[Item], batch_size: int = 16) -> dict:
