@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from genvla_jax import heads
 from genvla_jax.models import vlm
 from genvla_jax.training import flops as flops_lib, optimizer, sharding, state as state_lib, step as step_lib
 
@@ -131,7 +132,7 @@ def main(argv):
       except Exception as e:  # out of memory at large batch: report and go on
         print(f"{policy:>14} {batch:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
         continue
-      flops = flops_lib.model_flops(config.model, batch, FLAGS.text_len)
+      flops = flops_lib.model_flops(config.model, batch, FLAGS.text_len, head=heads.from_config(config))
       achieved = flops / r["step_s"]
       tokens = batch * ((config.model.image_size // config.model.img.patch_size) ** 2 + FLAGS.text_len)
       mfu = f"{achieved / peak:6.1%}" if peak else "   n/a"

@@ -1,6 +1,7 @@
 """The package's layering, enforced (WORKSPACE.md, "Layers"):
 
-  cli | envs < models < tokenizers < data < sharding < pretrained < training < inference < eval | serving < entry points
+  cli | envs < models < tokenizers < heads < data < sharding < pretrained < training < inference
+    < eval | serving < entry points
 
 Every internal import (module level and inside functions, `import x`, `from x import y`, relative, and
 module names handed to importlib as strings) must go down this stack or stay inside its own layer;
@@ -31,6 +32,8 @@ LAYERS = [
   },  # the simulators: imported by eval and by data (recording)
   {"models": ["genvla_jax.models"]},
   {"tokenizers": ["genvla_jax.tokenizers"]},
+  # action heads (loss + prediction); the decoders and the flow sampler they predict with live in inference/
+  {"heads": ["genvla_jax.heads", "genvla_jax.inference.decode", "genvla_jax.inference.flow_sampler"]},
   {"data": ["genvla_jax.data"]},
   {"sharding": ["genvla_jax.training.sharding"]},  # mesh + parameter layout (jax, models only)
   {"pretrained": ["genvla_jax.pretrained"]},

@@ -84,7 +84,7 @@ def test_policy_predicts_actions(uninterrupted, demo_dir):
   np.testing.assert_array_equal(again, batch_actions)  # the same tokens (verified drafts): the same numbers
   assert policy.draft_stats["drafted"] > 0 and policy.draft_stats["accepted"] == policy.draft_stats["drafted"]
   policy.reset()
-  assert policy._draft(2) is None  # pylint: disable=protected-access
+  assert policy.head._draft(2) is None  # pylint: disable=protected-access  (the token head drafts)
 
 
 def _env(devices=1):

@@ -16,13 +16,13 @@ def _model_inputs_of_act(policy, image, instruction, state):
   """What act() hands the model (pixels, tokens, mask, π0 state token), captured where it would decode."""
   seen = {}
 
-  def capture(pixels, tokens, mask, states=None):
-    seen.update(pixels=pixels, tokens=tokens, mask=mask, state=policy.transform.state_token(states))
+  def capture(params, pixels, tokens, mask, state_token=None):
+    del params
+    seen.update(pixels=pixels, tokens=tokens, mask=mask, state=state_token)
     shape = (len(pixels), policy.horizon, policy.action_dim)
     return np.zeros(shape, np.float32), np.ones(shape, bool)
 
-  policy._decode = capture  # pylint: disable=protected-access
-  policy._sample = capture  # pylint: disable=protected-access
+  policy.head.predict = capture  # the action head (token or flow) is where act() hands over the inputs
   policy.act([image], [instruction], states=[state] if policy.uses_state else None, full_width=True)
   return seen
 

@@ -101,12 +101,6 @@ def robot_prompt(template: str, instruction: str, state=None) -> str:
   return template.format(instruction=instruction)
 
 
-def uses_state(config) -> int:
-  """State dimension the model takes as input (π0's state token), 0 for none."""
-  expert = config.model.action_expert
-  return int(expert.state_dim) if expert.width and expert.use_state else 0
-
-
 def pad_state(state, state_dim: int) -> np.ndarray:
   """[..., S] -> [..., state_dim] with zeros after the dataset's own S values."""
   state = np.asarray(state, np.float32)

@@ -5,7 +5,8 @@ tokenizers) and called by the training pipeline (robot and VL examples), the pol
   normalization -> prompt text (robot prompt: instruction, and the state for templates with "{state}")
   -> tokenize (prompt.build_prompt: with the answer tokens in training, none at inference)
 
-and the inverse for outputs: parse (the action tokenizer) -> de-normalize. This is the only place that
+and the inverse for outputs: de-normalize (what the action head predicts: a token head parses its tokens
+with the action tokenizer, heads/tokens.py). This is the only place that
 reads config.data.prompt, tokenizer.max_text_len and tokenizer.prompt_separator to build inputs, so
 training and acting cannot disagree on them. Imports nothing of the conversion stack (the policy and the
 server import it): instruction augmentation is handed in as a callable.
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from genvla_jax import heads
 from genvla_jax.data import augment as augment_lib, preprocess, stats as stats_lib
 from genvla_jax.tokenizers import prompt as prompt_lib
 
@@ -57,7 +59,7 @@ class ObservationTransform:
       action_tokenizer=action_tokenizer,
       action_stats=stats.get("action"),
       state_stats=stats.get("state"),
-      state_token_dim=preprocess.uses_state(config),
+      state_token_dim=heads.from_config(config).state_token_dim,  # the batch field the head needs
       augment=config.data.augment,
       instructions=instructions,
     )
@@ -188,11 +190,6 @@ class ObservationTransform:
     return self._batch(images, [self.question_prompt(q, template) for q in questions], full_width)
 
   # -- outputs -----------------------------------------------------------------------------------------------
-
-  def parse_actions(self, rows):
-    """Decoded token rows [B,L] -> (normalized actions [B,H,D], valid [B,H,D]) (never raises)."""
-    normalized, valid = zip(*[self.action_tokenizer.decode(row) for row in rows])
-    return np.stack(normalized), np.stack(valid)
 
   def denormalize_actions(self, normalized) -> np.ndarray:
     """Normalized actions -> the robot's units (the dataset's statistics)."""

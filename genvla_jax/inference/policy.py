@@ -4,9 +4,9 @@ Uses the checkpoint's own config and statistics, the run's tokenizers (tokenizer
 training pipeline's own observation -> model-input transform (data/transforms.py: image, state
 normalization, prompt, tokens; parse + de-normalize on the way out), so training and acting cannot
 disagree. Loads none of the conversion stack (tests/test_layering.py).
-Token heads decode text (below); the π0 baseline (an action expert) integrates its flow from fresh
-noise each call (inference/flow_sampler.py; non-finite outputs fall back to 0.0 and are counted the
-same way).
+How actions come out is the run's action head (genvla_jax/heads, heads.from_config): token heads decode
+text (inference/decode.py) and parse it; the π0 flow head integrates its flow from fresh noise each call
+(inference/flow_sampler.py; non-finite outputs fall back to 0.0 and are counted the same way).
 Decoding is grammar-constrained by default (`tokenizer.constrained`), so every output parses; with it
 off, model output that does not parse (string actions) falls back, per invalid field, to the centre of the
 normalized range (0.0 before de-normalization); such fields are counted in `num_invalid_fields` and
@@ -20,11 +20,10 @@ import os
 
 from absl import logging
 import jax
-import numpy as np
 
-from genvla_jax import config_schema
+from genvla_jax import config_schema, heads
 from genvla_jax.data import transforms
-from genvla_jax.inference import decode, flow_sampler, protocol
+from genvla_jax.inference import protocol
 from genvla_jax.models import vlm
 from genvla_jax.tokenizers import factory
 from genvla_jax.training import checkpoint, state as state_lib
@@ -63,35 +62,11 @@ class Policy:
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
     self._transform, self._transform_config = None, None
     self.state_token_dim = self.transform.state_token_dim  # π0's state token (padded), 0: none
-    self.previous_tokens = None
-    self.draft_stats = {"drafted": 0, "accepted": 0}
     self.num_invalid_fields = 0
-    self._draft_previous = False
-    if self.model.expert_config:  # π0: no tokens to decode
-      self.sampler = flow_sampler.make_flow_sampler(self.model, self.horizon, config.flow.num_steps)
-      self.rng = np.random.default_rng(config.seed)
-      return
-    self.sampler = None
-    self.grammar = self.action_tokenizer.grammar() if config.tokenizer.constrained else None
-    inference = config.inference
-    decoding_model = vlm.for_decoding(self.model)
-    length = self.action_tokenizer.max_decode_len()
-    if self.grammar is not None and inference.speculative:
-      if draft_previous is None:
-        draft_previous = inference.draft_previous_action
-      self._draft_previous = draft_previous
-      spec = decode.make_speculative_decoder(
-        decoding_model,
-        length,
-        self.text.eos_id,
-        self.text.pad_id,
-        self.grammar,
-        inference.proposal_len,
-      )
-      self.decoder = lambda params, *inputs: spec(params, *inputs, self._draft(len(inputs[0])))
-    else:
-      greedy = decode.make_greedy_decoder(decoding_model, length, self.text.eos_id, self.text.pad_id, self.grammar)
-      self.decoder = lambda params, *inputs: {"tokens": greedy(params, *inputs)}
+    self.head = heads.from_config(config)  # how actions come out: decoded tokens or the flow sampler
+    self.head.setup_predict(
+      self.model, self.action_tokenizer, self.text, action_dim, self.horizon, config.seed, draft_previous
+    )
 
   @property
   def transform(self) -> transforms.ObservationTransform:
@@ -108,15 +83,14 @@ class Policy:
       self._transform_config = self.config
     return self._transform
 
-  def _draft(self, batch: int):
-    """The previous call's action tokens as the speculative draft (same batch size), else none."""
-    if not self._draft_previous or self.previous_tokens is None or len(self.previous_tokens) != batch:
-      return None
-    return self.previous_tokens
-
   def reset(self):
     """Call at an episode start: the previous action no longer predicts the next one."""
-    self.previous_tokens = None
+    self.head.reset()
+
+  @property
+  def draft_stats(self) -> dict:
+    """Speculative decoding's drafted / accepted token counts (token heads; zeros otherwise)."""
+    return self.head.draft_stats
 
   @property
   def metadata(self) -> protocol.PolicyMetadata:
@@ -209,43 +183,9 @@ class Policy:
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
     states = self.transform.normalize_states(states, len(images))
     pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width, states)
-    if self.sampler is not None:
-      normalized, valid = self._sample(pixels, tokens, mask, states)
-    else:
-      normalized, valid = self._decode(pixels, tokens, mask)
+    normalized, valid = self.head.predict(self.params, pixels, tokens, mask, self.transform.state_token(states))
     invalid = int((~valid).sum())
     if invalid:
       self.num_invalid_fields += invalid
     actions = self.transform.denormalize_actions(normalized)
     return (actions[0], valid[0]) if single else (actions, valid)
-
-  def _sample(self, pixels, tokens, mask, states):
-    """π0: normalized states [B,S] or None -> (normalized actions [B,H,D], valid [B,H,D]); non-finite
-    entries -> 0.0, invalid."""
-    state = self.transform.state_token(states)
-    noise = self.rng.standard_normal((len(pixels), self.horizon, self.action_dim)).astype(np.float32)
-    out = np.asarray(jax.device_get(self.sampler(self.params, pixels, tokens, mask, noise, state)))
-    valid = np.isfinite(out)
-    if not valid.all():
-      logging.warning(
-        "%d non-finite action values from the flow sampler; fell back to the normalized centre", int((~valid).sum())
-      )
-    return np.where(valid, out, 0.0).astype(np.float32), valid
-
-  def _decode(self, pixels, tokens, mask):
-    """Token heads: -> (normalized actions [B,H,D], valid [B,H,D]) parsed from the decoded tokens."""
-    result = jax.device_get(self.decoder(self.params, pixels, tokens, mask))
-    out = np.asarray(result["tokens"])
-    self.previous_tokens = out
-    if "drafted" in result:
-      self.draft_stats["drafted"] += int(result["drafted"].sum())
-      self.draft_stats["accepted"] += int(result["accepted"].sum())
-    normalized, valid = self.transform.parse_actions(out)
-    if not valid.all():
-      logging.warning(
-        "%d action fields did not parse; fell back to the normalized centre (%d so far). Raw outputs: %s",
-        int((~valid).sum()),
-        self.num_invalid_fields + int((~valid).sum()),
-        [self.text.decode(r) for r in out[~valid.all(axis=(1, 2))]][:4],
-      )
-    return normalized, valid

@@ -38,9 +38,10 @@ def peak_flops(device, override: float = 0.0) -> float | None:
   return None
 
 
-def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1) -> float:
-  """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each (π0: plus
-  the action expert's state + `action_horizon` action tokens attending to the prefix)."""
+def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1, *, head) -> float:
+  """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each, plus what
+  the action head (heads.from_config) adds (π0: the action expert's state + `action_horizon` action
+  tokens attending to the prefix)."""
   img, llm = model_config.img, model_config.llm
   patches = (model_config.image_size // img.patch_size) ** 2
   seq = patches + text_len
@@ -66,17 +67,7 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
   else:
     projector_params = in_width * d
   flops += 6 * projector_params * batch * patches  # projector
-  expert = model_config.action_expert
-  if expert.width:
-    suffix = action_horizon + 1
-    we = expert.width
-    expert_params = (
-      llm.depth
-      * (we * llm.num_heads * llm.head_dim * 2 + 2 * we * llm.num_kv_heads * llm.head_dim + 3 * we * expert.mlp_dim)
-      + 3 * we * we
-    )
-    flops += 6 * expert_params * batch * suffix
-    flops += 12 * llm.depth * batch * suffix * (seq + suffix) * llm.num_heads * llm.head_dim
+  flops += head.extra_flops(model_config, batch, seq, action_horizon)  # the action head's own (π0: the expert)
   return float(flops)
 
 

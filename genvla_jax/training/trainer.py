@@ -25,7 +25,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from genvla_jax import cli, config_schema
+from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import vlm
 from genvla_jax.pretrained import api as pretrained_api
@@ -100,21 +100,12 @@ def check_pretrained(config):
 
 
 def resolve_data_dims(config, prepared):
-  """π0's action expert: its action (and state) sizes come from the data; they are written into the
-  run's config (saved with every checkpoint), so the policy rebuilds the same model."""
-  expert = config.model.action_expert
-  if config.tokenizer.action != "flow":
-    return
-  if expert.action_dim not in (0, prepared.action_dim):
-    raise ConfigError(
-      f"model.action_expert.action_dim={expert.action_dim} but the data has {prepared.action_dim}-D actions"
-    )
-  expert.action_dim = prepared.action_dim
-  if expert.use_state:  # datasets with smaller states are zero-padded (preprocess.pad_state)
-    missing = [r.name for r in prepared.robot if "state" not in r.stats]
-    if missing:
-      raise ConfigError(f"model.action_expert.use_state but robot datasets {missing} have no state")
-    expert.state_dim = max(len(r.stats["state"]["mean"]) for r in prepared.robot)
+  """The action head's sizes that come from the data (π0's action expert: action and state sizes) are
+  written into the run's config (saved with every checkpoint), so the policy rebuilds the same model."""
+  try:
+    heads.from_config(config).fit_to_data(config, prepared)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
 
 
 def checkpoint_meta(config, prepared) -> dict:
@@ -283,6 +274,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     flush=True,
   )
 
+  head = heads.from_config(config)
   train_step = step_lib.jit_train_step(
     step_lib.make_train_step(
       model,
@@ -290,7 +282,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       optimizer.schedule(config.optimizer, total),
       config.train.grad_accum_steps,
       config.seed,
-      config.flow,
+      head=head,
     ),
     shardings,
     mesh,
@@ -305,7 +297,9 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     log_every=config.train.log_every,
     printer=printer,
     tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
-    flops_per_step=flops_lib.model_flops(config.model, batch_size, text_len, config.tokenizer.action_horizon),
+    flops_per_step=flops_lib.model_flops(
+      config.model, batch_size, text_len, config.tokenizer.action_horizon, head=head
+    ),
     peak_flops=peak * jax.device_count() if peak else None,
   )
   stop = _StopSignal()
