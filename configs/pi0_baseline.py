@@ -58,6 +58,7 @@ def get_config(arg=None):
   # width 64), a state token; robot data only, with instruction augmentation (MetaWorld: no paraphrases)
   expert = action_expert.VARIANTS["gemma_300m" if opts.variant == "full" else "tiny"]
   c.model.dual_encoder = False
+  c.model.head = "flow"  # the action head (genvla_jax/heads); tokenizer.action="flow": no action tokens
   c.model.action_expert.update(width=expert["width"], mlp_dim=expert["mlp_dim"], use_state=True)
   c.tokenizer.action = "flow"
   c.tokenizer.action_horizon = opts.horizon or (50 if opts.variant == "full" else 4)

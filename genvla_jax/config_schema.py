@@ -50,7 +50,10 @@ def defaults() -> ml_collections.ConfigDict:
     projector="linear",
     image_after_bos=False,
     causal_prefix=False,
-    # π0 baseline (tokenizer.action="flow"): flow-matching action expert; width 0 = none.
+    # the action head (genvla_jax/heads HEADS): "tokens" (the LM writes action tokens, tokenizer.action)
+    # or "flow" (π0: the flow-matching action expert below, width > 0; tokenizer.action="flow")
+    head="tokens",
+    # π0 baseline (model.head="flow"): flow-matching action expert; width 0 = none.
     # action_dim / state_dim are resolved from the data at training time (saved with the run)
     action_expert=dict(width=0, mlp_dim=0, action_dim=0, use_state=False, state_dim=0),
   )
@@ -60,7 +63,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.tokenizer = dict(
     path="",  # SentencePiece model (PaliGemma's for full-size runs)
     action="string",  # "string" (S), "bins" (OpenVLA-style 256 bins), "fast" (DCT + BPE),
-    # or "flow" (no action tokens: π0's action expert, model.action_expert)
+    # or "flow" (no action tokens: model.head="flow", π0's action expert, model.action_expert)
     decimals=4,  # string actions: digits after the point
     action_horizon=1,  # action chunk length H
     num_bins=256,  # bins: number of bins, ids [vocab - num_bins, vocab)
@@ -153,9 +156,14 @@ def upgrade(saved) -> ml_collections.ConfigDict:
   - Keys the schema does not know are kept (nothing the run recorded is dropped); no reader reads
     them, and resuming such a run names them as differences (training/run_dir.py).
   - Older forms are rewritten: a data.vl entry {name, json, weight} (the first VL form: LLaVA JSON)
-    becomes {name, path, format: "llava_json", weight}.
+    becomes {name, path, format: "llava_json", weight}; a config without model.head (chosen then by
+    tokenizer.action == "flow") gets "flow" when its tokenizer.action is "flow", else "tokens".
   """
   saved = saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else copy.deepcopy(dict(saved))
+  model = saved.get("model")
+  if isinstance(model, dict) and "head" not in model:
+    flow = (saved.get("tokenizer") or {}).get("action") == "flow"
+    saved["model"] = dict(model, head="flow" if flow else "tokens")
   merged = _fill(saved, defaults().to_dict())
   merged["data"]["vl"] = [_vl_entry(e) for e in merged["data"]["vl"]]
   config = ml_collections.ConfigDict(merged)

@@ -7,13 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from conftest import tiny_config
 from genvla_jax import config_lib, heads
 from genvla_jax.heads import common
 from genvla_jax.inference import policy as policy_lib
 from genvla_jax.models import flow_matching, vlm
-from genvla_jax.training import flops as flops_lib, step as step_lib
+from genvla_jax.training import flops as flops_lib, step as step_lib, trainer
 
 H, D, S, B, T = 3, 2, 2, 4, 6
 IMG = dict(config_lib.SIGLIP_TINY, width=32, depth=1, mlp_dim=64, num_heads=2)
@@ -107,6 +108,55 @@ def test_config_chooses_the_head(demo_dir, cache_dir):
   assert (pi0.name, pi0.state_token_dim) == ("flow", 5)
 
 
+def test_head_name_reads_model_head():
+  config = config_lib.base_config()
+  assert config.model.head == "tokens" and heads.head_name(config) == "tokens"
+  config.model.head = "flow"
+  assert heads.head_name(config) == "flow"  # model.head alone chooses (tokenizer.action is not read)
+  config.model.head = "diffusion"
+  with pytest.raises(ValueError) as err:
+    heads.head_name(config)
+  assert str(err.value) == "config.model.head='diffusion' is no action head; one of: tokens, flow"
+
+
+def test_upgrade_gives_an_old_run_its_head():
+  """A config saved before model.head existed chose the head by tokenizer.action == "flow"."""
+  for action, head in (("flow", "flow"), ("string", "tokens"), ("fast", "tokens")):
+    saved = config_lib.base_config().to_dict()
+    del saved["model"]["head"]
+    saved["tokenizer"]["action"] = action
+    assert config_lib.upgrade(saved).model.head == head
+  saved = config_lib.base_config().to_dict()
+  saved["model"]["head"] = "tokens"  # a saved model.head is kept as it is
+  saved["tokenizer"]["action"] = "flow"
+  assert config_lib.upgrade(saved).model.head == "tokens"
+
+
+@pytest.mark.parametrize(
+  "head, width, action, message",
+  [
+    ("flow", 0, "flow", r"^model.head='flow' with model.action_expert.width=0: the flow head \(π0\) needs width > 0"),
+    ("tokens", 64, "string", r"^model.head='tokens' with model.action_expert.width=64: .*token heads need width 0$"),
+    ("flow", 64, "string", r"^model.head='flow' with tokenizer.action='string': the flow head has no action tokens"),
+    ("tokens", 0, "flow", r"^model.head='tokens' with tokenizer.action='flow'"),
+    ("diffusion", 0, "string", r"^config.model.head='diffusion' is no action head; one of: tokens, flow$"),
+  ],
+)
+def test_head_settings_that_disagree_are_config_errors(head, width, action, message):
+  config = config_lib.base_config()
+  config.model.head, config.model.action_expert.width, config.tokenizer.action = head, width, action
+  with pytest.raises(trainer.ConfigError, match=message) as err:
+    trainer.check_settings(config)
+  assert "\n" not in str(err.value)
+
+
+def test_head_settings_that_agree_pass():
+  config = config_lib.base_config()
+  trainer.check_settings(config)  # tokens, width 0
+  config.model.head, config.model.action_expert.width, config.tokenizer.action = "flow", 64, "flow"
+  trainer.check_settings(config)
+
+
 def test_loss_through_the_head_equals_the_old_train_step():
   """Sums, loss and gradients: bit for bit the computation of the pre-heads step, token and π0."""
   batch = _batch()
@@ -181,9 +231,8 @@ class ZeroHead:
 
 def test_a_new_head_plugs_in_through_the_registry(monkeypatch, demo_dir, cache_dir, prepared):
   monkeypatch.setitem(heads.HEADS, "zero", ZeroHead)
-  # the config's choice (today derived from tokenizer.action / the expert width; one field next)
-  monkeypatch.setattr(heads, "head_name", lambda config: "zero")
   config = tiny_config(demo_dir, cache_dir)
+  config.model.head = "zero"  # the config's choice: one field
   head = heads.from_config(config)
   assert isinstance(head, ZeroHead) and isinstance(head, heads.Head)
 

@@ -6,11 +6,12 @@ data pipeline / observation transform the batch fields it needs (`state_token_di
 prediction (`setup_predict`, `predict`, `reset`). Nothing above asks which head it has.
 
   HEADS        name -> head class (each with `from_config(config)`)
-  head_name    config -> the name (the one place that reads the config's choice)
+  head_name    config -> the name: config.model.head (the one place that reads the config's choice)
   from_config  config -> a head
   for_model    a VLA (+ config.flow) -> its head, for callers that have no config (train-step tests)
 
-Adding a head: one module here implementing `Head`, one `HEADS` entry (WORKSPACE.md).
+Adding a head: one module here implementing `Head`, one `HEADS` entry; configs choose it with model.head
+(WORKSPACE.md).
 """
 
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -61,9 +62,12 @@ HEADS: dict[str, Any] = {"tokens": TokenHead, "flow": FlowHead}
 
 
 def head_name(config) -> str:
-  """The config's head. Today's config chooses it by the pair tokenizer.action == "flow" / model.action_expert.width
-  (the trainer checks that they agree); this is the only reader of that choice."""
-  return "flow" if config.tokenizer.action == "flow" else "tokens"
+  """The config's head: config.model.head, one of HEADS (ValueError naming them otherwise); the only reader of
+  that choice (the trainer checks model.action_expert.width agrees with it)."""
+  name = config.model.head
+  if name not in HEADS:
+    raise ValueError(f"config.model.head={name!r} is no action head; one of: {', '.join(HEADS)}")
+  return name
 
 
 def from_config(config) -> Head:

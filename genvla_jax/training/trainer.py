@@ -64,12 +64,20 @@ def check_settings(config):
   drift = config.train.drift
   if drift.every and not drift.data:
     raise ConfigError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image folder)")
-  expert = config.model.action_expert
-  if bool(expert.width) != (config.tokenizer.action == "flow"):
+  try:
+    head = heads.head_name(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  width = config.model.action_expert.width
+  if (head == "flow") != bool(width):
     raise ConfigError(
-      f"tokenizer.action={config.tokenizer.action!r} with model.action_expert.width="
-      f"{expert.width}: the flow head (π0) needs both "
+      f"model.head={head!r} with model.action_expert.width={width}: the flow head (π0) needs width > 0 "
       "(configs/pi0_baseline.py); token heads need width 0"
+    )
+  if (head == "flow") != (config.tokenizer.action == "flow"):
+    raise ConfigError(
+      f"model.head={head!r} with tokenizer.action={config.tokenizer.action!r}: the flow head has no action "
+      'tokens (tokenizer.action="flow"); token heads need an action tokenizer'
     )
 
 
