@@ -19,6 +19,7 @@ Corrupt checkpoints: `restore_newest_good` tries the newest step first and, when
 explicit step there is no fallback (the error names the step).
 """
 
+import logging as std_logging
 import os
 import time
 from typing import Callable
@@ -48,8 +49,13 @@ class Checkpointer:
           "training has not saved a checkpoint yet"
         )
       options = ocp.CheckpointManagerOptions(
-        read_only=True, create=False, cleanup_tmp_directories=False, enable_async_checkpointing=False
+        read_only=True,
+        create=False,
+        cleanup_tmp_directories=False,
+        enable_async_checkpointing=False,
+        save_interval_steps=0,  # (orbax warns when it has to set this itself)
       )
+      _quiet_read_only_notice()
     else:
       options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
@@ -156,6 +162,19 @@ def _grain():
   import grain  # pylint: disable=g-import-not-at-top
 
   return grain
+
+
+class _DropReadOnlyNotice(std_logging.Filter):
+  """orbax logs a WARNING each time a directory is opened read-only: expected for every reader here."""
+
+  def filter(self, record):
+    return not str(record.msg).startswith("Given directory is read only")
+
+
+def _quiet_read_only_notice():
+  absl_logger = std_logging.getLogger("absl")
+  if not any(isinstance(f, _DropReadOnlyNotice) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropReadOnlyNotice())
 
 
 def _first_line(error: BaseException) -> str:
