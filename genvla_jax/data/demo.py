@@ -189,22 +189,7 @@ def _tokenizer_corpus(seed):
 
 
 def _write_rlds(root, train_episodes, val_episodes, size, seed):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  f = tfds.features
-  step = {
-    "observation": {
-      "image": f.Image(shape=(size, size, 3), encoding_format="png"),
-      "state": f.Tensor(shape=(2,), dtype=np.float32),
-    },
-    "action": f.Tensor(shape=(2,), dtype=np.float32),
-    "language_instruction": f.Text(),
-    "reward": f.Scalar(dtype=np.float32),
-    "discount": f.Scalar(dtype=np.float32),
-    "is_first": np.bool_,
-    "is_last": np.bool_,
-    "is_terminal": np.bool_,
-  }
+  step = rlds_writer.simple_step_features(size, state_dim=2, action_dim=2)
   return rlds_writer.write_rlds(
     root,
     "demo_targets",

@@ -5,6 +5,29 @@ Used by the embedded demo, the simulators' expert recorder, the data benchmark a
 from typing import Iterable
 
 
+def simple_step_features(image_size: int, state_dim: int, action_dim: int) -> dict:
+  """The step layout of the project's own datasets (embedded demo, simulator demos): one PNG camera
+  `observation/image` [S,S,3], `observation/state` [state_dim], `action` [action_dim], the instruction and
+  RLDS's reward / discount / is_first / is_last / is_terminal, as a TFDS feature dict."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  f = tfds.features
+  return {
+    "observation": {
+      "image": f.Image(shape=(image_size, image_size, 3), encoding_format="png"),
+      "state": f.Tensor(shape=(state_dim,), dtype=np.float32),
+    },
+    "action": f.Tensor(shape=(action_dim,), dtype=np.float32),
+    "language_instruction": f.Text(),
+    "reward": f.Scalar(dtype=np.float32),
+    "discount": f.Scalar(dtype=np.float32),
+    "is_first": np.bool_,
+    "is_last": np.bool_,
+    "is_terminal": np.bool_,
+  }
+
+
 def write_rlds(
   root: str,
   name: str,

@@ -147,19 +147,7 @@ def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failur
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   module, f = envs_lib.module(env_name), tfds.features
-  step = {
-    "observation": {
-      "image": f.Image(shape=(image_size, image_size, 3), encoding_format="png"),
-      "state": f.Tensor(shape=(module.STATE_DIM,), dtype=np.float32),
-    },
-    "action": f.Tensor(shape=(module.ACTION_DIM,), dtype=np.float32),
-    "language_instruction": f.Text(),
-    "reward": f.Scalar(dtype=np.float32),
-    "discount": f.Scalar(dtype=np.float32),
-    "is_first": np.bool_,
-    "is_last": np.bool_,
-    "is_terminal": np.bool_,
-  }
+  step = rlds_writer.simple_step_features(image_size, module.STATE_DIM, module.ACTION_DIM)
   return rlds_writer.write_rlds(
     root,
     DATASET_NAMES[env_name],
