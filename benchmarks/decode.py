@@ -29,7 +29,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from genvla_jax.inference import decode
-from genvla_jax.models import vlm
+from genvla_jax.models import build, surgery
 from genvla_jax.tokenizers import bin_actions, fast_actions, string_actions, text
 from measure import bandwidth
 
@@ -62,8 +62,8 @@ def load_model():
     from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
 
     demo.ensure(os.path.expanduser(config.data.demo_dir))
-  model = vlm.from_config(config.model)
-  params = jax.jit(lambda: vlm.init_params(model, jax.random.PRNGKey(0), config.model.image_size))()
+  model = build.from_config(config.model)
+  params = jax.jit(lambda: surgery.init_params(model, jax.random.PRNGKey(0), config.model.image_size))()
   return config, model, params, text.TextTokenizer(path)
 
 
@@ -131,7 +131,7 @@ def greedy_fn(model, tok, tokenizer, grammar):
 def main(argv):
   del argv
   config, model, params, tokenizer = load_model()
-  model = vlm.for_decoding(model, FLAGS.unroll or None)
+  model = build.for_decoding(model, FLAGS.unroll or None)
   size, batch = config.model.image_size, FLAGS.batch
   rng = np.random.default_rng(0)
   ids = [tokenizer.bos_id] + tokenizer.encode("What action should the robot take to pick up the can?\n")
@@ -141,7 +141,7 @@ def main(argv):
   bw = bandwidth()
   floor = param_bytes / bw
   print(
-    f"device {jax.devices()[0].device_kind} | params {vlm.count_params(params) / 1e6:.1f} M "
+    f"device {jax.devices()[0].device_kind} | params {surgery.count_params(params) / 1e6:.1f} M "
     f"({param_bytes / 2**20:.0f} MiB) | copy bandwidth {bw / 1e9:.1f} GB/s | floor per pass "
     f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | batch {batch} | "
     f"{'trained' if FLAGS.workdir else 'random'} weights"

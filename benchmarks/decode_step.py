@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from genvla_jax.models import vlm
+from genvla_jax.models import build, prefix_lm, surgery
 from measure import bandwidth, median_time
 
 FLAGS = flags.FLAGS
@@ -46,8 +46,8 @@ def main(argv):
   del argv
   config = FLAGS.config
   config.model.dtype = config.model.param_dtype = config.model.frozen_dtype = FLAGS.dtype
-  model = vlm.for_decoding(vlm.from_config(config.model), FLAGS.unroll or None)
-  params = jax.jit(lambda: vlm.init_params(model, jax.random.PRNGKey(0), config.model.image_size))()
+  model = build.for_decoding(build.from_config(config.model), FLAGS.unroll or None)
+  params = jax.jit(lambda: surgery.init_params(model, jax.random.PRNGKey(0), config.model.image_size))()
   llm_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params["llm"]))
   floor = llm_bytes / bandwidth()
   cache = model.apply({"params": params}, 1, FLAGS.cache, method=lambda m, b, s: m.llm.init_cache(b, s))
@@ -56,14 +56,16 @@ def main(argv):
 
   @jax.jit
   def step(params, cache):
-    return model.apply({"params": params}, token, pos, cache, 300, valid, method=vlm.VLA.decode_step)
+    return model.apply({"params": params}, token, pos, cache, 300, valid, method=prefix_lm.PrefixLM.decode_step)
 
   @jax.jit
   def loop(params, cache):
     def body(i, carry):
       logits, cache = carry
       tok = jnp.argmax(logits, -1).astype(jnp.int32)[:, None]
-      return model.apply({"params": params}, tok, pos + i, cache, 300 + i % 64, valid, method=vlm.VLA.decode_step)
+      return model.apply(
+        {"params": params}, tok, pos + i, cache, 300 + i % 64, valid, method=prefix_lm.PrefixLM.decode_step
+      )
 
     return jax.lax.fori_loop(0, FLAGS.loop, body, step(params, cache))
 

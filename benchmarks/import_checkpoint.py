@@ -35,12 +35,12 @@ def write_random(backbone: str, out: str, dtype: str):
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from genvla_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from genvla_jax.models import vlm  # pylint: disable=g-import-not-at-top
+  from genvla_jax.models import build, surgery  # pylint: disable=g-import-not-at-top
   from genvla_jax.pretrained import hf  # pylint: disable=g-import-not-at-top
 
   img, llm, size = config_lib.BACKBONES[backbone]
-  model = vlm.VLA(img_config=dict(img), llm_config=dict(llm), param_dtype=dtype)
-  params = jax.jit(lambda: vlm.init_params(model, jax.random.PRNGKey(0), size))()
+  model = build.vla(dict(img), dict(llm), param_dtype=dtype)
+  params = jax.jit(lambda: surgery.init_params(model, jax.random.PRNGKey(0), size))()
   config = ml_collections.ConfigDict(dict(image_size=size, img=dict(img), llm=dict(llm)))
   hf.export(params, config, out, dtype=dtype)
 
@@ -61,14 +61,14 @@ def measure(method: str) -> dict:
         tensors.update(load_file(os.path.join(FLAGS.dir, f)))
     count = sum(v.size for v in tensors.values())
   else:
-    from genvla_jax.models import vlm  # pylint: disable=g-import-not-at-top
+    from genvla_jax.models import build, surgery  # pylint: disable=g-import-not-at-top
     from genvla_jax.pretrained import api  # pylint: disable=g-import-not-at-top
 
     arch = api.architecture("hf", FLAGS.dir)
-    model = vlm.VLA(img_config=arch["img"], llm_config=arch["llm"], param_dtype=FLAGS.dtype)
+    model = build.vla(arch["img"], arch["llm"], param_dtype=FLAGS.dtype)
     params = api.load("hf", FLAGS.dir, model, arch["image_size"])
     jax.block_until_ready(params)
-    count = vlm.count_params(params)
+    count = surgery.count_params(params)
   seconds = time.perf_counter() - t
   return dict(
     seconds=seconds, peak_gib=sampler.stop() / 2**30, base_gib=base, params=count, device=jax.devices()[0].device_kind

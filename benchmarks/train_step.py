@@ -32,7 +32,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from genvla_jax import heads
-from genvla_jax.models import vlm
+from genvla_jax.models import build, surgery
 from genvla_jax.training import flops as flops_lib, optimizer, sharding, state as state_lib, step as step_lib
 
 FLAGS = flags.FLAGS
@@ -62,7 +62,7 @@ def matmul_reference(dtype) -> float:
 
 
 def run_one(config, batch: int, text_len: int, steps: int):
-  model = vlm.from_config(config.model)
+  model = build.from_config(config.model)
   tx = optimizer.make(config.optimizer, 1000)
   mesh = sharding.make_mesh(config.mesh)
   state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0))
@@ -100,7 +100,7 @@ def run_one(config, batch: int, text_len: int, steps: int):
     compile_s=compile_s,
     loss=float(metrics["loss"]),
     peak_gib=stats.get("peak_bytes_in_use", 0) / 2**30,
-    params=vlm.count_params(jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), size))),
+    params=surgery.count_params(jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), size))),
   )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from genvla_jax.models import vlm
+from genvla_jax.models import build
 from genvla_jax.training import checkpoint, optimizer, sharding, state as state_lib
 
 
@@ -24,7 +24,7 @@ def _tiny_state(mesh):
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
 
   config = pi0_plus.get_config("demo")
-  model = vlm.from_config(config.model)
+  model = build.from_config(config.model)
   tx = optimizer.make(config.optimizer, 100)
   state, _, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(1))
   return config, model, tx, state

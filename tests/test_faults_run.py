@@ -139,11 +139,11 @@ def test_reader_falls_back_from_a_corrupt_checkpoint(trained, tmp_path):
 def _restore_params(ckpt, step):
   import ml_collections  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from genvla_jax.models import vlm  # pylint: disable=g-import-not-at-top
+  from genvla_jax.models import build  # pylint: disable=g-import-not-at-top
   from genvla_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
 
   config = ml_collections.ConfigDict(ckpt.restore_meta(step)["config"])
-  model = vlm.from_config(config.model)
+  model = build.from_config(config.model)
   return ckpt.restore_params(step, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0]))
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from genvla_jax.inference import decode
-from genvla_jax.models import vlm
+from genvla_jax.models import build, surgery
 from genvla_jax.tokenizers import actions, bin_actions, grammar, string_actions, text
 import tolerances
 
@@ -114,8 +114,8 @@ def random_model(demo_dir, cache_dir):
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
 
   config = tiny_config(demo_dir, cache_dir)
-  model = vlm.from_config(config.model)
-  params = vlm.init_params(model, jax.random.PRNGKey(3), config.model.image_size)
+  model = build.from_config(config.model)
+  params = surgery.init_params(model, jax.random.PRNGKey(3), config.model.image_size)
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (4, config.model.image_size, config.model.image_size, 3)).astype(np.float32)
   tokens = rng.integers(4, 300, (4, 7)).astype(np.int32)
@@ -231,9 +231,9 @@ def test_unrolled_decoding_model_decodes_the_same(random_model, demo_tokenizer):
   g = actions.make_grammar(tok)
   outs = [
     np.asarray(decode.make_greedy_decoder(m, tok.max_decode_len(), demo_tokenizer.eos_id, grammar=g)(params, *inputs))
-    for m in (model, vlm.for_decoding(model))
+    for m in (model, build.for_decoding(model))
   ]
-  assert vlm.for_decoding(model).llm_config["scan_unroll"] == model.llm_config["depth"]
+  assert build.for_decoding(model).llm_config["scan_unroll"] == model.llm_config["depth"]
   np.testing.assert_array_equal(outs[0], outs[1])
 
 
@@ -247,7 +247,7 @@ def test_uint8_pixels_equal_unit_range_floats(random_model):
   want = np.asarray(apply(params, preprocess.to_unit_range(pixels)))
   # two programs: the conversion may round differently inside XLA (<= 1 ulp a pixel) and fuse into other
   # sums; float32 rounding along the whole forward's chain of reductions: eps * sqrt(n) * max|logit|
-  m, patches = config.model, vlm.num_image_tokens(config.model)
+  m, patches = config.model, build.num_image_tokens(config.model)
   n = (
     m.img.patch_size**2 * 3
     + tolerances.transformer_terms(m.img, patches)

@@ -13,7 +13,7 @@ from conftest import tiny_config
 from genvla_jax import config_lib, heads
 from genvla_jax.heads import common
 from genvla_jax.inference import policy as policy_lib
-from genvla_jax.models import flow_matching, vlm
+from genvla_jax.models import build, flow_matching, pi0, surgery
 from genvla_jax.training import flops as flops_lib, step as step_lib, trainer
 
 H, D, S, B, T = 3, 2, 2, 4, 6
@@ -26,7 +26,7 @@ def _old_token_sums(params, batch, model, rng=None, flow=None) -> dict:
   """training/step.token_sums as it was before the heads (commit 33cb5f4), verbatim."""
   inputs = (batch["image"], batch["tokens"], batch["input_mask"], batch["ar_mask"])
   sums = {}
-  if model.expert_config:
+  if isinstance(model, pi0.Pi0):
     actions = batch["actions"]  # [B,H,D]
     t_rng, noise_rng = jax.random.split(rng)
     t = flow_matching.sample_time(t_rng, actions.shape[0], *flow["time_beta"], flow["time_min"])
@@ -66,7 +66,7 @@ def _old_loss(params, batch, model, rng=None, flow=None):
 
 def _model(flow: bool):
   expert = dict(width=16, mlp_dim=32, action_dim=D, state_dim=S) if flow else None
-  return vlm.VLA(img_config=IMG, llm_config=LLM, expert_config=expert)
+  return build.vla(IMG, LLM, expert=expert)
 
 
 def _batch(seed=0):
@@ -163,7 +163,7 @@ def test_loss_through_the_head_equals_the_old_train_step():
   rng = jax.random.PRNGKey(7)
   for flow, head in ((False, heads.TokenHead()), (True, heads.FlowHead(FLOW, state_token_dim=S))):
     model = _model(flow)
-    params = vlm.init_params(model, jax.random.PRNGKey(1), 16)
+    params = surgery.init_params(model, jax.random.PRNGKey(1), 16)
     new = jax.jit(lambda p, b, r, head=head, model=model: head.loss_sums(p, b, model, r))(params, batch, rng)
     old = jax.jit(lambda p, b, r, model=model: _old_token_sums(p, b, model, r, FLOW))(params, batch, rng)
     assert set(new) == set(old) and ("flow_se" in new) == flow
@@ -238,7 +238,7 @@ def test_a_new_head_plugs_in_through_the_registry(monkeypatch, demo_dir, cache_d
 
   # the train step: the head's loss and metrics, nothing else changed
   model = _model(flow=False)
-  params = vlm.init_params(model, jax.random.PRNGKey(1), 16)
+  params = surgery.init_params(model, jax.random.PRNGKey(1), 16)
   tx = optax.sgd(0.0)
   train_step = jax.jit(step_lib.make_train_step(model, tx, lambda s: 0.0, head=head))
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genvla_jax.inference import decode
-from genvla_jax.models import masks, vlm
+from genvla_jax.models import build, masks, prefix_lm, surgery
 import tolerances
 
 IMG = dict(patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=2)
@@ -19,10 +19,10 @@ LLM_TERMS = tolerances.transformer_terms(LLM, NUM_IMAGE + T) + LLM["width"]
 
 @pytest.fixture(scope="module")
 def models():
-  single = vlm.VLA(img_config=IMG, llm_config=LLM, dual_encoder=False)
-  dual = vlm.VLA(img_config=IMG, llm_config=LLM, dual_encoder=True)
+  single = build.vla(IMG, LLM)
+  dual = build.vla(IMG, LLM, dual="copy")
   rng = jax.random.PRNGKey(1)
-  return single, dual, vlm.init_params(single, rng, SIZE), vlm.init_params(dual, rng, SIZE)
+  return single, dual, surgery.init_params(single, rng, SIZE), surgery.init_params(dual, rng, SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,9 @@ def test_cached_decoding_equals_full_forward(models, inputs):
   p_mask = np.arange(p_width)[None] < prefix_len[:, None]
   steps = 4
   cache_size = NUM_IMAGE + p_width + steps
-  logits, cache, next_pos = dual.apply({"params": params}, images, p_tokens, p_mask, cache_size, method=vlm.VLA.prefill)
+  logits, cache, next_pos = dual.apply(
+    {"params": params}, images, p_tokens, p_mask, cache_size, method=prefix_lm.PrefixLM.prefill
+  )
   rows = np.arange(B)
   # other sequence lengths (cache slots vs the full sequence): float32 summation order, eps*sqrt(n)*max|logit|
   _, atol = tolerances.float_tol(np.float32, LLM_TERMS, scale=float(jnp.abs(full).max()))
@@ -148,7 +150,7 @@ def test_cached_decoding_equals_full_forward(models, inputs):
       cache,
       slot,
       jnp.asarray(valid),
-      method=vlm.VLA.decode_step,
+      method=prefix_lm.PrefixLM.decode_step,
     )
     np.testing.assert_allclose(logits, full[rows, prefix_len + i], rtol=0, atol=atol)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from conftest import ROOT
 from genvla_jax.inference import policy as policy_lib
-from genvla_jax.models import vlm
+from genvla_jax.models import build
 from genvla_jax.training import checkpoint, optimizer, sharding, state as state_lib
 import tolerances
 
@@ -53,7 +53,7 @@ def _metric(workdir, key):
 
 def _trained_params_atol(workdir, config, reduction_size):
   """tolerances.trained_params_atol from a run that checkpointed every step (its Adam moments) and its lrs."""
-  model, tx = vlm.from_config(config.model), optimizer.make(config.optimizer, STEPS)
+  model, tx = build.from_config(config.model), optimizer.make(config.optimizer, STEPS)
   abstract, _ = state_lib.abstract(
     model, tx, config.model.image_size, sharding.make_mesh(config.mesh, jax.devices()[:1])
   )
@@ -108,7 +108,7 @@ def test_two_processes_match_one(tmp_path, demo_dir, cache_dir):
   from configs import pi0_plus  # pylint: disable=g-import-not-at-top
 
   config = pi0_plus.get_config("demo")
-  n = 8 * (config.tokenizer.max_text_len + vlm.num_image_tokens(config.model))
+  n = 8 * (config.tokenizer.max_text_len + build.num_image_tokens(config.model))
   np.testing.assert_allclose(losses_two, losses_one, rtol=tolerances.float_tol(np.float32, n)[0])  # eps*sqrt(n)
   # the checkpoint both processes wrote restores in one process (1 device) and equals the 1-process run, up
   # to what Adam makes of those gradient differences (per element, from the 1-process run's moments)

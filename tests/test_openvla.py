@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from conftest import tiny_config
 from genvla_jax import train
 from genvla_jax.inference import policy as policy_lib
-from genvla_jax.models import vlm
+from genvla_jax.models import build, prefix_lm, surgery
 from genvla_jax.pretrained import hf, mapping
 from genvla_jax.training import optimizer
 import tolerances
@@ -64,13 +64,12 @@ LOGITS_RTOL = tolerances.float_tol(np.float32, FORWARD_TERMS)[0]
 
 
 def _model(**kw):
-  return vlm.VLA(
-    img_config=DINO,
-    llm_config=LLAMA,
-    fused_img_config=SIGLIP,
-    projector_type="mlp3",
-    image_after_bos=True,
-    causal_prefix=True,
+  return build.vla(
+    DINO,
+    LLAMA,
+    fused_img=SIGLIP,
+    projector="mlp3",
+    layout=prefix_lm.LAYOUTS["prismatic"],
     **kw,
   )
 
@@ -151,7 +150,7 @@ def _reference_logits(refs, images01, tokens):
 def test_fused_model_matches_a_composition_of_transformers_references(tmp_path):
   refs = _references(tmp_path)
   model = _model()
-  abstract = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), SIZE))
+  abstract = jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), SIZE))
   assert set(abstract) == {"img", "img_fused", "projector", "llm"}
   rules = (
     mapping.dinov2_rules("img", hf_prefix="dino.", registers=True, final_norm=False)
@@ -169,16 +168,16 @@ def test_fused_model_matches_a_composition_of_transformers_references(tmp_path):
   assert ours.shape == theirs.shape == (2, 6, 80)
   assert np.abs(ours - theirs).max() / np.abs(theirs).max() < LOGITS_RTOL
   # PaliGemma's layout on the same weights (image first, bidirectional prefix) gives other logits
-  other = dataclasses.replace(model, image_after_bos=False, causal_prefix=False)
+  other = dataclasses.replace(model, layout=prefix_lm.LAYOUTS["paligemma"])
   differs = np.asarray(jax.jit(other.apply)({"params": params}, images01 * 2 - 1, tokens, mask, np.zeros_like(mask)))
   assert np.abs(differs - theirs).max() / np.abs(theirs).max() > 1e-3
 
 
 @pytest.mark.parametrize("mode", ["split", "copy"])
 def test_dual_encoder_modes(mode):
-  single, dual = _model(), _model(dual_encoder=True, dual_mode=mode)
+  single, dual = _model(), _model(dual=mode)
   rng = jax.random.PRNGKey(1)
-  p_single, p_dual = vlm.init_params(single, rng, SIZE), vlm.init_params(dual, rng, SIZE)
+  p_single, p_dual = surgery.init_params(single, rng, SIZE), surgery.init_params(dual, rng, SIZE)
   expected = {
     "split": {"img", "img_frozen", "projector", "llm"},
     "copy": {"img", "img_fused", "img_frozen", "img_fused_frozen", "projector", "llm"},
@@ -288,7 +287,7 @@ def test_openvla_checkpoint_import(tmp_path):
   tokens = rng.integers(1, 80, (2, 6)).astype(np.int32)
   mask = np.ones_like(tokens, bool)
   theirs = _reference_logits(refs, images01, tokens)
-  for model in (_model(), _model(dual_encoder=True, dual_mode="split")):  # OpenVLA, and OpenVLA+'s D
+  for model in (_model(), _model(dual="split")):  # OpenVLA, and OpenVLA+'s D
     params = api.load("openvla", path, model, SIZE)
     ours = np.asarray(jax.jit(model.apply)({"params": params}, images01 * 2 - 1, tokens, mask, np.zeros_like(mask)))
     assert np.abs(ours - theirs).max() / np.abs(theirs).max() < LOGITS_RTOL

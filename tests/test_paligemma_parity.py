@@ -19,7 +19,7 @@ from transformers import PaliGemmaForConditionalGeneration
 
 import paligemma_reference as ref
 from genvla_jax.inference import decode
-from genvla_jax.models import vlm
+from genvla_jax.models import build, prefix_lm
 from genvla_jax.pretrained import api, hf
 from genvla_jax.pretrained.loading import CheckpointError
 from genvla_jax.tools import logits as logits_tool
@@ -64,7 +64,7 @@ def checkpoints(tmp_path_factory):
 
 def load_ours(fmt, path, arch="", **model_kwargs):
   config = logits_tool.resolve_architecture(fmt, path, arch)
-  model = vlm.VLA(img_config=config["img"], llm_config=config["llm"], **model_kwargs)
+  model = build.vla(config["img"], config["llm"], **model_kwargs)
   return model, api.load(fmt, path, model, config["image_size"]), config
 
 
@@ -144,8 +144,8 @@ def test_cached_decoding_equals_full_forward(checkpoints, name):
   steps = text_len - int(prefix_len.min())
   prompt_mask = np.arange(p)[None] < prefix_len[:, None]
   variables = {"params": params}
-  prefill = jax.jit(lambda v, *a: model.apply(v, *a, n + p + steps, method=vlm.VLA.prefill))
-  step = jax.jit(lambda v, *a: model.apply(v, *a, method=vlm.VLA.decode_step))
+  prefill = jax.jit(lambda v, *a: model.apply(v, *a, n + p + steps, method=prefix_lm.PrefixLM.prefill))
+  step = jax.jit(lambda v, *a: model.apply(v, *a, method=prefix_lm.PrefixLM.decode_step))
   logits, cache, next_pos = prefill(variables, images, np.where(prompt_mask, tokens[:, :p], 0), prompt_mask)
   valid = np.concatenate([np.ones((batch, n), bool), prompt_mask, np.zeros((batch, steps), bool)], 1)
   compared = 0
@@ -168,7 +168,7 @@ def test_cached_decoding_equals_full_forward(checkpoints, name):
 def test_dual_encoder_import_initialises_both_towers(checkpoints):
   _, hf_dir, _ = checkpoints("gemma2_gqa")
   single, single_params, _ = load_ours("hf", hf_dir)
-  dual, dual_params, _ = load_ours("hf", hf_dir, dual_encoder=True)
+  dual, dual_params, _ = load_ours("hf", hf_dir, dual="copy")
   for a, b in zip(jax.tree.leaves(dual_params["img"]), jax.tree.leaves(dual_params["img_frozen"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   images, tokens, prefix_len = ref.inputs(batch=2, text_len=8, seed=4)
@@ -183,7 +183,7 @@ def test_dual_encoder_import_initialises_both_towers(checkpoints):
 
 def test_import_casts_to_param_dtype_and_frozen_dtype(checkpoints):
   _, hf_dir, _ = checkpoints("gemma1_mqa")
-  _, params, _ = load_ours("hf", hf_dir, dual_encoder=True, param_dtype="bfloat16", frozen_dtype="bfloat16")
+  _, params, _ = load_ours("hf", hf_dir, dual="copy", param_dtype="bfloat16", frozen_dtype="bfloat16")
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("bfloat16")}
 
 
@@ -216,7 +216,7 @@ def test_export_tool_single_tower_of_a_dual_model(checkpoints):
 
   _, hf_dir, _ = checkpoints("gemma1_mqa")
   _, single, _ = load_ours("hf", hf_dir)
-  _, dual, _ = load_ours("hf", hf_dir, dual_encoder=True)
+  _, dual, _ = load_ours("hf", hf_dir, dual="copy")
   for tower in ("trained", "frozen"):
     back = export_hf.single_tower(dual, tower)
     assert set(back) == set(single)

@@ -12,7 +12,7 @@ import pytest
 
 from genvla_jax import config_lib
 from genvla_jax.inference import flow_sampler
-from genvla_jax.models import flow_matching, vlm
+from genvla_jax.models import build, flow_matching, surgery
 from genvla_jax.training import step as step_lib
 import tolerances
 
@@ -22,10 +22,10 @@ LLM = dict(config_lib.GEMMA_TINY, width=32, depth=2, mlp_dim=64, num_heads=2, he
 
 
 def _model(state_dim=S, width=16):
-  return vlm.VLA(
-    img_config=IMG,
-    llm_config=LLM,
-    expert_config=dict(width=width, mlp_dim=2 * width, action_dim=D, state_dim=state_dim),
+  return build.vla(
+    IMG,
+    LLM,
+    expert=dict(width=width, mlp_dim=2 * width, action_dim=D, state_dim=state_dim),
   )
 
 
@@ -62,7 +62,7 @@ def test_flow_matching_math():
 @pytest.fixture(scope="module")
 def model_and_params():
   model = _model()
-  return model, vlm.init_params(model, jax.random.PRNGKey(0), 16)
+  return model, surgery.init_params(model, jax.random.PRNGKey(0), 16)
 
 
 def test_param_tree_has_the_expert_without_an_embedding(model_and_params):
@@ -129,7 +129,7 @@ def test_sampler_recovers_a_memorised_action_chunk():
     action_pad=np.zeros((batch, H), bool),
     num_clipped=np.zeros(batch, np.int32),
   )
-  params = vlm.init_params(model, jax.random.PRNGKey(1), 16)
+  params = surgery.init_params(model, jax.random.PRNGKey(1), 16)
   schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 50, 600, 1.5e-4)
   tx = optax.adam(schedule)
   train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, seed=0, flow=config_lib.base_config().flow))
@@ -153,7 +153,7 @@ def test_sampler_recovers_a_memorised_action_chunk():
 
 def test_missing_state_is_named():
   model = _model()
-  params = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), 16))
+  params = jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), 16))
   images, tokens, mask = _inputs()
   with pytest.raises(ValueError, match="state token"):
     jax.eval_shape(
@@ -176,11 +176,11 @@ def test_expert_config_needs_the_resolved_action_dim():
 
   config = pi0_baseline.get_config("demo")
   with pytest.raises(ValueError, match="action_dim"):
-    vlm.from_config(config.model)
+    build.from_config(config.model)
   config.model.action_expert.action_dim = 2
-  model = vlm.from_config(config.model)
+  model = build.from_config(config.model)
   assert model.expert_config == dict(width=64, mlp_dim=256, action_dim=2, state_dim=0)
-  assert dataclasses.replace(model, parent=None).dual_encoder is False
+  assert dataclasses.replace(model, parent=None).encoder.dual is None
   full = pi0_baseline.get_config()
   assert (full.model.action_expert.width, full.model.action_expert.mlp_dim) == (1024, 4096)
   assert full.tokenizer.action_horizon == 50 and full.flow.num_steps == 10

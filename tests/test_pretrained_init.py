@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from genvla_jax.models import vlm
+from genvla_jax.models import build, surgery
 from genvla_jax.pretrained import hf
 from genvla_jax.tools import param_count
 from genvla_jax.training import optimizer, sharding, state as state_lib, trainer
@@ -100,17 +100,18 @@ def test_train_starts_from_imported_weights(config, tmp_path):
   """An HF checkpoint of the demo architecture -> trainer.initial_params -> sharded state whose params are
   the checkpoint's (both towers), on a 2x4 mesh."""
   config.model.dual_encoder = True
-  single = dataclasses.replace(vlm.from_config(config.model), dual_encoder=False)
-  source = vlm.init_params(single, jax.random.PRNGKey(7), config.model.image_size)
+  single = build.from_config(config.model)
+  single = dataclasses.replace(single, encoder=single.encoder.single())
+  source = surgery.init_params(single, jax.random.PRNGKey(7), config.model.image_size)
   hf.export(source, config.model, str(tmp_path / "hf"), max_shard_bytes=1 << 20)
   config.pretrained.format, config.pretrained.path = "hf", str(tmp_path / "hf")
   config.mesh.data, config.mesh.fsdp = 2, 4
   mesh = sharding.make_mesh(config.mesh)
-  model = vlm.from_config(config.model)
+  model = build.from_config(config.model)
   params = trainer.initial_params(config, model, mesh, [], printer=lambda *a, **k: None)
   tx = optimizer.make(config.optimizer, config.train.steps)
   state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0), params=params)
-  expected = vlm.make_dual(source)
+  expected = surgery.make_dual(source)
   for got, want, spec in zip(
     jax.tree.leaves(state["params"]), jax.tree.leaves(expected), jax.tree.leaves(shardings["params"])
   ):
@@ -121,4 +122,4 @@ def test_train_starts_from_imported_weights(config, tmp_path):
 
   config.model.llm.num_heads = 2
   with pytest.raises(ValueError, match="model.llm.num_heads: config 2, checkpoint 4"):
-    trainer.initial_params(config, vlm.from_config(config.model), mesh, [], printer=print)
+    trainer.initial_params(config, build.from_config(config.model), mesh, [], printer=print)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from genvla_jax.data import pipeline
-from genvla_jax.models import vlm
+from genvla_jax.models import build
 from genvla_jax.training import optimizer, sharding, state as state_lib, step as step_lib
 import tolerances
 
@@ -19,7 +19,7 @@ def setup(demo_dir, cache_dir, prepared):
   config = tiny_config(demo_dir, cache_dir)
   it = iter(pipeline.make_dataset(config, prepared, seed=0))
   batches = [next(it) for _ in range(3)]
-  model = vlm.from_config(config.model)
+  model = build.from_config(config.model)
   tx = optimizer.make(config.optimizer, config.train.steps)
   step_fn = step_lib.make_train_step(model, tx, optimizer.schedule(config.optimizer, config.train.steps))
   return config, model, tx, step_fn, batches
@@ -28,7 +28,7 @@ def setup(demo_dir, cache_dir, prepared):
 def _positions(config, batch) -> int:
   """Rows x sequence positions (image + text tokens) of a batch: the number of terms every gradient entry
   and the loss sum over."""
-  return len(batch["tokens"]) * (batch["tokens"].shape[1] + vlm.num_image_tokens(config.model))
+  return len(batch["tokens"]) * (batch["tokens"].shape[1] + build.num_image_tokens(config.model))
 
 
 def _run(setup, mesh, num_steps):

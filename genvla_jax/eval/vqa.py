@@ -25,7 +25,7 @@ from genvla_jax import cli
 from genvla_jax.data import preprocess
 from genvla_jax.eval import vqa_metrics
 from genvla_jax.inference import decode
-from genvla_jax.models import vlm
+from genvla_jax.models import build
 
 BENCHMARKS = ("textvqa", "vizwiz", "gqa", "pope", "vsr")
 
@@ -89,7 +89,9 @@ class Answerer:
   def __init__(self, policy, max_answer_len: int = 16, prompt: str = "{question}"):
     self.policy, self.prompt = policy, prompt
     text = policy.text
-    self.decoder = decode.make_greedy_decoder(vlm.for_decoding(policy.model), max_answer_len, text.eos_id, text.pad_id)
+    self.decoder = decode.make_greedy_decoder(
+      build.for_decoding(policy.model), max_answer_len, text.eos_id, text.pad_id
+    )
 
     self.num_non_text_ids = 0  # generated ids outside the text vocabulary (action bins), dropped from answers
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from genvla_jax.heads.flow import FlowHead
 from genvla_jax.heads.tokens import TokenHead
+from genvla_jax.models import pi0
 
 
 @runtime_checkable
@@ -76,4 +77,4 @@ def from_config(config) -> Head:
 
 def for_model(model, flow=None) -> Head:
   """The head of a built model when no config is at hand (make_train_step(model, ..., flow=) callers)."""
-  return FlowHead(flow) if model.expert_config else TokenHead()
+  return FlowHead(flow) if isinstance(model, pi0.Pi0) else TokenHead()

@@ -8,7 +8,7 @@ import numpy as np
 
 from genvla_jax.heads import common
 from genvla_jax.inference import decode
-from genvla_jax.models import vlm
+from genvla_jax.models import build
 
 
 class TokenHead:
@@ -69,7 +69,7 @@ class TokenHead:
       self.default_draft_previous = draft_previous
     self.action_tokenizer, self.text = action_tokenizer, text_tokenizer
     grammar = action_tokenizer.grammar() if self.constrained else None
-    decoding_model = vlm.for_decoding(model)
+    decoding_model = build.for_decoding(model)
     length = action_tokenizer.max_decode_len()
     if grammar is not None and self.speculative:
       self._draft_previous = self.default_draft_previous

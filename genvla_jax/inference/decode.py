@@ -9,16 +9,46 @@ RoPE positions continue from its own prompt length, so rows with different promp
 exactly as the training-time forward pass computes them.
 """
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genvla_jax.models import vlm
+from genvla_jax.models import prefix_lm
 from genvla_jax.tokenizers import grammar as grammar_lib
 
 
+class _GreedyCarry(NamedTuple):
+  i: Any  # decoding step
+  logits: Any  # [B,V] of the last fed token
+  cache: Any  # the KV cache
+  valid: Any  # [B,S] cache slots a query may attend
+  done: Any  # [B] the row has emitted EOS
+  out: Any  # [B,L] tokens so far (pad after EOS)
+  state: Any  # [B] grammar state
+
+
+class _SpeculativeCarry(NamedTuple):
+  i: Any  # model passes so far
+  cache: Any
+  valid: Any  # [B,S]
+  done: Any  # [B]
+  out: Any  # [B,L+K+1] tokens so far
+  last: Any  # [B] the last chosen token (fed first in the next pass)
+  state: Any  # [B] grammar state after it
+  count: Any  # [B] tokens written to out
+  pos: Any  # [B] RoPE position of `last`
+  drafted: Any  # [B] draft tokens proposed (forced ones excluded)
+  accepted: Any  # [B] of those, kept
+
+
 def make_greedy_decoder(
-  model: vlm.VLA, max_decode_len: int, eos_id: int, pad_id: int = 0, grammar: grammar_lib.TokenGrammar | None = None
+  model: prefix_lm.PrefixLM,
+  max_decode_len: int,
+  eos_id: int,
+  pad_id: int = 0,
+  grammar: grammar_lib.TokenGrammar | None = None,
 ):
   """-> jitted fn(params, images [B,H,W,3], tokens [B,P], input_mask [B,P]) -> tokens [B,L] int32
   (everything after a row's EOS is `pad_id`; the EOS itself is kept)."""
@@ -27,7 +57,7 @@ def make_greedy_decoder(
 
 
 def make_decoder(
-  model: vlm.VLA,
+  model: prefix_lm.PrefixLM,
   max_decode_len: int,
   eos_id: int,
   pad_id: int = 0,
@@ -50,11 +80,12 @@ def make_decoder(
   def decode(params, images, tokens, input_mask, rng):
     variables = {"params": params}
     batch, prompt_len = tokens.shape
-    patch = model.img_config["patch_size"]
-    num_image = (images.shape[1] // patch) * (images.shape[2] // patch)
+    num_image = model.encoder.num_tokens(images.shape[1], images.shape[2])
     prefix_len = num_image + prompt_len
     cache_size = prefix_len + max_decode_len
-    logits, cache, next_pos = model.apply(variables, images, tokens, input_mask, cache_size, method=vlm.VLA.prefill)
+    logits, cache, next_pos = model.apply(
+      variables, images, tokens, input_mask, cache_size, method=prefix_lm.PrefixLM.prefill
+    )
     valid = jnp.concatenate(
       [jnp.ones((batch, num_image), bool), input_mask.astype(bool), jnp.zeros((batch, max_decode_len), bool)], axis=1
     )
@@ -63,11 +94,10 @@ def make_decoder(
 
     state = jnp.zeros((batch,), jnp.int32)  # grammar state (unused without a grammar)
 
-    def cond(carry):
-      i, _, _, _, done, _, _ = carry
-      return (i < max_decode_len) & ~jnp.all(done)
+    def cond(carry: _GreedyCarry):
+      return (carry.i < max_decode_len) & ~jnp.all(carry.done)
 
-    def body(carry):
+    def body(carry: _GreedyCarry) -> _GreedyCarry:
       i, logits, cache, valid, done, out, state = carry
       step_rng = None if rng is None else jax.random.fold_in(rng, i)
       token, state = choose(logits, state, step_rng)
@@ -77,18 +107,17 @@ def make_decoder(
       slot = prefix_len + i
       valid = valid.at[:, slot].set(True)
       logits, cache = model.apply(
-        variables, token[:, None], (next_pos + i)[:, None], cache, slot, valid, method=vlm.VLA.decode_step
+        variables, token[:, None], (next_pos + i)[:, None], cache, slot, valid, method=prefix_lm.PrefixLM.decode_step
       )
-      return i + 1, logits, cache, valid, done, out, state
+      return _GreedyCarry(i + 1, logits, cache, valid, done, out, state)
 
-    carry = jax.lax.while_loop(cond, body, (0, logits, cache, valid, done, out, state))
-    return carry[5]
+    return jax.lax.while_loop(cond, body, _GreedyCarry(0, logits, cache, valid, done, out, state)).out
 
   return decode
 
 
 def make_speculative_decoder(
-  model: vlm.VLA,
+  model: prefix_lm.PrefixLM,
   max_decode_len: int,
   eos_id: int,
   pad_id: int,
@@ -144,11 +173,12 @@ def make_speculative_decoder(
     variables = {"params": params}
     batch, prompt_len = tokens.shape
     draft = jnp.full((batch, 1), -1, jnp.int32) if draft is None else jnp.asarray(draft, jnp.int32)
-    patch = model.img_config["patch_size"]
-    prefix_len = (images.shape[1] // patch) * (images.shape[2] // patch) + prompt_len
+    prefix_len = model.encoder.num_tokens(images.shape[1], images.shape[2]) + prompt_len
     width = k_max + 1
     cache_size = prefix_len + width * max_decode_len
-    logits, cache, next_pos = model.apply(variables, images, tokens, input_mask, cache_size, method=vlm.VLA.prefill)
+    logits, cache, next_pos = model.apply(
+      variables, images, tokens, input_mask, cache_size, method=prefix_lm.PrefixLM.prefill
+    )
     valid = jnp.concatenate(
       [
         jnp.ones((batch, prefix_len - prompt_len), bool),
@@ -163,11 +193,10 @@ def make_speculative_decoder(
     rows, ks = jnp.arange(batch), jnp.arange(width)
     zeros = jnp.zeros((batch,), jnp.int32)
 
-    def cond(carry):
-      i, _, _, done, *_ = carry
-      return (i < max_decode_len) & ~jnp.all(done)
+    def cond(carry: _SpeculativeCarry):
+      return (carry.i < max_decode_len) & ~jnp.all(carry.done)
 
-    def body(carry):
+    def body(carry: _SpeculativeCarry) -> _SpeculativeCarry:
       i, cache, valid, done, out, last, state, count, pos, drafted, accepted = carry
       proposals, states, was_forced = propose(state, done, count, draft)  # [B,K]
       has = proposals >= 0
@@ -178,7 +207,7 @@ def make_speculative_decoder(
       mask = (valid[:, None, :] | window[:, None, :]) & causal[None]  # [B,K+1,S]
       fed = jnp.concatenate([last[:, None], jnp.where(has, proposals, pad_id)], axis=1)
       step_logits, cache = model.apply(
-        variables, fed, pos[:, None] + ks[None], cache, base, mask, method=vlm.VLA.extend
+        variables, fed, pos[:, None] + ks[None], cache, base, mask, method=prefix_lm.PrefixLM.extend
       )
       before = jnp.concatenate([state[:, None], states], axis=1)  # state before choice q
       choices, after = jax.vmap(lambda lg, st: grammar_lib.select(rules, eos_id, lg, st), in_axes=(1, 1), out_axes=1)(
@@ -205,11 +234,13 @@ def make_speculative_decoder(
       state = jnp.where(done, state, after[rows, a])
       pos = jnp.where(done, pos, pos + a + 1)
       done = done | eos_kept | (choice == eos_id) | (count >= max_decode_len)
-      return i + 1, cache, valid, done, out, choice, state, count, pos, drafted, accepted
+      return _SpeculativeCarry(i + 1, cache, valid, done, out, choice, state, count, pos, drafted, accepted)
 
-    carry = (0, cache, valid, done, out, first, state, jnp.ones((batch,), jnp.int32), next_pos, zeros, zeros)
-    i, _, _, _, out, *_, drafted, accepted = jax.lax.while_loop(cond, body, carry)
-    out = jnp.where(jnp.arange(out.shape[1])[None] < max_decode_len, out, pad_id)[:, :max_decode_len]
-    return {"tokens": out, "passes": i, "drafted": drafted, "accepted": accepted}
+    carry = _SpeculativeCarry(
+      0, cache, valid, done, out, first, state, jnp.ones((batch,), jnp.int32), next_pos, zeros, zeros
+    )
+    end = jax.lax.while_loop(cond, body, carry)
+    out = jnp.where(jnp.arange(end.out.shape[1])[None] < max_decode_len, end.out, pad_id)[:, :max_decode_len]
+    return {"tokens": out, "passes": end.i, "drafted": end.drafted, "accepted": end.accepted}
 
   return decode

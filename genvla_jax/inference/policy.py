@@ -24,7 +24,7 @@ import jax
 from genvla_jax import config_schema, heads
 from genvla_jax.data import transforms
 from genvla_jax.inference import protocol
-from genvla_jax.models import vlm
+from genvla_jax.models import build
 from genvla_jax.tokenizers import factory
 from genvla_jax.training import checkpoint, state as state_lib
 
@@ -52,7 +52,7 @@ class Policy:
     self.config = config
     self.params = params
     self.step = None  # the checkpoint step, when restored with from_workdir
-    self.model = vlm.from_config(config.model)
+    self.model = build.from_config(config.model)
     self.text, self.action_tokenizer = factory.make_tokenizers(config, action_dim, tokenizer_path, fast_bpe_path)
     name = unnorm_dataset or config.data.unnorm_dataset or next(iter(stats))
     if name not in stats:
@@ -133,7 +133,7 @@ class Policy:
     def restore(candidate):
       meta = ckpt.restore_meta(candidate)
       config = config_schema.upgrade(meta["config"])  # fields newer than the run get their defaults
-      model = vlm.from_config(config.model)
+      model = build.from_config(config.model)
       params = ckpt.restore_params(
         candidate, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0])
       )

@@ -138,40 +138,52 @@ def attention(q, k, v, mask, scale: float, softcap: float | None = None):
   return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, hd)
 
 
-class Attention(nn.Module):
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+  """What one decoder layer is made of (built by Gemma from its fields; see Gemma for each option)."""
+
   num_heads: int
   num_kv_heads: int
   head_dim: int
+  mlp_dim: int
   query_pre_attn_scalar: float
-  attn_logits_softcap: float | None = None
-  sliding_window: int | None = None
-  dtype: str = "float32"
-  rope_max_wavelength: float = 10_000
+  post_norms: bool
+  attn_logits_softcap: float | None
+  sliding_window: int | None
+  norm_offset: float
+  norm_eps: float
+  activation: str
+  rope_max_wavelength: float
+  dtype: str
+
+
+class Attention(nn.Module):
+  config: BlockConfig
 
   @nn.compact
   def __call__(self, x, is_local, positions, attn_mask, window_ok, cache=None, cache_index=0):
     """x [B,T,D], positions [B,T], attn_mask [B,T,S] bool, window_ok [B,T,S] bool (pairs the sliding
     window keeps), is_local: scalar bool (this layer uses the window) -> ([B,T,D], layer cache)."""
-    d = x.shape[-1]
-    wq = self.param("q_einsum", _init(1, (0, 2)), (self.num_heads, d, self.head_dim), jnp.float32)
-    wkv = self.param("kv_einsum", _init(2, (1, 3), (0,)), (2, self.num_kv_heads, d, self.head_dim), jnp.float32)
-    wo = self.param("attn_vec_einsum", _init((0, 1), 2), (self.num_heads, self.head_dim, d), jnp.float32)
-    q = constrain(jnp.einsum("BTD,NDH->BTNH", x, wq.astype(self.dtype)), BATCH, None, MODEL, None)
-    k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(self.dtype))
-    q = apply_rope(q, positions, self.rope_max_wavelength)
-    k = apply_rope(k, positions, self.rope_max_wavelength)
+    c, d = self.config, x.shape[-1]
+    wq = self.param("q_einsum", _init(1, (0, 2)), (c.num_heads, d, c.head_dim), jnp.float32)
+    wkv = self.param("kv_einsum", _init(2, (1, 3), (0,)), (2, c.num_kv_heads, d, c.head_dim), jnp.float32)
+    wo = self.param("attn_vec_einsum", _init((0, 1), 2), (c.num_heads, c.head_dim, d), jnp.float32)
+    q = constrain(jnp.einsum("BTD,NDH->BTNH", x, wq.astype(c.dtype)), BATCH, None, MODEL, None)
+    k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(c.dtype))
+    q = apply_rope(q, positions, c.rope_max_wavelength)
+    k = apply_rope(k, positions, c.rope_max_wavelength)
     new_cache = None
     if cache is not None:
       start = (0, cache_index, 0, 0)
       k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
       new_cache = {"k": k, "v": v}
-    if self.sliding_window is not None:
+    if c.sliding_window is not None:
       attn_mask = attn_mask & (window_ok | ~is_local)
     out = attention(
-      q, k.astype(q.dtype), v.astype(q.dtype), attn_mask, self.query_pre_attn_scalar**-0.5, self.attn_logits_softcap
+      q, k.astype(q.dtype), v.astype(q.dtype), attn_mask, c.query_pre_attn_scalar**-0.5, c.attn_logits_softcap
     )
-    return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_cache
+    return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(c.dtype)), new_cache
 
 
 class FeedForward(nn.Module):
@@ -194,40 +206,22 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
   """One decoder layer. Scan-compatible: (x, layer_cache, is_local, ...) -> (x, new_layer_cache)."""
 
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
-  mlp_dim: int
-  query_pre_attn_scalar: float
-  post_norms: bool = False
-  attn_logits_softcap: float | None = None
-  sliding_window: int | None = None
-  dtype: str = "float32"
-  norm_offset: float = 1.0
-  norm_eps: float = 1e-6
-  activation: str = "gelu_tanh"
-  rope_max_wavelength: float = 10_000
+  config: BlockConfig
 
   @nn.compact
   def __call__(self, x, cache, is_local, positions, attn_mask, window_ok, cache_index):
-    norm = lambda name: RMSNorm(self.norm_offset, self.norm_eps, name=name)  # pylint: disable=unnecessary-lambda-assignment
+    c = self.config
+
+    def norm(name):
+      return RMSNorm(c.norm_offset, c.norm_eps, name=name)
+
     y = norm("pre_attention_norm")(x)
-    y, new_cache = Attention(
-      self.num_heads,
-      self.num_kv_heads,
-      self.head_dim,
-      self.query_pre_attn_scalar,
-      self.attn_logits_softcap,
-      self.sliding_window,
-      self.dtype,
-      self.rope_max_wavelength,
-      name="attn",
-    )(y, is_local, positions, attn_mask, window_ok, cache, cache_index)
-    if self.post_norms:
+    y, new_cache = Attention(c, name="attn")(y, is_local, positions, attn_mask, window_ok, cache, cache_index)
+    if c.post_norms:
       y = norm("post_attention_norm")(y)
     x = x + y
-    y = FeedForward(self.mlp_dim, self.dtype, self.activation, name="mlp")(norm("pre_ffw_norm")(x))
-    if self.post_norms:
+    y = FeedForward(c.mlp_dim, c.dtype, c.activation, name="mlp")(norm("pre_ffw_norm")(x))
+    if c.post_norms:
       y = norm("post_ffw_norm")(y)
     return constrain(x + y, BATCH, None, None), new_cache
 
@@ -253,7 +247,7 @@ class Gemma(nn.Module):
   rope_max_wavelength: float = 10_000
   dtype: str = "float32"
   remat_policy: str = "none"
-  scan_unroll: int = 1  # layers per scan iteration; decoding unrolls all (vlm.for_decoding)
+  scan_unroll: int = 1  # layers per scan iteration; decoding unrolls all (build.for_decoding)
 
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width, self.scale_embeddings, self.tie_embeddings, name="embedder")
@@ -266,22 +260,25 @@ class Gemma(nn.Module):
       in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
       out_axes=0,
       unroll=self.scan_unroll,
-    )(
-      self.num_heads,
-      self.num_kv_heads,
-      self.head_dim,
-      self.mlp_dim,
-      self.query_pre_attn_scalar or self.head_dim,
-      self.post_norms,
-      self.attn_logits_softcap,
-      self.sliding_window,
-      self.dtype,
-      self.norm_offset,
-      self.norm_eps,
-      self.activation,
-      self.rope_max_wavelength,
-    )
+    )(self.block_config())
     self.final_norm = RMSNorm(self.norm_offset, self.norm_eps)
+
+  def block_config(self) -> BlockConfig:
+    return BlockConfig(
+      num_heads=self.num_heads,
+      num_kv_heads=self.num_kv_heads,
+      head_dim=self.head_dim,
+      mlp_dim=self.mlp_dim,
+      query_pre_attn_scalar=self.query_pre_attn_scalar or self.head_dim,
+      post_norms=self.post_norms,
+      attn_logits_softcap=self.attn_logits_softcap,
+      sliding_window=self.sliding_window,
+      norm_offset=self.norm_offset,
+      norm_eps=self.norm_eps,
+      activation=self.activation,
+      rope_max_wavelength=self.rope_max_wavelength,
+      dtype=self.dtype,
+    )
 
   def embed(self, tokens):  # [B,T] int -> [B,T,D]
     return self.embedder.encode(tokens).astype(self.dtype)

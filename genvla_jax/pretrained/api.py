@@ -5,7 +5,7 @@ model with the target shardings and storage dtypes.
   format "big_vision": the official PaliGemma .npz
   format "openvla":    OpenVLA's released HF directory (PrismaticForConditionalGeneration: timm DINOv2 +
                        SigLIP featurizers, projector fc1-3, Llama 2), for configs/openvla*.py
-For π0+ the imported tower initialises both the trained and the frozen copy (vlm.finish_params); for
+For π0+ the imported tower initialises both the trained and the frozen copy (surgery.finish_params); for
 OpenVLA+ with dual_mode "split" the imported SigLIP becomes the frozen tower.
 """
 
@@ -14,7 +14,7 @@ import dataclasses
 import jax
 from jax.sharding import Mesh
 
-from genvla_jax.models import gemma, vit, vlm
+from genvla_jax.models import gemma, prefix_lm, surgery, vit
 from genvla_jax.pretrained import big_vision, hf, mapping
 from genvla_jax.training import sharding
 
@@ -24,7 +24,11 @@ def _hf_architecture(path):
 
 
 def _openvla_load(path, abstract, model):
-  return hf.load_with_rules(path, abstract, mapping.openvla_rules(model.img_config, model.fused_img_config or {}))
+  return hf.load_with_rules(
+    path,
+    abstract,
+    mapping.openvla_rules(*(t.vit for t in model.encoder.towers), *[{}] * (2 - len(model.encoder.towers))),
+  )
 
 
 # format -> (architecture(path) -> {image_size, img, llm, ...}, load(path, abstract params, model) -> params):
@@ -78,13 +82,13 @@ def mismatches(fmt: str, path: str, model_config) -> list[str]:
   return out
 
 
-def load(fmt: str, path: str, model: vlm.VLA, image_size: int, mesh: Mesh | None = None, rules=()):
+def load(fmt: str, path: str, model: prefix_lm.PrefixLM, image_size: int, mesh: Mesh | None = None, rules=()):
   """Checkpoint -> params of `model` (dual split and storage dtypes applied), placed on `mesh` with the
   parameter shardings (FSDP default / rules), or on the first device without a mesh. Tensors are cast
   to `model.param_dtype` on the host, one at a time, before they are placed."""
   read = _reader(fmt)[1]
-  single = dataclasses.replace(model, dual_encoder=False, parent=None)
-  shapes = jax.eval_shape(lambda: vlm.init_params(single, jax.random.PRNGKey(0), image_size))
+  single = dataclasses.replace(model, encoder=model.encoder.single(), parent=None)
+  shapes = jax.eval_shape(lambda: surgery.init_params(single, jax.random.PRNGKey(0), image_size))
   shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, model.param_dtype), shapes)
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -92,4 +96,4 @@ def load(fmt: str, path: str, model: vlm.VLA, image_size: int, mesh: Mesh | None
   else:
     shardings = sharding.param_shardings(shapes, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
-  return vlm.finish_params(model, read(path, abstract, model))
+  return surgery.finish_params(model, read(path, abstract, model))

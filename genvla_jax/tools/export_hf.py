@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 def single_tower(params, tower: str = "trained"):
   """Dual-encoder params -> single-tower params using one tower and its half of the projector
-  (scaled by 2, the inverse of vlm.make_dual's split). Single-tower params pass through."""
+  (scaled by 2, the inverse of surgery.make_dual's split). Single-tower params pass through."""
   if "img_frozen" not in params:
     return params
   params = dict(params)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genvla_jax import cli
-from genvla_jax.models import vlm
+from genvla_jax.models import build, prefix_lm
 from genvla_jax.pretrained import api
 
 FLAGS = flags.FLAGS
@@ -57,7 +57,7 @@ def read_inputs(path: str, image_size: int, vocab_size: int):
   return images, tokens, prefix_len
 
 
-def compute_logits(model: vlm.VLA, params, images, tokens, prefix_len, batch_size: int = 8) -> np.ndarray:
+def compute_logits(model: prefix_lm.PrefixLM, params, images, tokens, prefix_len, batch_size: int = 8) -> np.ndarray:
   """-> float32 logits [B,T,V] at the text positions; the first prefix_len tokens attend as prefix."""
 
   @jax.jit
@@ -78,7 +78,7 @@ def compute_logits(model: vlm.VLA, params, images, tokens, prefix_len, batch_siz
 
 def run(checkpoint: str, fmt: str, inputs: str, out: str, arch: str = "", batch_size: int = 8):
   config = resolve_architecture(fmt, checkpoint, arch)
-  model = vlm.VLA(img_config=config["img"], llm_config=config["llm"])
+  model = build.vla(config["img"], config["llm"])
   params = api.load(fmt, checkpoint, model, config["image_size"])
   images, tokens, prefix_len = read_inputs(inputs, config["image_size"], config["llm"]["vocab_size"])
   logits = compute_logits(model, params, images, tokens, prefix_len, batch_size)

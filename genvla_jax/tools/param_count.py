@@ -11,21 +11,21 @@ from ml_collections import config_flags
 import numpy as np
 
 from genvla_jax import cli, config_lib
-from genvla_jax.models import vlm
+from genvla_jax.models import build, prefix_lm, surgery
 
 FLAGS = flags.FLAGS
 
 
-def count(model: vlm.VLA, image_size: int) -> dict[str, int]:
+def count(model: prefix_lm.PrefixLM, image_size: int) -> dict[str, int]:
   """-> parameters per top-level part (img, img_frozen, projector, llm, expert) and "total"."""
-  shapes = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), image_size))
+  shapes = jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), image_size))
   parts = {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v))) for k, v in shapes.items()}
   return dict(parts, total=sum(parts.values()))
 
 
-def backbone_model(name: str, dual_encoder: bool = False) -> tuple[vlm.VLA, int]:
+def backbone_model(name: str, dual_encoder: bool = False) -> tuple[prefix_lm.PrefixLM, int]:
   img, llm, image_size = config_lib.BACKBONES[name]
-  return vlm.VLA(img_config=dict(img), llm_config=dict(llm), dual_encoder=dual_encoder), image_size
+  return build.vla(img, llm, dual="copy" if dual_encoder else None), image_size
 
 
 def table() -> list[str]:
@@ -49,7 +49,7 @@ def main(argv):
   expert = FLAGS.config.model.action_expert
   if expert.width and not expert.action_dim:  # resolved from the data at training time; RT-1 sizes here
     expert.action_dim, expert.state_dim = 7, 8
-  model = vlm.from_config(FLAGS.config.model)
+  model = build.from_config(FLAGS.config.model)
   c = count(model, FLAGS.config.model.image_size)
   print("\n".join(f"{k:<12} {v:>14,d}" for k, v in c.items()))
 

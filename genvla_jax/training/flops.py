@@ -8,6 +8,8 @@ program, printed once at start-up for cross-checking; it counts the body of a wh
 our layer-scanned models it undercounts (e.g. tiny tabletop model: 1.15e10 vs 2.68e10 analytic).
 """
 
+from genvla_jax.models import build
+
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity), matched against
 # jax.Device.device_kind; the first matching entry wins.
 PEAK_FLOPS = [
@@ -50,22 +52,20 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
   flops = 6 * llm_params * batch * seq  # decoder matmuls
   flops += 12 * llm.depth * batch * seq**2 * llm.num_heads * llm.head_dim  # attention scores + values
   flops += 6 * batch * text_len * llm.vocab_size * d  # logits
-  towers = [img] + ([model_config.fused_img] if model_config.fused_img else [])
-  split = model_config.dual_encoder and model_config.dual_mode == "split"
-  feature_width = sum(t.width for t in towers)
-  for i, tower in enumerate(towers):
-    tower_params = tower.depth * (4 * tower.width**2 + 2 * tower.width * tower.mlp_dim)
-    tower_attn = 12 * tower.depth * batch * patches**2 * tower.width
-    frozen_only = split and i == 1  # "split": the fused tower is the frozen one
-    if not frozen_only:
-      flops += 6 * tower_params * batch * patches + tower_attn
-    if model_config.dual_encoder and (frozen_only or not split):  # a frozen tower: forward only
+  encoder = build.encoder(model_config)
+  for tower in encoder.built():
+    t = tower.vit
+    tower_params = t["depth"] * (4 * t["width"] ** 2 + 2 * t["width"] * t["mlp_dim"])
+    tower_attn = 12 * t["depth"] * batch * patches**2 * t["width"]
+    if tower.frozen:  # forward only
       flops += 2 * tower_params * batch * patches + tower_attn / 3
-  in_width = feature_width * (2 if model_config.dual_encoder and not split else 1)
+    else:
+      flops += 6 * tower_params * batch * patches + tower_attn
   if model_config.projector == "mlp3":
-    projector_params = in_width * 4 * feature_width + 4 * feature_width * d + d * d
+    hidden = 4 * encoder.single().width
+    projector_params = encoder.width * hidden + hidden * d + d * d
   else:
-    projector_params = in_width * d
+    projector_params = encoder.width * d
   flops += 6 * projector_params * batch * patches  # projector
   flops += head.extra_flops(model_config, batch, seq, action_horizon)  # the action head's own (π0: the expert)
   return float(flops)

@@ -5,9 +5,9 @@ optimizer state."""
 import jax
 import optax
 
-from genvla_jax.models import vlm
+from genvla_jax.models import surgery
 
-FROZEN_PREFIXES = vlm.FROZEN_PARTS
+FROZEN_PREFIXES = surgery.FROZEN_PARTS
 
 
 def labels(params):

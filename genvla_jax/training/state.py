@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from genvla_jax.models import vlm
+from genvla_jax.models import surgery
 from genvla_jax.training import sharding
 
 
@@ -19,7 +19,7 @@ def state_from_params(params, tx):
 
 def make_init_fn(model, tx, image_size: int):
   def init_state(rng):
-    return state_from_params(vlm.init_params(model, rng, image_size), tx)
+    return state_from_params(surgery.init_params(model, rng, image_size), tx)
 
   return init_state
 
@@ -57,7 +57,7 @@ def abstract(model, tx, image_size: int, mesh, rules=()):
 
 def abstract_params(model, image_size: int, device):
   """Abstract parameter tree placed on one device (params-only restore for predict / serve)."""
-  shapes = jax.eval_shape(lambda: vlm.init_params(model, jax.random.PRNGKey(0), image_size))
+  shapes = jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), image_size))
   return jax.tree.map(
     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(device)), shapes
   )

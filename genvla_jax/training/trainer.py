@@ -27,7 +27,7 @@ import numpy as np
 
 from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import pipeline, prepare
-from genvla_jax.models import vlm
+from genvla_jax.models import build, surgery
 from genvla_jax.pretrained import api as pretrained_api
 from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, optimizer, run_dir, sharding
 from genvla_jax.training import state as state_lib, step as step_lib
@@ -242,7 +242,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     else:
       write_assets(config, prepared, workdir)
 
-  model = vlm.from_config(config.model)
+  model = build.from_config(config.model)
   mesh = sharding.make_mesh(config.mesh)
   total = config.train.steps
   tx = optimizer.make(config.optimizer, total)
@@ -275,7 +275,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     if dropped:
       printer(f"metrics.jsonl: dropped {dropped} record(s) after step {start} (re-logged by this run)", flush=True)
   printer(
-    f"model: {vlm.count_params(state['params']) / 1e6:.2f} M params "
+    f"model: {surgery.count_params(state['params']) / 1e6:.2f} M params "
     f"(dual encoder: {config.model.dual_encoder}, actions: {config.tokenizer.action}); "
     f"mesh {dict(mesh.shape)}; global batch {config.data.batch_size} "
     f"(robot fraction {config.data.robot_fraction})",
@@ -304,7 +304,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     metrics_path=metrics_path,
     log_every=config.train.log_every,
     printer=printer,
-    tokens_per_example=vlm.num_image_tokens(config.model) + text_len,
+    tokens_per_example=build.num_image_tokens(config.model) + text_len,
     flops_per_step=flops_lib.model_flops(
       config.model, batch_size, text_len, config.tokenizer.action_horizon, head=head
     ),

@@ -1,0 +1,87 @@
+"""config.model -> the model: the one place where config fields become model parts.
+
+img, fused_img                  -> encoders.Encoder towers (single, or Prismatic's fused pair)
+dual_encoder, dual_mode         -> Encoder.dual (None | "copy" | "split")
+projector                       -> projector kind
+image_after_bos, causal_prefix  -> prefix_lm.Layout
+action_expert (width > 0)       -> pi0.Pi0 instead of prefix_lm.PrefixLM
+"""
+
+import dataclasses
+from typing import Any
+
+from genvla_jax.models import encoders, pi0, prefix_lm
+
+
+def vla(
+  img: dict[str, Any],
+  llm: dict[str, Any],
+  *,
+  fused_img: dict[str, Any] | None = None,
+  dual: str | None = None,
+  projector: str = "linear",
+  layout: prefix_lm.Layout = prefix_lm.LAYOUTS["paligemma"],
+  expert: dict[str, Any] | None = None,
+  **options,
+) -> prefix_lm.PrefixLM:
+  """A model from its parts: towers (one, or two fused), dual encoder mode, projector, layout, and an action
+  expert (π0) or none. `options`: dtype, param_dtype, frozen_dtype, remat_policy, projector_hidden."""
+  towers = encoders.fused(dict(img), dict(fused_img)) if fused_img else encoders.single(dict(img))
+  parts = dict(
+    encoder=encoders.Encoder(towers, dual),
+    llm_config=dict(llm),
+    projector_kind=projector,
+    layout=layout,
+    **options,
+  )
+  return pi0.Pi0(**parts, expert_config=expert) if expert else prefix_lm.PrefixLM(**parts)
+
+
+def encoder(model_config) -> encoders.Encoder:
+  """config.model's image encoder: its towers (img, and fused_img if set) and dual encoder mode."""
+  img = dict(model_config.img)
+  towers = encoders.fused(img, dict(model_config.fused_img)) if model_config.fused_img else encoders.single(img)
+  return encoders.Encoder(towers, model_config.dual_mode if model_config.dual_encoder else None)
+
+
+def from_config(model_config) -> prefix_lm.PrefixLM:
+  """config.model -> the model. Every field is read as an attribute (a saved config from an older run is read
+  through config_schema.upgrade first, which fills the fields it lacks)."""
+  parts = dict(
+    encoder=encoder(model_config),
+    llm_config=dict(model_config.llm),
+    projector_kind=model_config.projector,
+    layout=prefix_lm.Layout(model_config.image_after_bos, model_config.causal_prefix),
+    dtype=model_config.dtype,
+    param_dtype=model_config.param_dtype,
+    frozen_dtype=model_config.frozen_dtype,
+    remat_policy=model_config.remat_policy,
+  )
+  expert = expert_config(model_config)
+  return pi0.Pi0(**parts, expert_config=expert) if expert else prefix_lm.PrefixLM(**parts)
+
+
+def expert_config(model_config) -> dict | None:
+  """config.model.action_expert -> Pi0's expert_config (None unless its width is set)."""
+  e = model_config.action_expert
+  if not e.width:
+    return None
+  if not e.action_dim:
+    raise ValueError(
+      "config.model.action_expert.action_dim is 0: it is resolved from the data at "
+      "training time (train.py) and stored in the run's config"
+    )
+  return dict(width=e.width, mlp_dim=e.mlp_dim, action_dim=e.action_dim, state_dim=e.state_dim if e.use_state else 0)
+
+
+def for_decoding(model: prefix_lm.PrefixLM, unroll: int | None = None) -> prefix_lm.PrefixLM:
+  """The same model (same parameter tree) with the decoder's layer scan unrolled (`unroll` layers per
+  iteration; default all). A scanned stack slices each layer's weights out of the stacked arrays at run
+  time; in a memory-bound decode step unrolling lets every weight be read once, in place."""
+  unroll = model.llm_config["depth"] if unroll is None else unroll
+  return dataclasses.replace(model, llm_config=dict(model.llm_config, scan_unroll=unroll), parent=None)
+
+
+def num_image_tokens(model_config) -> int:
+  """Image positions in the sequence: (image_size / patch_size)^2 patch tokens."""
+  return (model_config.image_size // model_config.img.patch_size) ** 2

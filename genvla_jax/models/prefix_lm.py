@@ -1,0 +1,134 @@
+"""The prefix-LM VLA: image encoder -> projector -> decoder, with its sequence layout.
+
+  images [B,H,W,3] --ImageTowers--> [B,N,F] --projector--> [B,N,E] --layout with text [B,T,E]--> decoder
+
+Parameter tree (a plain nested dict; names fixed by the released checkpoints we import):
+  img, img_fused, img_frozen, img_fused_frozen   the encoder's towers (encoders.py)
+  projector                                      projector.py
+  llm                                            the decoder (gemma.py: Gemma, or Llama 2 with its options)
+
+Sequence layouts (Layout):
+  PaliGemma   [N image tokens][T text tokens]; image and prompt attend bidirectionally (prefix-LM)
+  Prismatic   [BOS][N image tokens][rest of the text]; every token causal
+Logits are returned for the T text positions, in the order of `tokens`.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from genvla_jax.models import encoders, gemma, masks, pixels, projector
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  image_after_bos: bool = False  # [BOS][image][text] instead of [image][text]
+  causal_prefix: bool = False  # image and prompt tokens attend causally too
+
+  def join(self, img_BxNxE, text_BxTxE):
+    """-> the decoder's input sequence [B,N+T,E]."""
+    if self.image_after_bos:
+      return jnp.concatenate([text_BxTxE[:, :1], img_BxNxE, text_BxTxE[:, 1:]], axis=1)
+    return jnp.concatenate([img_BxNxE, text_BxTxE], axis=1)
+
+  def text_hidden(self, hidden_BxSxE, n: int):
+    """[B,N+T,E] -> the T text positions [B,T,E]."""
+    if self.image_after_bos:
+      return jnp.concatenate([hidden_BxSxE[:, :1], hidden_BxSxE[:, n + 1 :]], axis=1)
+    return hidden_BxSxE[:, n:]
+
+  def full_ar(self, ar_BxT, n: int):
+    """Text ar mask [B,T] -> [B,N+T]: image tokens join the bidirectional prefix, or every token is causal.
+    (The masks do not depend on where the image sits: BOS is always real and in the prefix.)"""
+    full = prepend(ar_BxT, n, False)
+    return jnp.ones_like(full) if self.causal_prefix else full
+
+
+LAYOUTS = {"paligemma": Layout(), "prismatic": Layout(image_after_bos=True, causal_prefix=True)}
+
+
+class PrefixLM(nn.Module):
+  encoder: encoders.Encoder
+  llm_config: dict[str, Any]  # gemma.Gemma keyword arguments
+  projector_kind: str = "linear"  # a key of projector.PROJECTORS
+  projector_hidden: int = 0  # mlp3's hidden width (0: 4 x the single model's feature width)
+  layout: Layout = Layout()
+  dtype: str = "float32"  # compute dtype
+  param_dtype: str = "float32"  # storage dtype of trained parameters (surgery.finish_params)
+  frozen_dtype: str = "float32"  # storage dtype of frozen towers
+  remat_policy: str = "none"
+
+  def setup(self):
+    common = dict(dtype=self.dtype, remat_policy=self.remat_policy)
+    self.towers = encoders.ImageTowers(self.encoder, **common)
+    nn.share_scope(self, self.towers)  # tower parameters at the top of the tree (img/, img_frozen/, ...)
+    hidden = self.projector_hidden or 4 * self.encoder.single().width
+    self.projector = projector.make(self.projector_kind, self.llm_config["width"], hidden, self.dtype)
+    self.llm = gemma.Gemma(**self.llm_config, **common)
+
+  def encode_images(self, images):
+    """images [B,H,W,3] float in [-1,1], or uint8 pixels (the training pipeline ships uint8: a quarter of the
+    bytes, and the conversion runs on the accelerator) -> image tokens [B,N,E]."""
+    return self.projector(self.towers(pixels.to_unit_range(images)))
+
+  def embed_inputs(self, images, tokens):
+    """images [B,H,W,3], tokens [B,T] -> (x [B,N+T,E], N)."""
+    img = self.encode_images(images)
+    return self.layout.join(img, self.llm.embed(tokens)), img.shape[1]
+
+  def __call__(self, images, tokens, input_mask, ar_mask):
+    """Full forward (training). tokens/input_mask/ar_mask [B,T] -> text logits [B,T,V] float32."""
+    x, n = self.embed_inputs(images, tokens)
+    full_input, full_ar = prepend(input_mask, n, True), self.layout.full_ar(ar_mask, n)
+    attn_mask = masks.prefix_lm_mask(full_input, full_ar)
+    hidden, _ = self.llm(
+      x, masks.positions_from_mask(full_input), attn_mask, prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0)
+    )
+    return self.llm.logits(self.layout.text_hidden(hidden, n))
+
+  def prefix_into_cache(self, x, full_input, full_ar, extra_slots: int):
+    """x [B,P,E] -> (hidden [B,P,E], KV cache of P + extra_slots slots holding the prefix)."""
+    seq_len = x.shape[1]
+    attn_mask = jnp.pad(masks.prefix_lm_mask(full_input, full_ar), ((0, 0), (0, 0), (0, extra_slots)))
+    cache = self.llm.init_cache(x.shape[0], seq_len + extra_slots)
+    return self.llm(
+      x,
+      masks.positions_from_mask(full_input),
+      attn_mask,
+      cache,
+      0,
+      prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0),
+    )
+
+  def prefill(self, images, tokens, input_mask, cache_size):
+    """Runs the prefix (image + right-padded prompt) into a fresh KV cache of `cache_size` slots.
+
+    Returns (logits [B,V] at each row's last real prompt token, cache, next_position [B]).
+    """
+    x, n = self.embed_inputs(images, tokens)
+    full_input = prepend(input_mask, n, True)
+    hidden, cache = self.prefix_into_cache(
+      x, full_input, self.layout.full_ar(jnp.zeros_like(input_mask), n), cache_size - full_input.shape[1]
+    )
+    last = jnp.sum(full_input, axis=1) - 1  # [B] index of the last real prefix token
+    last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
+    return self.llm.logits(last_hidden)[:, 0], cache, last + 1
+
+  def decode_step(self, tokens, positions, cache, cache_index, cache_valid):
+    """One cached step. tokens [B,1], positions [B,1], cache_valid [B,S] (slots a query may attend, this
+    step's slot included) -> (logits [B,V], new cache)."""
+    logits, cache = self.extend(tokens, positions, cache, cache_index, cache_valid[:, None, :])
+    return logits[:, 0], cache
+
+  def extend(self, tokens, positions, cache, cache_index, attn_mask):
+    """K tokens at once into cache slots [cache_index, cache_index + K). tokens/positions [B,K], attn_mask
+    [B,K,S] (per query: the slots it may attend) -> (logits [B,K,V], new cache)."""
+    hidden, cache = self.llm(self.llm.embed(tokens), positions, attn_mask, cache, cache_index)
+    return self.llm.logits(hidden), cache
+
+
+def prepend(mask_BxT, n: int, value: bool):
+  """mask [B,T] -> [B,n+T] with `value` in the first n columns."""
+  return jnp.concatenate([jnp.full((mask_BxT.shape[0], n), value, bool), mask_BxT.astype(bool)], axis=1)
