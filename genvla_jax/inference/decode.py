@@ -125,7 +125,7 @@ def make_speculative_decoder(
   proposal_len: int = 8,
 ):
   """Grammar-constrained greedy decoding that verifies up to `proposal_len` (K) proposed tokens per
-  model pass. Each pass feeds [last chosen token, p_1..p_K] into K+1 cache slots (VLA.extend), where
+  model pass. Each pass feeds [last chosen token, p_1..p_K] into K+1 cache slots (PrefixLM.extend), where
     p_k = the token the grammar forces after p_1..p_{k-1} (jump-forward: the ".", separators, the
           zeros after a leading 1, EOS), else the draft's token at the same output index (speculative:
           e.g. the previous action's tokens; the fixed-width format keeps fields aligned), else none.
