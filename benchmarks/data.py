@@ -23,12 +23,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 import numpy as np
 
-from measure import PeakRSS, tree_rss_bytes  # pylint: disable=g-import-not-at-top
+from measure import PeakRSS, tree_rss_bytes
 
-from genvla_jax.data import rlds_writer  # pylint: disable=g-import-not-at-top  (imports only TFDS)
+from genvla_jax.data import rlds_writer  # (imports only TFDS)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("episodes", "50,500", "dataset sizes (episodes of 20 steps)")
@@ -54,8 +54,8 @@ def write_dataset(
   root: str, episodes: int, steps: int = 20, size: int = 256, seed: int = 0, file_format: str = "array_record"
 ) -> str:
   """Synthetic RLDS (Bridge-like features) written by TFDS; smooth random images (JPEG-compressible)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+  from PIL import Image
 
   rng = np.random.default_rng(seed)
   base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
@@ -111,7 +111,7 @@ def time_batches(it, start: float, batches: int, warmup: int, batch_size: int) -
 
 
 def run_pipeline(config, workers: int, batches: int, warmup: int) -> dict:
-  from genvla_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import pipeline, prepare
 
   config.data.num_workers = workers
   prepared = prepare.prepare(config.data)
@@ -129,8 +129,8 @@ def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buf
   episodes -> flat_map to frames (images still encoded) -> shuffle buffer -> decode, resize to 224,
   random crop + colour jitter -> batch -> prefetch. Tokenization is not included (those loaders do it
   in Python afterwards), so the reference does strictly less work than the genvla pipeline."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
 
   sampler = PeakRSS(tree_rss_bytes, interval=0.02)
   start = time.perf_counter()
@@ -157,7 +157,7 @@ def run_reference(data_dir: str, batches: int, warmup: int, batch_size: int, buf
 
 
 def make_config(root: str, episodes: int):
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+  from configs import pi0_plus
 
   config = pi0_plus.get_config("full,ablation=DS")  # robot only, string actions; augmentation on
   config.unlock()
@@ -172,8 +172,8 @@ def make_config(root: str, episodes: int):
 
 def main(argv):
   del argv
-  import json  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
+  import json
+  import subprocess
 
   root = FLAGS.root or tempfile.mkdtemp(prefix="genvla_data_bench_")
   if FLAGS.write_episodes:  # reference env: TFDS can write TFRecord where TensorFlow is installed
@@ -183,8 +183,8 @@ def main(argv):
     data_dir = os.path.join(root, f"rlds_{FLAGS.reference_episodes}", "synthetic_robot", "1.0.0")
     print(json.dumps(run_reference(data_dir, FLAGS.batches, FLAGS.warmup, FLAGS.batch_size, FLAGS.shuffle_buffer)))
     return
-  from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
-  from genvla_jax.tokenizers import text  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import prepare
+  from genvla_jax.tokenizers import text
 
   if FLAGS.measure_episodes:  # child process: the pipeline alone
     r = run_pipeline(make_config(root, FLAGS.measure_episodes), FLAGS.measure_workers, FLAGS.batches, FLAGS.warmup)

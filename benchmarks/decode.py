@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
@@ -50,7 +50,7 @@ flags.DEFINE_integer("proposal_len", 8, "tokens proposed per pass (jump-forward 
 
 def load_model():
   if FLAGS.workdir:  # imported here: the data stack (grain, tfds) is not needed for random weights
-    from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+    from genvla_jax.inference import policy as policy_lib
 
     policy = policy_lib.Policy.from_workdir(FLAGS.workdir)
     return policy.config, policy.model, policy.params, policy.text
@@ -59,7 +59,7 @@ def load_model():
   config.model.dual_encoder = True
   path = FLAGS.tokenizer or os.path.expanduser(config.tokenizer.path)
   if not os.path.exists(path):  # the demo tokenizer, generated on first use
-    from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+    from genvla_jax.data import demo
 
     demo.ensure(os.path.expanduser(config.data.demo_dir))
   model = build.from_config(config.model)
@@ -98,7 +98,7 @@ def run_variant(fn, params, images, prompt, with_draft):
 def fast_tokenizer(horizon, vocab, tokenizer):
   """A FAST tokenizer whose BPE is trained on smooth synthetic chunks (start value + slow drift per
   dimension), on the ids above the text vocabulary (at most 1024)."""
-  import tempfile  # pylint: disable=g-import-not-at-top
+  import tempfile
 
   rng = np.random.default_rng(0)
   t = np.arange(horizon)[None, :, None] / max(horizon, 1)

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 import numpy as np
 
 from genvla_jax.data import registry, rlds, stats as stats_lib
@@ -93,7 +93,7 @@ def main(argv):
   del argv
   path = FLAGS.tokenizer
   if not path:
-    from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+    from genvla_jax.data import demo
 
     path = demo.ensure(os.path.expanduser("~/.cache/genvla_jax/demo_v7")).tokenizer
   tokenizer = text.TextTokenizer(path)
@@ -136,7 +136,7 @@ def main(argv):
 def tokens_per_chunk(normalized, tokenizer, horizons, fast_vocab):
   """Mean action tokens (EOS excluded) per chunk on the last 20% of episodes, for the three tokenizers;
   FAST's BPE is trained on the first 80%."""
-  import tempfile  # pylint: disable=g-import-not-at-top
+  import tempfile
 
   split = int(0.8 * len(normalized))
   dim = normalized[0].shape[1]

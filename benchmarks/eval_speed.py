@@ -19,7 +19,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", "", "trained tabletop run directory (default: an untrained tiny model)")
@@ -29,7 +29,7 @@ flags.DEFINE_integer("expert_episodes", 20, "episodes per environment for the ex
 
 
 def expert_rate(env_name: str, tasks, episodes: int, image_size: int = 64) -> dict:
-  from genvla_jax.eval import envs  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval import envs
 
   module, env = envs.module(env_name), envs.make(env_name, image_size=image_size)
   steps, start = 0, time.perf_counter()
@@ -47,8 +47,8 @@ def expert_rate(env_name: str, tasks, episodes: int, image_size: int = 64) -> di
 
 
 def untrained_run(root: str) -> str:
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
+  from configs import pi0_plus
+  from genvla_jax import train
 
   config = pi0_plus.get_config("tabletop")
   config.unlock()
@@ -64,9 +64,9 @@ def untrained_run(root: str) -> str:
 def main(argv):
   del argv
   warnings.filterwarnings("ignore")
-  from genvla_jax.eval import harness  # pylint: disable=g-import-not-at-top
-  from genvla_jax.eval.envs import metaworld_env, tabletop  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval import harness
+  from genvla_jax.eval.envs import metaworld_env, tabletop
+  from genvla_jax.inference import policy as policy_lib
 
   rows = [
     ("tabletop, scripted expert", expert_rate("tabletop", tabletop.TASKS, FLAGS.expert_episodes)),

@@ -20,9 +20,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 
-import measure as measure_lib  # pylint: disable=g-import-not-at-top
+import measure as measure_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("backbone", "paligemma_224", "genvla_jax.config_lib.BACKBONES entry")
@@ -32,11 +32,11 @@ flags.DEFINE_string("method", "", "internal: run one method in this process and 
 
 
 def write_random(backbone: str, out: str, dtype: str):
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from genvla_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from genvla_jax.models import build, surgery  # pylint: disable=g-import-not-at-top
-  from genvla_jax.pretrained import hf  # pylint: disable=g-import-not-at-top
+  import jax
+  import ml_collections
+  from genvla_jax import config_lib
+  from genvla_jax.models import build, surgery
+  from genvla_jax.pretrained import hf
 
   img, llm, size = config_lib.BACKBONES[backbone]
   model = build.vla(dict(img), dict(llm), param_dtype=dtype)
@@ -46,14 +46,14 @@ def write_random(backbone: str, out: str, dtype: str):
 
 
 def measure(method: str) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   jax.numpy.zeros(1).block_until_ready()  # device initialised before the baseline
   base = measure_lib.rss_bytes(os.getpid()) / 2**30
   sampler = measure_lib.PeakRSS()
   t = time.perf_counter()
   if method == "reference":
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    from safetensors.numpy import load_file
 
     tensors = {}
     for f in sorted(os.listdir(FLAGS.dir)):
@@ -61,8 +61,8 @@ def measure(method: str) -> dict:
         tensors.update(load_file(os.path.join(FLAGS.dir, f)))
     count = sum(v.size for v in tensors.values())
   else:
-    from genvla_jax.models import build, surgery  # pylint: disable=g-import-not-at-top
-    from genvla_jax.pretrained import api  # pylint: disable=g-import-not-at-top
+    from genvla_jax.models import build, surgery
+    from genvla_jax.pretrained import api
 
     arch = api.architecture("hf", FLAGS.dir)
     model = build.vla(arch["img"], arch["llm"], param_dtype=FLAGS.dtype)

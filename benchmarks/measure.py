@@ -10,8 +10,8 @@ import numpy as np
 
 def bandwidth() -> float:
   """Bytes/s of a large on-device copy (read + write), the reference for bandwidth floors."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
 
   n = (256 << 20) if jax.devices()[0].platform != "cpu" else (32 << 20)
   x = jnp.ones((n,), jnp.float32)
@@ -26,7 +26,7 @@ def bandwidth() -> float:
 
 def median_time(fn, *args, repeats=50) -> float:
   """Median seconds of `fn(*args)` (results blocked on) after one warm-up call."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   jax.block_until_ready(fn(*args))
   times = []

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 import numpy as np
 
 FLAGS = flags.FLAGS
@@ -29,8 +29,8 @@ flags.DEFINE_integer("requests", 40, "requests per client")
 
 
 def tiny_run(root: str) -> str:
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
+  from configs import pi0_plus
+  from genvla_jax import train
 
   config = pi0_plus.get_config("demo")
   config.unlock()
@@ -43,10 +43,10 @@ def tiny_run(root: str) -> str:
 
 def main(argv):
   del argv
-  from genvla_jax import serve  # pylint: disable=g-import-not-at-top
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
-  from genvla_jax.serving import client as client_lib, server as server_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax import serve
+  from genvla_jax.data import demo
+  from genvla_jax.inference import policy as policy_lib
+  from genvla_jax.serving import client as client_lib, server as server_lib
 
   workdir = FLAGS.checkpoint or tiny_run(tempfile.mkdtemp(prefix="genvla_serve_bench_"))
   image = demo.render(demo.random_scene(np.random.default_rng(0)))

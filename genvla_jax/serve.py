@@ -25,7 +25,7 @@ API_KEY_ENV = "GENVLA_API_KEY"
 
 def define_flags():
   """The CLI's flags (defined only when run as a program: other CLIs own flags of the same names)."""
-  from genvla_jax.serving import server  # pylint: disable=g-import-not-at-top
+  from genvla_jax.serving import server
 
   flags.DEFINE_string("checkpoint", None, "run directory of a trained policy", required=True)
   flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
@@ -90,8 +90,8 @@ def check_listen(host: str, port: int):
 
 def make_server(checkpoint: str, step: int | None = None, **options):
   """The policy of `checkpoint` (at `step`, default latest) behind a PolicyServer(**options)."""
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
-  from genvla_jax.serving import server  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib
+  from genvla_jax.serving import server
 
   policy = policy_lib.Policy.from_workdir(checkpoint, step=step)
   return server.PolicyServer(policy, metadata(policy), **options)

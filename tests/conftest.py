@@ -9,9 +9,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from absl import flags  # pylint: disable=g-import-not-at-top
-import jax  # pylint: disable=g-import-not-at-top
-import pytest  # pylint: disable=g-import-not-at-top
+from absl import flags
+import jax
+import pytest
 
 flags.FLAGS.mark_as_parsed()
 jax.config.update("jax_compilation_cache_dir", os.environ.get("GENVLA_TEST_XLA_CACHE", "/tmp/genvla_xla_cache"))
@@ -23,7 +23,7 @@ BRIDGE_SAMPLE = os.path.join(ROOT, "..", "shared", "data", "oxe_samples", "bridg
 def tiny_config(demo_dir, cache_dir, arg="demo", config_file="pi0_plus"):
   """The demo config (configs/<config_file>.py:<arg>) at test size: batch 8, a few steps, paths in
   the test's directories."""
-  import importlib  # pylint: disable=g-import-not-at-top
+  import importlib
 
   config = importlib.import_module(f"configs.{config_file}").get_config(arg)
   config.data.demo_dir = str(demo_dir)
@@ -38,7 +38,7 @@ def tiny_config(demo_dir, cache_dir, arg="demo", config_file="pi0_plus"):
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import demo
 
   path = tmp_path_factory.mktemp("demo")
   demo.ensure(str(path), train_episodes=24, val_episodes=6, vl_train=40, vl_val=8)
@@ -57,7 +57,7 @@ def config(demo_dir, cache_dir):
 
 @pytest.fixture(scope="session")
 def prepared(demo_dir, cache_dir):
-  from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import prepare
 
   return prepare.prepare(tiny_config(demo_dir, cache_dir).data)
 
@@ -70,7 +70,7 @@ TABLETOP_RECORD = dict(
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory):
   """A small tabletop recording (expert demos as RLDS + VL set + tokenizer), shared by the tests."""
-  from genvla_jax.data import sim_record  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import sim_record
 
   out = tmp_path_factory.mktemp("tabletop")
   settings = dict(TABLETOP_RECORD)

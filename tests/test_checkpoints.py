@@ -21,7 +21,7 @@ from genvla_jax.training import checkpoint, optimizer, sharding, state as state_
 
 def _tiny_state(mesh):
   """A small train state laid out on `mesh` (params + adam state, like train.py's)."""
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+  from configs import pi0_plus
 
   config = pi0_plus.get_config("demo")
   model = build.from_config(config.model)
@@ -59,7 +59,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
 
 
 def sharding_config(**mesh):
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  import ml_collections
 
   return ml_collections.ConfigDict(dict(mesh, rules=[]))
 

@@ -74,9 +74,9 @@ def test_demo_paths_follow_demo_dir():
 )
 def test_data_paths_follow_their_root(config_file, arg, root, derived):
   """One flag (--config.data.demo_dir / sim_dir) moves every path derived from it."""
-  import importlib  # pylint: disable=g-import-not-at-top
+  import importlib
 
-  import functools  # pylint: disable=g-import-not-at-top
+  import functools
 
   c = importlib.import_module(f"configs.{config_file}").get_config(arg)
   setattr(c.data, root, "/moved")
@@ -109,7 +109,7 @@ def test_resolved_values_of_every_config_are_pinned():
   """Every config file x variant x option resolves to the values pinned in
   tests/fixtures/resolved_configs.json (generated from the code before the config refactor; see
   tests/config_cases.py): moving size tables and helpers around changes no experiment."""
-  from tests import config_cases  # pylint: disable=g-import-not-at-top
+  from tests import config_cases
 
   with open(os.path.join(os.path.dirname(__file__), "fixtures", "resolved_configs.json")) as f:
     pinned = json.load(f)
@@ -168,8 +168,8 @@ def test_upgrade_keeps_unknown_keys_and_rewrites_the_first_vl_form():
 def test_resume_of_a_run_saved_before_a_field_existed(tmp_path, demo_dir, cache_dir):
   """run_dir.check_config reads config.json through upgrade(): a field the run's config lacks compares
   as its default (resumes), a changed value or a key this code does not know is still named."""
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from genvla_jax.training import run_dir  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
+  from genvla_jax.training import run_dir
 
   requested = json.loads(tiny_config(demo_dir, cache_dir).to_json())
   (tmp_path / "checkpoints" / "3").mkdir(parents=True)
@@ -189,13 +189,13 @@ def test_resume_of_a_run_saved_before_a_field_existed(tmp_path, demo_dir, cache_
 
 
 def test_schema_mesh_axes_are_the_mesh_axes():
-  from genvla_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  from genvla_jax.training import sharding
 
   assert config_schema.MESH_AXES == sharding.MESH_AXES
 
 
 def test_old_vl_entry_form_in_a_config_is_named():
-  from genvla_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import prepare
 
   config = pi0_plus.get_config("demo")
   config.data.vl = [dict(name="llava", json="llava/chat.json", weight=1.0)]

@@ -17,8 +17,8 @@ from genvla_jax.tokenizers import actions, bin_actions, fast_actions, grammar, s
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, demo_dir, cache_dir):
   """A tiny demo run (string actions, H=1, D=2), trained for 2 steps."""
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
+  from genvla_jax import train
 
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=2, checkpoint_every=2)
@@ -29,7 +29,7 @@ def workdir(tmp_path_factory, demo_dir, cache_dir):
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib
 
   return policy_lib.Policy.from_workdir(workdir)
 
@@ -49,7 +49,7 @@ def test_the_trained_policy_implements_the_protocol(trained):
 
 
 def test_a_prompt_that_writes_the_state_shows_in_metadata_and_prompt_spec(trained):
-  import copy  # pylint: disable=g-import-not-at-top
+  import copy
 
   clone = copy.copy(trained)
   clone.config = ml_collections.ConfigDict(trained.config.to_dict())
@@ -59,8 +59,8 @@ def test_a_prompt_that_writes_the_state_shows_in_metadata_and_prompt_spec(traine
 
 
 def test_drafts_are_a_constructor_option(workdir, trained):
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import demo
+  from genvla_jax.inference import policy as policy_lib
 
   image = demo.render(demo.random_scene(np.random.default_rng(4)))
   plain = policy_lib.Policy.from_workdir(workdir, draft_previous=False)
@@ -72,7 +72,7 @@ def test_drafts_are_a_constructor_option(workdir, trained):
 
 
 def test_the_scripted_expert_implements_the_protocol():
-  from genvla_jax.eval.envs import tabletop  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval.envs import tabletop
 
   expert = harness.ExpertPolicy([], tabletop.Expert, tabletop.ACTION_DIM)
   assert isinstance(expert, protocol.Policy)
@@ -148,8 +148,8 @@ def test_the_harness_needs_only_the_protocol():
 
 def test_the_server_needs_only_the_protocol():
   """The server takes the state size from the metadata and resets the policy before every batch."""
-  from genvla_jax.serving import msgpack_numpy  # pylint: disable=g-import-not-at-top
-  from test_serve import _Running  # pylint: disable=g-import-not-at-top
+  from genvla_jax.serving import msgpack_numpy
+  from test_serve import _Running
 
   log = []
   srv = server_lib.PolicyServer(_stub_policy(log), {"action_horizon": 2})
@@ -172,8 +172,8 @@ def test_the_server_needs_only_the_protocol():
 @pytest.fixture(scope="module")
 def vocabulary(demo_dir, cache_dir, tmp_path_factory):
   """(config.tokenizer of the demo config with H=4, its text tokenizer, model vocab size, a FAST BPE)."""
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
+  from genvla_jax.data import demo
 
   config = tiny_config(demo_dir, cache_dir)
   config.tokenizer.action_horizon = 4

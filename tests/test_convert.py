@@ -12,7 +12,7 @@ import tolerances
 
 def _records(out_dir):
   source = pipeline.StepChunkSource(out_dir, horizon=1)
-  return [convert.decode_step(source._source[i]) for i in range(len(source))]  # pylint: disable=protected-access
+  return [convert.decode_step(source._source[i]) for i in range(len(source))]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_interrupted_conversion_resumes_keeping_finished_parts(serial, demo_dir,
 
 
 def test_inspect_reports_a_converted_dataset_and_a_vl_corpus(serial, demo_dir):
-  from genvla_jax.data import inspect  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import inspect
 
   out, meta = serial
   summary = inspect.inspect(out)
@@ -101,7 +101,7 @@ def test_combined_statistics_pool_the_datasets_exactly(serial, demo_dir, tmp_pat
   _, atol = tolerances.float_tol(np.float32, len(both), scale=float(np.abs(both).max()))
   np.testing.assert_allclose(pooled["action"]["mean"], both.mean(0), rtol=0, atol=atol)
   assert pooled["action"]["count"] == len(both) and pooled["action"]["normalize_mask"] == [True, True]
-  from genvla_jax.data import inspect  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import inspect
 
   many = inspect.inspect_many([out, str(tmp_path / "v")])
   assert many["statistics"]["action"]["count"] == len(both) and len(many["datasets"]) == 2

@@ -116,7 +116,7 @@ def test_unknown_format_and_empty_corpus(tmp_path):
 
 
 def test_inspect_converted_vl(tmp_path):
-  from genvla_jax.data import inspect  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import inspect
 
   pq.write_table(
     pa.table(

@@ -94,7 +94,7 @@ def test_conversion_statistics_match_numpy(demo_dir, prepared):
 
 
 def test_conversion_skips_and_reports_bad_steps(tmp_path, demo_dir):
-  from genvla_jax.data import registry  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import registry
 
   spec = registry.REGISTRY["demo_targets"]
   calls = {"n": 0}
@@ -210,8 +210,8 @@ def test_bad_image_is_named():
 
 
 def test_decode_and_resize_agree_with_references():
-  import io  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import io
+  from PIL import Image
 
   rng = np.random.default_rng(0)
   image = np.asarray(Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((80, 60)))
@@ -236,7 +236,7 @@ def test_decode_and_resize_agree_with_references():
 
 
 def test_augmentation_changes_training_images_only_within_bounds():
-  from genvla_jax.data import augment  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import augment
 
   rng = np.random.default_rng(0)
   image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)

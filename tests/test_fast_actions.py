@@ -71,9 +71,9 @@ def test_every_grammar_path_decodes(tokenizer, seed):
 def test_run_with_fast_actions_trains_and_acts(config, tmp_path):
   """train.py trains the BPE on the demo data, keeps it in the run's assets, and the policy decodes
   grammar-constrained FAST tokens into valid actions."""
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax import train
+  from genvla_jax.data import demo
+  from genvla_jax.inference import policy as policy_lib
 
   config.tokenizer.action = "fast"
   config.tokenizer.fast_vocab_size = 200  # the demo vocabulary has 256 spare ids

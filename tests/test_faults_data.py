@@ -242,8 +242,8 @@ def converted(demo_dir, tmp_path):
 def _rewrite_shard(out_dir: str, shard: int, edit):
   """Rewrites shard `shard` record by record (edit(index, record dict) -> record) and updates its
   sha256 in meta.json, as a conversion that stored bad data would have."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  import grain  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module
+  import grain
 
   with open(os.path.join(out_dir, "meta.json")) as f:
     meta = json.load(f)
@@ -255,7 +255,7 @@ def _rewrite_shard(out_dir: str, shard: int, edit):
   for r in records:
     writer.write(convert.encode_step(r))
   writer.close()
-  meta["shards"][shard]["sha256"] = convert._sha256(path)  # pylint: disable=protected-access
+  meta["shards"][shard]["sha256"] = convert._sha256(path)
   with open(os.path.join(out_dir, "meta.json"), "w") as f:
     json.dump(meta, f)
 
@@ -307,7 +307,7 @@ def test_inspect_verify_checks_shard_checksums(converted):
 
 def test_inspect_verify_decodes_the_images_of_a_llava_json(tmp_path):
   """Old (weak): inspect on a LLaVA JSON counted image files, never decoded them."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
 
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
   (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
@@ -325,7 +325,7 @@ def test_inspect_verify_decodes_the_images_of_a_llava_json(tmp_path):
 
 
 def test_inspect_verify_checks_a_converted_vl_corpus(tmp_path):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
 
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
   turns = [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A"}]
@@ -491,7 +491,7 @@ def test_convert_vl_errors_name_the_file_and_the_entry(tmp_path):
   with pytest.raises(convert_vl.VLInputError, match=r"x.parquet is not a readable parquet file"):
     convert_vl.convert_vl(str(tmp_path / "x.parquet"), "parquet", str(tmp_path / "o"))
   assert not os.path.exists(tmp_path / "o")
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
 
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
   turns = [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A"}]

@@ -17,7 +17,7 @@ from genvla_jax import cli, train
 from genvla_jax.inference import policy as policy_lib
 from genvla_jax.training import checkpoint, run_dir
 
-QUIET = lambda *a, **k: None  # pylint: disable=unnecessary-lambda-assignment
+QUIET = lambda *a, **k: None
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +137,10 @@ def test_reader_falls_back_from_a_corrupt_checkpoint(trained, tmp_path):
 
 
 def _restore_params(ckpt, step):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from genvla_jax.models import build  # pylint: disable=g-import-not-at-top
-  from genvla_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  import ml_collections
+  import jax
+  from genvla_jax.models import build
+  from genvla_jax.training import state as state_lib
 
   config = ml_collections.ConfigDict(ckpt.restore_meta(step)["config"])
   model = build.from_config(config.model)

@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 from genvla_jax.inference import protocol
 from genvla_jax.serving import client as client_lib, msgpack_numpy, server as server_lib
-from test_serve import _Running  # pylint: disable=g-bad-import-order
+from test_serve import _Running
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOOD = "move to the red square"
@@ -63,7 +63,7 @@ def _concurrently(port, prompts, image, **client_kwargs) -> list:
       with client_lib.PolicyClient("127.0.0.1", port, **client_kwargs) as c:
         barrier.wait(30)
         replies[i] = c.send_raw(msgpack_numpy.packb({"image": image, "prompt": prompts[i]}))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       replies[i] = e
 
   threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
@@ -82,8 +82,8 @@ def _actions(reply) -> np.ndarray:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, demo_dir, cache_dir):
   """A tiny demo policy trained for 2 steps, checkpoints at steps 1 and 2."""
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
+  from genvla_jax import train
 
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=2, checkpoint_every=1)
@@ -94,14 +94,14 @@ def run_dir(tmp_path_factory, demo_dir, cache_dir):
 
 @pytest.fixture(scope="module")
 def policy(run_dir):
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib
 
   return policy_lib.Policy.from_workdir(run_dir)
 
 
 @pytest.fixture(scope="module")
 def image():
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import demo
 
   return demo.render(demo.random_scene(np.random.default_rng(3)))
 
@@ -109,7 +109,7 @@ def image():
 def _round(policy, prompts, image):
   """`prompts` sent at once to a server on the trained policy; a 1 s window batches what passes.
   -> (raw replies, server stats)."""
-  from genvla_jax import serve  # pylint: disable=g-import-not-at-top
+  from genvla_jax import serve
 
   srv = server_lib.PolicyServer(policy, serve.metadata(policy), max_batch=8, batch_window_ms=1000)
   running = _Running(srv)
@@ -163,7 +163,7 @@ def test_prompt_size_is_bounded_before_any_tokenization():
 def test_validation_refuses_exactly_what_the_policy_preprocessing_refuses(policy, image):
   """The server's checks are the model input's: for prompts around the token limit, odd text and
   (for a template that writes the state) states, `validate` refuses iff `prepare_inputs` raises."""
-  from genvla_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import stats as stats_lib
 
   srv = server_lib.PolicyServer(policy, {})
   prompts = [GOOD + " red" * k for k in range(0, 20)] + [".", " . ", "...", "\x00", "é" * 30, "\u202e<>{}"]
@@ -199,7 +199,7 @@ def _agrees(srv, policy, image, prompt, state=None, normalized=None) -> bool:
 
 def _with_state_prompt(policy):
   """A shallow copy of `policy` whose prompt template writes the robot state (the demo data has one)."""
-  import copy  # pylint: disable=g-import-not-at-top
+  import copy
 
   clone = copy.copy(policy)
   clone.config = ml_collections.ConfigDict(policy.config.to_dict())
@@ -283,9 +283,9 @@ def test_api_key_is_required_at_the_handshake_and_healthz_stays_open():
 
 def test_step_selects_the_served_checkpoint(run_dir):
   """--step keeps working: make_server (what the CLI runs) restores the asked-for step."""
-  from genvla_jax import serve  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
+  from genvla_jax import serve
+  from genvla_jax.inference import policy as policy_lib
+  import jax
 
   served = serve.make_server(run_dir, step=1, max_batch=4).policy.params
   same = jax.tree.map(

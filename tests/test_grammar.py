@@ -53,7 +53,7 @@ def test_char_automaton_is_the_format(shape, data):
 
 @pytest.fixture(scope="module")
 def demo_tokenizer(demo_dir):
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import demo
 
   return text.TextTokenizer(demo.demo_paths(str(demo_dir)).tokenizer)
 
@@ -111,7 +111,7 @@ def test_bin_grammar():
 
 @pytest.fixture(scope="module")
 def random_model(demo_dir, cache_dir):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
 
   config = tiny_config(demo_dir, cache_dir)
   model = build.from_config(config.model)
@@ -239,7 +239,7 @@ def test_unrolled_decoding_model_decodes_the_same(random_model, demo_tokenizer):
 
 def test_uint8_pixels_equal_unit_range_floats(random_model):
   """The pipeline ships uint8 pixels; the model's own conversion matches the policy's float input."""
-  from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import preprocess
 
   config, model, params, (_, tokens, mask) = random_model
   pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)

@@ -81,9 +81,9 @@ def test_tpu_pod_launcher_calls(tmp_path):
 
 
 def test_cluster_detection_from_the_environment(monkeypatch):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  import pytest  # pylint: disable=g-import-not-at-top
-  from genvla_jax.training import distributed  # pylint: disable=g-import-not-at-top
+  import ml_collections
+  import pytest
+  from genvla_jax.training import distributed
 
   for var in (
     "JAX_COORDINATOR_ADDRESS",

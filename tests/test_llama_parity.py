@@ -90,7 +90,7 @@ def test_llama_logits_match_transformers(tmp_path, kv_heads):
 
 
 def test_llama_import_names_missing_and_misshaped_tensors(tmp_path):
-  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file, save_file
 
   _hf_llama(tmp_path, 4)
   init = _abstract_params(_ours(4))

@@ -14,7 +14,7 @@ warnings.filterwarnings("ignore", message="Constant")  # metaworld's own policie
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-  from genvla_jax.data import sim_record  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import sim_record
 
   out = tmp_path_factory.mktemp("metaworld")
   sim_record.ensure(str(out), "metaworld", train_episodes=1, val_episodes=2, image_size=32)
@@ -22,7 +22,7 @@ def recorded(tmp_path_factory):
 
 
 def test_demonstrations_recorded_and_replayed(recorded):
-  from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import rlds
 
   episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "metaworld_mt10" / "1.0.0"), "val"))
   assert len(episodes) == 2
@@ -47,8 +47,8 @@ def test_demonstrations_recorded_and_replayed(recorded):
 
 
 def test_expert_through_the_harness(tmp_path):
-  from configs import eval_metaworld  # pylint: disable=g-import-not-at-top
-  from genvla_jax.eval.__main__ import evaluate_expert  # pylint: disable=g-import-not-at-top
+  from configs import eval_metaworld
+  from genvla_jax.eval.__main__ import evaluate_expert
 
   config = eval_metaworld.get_config("quick,tasks=reach-v3,protocols=visual_matching+paraphrase")
   config.unlock()

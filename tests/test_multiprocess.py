@@ -105,7 +105,7 @@ def test_two_processes_match_one(tmp_path, demo_dir, cache_dir):
   # sums across devices with XLA's in-process CPU collectives (one process) or with gloo (two processes;
   # gloo in both still differs). Tolerances from the reduction: every loss and gradient entry sums the
   # batch's 8 rows x (40 text + 16 image) positions.
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+  from configs import pi0_plus
 
   config = pi0_plus.get_config("demo")
   n = 8 * (config.tokenizer.max_text_len + build.num_image_tokens(config.model))
@@ -120,8 +120,8 @@ def test_two_processes_match_one(tmp_path, demo_dir, cache_dir):
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, demo_dir, cache_dir):
   """Preemption notices reach processes at different times: the stop is agreed on every step, so both
   save the same checkpoint together and exit 0."""
-  import signal  # pylint: disable=g-import-not-at-top
-  from genvla_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  import signal
+  from genvla_jax.training import checkpoint
 
   workdir, port = tmp_path / "run", _free_port()
   flags = _flags(demo_dir, cache_dir)

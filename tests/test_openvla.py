@@ -206,7 +206,7 @@ def test_demo_configs_train_and_act(tmp_path, demo_dir, cache_dir, config_file):
   )
   policy = policy_lib.Policy.from_workdir(str(tmp_path / "run"))
   assert ("img_frozen" in policy.params) == (config_file == "openvla_plus")
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import demo
 
   image = demo.render(demo.random_scene(np.random.default_rng(5)))
   actions, valid = policy.act(image, "move to the red square")
@@ -216,7 +216,7 @@ def test_demo_configs_train_and_act(tmp_path, demo_dir, cache_dir, config_file):
 def _as_openvla_checkpoint(refs, out_dir):
   """The references written as OpenVLA's released files name them (timm featurizers with fused qkv and
   LayerScale `scale_factor`, projector fc1-3, language_model.*), plus a config.json."""
-  import json  # pylint: disable=g-import-not-at-top
+  import json
 
   dino, siglip, llama, projector = refs
   d, s = dino.state_dict(), siglip.state_dict()
@@ -273,7 +273,7 @@ def _as_openvla_checkpoint(refs, out_dir):
 
 
 def test_openvla_checkpoint_import(tmp_path):
-  from genvla_jax.pretrained import api, loading  # pylint: disable=g-import-not-at-top
+  from genvla_jax.pretrained import api, loading
 
   refs = _references(tmp_path)
   _as_openvla_checkpoint(refs, tmp_path / "openvla-tiny")
@@ -292,8 +292,8 @@ def test_openvla_checkpoint_import(tmp_path):
     ours = np.asarray(jax.jit(model.apply)({"params": params}, images01 * 2 - 1, tokens, mask, np.zeros_like(mask)))
     assert np.abs(ours - theirs).max() / np.abs(theirs).max() < LOGITS_RTOL
   assert "img_frozen" in params and "img_fused" not in params
-  import os  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import load_file, save_file as save_np  # pylint: disable=g-import-not-at-top
+  import os
+  from safetensors.numpy import load_file, save_file as save_np
 
   file = os.path.join(path, "model.safetensors")
   tensors = load_file(file)
@@ -304,6 +304,6 @@ def test_openvla_checkpoint_import(tmp_path):
 
 
 def ml_collections_model_config():
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  import ml_collections
 
   return ml_collections.ConfigDict(dict(image_size=SIZE, img=dict(DINO), fused_img=dict(SIGLIP), llm=dict(LLAMA)))

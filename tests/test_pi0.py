@@ -172,7 +172,7 @@ def test_missing_state_is_named():
 
 
 def test_expert_config_needs_the_resolved_action_dim():
-  from configs import pi0_baseline  # pylint: disable=g-import-not-at-top
+  from configs import pi0_baseline
 
   config = pi0_baseline.get_config("demo")
   with pytest.raises(ValueError, match="action_dim"):

@@ -49,7 +49,7 @@ def test_prompt_too_long_names_the_prompt(tok):
 
 
 def test_robot_prompt_writes_the_normalized_state():
-  from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import preprocess
 
   template = "do {instruction}? State: {state}"
   assert preprocess.prompt_uses_state(template) and not preprocess.prompt_uses_state("do {instruction}?")

@@ -29,7 +29,7 @@ def write_fractal(root, episodes=3, steps=5, seed=0):
   written by TFDS. The published files are TFRecord; TFDS needs TensorFlow to write TFRecord, which this
   project does not install, so this one is ArrayRecord (the TFRecord read path is tested on the real
   Bridge sample). Returns (dataset dir, relative gripper per episode)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   rng = np.random.default_rng(seed)
   grippers = [np.where(rng.random(steps) < 0.3, rng.choice([-1.0, 1.0], steps), 0.0) for _ in range(episodes)]
@@ -102,7 +102,7 @@ def test_fractal_converts_with_absolute_gripper(tmp_path):
   meta = convert.convert(rlds_dir, "fractal", "train", str(tmp_path / "conv"))
   assert (meta["num_episodes"], meta["num_steps"], meta["action_dim"], meta["state_dim"]) == (3, 15, 7, 8)
   source = pipeline.StepChunkSource(str(tmp_path / "conv"), horizon=1)
-  records = [convert.decode_step(source._source[i]) for i in range(len(source))]  # pylint: disable=protected-access
+  records = [convert.decode_step(source._source[i]) for i in range(len(source))]
   for record in records:
     expected = registry.rel2abs_gripper(grippers[record["episode"]])[record["step"]]
     assert record["action"][6] == expected and record["instruction"] == "pick coke can"
@@ -118,7 +118,7 @@ def test_bridge_relabelled_from_states(tmp_path):
   meta = convert.convert(str(local), "bridge_relabeled", "val", str(tmp_path / "conv"))
   assert meta["num_steps"] == sum(len(e["steps"]) - 1 for e in episodes)
   source = pipeline.StepChunkSource(str(tmp_path / "conv"), horizon=1)
-  first = convert.decode_step(source._source[0])  # pylint: disable=protected-access
+  first = convert.decode_step(source._source[0])
   steps = episodes[first["episode"]]["steps"]
   states = np.stack([steps[1]["observation/state"][:6], steps[0]["observation/state"][:6]])
   # a difference of float32 states, rounded once to float32 (in whatever precision it was taken): eps * max|state|
@@ -129,7 +129,7 @@ def test_bridge_relabelled_from_states(tmp_path):
 
 
 def test_named_mixtures_in_config():
-  from configs import pi0_plus  # pylint: disable=g-import-not-at-top
+  from configs import pi0_plus
 
   assert [e["name"] for e in pi0_plus.get_config().data.robot] == ["fractal", "bridge"]
   assert [e["name"] for e in pi0_plus.get_config("full,mixture=bridge").data.robot] == ["bridge"]

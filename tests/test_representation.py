@@ -46,9 +46,9 @@ def test_cifar_layout_and_metrics(tmp_path):
 
 
 def test_drift_monitor_and_report(tmp_path, demo_dir, cache_dir):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
+  from genvla_jax import train
+  from genvla_jax.inference import policy as policy_lib
 
   _write_cifar(tmp_path / "cifar")
   config = tiny_config(demo_dir, cache_dir)
@@ -71,9 +71,9 @@ def test_drift_monitor_and_report(tmp_path, demo_dir, cache_dir):
   assert (out / "tsne_img.png").stat().st_size > 1000 and (out / "tsne_img_frozen.png").exists()
   # the CLI, with the "pretrained" tower read from a released-format (HF) checkpoint: here the run's own
   # trained tower exported, so its probe accuracy must equal the trained tower's
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  import subprocess
+  import sys
+  from conftest import ROOT
 
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   exported = subprocess.run(

@@ -133,7 +133,7 @@ def test_sixteen_concurrent_clients_are_batched(fake):
     try:
       with running.client() as c:
         results[i] = [c.infer(_obs(value=i, prompt="x" * (i + 1)))["actions"] for _ in range(3)]
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       errors.append(e)
 
   threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
@@ -149,10 +149,10 @@ def test_sixteen_concurrent_clients_are_batched(fake):
 
 
 def test_serves_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from genvla_jax import serve, train  # pylint: disable=g-import-not-at-top
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
+  from genvla_jax import serve, train
+  from genvla_jax.data import demo
+  from genvla_jax.inference import policy as policy_lib
 
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=2, checkpoint_every=2)

@@ -95,8 +95,8 @@ def test_wilson_interval_reference_values():
 
 
 def test_recorded_demonstrations_read_back_as_rlds(recorded):
-  from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
-  from genvla_jax.data import sim_record  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import rlds
+  from genvla_jax.data import sim_record
 
   episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "tabletop" / "1.0.0"), "val"))
   assert len(episodes) == 4
@@ -124,7 +124,7 @@ def test_noisy_training_demonstrations_record_the_experts_command(recorded):
   """Training episodes are executed with noise (execution_noise=1 in the fixture) but labelled with the
   expert's command at the perturbed state: replaying label + the recorder's seeded noise reproduces
   every recorded state, and the expert, asked at each state, gives the recorded label."""
-  from genvla_jax.data import rlds  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import rlds
 
   episodes = list(rlds.RLDSDataset(str(recorded / "rlds" / "tabletop" / "1.0.0"), "train"))
   assert len(episodes) == 8
@@ -150,11 +150,11 @@ def test_noisy_training_demonstrations_record_the_experts_command(recorded):
 
 
 def test_harness_end_to_end_on_a_trained_checkpoint(recorded, tmp_path, cache_dir):
-  from configs import eval_tabletop, pi0_plus  # pylint: disable=g-import-not-at-top
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
-  from genvla_jax.eval.__main__ import evaluate, evaluate_expert  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
-  from conftest import use_recording  # pylint: disable=g-import-not-at-top
+  from configs import eval_tabletop, pi0_plus
+  from genvla_jax import train
+  from genvla_jax.eval.__main__ import evaluate, evaluate_expert
+  from genvla_jax.inference import policy as policy_lib
+  from conftest import use_recording
 
   config = pi0_plus.get_config("tabletop")
   use_recording(config, recorded, cache_dir)
@@ -213,8 +213,8 @@ def test_harness_rejects_a_policy_of_the_wrong_shape():
 
 
 def test_rollout_videos_mp4_and_gif(tmp_path):
-  import cv2  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import cv2
+  from PIL import Image
 
   frames = [np.full((8, 8, 3), 40 * i, np.uint8) for i in range(5)]
   results = [harness.EpisodeResult("visual_matching", "pick_object", 3, "pick up the red cube", True, 4, frames=frames)]

@@ -19,7 +19,7 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, demo_dir, cache_dir):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
 
   config = tiny_config(demo_dir, cache_dir)
   config.train.steps = STEPS
@@ -63,7 +63,7 @@ def test_resume_continues_identically(uninterrupted, tmp_path):
 def test_policy_predicts_actions(uninterrupted, demo_dir):
   _, workdir, _ = uninterrupted
   policy = policy_lib.Policy.from_workdir(str(workdir))
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import demo
 
   scene = demo.random_scene(np.random.default_rng(5))
   image = demo.render(scene)
@@ -84,7 +84,7 @@ def test_policy_predicts_actions(uninterrupted, demo_dir):
   np.testing.assert_array_equal(again, batch_actions)  # the same tokens (verified drafts): the same numbers
   assert policy.draft_stats["drafted"] > 0 and policy.draft_stats["accepted"] == policy.draft_stats["drafted"]
   policy.reset()
-  assert policy.head._draft(2) is None  # pylint: disable=protected-access  (the token head drafts)
+  assert policy.head._draft(2) is None  # (the token head drafts)
 
 
 def _env(devices=1):

@@ -14,7 +14,7 @@ import tolerances
 
 @pytest.fixture(scope="module")
 def setup(demo_dir, cache_dir, prepared):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
 
   config = tiny_config(demo_dir, cache_dir)
   it = iter(pipeline.make_dataset(config, prepared, seed=0))

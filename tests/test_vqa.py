@@ -74,7 +74,7 @@ def test_each_benchmark_layout_loads(tmp_path):
 def test_answer_text_drops_ids_beyond_the_text_vocabulary(demo_dir):
   # a bins model's free-text answer can hold action-bin ids past the text vocabulary: SentencePiece raised
   # "piece id is out of range" on them (the ablation runner's VQA scoring crashed on bins rows)
-  from genvla_jax.tokenizers import text as text_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.tokenizers import text as text_lib
 
   tok = text_lib.TextTokenizer(str(demo_dir / "tokenizer.model"))
   words = tok.encode("red square")
@@ -85,10 +85,10 @@ def test_answer_text_drops_ids_beyond_the_text_vocabulary(demo_dir):
 
 
 def test_answers_through_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from genvla_jax import train  # pylint: disable=g-import-not-at-top
-  from genvla_jax.data import demo  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config
+  from genvla_jax import train
+  from genvla_jax.data import demo
+  from genvla_jax.inference import policy as policy_lib
 
   config = tiny_config(demo_dir, cache_dir)
   config.train.update(steps=2, checkpoint_every=2)

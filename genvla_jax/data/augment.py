@@ -41,7 +41,7 @@ def augment_and_resize(image: np.ndarray, size: int, rng: np.random.Generator, c
   """uint8 [H,W,3] -> uint8 [size,size,3]: the resize reads the random crop box (a view, no copy), then
   colour jitter on the small image. `cfg`: config.data.augment (enabled, crop_scale, crop_ratio, brightness,
   contrast, saturation), or None; off: the plain resize (`preprocess.resize_image`)."""
-  from genvla_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import preprocess
 
   if not cfg or not cfg["enabled"]:
     return preprocess.resize_image(image, size)

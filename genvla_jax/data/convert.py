@@ -212,7 +212,7 @@ def _good_steps(source, spec, serialized, where: tuple, skips: _Skips) -> list[d
   at = f"{path} record {k}"
   try:
     episode = source.decode_episode(serialized)
-  except Exception as err:  # pylint: disable=broad-except
+  except Exception as err:
     skips.add(_episode_entry(path, k, e, None, f"undecodable episode: {err}"), at)
     return []
   standardized = []

@@ -134,12 +134,12 @@ def parquet_files(pattern: str) -> list[str]:
 def iter_parquet(pattern: str, batch_rows: int = 256):
   """Rows of every parquet file matching `pattern`, streamed in record batches: (source id, image bytes |
   BadVLRecordError, [(question, answer)]); a file that is not parquet raises VLInputError naming it."""
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq
 
   for file in parquet_files(pattern):
     try:
       parquet = pq.ParquetFile(file)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
       raise VLInputError(f"{file} is not a readable parquet file ({err})") from err
     row = 0
     for batch in _batches(parquet, file, batch_rows):
@@ -171,7 +171,7 @@ def _batches(parquet, file: str, batch_rows: int):
       batch = next(batches)
     except StopIteration:
       return
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
       raise VLInputError(f"{file}: unreadable after row {rows} ({' '.join(str(err).split())[:200]})") from err
     rows += batch.num_rows
     yield batch
@@ -193,7 +193,7 @@ def _reusable(out_dir: str, input_path: str, fmt: str) -> dict | None:
   path = os.path.join(out_dir, "meta.json")
   if not os.path.exists(path):
     return None
-  meta = convert._read_json(path)  # pylint: disable=protected-access
+  meta = convert._read_json(path)
   if meta is None or "num_examples" not in meta:
     raise VLInputError(f"--out {out_dir} holds a meta.json not written by convert_vl: give another --out")
   asked = {"input": os.path.abspath(input_path), "format": fmt, "format_version": FORMAT_VERSION}
@@ -226,7 +226,7 @@ def convert_vl(
     return done
   check_input(input_path, fmt)
   rows = iter_llava_json(input_path, image_root) if fmt == "llava_json" else iter_parquet(input_path)
-  created = convert._make_dirs(out_dir)  # pylint: disable=protected-access
+  created = convert._make_dirs(out_dir)
   written = []
   try:
     shards, skipped, conversations = _write_shards(rows, out_dir, records_per_shard, on_bad, check_images, written)
@@ -237,7 +237,7 @@ def convert_vl(
     for path in written:  # a conversion does not resume: its shards are of no use
       if os.path.exists(path):
         os.remove(path)
-    convert._remove_empty_dirs(out_dir, created)  # pylint: disable=protected-access
+    convert._remove_empty_dirs(out_dir, created)
     raise
   meta = {
     "format_version": FORMAT_VERSION,
@@ -281,7 +281,7 @@ def _write_shards(
     nonlocal writer, count
     if writer is not None:
       writer.close()
-      shards[-1].update(records=count, sha256=convert._sha256(written[-1]))  # pylint: disable=protected-access
+      shards[-1].update(records=count, sha256=convert._sha256(written[-1]))
       writer, count = None, 0
 
   try:
@@ -315,7 +315,7 @@ class VLSource:
   """Random access to converted VL records: {"image": bytes, "question", "answer", "source"}."""
 
   def __init__(self, out_dir: str):
-    import grain  # pylint: disable=g-import-not-at-top
+    import grain
 
     with open(os.path.join(out_dir, "meta.json")) as f:
       meta = json.load(f)

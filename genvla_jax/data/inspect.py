@@ -55,15 +55,14 @@ def inspect_converted(out_dir: str, max_instructions: int = 10, sample: int = 20
   with open(os.path.join(out_dir, "stats.json")) as f:
     statistics = json.load(f)
   index = np.load(os.path.join(out_dir, "episodes.npz"))
-  from genvla_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import pipeline
 
   source = pipeline.StepChunkSource(out_dir, horizon=1)
-  first = convert.decode_step(source._source[0])  # pylint: disable=protected-access
+  first = convert.decode_step(source._source[0])
   image = preprocess.decode_image(first["image"])
   step = max(1, len(source) // sample)
   instructions = collections.Counter(
-    convert.decode_step(source._source[i])["instruction"]  # pylint: disable=protected-access
-    for i in range(0, len(source), step)
+    convert.decode_step(source._source[i])["instruction"] for i in range(0, len(source), step)
   )
   reasons = collections.Counter(s["reason"].split(":")[0] for s in meta["skipped_steps"])
   return {
@@ -112,7 +111,7 @@ def inspect_vl(json_path: str, max_questions: int = 5) -> dict:
 
 def inspect_converted_vl(out_dir: str, max_questions: int = 5) -> dict:
   """Summary of a convert_vl.py output directory."""
-  from genvla_jax.data import convert_vl  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import convert_vl
 
   with open(os.path.join(out_dir, "meta.json")) as f:
     meta = json.load(f)
@@ -149,13 +148,13 @@ class _Problems:
 
 def _shard_records(path: str, expected: int, problems: _Problems):
   """(record index, bytes) of one ArrayRecord shard; unreadable records and a wrong count -> problems."""
-  import grain  # pylint: disable=g-import-not-at-top
+  import grain
 
   name = os.path.basename(path)
   try:
     source = grain.sources.ArrayRecordDataSource([path])
     count = len(source)
-  except Exception as err:  # pylint: disable=broad-except
+  except Exception as err:
     problems.add(name, f"unreadable shard: {str(err)[:200]}")
     return
   if count != expected:
@@ -163,7 +162,7 @@ def _shard_records(path: str, expected: int, problems: _Problems):
   for i in range(count):
     try:
       yield i, source[i]
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
       problems.add(f"{name} record {i}", f"unreadable: {str(err)[:200]}")
 
 
@@ -174,7 +173,7 @@ def _check_shard_file(out_dir: str, shard: dict, problems: _Problems) -> bool:
   if not os.path.isfile(path):
     problems.add(shard["file"], "missing")
     return False
-  if convert._sha256(path) != shard.get("sha256"):  # pylint: disable=protected-access
+  if convert._sha256(path) != shard.get("sha256"):
     problems.add(shard["file"], "sha256 differs from meta.json (the file changed after conversion)")
   return True
 
@@ -216,7 +215,7 @@ def verify_converted(out_dir: str) -> dict:
       checked += 1
       try:
         record = convert.decode_step(data)
-      except Exception as err:  # pylint: disable=broad-except
+      except Exception as err:
         problems.add(where, f"undecodable record: {str(err)[:200]}")
         continue
       if not isinstance(record, dict):
@@ -242,7 +241,7 @@ def _index_steps(out_dir: str, meta: dict, problems: _Problems):
   try:
     with np.load(os.path.join(out_dir, "episodes.npz")) as index:
       start, length, episode = index["start"], index["length"], index["source_episode"]
-  except Exception as err:  # pylint: disable=broad-except
+  except Exception as err:
     problems.add("episodes.npz", f"unreadable: {str(err)[:200]}")
     return None
   if int(length.sum()) != meta["num_steps"] or not np.array_equal(
@@ -269,7 +268,7 @@ def verify_converted_vl(out_dir: str) -> dict:
         where = f"{shard['file']} record {i} ({record.get('source')})"
         bad = [k for k in ("question", "answer") if not isinstance(record.get(k), str) or not record[k].strip()]
         problem = f"empty {bad}" if bad else convert.image_problem(record["image"])[0]
-      except Exception as err:  # pylint: disable=broad-except
+      except Exception as err:
         where, problem = f"{shard['file']} record {i}", f"undecodable record: {str(err)[:200]}"
       if problem:
         problems.add(where, problem)
@@ -278,7 +277,7 @@ def verify_converted_vl(out_dir: str) -> dict:
 
 def verify_llava_json(json_path: str) -> dict:
   """Every entry of a LLaVA-style JSON parses, and its image exists and decodes (each image once)."""
-  from genvla_jax.data import convert_vl  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import convert_vl
 
   problems, checked, images = _Problems(), 0, {}
   for source, image, pairs in convert_vl.iter_llava_json(json_path):
@@ -299,7 +298,7 @@ def verify_llava_json(json_path: str) -> dict:
 def _kind(path: str) -> str:
   """ "robot" | "vl" (converted directories) | "llava_json"; NotADatasetError otherwise."""
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "meta.json")):
-    meta = convert._read_json(os.path.join(path, "meta.json"))  # pylint: disable=protected-access
+    meta = convert._read_json(os.path.join(path, "meta.json"))
     if meta is not None and "num_examples" in meta:
       return "vl"
     if meta is not None and "num_steps" in meta:
@@ -324,7 +323,7 @@ def inspect(path: str, verify: bool = False) -> dict:
   kind = _kind(path)
   try:
     summary = _SUMMARIES[kind](path)
-  except Exception as err:  # pylint: disable=broad-except
+  except Exception as err:
     if not verify:
       raise (
         err

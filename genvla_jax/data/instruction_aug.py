@@ -81,7 +81,7 @@ def from_config(data_config) -> InstructionAugmenter | None:
 def expand(templates: dict[str, list[str]], **values: list[str]) -> dict[str, list[str]]:
   """Templated table ({"pick up the {a} cube": ["grab the {a} cube"]}, a=[...]) -> every filled-in
   instruction with its filled-in paraphrases (placeholders absent from a template are ignored)."""
-  import itertools  # pylint: disable=g-import-not-at-top
+  import itertools
 
   keys = sorted(values)
   table = {}
@@ -104,10 +104,10 @@ def ensure_table(path: str, table: dict[str, list[str]]) -> str:
 
 def dataset_instructions(converted_dir: str) -> list[str]:
   """Distinct instructions of a converted robot dataset (data/convert.py output), sorted."""
-  import grain  # pylint: disable=g-import-not-at-top
-  from genvla_jax.data import convert  # pylint: disable=g-import-not-at-top
+  import grain
+  from genvla_jax.data import convert
 
-  meta = convert._read_json(os.path.join(converted_dir, "meta.json"))  # pylint: disable=protected-access
+  meta = convert._read_json(os.path.join(converted_dir, "meta.json"))
   if meta is None or "num_steps" not in meta:
     raise TableError(
       f"{converted_dir} is not a converted robot dataset (no meta.json of data/convert.py): "

@@ -161,8 +161,8 @@ def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int
   """Trains the FAST BPE on the robot training data's normalized action chunks [H,D] (a random sample
   of up to `max_chunks` per dataset), once: cached under data.cache_dir/fast/ by the converted data and
   the settings. Sets and returns prepared.fast_bpe_path."""
-  from genvla_jax.data import pipeline, stats as stats_lib  # pylint: disable=g-import-not-at-top
-  from genvla_jax.tokenizers import fast_actions  # pylint: disable=g-import-not-at-top
+  from genvla_jax.data import pipeline, stats as stats_lib
+  from genvla_jax.tokenizers import fast_actions
 
   tok = config.tokenizer
   key = json.dumps(

@@ -154,13 +154,13 @@ def iter_array_record(path: str, start: int = 0, stop: int | None = None) -> Ite
   try:
     source = grain.sources.ArrayRecordDataSource([path])
     count = len(source)
-  except Exception as err:  # pylint: disable=broad-except
+  except Exception as err:
     yield start, RecordError(path, start, 0, f"unreadable ArrayRecord file: {_short(err)}", rest_lost=True)
     return
   for k in range(start, count if stop is None else min(stop, count)):
     try:
       yield k, source[k]
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
       yield k, RecordError(path, k, -1, f"corrupt record: {_short(err)}")
   if stop is not None and count < stop:
     yield (
@@ -251,7 +251,7 @@ class RLDSDataset:
     check_dataset_dir(dataset_dir)
     try:
       self.builder = tfds.builder_from_directory(dataset_dir)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
       raise DatasetDirError(
         f"{dataset_dir}: cannot read its dataset_info.json / features.json "
         f"({_short(err)}); fetch them again with the dataset"

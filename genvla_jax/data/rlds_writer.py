@@ -9,8 +9,8 @@ def simple_step_features(image_size: int, state_dim: int, action_dim: int) -> di
   """The step layout of the project's own datasets (embedded demo, simulator demos): one PNG camera
   `observation/image` [S,S,3], `observation/state` [state_dim], `action` [action_dim], the instruction and
   RLDS's reward / discount / is_first / is_last / is_terminal, as a TFDS feature dict."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  import tensorflow_datasets as tfds
 
   f = tfds.features
   return {
@@ -42,7 +42,7 @@ def write_rlds(
   as dataset `name` (snake_case, e.g. "fractal20220817_data") under `root`. `step_features` and
   `metadata_features` are TFDS feature dicts. file_format "array_record" needs no TensorFlow;
   "tfrecord" (as OXE is published) does. -> the prepared version directory."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   features = {"steps": tfds.features.Dataset(step_features)}
   if metadata_features:

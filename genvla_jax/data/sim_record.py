@@ -144,7 +144,7 @@ def _write_paraphrases(env_name, out_dir):
 
 
 def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures, execution_noise):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   module, f = envs_lib.module(env_name), tfds.features
   step = rlds_writer.simple_step_features(image_size, module.STATE_DIM, module.ACTION_DIM)

@@ -95,7 +95,7 @@ def main(argv):
     out = FLAGS.out or os.path.join("/tmp", f"genvla_eval_{config.env}_expert")
     evaluate_expert(config, out, f"{config.env}: scripted expert")
     return
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib
 
   policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
   out = FLAGS.out or os.path.join(FLAGS.checkpoint, "eval", config.env)

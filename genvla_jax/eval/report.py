@@ -88,10 +88,10 @@ def markdown(summary: dict, title: str) -> str:
 
 
 def plot(summary: dict, path: str):
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
 
   protocols = list(summary["protocols"])
   tasks = list(dict.fromkeys(t for p in protocols for t in summary["protocols"][p]["tasks"]))
@@ -114,7 +114,7 @@ def plot(summary: dict, path: str):
 
 
 def write_gif(frames, path: str, fps: int = 10, scale: int = 3):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
 
   images = [
     Image.fromarray(np.asarray(f)).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames
@@ -124,7 +124,7 @@ def write_gif(frames, path: str, fps: int = 10, scale: int = 3):
 
 def write_mp4(frames, path: str, fps: int = 10, scale: int = 3):
   """H.264-compatible MPEG-4 part 2 ('mp4v', what OpenCV's bundled FFmpeg writes without extra codecs)."""
-  import cv2  # pylint: disable=g-import-not-at-top
+  import cv2
 
   h, w = frames[0].shape[:2]
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w * scale, h * scale))

@@ -95,9 +95,9 @@ def tower_features(feature_fn, params, images, image_size: int, batch_size: int 
 
 
 def linear_probe(train_x, train_y, test_x, test_y) -> float:
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
-  from sklearn.pipeline import make_pipeline  # pylint: disable=g-import-not-at-top
-  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.pipeline import make_pipeline
+  from sklearn.preprocessing import StandardScaler
 
   probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
   probe.fit(train_x, train_y)
@@ -113,11 +113,11 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def tsne_plot(features, labels, names, path: str, title: str, seed: int = 0):
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
+  from sklearn.manifold import TSNE
 
   perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
   xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
@@ -181,13 +181,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib
 
   policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
   out = FLAGS.out or os.path.join(FLAGS.checkpoint, "representation")
   towers = {k: v for k, v in policy.params.items() if k in ("img", "img_frozen")}
   if FLAGS.pretrained_path:  # the tower the run started from, imported from the released checkpoint
-    from genvla_jax.pretrained import api  # pylint: disable=g-import-not-at-top
+    from genvla_jax.pretrained import api
 
     towers["pretrained"] = api.load(
       FLAGS.pretrained_format, FLAGS.pretrained_path, policy.model, policy.config.model.image_size

@@ -136,7 +136,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.inference import policy as policy_lib
 
   items = load(FLAGS.benchmark, FLAGS.annotations, FLAGS.images)[: FLAGS.limit or None]
   policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)

@@ -86,7 +86,7 @@ def parse_observation(
     raise RequestError("send observations as binary msgpack messages, not text")
   try:
     obs = msgpack_numpy.unpackb(message)
-  except Exception as e:  # pylint: disable=broad-except  (msgpack raises many kinds on garbage)
+  except Exception as e:  # (msgpack raises many kinds on garbage)
     raise RequestError(f"message is not msgpack-numpy: {type(e).__name__}: {_clip(str(e), 200)}") from e
   if not isinstance(obs, dict):
     raise RequestError(f"observation must be a map, got {type(obs).__name__}")
@@ -168,7 +168,7 @@ class PromptCheck:
       raise RequestError(f"prompt {quote(instruction)} refused: {_clip(str(e), 200)}") from None
     try:
       n = len(prompt_lib.encode_prefix(self.tokenizer, text, self.separator))
-    except Exception as e:  # pylint: disable=broad-except  (whatever the tokenizer refuses)
+    except Exception as e:  # (whatever the tokenizer refuses)
       raise RequestError(f"prompt {quote(instruction)} cannot be tokenized ({type(e).__name__})") from None
     if n > self.max_len:
       raise RequestError(
@@ -243,7 +243,7 @@ class PolicyServer:
     except RequestError as e:
       self.stats["errors"] += 1
       return f"bad request: {e}"
-    except Exception as e:  # pylint: disable=broad-except  (inference failed: say so, keep serving)
+    except Exception as e:  # (inference failed: say so, keep serving)
       self.stats["errors"] += 1
       logging.error("inference failed for one request: %s: %s", type(e).__name__, _clip(str(e)), exc_info=e)
       return f"server error: {type(e).__name__}: {_clip(str(e))}"
@@ -280,7 +280,7 @@ class PolicyServer:
       batch = await self._next_batch(loop)
       try:
         replies = await loop.run_in_executor(self._executor, self._infer_rows, batch)
-      except Exception as e:  # pylint: disable=broad-except  (the executor itself failed: no row's text)
+      except Exception as e:  # (the executor itself failed: no row's text)
         replies = [e] * len(batch)
       for (*_, future), reply in zip(batch, replies):
         if future.done():
@@ -308,7 +308,7 @@ class PolicyServer:
     exception returned for a row was raised by a call on that row alone."""
     try:
       return self._infer(batch)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       if len(batch) == 1:
         return [e]
       self.stats["retried_batches"] += 1
@@ -317,7 +317,7 @@ class PolicyServer:
     for row in batch:
       try:
         replies += self._infer([row])
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:
         replies.append(e)
     return replies
 

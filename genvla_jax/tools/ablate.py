@@ -89,7 +89,7 @@ def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: 
 
 def vqa_accuracy(policy, config, limit: int) -> float | None:
   """Exact match on the `val.json` next to each training VL set (None when there is none)."""
-  from genvla_jax.eval import vqa, vqa_metrics  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval import vqa, vqa_metrics
 
   examples = []
   for entry in config.data.vl:
@@ -121,8 +121,8 @@ def run(
 ) -> dict:
   """Trains / evaluates every row (resumable) and writes ablation.md + ablation.json. `configure`:
   fn(config) applied to every row's config (e.g. overrides). -> {row: results}."""
-  from genvla_jax.eval.__main__ import evaluate  # pylint: disable=g-import-not-at-top
-  from genvla_jax.inference import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from genvla_jax.eval.__main__ import evaluate
+  from genvla_jax.inference import policy as policy_lib
 
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)

@@ -85,7 +85,7 @@ class Checkpointer:
         raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; steps: {self.steps()}")
       try:
         return step, restore_fn(step)
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:
         raise CheckpointError(
           f"checkpoint {self.directory}/{step} cannot be read ({_first_line(e)}); "
           f"other steps: {[s for s in self.steps() if s != step]}"
@@ -94,7 +94,7 @@ class Checkpointer:
     for candidate in self.steps():
       try:
         restored = restore_fn(candidate)
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:
         failures.append(f"{candidate}: {_first_line(e)}")
         warn(
           f"checkpoint {self.directory}/{candidate} cannot be read ({_first_line(e)}); falling back to the previous one"
@@ -159,7 +159,7 @@ class Checkpointer:
 def _grain():
   """grain, imported only where the data iterator is saved or restored (the trainer): it loads
   array_record, which readers (the policy, the server) must not pull in (tests/test_layering.py)."""
-  import grain  # pylint: disable=g-import-not-at-top
+  import grain
 
   return grain
 

@@ -75,7 +75,7 @@ def compiled_flops(compiled) -> float | None:
   """FLOPs of one call of a compiled (jax.stages.Compiled) per device, or None if XLA gives none."""
   try:
     analysis = compiled.cost_analysis()
-  except Exception:  # pylint: disable=broad-except  (backends without cost analysis)
+  except Exception:  # (backends without cost analysis)
     return None
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}

@@ -45,7 +45,7 @@ def prepare_data(config):
 
   if jax.process_count() == 1:
     return run()
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils
 
   prepared = run() if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices("genvla_jax: data prepared by process 0")
@@ -184,7 +184,7 @@ def _any_process(flag: bool) -> bool:
   checkpoint save is collective), even when only some of them received SIGTERM."""
   if jax.process_count() == 1:
     return flag
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils
 
   return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
 
@@ -202,7 +202,7 @@ def train(
   records of this call."""
   started = distributed.initialize(config.distributed)  # before anything touches a JAX backend
   if jax.process_index() != 0:
-    printer = lambda *a, **k: None  # pylint: disable=unnecessary-lambda-assignment
+    printer = lambda *a, **k: None
   printer(started, flush=True)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   # Checks that need no data, before any data preparation (seconds, not an hour in).

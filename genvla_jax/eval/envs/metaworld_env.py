@@ -16,7 +16,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
 from genvla_jax.eval.envs import Episode

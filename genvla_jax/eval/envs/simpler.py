@@ -135,8 +135,8 @@ class SimplerEnv:
 
   def __init__(self, robot: str = "google_robot", max_steps: int = 80, variants: dict | None = None):
     try:
-      import simpler_env  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-      from simpler_env.utils.env.observation_utils import get_image_from_maniskill2_obs_dict  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+      import simpler_env
+      from simpler_env.utils.env.observation_utils import get_image_from_maniskill2_obs_dict
     except ImportError as e:
       raise ImportError(
         "SimplerEnv is not installed (it needs SAPIEN with a Vulkan GPU renderer); see genvla_jax/eval/envs/SIMPLER.md"
@@ -149,7 +149,7 @@ class SimplerEnv:
   def _make(self, task, protocol, seed):
     if protocol == "visual_matching":
       return self._simpler.make(task)
-    import gymnasium as gym  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+    import gymnasium as gym
 
     setups = self.variants.get(task)
     if setups is None and "drawer" in task:

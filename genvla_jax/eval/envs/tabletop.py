@@ -30,7 +30,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display (Mesa on CPU machines)
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 
 import mujoco
 import numpy as np
