@@ -83,5 +83,5 @@ def for_decoding(model: prefix_lm.PrefixLM, unroll: int | None = None) -> prefix
 
 
 def num_image_tokens(model_config) -> int:
-  """Image positions in the sequence: (image_size / patch_size)^2 patch tokens."""
-  return (model_config.image_size // model_config.img.patch_size) ** 2
+  """Image positions in the sequence for config.model.image_size square images (Encoder.num_tokens)."""
+  return encoder(model_config).num_tokens(model_config.image_size, model_config.image_size)

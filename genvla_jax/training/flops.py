@@ -44,8 +44,8 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
   """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each, plus what
   the action head (heads.from_config) adds (π0: the action expert's state + `action_horizon` action
   tokens attending to the prefix)."""
-  img, llm = model_config.img, model_config.llm
-  patches = (model_config.image_size // img.patch_size) ** 2
+  llm = model_config.llm
+  patches = build.num_image_tokens(model_config)
   seq = patches + text_len
   d, f = llm.width, llm.mlp_dim
   llm_params = llm.depth * (d * llm.num_heads * llm.head_dim * 2 + 2 * d * llm.num_kv_heads * llm.head_dim + 3 * d * f)
