@@ -82,7 +82,7 @@ def defaults() -> ml_collections.ConfigDict:
     robot=[],  # dict(name, path, split, weight) entries (ROBOT_ENTRY); data/registry.py mixtures
     vl_root="",  # VL json paths below are relative to this
     vl=[],  # dict(name, path, format="llava_json"|"parquet", weight) entries (VL_ENTRY)
-    robot_fraction=0.5,  # share of every batch from robot data (C); 1.0 = robot only
+    robot_fraction=0.5,  # share of every batch from robot data (C); 1.0 = robot only; 0.0 = VL only (pretraining)
     batch_size=256,  # global batch
     num_workers=0,  # grain worker processes (0: in the main process)
     prompt="What action should the robot take to {instruction}?",

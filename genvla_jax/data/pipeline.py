@@ -104,10 +104,11 @@ def local_batch_split(data_config, process_count: int) -> tuple[int, int]:
   """-> (robot examples, VL examples) per host-local batch; both sides of the global batch must split
   evenly over the processes."""
   batch = data_config.batch_size
-  if not 0.0 < data_config.robot_fraction <= 1.0:
-    raise ValueError(f"data.robot_fraction must be in (0, 1], got {data_config.robot_fraction}")
-  num_robot = int(round(batch * data_config.robot_fraction))
-  if num_robot == 0 or (data_config.robot_fraction < 1.0 and num_robot == batch):
+  fraction = data_config.robot_fraction
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"data.robot_fraction must be in [0, 1] (0: VL only), got {fraction}")
+  num_robot = int(round(batch * fraction))
+  if (fraction > 0.0 and num_robot == 0) or (fraction < 1.0 and num_robot == batch):
     raise ValueError(
       f"robot_fraction {data_config.robot_fraction} of a batch of {batch} leaves one "
       "side empty; change batch_size or robot_fraction"
@@ -145,7 +146,9 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   for i, r in enumerate(prepared.robot):
     ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon))
     robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(robot_transforms[i]), seed=seed + 500 + i))
-  ds = host_batches(_mixed(robot, [r.weight for r in prepared.robot]), num_robot, process_index, process_count)
+  ds = None
+  if num_robot:
+    ds = host_batches(_mixed(robot, [r.weight for r in prepared.robot]), num_robot, process_index, process_count)
   if num_vl:
     vl_datasets = []
     for i, v in enumerate(prepared.vl):
@@ -154,8 +157,11 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
         vds.shuffle(seed=seed + 1000 + i).repeat().random_map(VLExample(vl_transform), seed=seed + 1500 + i)
       )
     vl_ds = host_batches(_mixed(vl_datasets, [v.weight for v in prepared.vl]), num_vl, process_index, process_count)
-    n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths
-    ds = grain.experimental.ZipMapDataset([ds[:n], vl_ds[:n]]).map(_concat_batches)
+    if ds is None:  # VL only (robot_fraction 0: VLM pretraining)
+      ds = vl_ds
+    else:
+      n = min(len(ds), len(vl_ds))  # both are (practically) infinite; zip needs equal lengths
+      ds = grain.experimental.ZipMapDataset([ds[:n], vl_ds[:n]]).map(_concat_batches)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
   if config.data.num_workers > 0:
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))

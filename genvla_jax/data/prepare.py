@@ -132,8 +132,17 @@ def prepare_vl(data_config, entry) -> VLSet:
 def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   """Generates demo data if configured, converts robot datasets if needed, loads VL lists. Every source
   is checked (check_sources) before the first conversion."""
-  if not data_config.robot:
-    raise DataConfigError("config.data.robot is empty: at least one robot dataset is needed")
+  vl_only = data_config.robot_fraction == 0.0  # VLM pretraining: no robot data at all
+  if vl_only and data_config.robot:
+    names = ", ".join(e["name"] for e in data_config.robot)
+    raise DataConfigError(
+      f"data.robot_fraction=0 trains on VL data only, but data.robot lists {names}: set data.robot=[] "
+      "(or a robot_fraction > 0 to co-train)"
+    )
+  if not data_config.robot and not vl_only:
+    raise DataConfigError(
+      "config.data.robot is empty: at least one robot dataset is needed (or data.robot_fraction=0 for VL only)"
+    )
   check_entries(data_config)
   cotrain = data_config.robot_fraction < 1.0
   if cotrain and not data_config.vl:
@@ -149,12 +158,12 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   check_sources(data_config, robot_split, with_vl=cotrain)
   robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]
   dims = {r.name: r.meta["action_dim"] for r in robot}
-  if len(set(dims.values())) != 1:
+  if len(set(dims.values())) > 1:
     raise DataConfigError(f"robot datasets in one run must share the action dimension, got {dims}")
   vl_sets = []
   if cotrain:
     vl_sets = [prepare_vl(data_config, e) for e in data_config.vl]
-  return PreparedData(robot, vl_sets, next(iter(dims.values())))
+  return PreparedData(robot, vl_sets, next(iter(dims.values()), 0))
 
 
 def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int = 0) -> str:

@@ -21,7 +21,7 @@ import os
 from absl import logging
 import jax
 
-from genvla_jax import config_schema, heads
+from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import transforms
 from genvla_jax.inference import protocol
 from genvla_jax.models import build
@@ -54,19 +54,22 @@ class Policy:
     self.step = None  # the checkpoint step, when restored with from_workdir
     self.model = build.from_config(config.model)
     self.text, self.action_tokenizer = factory.make_tokenizers(config, action_dim, tokenizer_path, fast_bpe_path)
-    name = unnorm_dataset or config.data.unnorm_dataset or next(iter(stats))
-    if name not in stats:
-      raise KeyError(f"no action statistics for {name!r}; checkpoint has {sorted(stats)}")
-    self.action_stats = stats[name]["action"]
-    self.state_stats = stats[name].get("state")
+    self.action_stats = self.state_stats = None  # none: a VLM pretraining run (VL data only) answers, never acts
+    if stats:
+      name = unnorm_dataset or config.data.unnorm_dataset or next(iter(stats))
+      if name not in stats:
+        raise KeyError(f"no action statistics for {name!r}; checkpoint has {sorted(stats)}")
+      self.action_stats = stats[name]["action"]
+      self.state_stats = stats[name].get("state")
     self.horizon, self.action_dim = config.tokenizer.action_horizon, action_dim
     self._transform, self._transform_config = None, None
     self.state_token_dim = self.transform.state_token_dim  # π0's state token (padded), 0: none
     self.num_invalid_fields = 0
     self.head = heads.from_config(config)  # how actions come out: decoded tokens or the flow sampler
-    self.head.setup_predict(
-      self.model, self.action_tokenizer, self.text, action_dim, self.horizon, config.seed, draft_previous
-    )
+    if self.action_stats is not None:  # a pretraining run has no actions to predict
+      self.head.setup_predict(
+        self.model, self.action_tokenizer, self.text, action_dim, self.horizon, config.seed, draft_previous
+      )
 
   @property
   def transform(self) -> transforms.ObservationTransform:
@@ -78,7 +81,7 @@ class Policy:
         self.text,
         self.action_tokenizer,
         self.action_dim,
-        {"action": self.action_stats, "state": self.state_stats},
+        None if self.action_stats is None else {"action": self.action_stats, "state": self.state_stats},
       )
       self._transform_config = self.config
     return self._transform
@@ -175,6 +178,11 @@ class Policy:
     the robot's units (only for policies that take it: `uses_state`) -> (actions [B,H_chunk,D] float32
     de-normalized, valid [B,H_chunk,D] bool). `full_width`: see prepare_inputs (the harness and the
     server use it so that batches of a size compile once)."""
+    if self.action_stats is None:
+      raise cli.UserError(
+        "this run has no action statistics: it was trained on VL data only (data.robot_fraction=0, a VLM "
+        "pretraining run); it answers questions (genvla_jax.eval.vqa) but has no actions to give"
+      )
     single = isinstance(instructions, str)
     if single:
       images, instructions = [images], [instructions]

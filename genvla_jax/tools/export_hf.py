@@ -3,10 +3,19 @@ r"""Exports a genvla_jax checkpoint to a Hugging Face PaliGemma directory (safet
   python -m genvla_jax.tools.export_hf --workdir=RUN --out=DIR [--step=N] [--dtype=bfloat16] \
       [--tower=trained|frozen]
 
+The run's SentencePiece tokenizer goes with it (`tokenizer.model` + `tokenizer_config.json`: transformers'
+GemmaTokenizer, whose special ids pad 0 / eos 1 / bos 2 / unk 3 are ours), so a later run starts from the
+directory exactly as from a released PaliGemma: `config.pretrained = {format: "hf", path: DIR}` and
+`config.tokenizer.path = DIR/tokenizer.model`.
+
 PaliGemma has one image tower. For a dual-encoder run, --tower picks which copy is exported and the
 projector's matching half is used; that model differs from the dual one (it sees one tower's features),
 so the exported checkpoint is for reuse elsewhere, not for reproducing the policy's outputs.
 """
+
+import json
+import os
+import shutil
 
 from absl import flags
 import jax
@@ -15,6 +24,7 @@ import numpy as np
 from genvla_jax import cli, config_lib
 from genvla_jax.inference import policy as policy_lib
 from genvla_jax.pretrained import hf
+from genvla_jax.tokenizers import text
 
 FLAGS = flags.FLAGS
 
@@ -40,6 +50,22 @@ def export_run(workdir: str, out: str, step: int | None = None, dtype: str | Non
   params = single_tower(jax.device_get(policy.params), tower)
   params = jax.tree.map(lambda x: np.asarray(x, np.float32) if dtype is None else np.asarray(x), params)
   hf.export(params, config_lib.upgrade(policy.config).model, out, dtype=dtype)
+  write_tokenizer(os.path.join(workdir, "assets", "tokenizer.model"), out)
+
+
+def write_tokenizer(sentencepiece_model: str, out: str) -> None:
+  """Copies the run's SentencePiece model into an exported directory with the files transformers'
+  AutoTokenizer reads for it (GemmaTokenizer: BOS added, as PaliGemma's prompt has it)."""
+  if not os.path.isfile(sentencepiece_model):
+    raise cli.UserError(f"{sentencepiece_model} is missing: the run directory has no tokenizer to export")
+  shutil.copyfile(sentencepiece_model, os.path.join(out, "tokenizer.model"))
+  sp = text.TextTokenizer(sentencepiece_model).sp
+  pieces = dict(pad_token=sp.pad_id(), eos_token=sp.eos_id(), bos_token=sp.bos_id(), unk_token=sp.unk_id())
+  special = {name: sp.id_to_piece(i) for name, i in pieces.items()}
+  with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+    json.dump(dict(tokenizer_class="GemmaTokenizer", add_bos_token=True, add_eos_token=False, **special), f, indent=1)
+  with open(os.path.join(out, "special_tokens_map.json"), "w") as f:
+    json.dump(special, f, indent=1)
 
 
 def main(argv):

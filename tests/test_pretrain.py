@@ -1,0 +1,93 @@
+"""VLM pretraining (VL data only) -> export in the Hugging Face PaliGemma format with its tokenizer -> the
+export is what transformers loads (same logits, same token ids) and what a fine-tuning config starts from."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from genvla_jax import train
+from genvla_jax.data import prepare
+from genvla_jax.inference import policy as policy_lib
+from genvla_jax.models import build
+from genvla_jax.pretrained import api
+from genvla_jax.tokenizers import text
+from genvla_jax.tools import export_hf, logits as logits_tool
+import tolerances
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, demo_dir, cache_dir):
+  from conftest import tiny_config
+
+  config = tiny_config(demo_dir, cache_dir)
+  config.data.robot_fraction = 0.0  # VL only
+  config.data.robot = []
+  config.model.dual_encoder = False
+  config.train.steps = 2
+  config.train.checkpoint_every = 2
+  run = tmp_path_factory.mktemp("pretrain")
+  records = train.train(config, str(run), printer=lambda *a, **k: None)
+  out = tmp_path_factory.mktemp("export")
+  export_hf.export_run(str(run), str(out))
+  return config, run, out, records
+
+
+def test_vl_only_training_reads_no_robot_data(pretrained):
+  config, _, _, records = pretrained
+  assert [r["step"] for r in records if "loss" in r][-1] == 2
+  assert all(r["robot_fraction"] == 0.0 for r in records if "robot_fraction" in r)
+  with pytest.raises(prepare.DataConfigError, match="VL data only"):
+    bad = config.copy_and_resolve_references()
+    bad.data.robot = [dict(name="demo_targets", path="demo_targets/1.0.0", split="train", weight=1.0)]
+    prepare.prepare(bad.data)
+
+
+def test_export_loads_in_transformers_with_the_same_logits_and_tokens(pretrained):
+  config, run, out, _ = pretrained
+  policy = policy_lib.Policy.from_workdir(str(run))
+  model = dataclasses.replace(build.from_config(config.model), parent=None)
+  size, n = config.model.image_size, build.num_image_tokens(config.model)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+  tok = text.TextTokenizer(str(out / "tokenizer.model"))
+  prompts = ["how many cubes are on the table?\n", "is the drawer open?\n"]
+  hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+  ids = [hf_tok(p).input_ids for p in prompts]
+  assert ids == [[tok.bos_id] + tok.sp.encode(p) for p in prompts]  # the same ids, BOS first
+  length = max(map(len, ids))
+  tokens = np.array([i + [tok.pad_id] * (length - len(i)) for i in ids], np.int32)
+  prefix_len = np.full((2,), length, np.int32)  # all prefix (bidirectional), as a prompt is
+  ours = logits_tool.compute_logits(model, policy.params, images, tokens, prefix_len)
+
+  hf_model = transformers.PaliGemmaForConditionalGeneration.from_pretrained(str(out)).eval()
+  image_id = hf_model.config.image_token_index
+  input_ids = np.concatenate([np.full((2, n), image_id), tokens], 1)
+  with torch.no_grad():
+    theirs = hf_model(
+      input_ids=torch.tensor(input_ids),
+      pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)),
+      token_type_ids=torch.zeros(input_ids.shape, dtype=torch.long),
+      attention_mask=torch.ones(input_ids.shape, dtype=torch.long),
+    ).logits.numpy()[:, n:]
+  m = config.model
+  terms = (
+    m.img.patch_size**2 * 3
+    + tolerances.transformer_terms(m.img, n)
+    + m.img.width
+    + tolerances.transformer_terms(m.llm, n + length)
+    + m.llm.width
+  )
+  _, atol = tolerances.float_tol(np.float32, terms, scale=np.abs(ours).max())
+  real = tokens != tok.pad_id  # padded positions attend differently (HF masks nothing here)
+  np.testing.assert_allclose(theirs[real], ours[real], rtol=0, atol=atol)
+
+
+def test_a_fine_tuning_config_starts_from_the_export(pretrained):
+  config, _, out, _ = pretrained
+  finetune = config.copy_and_resolve_references()
+  finetune.pretrained.format, finetune.pretrained.path = "hf", str(out)
+  finetune.tokenizer.path = str(out / "tokenizer.model")
+  assert api.mismatches("hf", str(out), finetune.model) == []
