@@ -108,3 +108,41 @@ def test_answers_through_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
   # the same question on the same image gets the same answer in a batch or alone
   alone = answerer.answer([demo.render(demo.random_scene(np.random.default_rng(0)))], ["how many squares are there?"])
   assert alone[0] == result["examples"][0]["prediction"]
+
+
+def test_llava_corpus_layout_scores_families_and_points(tmp_path):
+  entries = [
+    {
+      "image": "images/a.png",
+      "family": "count",
+      "conversations": [{"from": "human", "value": "<image>\nhow many blocks?"}, {"from": "gpt", "value": "3"}],
+    },
+    {
+      "image": "images/b.png",
+      "family": "pointing",
+      "conversations": [
+        {"from": "human", "value": "<image>\npoint to the red cube"},
+        {"from": "gpt", "value": "(0.40, 0.60)"},
+      ],
+    },
+    {
+      "image": "images/c.png",
+      "family": "pointing",
+      "conversations": [
+        {"from": "human", "value": "<image>\npoint to the ball"},
+        {"from": "gpt", "value": "(0.10, 0.20)"},
+      ],
+    },
+  ]
+  path = tmp_path / "heldout.json"
+  path.write_text(json.dumps(entries))
+  items = vqa.load("llava", str(path), "")
+  assert [it.question for it in items] == ["how many blocks?", "point to the red cube", "point to the ball"]
+  assert items[0].image_path == str(tmp_path / "images" / "a.png") and items[1].family == "pointing"
+  scores = vqa.score("llava", ["3", "(0.43, 0.64)", "the ball"], items)
+  assert scores["exact_match"] == pytest.approx(1 / 3)
+  assert scores["families"] == {"count": {"exact_match": 1.0, "n": 1}, "pointing": {"exact_match": 0.0, "n": 2}}
+  p = scores["pointing"]
+  assert p["n"] == 2 and p["unparsable_points"] == 1 and p["hit_rate"] == 0.5
+  assert p["mean_distance"] == pytest.approx((0.05 + 1.0) / 2)
+  assert vqa.parse_point(" ( 0.5 ,1.0 ) ") == (0.5, 1.0) and vqa.parse_point("0.5, 1.0") is None

@@ -12,11 +12,15 @@ Benchmarks and layouts (`load(benchmark, annotations, images)` -> list of Item):
   pope     JSON lines {"image", "text", "label": yes|no}, images/<image> (COCO val2014)     acc, P, R, F1
   vsr      JSON lines {"image", "caption", "label": 0|1}, images/<image>; asked as
            "Is it true that <caption>?"                                                   accuracy
+  llava    LLaVA JSON [{"image", "conversations": [human, gpt], "family"?}] (our generated corpus,
+           data/vl_corpus.py; images relative to --images, default the JSON's folder)   exact match, per
+           family; pointing answers "(x, y)": mean distance and share within 0.1 (normalized image units)
 """
 
 import dataclasses
 import json
 import os
+import re
 
 from absl import flags
 import numpy as np
@@ -27,7 +31,8 @@ from genvla_jax.eval import vqa_metrics
 from genvla_jax.inference import decode
 from genvla_jax.models import build
 
-BENCHMARKS = ("textvqa", "vizwiz", "gqa", "pope", "vsr")
+BENCHMARKS = ("textvqa", "vizwiz", "gqa", "pope", "vsr", "llava")
+POINT_HIT_RADIUS = 0.1  # a pointing answer within this distance of the reference counts as a hit
 
 
 @dataclasses.dataclass
@@ -35,6 +40,7 @@ class Item:
   image_path: str
   question: str
   answers: list[str]  # human answers (VQA accuracy), or the one reference answer
+  family: str = ""  # question family (llava corpus entries that carry one)
 
 
 def _jsonl(path):
@@ -67,10 +73,59 @@ def load(benchmark: str, annotations: str, images: str) -> list[Item]:
       )
       for d in _jsonl(annotations)
     ]
+  if benchmark == "llava":
+    items = []
+    for entry in json.load(open(annotations)):
+      turns = entry["conversations"]
+      question = turns[0]["value"].replace("<image>", "").strip()
+      items.append(
+        Item(
+          os.path.join(images or os.path.dirname(annotations), entry["image"]),
+          question,
+          [turns[1]["value"]],
+          entry.get("family", ""),
+        )
+      )
+    return items
   raise ValueError(f"unknown benchmark {benchmark!r}; choose from {BENCHMARKS}")
 
 
+def parse_point(text: str) -> tuple[float, float] | None:
+  """'(0.42, 0.61)' -> (0.42, 0.61); None when the text is no point."""
+  m = re.fullmatch(r"\(\s*([-+]?\d*\.?\d+)\s*,\s*([-+]?\d*\.?\d+)\s*\)", text.strip())
+  return (float(m.group(1)), float(m.group(2))) if m else None
+
+
+def corpus_scores(predictions: list[str], items: list[Item]) -> dict:
+  """Exact match overall and per family; for answers that are points: mean distance (unparsable predictions
+  count as distance 1.0, the counted `unparsable_points`) and the share within POINT_HIT_RADIUS."""
+  match = np.array([vqa_metrics.exact_match(p, it.answers[0]) for p, it in zip(predictions, items)], float)
+  out = {"exact_match": float(match.mean()) if len(match) else 0.0, "n": len(items), "families": {}}
+  for family in sorted({it.family for it in items}):
+    rows = [i for i, it in enumerate(items) if it.family == family]
+    out["families"][family or "-"] = {"exact_match": float(match[rows].mean()), "n": len(rows)}
+  distances, unparsable = [], 0
+  for p, it in zip(predictions, items):
+    reference = parse_point(it.answers[0])
+    if reference is None:
+      continue
+    point = parse_point(p)
+    unparsable += point is None
+    distances.append(1.0 if point is None else float(np.hypot(point[0] - reference[0], point[1] - reference[1])))
+  if distances:
+    d = np.array(distances)
+    out["pointing"] = dict(
+      mean_distance=float(d.mean()),
+      hit_rate=float((d <= POINT_HIT_RADIUS).mean()),
+      n=len(d),
+      unparsable_points=unparsable,
+    )
+  return out
+
+
 def score(benchmark: str, predictions: list[str], items: list[Item]) -> dict:
+  if benchmark == "llava":
+    return corpus_scores(predictions, items)
   if benchmark in ("textvqa", "vizwiz"):
     values = [vqa_metrics.vqa_accuracy(p, it.answers) for p, it in zip(predictions, items)]
     return {"vqa_accuracy": float(np.mean(values)), "n": len(values)}
@@ -149,7 +204,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable one)")
   flags.DEFINE_enum("benchmark", None, list(BENCHMARKS), "which benchmark", required=True)
   flags.DEFINE_string("annotations", None, "questions / answers file in the benchmark's layout", required=True)
-  flags.DEFINE_string("images", None, "image folder", required=True)
+  flags.DEFINE_string("images", "", "image folder (llava: default the annotations' folder)")
   flags.DEFINE_integer("limit", 0, "evaluate the first N questions (0: all)")
   flags.DEFINE_integer("max_answer_len", 16, "tokens per answer")
   flags.DEFINE_string("prompt", "{question}", "prefix template (PaliGemma checkpoints: 'answer en {question}')")
