@@ -56,10 +56,14 @@ def test_each_benchmark_layout_loads(tmp_path):
   (tmp_path / "vsr.jsonl").write_text(
     json.dumps({"image": "s.jpg", "caption": "The cat is on the mat.", "label": 1}) + "\n"
   )
+  (tmp_path / "llava.json").write_text(
+    json.dumps([{"image": "g1.jpg", "conversations": [{"from": "human", "value": "<image>\nq"}, {"value": "a"}]}])
+  )
   got = {
     b: vqa.load(b, str(tmp_path / f"{b}.{'jsonl' if b in ('pope', 'vsr') else 'json'}"), str(images))
     for b in vqa.BENCHMARKS
   }
+  assert got["llava"][0].question == "q" and got["llava"][0].answers == ["a"]
   assert got["textvqa"][0].answers == ["nike"] * 10 and got["textvqa"][0].image_path.endswith("10.jpg")
   assert got["vizwiz"][0].answers == ["soup"] * 10
   assert got["gqa"][0].question == "what color?" and got["gqa"][0].answers == ["red"]
