@@ -5,15 +5,19 @@ r"""Closed-loop evaluation on the MuJoCo tabletop benchmark (genvla_jax/eval/env
 
 Variants: `full` (default: 50 episodes per task and protocol, SimplerEnv-sized), `quick` (5).
 Options: `protocols=a+b` (subset of visual_matching, variant_aggregation, background_masking,
-paraphrase), `tasks=a+b`.
+paraphrase, held_out_conditions; default the first four, SimplerEnv's), `tasks=a+b`.
 """
 
 from genvla_jax import config_lib
-from genvla_jax.eval.envs.tabletop import PROTOCOLS, TASKS
+from genvla_jax.eval.envs.tabletop import TASKS
+
+DEFAULT_PROTOCOLS = ("visual_matching", "variant_aggregation", "background_masking", "paraphrase")
 
 
 def get_config(arg=None):
-  opts = config_lib.parse_arg(arg, variants=("full", "quick"), protocols="+".join(PROTOCOLS), tasks="+".join(TASKS))
+  opts = config_lib.parse_arg(
+    arg, variants=("full", "quick"), protocols="+".join(DEFAULT_PROTOCOLS), tasks="+".join(TASKS)
+  )
   return config_lib.eval_config(
     "tabletop",
     dict(image_size=64, max_steps=60),

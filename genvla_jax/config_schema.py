@@ -90,6 +90,8 @@ def defaults() -> ml_collections.ConfigDict:
     demo_dir="",  # when set, the embedded demo data is generated here if missing
     sim_dir="",  # when set, simulator expert demos are recorded here if missing
     sim_record={},  # data/sim_record.ensure settings (env, train_episodes, image_size, ...)
+    corpus_dir="",  # when set, the generated VL pretraining corpus (+ its tokenizer) is made here if missing
+    corpus={},  # data/vl_corpus.ensure settings (num_train, num_heldout, image_size, seed, vocab_size)
     unnorm_dataset="",  # whose action statistics the policy de-normalizes with ("" = first)
     on_bad="skip",  # bad records at conversion: "skip" (counted, listed) or "fail"
     # instruction augmentation (data/instruction_aug.py): with probability prob a robot example's

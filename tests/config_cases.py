@@ -30,6 +30,7 @@ CASES = (
   + [("eval_tabletop", v) for v in ("full", "quick", "quick,protocols=paraphrase,tasks=pick_object+move_near")]
   + [("eval_metaworld", v) for v in ("full", "quick")]
   + [("eval_simpler", v) for v in ("google_robot", "widowx", "google_robot,episodes=3")]
+  + [("pretrain_vlm", "tabletop")]
 )
 
 

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from genvla_jax import cli, config_schema
-from genvla_jax.data import convert, convert_vl, demo, registry, rlds, sim_record
+from genvla_jax.data import convert, convert_vl, demo, registry, rlds, sim_record, vl_corpus
 
 
 class DataConfigError(cli.UserError, ValueError):
@@ -155,6 +155,8 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
     demo.ensure(data_config.demo_dir)
   if data_config.sim_dir:  # a simulated benchmark's expert demonstrations (sim_record.py)
     sim_record.ensure(data_config.sim_dir, **data_config.sim_record)
+  if data_config.corpus_dir:  # the generated VL pretraining corpus and its tokenizer (vl_corpus.py)
+    vl_corpus.ensure(data_config.corpus_dir, **data_config.corpus)
   check_sources(data_config, robot_split, with_vl=cotrain)
   robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]
   dims = {r.name: r.meta["action_dim"] for r in robot}

@@ -109,7 +109,7 @@ def _write_vl(env_name, out_dir, split, num_images, seed_offset, image_size):
     json.dump(entries, f)
 
 
-def _tokenizer_corpus(env_name):
+def tokenizer_corpus(env_name):
   """Every wording (training and held-out: the tokenizer stands for a pretrained one that knows the
   words; the policy never trains on the held-out ones), VL questions, action strings."""
   module = envs_lib.module(env_name)
@@ -203,7 +203,7 @@ def ensure(
   if hasattr(envs_lib.module(env), "scene_question"):
     _write_vl(env, os.path.join(out_dir, "vl"), "train", vl_train, TRAIN_SEED_OFFSET, image_size)
     _write_vl(env, os.path.join(out_dir, "vl"), "val", vl_val, VAL_SEED_OFFSET, image_size)
-  text.train_sentencepiece(_tokenizer_corpus(env), os.path.join(out_dir, "tokenizer.model"), vocab_size)
+  text.train_sentencepiece(tokenizer_corpus(env), os.path.join(out_dir, "tokenizer.model"), vocab_size)
   _write_paraphrases(env, out_dir)
   with open(done, "w") as f:
     json.dump({"settings": settings, "failed_expert_rollouts_left_out": failures}, f, indent=1)

@@ -82,14 +82,18 @@ def check_settings(config):
 
 
 def check_tokenizer(config):
-  """The tokenizer exists, unless the configured demo / simulator data generates it."""
+  """The tokenizer exists, unless the configured demo / simulator data / VL corpus generates it."""
   path = os.path.abspath(os.path.expanduser(config.tokenizer.path)) if config.tokenizer.path else ""
   if not path:
     raise ConfigError(
       "config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
       "(PaliGemma's SentencePiece model for released weights)"
     )
-  generated = [os.path.abspath(os.path.expanduser(d)) for d in (config.data.demo_dir, config.data.sim_dir) if d]
+  generated = [
+    os.path.abspath(os.path.expanduser(d))
+    for d in (config.data.demo_dir, config.data.sim_dir, config.data.corpus_dir)
+    if d
+  ]
   if not os.path.exists(path) and not any(path.startswith(d + os.sep) for d in generated):
     raise ConfigError(f"tokenizer not found: {path} (config.tokenizer.path)")
 

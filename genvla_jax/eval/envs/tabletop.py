@@ -22,8 +22,18 @@ Protocols (`reset(protocol=...)`):
                         distractor objects, or camera pose (SimplerEnv's variant aggregation)
   background_masking    training appearance, background pixels (floor, wall) painted black
   paraphrase            training appearance, held-out instruction wordings
+  held_out_conditions   per episode one factor (FACTORS) drawn from the "held_out" condition pool
+                        (Episode.variant = the factor; `env.conditions` = what was applied); never
+                        seen in training (robot demos: the default appearance; VL corpus: "wide" pool)
 Scripted expert: `Expert(env).act()` (privileged state) solves every task; demonstrations recorded
 with it are what data/sim_record.py writes as RLDS.
+
+Visual conditions for the generated vision-language corpus (data/vl_corpus.py): `apply_conditions(rng,
+pool)` after `reset` (or `clear_scene`) draws one condition per factor from CONDITION_POOLS["wide"]
+(pretraining) or ["held_out"] (evaluation only; disjoint from "wide" on every factor, see CONDITION_POOLS).
+Visual-only props (PROPS: balls, cans, capsules, plates; mocap bodies whose geoms never collide) wait off
+view like the unused cubes; robot episodes never move them (so their images and states are those of the
+scene without props, tested bit for bit). `project(xyz)` -> normalized image coordinates (pointing answers).
 """
 
 import os
@@ -31,13 +41,15 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display (Mesa on CPU machines)
 
 
+import colorsys
+
 import mujoco
 import numpy as np
 
 from genvla_jax.eval.envs import Episode
 
 TASKS = ("pick_object", "move_near", "open_drawer", "close_drawer")
-PROTOCOLS = ("visual_matching", "variant_aggregation", "background_masking", "paraphrase")
+PROTOCOLS = ("visual_matching", "variant_aggregation", "background_masking", "paraphrase", "held_out_conditions")
 VARIANTS = ("background", "table", "lighting", "distractors", "camera")
 COLORS = {"red": (0.85, 0.15, 0.15), "green": (0.15, 0.7, 0.25), "blue": (0.2, 0.35, 0.9), "yellow": (0.9, 0.8, 0.15)}
 DISTRACTOR_COLORS = ((0.6, 0.2, 0.7), (0.95, 0.5, 0.1))
@@ -82,6 +94,84 @@ HOME = np.array([0.0, -0.15, 0.18])
 CAMERA = dict(pos=(0.0, -0.62, 0.5), fovy=45.0)
 HANDLE_OFFSET = np.array([0.0, -0.075, 0.05])  # handle centre relative to the drawer body
 
+# ----- visual-only props and condition pools (data/vl_corpus.py; protocol held_out_conditions) -----------
+FACTORS = VARIANTS  # the factors a visual condition sets, in the order apply_conditions draws them
+# colour words of everything a scene may show: the cubes' COLORS and more (props only)
+PALETTE = COLORS | {
+  "purple": (0.55, 0.2, 0.75),
+  "orange": (0.95, 0.5, 0.1),
+  "white": (0.92, 0.92, 0.92),
+  "black": (0.08, 0.08, 0.08),
+  "pink": (0.95, 0.45, 0.7),
+  "cyan": (0.1, 0.8, 0.85),
+}
+# prop shape -> (MuJoCo geom type, size, centre height when resting on the table, footprint radius)
+PROP_SHAPES = {
+  "ball": ("sphere", "0.022", 0.022, 0.022),
+  "can": ("cylinder", "0.02 0.03", 0.03, 0.02),
+  "capsule": ("capsule", "0.013 0.02", 0.033, 0.013),
+  "plate": ("cylinder", "0.042 0.004", 0.004, 0.042),
+}
+PROPS = ("ball", "ball", "ball", "can", "can", "can", "capsule", "capsule", "plate", "plate")  # prop_<i>'s shape
+CUBE_FOOTPRINT = CUBE * 1.42  # half diagonal
+PROP_PARK = np.array([6.0, 5.0, 0.03])  # prop_<i> waits at PROP_PARK + (0.1 i, 0, 0): off view, in the cubes' row
+# (shape, colour) of props that only the held-out pool shows; every other combination is "wide"
+HELD_OUT_PROPS = (
+  ("ball", "pink"),
+  ("ball", "cyan"),
+  ("can", "orange"),
+  ("can", "green"),
+  ("capsule", "white"),
+  ("capsule", "red"),
+  ("plate", "black"),
+  ("plate", "blue"),
+)
+WIDE_PROPS = tuple((s, c) for s in PROP_SHAPES for c in PALETTE if (s, c) not in HELD_OUT_PROPS)
+TABLE_KINDS = ("plain", "checker", "grain", "tiles", "speckled")  # table_<kind> materials
+# Visual-condition pools; a held-out condition can never be drawn from "wide" on any factor:
+#
+#   factor       wide (pretraining corpus)                     held_out (evaluation only)
+#   background   floor, wall hue in [0, 0.55)                  hue in [0.62, 0.95)
+#                (red, orange, yellow, green, cyan)            (blue, purple, magenta, pink)
+#   table        plain (hue [0, 0.55)), checker, grain, tiles  plain (hue [0.62, 0.95)), speckled
+#   lighting     white light, intensity 0.35-1, ambient        tinted light (saturation 0.3-0.6), same
+#                0.15-0.45, direction (x, y, -1)               intensity / ambient / direction ranges
+#   camera       position offset 0-5 cm, fovy 40-50 deg,       offset 7-10 cm, fovy 51-55 deg
+#                looking at the table centre (+-2 cm)
+#   distractors  0-2 props, (shape, colour) in WIDE_PROPS      1-2 props, (shape, colour) in HELD_OUT_PROPS
+#
+# Colours are HSV: saturation / value ranges are shared; hue alone separates the pools. Intervals are
+# [low, high) as numpy draws them. The default appearance (robot demonstrations) is in neither pool's
+# background hues (its floor and wall have hue 0.58), table plain hue 0.09 is "wide".
+CONDITION_POOLS = {
+  "wide": dict(
+    hue=(0.0, 0.55),
+    table_kinds=("plain", "checker", "grain", "tiles"),
+    tint_saturation=(0.0, 0.0),
+    camera_offset=(0.0, 0.05),
+    camera_fovy=(40.0, 50.0),
+    distractor_count=(0, 2),
+    distractor_props=WIDE_PROPS,
+  ),
+  "held_out": dict(
+    hue=(0.62, 0.95),
+    table_kinds=("plain", "speckled"),
+    tint_saturation=(0.3, 0.6),
+    camera_offset=(0.07, 0.10),
+    camera_fovy=(51.0, 55.0),
+    distractor_count=(1, 2),
+    distractor_props=HELD_OUT_PROPS,
+  ),
+}
+SATURATION, VALUE = (0.25, 0.8), (0.25, 0.9)  # background and plain-table colours (both pools)
+LIGHT_INTENSITY, LIGHT_AMBIENT = (0.35, 1.0), (0.15, 0.45)
+CAMERA_TARGET_JITTER = 0.02
+TABLE_AREA = np.array([[-0.22, -0.2], [0.22, 0.0]])  # where apply_conditions and the corpus put objects (x, y)
+
+
+class SceneFullError(RuntimeError):
+  """No room on the table, or no free prop, for another object (data/vl_corpus.py then draws another scene)."""
+
 
 def _scene_xml() -> str:
   cubes = "\n".join(
@@ -94,6 +184,12 @@ def _scene_xml() -> str:
     f'<geom name="distractor_{i}" type="cylinder" size="0.018 0.025" rgba="{r} {g} {b} 1" mass="0.05"/></body>'
     for i, (r, g, b) in enumerate(DISTRACTOR_COLORS)
   )
+  props = "\n".join(
+    f'<body name="prop_{i}" mocap="true" pos="{PROP_PARK[0] + 0.1 * i:.1f} {PROP_PARK[1]} {PROP_PARK[2]}">'
+    f'<geom name="prop_{i}" type="{PROP_SHAPES[shape][0]}" size="{PROP_SHAPES[shape][1]}" '
+    f'rgba="{r} {g} {b} 1" contype="0" conaffinity="0"/></body>'
+    for i, (shape, (r, g, b)) in enumerate(zip(PROPS, [v for k, v in PALETTE.items() if k not in COLORS] * 2))
+  )
   return f"""
 <mujoco model="genvla_tabletop">
   <option timestep="0.002" gravity="0 0 -9.81"/>
@@ -104,6 +200,10 @@ def _scene_xml() -> str:
     <material name="table_plain" rgba=".62 .55 .45 1"/>
     <material name="table_checker" texture="checker" texrepeat="6 6"/>
     <material name="table_grain" texture="grain" texrepeat="3 1"/>
+    <texture name="tiles" type="2d" builtin="flat" mark="edge" rgb1=".8 .78 .74" markrgb=".3 .3 .3" width="64" height="64"/>
+    <texture name="speckled" type="2d" builtin="flat" mark="random" random="0.25" rgb1=".7 .7 .68" markrgb=".25 .22 .2" width="128" height="128"/>
+    <material name="table_tiles" texture="tiles" texrepeat="5 5"/>
+    <material name="table_speckled" texture="speckled" texrepeat="2 2"/>
   </asset>
   <worldbody>
     <light name="key" pos="0 -0.3 1.2" dir="0 0.3 -1" diffuse=".8 .8 .8" ambient=".3 .3 .3" directional="true"/>
@@ -131,6 +231,7 @@ def _scene_xml() -> str:
       <body name="finger_r" pos="0.03 0 0.012"><joint name="finger_r" type="slide" axis="-1 0 0" range="0 0.02"/>
         <geom type="box" size="0.004 0.008 0.02" rgba=".9 .9 .9 1" contype="0" conaffinity="0" mass="0.01"/></body>
     </body>
+    {props}
   </worldbody>
   <actuator>
     <position name="finger_l" joint="finger_l" kp="50" ctrlrange="0 0.02"/>
@@ -160,6 +261,16 @@ class TabletopEnv:
     ]
     drawer_joint = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "drawer")
     self._drawer_qpos, self._drawer_dof = m.jnt_qposadr[drawer_joint], m.jnt_dofadr[drawer_joint]
+    self._finger_qpos = [
+      m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f)] for f in ("finger_l", "finger_r")
+    ]
+    self._cube_geom = {c: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"cube_{c}") for c in COLORS}
+    self._prop_geom = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"prop_{i}") for i in range(len(PROPS))]
+    self._prop_mocap = [
+      m.body_mocapid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"prop_{i}")] for i in range(len(PROPS))
+    ]
+    self._table_materials = {k: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, f"table_{k}") for k in TABLE_KINDS}
+    self._camera = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "front")
     self._defaults = dict(
       geom_rgba=m.geom_rgba.copy(),
       geom_matid=m.geom_matid.copy(),
@@ -167,11 +278,16 @@ class TabletopEnv:
       light_dir=m.light_dir.copy(),
       cam_pos=m.cam_pos.copy(),
       cam_fovy=m.cam_fovy.copy(),
+      mat_rgba=m.mat_rgba.copy(),
+      light_ambient=m.light_ambient.copy(),
+      cam_quat=m.cam_quat.copy(),
     )
     self.episode: Episode | None = None
     self.grasped: str | None = None  # a cube colour, "drawer" or None
     self._grasp_from = None
     self.closed = False
+    self.prop_colours: list[str | None] = [None] * len(PROPS)  # colour words of the props on the table
+    self.conditions: dict = {}  # what apply_conditions applied since the last reset / clear_scene
 
   # ----- state -------------------------------------------------------------------------------------
   @property
@@ -199,9 +315,7 @@ class TabletopEnv:
       raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     rng = np.random.default_rng([seed, TASKS.index(task)])
     m, d = self.model, self.data
-    for key, value in self._defaults.items():
-      getattr(m, key)[:] = value
-    mujoco.mj_resetData(m, d)
+    self.clear_scene()
     colours = list(rng.permutation(sorted(COLORS))[: int(rng.integers(2, 4))])
     positions = self._place(rng, len(colours), [])
     for c in COLORS:  # cubes not in this episode wait off the table
@@ -218,6 +332,9 @@ class TabletopEnv:
     if protocol == "variant_aggregation":
       variant = str(rng.choice(VARIANTS))
       self._apply_variant(variant, rng, [self.cube(c)[:2] for c in colours])
+    elif protocol == "held_out_conditions":
+      variant = str(rng.choice(FACTORS))
+      self.apply_conditions(rng, "held_out", (variant,))
     d.mocap_pos[0] = HOME + np.append(rng.uniform(-0.05, 0.05, 2), 0.0)
     self.grasped, self._grasp_from, self.closed = None, None, False
     wordings = INSTRUCTIONS[task][1 if protocol == "paraphrase" else 0]
@@ -227,6 +344,16 @@ class TabletopEnv:
     for _ in range(3):  # let the cubes settle
       self._physics(np.zeros(3))
     return self.observation()
+
+  def clear_scene(self):
+    """The default appearance, MuJoCo's initial state (cubes and props parked off view, drawer shut,
+    gripper open at its initial pose), no episode state (grasp, conditions)."""
+    for key, value in self._defaults.items():
+      getattr(self.model, key)[:] = value
+    mujoco.mj_resetData(self.model, self.data)
+    self.prop_colours = [None] * len(PROPS)
+    self.conditions = {}
+    self.grasped, self._grasp_from, self.closed = None, None, False
 
   def _place(self, rng, n, taken):
     out = []
@@ -261,6 +388,175 @@ class TabletopEnv:
     elif variant == "camera":
       m.cam_pos[0] = np.asarray(CAMERA["pos"]) + rng.uniform(-0.05, 0.05, 3)
       m.cam_fovy[0] = CAMERA["fovy"] + rng.uniform(-5, 5)
+
+  # ----- visual conditions, props, scene composition (data/vl_corpus.py) --------------------------
+  def apply_conditions(self, rng: np.random.Generator, pool: str, factors=FACTORS) -> dict:
+    """Draws one condition per factor in `factors` from CONDITION_POOLS[pool] and applies it (after reset
+    or clear_scene; objects already placed stay). -> {factor: description} (also merged into
+    self.conditions); descriptions are JSON-able: background {"floor", "wall": rgb}, table {"kind",
+    "rgb"}, lighting {"diffuse", "ambient", "direction"}, camera {"offset", "fovy", "target"},
+    distractors {"props": [[shape, colour], ...]}."""
+    if pool not in CONDITION_POOLS:
+      raise ValueError(f"unknown condition pool {pool!r}; choose from {sorted(CONDITION_POOLS)}")
+    unknown = set(factors) - set(FACTORS)
+    if unknown:
+      raise ValueError(f"unknown condition factors {sorted(unknown)}; choose from {FACTORS}")
+    spec, applied = CONDITION_POOLS[pool], {}
+    for factor in FACTORS:  # a fixed order: the draws do not depend on how `factors` is ordered
+      if factor in factors:
+        applied[factor] = getattr(self, f"_condition_{factor}")(rng, spec)
+    mujoco.mj_forward(self.model, self.data)
+    self.conditions.update(applied)
+    return applied
+
+  def _condition_background(self, rng, spec) -> dict:
+    out = {}
+    for name in ("floor", "wall"):
+      rgb = _hsv(rng.uniform(*spec["hue"]), rng.uniform(*SATURATION), rng.uniform(*VALUE))
+      self.model.geom_rgba[self._ids[name], :3] = rgb
+      out[name] = rgb
+    return out
+
+  def _condition_table(self, rng, spec) -> dict:
+    m, kind = self.model, str(rng.choice(spec["table_kinds"]))
+    if kind == "plain":
+      rgb = _hsv(rng.uniform(*spec["hue"]), rng.uniform(*SATURATION), rng.uniform(0.35, 0.85))
+    else:  # a texture, its brightness varied
+      rgb = [float(rng.uniform(0.7, 1.0))] * 3
+    m.geom_matid[self._ids["table"]] = self._table_materials[kind]
+    m.mat_rgba[self._table_materials[kind], :3] = rgb
+    return {"kind": kind, "rgb": rgb}
+
+  def _condition_lighting(self, rng, spec) -> dict:
+    m = self.model
+    tint = np.array(_hsv(rng.uniform(0.0, 1.0), rng.uniform(*spec["tint_saturation"]), 1.0))
+    m.light_diffuse[0] = rng.uniform(*LIGHT_INTENSITY) * tint
+    m.light_ambient[0] = rng.uniform(*LIGHT_AMBIENT) * tint
+    m.light_dir[0] = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.3, 0.7), -1.0])
+    return {
+      "diffuse": m.light_diffuse[0].tolist(),
+      "ambient": m.light_ambient[0].tolist(),
+      "direction": m.light_dir[0].tolist(),
+    }
+
+  def _condition_camera(self, rng, spec) -> dict:
+    m = self.model
+    direction = rng.normal(size=3)
+    offset = rng.uniform(*spec["camera_offset"]) * direction / np.linalg.norm(direction)
+    target = np.append(rng.uniform(-CAMERA_TARGET_JITTER, CAMERA_TARGET_JITTER, 2), 0.0)
+    m.cam_pos[self._camera] = np.asarray(CAMERA["pos"]) + offset
+    m.cam_quat[self._camera] = look_at_quat(m.cam_pos[self._camera], target)
+    m.cam_fovy[self._camera] = rng.uniform(*spec["camera_fovy"])
+    return {"offset": offset.tolist(), "fovy": float(m.cam_fovy[self._camera]), "target": target.tolist()}
+
+  def _condition_distractors(self, rng, spec) -> dict:
+    low, high = spec["distractor_count"]
+    placed = []
+    for _ in range(int(rng.integers(low, high + 1))):
+      taken = {(o["shape"], o["colour"]) for o in self.table_objects()}
+      free = {PROPS[i] for i in range(len(PROPS)) if self.prop_colours[i] is None}
+      choices = [p for p in spec["distractor_props"] if p not in taken and p[0] in free]
+      if not choices:
+        raise SceneFullError(f"no free prop for a distractor (on the table: {sorted(taken)})")
+      shape, colour = choices[int(rng.integers(len(choices)))]
+      xy = self.free_spot(rng, PROP_SHAPES[shape][3])
+      self.place_prop(shape, colour, xy)
+      placed.append([shape, colour])
+    return {"props": placed}
+
+  def table_objects(self) -> list[dict]:
+    """The cubes and props on the table: {"name", "shape", "colour", "pos" [3], "geom", "radius"}
+    (cubes first, in COLORS order; then props by index)."""
+    out = [
+      {
+        "name": f"cube_{c}",
+        "shape": "cube",
+        "colour": c,
+        "pos": self.cube(c),
+        "geom": self._cube_geom[c],
+        "radius": CUBE_FOOTPRINT,
+      }
+      for c in COLORS
+      if abs(self.cube(c)[0]) < 1
+    ]
+    for i, colour in enumerate(self.prop_colours):
+      if colour is not None:
+        pos = self.data.mocap_pos[self._prop_mocap[i]].copy()
+        out.append(
+          {
+            "name": f"prop_{i}",
+            "shape": PROPS[i],
+            "colour": colour,
+            "pos": pos,
+            "geom": self._prop_geom[i],
+            "radius": PROP_SHAPES[PROPS[i]][3],
+          }
+        )
+    return out
+
+  def free_spot(self, rng: np.random.Generator, radius: float, tries: int = 200) -> np.ndarray:
+    """(x, y) in TABLE_AREA where a footprint of `radius` keeps 1.5 cm from every object on the table;
+    SceneFullError after `tries` draws."""
+    taken = [(o["pos"][:2], o["radius"]) for o in self.table_objects()]
+    for _ in range(tries):
+      xy = rng.uniform(TABLE_AREA[0], TABLE_AREA[1])
+      if all(np.linalg.norm(xy - q) > radius + r + 0.015 for q, r in taken):
+        return xy
+    raise SceneFullError(f"no free spot of radius {radius} on the table after {tries} tries ({len(taken)} objects)")
+
+  def place_cube(self, colour: str, pos) -> None:
+    """Puts a cube at `pos` [3] (at rest; call forward() before rendering)."""
+    self._set_cube(colour, np.asarray(pos, np.float64))
+
+  def place_prop(self, shape: str, colour: str, xy) -> int:
+    """Puts a free prop of `shape`, recoloured `colour` (a PALETTE word), resting on the table at `xy`;
+    -> its index. ValueError when every prop of that shape is in use."""
+    free = [i for i in range(len(PROPS)) if PROPS[i] == shape and self.prop_colours[i] is None]
+    if not free:
+      raise ValueError(f"every {shape} prop is in use ({PROPS.count(shape)} in PROPS)")
+    i = free[0]
+    self.data.mocap_pos[self._prop_mocap[i]] = (xy[0], xy[1], PROP_SHAPES[shape][2])
+    self.model.geom_rgba[self._prop_geom[i], :3] = PALETTE[colour]
+    self.prop_colours[i] = colour
+    return i
+
+  def set_gripper(self, pos, closed: bool) -> None:
+    """The gripper at `pos` [3], its fingers open or closed (as the closed position controller holds them)."""
+    self.data.mocap_pos[0] = pos
+    self.data.qpos[self._finger_qpos] = 0.018 if closed else 0.0
+    self.closed = bool(closed)
+
+  def set_drawer(self, opening: float) -> None:
+    """The drawer `opening` metres out (0 = shut, DRAWER_TRAVEL = fully out)."""
+    self.data.qpos[self._drawer_qpos] = float(np.clip(opening, 0.0, DRAWER_TRAVEL))
+
+  def forward(self) -> None:
+    """Positions (geoms, camera) from the current state, for render / project / segmentation."""
+    mujoco.mj_forward(self.model, self.data)
+
+  def project(self, point_xyz) -> tuple[float, float]:
+    """A world point -> (u, v), normalized image coordinates of the front camera (u right, v down; the
+    image is [0,1]^2, pixel column floor(u S), row floor(v S)); ValueError behind the camera. Reads the
+    camera pose of the last forward()."""
+    rel = np.asarray(point_xyz, np.float64) - self.data.cam_xpos[self._camera]
+    x, y, z = self.data.cam_xmat[self._camera].reshape(3, 3).T @ rel  # camera frame: x right, y up, -z forward
+    if z >= 0:
+      raise ValueError(f"{point_xyz} is behind the camera")
+    focal = 0.5 / np.tan(np.deg2rad(self.model.cam_fovy[self._camera]) / 2)  # square image: one fovy
+    return float(0.5 + focal * x / -z), float(0.5 - focal * y / -z)
+
+  def camera_distance(self, point_xyz) -> float:
+    """Metres from the front camera (pose of the last forward()) to a world point."""
+    return float(np.linalg.norm(np.asarray(point_xyz, np.float64) - self.data.cam_xpos[self._camera]))
+
+  def segmentation(self) -> np.ndarray:
+    """int32 [S,S]: the geom id seen at each pixel, -1 where there is none."""
+    if self._seg_renderer is None:
+      self._seg_renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+      self._seg_renderer.enable_segmentation_rendering()
+    self._seg_renderer.update_scene(self.data, camera="front")
+    seg = self._seg_renderer.render()
+    return np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1).astype(np.int32)
 
   # ----- stepping ----------------------------------------------------------------------------------
   def step(self, action) -> tuple[dict, bool, bool]:
@@ -340,6 +636,21 @@ class TabletopEnv:
     self._renderer.close()
     if self._seg_renderer is not None:
       self._seg_renderer.close()
+
+
+def _hsv(h: float, s: float, v: float) -> list[float]:
+  return [float(x) for x in colorsys.hsv_to_rgb(h, s, v)]
+
+
+def look_at_quat(pos, target) -> np.ndarray:
+  """[4] MuJoCo quaternion of a camera at `pos` looking at `target` (image x axis horizontal, +z up)."""
+  back = np.asarray(pos, np.float64) - np.asarray(target, np.float64)
+  back /= np.linalg.norm(back)
+  right = np.cross([0.0, 0.0, 1.0], back)
+  right /= np.linalg.norm(right)
+  quat = np.zeros(4)
+  mujoco.mju_mat2Quat(quat, np.stack([right, np.cross(back, right), back], axis=1).reshape(-1))
+  return quat
 
 
 QUESTION_CORPUS = tuple(f"is there a {c} cube on the table?" for c in COLORS) + (

@@ -1,0 +1,43 @@
+r"""The project's own small VLM: a PaliGemma-style model (one SigLIP-like tower + Gemma-like decoder, prefix-LM,
+loss on the answer) pretrained on the generated tabletop corpus (data/vl_corpus.py: presence, colour, count,
+spatial relations, pointing, drawer and gripper state, captions, under a wide pool of visual conditions). It
+stands in for the web-pretrained PaliGemma the paper starts from; the robot policies of
+`configs/pi0_plus.py:tabletop,vlm=pretrained` start from its export exactly as a user starts from released
+PaliGemma weights.
+
+  python -m genvla_jax.train --config=configs/pretrain_vlm.py --workdir=RUN      # corpus made on first use
+  python -m genvla_jax.tools.export_hf --workdir=RUN --out=VLM_DIR               # HF PaliGemma + tokenizer
+  python -m genvla_jax.eval.vqa --checkpoint=RUN --benchmark=llava \
+      --annotations=~/.cache/genvla_jax/vl_corpus_v1/heldout.json                # held-out conditions + wordings
+"""
+
+from genvla_jax import config_lib
+from genvla_jax.models import gemma, vit
+
+# The architecture every tabletop policy that starts from this VLM shares (configs/pi0_plus.py, vlm=...).
+IMAGE_SIZE = 64
+IMG = dict(vit.VARIANTS["tiny"])
+LLM = dict(gemma.VARIANTS["tiny"], vocab_size=768)  # 512 tokenizer pieces + 256 ids for bin actions
+TOKENIZER_PIECES = 512
+CORPUS = dict(num_train=40_000, num_heldout=2_000, image_size=IMAGE_SIZE, seed=0, vocab_size=TOKENIZER_PIECES)
+
+
+def get_config(arg=None):
+  config_lib.parse_arg(arg, variants=("tabletop",))
+  c = config_lib.base_config("paligemma_224")  # every field's default; sizes below
+  c.model.img, c.model.llm, c.model.image_size = dict(IMG), dict(LLM), IMAGE_SIZE
+  c.model.dual_encoder = False
+  c.data.robot, c.data.robot_fraction = [], 0.0  # VL data only
+  c.data.corpus_dir = config_lib.CORPUS_DIR
+  c.data.corpus = dict(CORPUS)
+  c.data.vl_root = c.data.get_ref("corpus_dir")
+  c.data.vl = [dict(name="tabletop_corpus", path="train.json", format="llava_json", weight=1.0)]
+  c.tokenizer.path = c.data.get_ref("corpus_dir") + "/tokenizer.model"
+  c.tokenizer.bins_overwrite_text_ids = False
+  c.tokenizer.max_text_len = 64  # captions: up to 63 tokens with BOS and EOS
+  c.data.batch_size = 64
+  c.data.augment.enabled = False  # crops would move the pointing answers' coordinates
+  c.optimizer.update(lr=1e-3, warmup_steps=200)
+  c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
+  c.lock()
+  return c
