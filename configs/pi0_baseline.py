@@ -22,7 +22,7 @@ from genvla_jax.models import action_expert, gemma, vit
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(
-    arg, variants=("full", "demo", "tabletop", "metaworld"), backbone="paligemma_224", mixture="paper", horizon=0
+    arg, variants=("full", "demo", "tabletop", "metaworld"), backbone="paligemma_224", mixture="paper", vlm="none", horizon=0
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
@@ -54,6 +54,12 @@ def get_config(arg=None):
     c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
     c.optimizer.update(lr=1e-3, warmup_steps=100)
     c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
+  if opts.vlm != "none":  # start from the project's pretrained VLM (or its architecture from scratch)
+    if opts.variant != "tabletop":
+      raise ValueError(f"vlm={opts.vlm} is for the tabletop variant (the VLM was pretrained on its world)")
+    c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
+    c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, c.data.get_ref("corpus_dir")))
+    c.tokenizer.max_text_len = 96
   # π0: one image tower, continuous action chunks from the flow-matching action expert (Gemma 300M; tiny:
   # width 64), a state token; robot data only, with instruction augmentation (MetaWorld: no paraphrases)
   expert = action_expert.VARIANTS["gemma_300m" if opts.variant == "full" else "tiny"]

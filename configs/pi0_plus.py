@@ -24,7 +24,7 @@ from genvla_jax.models import gemma, vit
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(
-    arg, variants=("full", "demo", "tabletop", "metaworld"), ablation="DSC", backbone="paligemma_224", mixture="paper"
+    arg, variants=("full", "demo", "tabletop", "metaworld"), ablation="DSC", backbone="paligemma_224", mixture="paper", vlm="none"
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
@@ -53,6 +53,12 @@ def get_config(arg=None):
     c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
     c.optimizer.update(lr=1e-3, warmup_steps=100)
     c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
+  if opts.vlm != "none":  # start from the project's pretrained VLM (or its architecture from scratch)
+    if opts.variant != "tabletop":
+      raise ValueError(f"vlm={opts.vlm} is for the tabletop variant (the VLM was pretrained on its world)")
+    c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
+    c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, c.data.get_ref("corpus_dir")))
+    c.tokenizer.max_text_len = 96
   c.update_from_flattened_dict(config_lib.ablation(opts.ablation))  # D, S, C: all three by default
   c.lock()
   return c

@@ -12,24 +12,19 @@ PaliGemma weights.
 """
 
 from genvla_jax import config_lib
-from genvla_jax.models import gemma, vit
-
-# The architecture every tabletop policy that starts from this VLM shares (configs/pi0_plus.py, vlm=...).
-IMAGE_SIZE = 64
-IMG = dict(vit.VARIANTS["tiny"])
-LLM = dict(gemma.VARIANTS["tiny"], vocab_size=768)  # 512 tokenizer pieces + 256 ids for bin actions
-TOKENIZER_PIECES = 512
-CORPUS = dict(num_train=40_000, num_heldout=2_000, image_size=IMAGE_SIZE, seed=0, vocab_size=TOKENIZER_PIECES)
 
 
 def get_config(arg=None):
   config_lib.parse_arg(arg, variants=("tabletop",))
   c = config_lib.base_config("paligemma_224")  # every field's default; sizes below
-  c.model.img, c.model.llm, c.model.image_size = dict(IMG), dict(LLM), IMAGE_SIZE
+  # the architecture every tabletop policy with vlm=pretrained|scratch shares (config_lib.TABLETOP_VLM):
+  # tiny SigLIP-like tower (patch 8) + tiny Gemma-like decoder, vocabulary 768 = 512 pieces + 256 bin ids
+  vlm = config_lib.TABLETOP_VLM
+  c.model.img, c.model.llm, c.model.image_size = dict(vlm["img"]), dict(vlm["llm"]), vlm["image_size"]
   c.model.dual_encoder = False
   c.data.robot, c.data.robot_fraction = [], 0.0  # VL data only
   c.data.corpus_dir = config_lib.CORPUS_DIR
-  c.data.corpus = dict(CORPUS)
+  c.data.corpus = dict(config_lib.TABLETOP_CORPUS)  # 40k train / 2k held-out questions, 512-piece tokenizer
   c.data.vl_root = c.data.get_ref("corpus_dir")
   c.data.vl = [dict(name="tabletop_corpus", path="train.json", format="llava_json", weight=1.0)]
   c.tokenizer.path = c.data.get_ref("corpus_dir") + "/tokenizer.model"

@@ -14,6 +14,7 @@ Fields the `--config.KEY=VALUE` flags cannot set (lists: data.robot, data.vl, me
 import ast
 import difflib
 import json
+import os
 from typing import Sequence
 
 import ml_collections
@@ -39,6 +40,17 @@ DEMO_DIR = "~/.cache/genvla_jax/demo_v7"  # where the embedded demo data is gene
 CORPUS_DIR = "~/.cache/genvla_jax/vl_corpus_v1"  # the generated VL pretraining corpus (data/vl_corpus.py)
 SIM_DIR = "~/.cache/genvla_jax/{env}_v3"  # where a simulator's demos are recorded (data/sim_record.py RECORDER_VERSION)
 ABLATION_LETTERS = "DSC"  # D: dual encoder, S: string actions (else bins), C: co-training with VL data
+
+# The project's own small VLM (configs/pretrain_vlm.py): its architecture, tokenizer size and corpus. Tabletop
+# policies with `vlm=pretrained` start from its export, shipped in the package at VLM_DIR (tools/export_hf).
+TABLETOP_VLM = dict(
+  image_size=64,
+  img=dict(vit.VARIANTS["tiny"]),
+  llm=dict(gemma.VARIANTS["tiny"], vocab_size=768),  # 512 tokenizer pieces + 256 ids for bin actions
+)
+TABLETOP_CORPUS = dict(num_train=40_000, num_heldout=2_000, image_size=64, seed=0, vocab_size=512)
+VLM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "vlm_tabletop")
+VLM_STARTS = ("none", "pretrained", "scratch")
 
 
 def parse_arg(arg: str | None, variants: tuple[str, ...], **defaults) -> ml_collections.ConfigDict:
@@ -223,6 +235,38 @@ def sim_data(env: str, root) -> dict:
   }
   if env != "tabletop":
     fragment["data.robot_fraction"] = 1.0  # no VL data: robot only
+  return fragment
+
+
+def vlm_start(start: str, corpus_root) -> dict:
+  """The start of a tabletop policy (option `vlm=`): "none" = the tiny model and the simulator recording's own
+  tokenizer and VL set (nothing to change); "pretrained" = the project's VLM exported at VLM_DIR (its
+  architecture, tokenizer and weights: config.pretrained, as a user starts from released PaliGemma weights),
+  co-training on its corpus' train split; "scratch" = the same architecture, tokenizer and corpus from random
+  weights (the contrast). `corpus_root`: a FieldReference to data.corpus_dir (or a path)."""
+  if start not in VLM_STARTS:
+    raise ValueError(f"unknown vlm start {start!r}; one of {VLM_STARTS}")
+  if start == "none":
+    return {}
+  fragment = {
+    "model.image_size": TABLETOP_VLM["image_size"],
+    "model.img": dict(TABLETOP_VLM["img"]),
+    "model.llm": dict(TABLETOP_VLM["llm"]),
+    "tokenizer.bins_overwrite_text_ids": False,
+    "data.corpus": dict(TABLETOP_CORPUS),
+    "data.vl_root": corpus_root,
+    "data.vl": [dict(name="tabletop_corpus", path="train.json", format="llava_json", weight=1.0)],
+  }
+  if start == "pretrained":
+    fragment.update(
+      {
+        "tokenizer.path": os.path.join(VLM_DIR, "tokenizer.model"),
+        "pretrained.format": "hf",
+        "pretrained.path": VLM_DIR,
+      }
+    )
+  else:
+    fragment["tokenizer.path"] = corpus_root + "/tokenizer.model"
   return fragment
 
 

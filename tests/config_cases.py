@@ -31,6 +31,8 @@ CASES = (
   + [("eval_metaworld", v) for v in ("full", "quick")]
   + [("eval_simpler", v) for v in ("google_robot", "widowx", "google_robot,episodes=3")]
   + [("pretrain_vlm", "tabletop")]
+  + [(f, f"tabletop,vlm={v}") for f in ("pi0_plus", "pi0_baseline") for v in ("pretrained", "scratch")]
+  + [("pi0_plus", f"tabletop,vlm=pretrained,ablation={a}") for a in _LETTERS]
 )
 
 

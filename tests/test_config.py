@@ -314,3 +314,21 @@ def test_list_fields_set_on_the_train_command_line(tmp_path, demo_dir, cache_dir
   ]
   assert time.perf_counter() - started < 60  # two interpreter starts, no data, no compile
   assert not missing.exists()
+
+
+def test_policies_with_vlm_start_share_the_pretrained_architecture():
+  """vlm=pretrained|scratch: the architecture, tokenizer and corpus of configs/pretrain_vlm.py; pretrained also
+  its export's weights; the default (vlm=none) configs are the pinned ones above."""
+  from configs import pi0_baseline, pretrain_vlm
+
+  vlm = pretrain_vlm.get_config()
+  for config_file in (pi0_plus, pi0_baseline):
+    for start in ("pretrained", "scratch"):
+      c = config_file.get_config(f"tabletop,vlm={start}")
+      assert (c.model.img, c.model.llm, c.model.image_size) == (vlm.model.img, vlm.model.llm, vlm.model.image_size)
+      assert c.data.corpus == vlm.data.corpus and c.data.corpus_dir == vlm.data.corpus_dir
+      assert c.pretrained.path == (config_lib.VLM_DIR if start == "pretrained" else "")
+      assert c.tokenizer.path.endswith("/tokenizer.model")
+  assert pi0_plus.get_config("tabletop,vlm=pretrained,ablation=C").data.vl[0]["name"] == "tabletop_corpus"
+  with pytest.raises(ValueError, match="tabletop"):
+    pi0_plus.get_config("demo,vlm=pretrained")

@@ -91,3 +91,26 @@ def test_a_fine_tuning_config_starts_from_the_export(pretrained):
   finetune.pretrained.format, finetune.pretrained.path = "hf", str(out)
   finetune.tokenizer.path = str(out / "tokenizer.model")
   assert api.mismatches("hf", str(out), finetune.model) == []
+
+
+def test_pi0_starts_from_the_export_with_a_fresh_action_expert(pretrained, demo_dir, cache_dir):
+  """π0 from a VLM checkpoint (as openpi starts π0 from PaliGemma): every VLM part is the export's, the
+  action expert (FRESH_PARTS) is what init_params draws from the same key."""
+  import jax
+
+  from conftest import tiny_config
+  from genvla_jax.models import surgery
+
+  _, run, out, _ = pretrained
+  config = tiny_config(demo_dir, cache_dir, config_file="pi0_baseline")
+  config.model.action_expert.action_dim = 2
+  model = build.from_config(config.model)
+  loaded = api.load("hf", str(out), model, config.model.image_size, rng=jax.random.PRNGKey(5))
+  fresh = surgery.init_params(model, jax.random.PRNGKey(5), config.model.image_size)["expert"]
+  vlm = policy_lib.Policy.from_workdir(str(run)).params
+  assert sorted(loaded) == ["expert", "img", "llm", "projector"]
+  for a, b in zip(jax.tree.leaves(loaded["expert"]), jax.tree.leaves(fresh)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for part in ("img", "llm", "projector"):  # the export round trip is exact in float32
+    for a, b in zip(jax.tree.leaves(loaded[part]), jax.tree.leaves(vlm[part])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

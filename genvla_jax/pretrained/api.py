@@ -82,10 +82,16 @@ def mismatches(fmt: str, path: str, model_config) -> list[str]:
   return out
 
 
-def load(fmt: str, path: str, model: prefix_lm.PrefixLM, image_size: int, mesh: Mesh | None = None, rules=()):
+# Parts of our models that no VLM checkpoint holds: initialised fresh (π0's action expert, as openpi starts
+# π0 from PaliGemma weights and a random expert).
+FRESH_PARTS = ("expert",)
+
+
+def load(fmt: str, path: str, model: prefix_lm.PrefixLM, image_size: int, mesh: Mesh | None = None, rules=(), rng=None):
   """Checkpoint -> params of `model` (dual split and storage dtypes applied), placed on `mesh` with the
   parameter shardings (FSDP default / rules), or on the first device without a mesh. Tensors are cast
-  to `model.param_dtype` on the host, one at a time, before they are placed."""
+  to `model.param_dtype` on the host, one at a time, before they are placed. FRESH_PARTS the model has are
+  initialised from `rng` (default PRNGKey(0)), computed on their own (only those parts are materialised)."""
   read = _reader(fmt)[1]
   single = dataclasses.replace(model, encoder=model.encoder.single(), parent=None)
   shapes = jax.eval_shape(lambda: surgery.init_params(single, jax.random.PRNGKey(0), image_size))
@@ -96,4 +102,13 @@ def load(fmt: str, path: str, model: prefix_lm.PrefixLM, image_size: int, mesh: 
   else:
     shardings = sharding.param_shardings(shapes, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
-  return surgery.finish_params(model, read(path, abstract, model))
+  fresh = [k for k in FRESH_PARTS if k in abstract]
+  params = dict(read(path, {k: v for k, v in abstract.items() if k not in fresh}, model))
+  if fresh:
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    init = jax.jit(
+      lambda r: {k: surgery.init_params(single, r, image_size)[k] for k in fresh},
+      out_shardings={k: shardings[k] for k in fresh},
+    )
+    params.update(init(rng))
+  return surgery.finish_params(model, params)

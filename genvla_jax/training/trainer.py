@@ -162,7 +162,9 @@ def initial_params(config, model, mesh, rules, printer):
   check_pretrained(config)  # (train() ran it before the data; callers of this function may not have)
   path = os.path.expanduser(path)
   t = time.perf_counter()
-  params = pretrained_api.load(fmt, path, model, config.model.image_size, mesh, rules)
+  params = pretrained_api.load(
+    fmt, path, model, config.model.image_size, mesh, rules, rng=jax.random.PRNGKey(config.seed)
+  )
   printer(f"initialised from {fmt} checkpoint {path} in {time.perf_counter() - t:.1f}s", flush=True)
   return params
 
