@@ -22,7 +22,12 @@ from genvla_jax.models import action_expert, gemma, vit
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(
-    arg, variants=("full", "demo", "tabletop", "metaworld"), backbone="paligemma_224", mixture="paper", vlm="none", horizon=0
+    arg,
+    variants=("full", "demo", "tabletop", "metaworld"),
+    backbone="paligemma_224",
+    mixture="paper",
+    vlm="none",
+    horizon=0,
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)

@@ -24,7 +24,12 @@ from genvla_jax.models import gemma, vit
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(
-    arg, variants=("full", "demo", "tabletop", "metaworld"), ablation="DSC", backbone="paligemma_224", mixture="paper", vlm="none"
+    arg,
+    variants=("full", "demo", "tabletop", "metaworld"),
+    ablation="DSC",
+    backbone="paligemma_224",
+    mixture="paper",
+    vlm="none",
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
