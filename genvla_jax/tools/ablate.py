@@ -12,6 +12,11 @@ C = co-training with VL data):
   D S C DS SC DC  the switches on (configs/pi0_plus.py:<variant>,ablation=<letters>)
   DSC             π0+ (the recipe)
   pi0             π0 with instruction augmentation (configs/pi0_baseline.py:<variant>)
+A row may name its start after "@": `DSC@pretrained`, `base@scratch` (the config option vlm=: "pretrained" =
+the project's VLM, configs/pretrain_vlm.py, shipped at config_lib.VLM_DIR; "scratch" = its architecture and
+tokenizer from random weights; tabletop only); rows without one use `--vlm` (default none: today's tiny model).
+`--row_episodes=ROW=N` (repeatable) sets a row's closed-loop episodes per task and protocol (e.g. 50 for
+base, DSC and pi0, the eval config's count for the others).
 `--variant` is the config variant every row uses (tabletop | metaworld | demo | full); `--set=KEY=VALUE`
 overrides a config value in every row, `--eval_set=KEY=VALUE` one of the eval config (both repeatable;
 as the train CLI's `--set` (config_lib.set_fields): the value is JSON or a Python literal when it is one,
@@ -22,9 +27,10 @@ no simulator).
 Each row trains in WORKDIR/<row> (a rerun resumes unfinished training and reuses a finished row's
 WORKDIR/<row>/ablation_row.json when its step count and eval config match), then: action error on the robot
 data's val split against the mean action, last logged
-answer-token accuracy (token rows) or flow MSE (π0), exact-match accuracy on the VL val set next to
-the training VL set (`val.json`, when there is one) answered by unconstrained greedy decoding, and the
-closed-loop evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
+answer-token accuracy (token rows) or flow MSE (π0), VQA on the VL set held out next to the training VL
+set (`heldout.json` of a generated corpus, else `val.json`, when there is one) answered by unconstrained
+greedy decoding (exact match; per question family and pointing distance for a corpus), and the closed-loop
+evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
 """
 
 import importlib.util
@@ -36,7 +42,7 @@ from absl import flags, logging
 import numpy as np
 
 from genvla_jax import cli, config_lib, predict, train
-from genvla_jax.data import preprocess, vl as vl_lib
+from genvla_jax.eval import report
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)
   "base": ("pi0_plus", "ablation=", "no D/S/C (bins)"),
@@ -61,11 +67,27 @@ def load_config_file(path_and_arg: str):
   return module.get_config(arg or None)
 
 
-def row_config(row: str, variant: str):
-  if row not in ROWS:
-    raise ValueError(f"unknown ablation row {row!r}; rows: {list(ROWS)}")
-  file, arg, _ = ROWS[row]
-  return load_config_file(os.path.join(CONFIG_DIR, f"{file}.py") + ":" + ",".join(a for a in (variant, arg) if a))
+def split_row(row: str, vlm: str = "none") -> tuple[str, str]:
+  """'DSC@pretrained' -> ('DSC', 'pretrained'); 'DSC' -> ('DSC', vlm)."""
+  name, _, start = row.partition("@")
+  start = start or vlm
+  if name not in ROWS:
+    raise ValueError(f"unknown ablation row {name!r}; rows: {list(ROWS)}")
+  if start not in config_lib.VLM_STARTS:
+    raise ValueError(f"unknown start {start!r} of row {row!r}; one of {config_lib.VLM_STARTS}")
+  return name, start
+
+
+def row_label(row: str, vlm: str = "none") -> str:
+  name, start = split_row(row, vlm)
+  return ROWS[name][2] + ("" if start == "none" else f" [{start}]")
+
+
+def row_config(row: str, variant: str, vlm: str = "none"):
+  name, start = split_row(row, vlm)
+  file, arg, _ = ROWS[name]
+  args = [variant, arg] + ([f"vlm={start}"] if start != "none" else [])
+  return load_config_file(os.path.join(CONFIG_DIR, f"{file}.py") + ":" + ",".join(a for a in args if a))
 
 
 def apply_override(config, assignment: str):
@@ -83,30 +105,29 @@ def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: 
   out["train_steps"] = int(last["step"])
   out["robot_token_accuracy"] = last["robot_token_accuracy"] if "flow_mse" not in last else None
   out["flow_mse"] = last.get("flow_mse")
-  out["vqa_exact_match"] = vqa_accuracy(policy, config, vqa_limit)
+  out["vqa"] = vqa_scores(policy, config, vqa_limit)
+  out["vqa_exact_match"] = None if out["vqa"] is None else out["vqa"]["exact_match"]
   return out
 
 
-def vqa_accuracy(policy, config, limit: int) -> float | None:
-  """Exact match on the `val.json` next to each training VL set (None when there is none)."""
-  from genvla_jax.eval import vqa, vqa_metrics
+def vqa_scores(policy, config, limit: int) -> dict | None:
+  """VQA on the held-out set next to each training VL set: a generated corpus' `heldout.json` (held-out
+  conditions and wordings), else `val.json`; exact match, per family and pointing (eval/vqa.py
+  corpus_scores). None when there is none (robot-only rows of configs without VL data)."""
+  from genvla_jax.eval import vqa
 
-  examples = []
+  items = []
   for entry in config.data.vl:
     train_path = os.path.join(os.path.expanduser(config.data.vl_root), entry["path"])
-    val_path = os.path.join(os.path.dirname(train_path), "val.json")
-    if os.path.exists(val_path):
-      examples += vl_lib.load_llava_json(val_path)
-  if not examples:
+    for name in ("heldout.json", "val.json"):
+      path = os.path.join(os.path.dirname(train_path), name)
+      if os.path.exists(path):
+        items += vqa.load("llava", path, "")
+        break
+  if not items:
     return None
-  examples = examples[:limit]
-  answerer = vqa.Answerer(policy)
-  predictions = []
-  for start in range(0, len(examples), 16):
-    chunk = examples[start : start + 16]
-    images = [preprocess.decode_image(open(e["image_path"], "rb").read()) for e in chunk]
-    predictions += answerer.answer(images, [e["question"] for e in chunk])
-  return float(np.mean([vqa_metrics.exact_match(p, e["answer"]) for p, e in zip(predictions, examples)]))
+  items = items[:limit]
+  return vqa.evaluate(vqa.Answerer(policy, max_answer_len=24), "llava", items)
 
 
 def run(
@@ -118,9 +139,12 @@ def run(
   num_examples: int = 200,
   vqa_limit: int = 200,
   printer=print,
+  vlm: str = "none",
+  row_episodes: dict | None = None,
 ) -> dict:
   """Trains / evaluates every row (resumable) and writes ablation.md + ablation.json. `configure`:
-  fn(config) applied to every row's config (e.g. overrides). -> {row: results}."""
+  fn(config) applied to every row's config (e.g. overrides); `vlm`: the start of rows without "@start";
+  `row_episodes`: {row: closed-loop episodes per task and protocol}. -> {row: results}."""
   from genvla_jax.eval.__main__ import evaluate
   from genvla_jax.inference import policy as policy_lib
 
@@ -128,33 +152,35 @@ def run(
   os.makedirs(workdir, exist_ok=True)
   results = {}
   for n, row in enumerate(rows):
-    config = row_config(row, variant)
+    config = row_config(row, variant, vlm)
     if configure:
       configure(config)
+    label = row_label(row, vlm)
+    row_eval = None if eval_config is None else eval_config.copy_and_resolve_references()
+    if row_eval is not None and row in (row_episodes or {}):
+      row_eval.episodes_per_task = int(row_episodes[row])
     row_dir = os.path.join(workdir, row)
     row_file = os.path.join(row_dir, "ablation_row.json")
     if os.path.exists(row_file):  # finished earlier with the same number of steps: reuse
       with open(row_file) as f:
         result = json.load(f)
-      wanted = None if eval_config is None else json.loads(json.dumps(eval_config.to_dict()))
+      wanted = None if row_eval is None else json.loads(json.dumps(row_eval.to_dict()))
       if result["train_steps"] == config.train.steps and wanted in (None, result.get("eval_config")):
         printer(f"[ablation] row {n + 1}/{len(rows)}: {row} done earlier ({row_file})", flush=True)
         results[row] = result
         continue
     started = time.perf_counter()
-    printer(f"[ablation] row {n + 1}/{len(rows)}: {row} ({ROWS[row][2]}) in {row_dir}", flush=True)
+    printer(f"[ablation] row {n + 1}/{len(rows)}: {row} ({label}) in {row_dir}", flush=True)
     train.train(config, row_dir, printer=printer)
+    trained = time.perf_counter()
     policy = policy_lib.Policy.from_workdir(row_dir)
-    result = {"label": ROWS[row][2], **offline_metrics(policy, config, row_dir, num_examples, vqa_limit)}
-    if eval_config is not None:
+    result = {"label": label, **offline_metrics(policy, config, row_dir, num_examples, vqa_limit)}
+    if row_eval is not None:
       result["closed_loop"] = evaluate(
-        eval_config,
-        policy,
-        os.path.join(row_dir, "eval", eval_config.env),
-        f"{eval_config.env}: {ROWS[row][2]}",
-        printer=printer,
+        row_eval, policy, os.path.join(row_dir, "eval", row_eval.env), f"{row_eval.env}: {label}", printer=printer
       )
-      result["eval_config"] = eval_config.to_dict()
+      result["eval_config"] = row_eval.to_dict()
+    result["train_seconds"] = trained - started  # training (a resumed row: this session's part only)
     result["seconds"] = time.perf_counter() - started
     with open(row_file, "w") as f:
       json.dump(result, f, indent=1)
@@ -172,22 +198,27 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
   if eval_config is not None:
     tasks = list(eval_config.tasks)
     lines += [
-      f"Closed-loop success on {eval_config.env}, {eval_config.episodes_per_task} episodes per task "
-      "and protocol (Average = mean over tasks, as in the paper's Table II; 95% intervals in each "
-      "row's eval/ report).",
+      f"Closed-loop success on {eval_config.env}, episodes per task and protocol in the column n "
+      "(Average = mean over tasks, as in the paper's Table II, with the Wilson 95% interval of the pooled "
+      "episodes; per-task intervals in each row's eval/ report).",
       "",
     ]
     for protocol in eval_config.protocols:
       lines += [
         f"## {protocol}",
         "",
-        "| Model | " + " | ".join(tasks) + " | Average |",
-        "|---" * (len(tasks) + 2) + "|",
+        "| Model | " + " | ".join(tasks) + " | Average | 95% interval | n |",
+        "|---" * (len(tasks) + 4) + "|",
       ]
       for r in results.values():
         cells = r["closed_loop"]["protocols"][protocol]["tasks"]
         rates = [cells[t]["success_rate"] for t in tasks]
-        lines.append(f"| {r['label']} | " + " | ".join(_rate(cells[t]) for t in tasks) + f" | {np.mean(rates):.0%} |")
+        k, n = sum(cells[t]["successes"] for t in tasks), sum(cells[t]["episodes"] for t in tasks)
+        low, high = report.wilson_interval(k, n)
+        lines.append(
+          f"| {r['label']} | " + " | ".join(_rate(cells[t]) for t in tasks) + f" | {np.mean(rates):.0%} | "
+          f"[{low:.0%}, {high:.0%}] | {cells[tasks[0]]['episodes']} |"
+        )
       lines.append("")
   lines += [
     "## Offline metrics",
@@ -226,7 +257,13 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   rows = [r for r in FLAGS.rows.split(",") if r]
   for r in rows:  # fail before training anything
-    row_config(r, FLAGS.variant)
+    row_config(r, FLAGS.variant, FLAGS.vlm)
+  row_episodes = {}
+  for assignment in FLAGS.row_episodes:
+    row, _, n = assignment.partition("=")
+    if row not in rows or not n.isdigit():
+      raise cli.UserError(f"--row_episodes={assignment}: give ROW=N for one of the rows {rows}")
+    row_episodes[row] = int(n)
   eval_config = None if FLAGS.eval_config == "none" else load_config_file(FLAGS.eval_config)
   if eval_config is not None:
     for assignment in FLAGS.eval_set:
@@ -236,7 +273,17 @@ def main(argv):
     for assignment in FLAGS.set:
       apply_override(config, assignment)
 
-  run(rows, FLAGS.variant, FLAGS.workdir, eval_config, configure, FLAGS.num_examples, FLAGS.vqa_limit)
+  run(
+    rows,
+    FLAGS.variant,
+    FLAGS.workdir,
+    eval_config,
+    configure,
+    FLAGS.num_examples,
+    FLAGS.vqa_limit,
+    vlm=FLAGS.vlm,
+    row_episodes=row_episodes,
+  )
   print(open(os.path.join(os.path.expanduser(FLAGS.workdir), "ablation.md")).read())
 
 
@@ -248,5 +295,7 @@ if __name__ == "__main__":
   flags.DEFINE_multi_string("set", [], "KEY=VALUE config override for every row (repeatable)")
   flags.DEFINE_multi_string("eval_set", [], "KEY=VALUE override of the eval config (repeatable)")
   flags.DEFINE_integer("num_examples", 200, "val frames for the offline action error")
-  flags.DEFINE_integer("vqa_limit", 200, "VL val questions for the VQA accuracy")
+  flags.DEFINE_integer("vqa_limit", 200, "held-out VL questions for the VQA accuracy")
+  flags.DEFINE_enum("vlm", "none", list(config_lib.VLM_STARTS), "start of rows without @start (vlm= option)")
+  flags.DEFINE_multi_string("row_episodes", [], "ROW=N closed-loop episodes per task and protocol of a row")
   cli.run(main)
