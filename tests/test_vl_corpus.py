@@ -418,3 +418,24 @@ def test_ensure_adds_the_tokenizer_of_corpus_and_robot_text(corpus, tmp_path):
   stamp = os.path.getmtime(out / "tokenizer.model")
   vl_corpus.ensure(str(out), **args)  # complete with the same settings: nothing rewritten
   assert os.path.getmtime(out / "tokenizer.model") == stamp
+
+
+def test_probe_set_is_balanced_deterministic_and_reused(tmp_path):
+  from genvla_jax.eval import representation
+
+  a = vl_corpus.probe_set(str(tmp_path / "a"), "held_out", per_class=5, image_size=32, seed=1)
+  b = vl_corpus.probe_set(str(tmp_path / "b"), "held_out", per_class=5, image_size=32, seed=1)
+  images, labels, names = representation.load_folder(a, "train", size=32)
+  assert names == sorted(tabletop.COLORS) and np.bincount(labels).tolist() == [4] * 4  # 80% of 5 per class
+  for colour in names:
+    for f in sorted(os.listdir(os.path.join(a, colour))):
+      assert open(os.path.join(a, colour, f), "rb").read() == open(os.path.join(b, colour, f), "rb").read()
+  stamp = os.path.getmtime(os.path.join(a, "red", "00000.png"))
+  vl_corpus.probe_set(a, "held_out", per_class=5, image_size=32, seed=1)
+  assert os.path.getmtime(os.path.join(a, "red", "00000.png")) == stamp
+  default = vl_corpus.probe_set(str(tmp_path / "c"), "default", per_class=5, image_size=32, seed=1)
+  assert not np.array_equal(representation.load_folder(default, "train", size=32)[0], images)
+  with pytest.raises(vl_corpus.CorpusDirError, match="other settings"):
+    vl_corpus.probe_set(a, "wide", per_class=5, image_size=32, seed=1)
+  with pytest.raises(vl_corpus.CorpusSettingsError, match="probe pool"):
+    vl_corpus.probe_set(str(tmp_path / "d"), "sunset", per_class=5)

@@ -682,6 +682,56 @@ def generate(
   return meta
 
 
+PROBE_POOLS = ("default", "wide", "held_out")  # probe_set: the robot demos' appearance, or a condition pool
+
+
+def probe_set(out_dir: str, pool: str, per_class: int, image_size: int = 64, seed: int = 0) -> str:
+  """A labelled image folder for linear probes of the towers (eval/representation.py load_folder): one cube
+  of each colour class (tabletop.COLORS), 0-2 props of any colour (so the label needs the cube's colour,
+  not the image's) at random places, drawer and gripper random, under `pool`'s conditions ("default": the
+  robot demonstrations' appearance). -> out_dir, holding <colour>/<i>.png; reused when complete (DONE.json
+  with the same settings)."""
+  if pool not in PROBE_POOLS:
+    raise CorpusSettingsError(f"unknown probe pool {pool!r}; one of {PROBE_POOLS}")
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  settings = dict(pool=pool, per_class=per_class, image_size=image_size, seed=seed, version=GENERATOR_VERSION)
+  done = os.path.join(out_dir, "DONE.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      if json.load(f) == settings:
+        return out_dir
+    raise CorpusDirError(f"{out_dir} holds a probe set with other settings: give another directory")
+  env = tabletop.TabletopEnv(image_size=image_size)
+  props = list(tabletop.WIDE_PROPS) + (list(tabletop.HELD_OUT_PROPS) if pool == "held_out" else [])
+  try:
+    for k, colour in enumerate(sorted(tabletop.COLORS)):
+      os.makedirs(os.path.join(out_dir, colour), exist_ok=True)
+      i = 0
+      rng = np.random.default_rng([seed, PROBE_POOLS.index(pool), k])
+      while i < per_class:
+        env.clear_scene()
+        try:
+          xy = env.free_spot(rng, tabletop.CUBE_FOOTPRINT)
+          env.place_cube(colour, (xy[0], xy[1], tabletop.CUBE))
+          for j in rng.permutation(len(props))[: int(rng.integers(0, 3))]:
+            shape, prop_colour = props[j]
+            env.place_prop(shape, prop_colour, env.free_spot(rng, tabletop.PROP_SHAPES[shape][3]))
+          env.set_drawer(rng.uniform(0.0, tabletop.DRAWER_TRAVEL))
+          env.set_gripper(rng.uniform(GRIPPER_AREA[0], GRIPPER_AREA[1]), bool(rng.random() < 0.5))
+          if pool != "default":
+            env.apply_conditions(rng, pool)
+        except tabletop.SceneFullError:
+          continue
+        env.forward()
+        Image.fromarray(env.render()).save(os.path.join(out_dir, colour, f"{i:05d}.png"))
+        i += 1
+  finally:
+    env.close()
+  with open(done, "w") as f:
+    json.dump(settings, f)
+  return out_dir
+
+
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
 
