@@ -114,3 +114,19 @@ def test_pi0_starts_from_the_export_with_a_fresh_action_expert(pretrained, demo_
   for part in ("img", "llm", "projector"):  # the export round trip is exact in float32
     for a, b in zip(jax.tree.leaves(loaded[part]), jax.tree.leaves(vlm[part])):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_representation_scores_probe_every_tower_on_every_pool(pretrained, tmp_path):
+  from genvla_jax.tools import ablate
+
+  config, run, out, _ = pretrained
+  vlm = policy_lib.Policy.from_workdir(str(run)).params
+  pre = config.copy_and_resolve_references()
+  pre.pretrained.format, pre.pretrained.path = "hf", str(out)
+  towers = {"img": vlm["img"], "img_frozen": vlm["img"], "pretrained": ablate.pretrained_tower(pre)}
+  scores = ablate.representation_scores(towers, config.model, str(tmp_path), per_class=5)
+  assert sorted(scores) == ["default", "held_out", "wide"]
+  for s in scores.values():
+    assert sorted(s["probe"]) == ["img", "img_frozen", "pretrained"] and s["n_train"] == 16 and s["n_test"] == 4
+    assert s["probe"]["img"] == s["probe"]["img_frozen"] == s["probe"]["pretrained"]  # the same weights
+    assert s["cka_trained_vs_frozen"] == pytest.approx(1.0)

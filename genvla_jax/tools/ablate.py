@@ -33,6 +33,7 @@ greedy decoding (exact match; per question family and pointing distance for a co
 evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -107,6 +108,42 @@ def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: 
   out["flow_mse"] = last.get("flow_mse")
   out["vqa"] = vqa_scores(policy, config, vqa_limit)
   out["vqa_exact_match"] = None if out["vqa"] is None else out["vqa"]["exact_match"]
+  if config.data.corpus_dir:  # rows on the pretrained VLM's world: probes of the towers (drift)
+    towers = {k: policy.params[k] for k in ("img", "img_frozen") if k in policy.params}
+    if config.pretrained.path:
+      towers["pretrained"] = pretrained_tower(config)
+    out["representation"] = representation_scores(towers, config.model, config.data.corpus_dir)
+  return out
+
+
+PROBE_PER_CLASS = 100  # images per colour class of each probe set (80% fit the probe, 20% score it)
+
+
+def pretrained_tower(config):
+  """The image tower of the checkpoint config.pretrained names (what the fine-tuned towers started from)."""
+  from genvla_jax.models import build
+  from genvla_jax.pretrained import api
+
+  single = build.from_config(config.model)
+  single = dataclasses.replace(single, encoder=single.encoder.single(), parent=None)
+  return api.load(
+    config.pretrained.format, os.path.expanduser(config.pretrained.path), single, config.model.image_size
+  )["img"]
+
+
+def representation_scores(towers: dict, model_config, probe_root: str, per_class: int = PROBE_PER_CLASS) -> dict:
+  """Linear-probe accuracy of each tower ("img" trained, "img_frozen", "pretrained") on the cube-colour probe
+  sets (data/vl_corpus.probe_set) of the robot demos' appearance ("default") and both condition pools, and
+  CKA(trained, frozen) on each. -> {pool: eval/representation.evaluate's result}."""
+  from genvla_jax.data import vl_corpus
+  from genvla_jax.eval import representation
+
+  out = {}
+  for pool in vl_corpus.PROBE_POOLS:
+    data = vl_corpus.probe_set(
+      os.path.join(os.path.expanduser(probe_root), f"probe_{pool}"), pool, per_class, model_config.image_size
+    )
+    out[pool] = representation.evaluate(towers, model_config, data, limit=0)
   return out
 
 
@@ -203,6 +240,7 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
       "episodes; per-task intervals in each row's eval/ report).",
       "",
     ]
+    lines += _summary_lines(results, eval_config)
     for protocol in eval_config.protocols:
       lines += [
         f"## {protocol}",
@@ -212,14 +250,13 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
       ]
       for r in results.values():
         cells = r["closed_loop"]["protocols"][protocol]["tasks"]
-        rates = [cells[t]["success_rate"] for t in tasks]
-        k, n = sum(cells[t]["successes"] for t in tasks), sum(cells[t]["episodes"] for t in tasks)
-        low, high = report.wilson_interval(k, n)
+        mean, low, high = _pooled(cells, tasks)
         lines.append(
-          f"| {r['label']} | " + " | ".join(_rate(cells[t]) for t in tasks) + f" | {np.mean(rates):.0%} | "
+          f"| {r['label']} | " + " | ".join(_rate(cells[t]) for t in tasks) + f" | {mean:.0%} | "
           f"[{low:.0%}, {high:.0%}] | {cells[tasks[0]]['episodes']} |"
         )
       lines.append("")
+  lines += _representation_lines(results) + _vqa_lines(results)
   lines += [
     "## Offline metrics",
     "",
@@ -237,6 +274,78 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
       f"{r['train_steps']} |"
     )
   return "\n".join(lines) + "\n"
+
+
+def _pooled(cells: dict, tasks) -> tuple[float, float, float]:
+  """-> (mean success over tasks, Wilson 95% interval of the pooled episodes)."""
+  k, n = sum(cells[t]["successes"] for t in tasks), sum(cells[t]["episodes"] for t in tasks)
+  return (float(np.mean([cells[t]["success_rate"] for t in tasks])), *report.wilson_interval(k, n))
+
+
+def _summary_lines(results: dict, eval_config) -> list[str]:
+  """Every protocol's average side by side (the paper's Tables III / IV: how much each model loses under
+  visual shifts and paraphrases relative to visual matching)."""
+  tasks, protocols = list(eval_config.tasks), list(eval_config.protocols)
+  lines = [
+    "## Summary: average success per protocol [95% interval]",
+    "",
+    "| Model | " + " | ".join(protocols) + " |",
+    "|---" * (len(protocols) + 1) + "|",
+  ]
+  for r in results.values():
+    cells = []
+    for protocol in protocols:
+      mean, low, high = _pooled(r["closed_loop"]["protocols"][protocol]["tasks"], tasks)
+      cells.append(f"{mean:.0%} [{low:.0%}, {high:.0%}]")
+    lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _representation_lines(results: dict) -> list[str]:
+  """The representation table: probe accuracy (cube colour) of each tower per probe set, CKA(trained, frozen)."""
+  rows = {k: r["representation"] for k, r in results.items() if r.get("representation")}
+  if not rows:
+    return []
+  pools = list(next(iter(rows.values())))
+  lines = [
+    "## Representations: linear probe of the image towers (cube colour), CKA(trained, frozen)",
+    "",
+    "| Model | " + " | ".join(f"{p}: trained / frozen / pretrained | {p}: CKA" for p in pools) + " |",
+    "|---" * (1 + 2 * len(pools)) + "|",
+  ]
+
+  def acc(probe, tower):
+    return f"{probe[tower]:.0%}" if tower in probe else "-"
+
+  for key, rep in rows.items():
+    cells = []
+    for p in pools:
+      probe, cka = rep[p]["probe"], rep[p]["cka_trained_vs_frozen"]
+      cells += [
+        " / ".join(acc(probe, t) for t in ("img", "img_frozen", "pretrained")),
+        "-" if cka is None else f"{cka:.2f}",
+      ]
+    lines.append(f"| {results[key]['label']} | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _vqa_lines(results: dict) -> list[str]:
+  """VQA retention on the held-out set: exact match overall and per family, pointing hit rate."""
+  rows = {k: r["vqa"] for k, r in results.items() if r.get("vqa") and "families" in r["vqa"]}
+  if not rows:
+    return []
+  families = sorted({f for v in rows.values() for f in v["families"]})
+  lines = [
+    "## VQA retention (held-out conditions and wordings): exact match",
+    "",
+    "| Model | all | " + " | ".join(families) + " | pointing hit rate (<= 0.1) | n |",
+    "|---" * (len(families) + 4) + "|",
+  ]
+  for key, v in rows.items():
+    fams = [f"{v['families'][f]['exact_match']:.0%}" if f in v["families"] else "-" for f in families]
+    hit = f"{v['pointing']['hit_rate']:.0%}" if "pointing" in v else "-"
+    lines.append(f"| {results[key]['label']} | {v['exact_match']:.0%} | " + " | ".join(fams) + f" | {hit} | {v['n']} |")
+  return lines + [""]
 
 
 def write(results: dict, workdir: str, variant: str, eval_config=None):
