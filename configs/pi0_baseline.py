@@ -64,7 +64,7 @@ def get_config(arg=None):
       raise ValueError(f"vlm={opts.vlm} is for the tabletop variant (the VLM was pretrained on its world)")
     c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
     c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, c.data.get_ref("corpus_dir")))
-    c.tokenizer.max_text_len = 96
+    c.tokenizer.max_text_len = 80  # robot rows <= 74 tokens with the VLM tokenizer, corpus captions <= 63
   # π0: one image tower, continuous action chunks from the flow-matching action expert (Gemma 300M; tiny:
   # width 64), a state token; robot data only, with instruction augmentation (MetaWorld: no paraphrases)
   expert = action_expert.VARIANTS["gemma_300m" if opts.variant == "full" else "tiny"]

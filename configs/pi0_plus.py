@@ -63,7 +63,7 @@ def get_config(arg=None):
       raise ValueError(f"vlm={opts.vlm} is for the tabletop variant (the VLM was pretrained on its world)")
     c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
     c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, c.data.get_ref("corpus_dir")))
-    c.tokenizer.max_text_len = 96
+    c.tokenizer.max_text_len = 80  # robot rows <= 74 tokens with the VLM tokenizer, corpus captions <= 63
   c.update_from_flattened_dict(config_lib.ablation(opts.ablation))  # D, S, C: all three by default
   c.lock()
   return c
