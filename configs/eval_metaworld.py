@@ -1,6 +1,6 @@
 r"""Closed-loop evaluation on MetaWorld MT10 (CPU, offscreen rendering; genvla_jax/eval/envs/metaworld_env.py).
 
-  python -m genvla_jax.eval --config=configs/eval_metaworld.py --checkpoint=WORKDIR
+  python -m genvla_jax.eval --config=configs/eval_metaworld.py --workdir=RUN
   python -m genvla_jax.eval --config=configs/eval_metaworld.py:quick --expert     # MetaWorld's scripted policies
 
 Variants: `full` (default: 50 episodes per task and protocol), `quick` (5). Options: `protocols=a+b`

@@ -2,8 +2,8 @@ r"""Closed-loop evaluation in SimplerEnv (GPU machines with SimplerEnv installed
 genvla_jax/eval/envs/SIMPLER.md). The policy must be trained on fractal (Google robot) or bridge (WidowX)
 with 7-D actions; its own statistics de-normalize them.
 
-  python -m genvla_jax.eval --config=configs/eval_simpler.py:google_robot --checkpoint=WORKDIR
-  python -m genvla_jax.eval --config=configs/eval_simpler.py:widowx,protocols=visual_matching --checkpoint=WORKDIR
+  python -m genvla_jax.eval --config=configs/eval_simpler.py:google_robot --workdir=RUN
+  python -m genvla_jax.eval --config=configs/eval_simpler.py:widowx,protocols=visual_matching --workdir=RUN
 """
 
 from genvla_jax import config_lib

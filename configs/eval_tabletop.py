@@ -1,6 +1,6 @@
 r"""Closed-loop evaluation on the MuJoCo tabletop benchmark (genvla_jax/eval/envs/tabletop.py).
 
-  python -m genvla_jax.eval --config=configs/eval_tabletop.py --checkpoint=WORKDIR [--out=DIR]
+  python -m genvla_jax.eval --config=configs/eval_tabletop.py --workdir=RUN [--out=DIR]
   python -m genvla_jax.eval --config=configs/eval_tabletop.py:quick --expert     # the scripted expert
 
 Variants: `full` (default: 50 episodes per task and protocol, SimplerEnv-sized), `quick` (5).

@@ -7,7 +7,7 @@ PaliGemma weights.
 
   python -m genvla_jax.train --config=configs/pretrain_vlm.py --workdir=RUN      # corpus made on first use
   python -m genvla_jax.tools.export_hf --workdir=RUN --out=VLM_DIR               # HF PaliGemma + tokenizer
-  python -m genvla_jax.eval.vqa --checkpoint=RUN --benchmark=llava \
+  python -m genvla_jax.eval.vqa --workdir=RUN --benchmark=llava \
       --annotations=~/.cache/genvla_jax/vl_corpus_v1/heldout.json                # held-out conditions + wordings
 """
 

@@ -21,6 +21,7 @@ from absl import app, flags
 EXIT_USER_ERROR = 2
 
 flags.DEFINE_bool("verbose", False, "print the full traceback of an error (default: one line)")
+flags.disclaim_key_flags()  # flags defined below (define_run_dir_flag) belong to the CLI that calls it (--helpshort)
 
 
 class UserError(Exception):
@@ -47,6 +48,32 @@ def one_line(error: BaseException) -> str:
   if isinstance(error, (KeyError,)) and text.startswith(("'", '"')):
     text = text.strip("'\"").replace("\\n", " ")
   return f"error: {text}"
+
+
+RUN_DIR_FLAG, RUN_DIR_ALIAS = "workdir", "checkpoint"  # one name for a run directory on every command line
+
+
+def define_run_dir_flag(help_text: str, required: bool = True, flag_values=flags.FLAGS) -> None:
+  """--workdir, a run directory (what genvla_jax.train wrote), and --checkpoint, its older spelling (an absl
+  alias: both set the same value). Called by each CLI that reads a run, in its `__main__` block."""
+  flags.DEFINE_string(
+    RUN_DIR_FLAG,
+    None if required else "",
+    f"{help_text} (canonical name; --{RUN_DIR_ALIAS} is an alias)",
+    required=required,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_alias(RUN_DIR_ALIAS, RUN_DIR_FLAG, flag_values=flag_values)
+
+
+def run_dir(flag_values=flags.FLAGS) -> str:
+  """The run directory given (--workdir or --checkpoint), checked before anything is loaded or created:
+  UserError naming the flag as it was spelled when it is not a directory."""
+  path = flag_values[RUN_DIR_FLAG].value
+  if not os.path.isdir(os.path.expanduser(path)):
+    spelled = RUN_DIR_ALIAS if flag_values[RUN_DIR_ALIAS].present else RUN_DIR_FLAG
+    raise UserError(f"--{spelled}={path}: no such run directory")
+  return path
 
 
 def _verbose(argv) -> bool:

@@ -128,6 +128,9 @@ def defaults() -> ml_collections.ConfigDict:
     # representation drift monitor (eval/representation.py): every N steps, linear-probe
     # accuracy of each tower and CKA(trained, frozen) on a labelled image set -> metrics.jsonl
     drift=dict(every=0, data="", limit=500),
+    # Weights & Biases (training/metric_writers.py): mode disabled | offline | online; wandb is imported
+    # only when enabled (pip install wandb); TensorBoard scalars are always written (WORKDIR/tensorboard)
+    wandb=dict(project="", entity="", mode="disabled", name=""),
   )
   c.mesh = dict(
     data=-1,

@@ -70,7 +70,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "run directory written by genvla_jax.train", required=True)
+  cli.define_run_dir_flag("run directory written by genvla_jax.train")
   flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable one)")
   flags.DEFINE_string("image", "", "camera frame (PNG/JPEG)")
   flags.DEFINE_string("instruction", "", "language instruction")

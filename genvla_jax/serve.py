@@ -1,7 +1,7 @@
 r"""Serves a trained policy to robots over websockets (openpi's client protocol; genvla_jax/serving/).
 
-  python -m genvla_jax.serve --checkpoint=WORKDIR [--step=N] [--port=8000] [--max_batch=16]
-  GENVLA_API_KEY=... python -m genvla_jax.serve --checkpoint=WORKDIR --host=0.0.0.0   # for the network
+  python -m genvla_jax.serve --workdir=RUN [--step=N] [--port=8000] [--max_batch=16]
+  GENVLA_API_KEY=... python -m genvla_jax.serve --workdir=RUN --host=0.0.0.0   # for the network
 
 Clients: `genvla_jax.serving.client.PolicyClient`, or openpi's `WebsocketClientPolicy` pointed at the
 port; observations {"image": uint8 [H,W,3], "prompt": str} -> {"actions": [H_chunk, D], ...}.
@@ -27,7 +27,7 @@ def define_flags():
   """The CLI's flags (defined only when run as a program: other CLIs own flags of the same names)."""
   from genvla_jax.serving import server
 
-  flags.DEFINE_string("checkpoint", None, "run directory of a trained policy", required=True)
+  cli.define_run_dir_flag("run directory of a trained policy")
   flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
   flags.DEFINE_string(
     "host",
@@ -88,27 +88,26 @@ def check_listen(host: str, port: int):
     ) from e
 
 
-def make_server(checkpoint: str, step: int | None = None, **options):
-  """The policy of `checkpoint` (at `step`, default latest) behind a PolicyServer(**options)."""
+def make_server(workdir: str, step: int | None = None, **options):
+  """The policy of the run `workdir` (at `step`, default latest) behind a PolicyServer(**options)."""
   from genvla_jax.inference import policy as policy_lib
   from genvla_jax.serving import server
 
-  policy = policy_lib.Policy.from_workdir(checkpoint, step=step)
+  policy = policy_lib.Policy.from_workdir(workdir, step=step)
   return server.PolicyServer(policy, metadata(policy), **options)
 
 
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
-  if not os.path.isdir(os.path.expanduser(FLAGS.checkpoint)):
-    raise cli.UserError(f"--checkpoint={FLAGS.checkpoint}: no such run directory")
+  workdir = cli.run_dir()
   for name in ("max_batch", "max_image_side", "max_prompt_chars", "max_message_mb"):
     if FLAGS[name].value < 1:
       raise cli.UserError(f"--{name}={FLAGS[name].value}: must be at least 1")
   check_listen(FLAGS.host, FLAGS.port)
   key = api_key(FLAGS.api_key)
   srv = make_server(
-    FLAGS.checkpoint,
+    workdir,
     FLAGS.step,
     max_batch=FLAGS.max_batch,
     batch_window_ms=FLAGS.batch_window_ms,
@@ -125,7 +124,7 @@ def main(argv):
       API_KEY_ENV,
     )
   print(
-    f"serving {FLAGS.checkpoint} on ws://{FLAGS.host}:{FLAGS.port} (health: "
+    f"serving {workdir} on ws://{FLAGS.host}:{FLAGS.port} (health: "
     f"http://{FLAGS.host}:{FLAGS.port}/healthz; API key {'required' if key else 'off'})",
     flush=True,
   )

@@ -14,4 +14,4 @@ python -m genvla_jax.train --config=configs/pi0_plus.py:tabletop --workdir="$WOR
 echo "== held-out action error (val split: expert episodes with unseen seeds) =="
 python -m genvla_jax.predict --workdir="$WORKDIR" --eval_split=val --num_examples=200
 echo "== closed-loop success (report: $WORKDIR/eval/tabletop/report.md) =="
-python -m genvla_jax.eval --config=configs/eval_tabletop.py:quick --checkpoint="$WORKDIR" 2>&1 | grep -v "^[IW][0-9]"
+python -m genvla_jax.eval --config=configs/eval_tabletop.py:quick --workdir="$WORKDIR" 2>&1 | grep -v "^[IW][0-9]"

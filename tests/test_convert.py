@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,3 +108,30 @@ def test_combined_statistics_pool_the_datasets_exactly(serial, demo_dir, tmp_pat
   many = inspect.inspect_many([out, str(tmp_path / "v")])
   assert many["statistics"]["action"]["count"] == len(both) and len(many["datasets"]) == 2
   assert "action: q01" in inspect.format_text(many)
+
+
+def test_cli_without_dataset_takes_the_entry_from_dataset_info(tmp_path):
+  """`--dataset` omitted: the published name in the Bridge sample's dataset_info.json picks "bridge" (said
+  in the output); an unknown --dataset is one line listing the names, before --out is made."""
+  from conftest import BRIDGE_SAMPLE, ROOT
+
+  if not os.path.isdir(BRIDGE_SAMPLE):
+    pytest.skip("shared Bridge sample not present")
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  command = [sys.executable, "-m", "genvla_jax.data.convert", f"--rlds_dir={BRIDGE_SAMPLE}", "--split=val"]
+  result = subprocess.run(
+    [*command, f"--out={tmp_path / 'out'}", "--num_workers=0"], env=env, capture_output=True, text=True, timeout=120
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.splitlines()[0] == (
+    f"dataset: registry entry 'bridge' (name 'bridge_dataset' in {BRIDGE_SAMPLE}/dataset_info.json)"
+  )
+  meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+  assert (meta["dataset"], meta["num_episodes"], meta["num_steps"]) == ("bridge", 25, 250)
+  result = subprocess.run(
+    [*command, f"--out={tmp_path / 'nope'}", "--dataset=brige"], env=env, capture_output=True, text=True, timeout=120
+  )
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith("error: unknown robot dataset 'brige' (--dataset); known: bridge, bridge_relabeled")
+  assert "bridge_dataset -> bridge" in lines[0] and not (tmp_path / "nope").exists()

@@ -1,6 +1,7 @@
 """OXE registry: fractal (RT-1) in its published TFDS layout, gripper conventions, Bridge relabelling,
-named mixtures."""
+named mixtures, short and published dataset names."""
 
+import json
 import os
 import shutil
 
@@ -9,6 +10,7 @@ from PIL import Image
 import pytest
 
 from conftest import BRIDGE_SAMPLE
+from genvla_jax import cli
 from genvla_jax.data import convert, pipeline, registry, rlds, rlds_writer
 
 
@@ -135,3 +137,53 @@ def test_named_mixtures_in_config():
   assert [e["name"] for e in pi0_plus.get_config("full,mixture=bridge").data.robot] == ["bridge"]
   with pytest.raises(KeyError, match="unknown mixture"):
     pi0_plus.get_config("full,mixture=nope")
+
+
+def test_published_names_resolve_to_their_entries():
+  assert registry.resolve("bridge_dataset") == registry.resolve("bridge") == "bridge"
+  assert registry.resolve("fractal20220817_data") == registry.resolve("fractal") == "fractal"
+  assert registry.get("bridge_dataset") is registry.REGISTRY["bridge"]
+  assert registry.get("fractal20220817_data") is registry.REGISTRY["fractal"]
+  for published, entry in registry.PUBLISHED_NAMES.items():
+    assert entry in registry.REGISTRY and published not in registry.REGISTRY, published
+  assert registry.MIXTURES["paper"][0]["path"].split("/")[0] in registry.PUBLISHED_NAMES  # the release's dirs
+
+
+def test_unknown_dataset_name_is_one_line_listing_the_known_names_and_the_fix():
+  with pytest.raises(registry.UnknownDatasetError) as error:
+    registry.get("bridge_dataset_v3")
+  message = cli.one_line(error.value)
+  assert "\n" not in message and message.startswith("error: unknown robot dataset 'bridge_dataset_v3';")
+  for name in [*registry.REGISTRY, *registry.PUBLISHED_NAMES]:
+    assert name in message, name
+  assert "genvla_jax/data/registry.py" in message and "PUBLISHED_NAMES" in message
+  assert isinstance(error.value, cli.UserError) and convert.UnknownDatasetError is registry.UnknownDatasetError
+
+
+def test_both_names_give_the_same_conversion(tmp_path):
+  """The published name converts exactly as the short one (same records, statistics, provenance), so a
+  conversion under one name is reused under the other."""
+  if not os.path.isdir(BRIDGE_SAMPLE):
+    pytest.skip("shared Bridge sample not present")
+  short = convert.convert(BRIDGE_SAMPLE, "bridge", "val", str(tmp_path / "short"))
+  published = convert.convert(BRIDGE_SAMPLE, "bridge_dataset", "val", str(tmp_path / "published"))
+  assert published["dataset"] == short["dataset"] == "bridge"
+  assert published["provenance"] == short["provenance"] and published["num_steps"] == short["num_steps"] == 250
+  assert [s["sha256"] for s in published["shards"]] == [s["sha256"] for s in short["shards"]]
+  for name in ("stats.json", "episodes.npz"):
+    assert (tmp_path / "short" / name).read_bytes() == (tmp_path / "published" / name).read_bytes(), name
+  assert convert.convert(BRIDGE_SAMPLE, "bridge_dataset", "val", str(tmp_path / "short")) == short  # reused
+
+
+def test_the_entry_is_inferred_from_dataset_info(tmp_path):
+  if not os.path.isdir(BRIDGE_SAMPLE):
+    pytest.skip("shared Bridge sample not present")
+  assert convert.dataset_from_info(BRIDGE_SAMPLE) == ("bridge", "bridge_dataset")
+  fractal_dir, _ = write_fractal(tmp_path / "oxe", episodes=1, steps=2)
+  assert convert.dataset_from_info(fractal_dir) == ("fractal", "fractal20220817_data")
+  other = tmp_path / "kuka" / "0.1.0"
+  other.mkdir(parents=True)
+  (other / "features.json").write_text("{}")
+  (other / "dataset_info.json").write_text(json.dumps({"name": "kuka"}))
+  with pytest.raises(registry.UnknownDatasetError, match=r"unknown robot dataset 'kuka' \(the name in .*kuka/0.1.0/"):
+    convert.dataset_from_info(str(other))

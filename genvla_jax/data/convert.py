@@ -1,6 +1,9 @@
 """Converts a published RLDS dataset into step-level ArrayRecord shards that grain reads at random.
 
-  python -m genvla_jax.data.convert --rlds_dir=DIR --dataset=NAME --split=train --out=OUT [--overwrite]
+  python -m genvla_jax.data.convert --rlds_dir=DIR [--dataset=NAME] --split=train --out=OUT [--overwrite]
+
+NAME is a registry entry (data/registry.py) by its short name ("bridge") or the name the dataset is
+published under ("bridge_dataset"); without --dataset, the "name" in DIR's dataset_info.json picks it.
 
 The split is cut into parts (`episodes_per_part` episodes of one input file, planned from TFDS's shard
 lengths); parts convert independently, in parallel processes (`--num_workers`), each written atomically,
@@ -64,11 +67,7 @@ class NoUsableDataError(cli.UserError, ValueError):
   """Every episode of the split was skipped."""
 
 
-class UnknownDatasetError(cli.UserError, KeyError):
-  """--dataset is not in data/registry.py."""
-
-  def __str__(self):
-    return str(self.args[0])
+UnknownDatasetError = registry.UnknownDatasetError  # --dataset is not a name data/registry.py knows
 
 
 class ShardCorruptError(cli.UserError, ValueError):
@@ -381,12 +380,20 @@ def remove_own_files(out_dir: str) -> list[str]:
   return removed
 
 
-def _check_options(dataset: str, on_bad: str, episodes_per_part: int):
-  if dataset not in registry.REGISTRY:  # unknown names fail before any work
-    raise UnknownDatasetError(
-      f"unknown robot dataset {dataset!r} (--dataset); registered: "
-      f"{sorted(registry.REGISTRY)} (a new one is added in data/registry.py)"
-    )
+def dataset_from_info(rlds_dir: str) -> tuple[str, str]:
+  """-> (registry entry, published name) of a TFDS prepared dataset, from the "name" field of its
+  dataset_info.json; UnknownDatasetError (naming the file) when the registry does not know that name."""
+  rlds.check_dataset_dir(rlds_dir)
+  path = os.path.join(rlds_dir, "dataset_info.json")
+  try:
+    with open(path) as f:
+      name = json.load(f)["name"]
+  except (json.JSONDecodeError, KeyError, TypeError) as err:
+    raise rlds.DatasetDirError(f"{path} has no dataset name ({err}): give --dataset=NAME") from err
+  return registry.resolve(name, f"the name in {path}; or give --dataset=NAME"), name
+
+
+def _check_options(on_bad: str, episodes_per_part: int):
   if on_bad not in ("skip", "fail"):
     raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
   if episodes_per_part < 1:
@@ -491,8 +498,9 @@ def convert(
   """Converts one split (see the module docstring); returns meta. Inputs and --out are checked first.
   Resumable: parts of the same provenance already written by an interrupted run are kept; a complete
   conversion of the same provenance is returned as is. num_workers > 0 converts parts in that many
-  processes."""
-  _check_options(dataset, on_bad, episodes_per_part)
+  processes. `dataset`: a short or published registry name (recorded as the entry's short name)."""
+  dataset = registry.resolve(dataset, "--dataset")  # unknown names fail before any work
+  _check_options(on_bad, episodes_per_part)
   try:
     source = rlds.RLDSDataset(rlds_dir, split)
   except (rlds.DatasetDirError, rlds.UnknownSplitError) as err:
@@ -706,9 +714,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  dataset = FLAGS.dataset
+  if dataset is None:
+    dataset, published = dataset_from_info(FLAGS.rlds_dir)
+    print(f"dataset: registry entry {dataset!r} (name {published!r} in {FLAGS.rlds_dir}/dataset_info.json)")
   meta = convert(
     FLAGS.rlds_dir,
-    FLAGS.dataset,
+    dataset,
     FLAGS.split,
     FLAGS.out,
     episodes_per_part=FLAGS.episodes_per_part,
@@ -724,7 +736,11 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_string("rlds_dir", None, "TFDS prepared-dataset version directory", required=True)
-  flags.DEFINE_string("dataset", None, f"registry entry: {sorted(registry.REGISTRY)}", required=True)
+  flags.DEFINE_string(
+    "dataset",
+    None,
+    f"registry entry, short or published name: {registry.known_names()} (default: from dataset_info.json)",
+  )
   flags.DEFINE_string("split", "train", "split to convert")
   flags.DEFINE_string("out", None, "output directory", required=True)
   flags.DEFINE_integer("episodes_per_part", 1000, "episodes per output part (the unit of parallelism)")

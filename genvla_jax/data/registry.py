@@ -5,7 +5,10 @@ A standardized step is {"image": encoded JPEG/PNG bytes, "state": float32 [S], "
 `episode_transform` (optional) rewrites an episode's standardized steps where a convention needs the
 whole episode (relative -> absolute gripper, actions relabelled from states); it may drop steps.
 `normalize_mask[d]` is False for dimensions kept as they are (gripper open/close), True for dimensions
-mapped to [-1,1] with the dataset's q01/q99 statistics. Add a dataset by adding a DatasetSpec here.
+mapped to [-1,1] with the dataset's q01/q99 statistics. Add a dataset by adding a DatasetSpec to REGISTRY
+here (and, for a published dataset, its TFDS name to PUBLISHED_NAMES). Every name is resolved by `resolve`:
+the short name ("bridge") and the name the dataset is published under ("bridge_dataset", the "name" of its
+dataset_info.json) give the same entry.
 
 Conventions after standardization (all datasets): action = [xyz delta (3), rotation delta (3), gripper
 (1)] with gripper absolute, 1 = open, 0 = closed.
@@ -15,6 +18,15 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
+
+from genvla_jax import cli
+
+
+class UnknownDatasetError(cli.UserError, KeyError):
+  """A robot dataset name that is neither an entry of REGISTRY nor in PUBLISHED_NAMES."""
+
+  def __str__(self):
+    return str(self.args[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +117,34 @@ REGISTRY = {
   "fractal": DatasetSpec("fractal", _fractal_step, (True,) * 6 + (False,), _fractal_episode),
 }
 
+# The names datasets are published under (their TFDS builder name: dataset_info.json's "name", the directory
+# of the Open X-Embodiment release) -> the REGISTRY entry that standardizes them. The project's own
+# recordings (demo_targets, tabletop, metaworld_mt10) are published under their entry's name.
+PUBLISHED_NAMES = {
+  "bridge_dataset": "bridge",  # BridgeData V2 in OXE: bridge_dataset/1.0.0
+  "fractal20220817_data": "fractal",  # RT-1 in OXE: fractal20220817_data/0.1.0
+}
+
+
+def known_names() -> str:
+  """The accepted names, worded for a message: entries, then published name -> entry."""
+  published = ", ".join(f"{p} -> {e}" for p, e in sorted(PUBLISHED_NAMES.items()))
+  return f"{', '.join(sorted(REGISTRY))} (published names: {published})"
+
+
+def resolve(name: str, where: str = "") -> str:
+  """A dataset name as written in a config, on a command line or in dataset_info.json -> its REGISTRY
+  entry's name (a short name is itself; a published name maps through PUBLISHED_NAMES). `where` (e.g.
+  "--dataset") names the culprit in the UnknownDatasetError an unknown name raises."""
+  entry = PUBLISHED_NAMES.get(name, name)
+  if entry not in REGISTRY:
+    raise UnknownDatasetError(
+      f"unknown robot dataset {name!r}{f' ({where})' if where else ''}; known: {known_names()}; to add one, give "
+      "it a DatasetSpec in REGISTRY in genvla_jax/data/registry.py (and its published name in PUBLISHED_NAMES)"
+    )
+  return entry
+
+
 # Named mixtures: dataset entries for config.data.robot (paths relative to data.rlds_root, as the OXE
 # release lays them out) with sampling weights.
 MIXTURES = {
@@ -124,6 +164,5 @@ def mixture(name: str) -> list[dict]:
 
 
 def get(name: str) -> DatasetSpec:
-  if name not in REGISTRY:
-    raise KeyError(f"unknown robot dataset {name!r}; registered: {sorted(REGISTRY)}")
-  return REGISTRY[name]
+  """The entry of a short or published name (`resolve`)."""
+  return REGISTRY[resolve(name)]

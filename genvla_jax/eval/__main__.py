@@ -1,10 +1,11 @@
 r"""Closed-loop evaluation of a trained policy (or of the environment's scripted expert).
 
-  python -m genvla_jax.eval --config=configs/eval_tabletop.py --checkpoint=WORKDIR [--out=DIR] [--step=N]
+  python -m genvla_jax.eval --config=configs/eval_tabletop.py --workdir=RUN [--out=DIR] [--step=N]
   python -m genvla_jax.eval --config=configs/eval_tabletop.py:quick --expert --out=/tmp/expert_eval
 
 Writes to --out (default WORKDIR/eval/<env>): results.json (summary with 95% intervals + every
 episode), report.md, success.png, videos/*.mp4 (or .gif: video_format); prints the report.
+--checkpoint is the older spelling of --workdir (an alias).
 """
 
 import os
@@ -80,6 +81,7 @@ def _run_and_report(eval_config, make_policy, out_dir: str, title: str, printer)
     title,
     extra={"eval_config": eval_config.to_dict(), "seconds": time.perf_counter() - started},
     video_format=eval_config.video_format,
+    step=getattr(policy, "step", None),  # the trained policy's checkpoint step (TensorBoard scalars)
   )
   printer(open(os.path.join(out_dir, "report.md")).read())
   return summary
@@ -89,24 +91,25 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
-  if FLAGS.expert == bool(FLAGS.checkpoint):
-    raise cli.UserError("give exactly one of --checkpoint=WORKDIR and --expert")
+  if FLAGS.expert == bool(FLAGS.workdir):
+    raise cli.UserError("give exactly one of --workdir=RUN and --expert")
   if FLAGS.expert:
     out = FLAGS.out or os.path.join("/tmp", f"genvla_eval_{config.env}_expert")
     evaluate_expert(config, out, f"{config.env}: scripted expert")
     return
+  workdir = cli.run_dir()
   from genvla_jax.inference import policy as policy_lib
 
-  policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
-  out = FLAGS.out or os.path.join(FLAGS.checkpoint, "eval", config.env)
-  evaluate(config, policy, out, f"{config.env}: {os.path.abspath(FLAGS.checkpoint)}")
+  policy = policy_lib.Policy.from_workdir(workdir, step=FLAGS.step)
+  out = FLAGS.out or os.path.join(workdir, "eval", config.env)
+  evaluate(config, policy, out, f"{config.env}: {os.path.abspath(workdir)}")
 
 
 if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "eval config, e.g. configs/eval_tabletop.py:quick", lock_config=True)
-  flags.DEFINE_string("checkpoint", "", "run directory of a trained policy")
+  cli.define_run_dir_flag("run directory of a trained policy", required=False)
   flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
   flags.DEFINE_bool("expert", False, "evaluate the environment's scripted expert instead")
-  flags.DEFINE_string("out", "", "output directory (default: WORKDIR/eval/<env>)")
+  flags.DEFINE_string("out", "", "output directory (default: RUN/eval/<env>)")
   flags.mark_flags_as_required(["config"])
   cli.run(main)

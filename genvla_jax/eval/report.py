@@ -1,5 +1,15 @@
-"""Closed-loop results -> numbers with 95% confidence intervals, results.json, report.md, a plot and
-rollout GIFs.
+"""Closed-loop results -> numbers with 95% confidence intervals, results.json, report.md, a plot, the
+success rates as TensorBoard scalars and rollout videos.
+
+Videos: "mp4" is H.264 (yuv420p, even width and height: odd sizes are padded by repeating the last row /
+column) written through PyAV (libx264), which browsers play. Where PyAV or its H.264 encoder is missing,
+the videos are GIFs instead: results.json's "videos" counts them (gif_fallbacks, with the reason) and
+report.md says so. "gif" writes GIFs.
+
+TensorBoard (`<out>/tensorboard/`): per protocol and task "success_rate/<protocol>/<task>", and
+"success_rate/<protocol>/all_tasks" (the protocol's overall rate, report.md's "all tasks" row: its
+episodes pooled), at the evaluated checkpoint's step (0 when unknown). Each step has its own event file
+(suffix ".step<N>"): evaluating a step again replaces that step's file, so readers see one value per step.
 
 Success rates carry Wilson score intervals (95%): with n episodes and k successes the interval is
 centred at (k + z^2/2) / (n + z^2), which stays inside [0, 1] and is sensible at 0% and 100%.
@@ -11,6 +21,8 @@ import math
 import os
 
 import numpy as np
+
+from genvla_jax.training import metric_writers
 
 Z95 = 1.959964
 
@@ -122,41 +134,111 @@ def write_gif(frames, path: str, fps: int = 10, scale: int = 3):
   images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
 
-def write_mp4(frames, path: str, fps: int = 10, scale: int = 3):
-  """H.264-compatible MPEG-4 part 2 ('mp4v', what OpenCV's bundled FFmpeg writes without extra codecs)."""
-  import cv2
+H264_ENCODERS = ("libx264", "h264")  # FFmpeg's names, tried in order
 
-  h, w = frames[0].shape[:2]
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w * scale, h * scale))
-  if not writer.isOpened():
-    raise RuntimeError(f"OpenCV cannot write {path} (no mp4v encoder); use video_format='gif'")
+
+def h264_encoder() -> tuple[str | None, str]:
+  """-> (name of an H.264 encoder PyAV has, "") or (None, why there is none)."""
   try:
-    for f in frames:
-      big = cv2.resize(np.asarray(f), (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
-      writer.write(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
-  finally:
-    writer.release()
+    import av
+  except ImportError:
+    return None, "PyAV is not installed (pip install av)"
+  for name in H264_ENCODERS:
+    try:
+      av.codec.Codec(name, "w")
+    except av.codec.codec.UnknownCodecError:
+      continue
+    return name, ""
+  return None, f"PyAV {av.__version__} has no H.264 encoder ({', '.join(H264_ENCODERS)})"
+
+
+def even_frame(frame: np.ndarray) -> np.ndarray:
+  """[H,W,3] -> [H',W',3] with even H', W' (yuv420p halves both): the last row / column repeated."""
+  h, w = frame.shape[:2]
+  return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def write_mp4(frames, path: str, fps: int = 10, scale: int = 3):
+  """H.264 (yuv420p) in an mp4 with its index first (plays while loading), through PyAV."""
+  import av
+
+  encoder, reason = h264_encoder()
+  if encoder is None:
+    raise RuntimeError(f"cannot write {path}: {reason}")
+  big = [even_frame(np.asarray(f).repeat(scale, axis=0).repeat(scale, axis=1)) for f in frames]
+  with av.open(path, mode="w", options={"movflags": "faststart"}) as container:
+    stream = container.add_stream(encoder, rate=fps)
+    stream.height, stream.width = big[0].shape[:2]
+    stream.pix_fmt = "yuv420p"
+    for f in big:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+    container.mux(stream.encode())  # flush the encoder's delayed frames
 
 
 VIDEO_WRITERS = {"mp4": write_mp4, "gif": write_gif}
 
 
-def write(results, out_dir: str, title: str, extra: dict | None = None, video_format: str = "mp4") -> dict:
-  """results.json (summary + every episode), report.md, success.png, videos/*.<video_format>
-  (mp4 | gif). -> summary."""
+def video_format_to_write(requested: str) -> tuple[str, str]:
+  """-> (format the videos are written in, why it is not `requested` or "")."""
+  if requested != "mp4":
+    return requested, ""
+  encoder, reason = h264_encoder()
+  return ("mp4", "") if encoder else ("gif", reason)
+
+
+def success_scalars(summary: dict) -> dict[str, float]:
+  """{"success_rate/<protocol>/<task>": rate, "success_rate/<protocol>/all_tasks": overall rate}."""
+  out = {}
+  for protocol, entry in summary["protocols"].items():
+    for task, cell in entry["tasks"].items():
+      out[f"success_rate/{protocol}/{task}"] = cell["success_rate"]
+    out[f"success_rate/{protocol}/all_tasks"] = entry["overall"]["success_rate"]
+  return out
+
+
+def write_scalars(summary: dict, logdir: str, step: int):
+  """The success rates into `logdir` at `step`, replacing what an earlier evaluation of `step` wrote."""
+  suffix = f".step{step}"
+  if os.path.isdir(logdir):
+    for name in os.listdir(logdir):
+      if name.startswith("events.out.tfevents.") and name.endswith(suffix):
+        os.remove(os.path.join(logdir, name))
+  writer = metric_writers.TensorBoardWriter(logdir, filename_suffix=suffix)
+  try:
+    writer.write(step, success_scalars(summary))
+  finally:
+    writer.close()
+
+
+def write(
+  results, out_dir: str, title: str, extra: dict | None = None, video_format: str = "mp4", step: int | None = None
+) -> dict:
+  """results.json (summary + every episode + videos), report.md, success.png, tensorboard/ (at `step`, the
+  evaluated checkpoint's; None: 0), videos/*.<video_format> (mp4 | gif; GIF when no H.264). -> summary."""
   if video_format not in VIDEO_WRITERS:
     raise ValueError(f"unknown video_format {video_format!r}; choose one of {sorted(VIDEO_WRITERS)}")
   os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
   summary = summarize(results)
+  written, fallback = video_format_to_write(video_format)
+  with_frames = [r for r in results if r.frames]
+  videos = {
+    "requested": video_format,
+    "format": written,
+    "count": len(with_frames),
+    "gif_fallbacks": len(with_frames) if fallback else 0,
+    "fallback_reason": fallback,
+  }
   episodes = [{k: v for k, v in dataclasses.asdict(r).items() if k != "frames"} for r in results]
   with open(os.path.join(out_dir, "results.json"), "w") as f:
-    json.dump({"summary": summary, "episodes": episodes, **(extra or {})}, f, indent=1)
+    json.dump({"summary": summary, "episodes": episodes, "videos": videos, **(extra or {})}, f, indent=1)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(markdown(summary, title))
+    if fallback and with_frames:
+      f.write(f"Videos: {len(with_frames)} GIF instead of mp4: {fallback}.\n")
   plot(summary, os.path.join(out_dir, "success.png"))
-  for r in results:
-    if r.frames:
-      outcome = "success" if r.success else "failure"
-      name = f"{r.protocol}-{r.task}-seed{r.seed}-{outcome}.{video_format}"
-      VIDEO_WRITERS[video_format](r.frames, os.path.join(out_dir, "videos", name))
+  write_scalars(summary, os.path.join(out_dir, "tensorboard"), step or 0)
+  for r in with_frames:
+    outcome = "success" if r.success else "failure"
+    name = f"{r.protocol}-{r.task}-seed{r.seed}-{outcome}.{written}"
+    VIDEO_WRITERS[written](r.frames, os.path.join(out_dir, "videos", name))
   return summary

@@ -2,8 +2,8 @@ r"""Representation quality of the image towers: linear-probe accuracy, t-SNE plo
 trained tower and the frozen one (the dual encoder's point is that the frozen copy keeps the
 pretrained features while the trained copy adapts).
 
-  python -m genvla_jax.eval.representation --checkpoint=RUN --data=/data/cifar-10-batches-py [--out=DIR]
-  python -m genvla_jax.eval.representation --checkpoint=RUN --data=/data/my_labelled_folder --limit=2000
+  python -m genvla_jax.eval.representation --workdir=RUN --data=/data/cifar-10-batches-py [--out=DIR]
+  python -m genvla_jax.eval.representation --workdir=RUN --data=/data/my_labelled_folder --limit=2000
       [--pretrained_path=/weights/paligemma-3b-pt-224 --pretrained_format=hf]   # + the released tower
 
 Data: CIFAR-10 as published (python pickles `data_batch_1..5`, `test_batch`, `batches.meta`) or any
@@ -183,8 +183,9 @@ def main(argv):
   del argv
   from genvla_jax.inference import policy as policy_lib
 
-  policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
-  out = FLAGS.out or os.path.join(FLAGS.checkpoint, "representation")
+  workdir = cli.run_dir()
+  policy = policy_lib.Policy.from_workdir(workdir, step=FLAGS.step)
+  out = FLAGS.out or os.path.join(workdir, "representation")
   towers = {k: v for k, v in policy.params.items() if k in ("img", "img_frozen")}
   if FLAGS.pretrained_path:  # the tower the run started from, imported from the released checkpoint
     from genvla_jax.pretrained import api
@@ -199,7 +200,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("checkpoint", None, "run directory", required=True)
+  cli.define_run_dir_flag("run directory")
   flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
   flags.DEFINE_string("data", None, "CIFAR-10 python directory or a class-per-folder image directory", required=True)
   flags.DEFINE_integer("limit", 2000, "training images for the probe (test: a quarter); 0 = all")

@@ -2,7 +2,7 @@ r"""VQA retention: does the policy still answer questions like the VLM it starte
 of the benchmarks in their published layouts and answers through the model's ordinary (unconstrained)
 greedy decoding with the VL prompt layout of training (prefix = the question, PaliGemma style).
 
-  python -m genvla_jax.eval.vqa --checkpoint=RUN --benchmark=textvqa \
+  python -m genvla_jax.eval.vqa --workdir=RUN --benchmark=textvqa \
       --annotations=TextVQA_0.5.1_val.json --images=train_images [--limit=500] [--prompt="answer en {question}"]
 
 Benchmarks and layouts (`load(benchmark, annotations, images)` -> list of Item):
@@ -193,14 +193,15 @@ def main(argv):
   del argv
   from genvla_jax.inference import policy as policy_lib
 
+  workdir = cli.run_dir()
   items = load(FLAGS.benchmark, FLAGS.annotations, FLAGS.images)[: FLAGS.limit or None]
-  policy = policy_lib.Policy.from_workdir(FLAGS.checkpoint, step=FLAGS.step)
+  policy = policy_lib.Policy.from_workdir(workdir, step=FLAGS.step)
   answerer = Answerer(policy, FLAGS.max_answer_len, FLAGS.prompt)
   print(json.dumps({FLAGS.benchmark: evaluate(answerer, FLAGS.benchmark, items)}, indent=1))
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("checkpoint", None, "run directory", required=True)
+  cli.define_run_dir_flag("run directory")
   flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable one)")
   flags.DEFINE_enum("benchmark", None, list(BENCHMARKS), "which benchmark", required=True)
   flags.DEFINE_string("annotations", None, "questions / answers file in the benchmark's layout", required=True)

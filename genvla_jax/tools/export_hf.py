@@ -70,12 +70,12 @@ def write_tokenizer(sentencepiece_model: str, out: str) -> None:
 
 def main(argv):
   del argv
-  export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.dtype, FLAGS.tower)
+  export_run(cli.run_dir(), FLAGS.out, FLAGS.step, FLAGS.dtype, FLAGS.tower)
   print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "genvla_jax run directory", required=True)
+  cli.define_run_dir_flag("genvla_jax run directory")
   flags.DEFINE_string("out", None, "output directory", required=True)
   flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
   flags.DEFINE_string("dtype", None, "cast tensors, e.g. bfloat16 (default: as stored)")

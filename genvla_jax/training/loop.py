@@ -1,5 +1,6 @@
 """Progress reporting for long jobs: a console line (step, loss, examples/s, tokens/s, MFU, host data
-wait, ETA) and one JSON object per logged step appended to `metrics.jsonl` (process 0 only).
+wait, ETA) and one JSON object per logged step appended to `metrics.jsonl` (process 0 only), whose numeric
+fields also go to the run's metric writers (training/metric_writers.py: TensorBoard, wandb when enabled).
 
 Throughput fields: examples_per_s (global batch / step time), tokens_per_s (image + text positions the
 model processes, padding included), step_time_s, data_wait_s (host time per step spent waiting for
@@ -10,10 +11,12 @@ import dataclasses
 import json
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+
+from genvla_jax.training import metric_writers
 
 
 def format_duration(seconds: float) -> str:
@@ -32,7 +35,8 @@ class NonFiniteLossError(FloatingPointError):
 @dataclasses.dataclass(frozen=True)
 class Monitor:
   """An occasional measurement during training (e.g. eval/representation.drift_monitor): every `every`
-  steps the trainer logs `measure(params) -> {metric: value}` as one `label` record (Progress.log_extra)."""
+  steps the trainer logs `measure(params) -> {metric: value}` as one `label` record (Progress.log_extra;
+  in the metric writers as "<label>/<metric>")."""
 
   label: str
   every: int
@@ -52,10 +56,11 @@ class Progress:
     tokens_per_example: int = 0,
     flops_per_step: float = 0.0,
     peak_flops: float | None = None,
+    writers: Sequence[metric_writers.MetricWriter] = (),
   ):
     self.total, self.batch, self.log_every = total_steps, global_batch, log_every
     self.tokens_per_example, self.flops_per_step, self.peak_flops = tokens_per_example, flops_per_step, peak_flops
-    self.metrics_path, self.printer = metrics_path, printer
+    self.metrics_path, self.printer, self.writers = metrics_path, printer, tuple(writers)
     self.is_main = jax.process_index() == 0
     self._last_step, self._last_time = start_step, time.perf_counter()
     self._data_wait = 0.0
@@ -77,7 +82,12 @@ class Progress:
       )
       with open(self.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
+      self._write(step, {f"{label}/{k}": v for k, v in metric_writers.scalars(values).items()})
     return record
+
+  def _write(self, step: int, scalars: dict[str, float]):
+    for writer in self.writers:
+      writer.write(step, scalars)
 
   def log(self, step: int, metrics) -> dict:
     """step: number of completed steps. Fetches metrics (a sync point), prints, appends JSON."""
@@ -114,5 +124,6 @@ class Progress:
       )
       with open(self.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
+      self._write(step, metric_writers.scalars(record))
     self._last_step, self._last_time, self._data_wait = step, now, 0.0
     return record

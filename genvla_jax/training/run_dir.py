@@ -27,6 +27,7 @@ RESUMABLE_CHANGES = (
   "train.keep_every",
   "train.peak_flops_per_device",
   "train.drift",
+  "train.wandb",
   "mesh",
   "distributed",
   "inference",

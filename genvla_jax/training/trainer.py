@@ -10,6 +10,8 @@ Run directory layout:
   assets/fast_bpe.model                      with tokenizer.action="fast", the BPE trained on the data)
   checkpoints/<step>/    orbax: params, train (step, opt_state), data (iterator), meta (config, stats)
   metrics.jsonl          one JSON object per logged step
+  tensorboard/           the same metrics as TensorBoard scalars (training/metric_writers.py; wandb/ when
+                         config.train.wandb.mode is offline or online)
 Restarting the same command resumes from the latest checkpoint (same step count, same data order).
 SIGTERM (preemption) makes the loop save a checkpoint and exit cleanly.
 """
@@ -29,7 +31,8 @@ from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import build, surgery
 from genvla_jax.pretrained import api as pretrained_api
-from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, optimizer, run_dir, sharding
+from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, metric_writers, optimizer, run_dir
+from genvla_jax.training import sharding
 from genvla_jax.training import state as state_lib, step as step_lib
 
 
@@ -216,6 +219,7 @@ def train(
   resuming = run_dir.check_config(workdir, json.loads(config.to_json()), printer)
   check_settings(config)
   check_tokenizer(config)
+  metric_writers.check_wandb(config.train.wandb)
   if not resuming:
     check_pretrained(config)
   created = not os.path.exists(workdir)
@@ -303,6 +307,9 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
   )
   batch_size, text_len = config.data.batch_size, config.tokenizer.max_text_len
   peak = flops_lib.peak_flops(jax.devices()[0], config.train.peak_flops_per_device)
+  writers = []
+  if jax.process_index() == 0:  # TensorBoard (+ wandb), hiding steps > start an earlier attempt logged
+    writers = metric_writers.for_run(config.train, workdir, start, json.loads(config.to_json()))
   progress = loop.Progress(
     total_steps=total,
     start_step=start,
@@ -315,6 +322,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       config.model, batch_size, text_len, config.tokenizer.action_horizon, head=head
     ),
     peak_flops=peak * jax.device_count() if peak else None,
+    writers=writers,
   )
   stop = _StopSignal()
   records, step = [], start
@@ -354,4 +362,5 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     stop.restore()
     if hasattr(data_it, "close"):
       data_it.close()
+    metric_writers.close_all(writers)
   return records
