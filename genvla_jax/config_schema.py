@@ -58,8 +58,10 @@ def defaults() -> ml_collections.ConfigDict:
     action_expert=dict(width=0, mlp_dim=0, action_dim=0, use_state=False, state_dim=0),
   )
   # Start from released weights (used when the run has no checkpoint yet): format "hf" (transformers
-  # PaliGemma safetensors dir) or "big_vision" (.npz). The architecture above must match the checkpoint's.
-  c.pretrained = dict(format="", path="")
+  # PaliGemma safetensors dir) or "big_vision" (.npz). architecture: "config" (model.image_size / img / llm
+  # above must match the checkpoint's; a mismatch is an error) or "checkpoint" (they are taken from the
+  # checkpoint before the model is built, and the run's saved config records them)
+  c.pretrained = dict(format="", path="", architecture="config")
   c.tokenizer = dict(
     path="",  # SentencePiece model (PaliGemma's for full-size runs)
     action="string",  # "string" (S), "bins" (OpenVLA-style 256 bins), "fast" (DCT + BPE),

@@ -1,12 +1,17 @@
 r"""Trains a VLA policy: the command line, and train() with the monitors the config asks for.
 
   python -m genvla_jax.train --config=configs/pi0_plus.py:demo --workdir=/tmp/genvla_demo
+  python -m genvla_jax.train --config=configs/pi0_plus.py:demo --workdir=/tmp/genvla_demo --dry_run
   python -m genvla_jax.train --config=configs/pi0_plus.py --workdir=DIR --config.data.vl_root=/data/vl \
       --set='data.vl=[{"name": "llava", "path": "llava/chat.json", "format": "llava_json", "weight": 1.0}]'
 
 Config fields: `--config.KEY=VALUE` for single values (ml_collections), `--set=KEY=JSON` (repeatable,
 applied after them) for what those cannot set: the list-valued fields data.robot, data.vl and mesh.rules,
 or a whole architecture dict (config_lib.set_fields). A key the config lacks is a one-line error.
+
+`--dry_run`: every check (all problems at once, exit 2), then the run's plan (parameters, per-device memory,
+data mixture, one real batch when the data is already converted, steps, checkpoints), exit 0; nothing is
+written (no run directory, no conversion).
 
 The run itself (checks, data, state, step loop, checkpoints, run directory layout, resume, SIGTERM) is
 training/trainer.py. This module sits above the training layer: it builds what config.train asks to
@@ -28,11 +33,12 @@ def monitors(config) -> list[loop.Monitor]:
   return [drift] if drift else []
 
 
-def train(config, workdir: str, *, stop_after: int | None = None, printer=print) -> list[dict]:
+def train(config, workdir: str, *, stop_after: int | None = None, printer=print, dry_run: bool = False) -> list[dict]:
   """trainer.train with monitors(config): trains (or resumes) in `workdir`. `stop_after`: stop (with a
-  checkpoint) after this many steps in this call, as a preemption would. Returns the logged metric
-  records of this call."""
-  return trainer.train(config, workdir, monitors=monitors(config), stop_after=stop_after, printer=printer)
+  checkpoint) after this many steps in this call, as a preemption would. `dry_run`: checks and the plan
+  only (training/plan.py; returns [the plan]). Returns the logged metric records of this call."""
+  watch = [] if dry_run else monitors(config)
+  return trainer.train(config, workdir, monitors=watch, stop_after=stop_after, printer=printer, dry_run=dry_run)
 
 
 FLAGS = flags.FLAGS
@@ -43,12 +49,18 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   config_lib.set_fields(FLAGS.config, FLAGS.set)
-  train(FLAGS.config, FLAGS.workdir)
+  train(FLAGS.config, FLAGS.workdir, dry_run=FLAGS.dry_run)
 
 
 if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pi0_plus.py:demo", lock_config=True)
   flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, assets)", required=True)
+  flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "check everything, print the plan (parameters, memory per device, data, steps, checkpoints) and exit; "
+    "writes nothing",
+  )
   flags.DEFINE_multi_string(
     "set",
     [],

@@ -14,7 +14,7 @@ from genvla_jax import config_lib, heads
 from genvla_jax.heads import common
 from genvla_jax.inference import policy as policy_lib
 from genvla_jax.models import build, flow_matching, pi0, surgery
-from genvla_jax.training import flops as flops_lib, step as step_lib, trainer
+from genvla_jax.training import flops as flops_lib, preflight, step as step_lib
 
 H, D, S, B, T = 3, 2, 2, 4, 6
 IMG = dict(config_lib.SIGLIP_TINY, width=32, depth=1, mlp_dim=64, num_heads=2)
@@ -145,16 +145,16 @@ def test_upgrade_gives_an_old_run_its_head():
 def test_head_settings_that_disagree_are_config_errors(head, width, action, message):
   config = config_lib.base_config()
   config.model.head, config.model.action_expert.width, config.tokenizer.action = head, width, action
-  with pytest.raises(trainer.ConfigError, match=message) as err:
-    trainer.check_settings(config)
+  with pytest.raises(preflight.ConfigError, match=message) as err:
+    preflight.check_settings(config)
   assert "\n" not in str(err.value)
 
 
 def test_head_settings_that_agree_pass():
   config = config_lib.base_config()
-  trainer.check_settings(config)  # tokens, width 0
+  preflight.check_settings(config)  # tokens, width 0
   config.model.head, config.model.action_expert.width, config.tokenizer.action = "flow", 64, "flow"
-  trainer.check_settings(config)
+  preflight.check_settings(config)
 
 
 def test_loss_through_the_head_equals_the_old_train_step():

@@ -10,7 +10,7 @@ import pytest
 from genvla_jax.models import build, surgery
 from genvla_jax.pretrained import hf
 from genvla_jax.tools import param_count
-from genvla_jax.training import optimizer, sharding, state as state_lib, trainer
+from genvla_jax.training import optimizer, preflight, sharding, state as state_lib, trainer
 
 
 def reference_count(backbone: str) -> int:
@@ -123,3 +123,92 @@ def test_train_starts_from_imported_weights(config, tmp_path):
   config.model.llm.num_heads = 2
   with pytest.raises(ValueError, match="model.llm.num_heads: config 2, checkpoint 4"):
     trainer.initial_params(config, build.from_config(config.model), mesh, [], printer=print)
+
+
+# -- config.pretrained.architecture = "checkpoint" (issue 21, item 3) ----------------------------------
+
+
+def test_hub_checkpoint_gives_every_architecture_field(tmp_path):
+  """A published checkpoint's config.json (HF pads the vocabulary to 257216) -> config.model fields, over a
+  config of other sizes; posemb_std (initialisation only) stays the config's."""
+  import json
+
+  from safetensors.numpy import save_file
+
+  from genvla_jax import config_lib
+  from genvla_jax.pretrained import api
+
+  (tmp_path / "config.json").write_text(json.dumps(HUB_PALIGEMMA_224))
+  save_file({"multi_modal_projector.linear.bias": np.zeros(4, np.float32)}, str(tmp_path / "model.safetensors"))
+  tiny = config_lib.base_config(None)
+  tiny.model.image_size, tiny.model.img, tiny.model.llm = 32, dict(config_lib.SIGLIP_TINY), dict(config_lib.GEMMA_TINY)
+  fields = api.from_checkpoint("hf", str(tmp_path), tiny.model)
+  img, llm, size = param_count.config_lib.BACKBONES["paligemma_224"]
+  assert fields == {"image_size": size, "img": dict(img, posemb_std=1.0), "llm": dict(llm, vocab_size=257216)}
+  for key, value in fields.items():
+    tiny.model[key] = value
+  assert api.mismatches("hf", str(tmp_path), tiny.model) == []
+
+
+def _tiny_hf_checkpoint(config, out):
+  """An HF PaliGemma checkpoint (our exporter) of sizes other than the demo config's: a 704-id vocabulary
+  (the demo's 640 padded by 64, as HF pads PaliGemma's), narrower and shallower tower and decoder, 48 px."""
+  arch = config.model.copy_and_resolve_references()
+  arch.image_size, arch.dual_encoder = 48, False
+  arch.img = dict(config.model.img, width=64, depth=1, mlp_dim=256, num_heads=2)
+  arch.llm = dict(config.model.llm, vocab_size=704, width=64, depth=2, mlp_dim=256, num_heads=2)
+  params = surgery.init_params(build.from_config(arch), jax.random.PRNGKey(3), arch.image_size)
+  hf.export(params, arch, str(out))
+  return arch
+
+
+def test_architecture_from_the_checkpoint_trains_and_is_recorded(demo_dir, cache_dir, tmp_path):
+  import json
+
+  from conftest import tiny_config
+  from genvla_jax import train
+
+  config = tiny_config(demo_dir, cache_dir)
+  arch = _tiny_hf_checkpoint(config, tmp_path / "hf")
+  config.pretrained.format, config.pretrained.path = "hf", str(tmp_path / "hf")
+  config.train.steps, config.train.checkpoint_every = 2, 2
+  wrong = json.loads(config.model.to_json())
+
+  # "config" (the default): the same setup fails before any work, naming every mismatch and the option
+  with pytest.raises(preflight.ConfigError) as error:
+    train.train(config, str(tmp_path / "refused"), printer=lambda *a, **k: None)
+  message = str(error.value)
+  for expected in (
+    "model.image_size: config 32, checkpoint 48",
+    "model.img.width: config 128, checkpoint 64",
+    "model.img.depth: config 2, checkpoint 1",
+    "model.llm.vocab_size: config 640, checkpoint 704",
+    "model.llm.depth: config 3, checkpoint 2",
+    "--config.pretrained.architecture=checkpoint",
+  ):
+    assert expected in message, message
+  assert not (tmp_path / "refused").exists()
+  assert json.loads(config.model.to_json()) == wrong  # "config" changes nothing
+
+  config.pretrained.architecture = "checkpoint"
+  run = tmp_path / "run"
+  records = train.train(config, str(run), printer=lambda *a, **k: None)
+  assert [r["step"] for r in records if "loss" in r][-1] == 2
+  saved = json.load(open(run / "config.json"))["model"]
+  assert saved["image_size"] == 48
+  assert saved["img"] == dict(arch.img, posemb_std=wrong["img"]["posemb_std"])
+  assert saved["llm"] == dict(arch.llm)
+  assert saved["dual_encoder"] and saved["projector"] == wrong["projector"]  # not architecture: the config's
+
+  # a restart resolves the same architecture, so the run resumes (the saved config matches)
+  again = tiny_config(demo_dir, cache_dir)
+  again.pretrained.format, again.pretrained.path, again.pretrained.architecture = (
+    "hf",
+    str(tmp_path / "hf"),
+    "checkpoint",
+  )
+  again.train.steps, again.train.checkpoint_every = 3, 2
+  messages = []
+  resumed = train.train(again, str(run), printer=lambda *a, **k: messages.append(str(a[0])))
+  assert any("resumed from" in m and "(step 2)" in m for m in messages)
+  assert [r["step"] for r in resumed if "loss" in r] == [3]

@@ -5,6 +5,14 @@ robot entries: RLDS dir = data.rlds_root/path -> converted step shards in
 vl entries: data.vl_root/path (LLaVA JSON with image paths relative to its folder, or parquet) ->
   converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (convert_vl.py)
 Entries are dicts with exactly config_schema.ROBOT_ENTRY / VL_ENTRY keys (checked first: check_entries).
+
+Checks come as lists of problems (one line each, naming the entry and the fix) so that the trainer reports
+every problem of a run's setup at once, before any conversion: config_problems (the data section on its
+own: entries, dataset names, co-training without VL data, ...) and source_problems (every dataset folder /
+corpus file exists, or is converted in the cache; reads no records). Sources under a folder the run
+generates on first use (data.demo_dir / sim_dir / corpus_dir) are checked only once it has been made.
+cached() is what a dry run reads instead of converting: the converted datasets when every one is already in
+the cache, else what is missing.
 """
 
 import dataclasses
@@ -75,41 +83,131 @@ def _vl_paths(data_config, entry) -> tuple[str, str, str]:
   )
 
 
-def check_entries(data_config) -> None:
-  """data.robot / data.vl entries have exactly their keys (config_schema.entry_problems): one
-  DataConfigError naming every bad entry."""
+def entries_problem(data_config) -> str | None:
+  """data.robot / data.vl entries have exactly their keys (config_schema.entry_problems): one line naming
+  every bad entry, or None."""
   problems = config_schema.entry_problems("data.robot", data_config.robot)
   problems += config_schema.entry_problems("data.vl", data_config.vl)
+  return "config " + "; ".join(problems) if problems else None
+
+
+def check_entries(data_config) -> None:
+  """DataConfigError naming every bad data.robot / data.vl entry (entries_problem)."""
+  problem = entries_problem(data_config)
+  if problem:
+    raise DataConfigError(problem)
+
+
+def _well_formed(entries, keys) -> list[dict]:
+  return [e for e in entries if isinstance(e, dict) and set(keys) <= set(e)]
+
+
+def config_problems(data_config) -> list[str]:
+  """What is wrong with config.data on its own (no file is read): the robot / VL balance, entries with the
+  wrong keys, unknown dataset names (registry.resolve) or VL formats, weights, on_bad. One line each."""
+  problems = []
+  fraction = data_config.robot_fraction
+  if not 0.0 <= fraction <= 1.0:
+    problems.append(f"data.robot_fraction={fraction} must be in [0, 1] (1: robot only, 0: VL only)")
+  vl_only = fraction == 0.0  # VLM pretraining: no robot data at all
+  if vl_only and data_config.robot:
+    names = ", ".join(str(e.get("name", "?")) if isinstance(e, dict) else repr(e) for e in data_config.robot)
+    problems.append(
+      f"data.robot_fraction=0 trains on VL data only, but data.robot lists {names}: set data.robot=[] "
+      "(or a robot_fraction > 0 to co-train)"
+    )
+  if not data_config.robot and not vl_only:
+    problems.append(
+      "config.data.robot is empty: at least one robot dataset is needed (or data.robot_fraction=0 for VL only)"
+    )
+  entries = entries_problem(data_config)
+  if entries:
+    problems.append(entries)
+  if fraction < 1.0 and not data_config.vl:
+    problems.append(
+      f"data.robot_fraction={fraction} < 1 (co-training) but config.data.vl is empty: add VL entries, e.g. "
+      """--set='data.vl=[{"name": "llava", "path": "llava/chat.json", "format": "llava_json", "weight": 1.0}]' """
+      "(paths relative to data.vl_root), or set --config.data.robot_fraction=1"
+    )
+  for entry in _well_formed(data_config.robot, config_schema.ROBOT_ENTRY):
+    try:
+      registry.resolve(entry["name"], f"config.data.robot entry path={entry['path']}")
+    except registry.UnknownDatasetError as err:
+      problems.append(str(err))
+  for entry in _well_formed(data_config.vl, config_schema.VL_ENTRY):
+    if entry["format"] not in convert_vl.FORMATS:
+      problems.append(
+        f"config.data.vl entry {entry['name']!r}: unknown format {entry['format']!r}; "
+        f"choose one of {', '.join(convert_vl.FORMATS)}"
+      )
+  for key in ("robot", "vl"):
+    keys = config_schema.ROBOT_ENTRY if key == "robot" else config_schema.VL_ENTRY
+    for entry in _well_formed(data_config[key], keys):
+      if not isinstance(entry["weight"], (int, float)) or entry["weight"] <= 0:
+        problems.append(f"config.data.{key} entry {entry['name']!r}: weight {entry['weight']!r} must be a number > 0")
+  if data_config.on_bad not in ("skip", "fail"):
+    problems.append(f"data.on_bad={data_config.on_bad!r}: choose 'skip' or 'fail'")
+  return problems
+
+
+def generated_dirs(data_config) -> list[str]:
+  """The folders this config generates on first use (demo data, simulator demos, the VL corpus)."""
+  dirs = (data_config.demo_dir, data_config.sim_dir, data_config.corpus_dir)
+  return [os.path.abspath(os.path.expanduser(d)) for d in dirs if d]
+
+
+def is_generated(data_config, path: str) -> bool:
+  """True when `path` lies in a folder the run generates on first use (checked after generating it)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  return any(path == d or path.startswith(d + os.sep) for d in generated_dirs(data_config))
+
+
+def source_problems(data_config, robot_split=None, with_vl: bool = True, skip_generated: bool = False) -> list[str]:
+  """Every configured dataset exists (or is already converted in the cache): one line per missing or
+  malformed source, naming the config entry, the path and the fix. Reads no records. Entries whose keys
+  or names are wrong are config_problems' (skipped here). `skip_generated`: sources under generated_dirs
+  are not checked (they are made by prepare() first)."""
+  problems = []
+  for entry in _well_formed(data_config.robot, config_schema.ROBOT_ENTRY):
+    rlds_dir, split, out = _robot_paths(data_config, entry, robot_split)
+    if convert.completed_meta(out, convert.FORMAT_VERSION) is not None:
+      continue  # converted before; convert() checks its provenance
+    if skip_generated and is_generated(data_config, rlds_dir):
+      continue
+    try:
+      registry.get(entry["name"])
+    except registry.UnknownDatasetError:
+      continue  # config_problems names it
+    try:
+      rlds.check_dataset_dir(rlds_dir)
+    except rlds.DatasetDirError as err:
+      problems.append(
+        f"config.data.robot entry {entry['name']!r} (data.rlds_root={data_config.rlds_root}, "
+        f"path={entry['path']}): {err}"
+      )
+  for entry in _well_formed(data_config.vl, config_schema.VL_ENTRY) if with_vl else ():
+    source, fmt, out = _vl_paths(data_config, entry)
+    if convert.completed_meta(out, convert_vl.FORMAT_VERSION) is not None:
+      continue
+    if fmt not in convert_vl.FORMATS or (skip_generated and is_generated(data_config, source)):
+      continue
+    try:
+      convert_vl.check_input(source, fmt)
+    except convert_vl.VLInputError as err:
+      problems.append(f"config.data.vl entry {entry['name']!r} (data.vl_root={data_config.vl_root}): {err}")
+  return problems
+
+
+def _raise(problems: list[str]) -> None:
   if problems:
-    raise DataConfigError("config " + "; ".join(problems))
+    raise DataConfigError("\n".join(problems))
 
 
 def check_sources(data_config, robot_split=None, with_vl: bool = True) -> None:
   """Every configured dataset exists (or is already converted in the cache), checked before any
-  conversion: DataConfigError naming the config entry, the path and the fix. Reads no records."""
+  conversion: one DataConfigError naming every bad entry, its path and the fix (a line each)."""
   check_entries(data_config)
-  for entry in data_config.robot:
-    rlds_dir, split, out = _robot_paths(data_config, entry, robot_split)
-    if convert.completed_meta(out, convert.FORMAT_VERSION) is not None:
-      continue  # converted before; convert() checks its provenance
-    try:
-      registry.get(entry["name"])
-      rlds.check_dataset_dir(rlds_dir)
-    except (KeyError, rlds.DatasetDirError) as err:
-      why = err.args[0] if isinstance(err, KeyError) else err
-      raise DataConfigError(
-        f"config.data.robot entry {entry['name']!r} (data.rlds_root="
-        f"{data_config.rlds_root}, path={entry['path']}): {why}"
-      ) from err
-  for entry in data_config.vl if with_vl else ():
-    source, fmt, out = _vl_paths(data_config, entry)
-    if convert.completed_meta(out, convert_vl.FORMAT_VERSION) is None:
-      try:
-        convert_vl.check_input(source, fmt)
-      except convert_vl.VLInputError as err:
-        raise DataConfigError(
-          f"config.data.vl entry {entry['name']!r} (data.vl_root={data_config.vl_root}): {err}"
-        ) from err
+  _raise(source_problems(data_config, robot_split, with_vl))
 
 
 def prepare_robot(data_config, entry, split=None) -> RobotSet:
@@ -130,27 +228,11 @@ def prepare_vl(data_config, entry) -> VLSet:
 
 
 def prepare(data_config, robot_split: str | None = None) -> PreparedData:
-  """Generates demo data if configured, converts robot datasets if needed, loads VL lists. Every source
-  is checked (check_sources) before the first conversion."""
-  vl_only = data_config.robot_fraction == 0.0  # VLM pretraining: no robot data at all
-  if vl_only and data_config.robot:
-    names = ", ".join(e["name"] for e in data_config.robot)
-    raise DataConfigError(
-      f"data.robot_fraction=0 trains on VL data only, but data.robot lists {names}: set data.robot=[] "
-      "(or a robot_fraction > 0 to co-train)"
-    )
-  if not data_config.robot and not vl_only:
-    raise DataConfigError(
-      "config.data.robot is empty: at least one robot dataset is needed (or data.robot_fraction=0 for VL only)"
-    )
-  check_entries(data_config)
+  """Generates demo data if configured, converts robot datasets if needed, loads VL lists. The data
+  section (config_problems) and every source (source_problems) are checked before the first conversion;
+  all their problems come in one DataConfigError, a line each."""
+  _raise(config_problems(data_config))
   cotrain = data_config.robot_fraction < 1.0
-  if cotrain and not data_config.vl:
-    raise DataConfigError(
-      "data.robot_fraction < 1 (co-training) but config.data.vl is empty: add VL entries, e.g. "
-      """--set='data.vl=[{"name": "llava", "path": "llava/chat.json", "format": "llava_json", "weight": 1.0}]' """
-      "(paths relative to data.vl_root), or set --config.data.robot_fraction=1"
-    )
   if data_config.demo_dir:
     demo.ensure(data_config.demo_dir)
   if data_config.sim_dir:  # a simulated benchmark's expert demonstrations (sim_record.py)
@@ -168,13 +250,81 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   return PreparedData(robot, vl_sets, next(iter(dims.values()), 0))
 
 
-def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int = 0) -> str:
-  """Trains the FAST BPE on the robot training data's normalized action chunks [H,D] (a random sample
-  of up to `max_chunks` per dataset), once: cached under data.cache_dir/fast/ by the converted data and
-  the settings. Sets and returns prepared.fast_bpe_path."""
-  from genvla_jax.data import pipeline, stats as stats_lib
-  from genvla_jax.tokenizers import fast_actions
+def cached(data_config, robot_split: str | None = None) -> tuple[PreparedData | None, list[str]]:
+  """What prepare() would return, read from the cache only (nothing generated or converted; the
+  conversions' provenance is not re-checked): (PreparedData, []) when every dataset is converted in
+  data.cache_dir, else (None, [one line per dataset that is not])."""
+  missing, robot, vl_sets = [], [], []
+  for entry in data_config.robot:
+    rlds_dir, split, out = _robot_paths(data_config, entry, robot_split)
+    meta = convert.completed_meta(out, convert.FORMAT_VERSION)
+    if meta is None:
+      missing.append(f"robot {entry['name']} ({rlds_dir} split {split}) -> {out}")
+      continue
+    with open(os.path.join(out, "stats.json")) as f:
+      robot.append(RobotSet(entry["name"], out, float(entry["weight"]), json.load(f), meta))
+  for entry in data_config.vl if data_config.robot_fraction < 1.0 else ():
+    source, _, out = _vl_paths(data_config, entry)
+    meta = convert.completed_meta(out, convert_vl.FORMAT_VERSION)
+    if meta is None:
+      missing.append(f"VL {entry['name']} ({source}) -> {out}")
+      continue
+    vl_sets.append(VLSet(entry["name"], out, float(entry["weight"]), meta))
+  if missing:
+    return None, missing
+  dims = {r.name: r.meta["action_dim"] for r in robot}
+  if len(set(dims.values())) > 1:
+    raise DataConfigError(f"robot datasets in one run must share the action dimension, got {dims}")
+  return PreparedData(robot, vl_sets, next(iter(dims.values()), 0)), []
 
+
+def source_episodes(data_config, entry, robot_split: str | None = None) -> int | None:
+  """Episodes in a robot entry's split as its dataset_info.json lists them (None when unreadable):
+  the size of a dataset that is not converted yet, read without opening a shard."""
+  rlds_dir, split, _ = _robot_paths(data_config, entry, robot_split)
+  try:
+    with open(os.path.join(rlds_dir, "dataset_info.json")) as f:
+      splits = {s["name"]: s for s in json.load(f).get("splits", [])}
+    return int(sum(int(n) for n in splits[split]["shardLengths"]))
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def dataset_sizes(data_config, robot_split: str | None = None) -> list[dict]:
+  """{kind: "robot" | "vl", name, weight, converted, episodes, steps (robot), examples (VL)} per configured
+  dataset, from the cache's meta.json when converted, else what the source lists without reading it (a
+  robot dataset's episodes from dataset_info.json; None: unknown until converted)."""
+  sizes = []
+  for entry in _well_formed(data_config.robot, config_schema.ROBOT_ENTRY):
+    _, _, out = _robot_paths(data_config, entry, robot_split)
+    meta = convert.completed_meta(out, convert.FORMAT_VERSION)
+    episodes = meta["num_episodes"] if meta else source_episodes(data_config, entry, robot_split)
+    sizes.append(
+      dict(
+        kind="robot",
+        name=entry["name"],
+        weight=entry["weight"],
+        converted=meta is not None,
+        episodes=episodes,
+        steps=meta["num_steps"] if meta else None,
+      )
+    )
+  for entry in _well_formed(data_config.vl, config_schema.VL_ENTRY) if data_config.robot_fraction < 1.0 else ():
+    meta = convert.completed_meta(_vl_paths(data_config, entry)[2], convert_vl.FORMAT_VERSION)
+    sizes.append(
+      dict(
+        kind="vl",
+        name=entry["name"],
+        weight=entry["weight"],
+        converted=meta is not None,
+        examples=meta["num_examples"] if meta else None,
+      )
+    )
+  return sizes
+
+
+def fast_bpe_path(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int = 0) -> str:
+  """Where fast_bpe() keeps the FAST BPE of this data and these settings (data.cache_dir/fast/)."""
   tok = config.tokenizer
   key = json.dumps(
     [
@@ -186,9 +336,20 @@ def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int
       seed,
     ]
   )
-  path = os.path.join(
+  return os.path.join(
     os.path.expanduser(config.data.cache_dir), "fast", hashlib.sha1(key.encode()).hexdigest()[:12] + ".model"
   )
+
+
+def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int = 0) -> str:
+  """Trains the FAST BPE on the robot training data's normalized action chunks [H,D] (a random sample
+  of up to `max_chunks` per dataset), once: cached under data.cache_dir/fast/ by the converted data and
+  the settings (fast_bpe_path). Sets and returns prepared.fast_bpe_path."""
+  from genvla_jax.data import pipeline, stats as stats_lib
+  from genvla_jax.tokenizers import fast_actions
+
+  tok = config.tokenizer
+  path = fast_bpe_path(config, prepared, max_chunks, seed)
   if not os.path.exists(path):
     rng = np.random.default_rng(seed)
     chunks = []

@@ -82,6 +82,35 @@ def mismatches(fmt: str, path: str, model_config) -> list[str]:
   return out
 
 
+ARCHITECTURE_SOURCES = ("config", "checkpoint")  # config.pretrained.architecture
+INIT_ONLY = ("posemb_std",)  # architecture options that only set the initialisation: kept from the config
+
+
+def from_checkpoint(fmt: str, path: str, model_config) -> dict:
+  """The architecture fields of config.model taken from the checkpoint (config.pretrained.architecture =
+  "checkpoint"): {"image_size": int, "img": {...}, "llm": {...}[, "fused_img": {...}]}, each tower /
+  decoder dict the config's own with every option the checkpoint describes replaced by the checkpoint's
+  value (vocabulary size included: HF pads PaliGemma's to 257216). Options it does not describe (and
+  INIT_ONLY ones) stay the config's. A Prismatic tower (openvla format: `max_depth` blocks stored) keeps the
+  config's depth when the checkpoint has that many blocks, else reads its penultimate block (Prismatic's
+  feature layer); one the config lacks is not added (the checkpoint does not describe all of it). Reads the
+  checkpoint's config / tensor headers only. What still disagrees after this is what `mismatches` reports."""
+  theirs = architecture(fmt, path)
+  out = {"image_size": int(theirs["image_size"])}
+  for part in ("img", "fused_img", "llm"):
+    if part not in theirs:
+      continue
+    mine = dict(model_config[part]) if part in model_config else {}
+    if not mine and "max_depth" in theirs[part]:  # a Prismatic tower is described in part only: the config's
+      continue
+    given = {k: v for k, v in theirs[part].items() if k not in INIT_ONLY and k != "max_depth"}
+    if "max_depth" in theirs[part]:
+      blocks = theirs[part]["max_depth"]
+      given["depth"] = mine["depth"] if 0 < mine.get("depth", 0) <= blocks else blocks - 1
+    out[part] = {**mine, **given}
+  return out
+
+
 # Parts of our models that no VLM checkpoint holds: initialised fresh (π0's action expert, as openpi starts
 # π0 from PaliGemma weights and a random expert).
 FRESH_PARTS = ("expert",)

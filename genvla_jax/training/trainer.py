@@ -1,7 +1,12 @@
-"""The training run: train(config, workdir, monitors=...) = cheap checks (run dir, config, tokenizer,
-pretrained architecture) -> data prepared -> mesh, state (fresh, imported or resumed) -> jitted step
-loop with checkpoints; `python -m genvla_jax.train` (train.py) runs it with the monitors the config
-asks for. Imports nothing of eval/ or inference/: what to measure besides the loss comes in as
+"""The training run: train(config, workdir, monitors=...) = cheap checks (check_setup: run dir, pretrained
+architecture, config consistency, tokenizer, every data source; all problems reported at once, in
+seconds) -> data prepared -> mesh, state (fresh, imported or resumed) -> jitted step loop with
+checkpoints; `python -m genvla_jax.train` (train.py) runs it with the monitors the config asks for.
+`train(..., dry_run=True)` (`--dry_run`) stops after the checks with the run's plan (plan(): one real batch
+when the data is already converted, the abstract state, parameters, per-device memory, data mixture,
+steps, checkpoints) and writes nothing. With config.pretrained.architecture="checkpoint" the checks take
+config.model's architecture from the pretrained checkpoint (before the model is built; the saved config
+records it). Imports nothing of eval/ or inference/: what to measure besides the loss comes in as
 `loop.Monitor`s.
 
 Run directory layout:
@@ -27,12 +32,12 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from genvla_jax import cli, config_schema, heads
+from genvla_jax import heads
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import build, surgery
 from genvla_jax.pretrained import api as pretrained_api
 from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, metric_writers, optimizer, run_dir
-from genvla_jax.training import sharding
+from genvla_jax.training import plan as plan_lib, preflight, sharding
 from genvla_jax.training import state as state_lib, step as step_lib
 
 
@@ -53,74 +58,6 @@ def prepare_data(config):
   prepared = run() if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices("genvla_jax: data prepared by process 0")
   return prepared or run()
-
-
-class ConfigError(cli.UserError, ValueError):
-  """Config fields that contradict each other or the files they name."""
-
-
-def check_settings(config):
-  """Settings that must agree, checked before any data is prepared."""
-  problems = config_schema.entry_problems("mesh.rules", config.mesh.rules)
-  if problems:
-    raise ConfigError("config " + "; ".join(problems))
-  drift = config.train.drift
-  if drift.every and not drift.data:
-    raise ConfigError("config.train.drift.every > 0 needs config.train.drift.data (CIFAR-10 dir or image folder)")
-  try:
-    head = heads.head_name(config)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  width = config.model.action_expert.width
-  if (head == "flow") != bool(width):
-    raise ConfigError(
-      f"model.head={head!r} with model.action_expert.width={width}: the flow head (π0) needs width > 0 "
-      "(configs/pi0_baseline.py); token heads need width 0"
-    )
-  if (head == "flow") != (config.tokenizer.action == "flow"):
-    raise ConfigError(
-      f"model.head={head!r} with tokenizer.action={config.tokenizer.action!r}: the flow head has no action "
-      'tokens (tokenizer.action="flow"); token heads need an action tokenizer'
-    )
-
-
-def check_tokenizer(config):
-  """The tokenizer exists, unless the configured demo / simulator data / VL corpus generates it."""
-  path = os.path.abspath(os.path.expanduser(config.tokenizer.path)) if config.tokenizer.path else ""
-  if not path:
-    raise ConfigError(
-      "config.tokenizer.path is empty: give --config.tokenizer.path=TOKENIZER.model "
-      "(PaliGemma's SentencePiece model for released weights)"
-    )
-  generated = [
-    os.path.abspath(os.path.expanduser(d))
-    for d in (config.data.demo_dir, config.data.sim_dir, config.data.corpus_dir)
-    if d
-  ]
-  if not os.path.exists(path) and not any(path.startswith(d + os.sep) for d in generated):
-    raise ConfigError(f"tokenizer not found: {path} (config.tokenizer.path)")
-
-
-def check_pretrained(config):
-  """A pretrained checkpoint's architecture matches config.model (reads its config only)."""
-  fmt, path = config.pretrained.format, config.pretrained.path
-  if not path:
-    return
-  path = os.path.expanduser(path)
-  if not os.path.exists(path):
-    raise ConfigError(f"pretrained checkpoint not found: {path} (config.pretrained.path)")
-  problems = pretrained_api.mismatches(fmt, path, config.model)
-  if problems:
-    raise ConfigError(f"config.model does not match the pretrained checkpoint {path}: " + "; ".join(problems))
-
-
-def resolve_data_dims(config, prepared):
-  """The action head's sizes that come from the data (π0's action expert: action and state sizes) are
-  written into the run's config (saved with every checkpoint), so the policy rebuilds the same model."""
-  try:
-    heads.from_config(config).fit_to_data(config, prepared)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
 
 
 def checkpoint_meta(config, prepared) -> dict:
@@ -162,7 +99,7 @@ def initial_params(config, model, mesh, rules, printer):
   fmt, path = config.pretrained.format, config.pretrained.path
   if not path:
     return None
-  check_pretrained(config)  # (train() ran it before the data; callers of this function may not have)
+  preflight.check_pretrained(config)  # (train() ran it before the data; callers of this function may not have)
   path = os.path.expanduser(path)
   t = time.perf_counter()
   params = pretrained_api.load(
@@ -203,25 +140,30 @@ def _main_thread():
 
 
 def train(
-  config, workdir: str, *, monitors: Sequence[loop.Monitor] = (), stop_after: int | None = None, printer=print
+  config,
+  workdir: str,
+  *,
+  monitors: Sequence[loop.Monitor] = (),
+  stop_after: int | None = None,
+  printer=print,
+  dry_run: bool = False,
 ) -> list[dict]:
-  """Trains (or resumes) in `workdir`. `monitors`: measurements logged every `monitor.every` steps
+  """Trains (or resumes) in `workdir`. Every check that needs no long work runs first (check_setup: all
+  problems reported at once). `monitors`: measurements logged every `monitor.every` steps
   (genvla_jax.train.monitors(config) builds those config.train asks for). `stop_after`: stop (with a
-  checkpoint) after this many steps in this call, as a preemption would. Returns the logged metric
-  records of this call."""
+  checkpoint) after this many steps in this call, as a preemption would. `dry_run`: check, print the plan
+  (plan()) and return [the plan] without writing anything. Returns the logged metric records of this
+  call."""
   started = distributed.initialize(config.distributed)  # before anything touches a JAX backend
   if jax.process_index() != 0:
     printer = lambda *a, **k: None
   printer(started, flush=True)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  # Checks that need no data, before any data preparation (seconds, not an hour in).
-  run_dir.check_workdir(workdir)
-  resuming = run_dir.check_config(workdir, json.loads(config.to_json()), printer)
-  check_settings(config)
-  check_tokenizer(config)
-  metric_writers.check_wandb(config.train.wandb)
-  if not resuming:
-    check_pretrained(config)
+  # Checks that need no data, before any data preparation (seconds, not an hour in); with
+  # pretrained.architecture="checkpoint" they also set config.model from the checkpoint.
+  resuming = preflight.check_setup(config, workdir, printer)
+  if dry_run:
+    return [plan_lib.plan(config, workdir, resuming, printer)]
   created = not os.path.exists(workdir)
   try:
     return _train(config, workdir, resuming, monitors, stop_after, printer)
@@ -239,7 +181,7 @@ def train(
 def _train(config, workdir, resuming, monitors, stop_after, printer):
   """train() after the config checks."""
   prepared = prepare_data(config)
-  resolve_data_dims(config, prepared)
+  preflight.resolve_data_dims(config, prepared)
   meta = checkpoint_meta(config, prepared)
   if resuming:  # the run's assets stay as they are; they must be what this start would write
     run_dir.check_assets(workdir, asset_sources(config, prepared))
