@@ -7,6 +7,9 @@ intended change of a config's values:
 
 import importlib
 import json
+import os
+
+import genvla_jax
 
 _TRAIN_VARIANTS = ("full", "demo", "tabletop", "metaworld")
 _BACKBONES = ("paligemma_224", "paligemma_448", "paligemma2_224", "paligemma2_448")
@@ -37,8 +40,12 @@ CASES = (
 
 
 def resolved(config_file: str, arg: str) -> dict:
-  """configs/<config_file>.py:<arg> as the JSON a run saves (FieldReferences resolved)."""
-  return json.loads(importlib.import_module(f"configs.{config_file}").get_config(arg).to_json())
+  """configs/<config_file>.py:<arg> as the JSON a run saves (FieldReferences resolved), with the installed
+  package's folder written as <genvla_jax> (paths into the package, e.g. config_lib.VLM_DIR, depend on where
+  the checkout is)."""
+  text = importlib.import_module(f"configs.{config_file}").get_config(arg).to_json()
+  package = os.path.dirname(os.path.abspath(genvla_jax.__file__))
+  return json.loads(text.replace(package, "<genvla_jax>"))
 
 
 def all_resolved() -> dict:

@@ -118,3 +118,21 @@ def test_runner_trains_evaluates_and_writes_table_two(recorded, cache_dir, tmp_p
 
 def r_name(result):
   return {v[2]: k for k, v in ablate.ROWS.items()}[result["label"]]
+
+
+def test_a_row_stopped_early_is_not_evaluated(tmp_path, monkeypatch):
+  """A SIGTERM mid-row (train returns before its last step): the grid stops there, writes no row result and
+  evaluates nothing; a rerun resumes the row."""
+
+  def stopped_train(config, workdir, printer=print):
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      f.write(json.dumps({"step": 3, "loss": 1.0}) + "\n")
+    return []
+
+  monkeypatch.setattr(ablate.train, "train", stopped_train)
+  messages = []
+  results = ablate.run(["base", "pi0"], "tabletop", str(tmp_path), None, printer=lambda *a, **k: messages.append(a[0]))
+  assert results == {} and not (tmp_path / "base" / "ablation_row.json").exists()
+  assert not (tmp_path / "pi0").exists()
+  assert "stopped at step 3 of 2000" in messages[-1] and ablate.last_step(str(tmp_path / "base")) == 3

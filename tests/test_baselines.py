@@ -12,7 +12,7 @@ from genvla_jax.data import demo, instruction_aug, pipeline, prepare
 from genvla_jax.eval.envs import tabletop
 from genvla_jax.inference import policy as policy_lib
 from genvla_jax.tokenizers import factory
-from genvla_jax.training import trainer
+from genvla_jax.training import preflight
 
 
 def test_pi0_baseline_trains_and_acts(tmp_path, demo_dir, cache_dir):
@@ -85,7 +85,7 @@ def test_pipeline_applies_the_table(demo_dir, cache_dir):
   config = tiny_config(demo_dir, cache_dir, "demo", config_file="pi0_baseline")
   config.data.instruction_aug.prob = 1.0
   prepared = prepare.prepare(config.data)
-  trainer.resolve_data_dims(config, prepared)  # the state size comes from the data
+  preflight.resolve_data_dims(config, prepared)  # the state size comes from the data
   batch = next(iter(pipeline.make_dataset(config, prepared, seed=0)))
   assert batch["paraphrased"].all() and batch["state"].shape == (8, 2)
   text, _ = factory.make_tokenizers(config, prepared.action_dim)

@@ -96,6 +96,16 @@ def apply_override(config, assignment: str):
   config_lib.set_fields(config, [assignment])
 
 
+def last_step(workdir: str) -> int:
+  """The last logged training step of a run directory (0 when nothing is logged)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    steps = [json.loads(line).get("step", 0) for line in f if line.strip()]
+  return int(max(steps, default=0))
+
+
 def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: int) -> dict:
   out = {}
   errors = predict.evaluate_split(policy, "val", num_examples)
@@ -209,6 +219,14 @@ def run(
     started = time.perf_counter()
     printer(f"[ablation] row {n + 1}/{len(rows)}: {row} ({label}) in {row_dir}", flush=True)
     train.train(config, row_dir, printer=printer)
+    reached = last_step(row_dir)
+    if reached < config.train.steps:  # stopped early (SIGTERM): no evaluation of a half-trained row
+      printer(
+        f"[ablation] row {row} stopped at step {reached} of {config.train.steps}; rerun the same command to "
+        "resume it (finished rows are reused)",
+        flush=True,
+      )
+      break
     trained = time.perf_counter()
     policy = policy_lib.Policy.from_workdir(row_dir)
     result = {"label": label, **offline_metrics(policy, config, row_dir, num_examples, vqa_limit)}
