@@ -118,7 +118,15 @@ def defaults() -> ml_collections.ConfigDict:
     proposal_len=8,  # K: forced tokens (jump-forward) and draft tokens per pass
     draft_previous_action=True,
   )  # draft = the previous act() call's action (Policy.reset() per episode)
-  c.optimizer = dict(lr=1e-4, warmup_steps=1000, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
+  c.optimizer = dict(
+    lr=1e-4,
+    warmup_steps=1000,
+    weight_decay=1e-4,
+    clip_norm=1.0,
+    b1=0.9,
+    b2=0.95,
+    lr_mults={},  # {top-level param part ("img", "projector", "llm", "expert"): learning-rate multiplier}
+  )
   c.train = dict(
     steps=100_000,
     log_every=50,

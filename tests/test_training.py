@@ -85,6 +85,31 @@ def test_optimizer_labels():
   assert optimizer.labels(params) == {"img": {"w": "train"}, "img_frozen": {"w": "frozen"}, "llm": {"e": "train"}}
 
 
+def test_lr_mults_scale_a_part_and_leave_the_rest():
+  """lr_mults {part: m}: that part's update is m times the base update, the others unchanged; an unknown part
+  is an error; no mults = the plain optimizer (same state tree)."""
+  import ml_collections
+
+  params = {"img": {"w": jnp.ones((2, 2))}, "llm": {"e": jnp.full((2, 2), 2.0)}}
+  grads = {"img": {"w": jnp.full((2, 2), 0.5)}, "llm": {"e": jnp.full((2, 2), -0.3)}}
+  base = dict(lr=1e-2, warmup_steps=0, weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.95)
+
+  def update(mults):
+    tx = optimizer.make(ml_collections.ConfigDict(dict(base, lr_mults=mults)), 10)
+    state = tx.init(params)
+    return tx.update(grads, state, params), state
+
+  (plain, _), plain_state = update({})
+  (scaled, _), _ = update({"img": 10.0})
+  np.testing.assert_allclose(scaled["img"]["w"], 10 * plain["img"]["w"], rtol=1e-6)
+  np.testing.assert_array_equal(scaled["llm"]["e"], plain["llm"]["e"])
+  assert float(jnp.abs(plain["img"]["w"]).max()) > 0
+  default = optimizer.make(ml_collections.ConfigDict(dict(base, lr_mults={})), 10).init(params)
+  assert jax.tree.structure(default) == jax.tree.structure(plain_state)
+  with pytest.raises(ValueError, match="not parts of this model"):
+    update({"imgg": 2.0})
+
+
 def test_sharded_step_equals_single_device(setup, single_device_run):
   assert len(jax.devices()) == 8
   config = setup[0]

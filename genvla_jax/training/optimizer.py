@@ -1,6 +1,8 @@
 """optax optimizer: AdamW, linear warmup + cosine decay, global-norm clipping; the frozen image tower
 (param paths starting with `img_frozen`, `img_fused_frozen`) gets `optax.set_to_zero()` and therefore no
-optimizer state."""
+optimizer state. `optimizer.lr_mults` ({part: m}) scales the updates of whole top-level parts (= their
+learning rate, weight decay included, times m); without it the optimizer is exactly the one without it
+(same state tree)."""
 
 import jax
 import optax
@@ -41,4 +43,22 @@ def make(opt_config, total_steps: int) -> optax.GradientTransformation:
       mask=decay_mask,
     ),
   )
-  return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
+  optimizer = optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
+  mults = dict(opt_config.lr_mults)
+  if not mults:
+    return optimizer
+  return optax.chain(optimizer, scale_parts(mults))
+
+
+def scale_parts(mults: dict) -> optax.GradientTransformation:
+  """Updates of top-level part k times mults[k] (others unchanged); stateless. A part no model has is an error
+  at the first update (a typo must not silently train at the base rate)."""
+
+  def scale(updates, state, params=None):
+    del params
+    unknown = set(mults) - set(updates)
+    if unknown:
+      raise ValueError(f"optimizer.lr_mults names {sorted(unknown)}, not parts of this model: {sorted(updates)}")
+    return {k: jax.tree.map(lambda u, k=k: u * mults.get(k, 1.0), v) for k, v in updates.items()}, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), scale)
