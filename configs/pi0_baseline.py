@@ -60,11 +60,8 @@ def get_config(arg=None):
     c.optimizer.update(lr=1e-3, warmup_steps=100)
     c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
   if opts.vlm != "none":  # start from the project's pretrained VLM (or its architecture from scratch)
-    if opts.variant != "tabletop":
-      raise ValueError(f"vlm={opts.vlm} is for the tabletop variant (the VLM was pretrained on its world)")
     c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
-    c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, c.data.get_ref("corpus_dir")))
-    c.tokenizer.max_text_len = 80  # robot rows <= 74 tokens with the VLM tokenizer, corpus captions <= 63
+    c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, opts.variant, c.data.get_ref("corpus_dir")))
   # π0: one image tower, continuous action chunks from the flow-matching action expert (Gemma 300M; tiny:
   # width 64), a state token; robot data only, with instruction augmentation (MetaWorld: no paraphrases)
   expert = action_expert.VARIANTS["gemma_300m" if opts.variant == "full" else "tiny"]

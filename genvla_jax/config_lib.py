@@ -238,21 +238,25 @@ def sim_data(env: str, root) -> dict:
   return fragment
 
 
-def vlm_start(start: str, corpus_root) -> dict:
+def vlm_start(start: str, variant: str, corpus_root) -> dict:
   """The start of a tabletop policy (option `vlm=`): "none" = the tiny model and the simulator recording's own
   tokenizer and VL set (nothing to change); "pretrained" = the project's VLM exported at VLM_DIR (its
   architecture, tokenizer and weights: config.pretrained, as a user starts from released PaliGemma weights),
   co-training on its corpus' train split; "scratch" = the same architecture, tokenizer and corpus from random
-  weights (the contrast). `corpus_root`: a FieldReference to data.corpus_dir (or a path)."""
+  weights (the contrast). Only for the `tabletop` variant (the VLM was pretrained on its world).
+  `corpus_root`: a FieldReference to data.corpus_dir (or a path)."""
   if start not in VLM_STARTS:
     raise ValueError(f"unknown vlm start {start!r}; one of {VLM_STARTS}")
   if start == "none":
     return {}
+  if variant != "tabletop":
+    raise ValueError(f"vlm={start} is for the tabletop variant (the VLM was pretrained on its world)")
   fragment = {
     "model.image_size": TABLETOP_VLM["image_size"],
     "model.img": dict(TABLETOP_VLM["img"]),
     "model.llm": dict(TABLETOP_VLM["llm"]),
     "tokenizer.bins_overwrite_text_ids": False,
+    "tokenizer.max_text_len": 80,  # robot rows <= 74 tokens with the VLM tokenizer, corpus captions <= 63
     "data.corpus": dict(TABLETOP_CORPUS),
     "data.vl_root": corpus_root,
     "data.vl": [dict(name="tabletop_corpus", path="train.json", format="llava_json", weight=1.0)],

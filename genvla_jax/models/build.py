@@ -26,9 +26,8 @@ def vla(
 ) -> prefix_lm.PrefixLM:
   """A model from its parts: towers (one, or two fused), dual encoder mode, projector, layout, and an action
   expert (π0) or none. `options`: dtype, param_dtype, frozen_dtype, remat_policy, projector_hidden."""
-  towers = encoders.fused(dict(img), dict(fused_img)) if fused_img else encoders.single(dict(img))
   parts = dict(
-    encoder=encoders.Encoder(towers, dual),
+    encoder=make_encoder(img, fused_img, dual),
     llm_config=dict(llm),
     projector_kind=projector,
     layout=layout,
@@ -37,28 +36,38 @@ def vla(
   return pi0.Pi0(**parts, expert_config=expert) if expert else prefix_lm.PrefixLM(**parts)
 
 
+def make_encoder(img: dict[str, Any], fused_img: dict[str, Any] | None = None, dual: str | None = None):
+  """The image encoder: the tower `img`, fused with `fused_img` when given (Prismatic), and its dual mode."""
+  towers = encoders.fused(dict(img), dict(fused_img)) if fused_img else encoders.single(dict(img))
+  return encoders.Encoder(towers, dual)
+
+
 def encoder(model_config) -> encoders.Encoder:
   """config.model's image encoder: its towers (img, and fused_img if set) and dual encoder mode."""
-  img = dict(model_config.img)
-  towers = encoders.fused(img, dict(model_config.fused_img)) if model_config.fused_img else encoders.single(img)
-  return encoders.Encoder(towers, model_config.dual_mode if model_config.dual_encoder else None)
+  return make_encoder(model_config.img, model_config.fused_img, dual_mode(model_config))
+
+
+def dual_mode(model_config) -> str | None:
+  """config.model's dual encoder mode (encoders.DUAL), None without the dual encoder."""
+  return model_config.dual_mode if model_config.dual_encoder else None
 
 
 def from_config(model_config) -> prefix_lm.PrefixLM:
   """config.model -> the model. Every field is read as an attribute (a saved config from an older run is read
   through config_schema.upgrade first, which fills the fields it lacks)."""
-  parts = dict(
-    encoder=encoder(model_config),
-    llm_config=dict(model_config.llm),
-    projector_kind=model_config.projector,
+  return vla(
+    model_config.img,
+    model_config.llm,
+    fused_img=model_config.fused_img,
+    dual=dual_mode(model_config),
+    projector=model_config.projector,
     layout=prefix_lm.Layout(model_config.image_after_bos, model_config.causal_prefix),
+    expert=expert_config(model_config),
     dtype=model_config.dtype,
     param_dtype=model_config.param_dtype,
     frozen_dtype=model_config.frozen_dtype,
     remat_policy=model_config.remat_policy,
   )
-  expert = expert_config(model_config)
-  return pi0.Pi0(**parts, expert_config=expert) if expert else prefix_lm.PrefixLM(**parts)
 
 
 def expert_config(model_config) -> dict | None:

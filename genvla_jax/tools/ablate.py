@@ -33,7 +33,6 @@ greedy decoding (exact match; per question family and pointing distance for a co
 evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
 """
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -134,11 +133,10 @@ def pretrained_tower(config):
   from genvla_jax.models import build
   from genvla_jax.pretrained import api
 
-  single = build.from_config(config.model)
-  single = dataclasses.replace(single, encoder=single.encoder.single(), parent=None)
-  return api.load(
-    config.pretrained.format, os.path.expanduser(config.pretrained.path), single, config.model.image_size
-  )["img"]
+  model = build.from_config(config.model)  # api.load reads the checkpoint into the single-encoder model first
+  return api.load(config.pretrained.format, os.path.expanduser(config.pretrained.path), model, config.model.image_size)[
+    "img"
+  ]
 
 
 def representation_scores(towers: dict, model_config, probe_root: str, per_class: int = PROBE_PER_CLASS) -> dict:
