@@ -1,6 +1,6 @@
 r"""Does a VLM look? VQA exact match with the real images, a grey image and another question's image.
 
-  python benchmarks/vlm_looks.py --workdir=RUN --annotations=~/.cache/genvla_jax/vl_corpus_v1/train.json \
+  python benchmarks/vlm_looks.py --workdir=RUN --annotations=~/.cache/genvla_jax/vl_corpus_v2/train.json \
       [--images=DIR] [--families=colour,presence] [--limit=400] [--last]
 
 A model that answers from the question alone scores the same in the three columns; the gap real - grey is

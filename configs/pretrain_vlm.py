@@ -1,14 +1,15 @@
-r"""The project's own small VLM: a PaliGemma-style model (one SigLIP-like tower + Gemma-like decoder, prefix-LM,
-loss on the answer) pretrained on the generated tabletop corpus (data/vl_corpus.py: presence, colour, count,
+r"""The project's own small VLM, stage 2: a PaliGemma-style model (one SigLIP-like tower + Gemma-like decoder,
+prefix-LM, loss on the answer) pretrained on the generated tabletop corpus (data/vl_corpus.py: presence, colour, count,
 spatial relations, pointing, drawer and gripper state, captions, under a wide pool of visual conditions). It
 stands in for the web-pretrained PaliGemma the paper starts from; the robot policies of
 `configs/pi0_plus.py:tabletop,vlm=pretrained` start from its export exactly as a user starts from released
 PaliGemma weights.
 
-  python -m genvla_jax.train --config=configs/pretrain_vlm.py --workdir=RUN      # corpus made on first use
+  python -m genvla_jax.tools.pretrain_tower --config=configs/pretrain_tower.py   # stage 1 (the tower) first
+  python -m genvla_jax.train --config=configs/pretrain_vlm.py --workdir=RUN      # stage 2 from its output
   python -m genvla_jax.tools.export_hf --workdir=RUN --out=VLM_DIR               # HF PaliGemma + tokenizer
   python -m genvla_jax.eval.vqa --workdir=RUN --benchmark=llava \
-      --annotations=~/.cache/genvla_jax/vl_corpus_v1/heldout.json                # held-out conditions + wordings
+      --annotations=~/.cache/genvla_jax/vl_corpus_v2/heldout.json                # held-out conditions + wordings
 """
 
 from genvla_jax import config_lib
@@ -28,6 +29,9 @@ def get_config(arg=None):
   c.data.vl_root = c.data.get_ref("corpus_dir")
   c.data.vl = [dict(name="tabletop_corpus", path="train.json", format="llava_json", weight=1.0)]
   c.tokenizer.path = c.data.get_ref("corpus_dir") + "/tokenizer.model"
+  # stage 1's output (configs/pretrain_tower.py): its trained tower, the rest freshly initialised. Without a
+  # tower stage the decoder learns the answer priors and never looks (benchmarks/RESULTS.md)
+  c.pretrained.update(format="hf", path=config_lib.TOWER_START)
   c.tokenizer.bins_overwrite_text_ids = False
   c.tokenizer.max_text_len = 64  # captions: up to 63 tokens with BOS and EOS
   c.data.batch_size = 64

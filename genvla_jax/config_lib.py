@@ -37,7 +37,8 @@ GEMMA_TINY = gemma.VARIANTS["tiny"]
 LLAMA2_TINY = gemma.VARIANTS["llama2_tiny"]
 
 DEMO_DIR = "~/.cache/genvla_jax/demo_v7"  # where the embedded demo data is generated (data/demo.py)
-CORPUS_DIR = "~/.cache/genvla_jax/vl_corpus_v1"  # the generated VL pretraining corpus (data/vl_corpus.py)
+CORPUS_DIR = "~/.cache/genvla_jax/vl_corpus_v2"  # the generated VL pretraining corpus (data/vl_corpus.py)
+TOWER_START = "~/.cache/genvla_jax/vlm_tower_start_v1"  # the small VLM's tower stage output (tools/pretrain_tower.py)
 SIM_DIR = "~/.cache/genvla_jax/{env}_v3"  # where a simulator's demos are recorded (data/sim_record.py RECORDER_VERSION)
 ABLATION_LETTERS = "DSC"  # D: dual encoder, S: string actions (else bins), C: co-training with VL data
 

@@ -194,8 +194,9 @@ def test_deterministic_and_reusable(corpus, tmp_path):
   assert again == meta
   files = sorted(os.listdir(out / "images"))
   assert files == sorted(os.listdir(tmp_path / "b" / "images"))
-  assert len(files) == meta["images"]["train"] + meta["images"]["heldout"]
-  for name in ["train.json", "heldout.json"] + [f"images/{f}" for f in files]:
+  assert len(files) == 2 * (meta["images"]["train"] + meta["images"]["heldout"])  # image + class map
+  splits = ["train.json", "heldout.json", "train_scenes.json", "heldout_scenes.json"]
+  for name in splits + [f"images/{f}" for f in files]:
     assert (out / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
   other = vl_corpus.generate(str(tmp_path / "c"), 8, 0, image_size=SIZE, seed=4, printer=lambda *a, **k: None)
   assert other["examples"] == {"train": 8, "heldout": 0}
@@ -393,6 +394,7 @@ def test_answers_match_the_scene(corpus):
         scene, _ = vl_corpus._scene_for(env, 3, split, index)
         np.testing.assert_array_equal(np.asarray(Image.open(corpus[0] / image)), scene.image)
         truth, seg = env.table_objects(), env.segmentation()
+        _check_scene_annotation(corpus[0], split, index, image, truth, seg)
         for entry in entries:
           question, answer = _qa(entry)
           ((_, family, template),) = vl_corpus.matching_templates(question)
@@ -401,6 +403,21 @@ def test_answers_match_the_scene(corpus):
   finally:
     env.close()
   assert set(checked) == set(vl_corpus.FAMILIES) and sum(checked.values()) == NUM_TRAIN + NUM_HELDOUT
+
+
+def _check_scene_annotation(out, split, index, image, truth, seg):
+  """<split>_scenes.json[index] and the class map agree with the re-rendered scene's ground truth."""
+  with open(out / f"{split}_scenes.json") as f:
+    annotation = json.load(f)[index]
+  assert annotation["image"] == image and annotation["classes"] == image.replace(".png", ".classes.png")
+  classes = np.asarray(Image.open(out / annotation["classes"]))
+  assert classes.shape == seg.shape and classes.dtype == np.uint8
+  assert sorted(o["phrase"] for o in annotation["objects"]) == sorted(f"{o['colour']} {o['shape']}" for o in truth)
+  for o in truth:  # every object's pixels carry its class, and no other pixel does
+    np.testing.assert_array_equal(classes == vl_corpus.CLASSES.index(f"{o['colour']} {o['shape']}"), seg == o["geom"])
+  others = ~np.isin(seg, [o["geom"] for o in truth])
+  assert set(np.unique(classes[others])) <= {0, 1, 2}  # other, drawer, gripper
+  assert annotation["table"] in tabletop.TABLE_KINDS
 
 
 def test_ensure_adds_the_tokenizer_of_corpus_and_robot_text(corpus, tmp_path):

@@ -10,6 +10,12 @@ Layout under DIR (the LLaVA JSON that `convert_vl --format=llava_json` reads):
                                                  {"from": "gpt", "value": answer}]}, ...]
   images/*.png               one rendered scene per QA_PER_IMAGE consecutive entries (each entry one
                              question; the last image of a split may have fewer)
+  images/*.classes.png       each image's class map: uint8 [S,S], pixel -> index into CLASSES
+                             ("other", "drawer", "gripper", then every object phrase "red cube" ...)
+  train_scenes.json, heldout_scenes.json
+                             one entry per image: {"image", "classes", "objects": [{"phrase", "uv",
+                             "distance"}], "on_top", "drawer_open", "drawer_visible", "gripper_closed",
+                             "gripper_visible", "table"}: the scene the questions were asked about
   meta.json                  settings, examples / images per split, counts per family and split;
                              written LAST: without it the directory is incomplete and a rerun
                              regenerates it; with it, the same settings reuse it and other settings
@@ -57,7 +63,7 @@ from genvla_jax.tokenizers import text
 
 import mujoco  # after tabletop (see above)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: class maps and scene annotations per image (for the tower stage)
 QA_PER_IMAGE = 4  # questions (entries) per rendered scene
 SPLITS = {"train": "wide", "heldout": "held_out"}  # split -> condition pool (and TEMPLATES / NOUNS key)
 FAMILIES = (
@@ -198,6 +204,13 @@ GRIPPER_AREA = np.array([[-0.2, -0.2, 0.12], [0.2, 0.1, 0.25]])  # high above th
 STACK_PROBABILITY = 0.5  # of a scene with two cubes or more
 POSITIVE_ON_TOP = 0.6  # of on_top questions about a stacked scene: about the stacked pair
 SCENE_TRIES = 50
+# per-pixel classes of an image's class map (images/<split>_NNNNNN.classes.png, uint8 index into this):
+# what the tower stage (training/tower_stage.py) teaches each patch to recognise
+CLASSES = (
+  ("other", "drawer", "gripper")
+  + tuple(f"{c} cube" for c in tabletop.COLORS)
+  + tuple(f"{c} {s}" for s in tabletop.PROP_SHAPES for c in tabletop.PALETTE)
+)
 
 
 class CorpusDirError(cli.UserError, ValueError):
@@ -234,6 +247,22 @@ class Scene:
   table: str  # tabletop.TABLE_KINDS entry
   segmentation: np.ndarray  # int32 [S,S] geom ids
   image: np.ndarray  # uint8 [S,S,3]
+  classes: np.ndarray  # uint8 [S,S] index into CLASSES
+
+  def annotation(self) -> dict:
+    """The scene as JSON (written to <split>_scenes.json): what every question about it is derived from."""
+    return dict(
+      objects=[
+        dict(phrase=o.phrase, uv=[round(float(x), 4) for x in o.uv], distance=round(o.distance, 4))
+        for o in self.objects
+      ],
+      on_top=list(self.on_top) if self.on_top else None,
+      drawer_open=self.drawer_open,
+      drawer_visible=self.drawer_visible,
+      gripper_closed=self.gripper_closed,
+      gripper_visible=self.gripper_visible,
+      table=self.table,
+    )
 
 
 def _article(words: str) -> str:
@@ -310,6 +339,11 @@ def compose_scene(env: tabletop.TabletopEnv, rng: np.random.Generator, split: st
     index = {(o.shape, o.colour): k for k, o in enumerate(objects)}
     on_top = (index[chosen[stack[0]]], index[chosen[stack[1]]])
   hand, drawer = _geoms_of(env, ("hand", "finger_l", "finger_r")), _geoms_of(env, ("drawer",))
+  classes = np.zeros(seg.shape, np.uint8)
+  classes[np.isin(seg, drawer)] = CLASSES.index("drawer")
+  classes[np.isin(seg, hand)] = CLASSES.index("gripper")
+  for o in objects:
+    classes[seg == o.geom] = CLASSES.index(o.phrase)
   return Scene(
     objects=objects,
     on_top=on_top,
@@ -320,6 +354,7 @@ def compose_scene(env: tabletop.TabletopEnv, rng: np.random.Generator, split: st
     table=conditions["table"]["kind"],
     segmentation=seg,
     image=env.render(),
+    classes=classes,
   )
 
 
@@ -591,13 +626,17 @@ def _scene_for(env, seed: int, split: str, index: int) -> tuple[Scene, np.random
   raise RuntimeError(f"{split} image {index}: no scene fits after {SCENE_TRIES} draws (seed {seed})")
 
 
-def split_entries(env, split: str, count: int, seed: int, out_dir: str, progress) -> list[dict]:
-  """`count` entries of `split` (QA_PER_IMAGE per image), images written under out_dir/images."""
-  entries, image_index = [], 0
+def split_entries(env, split: str, count: int, seed: int, out_dir: str, progress) -> tuple[list[dict], list[dict]]:
+  """`count` entries of `split` (QA_PER_IMAGE per image), images and class maps written under
+  out_dir/images -> (entries, one annotation per image: Scene.annotation() + "image", "classes" paths)."""
+  entries, scenes, image_index = [], [], 0
   while len(entries) < count:
     scene, rng = _scene_for(env, seed, split, image_index)
     rel = f"images/{split}_{image_index:06d}.png"
+    classes_rel = f"images/{split}_{image_index:06d}.classes.png"
     Image.fromarray(scene.image).save(os.path.join(out_dir, rel))
+    Image.fromarray(scene.classes).save(os.path.join(out_dir, classes_rel))
+    scenes.append(dict(image=rel, classes=classes_rel, **scene.annotation()))
     families = applicable_families(scene)
     chosen = rng.permutation(len(families))[:QA_PER_IMAGE]
     for k in chosen[: count - len(entries)]:
@@ -614,7 +653,7 @@ def split_entries(env, split: str, count: int, seed: int, out_dir: str, progress
       )
     image_index += 1
     progress(image_index, len(entries))
-  return entries
+  return entries, scenes
 
 
 def _settings(num_train, num_heldout, image_size, seed) -> dict:
@@ -645,7 +684,8 @@ def _reusable(out_dir: str, settings: dict) -> dict | None:
       )
     return meta
   if os.path.isdir(out_dir):
-    foreign = sorted(set(os.listdir(out_dir)) - {"images", "train.json", "heldout.json", *TOKENIZER_FILES})
+    ours = {"images", *TOKENIZER_FILES} | {f"{split}{end}" for split in SPLITS for end in (".json", "_scenes.json")}
+    foreign = sorted(set(os.listdir(out_dir)) - ours)
     if foreign:
       raise CorpusDirError(f"--out {out_dir} holds other files ({', '.join(foreign[:3])}): give another --out")
   return None
@@ -669,9 +709,11 @@ def generate(
   meta = dict(settings, examples={}, images={}, families={})
   try:
     for split, count in (("train", num_train), ("heldout", num_heldout)):
-      entries = split_entries(env, split, count, seed, out_dir, _progress(printer, split, count))
+      entries, scenes = split_entries(env, split, count, seed, out_dir, _progress(printer, split, count))
       with open(os.path.join(out_dir, f"{split}.json"), "w") as f:
         json.dump(entries, f)
+      with open(os.path.join(out_dir, f"{split}_scenes.json"), "w") as f:
+        json.dump(scenes, f)
       meta["examples"][split] = len(entries)
       meta["images"][split] = len({e["image"] for e in entries})
       meta["families"][split] = {fam: sum(e["family"] == fam for e in entries) for fam in FAMILIES}
