@@ -456,3 +456,37 @@ def test_probe_set_is_balanced_deterministic_and_reused(tmp_path):
     vl_corpus.probe_set(a, "wide", per_class=5, image_size=32, seed=1)
   with pytest.raises(vl_corpus.CorpusSettingsError, match="probe pool"):
     vl_corpus.probe_set(str(tmp_path / "d"), "sunset", per_class=5)
+
+
+def test_one_factor_splits_hold_out_one_factor_each(corpus, tmp_path):
+  out = tmp_path / "eval"
+  quiet = lambda *a, **k: None
+  vl_corpus.one_factor_splits(str(out), 12, image_size=SIZE, seed=3, printer=quiet)
+  train_images = {(corpus[0] / e["image"]).read_bytes() for e in _entries(corpus, "train")}
+  for split, (pool, wording) in vl_corpus.EVAL_SPLITS.items():
+    entries = _entries((out,), split)
+    assert len(entries) == 12 and all(e["id"].startswith(split) for e in entries)
+    for entry in entries:  # the wording factor: every question fits its wording's templates only
+      question, _ = _qa(entry)
+      assert {w for w, _, _ in vl_corpus.matching_templates(question)} == {wording}, (split, question)
+      assert (out / entry["image"]).read_bytes() not in train_images  # new scenes
+    with open(out / f"{split}_scenes.json") as f:
+      scenes = json.load(f)
+    assert [s["image"] for s in scenes] == sorted({e["image"] for e in entries})
+    held_out_props = {f"{c} {shape}" for shape, c in tabletop.HELD_OUT_PROPS}
+    for scene in scenes:  # the condition factor: the held-out pool always adds 1-2 held-out props
+      assert scene["table"] in tabletop.CONDITION_POOLS[pool]["table_kinds"]
+      assert any(o["phrase"] in held_out_props for o in scene["objects"]) == (pool == "held_out"), (split, scene)
+  # deterministic: the scenes re-composed from their generators
+  env = tabletop.TabletopEnv(image_size=SIZE)
+  try:
+    for split in vl_corpus.EVAL_SPLITS:
+      scene, _ = vl_corpus._scene_for(env, 3, split, 0)
+      np.testing.assert_array_equal(np.asarray(Image.open(out / "images" / f"{split}_000000.png")), scene.image)
+  finally:
+    env.close()
+  stamp = os.path.getmtime(out / "val.json")
+  vl_corpus.one_factor_splits(str(out), 12, image_size=SIZE, seed=3, printer=quiet)  # reused
+  assert os.path.getmtime(out / "val.json") == stamp
+  with pytest.raises(vl_corpus.CorpusDirError, match="other settings"):
+    vl_corpus.one_factor_splits(str(out), 13, image_size=SIZE, seed=3, printer=quiet)

@@ -65,7 +65,15 @@ import mujoco  # after tabletop (see above)
 
 GENERATOR_VERSION = 2  # 2: class maps and scene annotations per image (for the tower stage)
 QA_PER_IMAGE = 4  # questions (entries) per rendered scene
-SPLITS = {"train": "wide", "heldout": "held_out"}  # split -> condition pool (and TEMPLATES / NOUNS key)
+# split -> (condition pool, wording: the TEMPLATES / NOUNS / OBJECT_WORDS key)
+SPLITS = {"train": ("wide", "train"), "heldout": ("held_out", "heldout")}
+# one-factor evaluation splits (one_factor_splits): new scenes with one factor held out at a time, or none
+EVAL_SPLITS = {
+  "val": ("wide", "train"),
+  "heldout_conditions": ("held_out", "train"),
+  "heldout_wordings": ("wide", "heldout"),
+}
+ALL_SPLITS = SPLITS | EVAL_SPLITS  # the order fixes each split's generator stream: append only
 FAMILIES = (
   "presence",
   "colour",
@@ -271,7 +279,7 @@ def _article(words: str) -> str:
 
 def _allowed_objects(split: str) -> list[tuple[str, str]]:
   """(shape, colour) of the objects a split's scenes and questions may show or name."""
-  props = tabletop.WIDE_PROPS + (tabletop.HELD_OUT_PROPS if split == "heldout" else ())
+  props = tabletop.WIDE_PROPS + (tabletop.HELD_OUT_PROPS if ALL_SPLITS[split][0] == "held_out" else ())
   return [("cube", c) for c in tabletop.COLORS] + list(props)
 
 
@@ -318,7 +326,7 @@ def compose_scene(env: tabletop.TabletopEnv, rng: np.random.Generator, split: st
     env.set_drawer(rng.uniform(*(DRAWER_OPEN if drawer_open else DRAWER_SHUT)))
     gripper_closed = bool(rng.random() < 0.5)
     env.set_gripper(rng.uniform(GRIPPER_AREA[0], GRIPPER_AREA[1]), gripper_closed)
-    conditions = env.apply_conditions(rng, SPLITS[split])
+    conditions = env.apply_conditions(rng, ALL_SPLITS[split][0])
   except tabletop.SceneFullError:
     return None
   env.forward()
@@ -365,7 +373,7 @@ def _geoms_of(env, bodies) -> np.ndarray:
 
 # ----- questions ---------------------------------------------------------------------------------------
 def _noun(rng, split: str, shape: str, plural: bool = False) -> str:
-  forms = NOUNS[split][shape]
+  forms = NOUNS[ALL_SPLITS[split][1]][shape]
   return forms[int(rng.integers(len(forms)))][int(plural)]
 
 
@@ -380,7 +388,7 @@ def _choice(rng, items):
 
 
 def _pick_template(rng, split: str, family: str, kinds=None) -> tuple[str, str]:
-  options = [t for t in TEMPLATES[split][family] if kinds is None or t[1] in kinds]
+  options = [t for t in TEMPLATES[ALL_SPLITS[split][1]][family] if kinds is None or t[1] in kinds]
   return _choice(rng, options)
 
 
@@ -473,7 +481,7 @@ def _ask_colour(scene, rng, split):
 def _ask_count(scene, rng, split):
   template, kind = _pick_template(rng, split, "count")
   if kind == "all":
-    return template.format(objects=_choice(rng, OBJECT_WORDS[split])), str(len(scene.objects))
+    return template.format(objects=_choice(rng, OBJECT_WORDS[ALL_SPLITS[split][1]])), str(len(scene.objects))
   present = [o.shape for o in scene.objects]
   shape = _choice(rng, present) if rng.random() < 0.8 else _choice(rng, SHAPES)  # sometimes zero
   return template.format(nouns=_noun(rng, split, shape, plural=True)), str(present.count(shape))
@@ -618,7 +626,7 @@ def tokenizer_sentences(include_held_out: bool = True) -> list[str]:
 
 # ----- writing -----------------------------------------------------------------------------------------
 def _scene_for(env, seed: int, split: str, index: int) -> tuple[Scene, np.random.Generator]:
-  rng = np.random.default_rng([seed, list(SPLITS).index(split), index])
+  rng = np.random.default_rng([seed, list(ALL_SPLITS).index(split), index])
   for _ in range(SCENE_TRIES):
     scene = compose_scene(env, rng, split)
     if scene is not None:
@@ -722,6 +730,38 @@ def generate(
   with open(os.path.join(out_dir, "meta.json"), "w") as f:  # last: marks the corpus complete
     json.dump(meta, f, indent=1)
   return meta
+
+
+def one_factor_splits(out_dir: str, count: int, image_size: int = 64, seed: int = 0, printer=print) -> str:
+  """Evaluation splits that separate the held-out split's two factors (EVAL_SPLITS): "val" (new scenes,
+  training conditions and wordings), "heldout_conditions" (held-out pool, training wordings),
+  "heldout_wordings" (training pool, held-out wordings); `count` questions each, written as the corpus'
+  splits are (<split>.json, <split>_scenes.json, images/). Scenes are new: each split draws from its own
+  generator streams, so none repeats a training image. -> out_dir; reused when DONE.json holds the same
+  settings, another set there is a CorpusDirError."""
+  if count < 1 or image_size < 16:
+    raise CorpusSettingsError(f"need count >= 1 and image_size >= 16 (got {count}, {image_size})")
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  settings = dict(_settings(0, 0, image_size, seed), count=count, splits=list(EVAL_SPLITS))
+  done = os.path.join(out_dir, "DONE.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      if json.load(f) == settings:
+        return out_dir
+    raise CorpusDirError(f"{out_dir} holds evaluation splits with other settings: give another directory")
+  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+  env = tabletop.TabletopEnv(image_size=image_size)
+  try:
+    for split in EVAL_SPLITS:
+      entries, scenes = split_entries(env, split, count, seed, out_dir, _progress(printer, split, count))
+      for name, rows in ((f"{split}.json", entries), (f"{split}_scenes.json", scenes)):
+        with open(os.path.join(out_dir, name), "w") as f:
+          json.dump(rows, f)
+  finally:
+    env.close()
+  with open(done, "w") as f:  # last: marks the set complete
+    json.dump(settings, f)
+  return out_dir
 
 
 PROBE_POOLS = ("default", "wide", "held_out")  # probe_set: the robot demos' appearance, or a condition pool
