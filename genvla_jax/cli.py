@@ -18,6 +18,8 @@ import traceback
 
 from absl import app, flags
 
+from genvla_jax import config_files
+
 EXIT_USER_ERROR = 2
 
 flags.DEFINE_bool("verbose", False, "print the full traceback of an error (default: one line)")
@@ -103,7 +105,11 @@ def _parse_flags(argv):
   except (AttributeError, KeyError, ValueError, TypeError, ImportError, OSError) as e:
     missing = re.search(r"No such file or directory: '([^']+)'", str(e))
     if missing:
-      fail(UserError(f"config file not found: {missing.group(1)} (give --config=PATH.py[:ARG])"), argv)
+      shipped = ", ".join(config_files.names()) or "none"
+      fail(
+        UserError(f"config file not found: {missing.group(1)} (give --config=PATH.py[:ARG]; shipped: {shipped})"),
+        argv,
+      )
     message = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
     key = re.match(r"'?([A-Za-z_][\w]*)'?", message)
     culprits = [
@@ -136,4 +142,5 @@ def run(main) -> None:
     return None
 
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  config_files.resolve_config_flags()  # --config=pi0_plus.py:demo finds the shipped file from any directory
   app.run(guarded, flags_parser=_parse_flags)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Cloud TPU pod slice: creates the TPU VM if it does not exist, copies this repository to every worker,
-# installs it there, and starts the same training command on all workers at once (JAX finds the pod's
+# installs genvla_jax[tpu] there (no test extra), and starts the same training command on all workers at once (JAX finds the pod's
 # coordinator itself: config.distributed.initialize=always).
 #   TPU_NAME=genvla ZONE=us-central2-b ACCELERATOR=v4-32 bash launch/tpu_pod.sh CONFIG WORKDIR [train flags]
 # WORKDIR, the RLDS data and data.cache_dir must be paths every worker sees (e.g. a gcsfuse or Filestore
 # mount); each worker converts its own copy of the data when the cache is not shared.
 # Environment: TPU_NAME, ZONE, ACCELERATOR (required); PROJECT (gcloud's default otherwise),
 # RUNTIME (TPU VM image, default tpu-ubuntu2204-base), SPOT=1 (preemptible capacity),
-# GENVLA_EXTRA_PIP (default "jax[tpu]==0.10.2"), REMOTE_DIR (default genvla_jax).
+# GENVLA_EXTRA_PIP (default "jax[tpu]==0.10.2", next to the tpu extra), REMOTE_DIR (default genvla_jax).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIG="${1:?usage: tpu_pod.sh CONFIG WORKDIR [train flags]}"
@@ -34,6 +34,6 @@ gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME:genvla_jax.tar.gz" --worker
 train_cmd="$(printf '%q ' .venv/bin/python -m genvla_jax.train --config="$CONFIG" --workdir="$WORKDIR" \
   --config.distributed.initialize=always "$@")"
 remote="set -euo pipefail; mkdir -p $(printf '%q' "$REMOTE_DIR"); cd $(printf '%q' "$REMOTE_DIR");
-tar xzf ~/genvla_jax.tar.gz; GENVLA_EXTRA_PIP=$(printf '%q' "$EXTRA_PIP") bash launch/setup_env.sh;
+tar xzf ~/genvla_jax.tar.gz; GENVLA_EXTRAS=tpu GENVLA_EXTRA_PIP=$(printf '%q' "$EXTRA_PIP") bash launch/setup_env.sh;
 $train_cmd"
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --worker=all "${gcloud_args[@]}" --command="$remote"

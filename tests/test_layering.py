@@ -47,6 +47,7 @@ LAYERS = [
       "genvla_jax.serve",
       "genvla_jax.tools",
       "genvla_jax.config_lib",
+      "genvla_jax.console",  # the installed console commands: each runs one of the CLIs above
     ]
   },
 ]

@@ -41,7 +41,7 @@ import time
 from absl import flags, logging
 import numpy as np
 
-from genvla_jax import cli, config_lib, predict, train
+from genvla_jax import cli, config_files, config_lib, predict, train
 from genvla_jax.eval import report
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)
@@ -55,12 +55,12 @@ ROWS = {  # row -> (config file, argument after the variant, label in the table)
   "DSC": ("pi0_plus", "ablation=DSC", "π0+ (DSC)"),
   "pi0": ("pi0_baseline", "", "π0 w/ Inst. Aug."),
 }
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
 def load_config_file(path_and_arg: str):
-  """'configs/x.py:arg' -> x.get_config(arg) (the same syntax as --config)."""
-  path, _, arg = path_and_arg.partition(":")
+  """'configs/x.py:arg' -> x.get_config(arg) (the same syntax and lookup as --config: a path, or the name
+  of a shipped config file, config_files.resolve)."""
+  path, _, arg = config_files.resolve(path_and_arg).partition(":")
   spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -87,7 +87,7 @@ def row_config(row: str, variant: str, vlm: str = "none"):
   name, start = split_row(row, vlm)
   file, arg, _ = ROWS[name]
   args = [variant, arg] + ([f"vlm={start}"] if start != "none" else [])
-  return load_config_file(os.path.join(CONFIG_DIR, f"{file}.py") + ":" + ",".join(a for a in args if a))
+  return load_config_file(config_files.shipped(f"{file}.py") + ":" + ",".join(a for a in args if a))
 
 
 def apply_override(config, assignment: str):
@@ -122,6 +122,24 @@ def offline_metrics(policy, config, workdir: str, num_examples: int, vqa_limit: 
     if config.pretrained.path:
       towers["pretrained"] = pretrained_tower(config)
     out["representation"] = representation_scores(towers, config.model, config.data.corpus_dir)
+    out["vqa_by_factor"] = vqa_by_factor(policy, config, vqa_limit)
+  return out
+
+
+def vqa_by_factor(policy, config, limit: int) -> dict:
+  """VQA exact match on the generated corpus' one-factor splits (data/vl_corpus.one_factor_splits: new scenes
+  with nothing, only the conditions, only the wordings held out; `limit` questions each) and on its held-out
+  split (both) -> {split: {"exact_match", "n"}}."""
+  from genvla_jax.data import vl_corpus
+  from genvla_jax.eval import vqa
+
+  root = os.path.expanduser(config.data.corpus_dir)
+  splits_dir = vl_corpus.one_factor_splits(os.path.join(root, "eval_splits"), limit, config.model.image_size)
+  answerer, out = vqa.Answerer(policy, max_answer_len=24), {}
+  for split in (*vl_corpus.EVAL_SPLITS, "heldout"):
+    path = os.path.join(root if split == "heldout" else splits_dir, f"{split}.json")
+    result = vqa.evaluate(answerer, "llava", vqa.load("llava", path, "")[:limit])
+    out[split] = {"exact_match": result["exact_match"], "n": result["n"]}
   return out
 
 
@@ -272,7 +290,7 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
           f"[{low:.0%}, {high:.0%}] | {cells[tasks[0]]['episodes']} |"
         )
       lines.append("")
-  lines += _representation_lines(results) + _vqa_lines(results)
+  lines += _representation_lines(results) + _vqa_lines(results) + _vqa_factor_lines(results)
   lines += [
     "## Offline metrics",
     "",
@@ -342,6 +360,24 @@ def _representation_lines(results: dict) -> list[str]:
         "-" if cka is None else f"{cka:.2f}",
       ]
     lines.append(f"| {results[key]['label']} | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _vqa_factor_lines(results: dict) -> list[str]:
+  """VQA exact match with each factor of the held-out split held out alone (ablate.vqa_by_factor)."""
+  rows = {k: r["vqa_by_factor"] for k, r in results.items() if r.get("vqa_by_factor")}
+  if not rows:
+    return []
+  splits = ("val", "heldout_conditions", "heldout_wordings", "heldout")
+  lines = [
+    "## VQA by held-out factor: exact match on new scenes",
+    "",
+    "| Model | nothing held out | conditions held out | wordings held out | both held out | n each |",
+    "|---|---|---|---|---|---|",
+  ]
+  for key, v in rows.items():
+    cells = [f"{v[s]['exact_match']:.0%}" if s in v else "-" for s in splits]
+    lines.append(f"| {results[key]['label']} | " + " | ".join(cells) + f" | {v[splits[0]]['n']} |")
   return lines + [""]
 
 
