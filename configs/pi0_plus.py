@@ -2,10 +2,11 @@ r"""pi0+ (the paper's recipe): PaliGemma-3B with the dual image encoder (D), str
 co-training with vision-language data (C).
 
   python -m genvla_jax.train --config=configs/pi0_plus.py:demo --workdir=DIR     # tiny, CPU, embedded data
-  python -m genvla_jax.train --config=configs/pi0_plus.py \
+  python -m genvla_jax.train --workdir=DIR \
+      --config=configs/pi0_plus.py:full,llava=/vl/llava,vqasynth=/vl/vqasynth,onevision=/vl/ov,robopoint=/vl/robopoint \
       --config.data.rlds_root=/data/oxe --config.tokenizer.path=/ckpt/paligemma_tokenizer.model \
-      --config.data.vl_root=/data/vl --set='data.vl=[{"name": "llava", "path": "llava/chat.json", \
-      "format": "llava_json", "weight": 1.0}]' ...
+      --config.pretrained.format=hf --config.pretrained.path=/ckpt/paligemma-3b-pt-224 \
+      --config.pretrained.architecture=checkpoint ...
 
 Arguments: variant `full` (default), `demo`, `tabletop` or `metaworld` (tiny model on the MuJoCo
 tabletop benchmark's / MetaWorld MT10's expert demonstrations, evaluated closed-loop by
@@ -14,7 +15,12 @@ switches D, S, C
 (e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
 `backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
 option `mixture=paper|bridge|fractal` picks the robot datasets (data/registry.py MIXTURES; full only).
-The full variant has no VL corpora: give them with `--set=data.vl=[...]` (README, Configs).
+The full variant's VL corpora (C) are the paper's four, each given by its download folder as published
+(full only; a corpus not given is left out; data/convert_vl.py PUBLISHED has each one's layout):
+`llava=DIR` (LLaVA-CC3M-Pretrain-595K: chat.json + images/), `vqasynth=DIR` (VQASynth spatial VQA:
+data/train-*.parquet), `onevision=DIR` (LLaVA-OneVision-Data: <subset>/train-*.parquet), `robopoint=DIR`
+(robopoint_1432k.json + images/). Every batch is half robot, half VL data, the VL half split evenly among
+the corpora given. Other VL entries: `--set=data.vl=[...]` (README, Configs).
 """
 
 from genvla_jax import config_lib
@@ -30,10 +36,15 @@ def get_config(arg=None):
     backbone="paligemma_224",
     mixture="paper",
     vlm="none",
+    **config_lib.vl_corpus_options(),  # llava=DIR, vqasynth=DIR, onevision=DIR, robopoint=DIR
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
   c.data.robot = registry.mixture(opts.mixture)  # paper: fractal (RT-1) + bridge
+  roots = {name: opts[name] for name in config_lib.vl_corpus_options()}
+  if any(roots.values()) and opts.variant != "full":
+    raise ValueError(f"the VL corpus options ({', '.join(roots)}) are for the full variant, not {opts.variant!r}")
+  c.update_from_flattened_dict(config_lib.published_vl(roots))  # the paper's VL corpora given (none: {})
   if opts.variant == "demo":
     c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use
     c.update_from_flattened_dict(config_lib.demo_data(c.data.get_ref("demo_dir")))

@@ -239,6 +239,34 @@ def sim_data(env: str, root) -> dict:
   return fragment
 
 
+def vl_corpus_options() -> dict[str, str]:
+  """The config options of the paper's VL co-training corpora, one per corpus of data/convert_vl.py PUBLISHED
+  (llava, vqasynth, onevision, robopoint), each "" (left out) by default: keyword arguments of parse_arg."""
+  from genvla_jax.data import convert_vl  # (imported here: config files need it only for these options)
+
+  return {name: "" for name in convert_vl.PUBLISHED}
+
+
+def published_vl(roots: dict[str, str]) -> dict:
+  """The paper's VL corpora at their download folders ({option: ROOT}, an option of vl_corpus_options; ""
+  leaves that corpus out) -> {config field: value} for `config.update_from_flattened_dict`: data.vl entries
+  {name: the option, path: ROOT/<its published file or parquet glob> (absolute: data.vl_root plays no part),
+  format, weight 1.0} -- the VL share of every batch split evenly among the corpora given; {} for none.
+  Whether ROOT holds its layout is checked with the run's other checks (data/prepare.source_problems names
+  the option and the layout)."""
+  from genvla_jax.data import convert_vl
+
+  unknown = sorted(set(roots) - set(convert_vl.PUBLISHED))
+  if unknown:
+    raise ValueError(f"unknown VL corpora {unknown}; the paper's: {', '.join(convert_vl.PUBLISHED)}")
+  entries = []
+  for name, spec in convert_vl.PUBLISHED.items():
+    if roots.get(name):
+      path = os.path.join(os.path.abspath(os.path.expanduser(roots[name])), spec.path)
+      entries.append(dict(name=name, path=path, format=spec.format, weight=1.0))
+  return {"data.vl": entries} if entries else {}
+
+
 def vlm_start(start: str, variant: str, corpus_root) -> dict:
   """The start of a tabletop policy (option `vlm=`): "none" = the tiny model and the simulator recording's own
   tokenizer and VL set (nothing to change); "pretrained" = the project's VLM exported at VLM_DIR (its

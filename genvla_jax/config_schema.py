@@ -77,6 +77,7 @@ def defaults() -> ml_collections.ConfigDict:
     fast_scale=10.0,  # fast: DCT coefficients are rounded after multiplying by this
     max_text_len=128,  # prompt + answer tokens per example
     prompt_separator="\n",  # ends the prompt before the answer (PaliGemma "\n"; OpenVLA " ")
+    vl_overflow="truncate",  # VL training rows over max_text_len: "truncate" (cut, counted) or "fail"
     constrained=True,
   )  # decode through the action grammar (every output parses)
   c.data = dict(

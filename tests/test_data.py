@@ -1,6 +1,7 @@
 """Data: RLDS written by TFDS and read through grain, the real Bridge sample, conversion, statistics,
 the VL reader, per-batch mixture and resumable iteration."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -163,6 +164,7 @@ def test_every_batch_has_the_configured_mixture(demo_dir, cache_dir, fraction, e
     assert batch["image"].shape == (8, 32, 32, 3) and batch["tokens"].shape == (8, 40)
     assert batch["is_robot"].tolist() == [True] * expected_robot + [False] * (8 - expected_robot)
     assert np.all(batch["loss_mask"].sum(1) > 0)
+    assert not batch["vl_truncated"].any()  # every row has the flag; the demo's VL rows fit
     assert batch["image"].dtype == np.uint8  # pixels; the model maps them to [-1,1]
 
 
@@ -198,6 +200,39 @@ def test_two_hosts_build_the_rows_of_the_one_host_batches(config, prepared):
     assert not np.array_equal(h0["image"], h1["image"])
   with pytest.raises(ValueError, match="divide by the 3 processes"):
     pipeline.local_batch_split(config.data, 3)
+
+
+def test_long_vl_rows_are_cut_counted_and_failing_names_them(config, prepared):
+  """A VL row over max_text_len is cut and flagged (tokenizer.vl_overflow "truncate", the default) and the
+  flag reaches the logged metric; "fail" raises naming the row's source and length; rows that fit are the
+  same either way, and every row (robot too) has the same fields."""
+  from genvla_jax.data import convert_vl
+  from genvla_jax.tokenizers import prompt
+  from genvla_jax.training import step as step_lib
+
+  robot_transforms, transform = pipeline.example_transforms(config, prepared)
+  assert config.tokenizer.vl_overflow == "truncate" and transform.vl_overflow == "truncate"
+  record = convert_vl.VLSource(prepared.vl[0].converted_dir)[0]
+  long = dict(record, answer=" ".join(["the red square"] * 30), source="robopoint.json:7#0")
+  rng = np.random.default_rng(0)
+  fits, cut = transform.vl_example(record, rng, train=False), transform.vl_example(long, rng, train=False)
+  assert not fits["vl_truncated"] and cut["vl_truncated"]
+  assert cut["tokens"].shape == (config.tokenizer.max_text_len,) and cut["input_mask"].all()
+  assert cut["loss_mask"].any() and transform.text.eos_id not in cut["tokens"].tolist()
+  step_record = pipeline.StepChunkSource(prepared.robot[0].converted_dir, config.tokenizer.action_horizon)[0]
+  robot = robot_transforms[0].robot_example(step_record, rng, train=False)
+  assert set(robot) == set(fits) == set(cut) and not robot["vl_truncated"]
+  batch = {k: np.stack([robot[k], fits[k], cut[k]]) for k in robot}
+  assert float(step_lib.batch_metrics(batch)["vl_truncated_fraction"]) == 0.5  # 1 of 2 VL rows
+
+  strict = dataclasses.replace(transform, vl_overflow="fail")
+  with pytest.raises(prompt.PromptTooLongError, match=r"VL example robopoint.json:7#0: prompt needs \d+ tokens"):
+    strict.vl_example(long, rng, train=False)
+  same = strict.vl_example(record, rng, train=False)
+  for k in fits:
+    np.testing.assert_array_equal(same[k], fits[k], err_msg=k)
+  with pytest.raises(ValueError, match="tokenizer.vl_overflow='drop'"):
+    dataclasses.replace(transform, vl_overflow="drop")
 
 
 def test_bad_image_is_named():

@@ -32,6 +32,8 @@ Bad input (listed in meta.json's skipped_steps, counted in skipped_episodes, pri
   * one step skipped, entry {"episode", "step", "reason"}: a non-finite action or state, an empty
     instruction, a missing image or key.
 A conversion in which every episode is skipped raises NoUsableDataError (nothing is left in --out).
+
+Training reads a finished --out as it is when a data.robot entry's path names it (`finished`; data/prepare.py).
 """
 
 import concurrent.futures
@@ -327,6 +329,13 @@ def completed_meta(out_dir: str, format_version: int) -> dict | None:
   """meta.json of a finished conversion in this format version (it is written last), else None."""
   meta = _read_json(os.path.join(out_dir, "meta.json"))
   return meta if meta is not None and meta.get("format_version") == format_version else None
+
+
+def finished(out_dir: str) -> dict | None:
+  """meta.json of a finished robot conversion (this converter's, this FORMAT_VERSION) in `out_dir`, else None:
+  how training tells a `--out` given as a data.robot entry's path (read as it is) from an RLDS dataset."""
+  meta = completed_meta(out_dir, FORMAT_VERSION)
+  return meta if _is_robot_meta(meta) else None
 
 
 def _read_json(path: str) -> dict | None:

@@ -4,8 +4,9 @@ r"""Converts a vision-language corpus, as published, into ArrayRecord shards of 
   python -m genvla_jax.data.convert_vl --input='/data/vqasynth/*.parquet' --format=parquet --out=DIR
 
 Formats:
-  llava_json  a list of {"id", "image": path relative to the JSON's folder (or --image_root),
-              "conversations": [{"from": "human"|"gpt", "value"}...]}  (LLaVA CC3M, RoboPoint)
+  llava_json  a list of {"id", "image": path relative to the JSON's folder or to its images/ subfolder
+              (or to --image_root), "conversations": [{"from": "human"|"gpt", "value"}...]}
+              (LLaVA CC3M, RoboPoint: the JSON with its images unpacked into images/)
   parquet     rows with the image embedded: an "image" column ({"bytes", "path"} struct or binary) or an
               "images" list column (the first image is used), and either "conversations" (LLaVA style)
               or "messages" ([{"role": "user"|"assistant", "content": str | [{"type", "text"}...]}])
@@ -18,12 +19,19 @@ no complete turn pair, or a malformed entry, are skipped and listed in meta.json
 ("<file>:<id or row>"; `on_bad="fail"` raises BadVLRecordError naming it at the first).
 Output: vl-XXXXX.array_record shards, meta.json (written last: counts, sha256 per shard, skipped). A
 finished --out is reused only for the same input and format (else VLInputError); a failed run removes
-the shards it wrote and the --out it created.
+the shards it wrote and the --out it created; training reads a finished --out given as a data.vl entry's
+path as it is (`finished`). With a printer, progress (rows, rate, ETA) every PROGRESS_EVERY_S seconds.
+
+PUBLISHED: the paper's four co-training corpora as their authors publish them (the file or parquet glob
+inside a corpus's download folder, its format): configs/pi0_plus.py:full takes each folder as an option
+(`llava=DIR,vqasynth=DIR,onevision=DIR,robopoint=DIR`, config_lib.published_vl).
 """
 
+import dataclasses
 import glob
 import json
 import os
+import time
 
 from absl import flags
 from array_record.python import array_record_module
@@ -33,6 +41,46 @@ from genvla_jax.data import convert, preprocess
 
 FORMAT_VERSION = 1
 FORMATS = ("llava_json", "parquet")
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+  """A VL corpus as published: `path` (a file or parquet glob) inside its download folder ROOT, its format,
+  and `layout`, what ROOT holds (named in the error when a folder lacks it)."""
+
+  path: str
+  format: str
+  layout: str
+
+
+# The paper's co-training corpora by option name (the data.vl entry's name). Layouts of the published
+# downloads: LLaVA's docs/Data.md (chat.json, images.zip), the lmms-lab/LLaVA-OneVision-Data repository
+# (one folder per subset of train-*.parquet: id, image, conversations, data_source), VQASynth's prompt
+# stage pushed to the HF hub (data/train-*.parquet: image, messages with typed content parts), the
+# wentao-yuan/robopoint-data repository (robopoint_1432k.json, images/*.tar.gz).
+PUBLISHED = {
+  "llava": Published(
+    "chat.json",
+    "llava_json",
+    "LLaVA-CC3M-Pretrain-595K: ROOT/chat.json (LLaVA JSON) with its images.zip unpacked into ROOT/images/",
+  ),
+  "vqasynth": Published(
+    "data/train-*.parquet",
+    "parquet",
+    "a VQASynth spatial VQA dataset as pushed to the HF hub: ROOT/data/train-*.parquet (columns image, messages)",
+  ),
+  "onevision": Published(
+    "*/train-*.parquet",
+    "parquet",
+    "lmms-lab/LLaVA-OneVision-Data: ROOT/<subset>/train-*.parquet (columns id, image, conversations)",
+  ),
+  "robopoint": Published(
+    "robopoint_1432k.json",
+    "llava_json",
+    "wentao-yuan/robopoint-data: ROOT/robopoint_1432k.json (LLaVA JSON) with images/*.tar.gz unpacked in ROOT/images/",
+  ),
+}
 ROW_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)  # a malformed row
 
 
@@ -102,18 +150,40 @@ def _entry_source(path: str, entry, n: int) -> str:
   return f"{os.path.basename(path)}:{name}"
 
 
-def iter_llava_json(path: str, image_root: str | None = None):
+def _image_roots(path: str, image_root: str | None) -> list[str]:
+  """Where a LLaVA JSON's image paths are relative to: `image_root` when given, else the JSON's folder and
+  then its images/ subfolder (LLaVA CC3M and RoboPoint unpack their images there)."""
+  if image_root:
+    return [image_root]
+  folder = os.path.dirname(os.path.abspath(path))
+  return [folder, os.path.join(folder, "images")]
+
+
+def _image_path(roots: list[str], name: str) -> str:
+  """The first of roots/name that exists; BadVLRecordError naming where it was looked for."""
+  for root in roots:
+    candidate = os.path.join(root, name)
+    if os.path.exists(candidate):
+      return candidate
+  also = [r for r in roots[1:] if os.path.isdir(r)]
+  raise BadVLRecordError(
+    f"image file missing: {os.path.join(roots[0], name)}" + "".join(f" (nor in {r})" for r in also)
+  )
+
+
+def iter_llava_json(path: str, image_root: str | None = None, progress=None):
   """(source id, image bytes | BadVLRecordError, [(question, answer)]) per entry; a bad entry is yielded with
-  its error (never raised), so every entry is named."""
-  image_root = image_root or os.path.dirname(os.path.abspath(path))
-  for n, entry in enumerate(load_json_list(path)):
+  its error (never raised), so every entry is named. `progress`: told the number of entries (start)."""
+  roots = _image_roots(path, image_root)
+  entries = load_json_list(path)
+  if progress is not None:
+    progress.start(len(entries))
+  for n, entry in enumerate(entries):
     source = _entry_source(path, entry, n)
     try:
       if not isinstance(entry, dict) or "image" not in entry or "conversations" not in entry:
         raise BadVLRecordError("lacks 'image' or 'conversations'")
-      image_path = os.path.join(image_root, entry["image"])
-      if not os.path.exists(image_path):
-        raise BadVLRecordError(f"image file missing: {image_path}")
+      image_path = _image_path(roots, entry["image"])
       with open(image_path, "rb") as f:
         image = f.read()
       yield source, image, llava_pairs(entry)
@@ -131,16 +201,24 @@ def parquet_files(pattern: str) -> list[str]:
   return files
 
 
-def iter_parquet(pattern: str, batch_rows: int = 256):
-  """Rows of every parquet file matching `pattern`, streamed in record batches: (source id, image bytes |
-  BadVLRecordError, [(question, answer)]); a file that is not parquet raises VLInputError naming it."""
+def _open_parquet(file: str):
   import pyarrow.parquet as pq
 
-  for file in parquet_files(pattern):
-    try:
-      parquet = pq.ParquetFile(file)
-    except Exception as err:
-      raise VLInputError(f"{file} is not a readable parquet file ({err})") from err
+  try:
+    return pq.ParquetFile(file)
+  except Exception as err:
+    raise VLInputError(f"{file} is not a readable parquet file ({err})") from err
+
+
+def iter_parquet(pattern: str, batch_rows: int = 256, progress=None):
+  """Rows of every parquet file matching `pattern`, streamed in record batches: (source id, image bytes |
+  BadVLRecordError, [(question, answer)]); a file that is not parquet raises VLInputError naming it.
+  `progress`: told the number of rows (start; from the files' footers)."""
+  files = parquet_files(pattern)
+  if progress is not None:
+    progress.start(sum(_open_parquet(f).metadata.num_rows for f in files))
+  for file in files:
+    parquet = _open_parquet(file)
     row = 0
     for batch in _batches(parquet, file, batch_rows):
       for record in batch.to_pylist():
@@ -181,10 +259,47 @@ def check_input(input_path: str, fmt: str) -> None:
   """Raises VLInputError unless the corpus exists in `fmt` (reads no rows)."""
   if fmt not in FORMATS:
     raise VLInputError(f"unknown VL format {fmt!r}; choose one of {FORMATS}")
+  if os.path.isdir(input_path):
+    raise VLInputError(
+      f"{input_path} is a directory but holds no finished convert_vl output (meta.json): give the corpus's "
+      f"{'LLaVA-style .json file' if fmt == 'llava_json' else 'parquet file or glob'}, or a convert_vl --out"
+    )
   if fmt == "parquet":
     parquet_files(input_path)
   elif not os.path.isfile(input_path):
     raise VLInputError(f"VL corpus not found: {input_path} (give the LLaVA-style .json file)")
+
+
+def finished(out_dir: str) -> dict | None:
+  """meta.json of a finished conversion (this converter's, this FORMAT_VERSION) in `out_dir`, else None: how
+  training tells a convert_vl --out given as a data.vl entry's path (read as it is) from a corpus."""
+  meta = convert.completed_meta(out_dir, FORMAT_VERSION)
+  return meta if meta is not None and "num_examples" in meta and "shards" in meta else None
+
+
+class _Progress:
+  """Rows read, examples written, rate and ETA: a line every PROGRESS_EVERY_S seconds (and none for a
+  conversion shorter than that)."""
+
+  def __init__(self, printer, label: str):
+    self.printer, self.label = printer, label
+    self.total, self.rows, self.examples = None, 0, 0
+    self.start_time = self.last = time.perf_counter()
+
+  def start(self, total: int):
+    self.total = total
+
+  def update(self, examples: int):
+    self.rows += 1
+    self.examples += examples
+    now = time.perf_counter()
+    if self.printer is None or now - self.last < PROGRESS_EVERY_S:
+      return
+    self.last = now
+    rate = self.rows / max(now - self.start_time, 1e-9)
+    of = f"/{self.total}" if self.total else ""
+    eta = f" | ETA {(self.total - self.rows) / rate:.0f}s" if self.total else ""
+    self.printer(f"{self.label}: {self.rows}{of} rows | {self.examples} examples | {rate:.0f} rows/s{eta}", flush=True)
 
 
 def _reusable(out_dir: str, input_path: str, fmt: str) -> dict | None:
@@ -212,9 +327,11 @@ def convert_vl(
   records_per_shard: int = 10_000,
   on_bad: str = "skip",
   check_images: bool = True,
+  printer=None,
 ) -> dict:
   """Converts a corpus (see the module docstring); returns meta. The input and --out are checked before
-  anything is written; a complete conversion of the same input and format is reused."""
+  anything is written; a complete conversion of the same input and format is reused. `printer` (e.g.
+  print): progress lines while converting, and what was written where at the end."""
   if on_bad not in ("skip", "fail"):
     raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
   if fmt not in FORMATS:
@@ -225,11 +342,17 @@ def convert_vl(
   if done is not None:
     return done
   check_input(input_path, fmt)
-  rows = iter_llava_json(input_path, image_root) if fmt == "llava_json" else iter_parquet(input_path)
+  progress = _Progress(printer, f"converting {input_path}")
+  if fmt == "llava_json":
+    rows = iter_llava_json(input_path, image_root, progress=progress)
+  else:
+    rows = iter_parquet(input_path, progress=progress)
   created = convert._make_dirs(out_dir)
   written = []
   try:
-    shards, skipped, conversations = _write_shards(rows, out_dir, records_per_shard, on_bad, check_images, written)
+    shards, skipped, conversations = _write_shards(
+      rows, out_dir, records_per_shard, on_bad, check_images, written, progress
+    )
     total = sum(s["records"] for s in shards)
     if not total:
       raise VLInputError(f"no usable examples in {input_path} ({len(skipped)} skipped, first: {skipped[:3]})")
@@ -253,6 +376,12 @@ def convert_vl(
   with open(tmp, "w") as f:
     json.dump(meta, f, indent=1)
   os.replace(tmp, meta_path)
+  if printer is not None:
+    printer(
+      f"converted {input_path} ({fmt}): {total} examples from {conversations} conversations, "
+      f"{len(skipped)} rows skipped -> {out_dir}",
+      flush=True,
+    )
   return meta
 
 
@@ -271,7 +400,7 @@ def _row_problem(image, pairs, check_images: bool) -> str | None:
 
 
 def _write_shards(
-  rows, out_dir: str, records_per_shard: int, on_bad: str, check_images: bool, written: list
+  rows, out_dir: str, records_per_shard: int, on_bad: str, check_images: bool, written: list, progress=None
 ) -> tuple[list, list, int]:
   """Rows -> vl-XXXXX.array_record shards (paths appended to `written` as they are opened)
   -> (shards [{file, records, sha256}], skipped [{source, reason}], conversations)."""
@@ -287,6 +416,8 @@ def _write_shards(
   try:
     for source, image, pairs in rows:
       reason = _row_problem(image, pairs, check_images)
+      if progress is not None:
+        progress.update(0 if reason else len(pairs))
       if reason:
         if on_bad == "fail":
           raise BadVLRecordError(
@@ -333,7 +464,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  meta = convert_vl(FLAGS.input, FLAGS.format, FLAGS.out, image_root=FLAGS.image_root, on_bad=FLAGS.on_bad)
+  meta = convert_vl(
+    FLAGS.input, FLAGS.format, FLAGS.out, image_root=FLAGS.image_root, on_bad=FLAGS.on_bad, printer=print
+  )
   print(
     json.dumps(
       {k: v for k, v in meta.items() if k not in ("shards", "skipped")} | {"skipped": len(meta["skipped"])}, indent=1
@@ -345,6 +478,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("input", None, "LLaVA JSON file, or parquet file / glob", required=True)
   flags.DEFINE_enum("format", None, list(FORMATS), "input format", required=True)
   flags.DEFINE_string("out", None, "output directory", required=True)
-  flags.DEFINE_string("image_root", None, "llava_json: image folder (default: the JSON's folder)")
+  flags.DEFINE_string("image_root", None, "llava_json: image folder (default: the JSON's folder, then its images/)")
   flags.DEFINE_enum("on_bad", "skip", ["skip", "fail"], "skip and report bad rows, or stop at the first")
   cli.run(main)

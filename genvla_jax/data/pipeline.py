@@ -16,6 +16,7 @@ process count, T = max_text_len):
   is_robot [B] bool                     actions [B,H,D] float32 (normalized; zeros for VL)
   action_pad [B,H] bool (True = padding past the episode end or VL)   num_clipped [B] int32
   paraphrased [B] bool (instruction replaced by instruction augmentation, data/instruction_aug.py)
+  vl_truncated [B] bool (VL row cut to fit max_text_len, tokenizer.vl_overflow; False for robot rows)
   state [B,S] float32 (normalized; zeros for VL) only for models with a state token (π0 use_state)
 A prompt template with a "{state}" field (config.data.prompt) writes the normalized state into the
 robot prompt as text instead (preprocess.state_text: "+0.12 -0.50 ..."), for token heads.

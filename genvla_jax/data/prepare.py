@@ -4,6 +4,10 @@ robot entries: RLDS dir = data.rlds_root/path -> converted step shards in
   data.cache_dir/converted/<name>-<split>-<hash of the source path> (convert.py; reused when present)
 vl entries: data.vl_root/path (LLaVA JSON with image paths relative to its folder, or parquet) ->
   converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (convert_vl.py)
+A path that names a finished converter output (`python -m genvla_jax.data.convert --out=DIR`, or
+`convert_vl --out=DIR`: its meta.json) is read as it is, never converted again (its split and dataset must
+be the entry's). Conversions print where they go and their progress (`printer`); a robot dataset converts
+its parts in CONVERT_WORKERS processes, and VL corpora larger than PARALLEL_MIN_BYTES convert side by side.
 Entries are dicts with exactly config_schema.ROBOT_ENTRY / VL_ENTRY keys (checked first: check_entries).
 
 Checks come as lists of problems (one line each, naming the entry and the fix) so that the trainer reports
@@ -15,15 +19,22 @@ cached() is what a dry run reads instead of converting: the converted datasets w
 the cache, else what is missing.
 """
 
+import concurrent.futures
 import dataclasses
+import glob
 import hashlib
 import json
+import multiprocessing
 import os
 
 import numpy as np
 
 from genvla_jax import cli, config_schema
 from genvla_jax.data import convert, convert_vl, demo, registry, rlds, sim_record, vl_corpus
+
+
+CONVERT_WORKERS = max(1, min(os.cpu_count() or 1, 8))  # processes converting one robot dataset's parts
+PARALLEL_MIN_BYTES = 64 << 20  # VL inputs this large (together) convert in processes, one per corpus
 
 
 class DataConfigError(cli.UserError, ValueError):
@@ -66,21 +77,58 @@ def converted_dir(data_config, rlds_dir: str, name: str, split: str) -> str:
 
 
 def _robot_paths(data_config, entry, split=None) -> tuple[str, str, str]:
-  """-> (RLDS dir, split, converted cache dir) of a config.data.robot entry."""
+  """-> (RLDS dir, split, converted dir) of a config.data.robot entry: the cache's, or the path itself when
+  it is a finished `data.convert --out` (then RLDS dir == converted dir)."""
   split = split or entry["split"]
-  rlds_dir = os.path.join(os.path.expanduser(data_config.rlds_root), entry["path"])
+  rlds_dir = os.path.join(os.path.expanduser(data_config.rlds_root), os.path.expanduser(entry["path"]))
+  if convert.finished(rlds_dir) is not None:
+    return rlds_dir, split, rlds_dir
   return rlds_dir, split, converted_dir(data_config, rlds_dir, entry["name"], split)
 
 
 def _vl_paths(data_config, entry) -> tuple[str, str, str]:
-  """-> (input path, format, converted cache dir) of a config.data.vl entry."""
-  source = os.path.join(os.path.expanduser(data_config.vl_root), entry["path"])
+  """-> (input path, format, converted dir) of a config.data.vl entry: the cache's, or the path itself when
+  it is a finished `convert_vl --out` (then input == converted dir)."""
+  source = os.path.join(os.path.expanduser(data_config.vl_root), os.path.expanduser(entry["path"]))
+  if convert_vl.finished(source) is not None:
+    return source, entry["format"], source
   digest = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
   return (
     source,
     entry["format"],
     os.path.join(os.path.expanduser(data_config.cache_dir), "converted_vl", f"{entry['name']}-{digest}"),
   )
+
+
+def _preconverted_problem(entry, meta: dict, split: str, where: str) -> str | None:
+  """A finished `data.convert --out` named by a robot entry holds that entry's dataset and split, or why not."""
+  try:
+    dataset = registry.resolve(entry["name"])
+  except registry.UnknownDatasetError:
+    return None  # config_problems names it
+  have = (meta.get("dataset"), meta.get("split"))
+  if have == (dataset, split):
+    return None
+  return (
+    f"config.data.robot entry {entry['name']!r}: {where} is a conversion of {have[0]!r} split {have[1]!r}, "
+    f"the entry asks {dataset!r} split {split!r}: give the conversion of that split (python -m "
+    f"genvla_jax.data.convert --dataset={dataset} --split={split} --out=DIR) or fix the entry's name / split"
+  )
+
+
+def _published(entry) -> tuple[str, "convert_vl.Published"] | None:
+  """(download folder, its published layout) of a VL entry made from a corpus option (config_lib.published_vl:
+  name in convert_vl.PUBLISHED, path ROOT/<its published path>), else None."""
+  spec = convert_vl.PUBLISHED.get(entry["name"])
+  suffix = os.sep + spec.path if spec else None
+  if spec is None or not entry["path"].endswith(suffix):
+    return None
+  return entry["path"][: -len(suffix)] or os.sep, spec
+
+
+def corpus_options() -> str:
+  """'llava=DIR,vqasynth=DIR,...': the corpus options of configs/pi0_plus.py:full (convert_vl.PUBLISHED)."""
+  return ",".join(f"{name}=DIR" for name in convert_vl.PUBLISHED)
 
 
 def entries_problem(data_config) -> str | None:
@@ -125,9 +173,11 @@ def config_problems(data_config) -> list[str]:
     problems.append(entries)
   if fraction < 1.0 and not data_config.vl:
     problems.append(
-      f"data.robot_fraction={fraction} < 1 (co-training) but config.data.vl is empty: add VL entries, e.g. "
+      f"data.robot_fraction={fraction} < 1 (co-training) but config.data.vl is empty: give the paper's VL "
+      f"corpora's download folders as options of the config, --config=configs/pi0_plus.py:full,{corpus_options()} "
+      "(any of them), or VL entries, e.g. "
       """--set='data.vl=[{"name": "llava", "path": "llava/chat.json", "format": "llava_json", "weight": 1.0}]' """
-      "(paths relative to data.vl_root), or set --config.data.robot_fraction=1"
+      "(paths relative to data.vl_root), or set --config.data.robot_fraction=1 (robot data only)"
     )
   for entry in _well_formed(data_config.robot, config_schema.ROBOT_ENTRY):
     try:
@@ -170,8 +220,20 @@ def source_problems(data_config, robot_split=None, with_vl: bool = True, skip_ge
   problems = []
   for entry in _well_formed(data_config.robot, config_schema.ROBOT_ENTRY):
     rlds_dir, split, out = _robot_paths(data_config, entry, robot_split)
+    if out == rlds_dir:  # a finished data.convert --out: read as it is
+      problem = _preconverted_problem(entry, convert.finished(out), split, f"path={entry['path']}")
+      problems += [problem] if problem else []
+      continue
     if convert.completed_meta(out, convert.FORMAT_VERSION) is not None:
       continue  # converted before; convert() checks its provenance
+    older = convert.existing_output(rlds_dir)["meta"] if os.path.isdir(rlds_dir) else None
+    if older is not None:  # a data.convert --out of another format version
+      problems.append(
+        f"config.data.robot entry {entry['name']!r}: {rlds_dir} was converted by another genvla_jax (format "
+        f"{older.get('format_version')}, now {convert.FORMAT_VERSION}): convert it again (python -m "
+        "genvla_jax.data.convert ... --overwrite) or give the RLDS dataset directory"
+      )
+      continue
     if skip_generated and is_generated(data_config, rlds_dir):
       continue
     try:
@@ -194,7 +256,15 @@ def source_problems(data_config, robot_split=None, with_vl: bool = True, skip_ge
     try:
       convert_vl.check_input(source, fmt)
     except convert_vl.VLInputError as err:
-      problems.append(f"config.data.vl entry {entry['name']!r} (data.vl_root={data_config.vl_root}): {err}")
+      published = _published(entry)
+      if published is None:
+        problems.append(f"config.data.vl entry {entry['name']!r} (data.vl_root={data_config.vl_root}): {err}")
+        continue
+      root, spec = published
+      problems.append(
+        f"option {entry['name']}={root}: {root} holds no {spec.path}; expected {spec.layout} "
+        f"(give the corpus's download folder: --config=configs/pi0_plus.py:full,{entry['name']}=DIR)"
+      )
   return problems
 
 
@@ -210,27 +280,105 @@ def check_sources(data_config, robot_split=None, with_vl: bool = True) -> None:
   _raise(source_problems(data_config, robot_split, with_vl))
 
 
-def prepare_robot(data_config, entry, split=None) -> RobotSet:
+def prepare_robot(data_config, entry, split=None, printer=None) -> RobotSet:
+  """A robot entry -> its converted step shards: a finished `data.convert --out` named by the entry's path as
+  it is, else converted once into data.cache_dir (in CONVERT_WORKERS processes; `printer`: where it goes and
+  the progress, part by part)."""
   rlds_dir, split, out = _robot_paths(data_config, entry, split)
-  # the cache dir is the converter's own: a conversion of other provenance there is replaced
-  meta = convert.convert(rlds_dir, entry["name"], split, out, on_bad=data_config.on_bad, overwrite=True)
+  say = printer or (lambda *a, **k: None)
+  if out == rlds_dir:  # converted before by the user: read as it is
+    meta = convert.finished(out)
+    problem = _preconverted_problem(entry, meta, split, out)
+    if problem:
+      raise DataConfigError(problem)
+    meta = convert._check_reuse(meta, data_config.on_bad)
+    how = " (converted before: read as it is)"
+  else:
+    how = ""
+    if convert.completed_meta(out, convert.FORMAT_VERSION) is None:
+      say(f"converting robot dataset {entry['name']!r} ({rlds_dir}, split {split}) -> {out}", flush=True)
+    # the cache dir is the converter's own: a conversion of other provenance there is replaced
+    meta = convert.convert(
+      rlds_dir,
+      entry["name"],
+      split,
+      out,
+      on_bad=data_config.on_bad,
+      overwrite=True,
+      num_workers=CONVERT_WORKERS,
+      printer=printer,
+    )
+  say(
+    f"robot dataset {entry['name']!r}: {meta['num_episodes']} episodes, {meta['num_steps']} steps in {out}{how}",
+    flush=True,
+  )
   with open(os.path.join(out, "stats.json")) as f:
     stats = json.load(f)
   return RobotSet(entry["name"], out, float(entry["weight"]), stats, meta)
 
 
-def prepare_vl(data_config, entry) -> VLSet:
+def prepare_vl(data_config, entry, printer=None) -> VLSet:
   """A VL entry {name, path (relative to data.vl_root; a parquet glob is fine), format, weight} ->
-  its converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (made once)."""
+  its converted shards: a finished `convert_vl --out` named by the path as it is, else made once in
+  data.cache_dir/converted_vl/<name>-<hash of the input path> (`printer`: where it goes and the progress)."""
   source, fmt, out = _vl_paths(data_config, entry)
-  meta = convert_vl.convert_vl(source, fmt, out, on_bad=data_config.on_bad)
+  converting = convert_vl.finished(out) is None
+  if out == source:  # converted before by the user: read as it is
+    meta = convert_vl.finished(out)
+  else:  # made once in the cache (convert_vl checks a finished one is of this input and format)
+    if converting and printer:
+      printer(f"converting VL corpus {entry['name']!r} ({source}, {fmt}) -> {out}", flush=True)
+    meta = convert_vl.convert_vl(source, fmt, out, on_bad=data_config.on_bad, printer=printer)
+  if printer and not converting:  # (a conversion prints its own last line: what went where)
+    how = " (converted before: read as it is)" if out == source else ""
+    printer(f"VL corpus {entry['name']!r}: {meta['num_examples']} examples in {out}{how}", flush=True)
   return VLSet(entry["name"], out, float(entry["weight"]), meta)
 
 
-def prepare(data_config, robot_split: str | None = None) -> PreparedData:
+def _input_bytes(source: str) -> int:
+  """Size of a VL input (a file, or every file a parquet glob matches); 0 when unreadable."""
+  files = [source] if os.path.isfile(source) else glob.glob(source)
+  return sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+
+
+def _convert_vl_job(args) -> str:
+  """One VL corpus converted in a worker process (prepare_vls): -> its out dir."""
+  source, fmt, out, on_bad, verbose = args
+  convert_vl.convert_vl(source, fmt, out, on_bad=on_bad, printer=print if verbose else None)
+  return out
+
+
+def prepare_vls(data_config, printer=None) -> list[VLSet]:
+  """Every VL entry converted (prepare_vl); corpora still to convert whose inputs add up to PARALLEL_MIN_BYTES or
+  more convert side by side, one process each (small ones convert here: a process start costs more)."""
+  todo = []
+  for entry in data_config.vl:
+    source, fmt, out = _vl_paths(data_config, entry)
+    if out != source and convert_vl.finished(out) is None:
+      todo.append((entry, source, fmt, out))
+  if len(todo) > 1 and sum(_input_bytes(source) for _, source, _, _ in todo) >= PARALLEL_MIN_BYTES:
+    workers = min(len(todo), CONVERT_WORKERS)
+    for entry, source, fmt, out in todo:
+      if printer:
+        printer(f"converting VL corpus {entry['name']!r} ({source}, {fmt}) -> {out}", flush=True)
+    if printer:
+      printer(f"converting {len(todo)} VL corpora in {workers} processes", flush=True)
+    jobs = [(source, fmt, out, data_config.on_bad, printer is not None) for _, source, fmt, out in todo]
+    context = multiprocessing.get_context("spawn")  # no fork of a multithreaded parent
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+      try:
+        list(pool.map(_convert_vl_job, jobs))
+      except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+  return [prepare_vl(data_config, e, printer) for e in data_config.vl]
+
+
+def prepare(data_config, robot_split: str | None = None, printer=print) -> PreparedData:
   """Generates demo data if configured, converts robot datasets if needed, loads VL lists. The data
   section (config_problems) and every source (source_problems) are checked before the first conversion;
-  all their problems come in one DataConfigError, a line each."""
+  all their problems come in one DataConfigError, a line each. `printer`: every dataset's converted
+  folder, and each conversion's progress (None: silent)."""
   _raise(config_problems(data_config))
   cotrain = data_config.robot_fraction < 1.0
   if data_config.demo_dir:
@@ -240,13 +388,11 @@ def prepare(data_config, robot_split: str | None = None) -> PreparedData:
   if data_config.corpus_dir:  # the generated VL pretraining corpus and its tokenizer (vl_corpus.py)
     vl_corpus.ensure(data_config.corpus_dir, **data_config.corpus)
   check_sources(data_config, robot_split, with_vl=cotrain)
-  robot = [prepare_robot(data_config, e, robot_split) for e in data_config.robot]
+  robot = [prepare_robot(data_config, e, robot_split, printer) for e in data_config.robot]
   dims = {r.name: r.meta["action_dim"] for r in robot}
   if len(set(dims.values())) > 1:
     raise DataConfigError(f"robot datasets in one run must share the action dimension, got {dims}")
-  vl_sets = []
-  if cotrain:
-    vl_sets = [prepare_vl(data_config, e) for e in data_config.vl]
+  vl_sets = prepare_vls(data_config, printer) if cotrain else []
   return PreparedData(robot, vl_sets, next(iter(dims.values()), 0))
 
 
@@ -265,7 +411,7 @@ def cached(data_config, robot_split: str | None = None) -> tuple[PreparedData | 
       robot.append(RobotSet(entry["name"], out, float(entry["weight"]), json.load(f), meta))
   for entry in data_config.vl if data_config.robot_fraction < 1.0 else ():
     source, _, out = _vl_paths(data_config, entry)
-    meta = convert.completed_meta(out, convert_vl.FORMAT_VERSION)
+    meta = convert_vl.finished(out)
     if meta is None:
       missing.append(f"VL {entry['name']} ({source}) -> {out}")
       continue

@@ -7,9 +7,16 @@ tokenizers) and called by the training pipeline (robot and VL examples), the pol
 
 and the inverse for outputs: de-normalize (what the action head predicts: a token head parses its tokens
 with the action tokenizer, heads/tokens.py). This is the only place that
-reads config.data.prompt, tokenizer.max_text_len and tokenizer.prompt_separator to build inputs, so
+reads config.data.prompt, tokenizer.max_text_len, prompt_separator and vl_overflow to build inputs, so
 training and acting cannot disagree on them. Imports nothing of the conversion stack (the policy and the
 server import it): instruction augmentation is handed in as a callable.
+
+A prompt longer than tokenizer.max_text_len raises PromptTooLongError for robot rows (their length is
+fixed by the config; preflight.tokenizer_fit_problems checks it before training) and at inference. A VL
+training row that does not fit (real corpora have long questions and answers) is, with
+tokenizer.vl_overflow="truncate" (default), cut by prompt.build_truncated_prompt (answer cut, no EOS; a
+question that fills max_len alone: no loss) and flagged `vl_truncated` in the batch, logged as the
+training metric `vl_truncated_fraction` (training/step.py); with "fail" it raises naming the row.
 """
 
 import dataclasses
@@ -40,6 +47,13 @@ class ObservationTransform:
   state_token_dim: int = 0  # π0's state token (zero-padded), 0: none
   augment: Any = None  # config.data.augment (training only)
   instructions: Callable | None = None  # (instruction, rng) -> (instruction, paraphrased) (training only)
+  vl_overflow: str = "truncate"  # config.tokenizer.vl_overflow: VL training rows over max_text_len
+
+  def __post_init__(self):
+    if self.vl_overflow not in prompt_lib.VL_OVERFLOW:
+      raise ValueError(
+        f"tokenizer.vl_overflow={self.vl_overflow!r}: choose one of {', '.join(map(repr, prompt_lib.VL_OVERFLOW))}"
+      )
 
   @classmethod
   def from_config(
@@ -62,6 +76,7 @@ class ObservationTransform:
       state_token_dim=heads.from_config(config).state_token_dim,  # the batch field the head needs
       augment=config.data.augment,
       instructions=instructions,
+      vl_overflow=config.tokenizer.vl_overflow,
     )
 
   # -- the steps -------------------------------------------------------------------------------------------
@@ -122,6 +137,7 @@ class ObservationTransform:
       action_pad=record["action_pad"],
       num_clipped=np.int32(num_clipped),
       paraphrased=np.bool_(paraphrased),
+      vl_truncated=np.bool_(False),
     )
     if self.state_token_dim:
       example["state"] = preprocess.pad_state(state, self.state_token_dim)
@@ -129,15 +145,30 @@ class ObservationTransform:
 
   def vl_example(self, record, rng, train: bool = True) -> dict:
     """{"image": bytes, "question", "answer"} (convert_vl.py records) -> one VL row of the training batch
-    (question -> answer text; no actions)."""
+    (question -> answer text; no actions). A row over max_text_len: cut and flagged `vl_truncated`
+    (vl_overflow "truncate", module docstring), or PromptTooLongError naming the record's source ("fail")."""
+    prefix, answer_ids = self.question_prompt(record["question"]), self.text.encode(record["answer"])
+    if self.vl_overflow == "truncate":
+      tokens, truncated = prompt_lib.build_truncated_prompt(
+        self.text, prefix, answer_ids, self.max_text_len, self.separator
+      )
+    else:
+      try:
+        tokens, truncated = self.tokens(prefix, answer_ids), False
+      except prompt_lib.PromptTooLongError as e:
+        raise prompt_lib.PromptTooLongError(
+          f"VL example {record.get('source', '(no source)')}: {e} Or set tokenizer.vl_overflow='truncate' "
+          "(over-long VL rows cut and counted)."
+        ) from None
     out = dict(
       image=self.image(record["image"], rng, train),
-      **self.tokens(self.question_prompt(record["question"]), self.text.encode(record["answer"])),
+      **tokens,
       is_robot=np.bool_(False),
       actions=np.zeros((self.horizon, self.action_dim), np.float32),
       action_pad=np.ones(self.horizon, bool),
       num_clipped=np.int32(0),
       paraphrased=np.bool_(False),
+      vl_truncated=np.bool_(truncated),
     )
     if self.state_token_dim:
       out["state"] = np.zeros(self.state_token_dim, np.float32)

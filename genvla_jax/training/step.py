@@ -2,7 +2,8 @@
 their denominators; token heads: next-token cross-entropy on answer tokens only (loss_mask), averaged
 over all answer tokens of the batch; the flow head (π0) adds the flow-matching MSE on the robot rows'
 action chunks, padding past the episode end excluded); metrics split robot / VL rows;
-optional gradient accumulation over micro-batches (config.train.grad_accum_steps)."""
+optional gradient accumulation over micro-batches (config.train.grad_accum_steps); counts of the batch
+itself (batch_metrics: VL rows cut to fit max_text_len) are logged with them."""
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,15 @@ def metrics_from_sums(sums, head=None) -> dict:
     metrics[name] = value
     metrics["loss"] = metrics["loss"] + value
   return metrics
+
+
+def batch_metrics(batch) -> dict:
+  """What the data pipeline did to the batch, read from the whole batch: `vl_truncated_fraction`, the
+  share of its VL rows cut to fit tokenizer.max_text_len (`vl_truncated`, data/transforms.py; 0 when the
+  batch has no such field or no VL rows)."""
+  vl_rows = jnp.sum(1.0 - batch["is_robot"].astype(jnp.float32))
+  truncated = batch.get("vl_truncated", jnp.zeros(batch["is_robot"].shape, bool))
+  return {"vl_truncated_fraction": jnp.sum(truncated.astype(jnp.float32)) / jnp.maximum(vl_rows, 1.0)}
 
 
 def microbatches(batch: dict, k: int) -> dict:
@@ -116,7 +126,12 @@ def make_train_step(model, tx, lr_schedule, accum_steps: int = 1, seed: int = 0,
     grads, sums = grads_and_sums(state["params"], batch, model, accum_steps, rng, head=head)
     updates, opt_state = tx.update(as_float32(grads), state["opt_state"], as_float32(state["params"]))
     params = optax.apply_updates(state["params"], updates)
-    metrics = dict(metrics_from_sums(sums, head), grad_norm=optax.global_norm(grads), lr=lr_schedule(state["step"]))
+    metrics = dict(
+      metrics_from_sums(sums, head),
+      **batch_metrics(batch),
+      grad_norm=optax.global_norm(grads),
+      lr=lr_schedule(state["step"]),
+    )
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
   return train_step
