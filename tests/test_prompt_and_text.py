@@ -48,6 +48,41 @@ def test_prompt_too_long_names_the_prompt(tok):
     prompt.build_prompt(tok, "a very long instruction " * 10, [1, 2, 3], max_len=16)
 
 
+def test_truncated_prompt_that_fits_is_build_prompts(tok):
+  for answer in ([7, 8, 9], [], list(range(3, 3 + 16 - len(prompt.encode_prefix(tok, "go")) - 1))):  # last: exactly 16
+    want = prompt.build_prompt(tok, "go", answer, max_len=16)
+    got, truncated = prompt.build_truncated_prompt(tok, "go", answer, max_len=16)
+    assert not truncated and got.keys() == want.keys()
+    for k in want:
+      assert got[k].dtype == want[k].dtype and got[k].tobytes() == want[k].tobytes(), k
+
+
+def test_too_long_answer_is_cut_without_eos(tok):
+  prefix = [tok.bos_id] + tok.encode("where is the red square?\n")
+  n, max_len = len(prefix), len(prefix) + 5
+  answer = list(range(10, 30))  # 20 answer tokens + EOS, 5 fit
+  with pytest.raises(prompt.PromptTooLongError, match=f"needs {n + 21} tokens"):
+    prompt.build_prompt(tok, "where is the red square?", answer, max_len)
+  out, truncated = prompt.build_truncated_prompt(tok, "where is the red square?", answer, max_len)
+  assert truncated and out["tokens"].shape == (max_len,)
+  assert out["tokens"].tolist() == prefix + answer[:5]  # exactly max_len, no EOS
+  assert out["input_mask"].all()
+  assert out["loss_mask"].tolist() == [False] * n + [True] * 5  # the kept answer tokens only
+  assert out["ar_mask"].tolist() == out["loss_mask"].tolist()
+  # an answer that fits only without its EOS is cut at the EOS
+  out, truncated = prompt.build_truncated_prompt(tok, "where is the red square?", answer[:5], max_len)
+  assert truncated and out["tokens"].tolist() == prefix + answer[:5]
+
+
+def test_too_long_question_keeps_its_start_and_has_no_loss(tok):
+  question = "where is the red square? " * 10
+  prefix = prompt.encode_prefix(tok, question)
+  for max_len in (12, len(prefix)):  # longer than max_len; exactly max_len (no room for an answer)
+    out, truncated = prompt.build_truncated_prompt(tok, question, [7, 8, 9], max_len)
+    assert truncated and out["tokens"].tolist() == prefix[:max_len]  # BOS + the leading tokens
+    assert out["input_mask"].all() and not out["ar_mask"].any() and not out["loss_mask"].any()
+
+
 def test_robot_prompt_writes_the_normalized_state():
   from genvla_jax.data import preprocess
 
