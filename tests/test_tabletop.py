@@ -234,3 +234,12 @@ def test_rollout_videos_mp4_and_gif(tmp_path):
   assert gif.n_frames == 5 and gif.size == (24, 24)
   with pytest.raises(ValueError, match="video_format"):
     report.write(results, str(tmp_path / "x"), "t", video_format="avi")
+
+
+def test_a_missing_gl_stack_names_the_system_libraries(monkeypatch):
+  def broken(*args, **kwargs):
+    raise ImportError("libEGL.so.1: cannot open shared object file")
+
+  monkeypatch.setattr(tabletop.mujoco, "Renderer", broken)
+  with pytest.raises(RuntimeError, match=r"libEGL\.so\.1.*apt-get install libegl1 libgl1-mesa-dri"):
+    tabletop.TabletopEnv(image_size=32)

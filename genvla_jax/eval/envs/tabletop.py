@@ -48,6 +48,21 @@ import numpy as np
 
 from genvla_jax.eval.envs import Episode
 
+SYSTEM_GL_HINT = (
+  "the simulator renders offscreen through EGL (MUJOCO_GL=egl; Mesa's software renderer on a CPU machine): "
+  "install libegl1 and libgl1-mesa-dri (Debian/Ubuntu: apt-get install libegl1 libgl1-mesa-dri), or set "
+  "MUJOCO_GL=osmesa (libosmesa6) or MUJOCO_GL=glfw (a display)"
+)
+
+
+def _renderer(model, image_size: int):
+  """mujoco.Renderer, or a RuntimeError naming the system libraries it needs."""
+  try:
+    return mujoco.Renderer(model, image_size, image_size)
+  except Exception as e:  # noqa: BLE001 (the GL stack fails with many types)
+    raise RuntimeError(f"MuJoCo rendering failed ({type(e).__name__}: {e}); {SYSTEM_GL_HINT}") from e
+
+
 TASKS = ("pick_object", "move_near", "open_drawer", "close_drawer")
 PROTOCOLS = ("visual_matching", "variant_aggregation", "background_masking", "paraphrase", "held_out_conditions")
 VARIANTS = ("background", "table", "lighting", "distractors", "camera")
@@ -247,7 +262,7 @@ class TabletopEnv:
     self.model = mujoco.MjModel.from_xml_string(_scene_xml())
     self.data = mujoco.MjData(self.model)
     self.image_size, self.max_steps, self.substeps = image_size, max_steps, control_substeps
-    self._renderer = mujoco.Renderer(self.model, image_size, image_size)
+    self._renderer = _renderer(self.model, image_size)
     self._seg_renderer = None
     m = self.model
     self._ids = {
