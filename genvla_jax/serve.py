@@ -66,7 +66,9 @@ def metadata(policy) -> dict:
     "action_dim": int(meta.action_dim),
     "image_size": int(meta.image_size),
     "action_tokenizer": meta.action_tokenizer,
-    "observation": {"image": "uint8 [H,W,3]", "prompt": "str"},
+    "state_dim": int(meta.state_dim),  # > 0: every observation must carry "state"
+    "observation": {"image": "uint8 [H,W,3]", "prompt": "str"}
+    | ({"state": f"float32 [{meta.state_dim}] in the robot's units"} if meta.state_dim else {}),
     "reply": {"actions": "float32 [action_horizon, action_dim]", "valid": "bool [action_horizon, action_dim]"},
   }
 

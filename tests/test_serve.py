@@ -164,6 +164,7 @@ def test_serves_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
     image = demo.render(demo.random_scene(np.random.default_rng(3)))
     with running.client() as c:
       assert c.metadata["action_dim"] == 2 and c.metadata["action_horizon"] == 1
+      assert c.metadata["state_dim"] == 0 and "state" not in c.metadata["observation"]  # the demo takes none
       reply = c.infer({"image": image, "prompt": "move to the red square"})
     want, valid = reference.act(image, "move to the red square")
     assert reply["actions"].shape == (1, 2) and reply["actions"].dtype == np.float32
@@ -171,3 +172,14 @@ def test_serves_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
     assert reply["valid"].all() and valid.all()  # constrained decoding: every reply is a valid action
   finally:
     running.close()
+
+
+def test_metadata_tells_clients_to_send_the_state():
+  from genvla_jax import serve
+  from genvla_jax.inference import protocol
+
+  class WithState:
+    metadata = protocol.PolicyMetadata(horizon=4, action_dim=7, state_dim=8, image_size=224, action_tokenizer="flow")
+
+  meta = serve.metadata(WithState())
+  assert meta["state_dim"] == 8 and meta["observation"]["state"].startswith("float32 [8]")
