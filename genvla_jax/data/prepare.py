@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from genvla_jax import cli, config_schema
+from genvla_jax import cli, config_schema, progress
 from genvla_jax.data import convert, convert_vl, demo, registry, rlds, sim_record, vl_corpus
 
 
@@ -501,8 +501,12 @@ def fast_bpe(config, prepared: PreparedData, max_chunks: int = 20_000, seed: int
     chunks = []
     for r in prepared.robot:
       source = pipeline.StepChunkSource(r.converted_dir, tok.action_horizon)
-      for i in rng.permutation(len(source))[:max_chunks]:
+      picked = rng.permutation(len(source))[:max_chunks]
+      shown = progress.Progress(f"FAST BPE: reading {r.name}'s action chunks", len(picked), "chunks")
+      for k, i in enumerate(picked):
         chunks.append(stats_lib.normalize(source[int(i)]["actions"], r.stats["action"]))
+        shown.update(k + 1)
+    print(f"FAST BPE: training on {len(chunks)} chunks -> {path}", flush=True)
     fast_actions.train_bpe(np.stack(chunks), path, tok.action_horizon, tok.fast_scale, tok.fast_vocab_size)
   prepared.fast_bpe_path = path
   return path

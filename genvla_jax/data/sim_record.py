@@ -25,7 +25,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from genvla_jax import cli
+from genvla_jax import cli, progress
 from genvla_jax.data import demo, instruction_aug, preprocess, rlds_writer
 from genvla_jax.eval import envs as envs_lib
 from genvla_jax.tokenizers import string_actions, text
@@ -51,6 +51,7 @@ def expert_episodes(
       raise ValueError(f"{env_name} defines no EXECUTION_NOISE_STD; record it with execution_noise=0")
     noise_std = execution_noise * np.asarray(module.EXECUTION_NOISE_STD, np.float32)
   env = envs_lib.make(env_name, image_size=image_size)
+  shown = progress.Progress(f"recording {env_name} (seeds from {seed_offset})", num_episodes, "episodes")
   try:
     e = attempt = 0
     while e < num_episodes:
@@ -78,6 +79,7 @@ def expert_episodes(
         continue
       yield f"episode_{e}", {"steps": steps, "episode_metadata": {"episode_id": e, "task": task, "seed": seed}}
       e += 1
+      shown.update(e)
   finally:
     env.close()
 

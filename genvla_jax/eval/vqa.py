@@ -21,11 +21,12 @@ import dataclasses
 import json
 import os
 import re
+import sys
 
 from absl import flags
 import numpy as np
 
-from genvla_jax import cli
+from genvla_jax import cli, progress
 from genvla_jax.data import preprocess
 from genvla_jax.eval import vqa_metrics
 from genvla_jax.inference import decode
@@ -172,12 +173,17 @@ def text_answer(ids_L, text) -> tuple[str, int]:
   return text.decode(kept).strip(), len(ids) - len(kept)
 
 
-def evaluate(answerer: Answerer, benchmark: str, items: list[Item], batch_size: int = 16) -> dict:
+def evaluate(answerer: Answerer, benchmark: str, items: list[Item], batch_size: int = 16, printer=None) -> dict:
+  """Answers every item -> the benchmark's scores + the first examples. `printer` (e.g. print): a progress
+  line every 10 s."""
   predictions = []
+  shown = progress.Progress(f"VQA {benchmark}", len(items), "questions", printer) if printer else None
   for start in range(0, len(items), batch_size):
     chunk = items[start : start + batch_size]
     images = [preprocess.decode_image(open(it.image_path, "rb").read()) for it in chunk]
     predictions += answerer.answer(images, [it.question for it in chunk])
+    if shown:
+      shown.update(len(predictions))
   return dict(
     score(benchmark, predictions, items),
     examples=[
@@ -197,7 +203,8 @@ def main(argv):
   items = load(FLAGS.benchmark, FLAGS.annotations, FLAGS.images)[: FLAGS.limit or None]
   policy = policy_lib.Policy.from_workdir(workdir, step=FLAGS.step)
   answerer = Answerer(policy, FLAGS.max_answer_len, FLAGS.prompt)
-  print(json.dumps({FLAGS.benchmark: evaluate(answerer, FLAGS.benchmark, items)}, indent=1))
+  result = evaluate(answerer, FLAGS.benchmark, items, printer=lambda *a, **k: print(*a, file=sys.stderr, **k))
+  print(json.dumps({FLAGS.benchmark: result}, indent=1))
 
 
 if __name__ == "__main__":
