@@ -35,6 +35,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = dict(
     image_size=224,
+    num_cameras=1,  # camera frames per observation, each image_size square: num_cameras x P image tokens
     img={},  # ViT keyword arguments (models/vit.py VARIANTS); options left out take the ViT's defaults
     llm={},  # Gemma keyword arguments (models/gemma.py VARIANTS); likewise
     dual_encoder=True,
@@ -85,6 +86,10 @@ def defaults() -> ml_collections.ConfigDict:
     robot=[],  # dict(name, path, split, weight) entries (ROBOT_ENTRY); data/registry.py mixtures
     vl_root="",  # VL json paths below are relative to this
     vl=[],  # dict(name, path, format="llava_json"|"parquet", weight) entries (VL_ENTRY)
+    # the robot datasets' cameras the model sees, by name (a converted dataset's meta.json "cameras", e.g.
+    # a LeRobot conversion's ["front", "wrist"]); [] = each dataset's primary (first) camera. Training feeds
+    # the model the first one listed (data/pipeline.py)
+    cameras=[],
     robot_fraction=0.5,  # share of every batch from robot data (C); 1.0 = robot only; 0.0 = VL only (pretraining)
     batch_size=256,  # global batch
     num_workers=0,  # grain worker processes (0: in the main process)
@@ -167,7 +172,7 @@ def upgrade(saved) -> ml_collections.ConfigDict:
     sub-configs (model, data.augment, train.drift, ...).
   - Every value the saved config has is kept as it is. Fields whose default is `{}` (model.img, llm,
     fused_img, data.sim_record: keyword arguments of a module or function) or a list (data.robot,
-    data.vl, mesh.rules) are values, not sub-configs: they are kept whole, never filled in (an
+    data.vl, data.cameras, mesh.rules) are values, not sub-configs: they are kept whole, never filled in (an
     architecture option an older run left out means the module's default, which the model applies).
   - Keys the schema does not know are kept (nothing the run recorded is dropped); no reader reads
     them, and resuming such a run names them as differences (training/run_dir.py).

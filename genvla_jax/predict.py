@@ -10,7 +10,7 @@ from absl import flags, logging
 import numpy as np
 
 from genvla_jax import cli
-from genvla_jax.data import prepare, preprocess
+from genvla_jax.data import pipeline, prepare, preprocess
 from genvla_jax.eval import offline
 from genvla_jax.inference import policy as policy_lib
 
@@ -22,7 +22,8 @@ def evaluate_split(policy, split: str, num_examples: int) -> dict:
   results = {}
   for entry in policy.config.data.robot:
     robot_set = prepare.prepare_robot(policy.config.data, entry, split)
-    results[entry["name"]] = offline.action_error(policy, robot_set.converted_dir, num_examples)
+    camera = pipeline.camera_of(policy.config.data)  # the camera training fed the model
+    results[entry["name"]] = offline.action_error(policy, robot_set.converted_dir, num_examples, camera=camera)
   return results
 
 

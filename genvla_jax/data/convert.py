@@ -11,6 +11,10 @@ so an interrupted conversion resumes where it stopped (finished parts are kept).
   part-XXXXX-of-YYYYY.array_record  one msgpack record per step, episodes contiguous:
       {"image": bytes, "state": f32 [S], "action": f32 [D], "instruction": str,
        "episode": int (source episode index), "step": int, "episode_length": int}
+      Several cameras (LeRobot conversions, data/convert_lerobot.py): "image" is the primary camera
+      (meta.json "cameras"[0]) and "images": {name: bytes} holds the others, by their names in "cameras";
+      a record without "images" has one camera. `camera_names(meta)` / `camera_image(record, name, meta)`
+      read them; readers that take "image" see the primary camera.
   part-XXXXX-of-YYYYY.{npz,json}    per part: actions/states/episode lengths; record count, sha256, skips,
                                     provenance
   episodes.npz   start [E], length [E] (global record index of each episode's first step), source_episode
@@ -74,6 +78,35 @@ UnknownDatasetError = registry.UnknownDatasetError  # --dataset is not a name da
 
 class ShardCorruptError(cli.UserError, ValueError):
   """A converted shard's sha256 does not match meta.json."""
+
+
+PRIMARY_CAMERA = "image"  # the camera name of a conversion whose meta.json names none (RLDS: one camera)
+
+
+def camera_names(meta: dict) -> list[str]:
+  """The cameras of a converted dataset, in order (meta.json "cameras"; the first is the records' "image")."""
+  return list(meta.get("cameras") or [PRIMARY_CAMERA])
+
+
+def camera_image(record: dict, name: str, cameras: list[str]) -> bytes:
+  """The encoded frame of camera `name` in a step record of a dataset with `cameras` (camera_names)."""
+  if name == cameras[0] or not name:
+    return record["image"]
+  images = record.get("images") or {}
+  if name not in images:
+    raise KeyError(f"camera {name!r} not in this record (the dataset's cameras: {cameras})")
+  return images[name]
+
+
+def camera_problem(meta: dict, camera: str, where: str) -> str | None:
+  """Why a converted dataset (its meta.json) cannot give `camera` (config.data.cameras), or None."""
+  cameras = camera_names(meta)
+  if not camera or camera in cameras:
+    return None
+  return (
+    f"{where} has no camera {camera!r} (config.data.cameras); its cameras: {cameras}: name one of them, "
+    "or data.cameras=[] for its primary camera"
+  )
 
 
 def encode_step(record: dict) -> bytes:
@@ -477,8 +510,10 @@ def _reuse_without_source(out_dir: str, want: dict, error: Exception) -> dict:
 
 
 def _where(entry: dict) -> str:
-  """'<file> record <k>: ' for an entry that names its record, else ''."""
-  return f"{entry['file']} record {entry['record']}: " if "file" in entry else ""
+  """'<file> record <k>: ' for an entry that names its record ('<file>: ' its file only), else ''."""
+  if "file" not in entry:
+    return ""
+  return f"{entry['file']}: " if entry.get("record") is None else f"{entry['file']} record {entry['record']}: "
 
 
 def _check_reuse(meta: dict, on_bad: str) -> dict:
@@ -509,6 +544,7 @@ def convert(
   conversion of the same provenance is returned as is. num_workers > 0 converts parts in that many
   processes. `dataset`: a short or published registry name (recorded as the entry's short name)."""
   dataset = registry.resolve(dataset, "--dataset")  # unknown names fail before any work
+  registry.get(dataset)  # a LeRobot entry's name: the LeRobot converter's (data/convert_lerobot.py)
   _check_options(on_bad, episodes_per_part)
   try:
     source = rlds.RLDSDataset(rlds_dir, split)
@@ -588,7 +624,7 @@ def summary_lines(meta: dict, out_dir: str, first: int = 5) -> list[str]:
     f"({len(skipped)} entries in {os.path.join(out_dir, 'meta.json')} skipped_steps), first:"
   )
   for s in skipped[:first]:
-    record = f"{s['file']} record {s['record']}, " if "file" in s else ""
+    record = _where(s).replace(": ", ", ") if "file" in s else ""
     step = f", step {s['step']}" if s.get("step") is not None else ""
     lines.append(f"  {record}episode {s['episode']}{step}: {s['reason']}")
   return lines
@@ -618,10 +654,14 @@ class _Progress:
       )
 
 
-def _assemble(out_dir: str, parts: list[Part], dataset: str, rlds_dir: str = "?", split: str = "?") -> dict:
+def _assemble(
+  out_dir: str, parts: list, dataset: str, rlds_dir: str = "?", split: str = "?", normalize_mask=None
+) -> dict:
   """Per-part files -> episode index, statistics (one vectorised pass over the parts' arrays), meta
-  (returned, not written). NoUsableDataError when every episode was skipped."""
-  spec = registry.get(dataset)
+  (returned, not written). NoUsableDataError when every episode was skipped. `parts`: objects with
+  `index` and `count` (episodes); `normalize_mask`: the action's (default: the RLDS registry entry's)."""
+  if normalize_mask is None:
+    normalize_mask = registry.get(dataset).normalize_mask
   shards, skipped, actions, states, starts, lengths, episode_ids = [], [], [], [], [], [], []
   offset, skipped_episodes = 0, 0
   for part in parts:
@@ -658,7 +698,7 @@ def _assemble(out_dir: str, parts: list[Part], dataset: str, rlds_dir: str = "?"
     length=np.concatenate(lengths),
     source_episode=np.concatenate(episode_ids),
   )
-  statistics = {"action": stats_lib.describe(actions, spec.normalize_mask), "state": stats_lib.describe(states)}
+  statistics = {"action": stats_lib.describe(actions, normalize_mask), "state": stats_lib.describe(states)}
   with open(os.path.join(out_dir, "stats.json"), "w") as f:
     json.dump(statistics, f, indent=1)
   return {

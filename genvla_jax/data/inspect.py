@@ -4,17 +4,24 @@ r"""What is in a dataset: the command to run first on new data.
   python -m genvla_jax.data.inspect --data=LLAVA.json [--json] [--verify]        # a LLaVA-style VL corpus
   python -m genvla_jax.data.inspect --data=CONVERTED_VL_DIR [--json] [--verify]  # output of data/convert_vl.py
   python -m genvla_jax.data.inspect --data=DIR1,DIR2 [--json] [--verify]         # pooled statistics of several
+  python -m genvla_jax.data.inspect --data=LEROBOT_ROOT [--json] [--verify]      # a LeRobot dataset, before
+                                                                                 # data/convert_lerobot.py
 
 Converted robot data: episodes, steps, episode length range, per-step feature names / shapes / dtypes
 (from the first record), image format and size, instructions seen (most frequent first), action and
 state statistics, skipped (bad) records by reason with their first locations, shard count.
 VL corpus: conversations, turns, images found / missing, the first questions.
+LeRobot dataset (a folder with meta/info.json; data/lerobot.py): format version, fps, its own feature names
+with dtype / shape / names (which are cameras: video or image, and the video codec), episodes, steps,
+tasks, the default feature mapping (`--dataset`: a registry LeRobot entry) and the action / state
+statistics from the parquet columns (no frame decoded): what to give the converter's flags.
 
 The summary reads a sample. `--verify` checks everything and names every problem (`verify` in the
 output; the command exits with status 2 when there is one): converted data: each shard's sha256 and
 record count against meta.json, every record decodes with its fields, every image decodes, actions and
 states finite and of the recorded dimensions, episodes.npz agrees with the records; a LLaVA JSON: every
-entry parses and its image exists and decodes.
+entry parses and its image exists and decodes; a LeRobot dataset: every episode's rows read, every frame
+decodes (videos at each step's timestamp), as the converter would read them (bad episodes by file).
 """
 
 import collections
@@ -79,6 +86,7 @@ def inspect_converted(out_dir: str, max_instructions: int = 10, sample: int = 20
     },
     "features": {k: _describe_value(v) for k, v in sorted(first.items())},
     "image": {"format": "jpeg" if first["image"][:2] == b"\xff\xd8" else "png", "shape": list(image.shape)},
+    "cameras": convert.camera_names(meta),
     "instructions": {
       "distinct_in_sample": len(instructions),
       "sampled_steps": sum(instructions.values()),
@@ -195,6 +203,8 @@ def _step_problem(record, meta: dict) -> str | None:
   if not isinstance(record["instruction"], str) or not record["instruction"].strip():
     return "empty instruction"
   problem, _ = convert.image_problem(record["image"])
+  for name, data in (record.get("images") or {}).items():
+    problem = problem or next((f"camera {name}: {p}" for p in [convert.image_problem(data)[0]] if p), None)
   return f"undecodable image: {problem}" if problem else None
 
 
@@ -295,8 +305,32 @@ def verify_llava_json(json_path: str) -> dict:
   return problems.report({"entries": checked, "images": len(images)})
 
 
+def inspect_lerobot(root: str, dataset: str = "lerobot") -> dict:
+  """A LeRobot dataset before conversion (lerobot.describe with the registry LeRobot entry's mapping)."""
+  from genvla_jax.data import lerobot
+
+  return lerobot.describe(root, dataset)
+
+
+def verify_lerobot(root: str, dataset: str = "lerobot") -> dict:
+  """Reads every episode of a LeRobot dataset as the converter does (convert_lerobot.check)."""
+  from genvla_jax.data import convert_lerobot
+
+  problems = _Problems()
+  checked = convert_lerobot.check(root, dataset)
+  for entry in checked["bad"]:
+    step = f" step {entry['step']}" if entry.get("step") is not None else ""
+    file = f"{entry['file']} " if "file" in entry else ""
+    problems.add(f"{file}episode {entry['episode']}{step}", entry["reason"])
+  return problems.report({"episodes": checked["episodes"], "steps": checked["steps"]})
+
+
 def _kind(path: str) -> str:
-  """ "robot" | "vl" (converted directories) | "llava_json"; NotADatasetError otherwise."""
+  """ "robot" | "vl" (converted directories) | "llava_json" | "lerobot"; NotADatasetError otherwise."""
+  from genvla_jax.data import lerobot
+
+  if os.path.isdir(path) and lerobot.is_lerobot_root(path):
+    return "lerobot"
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "meta.json")):
     meta = convert._read_json(os.path.join(path, "meta.json"))
     if meta is not None and "num_examples" in meta:
@@ -310,19 +344,31 @@ def _kind(path: str) -> str:
     raise NotADatasetError(f"{path} does not exist (give a converted dataset directory or a LLaVA-style .json)")
   raise NotADatasetError(
     f"{path} is neither a converted dataset (a directory with meta.json; run "
-    "`python -m genvla_jax.data.convert` first) nor a LLaVA-style .json"
+    "`python -m genvla_jax.data.convert` first), a LeRobot dataset (meta/info.json) nor a LLaVA-style .json"
   )
 
 
-_SUMMARIES = {"robot": inspect_converted, "vl": inspect_converted_vl, "llava_json": inspect_vl}
-_VERIFIERS = {"robot": verify_converted, "vl": verify_converted_vl, "llava_json": verify_llava_json}
+_SUMMARIES = {
+  "robot": inspect_converted,
+  "vl": inspect_converted_vl,
+  "llava_json": inspect_vl,
+  "lerobot": inspect_lerobot,
+}
+_VERIFIERS = {
+  "robot": verify_converted,
+  "vl": verify_converted_vl,
+  "llava_json": verify_llava_json,
+  "lerobot": verify_lerobot,
+}
 
 
-def inspect(path: str, verify: bool = False) -> dict:
-  """Summary of `path` (see the module docstring); `verify`: plus "verify" (every record checked)."""
+def inspect(path: str, verify: bool = False, dataset: str = "lerobot") -> dict:
+  """Summary of `path` (see the module docstring); `verify`: plus "verify" (every record checked).
+  `dataset`: for a LeRobot root, the registry LeRobot entry whose feature mapping is shown."""
   kind = _kind(path)
+  extra = (dataset,) if kind == "lerobot" else ()
   try:
-    summary = _SUMMARIES[kind](path)
+    summary = _SUMMARIES[kind](path, *extra)
   except Exception as err:
     if not verify:
       raise (
@@ -334,7 +380,7 @@ def inspect(path: str, verify: bool = False) -> dict:
       ) from err
     summary = {"path": os.path.abspath(path), "summary_error": " ".join(str(err).split())[:300]}
   if verify:
-    summary["verify"] = _VERIFIERS[kind](path)
+    summary["verify"] = _VERIFIERS[kind](path, *extra)
   else:
     summary["verified"] = "no: a sample was read; --verify checks every record, image and checksum"
   return summary
@@ -360,6 +406,9 @@ def format_text(summary: dict) -> str:
         lines.append(f"{' ' * len(part)}  q99 {np.round(s['q99'], 4).tolist()}")
         if "normalize_mask" in s:
           lines.append(f"{' ' * len(part)}  normalized {s['normalize_mask']}")
+    elif key == "features" and value and all(isinstance(v, dict) for v in value.values()):
+      lines.append("features:")
+      lines += [f"  {name}: " + ", ".join(f"{k}={v}" for k, v in f.items()) for name, f in value.items()]
     elif isinstance(value, dict):
       lines.append(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
     else:
@@ -394,13 +443,17 @@ def failures(summary: dict) -> tuple[int, list[str]]:
 def main(argv):
   del argv
   paths = FLAGS.data.split(",")
-  summary = inspect(paths[0], FLAGS.verify) if len(paths) == 1 else inspect_many(paths, FLAGS.verify)
+  summary = inspect(paths[0], FLAGS.verify, FLAGS.dataset) if len(paths) == 1 else inspect_many(paths, FLAGS.verify)
   print(json.dumps(summary, indent=1) if FLAGS.json else format_text(summary))
   count, listed = failures(summary)
   if count:
     raise VerificationFailed(
-      f"--verify found {count} problem(s) in {FLAGS.data}, first: {listed[0]} "
-      "(the first ones are listed above; convert the source again with --overwrite)"
+      f"--verify found {count} problem(s) in {FLAGS.data}, first: {listed[0]} (the first ones are listed "
+      + (
+        "above; the converter skips these episodes)"
+        if "format" in summary
+        else "above; convert again with --overwrite)"
+      )
     )
 
 
@@ -408,4 +461,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("data", None, "converted dataset directory or LLaVA-style JSON", required=True)
   flags.DEFINE_bool("json", False, "print JSON instead of text")
   flags.DEFINE_bool("verify", False, "check every record, image and checksum; exit 2 naming the bad ones")
+  flags.DEFINE_string("dataset", "lerobot", "a LeRobot root: the registry LeRobot entry whose mapping to show")
   cli.run(main)

@@ -23,34 +23,58 @@ robot prompt as text instead (preprocess.state_text: "+0.12 -0.50 ..."), for tok
 
 With tokenizer.action="flow" (π0) robot rows carry no answer tokens: the prompt only, the actions go
 to the action expert as the `actions` field.
+
+Cameras: a converted step holds its dataset's cameras by name (convert.camera_names: "image" is the
+primary one, LeRobot conversions add the others); `image` above is the camera config.data.cameras names
+first (`camera_of`), the primary camera when the list is empty. The model sees that one camera.
 """
 
 import json
 import os
 
+from absl import logging
 import grain
 import numpy as np
 
+from genvla_jax import cli
 from genvla_jax.data import convert, convert_vl, instruction_aug, transforms
 from genvla_jax.tokenizers import factory
 
 
+class CameraError(cli.UserError, ValueError):
+  """config.data.cameras names a camera a robot dataset does not have."""
+
+
+def camera_of(data_config) -> str:
+  """The camera training feeds the model: config.data.cameras' first name ("": each dataset's primary)."""
+  return str(data_config.cameras[0]) if data_config.cameras else ""
+
+
 class StepChunkSource:
   """Random access to converted steps; item i carries the action chunk of steps i..i+H-1 of its episode
-  (`actions` [H,D], `action_pad` [H]: steps past the episode end repeat the last action, pad=True)."""
+  (`actions` [H,D], `action_pad` [H]: steps past the episode end repeat the last action, pad=True) and,
+  as `image`, the frame of `camera` ("": the primary camera; the records' other cameras are dropped)."""
 
-  def __init__(self, converted_dir: str, horizon: int):
+  def __init__(self, converted_dir: str, horizon: int, camera: str = ""):
     with open(os.path.join(converted_dir, "meta.json")) as f:
       meta = json.load(f)
+    problem = convert.camera_problem(meta, camera, converted_dir)
+    if problem:
+      raise CameraError(problem)
     self._paths = [os.path.join(converted_dir, s["file"]) for s in meta["shards"]]
     self._source = grain.sources.ArrayRecordDataSource(self._paths)
     self.horizon = horizon
+    self.cameras = convert.camera_names(meta)
+    self.camera = camera if camera and camera != self.cameras[0] else ""
 
   def __len__(self):
     return len(self._source)
 
   def __getitem__(self, index):
     record = convert.decode_step(self._source[index])
+    if self.camera:
+      record["image"] = convert.camera_image(record, self.camera, self.cameras)
+    record.pop("images", None)
     chunk, pad, last = [record["action"]], [False], record
     for j in range(1, self.horizon):
       if record["step"] + j < record["episode_length"]:
@@ -143,9 +167,16 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   horizon = config.tokenizer.action_horizon
   robot_transforms, vl_transform = example_transforms(config, prepared)
   num_robot, num_vl = local_batch_split(config.data, process_count)
+  camera = camera_of(config.data)
+  if len(config.data.cameras) > 1:
+    logging.warning(
+      "data.cameras lists %s: the model is fed the first, %r (feeding several cameras comes next)",
+      list(config.data.cameras),
+      camera,
+    )
   robot = []
   for i, r in enumerate(prepared.robot):
-    ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon))
+    ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon, camera))
     robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(robot_transforms[i]), seed=seed + 500 + i))
   ds = None
   if num_robot:

@@ -4,10 +4,13 @@ robot entries: RLDS dir = data.rlds_root/path -> converted step shards in
   data.cache_dir/converted/<name>-<split>-<hash of the source path> (convert.py; reused when present)
 vl entries: data.vl_root/path (LLaVA JSON with image paths relative to its folder, or parquet) ->
   converted shards in data.cache_dir/converted_vl/<name>-<hash of the input path> (convert_vl.py)
-A path that names a finished converter output (`python -m genvla_jax.data.convert --out=DIR`, or
-`convert_vl --out=DIR`: its meta.json) is read as it is, never converted again (its split and dataset must
-be the entry's). Conversions print where they go and their progress (`printer`); a robot dataset converts
-its parts in CONVERT_WORKERS processes, and VL corpora larger than PARALLEL_MIN_BYTES convert side by side.
+A path that names a finished converter output (`python -m genvla_jax.data.convert --out=DIR`,
+`convert_lerobot --out=DIR` or `convert_vl --out=DIR`: its meta.json) is read as it is, never converted
+again (its split and dataset must be the entry's: a LeRobot conversion's dataset is its registry LeRobot
+entry, "lerobot" by default). A LeRobot dataset root is converted by the user first (convert_lerobot);
+data.cameras names the camera training takes from every robot dataset (checked here). Conversions print
+where they go and their progress (`printer`); a robot dataset converts its parts in CONVERT_WORKERS
+processes, and VL corpora larger than PARALLEL_MIN_BYTES convert side by side.
 Entries are dicts with exactly config_schema.ROBOT_ENTRY / VL_ENTRY keys (checked first: check_entries).
 
 Checks come as lists of problems (one line each, naming the entry and the fix) so that the trainer reports
@@ -30,7 +33,7 @@ import os
 import numpy as np
 
 from genvla_jax import cli, config_schema, progress
-from genvla_jax.data import convert, convert_vl, demo, registry, rlds, sim_record, vl_corpus
+from genvla_jax.data import convert, convert_vl, demo, lerobot, registry, rlds, sim_record, vl_corpus
 
 
 CONVERT_WORKERS = max(1, min(os.cpu_count() or 1, 8))  # processes converting one robot dataset's parts
@@ -112,7 +115,12 @@ def _preconverted_problem(entry, meta: dict, split: str, where: str) -> str | No
   return (
     f"config.data.robot entry {entry['name']!r}: {where} is a conversion of {have[0]!r} split {have[1]!r}, "
     f"the entry asks {dataset!r} split {split!r}: give the conversion of that split (python -m "
-    f"genvla_jax.data.convert --dataset={dataset} --split={split} --out=DIR) or fix the entry's name / split"
+    + (
+      f"genvla_jax.data.convert_lerobot --root=DIR --dataset={dataset} --split={split} --out=OUT)"
+      if registry.is_lerobot(dataset)
+      else f"genvla_jax.data.convert --dataset={dataset} --split={split} --out=DIR)"
+    )
+    + " or fix the entry's name / split"
   )
 
 
@@ -197,6 +205,9 @@ def config_problems(data_config) -> list[str]:
         problems.append(f"config.data.{key} entry {entry['name']!r}: weight {entry['weight']!r} must be a number > 0")
   if data_config.on_bad not in ("skip", "fail"):
     problems.append(f"data.on_bad={data_config.on_bad!r}: choose 'skip' or 'fail'")
+  cameras = data_config.cameras
+  if not isinstance(cameras, (list, tuple)) or not all(isinstance(c, str) and c for c in cameras):
+    problems.append(f"data.cameras={cameras!r}: a list of camera names, e.g. [\"wrist\"] ([]: the primary camera)")
   return problems
 
 
@@ -235,6 +246,14 @@ def source_problems(data_config, robot_split=None, with_vl: bool = True, skip_ge
       )
       continue
     if skip_generated and is_generated(data_config, rlds_dir):
+      continue
+    if lerobot.is_lerobot_root(rlds_dir) or registry.is_lerobot(entry["name"]):
+      problems.append(
+        f"config.data.robot entry {entry['name']!r}: path={entry['path']} is "
+        + ("a LeRobot dataset" if lerobot.is_lerobot_root(rlds_dir) else "no finished LeRobot conversion")
+        + ": convert it first (python -m genvla_jax.data.convert_lerobot --root=DIR --out=OUT; --dataset="
+        "lerobot or a registry LeRobot entry) and give OUT as the path, the entry's name = that --dataset"
+      )
       continue
     try:
       registry.get(entry["name"])
@@ -308,6 +327,10 @@ def prepare_robot(data_config, entry, split=None, printer=None) -> RobotSet:
       num_workers=CONVERT_WORKERS,
       printer=printer,
     )
+  camera = data_config.cameras[0] if data_config.cameras else ""
+  problem = convert.camera_problem(meta, camera, f"config.data.robot entry {entry['name']!r} ({out})")
+  if problem:
+    raise DataConfigError(problem)
   say(
     f"robot dataset {entry['name']!r}: {meta['num_episodes']} episodes, {meta['num_steps']} steps in {out}{how}",
     flush=True,

@@ -10,6 +10,13 @@ here (and, for a published dataset, its TFDS name to PUBLISHED_NAMES). Every nam
 the short name ("bridge") and the name the dataset is published under ("bridge_dataset", the "name" of its
 dataset_info.json) give the same entry.
 
+LeRobot datasets (data/lerobot.py, data/convert_lerobot.py) are described by a LeRobotSpec in LEROBOT
+instead: which of the dataset's features are the cameras (in order; the first is the primary camera), the
+state, the action and the instruction, which action dimensions are a gripper (kept, not normalized) and
+the gripper's convention. Fields left None take defaults from the dataset's meta/info.json
+(lerobot.resolve_mapping); the converter's flags override any field. `resolve` knows these names too, so a
+data.robot entry can name a finished LeRobot conversion by its entry.
+
 Conventions after standardization (all datasets): action = [xyz delta (3), rotation delta (3), gripper
 (1)] with gripper absolute, 1 = open, 0 = closed.
 """
@@ -126,10 +133,59 @@ PUBLISHED_NAMES = {
 }
 
 
+GRIPPER_CONVENTIONS = {
+  # how a LeRobot dataset's gripper action maps to this project's (absolute, 1 = open, 0 = closed)
+  "keep": "kept as the dataset has it",
+  "closed_is_1": "1 = closed, 0 = open -> 1 - g",
+  "signed_close_positive": "+1 = close, -1 = open (robosuite / LIBERO's env) -> (1 - g) / 2",
+  "signed_open_positive": "+1 = open, -1 = close -> (1 + g) / 2",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LeRobotSpec:
+  """Feature mapping of a LeRobot dataset (see the module docstring); None: from meta/info.json."""
+
+  name: str
+  cameras: tuple[str, ...] | None = None  # feature keys; None: every video / image feature, in info.json order
+  state_key: str | None = None  # None: "observation.state" (or "state")
+  action_key: str | None = None  # None: "action" (or "actions")
+  instruction_key: str = "task_index"  # an index into the task table, or a string column
+  gripper_dims: tuple[int, ...] | None = None  # None: action dims whose info.json name contains "gripper"
+  gripper: str = "keep"  # GRIPPER_CONVENTIONS
+
+
+LEROBOT = {
+  # Any LeRobot dataset, everything from its meta/info.json (lerobot.resolve_mapping).
+  "lerobot": LeRobotSpec("lerobot"),
+  # LIBERO as openpi publishes it (examples/libero/convert_libero_data_to_lerobot.py): agent-view + wrist
+  # images, state [8], actions [7] (delta EEF + gripper, -1 = open / +1 = close as the env takes it: kept).
+  "libero": LeRobotSpec("libero", ("image", "wrist_image"), "state", "actions", "task_index", (6,), "keep"),
+  # ALOHA (lerobot/aloha_*): 14 joint positions per step, grippers at 6 and 13 (positions: kept).
+  "aloha": LeRobotSpec("aloha", None, "observation.state", "action", "task_index", (6, 13), "keep"),
+}
+
+
 def known_names() -> str:
-  """The accepted names, worded for a message: entries, then published name -> entry."""
+  """The accepted names, worded for a message: entries, then published name -> entry, then LeRobot entries."""
   published = ", ".join(f"{p} -> {e}" for p, e in sorted(PUBLISHED_NAMES.items()))
-  return f"{', '.join(sorted(REGISTRY))} (published names: {published})"
+  return f"{', '.join(sorted(REGISTRY))} (published names: {published}; LeRobot entries: {', '.join(LEROBOT)})"
+
+
+def is_lerobot(name: str) -> bool:
+  """True for a LeRobot entry's name (LEROBOT)."""
+  return name in LEROBOT
+
+
+def lerobot(name: str) -> LeRobotSpec:
+  """The LeRobot entry `name`; UnknownDatasetError listing them otherwise."""
+  if name not in LEROBOT:
+    raise UnknownDatasetError(
+      f"unknown LeRobot entry {name!r} (--dataset); known: {', '.join(LEROBOT)} (or give the features by flag: "
+      "--cameras, --state_key, --action_key, --gripper_dims with --dataset=lerobot); to add one, give it a "
+      "LeRobotSpec in LEROBOT in genvla_jax/data/registry.py"
+    )
+  return LEROBOT[name]
 
 
 def resolve(name: str, where: str = "") -> str:
@@ -137,7 +193,7 @@ def resolve(name: str, where: str = "") -> str:
   entry's name (a short name is itself; a published name maps through PUBLISHED_NAMES). `where` (e.g.
   "--dataset") names the culprit in the UnknownDatasetError an unknown name raises."""
   entry = PUBLISHED_NAMES.get(name, name)
-  if entry not in REGISTRY:
+  if entry not in REGISTRY and entry not in LEROBOT:
     raise UnknownDatasetError(
       f"unknown robot dataset {name!r}{f' ({where})' if where else ''}; known: {known_names()}; to add one, give "
       "it a DatasetSpec in REGISTRY in genvla_jax/data/registry.py (and its published name in PUBLISHED_NAMES)"
@@ -164,5 +220,13 @@ def mixture(name: str) -> list[dict]:
 
 
 def get(name: str) -> DatasetSpec:
-  """The entry of a short or published name (`resolve`)."""
-  return REGISTRY[resolve(name)]
+  """The RLDS entry of a short or published name (`resolve`); a LeRobot entry's name is an
+  UnknownDatasetError naming the LeRobot converter."""
+  entry = resolve(name)
+  if entry in LEROBOT:
+    raise UnknownDatasetError(
+      f"{name!r} is a LeRobot entry, not an RLDS dataset: convert its LeRobot dataset with python -m "
+      f"genvla_jax.data.convert_lerobot --root=DIR --dataset={name} --out=OUT and give OUT as the data.robot "
+      "entry's path"
+    )
+  return REGISTRY[entry]

@@ -10,12 +10,15 @@ import numpy as np
 from genvla_jax.data import pipeline, preprocess, stats as stats_lib
 
 
-def action_error(policy, converted_dir: str, num_examples: int = 200, batch_size: int = 50, seed: int = 0) -> dict:
+def action_error(
+  policy, converted_dir: str, num_examples: int = 200, batch_size: int = 50, seed: int = 0, camera: str = ""
+) -> dict:
   """`policy`: a trained inference.policy.Policy (its metadata, act, and the action statistics it
   de-normalizes with: `action_stats`). -> {num_examples, mae, baseline_mae, mae_normalized,
-  baseline_mae_normalized, invalid_fraction} over `num_examples` random steps of `converted_dir`."""
+  baseline_mae_normalized, invalid_fraction} over `num_examples` random steps of `converted_dir`, seen
+  through `camera` (the one training fed: pipeline.camera_of(config.data); "": the primary)."""
   metadata = policy.metadata
-  source = pipeline.StepChunkSource(converted_dir, metadata.horizon)
+  source = pipeline.StepChunkSource(converted_dir, metadata.horizon, camera)
   rng = np.random.default_rng(seed)
   indices = np.sort(rng.choice(len(source), min(num_examples, len(source)), replace=False))
   stats = policy.action_stats
