@@ -52,8 +52,10 @@ class Head(Protocol):
     """Builds what predict needs (jitted decoders / samplers), once per policy; `seed`: its noise;
     `draft_previous` (None: the config's choice): draft decoding from the previous action, if it drafts."""
 
-  def predict(self, params, pixels, tokens, mask, state_token=None):
-    """Model inputs (+ state token [B,S] or None) -> (normalized actions [B,H,D], valid [B,H,D])."""
+  def predict(self, params, pixels, tokens, mask, state_token=None, image_mask=None):
+    """Model inputs (+ state token [B,S] or None; pixels [B,S,S,3] or [B,C,S,S,3] with image_mask [B,C] or
+    None: the cameras present) -> (normalized actions [B,H,D], valid [B,H,D]). The policy passes
+    image_mask only when it has one, so a head without cameras may leave it out."""
 
   def reset(self):
     """Forget per-episode prediction state."""

@@ -35,4 +35,10 @@ def total_tokens(batch):
 
 
 def model_inputs(batch):
+  """The model's positional inputs: images ([B,H,W,3] or [B,C,H,W,3]), tokens, input_mask, ar_mask."""
   return batch["image"], batch["tokens"], batch["input_mask"], batch["ar_mask"]
+
+
+def image_mask(batch):
+  """The batch's cameras present [B,C] (None: every camera; prefix_lm.cameras)."""
+  return batch.get("image_mask")

@@ -56,7 +56,13 @@ class FlowHead:
     t = flow_matching.sample_time(t_rng, actions.shape[0], *self.flow["time_beta"], self.flow["time_min"])
     x_t, target = flow_matching.noisy_actions(actions, jax.random.normal(noise_rng, actions.shape), t)
     logits, velocity = model.apply(
-      {"params": params}, *common.model_inputs(batch), x_t, t, batch.get("state"), method=model.flow_forward
+      {"params": params},
+      *common.model_inputs(batch),
+      x_t,
+      t,
+      batch.get("state"),
+      common.image_mask(batch),
+      method=model.flow_forward,
     )
     real = (batch["is_robot"][:, None] & ~batch["action_pad"]).astype(jnp.float32)  # [B,H]
     sums = {
@@ -103,10 +109,10 @@ class FlowHead:
   def reset(self):
     pass  # fresh noise every call; nothing carries over
 
-  def predict(self, params, pixels, tokens, mask, state_token=None):
+  def predict(self, params, pixels, tokens, mask, state_token=None, image_mask=None):
     """-> (normalized actions [B,H,D], valid [B,H,D]); non-finite entries -> 0.0, invalid."""
     noise = self.rng.standard_normal((len(pixels), self.horizon, self.action_dim)).astype(np.float32)
-    out = np.asarray(jax.device_get(self.sampler(params, pixels, tokens, mask, noise, state_token)))
+    out = np.asarray(jax.device_get(self.sampler(params, pixels, tokens, mask, noise, state_token, image_mask)))
     valid = np.isfinite(out)
     if not valid.all():
       logging.warning(

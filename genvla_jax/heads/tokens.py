@@ -44,7 +44,8 @@ class TokenHead:
 
   def loss_sums(self, params, batch, model, rng=None) -> dict:
     del rng  # deterministic
-    return common.text_sums(model.apply({"params": params}, *common.model_inputs(batch)), batch)
+    logits = model.apply({"params": params}, *common.model_inputs(batch), image_mask=common.image_mask(batch))
+    return common.text_sums(logits, batch)
 
   def loss_totals(self, batch) -> dict:
     return {"ce": common.total_tokens(batch)}
@@ -76,10 +77,12 @@ class TokenHead:
       spec = decode.make_speculative_decoder(
         decoding_model, length, text_tokenizer.eos_id, text_tokenizer.pad_id, grammar, self.proposal_len
       )
-      self.decoder = lambda params, *inputs: spec(params, *inputs, self._draft(len(inputs[0])))
+      self.decoder = lambda params, images, tokens, mask, image_mask=None: spec(
+        params, images, tokens, mask, self._draft(len(images)), image_mask
+      )
     else:
       greedy = decode.make_greedy_decoder(decoding_model, length, text_tokenizer.eos_id, text_tokenizer.pad_id, grammar)
-      self.decoder = lambda params, *inputs: {"tokens": greedy(params, *inputs)}
+      self.decoder = lambda params, *inputs, image_mask=None: {"tokens": greedy(params, *inputs, image_mask)}
     self.grammar = grammar
 
   def _draft(self, batch: int):
@@ -91,10 +94,10 @@ class TokenHead:
   def reset(self):
     self.previous_tokens = None
 
-  def predict(self, params, pixels, tokens, mask, state_token=None):
+  def predict(self, params, pixels, tokens, mask, state_token=None, image_mask=None):
     """-> (normalized actions [B,H,D], valid [B,H,D]) parsed from the decoded tokens (never raises)."""
     del state_token
-    result = jax.device_get(self.decoder(params, pixels, tokens, mask))
+    result = jax.device_get(self.decoder(params, pixels, tokens, mask, image_mask=image_mask))
     out = np.asarray(result["tokens"])
     self.previous_tokens = out
     if "drafted" in result:

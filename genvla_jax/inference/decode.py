@@ -3,10 +3,13 @@ steps (no host round trip per token). One decoding path serves every model varia
 token grammar (tokenizers/grammar.py) restricts every step to tokens that keep the output a valid
 action string, and an optional temperature samples instead of taking the argmax.
 
-Cache layout: [N image | P prompt (right-padded) | L decoded] slots. Every row writes decode step i
-to slot N+P+i; a row's attention covers its real prompt slots and its decoded slots so far, and its
-RoPE positions continue from its own prompt length, so rows with different prompt lengths decode
+Cache layout: [N image | P prompt (right-padded) | L decoded] slots (N: every camera's image tokens, in the
+model's layout). Every row writes decode step i to slot N+P+i; a row's attention covers its real prefix
+slots (prefix_lm.prefix_mask: a missing camera's are not) and its decoded slots so far, and its RoPE
+positions continue from its own prefix length, so rows with different prompt lengths (or cameras) decode
 exactly as the training-time forward pass computes them.
+
+Images: [B,H,W,3] (one camera) or [B,C,H,W,3] with an optional image_mask [B,C] (prefix_lm.cameras).
 """
 
 from typing import Any, NamedTuple
@@ -50,10 +53,12 @@ def make_greedy_decoder(
   pad_id: int = 0,
   grammar: grammar_lib.TokenGrammar | None = None,
 ):
-  """-> jitted fn(params, images [B,H,W,3], tokens [B,P], input_mask [B,P]) -> tokens [B,L] int32
-  (everything after a row's EOS is `pad_id`; the EOS itself is kept)."""
+  """-> jitted fn(params, images [B,H,W,3] | [B,C,H,W,3], tokens [B,P], input_mask [B,P], image_mask=None)
+  -> tokens [B,L] int32 (everything after a row's EOS is `pad_id`; the EOS itself is kept)."""
   decode = make_decoder(model, max_decode_len, eos_id, pad_id, grammar)
-  return lambda params, images, tokens, input_mask: decode(params, images, tokens, input_mask, None)
+  return lambda params, images, tokens, input_mask, image_mask=None: decode(
+    params, images, tokens, input_mask, None, image_mask
+  )
 
 
 def make_decoder(
@@ -64,7 +69,8 @@ def make_decoder(
   grammar: grammar_lib.TokenGrammar | None = None,
   temperature: float = 1.0,
 ):
-  """-> jitted fn(params, images [B,H,W,3], tokens [B,P], input_mask [B,P], rng) -> tokens [B,L] int32.
+  """-> jitted fn(params, images [B,H,W,3] | [B,C,H,W,3], tokens [B,P], input_mask [B,P], rng, image_mask=None)
+  -> tokens [B,L] int32.
   rng None: greedy; else sampling at `temperature`. With `grammar`, only grammatical tokens (and EOS
   where the grammar accepts) can be chosen, so every finished row is a complete, parseable string."""
   rules = None if grammar is None else grammar.arrays()
@@ -77,18 +83,16 @@ def make_decoder(
     return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32), state
 
   @jax.jit
-  def decode(params, images, tokens, input_mask, rng):
+  def decode(params, images, tokens, input_mask, rng, image_mask=None):
     variables = {"params": params}
-    batch, prompt_len = tokens.shape
-    num_image = model.encoder.num_tokens(images.shape[1], images.shape[2])
-    prefix_len = num_image + prompt_len
+    batch = tokens.shape[0]
+    prefix_valid = prefix_lm.prefix_mask(model, images, input_mask, image_mask)  # [B,N+P]
+    prefix_len = prefix_valid.shape[1]
     cache_size = prefix_len + max_decode_len
     logits, cache, next_pos = model.apply(
-      variables, images, tokens, input_mask, cache_size, method=prefix_lm.PrefixLM.prefill
+      variables, images, tokens, input_mask, cache_size, image_mask, method=prefix_lm.PrefixLM.prefill
     )
-    valid = jnp.concatenate(
-      [jnp.ones((batch, num_image), bool), input_mask.astype(bool), jnp.zeros((batch, max_decode_len), bool)], axis=1
-    )
+    valid = jnp.concatenate([prefix_valid, jnp.zeros((batch, max_decode_len), bool)], axis=1)
     out = jnp.full((batch, max_decode_len), pad_id, jnp.int32)
     done = jnp.zeros((batch,), bool)
 
@@ -133,9 +137,9 @@ def make_speculative_decoder(
   equal to those choices is kept and the choice after it is the next pass's first token, so the output
   equals make_greedy_decoder(..., grammar) token for token, in fewer passes.
 
-  -> jitted fn(params, images [B,H,W,3], tokens [B,P], input_mask [B,P], draft [B,Ld] int32 or None)
-     -> {"tokens" [B,L] int32, "passes" (model passes after the prefill), "drafted" [B] (draft tokens
-     proposed, forced ones excluded), "accepted" [B] (of those, kept)}."""
+  -> jitted fn(params, images [B,H,W,3] | [B,C,H,W,3], tokens [B,P], input_mask [B,P], draft [B,Ld] int32 or
+     None, image_mask=None) -> {"tokens" [B,L] int32, "passes" (model passes after the prefill), "drafted"
+     [B] (draft tokens proposed, forced ones excluded), "accepted" [B] (of those, kept)}."""
   k_max = proposal_len
   rules = grammar.arrays()
   forced = jnp.asarray(grammar.forced(), jnp.int32)  # [S] forced token or -1
@@ -169,24 +173,18 @@ def make_speculative_decoder(
     return tokens.T, states.T, was_forced.T
 
   @jax.jit
-  def decode(params, images, tokens, input_mask, draft):
+  def decode(params, images, tokens, input_mask, draft, image_mask=None):
     variables = {"params": params}
-    batch, prompt_len = tokens.shape
+    batch = tokens.shape[0]
     draft = jnp.full((batch, 1), -1, jnp.int32) if draft is None else jnp.asarray(draft, jnp.int32)
-    prefix_len = model.encoder.num_tokens(images.shape[1], images.shape[2]) + prompt_len
+    prefix_valid = prefix_lm.prefix_mask(model, images, input_mask, image_mask)  # [B,N+P]
+    prefix_len = prefix_valid.shape[1]
     width = k_max + 1
     cache_size = prefix_len + width * max_decode_len
     logits, cache, next_pos = model.apply(
-      variables, images, tokens, input_mask, cache_size, method=prefix_lm.PrefixLM.prefill
+      variables, images, tokens, input_mask, cache_size, image_mask, method=prefix_lm.PrefixLM.prefill
     )
-    valid = jnp.concatenate(
-      [
-        jnp.ones((batch, prefix_len - prompt_len), bool),
-        input_mask.astype(bool),
-        jnp.zeros((batch, width * max_decode_len), bool),
-      ],
-      axis=1,
-    )
+    valid = jnp.concatenate([prefix_valid, jnp.zeros((batch, width * max_decode_len), bool)], axis=1)
     first, state = grammar_lib.select(rules, eos_id, logits, jnp.zeros((batch,), jnp.int32))
     out = jnp.full((batch, max_decode_len + width), pad_id, jnp.int32).at[:, 0].set(first)
     done = first == eos_id

@@ -7,13 +7,13 @@ from genvla_jax.models import flow_matching
 
 
 def make_flow_sampler(model, horizon: int, num_steps: int = 10):
-  """-> jitted sample(params, images [B,S,S,3], tokens [B,T], input_mask [B,T], noise [B,H,D],
-  state [B,S_state] or None) -> normalized actions [B,H,D] float32."""
+  """-> jitted sample(params, images [B,S,S,3] | [B,C,S,S,3], tokens [B,T], input_mask [B,T], noise [B,H,D],
+  state [B,S_state] or None, image_mask [B,C] or None) -> normalized actions [B,H,D] float32."""
 
-  def sample(params, images, tokens, input_mask, noise, state=None):
+  def sample(params, images, tokens, input_mask, noise, state=None, image_mask=None):
     variables = {"params": params}
     cache, prefix_valid, next_position = model.apply(
-      variables, images, tokens, input_mask, horizon, method=model.prefix_cache
+      variables, images, tokens, input_mask, horizon, image_mask, method=model.prefix_cache
     )
 
     def velocity(x_t, t):

@@ -20,6 +20,7 @@ import os
 
 from absl import logging
 import jax
+import numpy as np
 
 from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import transforms
@@ -163,21 +164,37 @@ class Policy:
     return policy
 
   def prepare_inputs(self, images, instructions, full_width: bool = False, states=None):
-    """uint8 images [B,H,W,3] + B instructions (+ normalized states [B,S] for prompts that write the
-    state) -> model inputs (`transform.policy_inputs`: the training example without its answer). The
-    prompt is cut to the longest row unless `full_width` (max_text_len: one shape for every call)."""
-    return self.transform.policy_inputs(images, instructions, states, full_width)
+    """uint8 images [B,H,W,3] (one camera) or [B,C,H,W,3] (C cameras per row, in the config's order; any
+    H, W per camera) + B instructions (+ normalized states [B,S] for prompts that write the state) -> model
+    inputs (`transform.policy_inputs`: the training example without its answer; pixels [B,S,S,3] or
+    [B,C,S,S,3]). The prompt is cut to the longest row unless `full_width` (max_text_len: one shape for
+    every call)."""
+    rows = [np.asarray(im) for im in images]
+    expected = build.num_cameras(self.config.model)
+    cams = {len(r) if r.ndim == 4 else 1 for r in rows}
+    if cams != {expected}:
+      raise ValueError(
+        f"this policy sees {expected} camera(s) per observation (config.model.num_cameras); got rows with "
+        f"{sorted(cams)} (images [B,H,W,3] for one camera, [B,C,H,W,3] for C)"
+      )
+    if rows[0].ndim != 4:
+      return self.transform.policy_inputs(images, instructions, states, full_width)
+    pixels, tokens, mask = self.transform.policy_inputs([r[0] for r in rows], instructions, states, full_width)
+    others = [self.transform.pixels([r[c] for r in rows]) for c in range(1, expected)]
+    return np.stack([pixels, *others], axis=1), tokens, mask
 
   @property
   def uses_state(self) -> bool:
     """True when act() needs `states` (π0's state token, or a prompt that writes the state)."""
     return self.transform.uses_state
 
-  def act(self, images, instructions, *, states=None, full_width: bool = False):
-    """images uint8 [B,H,W,3] (or one [H,W,3]), instructions list[str] (or one str), states [B,S] in
-    the robot's units (only for policies that take it: `uses_state`) -> (actions [B,H_chunk,D] float32
-    de-normalized, valid [B,H_chunk,D] bool). `full_width`: see prepare_inputs (the harness and the
-    server use it so that batches of a size compile once)."""
+  def act(self, images, instructions, *, states=None, full_width: bool = False, image_mask=None):
+    """images uint8 [B,H,W,3] (or one [H,W,3]); with several cameras (config.model.num_cameras) [B,C,H,W,3]
+    (or one [C,H,W,3]) and optionally image_mask [B,C] (or [C]) bool, False where a camera is missing;
+    instructions list[str] (or one str), states [B,S] in the robot's units (only for policies that take
+    it: `uses_state`) -> (actions [B,H_chunk,D] float32 de-normalized, valid [B,H_chunk,D] bool).
+    `full_width`: see prepare_inputs (the harness and the server use it so that batches of a size compile
+    once)."""
     if self.action_stats is None:
       raise cli.UserError(
         "this run has no action statistics: it was trained on VL data only (data.robot_fraction=0, a VLM "
@@ -187,11 +204,15 @@ class Policy:
     if single:
       images, instructions = [images], [instructions]
       states = None if states is None else [states]
+      image_mask = None if image_mask is None else [image_mask]
     if len(images) != len(instructions):
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
     states = self.transform.normalize_states(states, len(images))
     pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width, states)
-    normalized, valid = self.head.predict(self.params, pixels, tokens, mask, self.transform.state_token(states))
+    cameras = {} if image_mask is None else {"image_mask": np.asarray(image_mask, bool)}  # heads without it work
+    normalized, valid = self.head.predict(
+      self.params, pixels, tokens, mask, self.transform.state_token(states), **cameras
+    )
     invalid = int((~valid).sum())
     if invalid:
       self.num_invalid_fields += invalid

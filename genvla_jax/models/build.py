@@ -5,6 +5,8 @@ dual_encoder, dual_mode         -> Encoder.dual (None | "copy" | "split")
 projector                       -> projector kind
 image_after_bos, causal_prefix  -> prefix_lm.Layout
 action_expert (width > 0)       -> pi0.Pi0 instead of prefix_lm.PrefixLM
+num_cameras                     -> no model part (the model reads the cameras from the images' shape):
+                                   the image token count of FLOP / memory accounting (num_image_tokens)
 """
 
 import dataclasses
@@ -91,6 +93,16 @@ def for_decoding(model: prefix_lm.PrefixLM, unroll: int | None = None) -> prefix
   return dataclasses.replace(model, llm_config=dict(model.llm_config, scan_unroll=unroll), parent=None)
 
 
-def num_image_tokens(model_config) -> int:
-  """Image positions in the sequence for config.model.image_size square images (Encoder.num_tokens)."""
+def num_cameras(model_config) -> int:
+  """Cameras per observation the model sees (config.model.num_cameras): each adds its image tokens."""
+  return int(model_config.num_cameras)
+
+
+def tokens_per_camera(model_config) -> int:
+  """Image tokens of one config.model.image_size square camera frame (Encoder.num_tokens)."""
   return encoder(model_config).num_tokens(model_config.image_size, model_config.image_size)
+
+
+def num_image_tokens(model_config) -> int:
+  """Image positions in the sequence: every camera's tokens (num_cameras x tokens_per_camera)."""
+  return num_cameras(model_config) * tokens_per_camera(model_config)

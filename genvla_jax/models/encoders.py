@@ -67,7 +67,8 @@ class Encoder:
     return sum(t.vit["width"] for t in self.built())
 
   def num_tokens(self, height: int, width: int) -> int:
-    """Image tokens N for images of height x width pixels (every tower has the first tower's patch size)."""
+    """Image tokens P of one camera's height x width frame (every tower has the first tower's patch size);
+    several cameras run through the same towers, P tokens each (prefix_lm.cameras)."""
     patch = self.towers[0].vit["patch_size"]
     return (height // patch) * (width // patch)
 
@@ -81,7 +82,8 @@ def fused(img: dict[str, Any], img_fused: dict[str, Any]) -> tuple[Tower, ...]:
 
 
 class ImageTowers(nn.Module):
-  """images [B,H,W,3] in [-1,1] -> features [B,N,F]: the encoder's towers, concatenated per patch."""
+  """images [B,H,W,3] in [-1,1] -> features [B,N,F]: the encoder's towers, concatenated per patch. Several
+  cameras arrive folded into the batch ([B*C,H,W,3], prefix_lm.PrefixLM.encode_images)."""
 
   encoder: Encoder
   dtype: str = "float32"

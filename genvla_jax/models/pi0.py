@@ -31,19 +31,19 @@ class Pi0(prefix_lm.PrefixLM):
       remat_policy=self.remat_policy,
     )
 
-  def flow_forward(self, images, tokens, input_mask, ar_mask, x_t, t, state=None):
-    """Training forward. x_t [B,H,D] noisy actions at flow times t [B] -> (text logits [B,T,V], velocity [B,H,D])."""
-    x, n = self.embed_inputs(images, tokens)
-    full_input, full_ar = prefix_lm.prepend(input_mask, n, True), self.layout.full_ar(ar_mask, n)
+  def flow_forward(self, images, tokens, input_mask, ar_mask, x_t, t, state=None, image_mask=None):
+    """Training forward. x_t [B,H,D] noisy actions at flow times t [B] -> (text logits [B,T,V], velocity [B,H,D]).
+    images [B,H,W,3] or [B,C,H,W,3] (+ image_mask [B,C]): prefix_lm.cameras."""
+    x, full_input, n = self.embed_inputs(images, tokens, input_mask, image_mask)
+    full_ar = self.layout.full_ar(ar_mask, n)
     hidden, cache = self.prefix_into_cache(x, full_input, full_ar, self.expert.suffix_len(x_t.shape[1]))
     velocity = self.expert(cache, full_input, jnp.sum(full_input, axis=1), x_t, t, state)
     return self.llm.logits(self.layout.text_hidden(hidden, n)), velocity
 
-  def prefix_cache(self, images, tokens, input_mask, horizon: int):
+  def prefix_cache(self, images, tokens, input_mask, horizon: int, image_mask=None):
     """Inference, once per observation: image + prompt into a KV cache with room for the expert's tokens.
     -> (cache, prefix_valid [B,P], next_position [B]) for `velocity`."""
-    x, n = self.embed_inputs(images, tokens)
-    full_input = prefix_lm.prepend(input_mask, n, True)
+    x, full_input, n = self.embed_inputs(images, tokens, input_mask, image_mask)
     _, cache = self.prefix_into_cache(
       x, full_input, self.layout.full_ar(jnp.zeros_like(input_mask), n), self.expert.suffix_len(horizon)
     )

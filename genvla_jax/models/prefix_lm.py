@@ -1,6 +1,13 @@
 """The prefix-LM VLA: image encoder -> projector -> decoder, with its sequence layout.
 
-  images [B,H,W,3] --ImageTowers--> [B,N,F] --projector--> [B,N,E] --layout with text [B,T,E]--> decoder
+  images [B,C,H,W,3] --ImageTowers on [B*C,H,W,3]--> [B,C*P,F] --projector--> [B,N,E] --layout with text--> decoder
+
+Cameras: images are [B,H,W,3] (one camera) or [B,C,H,W,3] (C cameras, in the order the config lists them)
+with an optional image_mask [B,C] (False: that camera is missing in that row). `cameras` is the one place
+that reads the camera axis. Every camera goes through the same towers (the same parameters; the dual
+encoder's frozen + trained features per patch); their P tokens each are concatenated camera-major, N = C*P
+(π0's prefix). A missing camera's tokens keep their positions (static shapes) but are not real tokens: its
+pixels are zeroed and nothing attends to them, so the model computes what it computes without that camera.
 
 Parameter tree (a plain nested dict; names fixed by the released checkpoints we import):
   img, img_fused, img_frozen, img_fused_frozen   the encoder's towers (encoders.py)
@@ -28,7 +35,7 @@ class Layout:
   causal_prefix: bool = False  # image and prompt tokens attend causally too
 
   def join(self, img_BxNxE, text_BxTxE):
-    """-> the decoder's input sequence [B,N+T,E]."""
+    """-> the decoder's input sequence [B,N+T,E] (also masks: [B,N], [B,T] -> [B,N+T])."""
     if self.image_after_bos:
       return jnp.concatenate([text_BxTxE[:, :1], img_BxNxE, text_BxTxE[:, 1:]], axis=1)
     return jnp.concatenate([img_BxNxE, text_BxTxE], axis=1)
@@ -68,20 +75,26 @@ class PrefixLM(nn.Module):
     self.projector = projector.make(self.projector_kind, self.llm_config["width"], hidden, self.dtype)
     self.llm = gemma.Gemma(**self.llm_config, **common)
 
-  def encode_images(self, images):
-    """images [B,H,W,3] float in [-1,1], or uint8 pixels (the training pipeline ships uint8: a quarter of the
-    bytes, and the conversion runs on the accelerator) -> image tokens [B,N,E]."""
-    return self.projector(self.towers(pixels.to_unit_range(images)))
+  def encode_images(self, images, image_mask=None):
+    """images [B,H,W,3] or [B,C,H,W,3] (+ image_mask [B,C]; see `cameras`), float in [-1,1] or uint8 pixels
+    (the training pipeline ships uint8: a quarter of the bytes, and the conversion runs on the accelerator)
+    -> image tokens [B,N,E], N = C*P camera-major. A missing camera's pixels are zeroed (whatever they held)."""
+    images, mask = cameras(images, image_mask)
+    b, c = mask.shape
+    unit = jnp.where(mask[:, :, None, None, None], pixels.to_unit_range(images), 0.0)
+    features = self.towers(unit.reshape(b * c, *unit.shape[2:]))  # [B*C,P,F]: every camera, the same towers
+    return self.projector(features.reshape(b, c * features.shape[1], features.shape[2]))
 
-  def embed_inputs(self, images, tokens):
-    """images [B,H,W,3], tokens [B,T] -> (x [B,N+T,E], N)."""
-    img = self.encode_images(images)
-    return self.layout.join(img, self.llm.embed(tokens)), img.shape[1]
+  def embed_inputs(self, images, tokens, input_mask, image_mask=None):
+    """images, tokens [B,T], input_mask [B,T] -> (x [B,N+T,E], full_input [B,N+T] its real tokens, N)."""
+    img = self.encode_images(images, image_mask)
+    x = self.layout.join(img, self.llm.embed(tokens))
+    return x, prefix_mask(self, images, input_mask, image_mask), img.shape[1]
 
-  def __call__(self, images, tokens, input_mask, ar_mask):
+  def __call__(self, images, tokens, input_mask, ar_mask, image_mask=None):
     """Full forward (training). tokens/input_mask/ar_mask [B,T] -> text logits [B,T,V] float32."""
-    x, n = self.embed_inputs(images, tokens)
-    full_input, full_ar = prepend(input_mask, n, True), self.layout.full_ar(ar_mask, n)
+    x, full_input, n = self.embed_inputs(images, tokens, input_mask, image_mask)
+    full_ar = self.layout.full_ar(ar_mask, n)
     attn_mask = masks.prefix_lm_mask(full_input, full_ar)
     hidden, _ = self.llm(
       x, masks.positions_from_mask(full_input), attn_mask, prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0)
@@ -102,19 +115,18 @@ class PrefixLM(nn.Module):
       prefix=full_input & (jnp.cumsum(full_ar, axis=1) == 0),
     )
 
-  def prefill(self, images, tokens, input_mask, cache_size):
+  def prefill(self, images, tokens, input_mask, cache_size, image_mask=None):
     """Runs the prefix (image + right-padded prompt) into a fresh KV cache of `cache_size` slots.
 
     Returns (logits [B,V] at each row's last real prompt token, cache, next_position [B]).
     """
-    x, n = self.embed_inputs(images, tokens)
-    full_input = prepend(input_mask, n, True)
+    x, full_input, n = self.embed_inputs(images, tokens, input_mask, image_mask)
     hidden, cache = self.prefix_into_cache(
       x, full_input, self.layout.full_ar(jnp.zeros_like(input_mask), n), cache_size - full_input.shape[1]
     )
-    last = jnp.sum(full_input, axis=1) - 1  # [B] index of the last real prefix token
+    last = full_input.shape[1] - 1 - jnp.argmax(full_input[:, ::-1], axis=1)  # [B] the last real prefix slot
     last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
-    return self.llm.logits(last_hidden)[:, 0], cache, last + 1
+    return self.llm.logits(last_hidden)[:, 0], cache, jnp.sum(full_input, axis=1)
 
   def decode_step(self, tokens, positions, cache, cache_index, cache_valid):
     """One cached step. tokens [B,1], positions [B,1], cache_valid [B,S] (slots a query may attend, this
@@ -132,3 +144,33 @@ class PrefixLM(nn.Module):
 def prepend(mask_BxT, n: int, value: bool):
   """mask [B,T] -> [B,n+T] with `value` in the first n columns."""
   return jnp.concatenate([jnp.full((mask_BxT.shape[0], n), value, bool), mask_BxT.astype(bool)], axis=1)
+
+
+def cameras(images, image_mask=None):
+  """The one reader of the camera axis: images [B,H,W,3] (one camera) or [B,C,H,W,3], image_mask [B,C] bool
+  (False: that camera is missing in that row) or None (every camera present) -> (images [B,C,H,W,3],
+  image_mask [B,C] bool)."""
+  if images.ndim == 4:
+    images = images[:, None]
+  if images.ndim != 5 or images.shape[-1] != 3:
+    raise ValueError(
+      f"the image tower expects images [B,H,W,3] (one camera) or [B,C,H,W,3] (C cameras), got shape {images.shape}"
+    )
+  shape = images.shape[:2]
+  if image_mask is None:
+    return images, jnp.ones(shape, bool)
+  image_mask = jnp.asarray(image_mask, bool)
+  if image_mask.shape != shape:
+    raise ValueError(
+      f"image_mask must be [B,C] = {list(shape)} for images of shape {images.shape}, got {image_mask.shape}"
+    )
+  return images, image_mask
+
+
+def prefix_mask(model: PrefixLM, images, input_mask, image_mask=None):
+  """The prefix's real tokens [B,N+T] in the model's layout, from shapes and masks alone (no parameters): each
+  camera's P image tokens take its image_mask entry, the text its input_mask. The decoders' cache masks
+  start from it."""
+  images, mask = cameras(images, image_mask)
+  per_camera = model.encoder.num_tokens(images.shape[2], images.shape[3])
+  return model.layout.join(jnp.repeat(mask, per_camera, axis=1), jnp.asarray(input_mask, bool))

@@ -41,11 +41,13 @@ def peak_flops(device, override: float = 0.0) -> float | None:
 
 
 def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1, *, head) -> float:
-  """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each, plus what
+  """Analytic training FLOPs of one step on `batch` examples of `text_len` text tokens each (and
+  model.num_cameras camera frames: the towers run on each, the decoder sees all their tokens), plus what
   the action head (heads.from_config) adds (π0: the action expert's state + `action_horizon` action
   tokens attending to the prefix)."""
   llm = model_config.llm
-  patches = build.num_image_tokens(model_config)
+  cameras, per_camera = build.num_cameras(model_config), build.tokens_per_camera(model_config)
+  patches = cameras * per_camera  # image tokens in the sequence: every camera's
   seq = patches + text_len
   d, f = llm.width, llm.mlp_dim
   llm_params = llm.depth * (d * llm.num_heads * llm.head_dim * 2 + 2 * d * llm.num_kv_heads * llm.head_dim + 3 * d * f)
@@ -53,14 +55,15 @@ def model_flops(model_config, batch: int, text_len: int, action_horizon: int = 1
   flops += 12 * llm.depth * batch * seq**2 * llm.num_heads * llm.head_dim  # attention scores + values
   flops += 6 * batch * text_len * llm.vocab_size * d  # logits
   encoder = build.encoder(model_config)
+  frames = batch * cameras  # the towers run on every camera's frame, each attending within itself
   for tower in encoder.built():
     t = tower.vit
     tower_params = t["depth"] * (4 * t["width"] ** 2 + 2 * t["width"] * t["mlp_dim"])
-    tower_attn = 12 * t["depth"] * batch * patches**2 * t["width"]
+    tower_attn = 12 * t["depth"] * frames * per_camera**2 * t["width"]
     if tower.frozen:  # forward only
-      flops += 2 * tower_params * batch * patches + tower_attn / 3
+      flops += 2 * tower_params * frames * per_camera + tower_attn / 3
     else:
-      flops += 6 * tower_params * batch * patches + tower_attn
+      flops += 6 * tower_params * frames * per_camera + tower_attn
   if model_config.projector == "mlp3":
     hidden = 4 * encoder.single().width
     projector_params = encoder.width * hidden + hidden * d + d * d

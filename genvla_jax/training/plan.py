@@ -45,7 +45,8 @@ def activation_estimate(model_config, text_len: int, action_horizon: int, rows: 
   """A rough analytic estimate (not XLA's: compiling a full-size step on a CPU takes minutes) of the
   activation bytes a train step keeps for its backward pass on `rows` examples (a device's micro-batch),
   per part: each trained image tower, the decoder, the float32 logits at the text positions (with their
-  log-softmax and gradient), π0's action expert. Frozen towers run forward only (nothing kept). With remat, one layer's
+  log-softmax and gradient), π0's action expert; every one of model.num_cameras frames goes through the towers
+  and the decoder sees all their tokens. Frozen towers run forward only (nothing kept). With remat, one layer's
   full activations are live again while it is recomputed. Heads and MLP units split over the mesh's
   "model" axis (`model_split`) divide everything but the logits. A rough guide, not a bound: on the
   demo model (batch 32) XLA's CPU memory analysis of the whole step's temporaries is 0.7x (remat "dots") to
@@ -58,13 +59,14 @@ def activation_estimate(model_config, text_len: int, action_horizon: int, rows: 
     kept, full = _layer_elements(policy, **dims)
     parts[name] = rows * (depth * kept + (0 if policy == "none" else full)) * item // model_split
 
+  frames = build.num_cameras(m)  # every camera's frame runs through the towers, attending within itself
   for tower in build.encoder(m).built():
     if tower.frozen:
       continue
     t = vit.options(tower.vit)
     n = (m.image_size // t["patch_size"]) ** 2 + int(t["cls_token"]) + t["num_registers"]
     attention = dict(heads=t["num_heads"], kv_heads=t["num_heads"], head_dim=t["width"] // t["num_heads"])
-    stack(tower.name, t["depth"], tokens=n, width=t["width"], mlp_dim=t["mlp_dim"], kv_len=n, **attention)
+    stack(tower.name, t["depth"], tokens=frames * n, width=t["width"], mlp_dim=t["mlp_dim"], kv_len=n, **attention)
   llm = dict(m.llm)
   seq = build.num_image_tokens(m) + text_len
   dims = dict(heads=llm["num_heads"], kv_heads=llm["num_kv_heads"], head_dim=llm["head_dim"])
