@@ -243,3 +243,12 @@ def test_a_missing_gl_stack_names_the_system_libraries(monkeypatch):
   monkeypatch.setattr(tabletop.mujoco, "Renderer", broken)
   with pytest.raises(RuntimeError, match=r"libEGL\.so\.1.*apt-get install libegl1 libgl1-mesa-dri"):
     tabletop.TabletopEnv(image_size=32)
+
+
+def test_wilson_interval_ends_are_exact_and_the_plot_takes_them(tmp_path):
+  # 0 of 69 and 69 of 69: the formula's ends land 1e-18 past 0 and 1 (matplotlib refuses negative error bars)
+  assert report.wilson_interval(0, 69)[0] == 0.0 and report.wilson_interval(69, 69)[1] == 1.0
+  cell = {"success_rate": 0.0, "ci95": [3.5e-18, 0.05]}  # a results.json written before the fix
+  summary = {"protocols": {"visual_matching": {"tasks": {"pick_object": cell}}}}
+  report.plot(summary, str(tmp_path / "success.png"))
+  assert (tmp_path / "success.png").stat().st_size > 0

@@ -33,7 +33,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
   p = successes / n
   centre = (p + z * z / (2 * n)) / (1 + z * z / n)
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-  return max(0.0, centre - half), min(1.0, centre + half)
+  low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no 1e-17 past the rate
+  high = 1.0 if successes == n else min(1.0, centre + half)
+  return low, high
 
 
 def _cell(results) -> dict:
@@ -114,7 +116,7 @@ def plot(summary: dict, path: str):
     rates = [c["success_rate"] if c else 0 for c in cells]
     errors = np.array(
       [[c["success_rate"] - c["ci95"][0], c["ci95"][1] - c["success_rate"]] if c else [0, 0] for c in cells]
-    ).T
+    ).T.clip(0.0)  # rounding: an interval's end may sit 1e-17 on the wrong side of 0% / 100%
     ax.bar(np.arange(len(tasks)) + j * width, rates, width, yerr=errors, capsize=3, label=p)
   ax.set_xticks(np.arange(len(tasks)) + width * (len(protocols) - 1) / 2, tasks, fontsize=8)
   ax.set_ylim(0, 1.05)
