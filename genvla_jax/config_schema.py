@@ -35,7 +35,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = dict(
     image_size=224,
-    num_cameras=1,  # camera frames per observation, each image_size square: num_cameras x P image tokens
+    # camera frames per observation, each image_size square: num_cameras x P image tokens; must equal the
+    # cameras data.cameras feeds (len, or 1 for []; training/preflight.py refuses a mismatch)
+    num_cameras=1,
     img={},  # ViT keyword arguments (models/vit.py VARIANTS); options left out take the ViT's defaults
     llm={},  # Gemma keyword arguments (models/gemma.py VARIANTS); likewise
     dual_encoder=True,
@@ -86,9 +88,10 @@ def defaults() -> ml_collections.ConfigDict:
     robot=[],  # dict(name, path, split, weight) entries (ROBOT_ENTRY); data/registry.py mixtures
     vl_root="",  # VL json paths below are relative to this
     vl=[],  # dict(name, path, format="llava_json"|"parquet", weight) entries (VL_ENTRY)
-    # the robot datasets' cameras the model sees, by name (a converted dataset's meta.json "cameras", e.g.
-    # a LeRobot conversion's ["front", "wrist"]); [] = each dataset's primary (first) camera. Training feeds
-    # the model the first one listed (data/pipeline.py)
+    # the robot datasets' cameras the model sees, by name and in this order (a converted dataset's meta.json
+    # "cameras", e.g. a LeRobot conversion's ["front", "wrist"]); [] = each dataset's primary (first) camera.
+    # Two or more: batches carry image [B,C,S,S,3] + image_mask [B,C] (data/pipeline.py); model.num_cameras
+    # must equal the count (preflight checks)
     cameras=[],
     robot_fraction=0.5,  # share of every batch from robot data (C); 1.0 = robot only; 0.0 = VL only (pretraining)
     batch_size=256,  # global batch

@@ -17,15 +17,15 @@ import tolerances
 class _Running:
   """A PolicyServer on a free localhost port, in a background thread with its own event loop."""
 
-  def __init__(self, srv):
-    self.srv, self._ready, self._loop = srv, threading.Event(), None
+  def __init__(self, srv, port=0):
+    self.srv, self._ready, self._loop, self._port = srv, threading.Event(), None, port
     self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
     self._thread.start()
-    assert self._ready.wait(60)
+    assert self._ready.wait(300)
 
   async def _main(self):
     self._loop, self._stop, ready = asyncio.get_running_loop(), asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(self.srv.serve("127.0.0.1", 0, ready=ready, stop=self._stop))
+    task = asyncio.create_task(self.srv.serve("127.0.0.1", self._port, ready=ready, stop=self._stop))
     await ready.wait()
     self._ready.set()
     await task
@@ -165,6 +165,8 @@ def test_serves_a_trained_checkpoint(tmp_path, demo_dir, cache_dir):
     with running.client() as c:
       assert c.metadata["action_dim"] == 2 and c.metadata["action_horizon"] == 1
       assert c.metadata["state_dim"] == 0 and "state" not in c.metadata["observation"]  # the demo takes none
+      assert c.metadata["observation_style"] == "genvla" and c.metadata["cameras"] == ["image"]
+      assert set(c.metadata["observation"]) == {"image", "prompt"}
       reply = c.infer({"image": image, "prompt": "move to the red square"})
     want, valid = reference.act(image, "move to the red square")
     assert reply["actions"].shape == (1, 2) and reply["actions"].dtype == np.float32

@@ -25,12 +25,21 @@ With tokenizer.action="flow" (π0) robot rows carry no answer tokens: the prompt
 to the action expert as the `actions` field.
 
 Cameras: a converted step holds its dataset's cameras by name (convert.camera_names: "image" is the
-primary one, LeRobot conversions add the others); `image` above is the camera config.data.cameras names
-first (`camera_of`), the primary camera when the list is empty. The model sees that one camera.
+primary one, LeRobot conversions add the others). config.data.cameras lists the ones the model sees, in
+order (transforms.cameras_of: the one reader of that list; [] = each dataset's primary camera). With one
+camera, `image` above is its frame and there is no image_mask (batches as before cameras existed); with C > 1:
+
+  image [B,C,S,S,3] uint8 (in config.data.cameras' order)   image_mask [B,C] bool (False: missing; zeros)
+
+A robot record lacking a listed camera (its dataset lists it: a dataset without it at all is refused by
+prepare) gets zeros and False, counted per camera in StepChunkSource.missing and logged; a VL row's image is
+camera 0, the others masked. model.num_cameras must equal C (training/preflight.py checks).
 """
 
+import collections
 import json
 import os
+from typing import Sequence
 
 from absl import logging
 import grain
@@ -45,34 +54,64 @@ class CameraError(cli.UserError, ValueError):
   """config.data.cameras names a camera a robot dataset does not have."""
 
 
+cameras_of = transforms.cameras_of  # the cameras the model sees, in order ([""]: each dataset's primary)
+
+
 def camera_of(data_config) -> str:
-  """The camera training feeds the model: config.data.cameras' first name ("": each dataset's primary)."""
-  return str(data_config.cameras[0]) if data_config.cameras else ""
+  """The first camera of `cameras_of` ("": each dataset's primary)."""
+  return cameras_of(data_config)[0]
 
 
 class StepChunkSource:
   """Random access to converted steps; item i carries the action chunk of steps i..i+H-1 of its episode
-  (`actions` [H,D], `action_pad` [H]: steps past the episode end repeat the last action, pad=True) and,
-  as `image`, the frame of `camera` ("": the primary camera; the records' other cameras are dropped)."""
+  (`actions` [H,D], `action_pad` [H]: steps past the episode end repeat the last action, pad=True) and the
+  frames of `camera`: one name ("": the primary camera) -> `image`, that camera's bytes; a list of C > 1
+  names -> `frames`, their bytes in that order (None where the record lacks one: counted in `missing`
+  {name: records}, logged). The records' other cameras are dropped."""
 
-  def __init__(self, converted_dir: str, horizon: int, camera: str = ""):
+  def __init__(self, converted_dir: str, horizon: int, camera: str | Sequence[str] = ""):
     with open(os.path.join(converted_dir, "meta.json")) as f:
       meta = json.load(f)
-    problem = convert.camera_problem(meta, camera, converted_dir)
-    if problem:
-      raise CameraError(problem)
+    wanted = [camera] if isinstance(camera, str) else [str(c) for c in camera] or [""]
+    for name in wanted:
+      problem = convert.camera_problem(meta, name, converted_dir)
+      if problem:
+        raise CameraError(problem)
     self._paths = [os.path.join(converted_dir, s["file"]) for s in meta["shards"]]
     self._source = grain.sources.ArrayRecordDataSource(self._paths)
+    self.converted_dir = converted_dir
     self.horizon = horizon
     self.cameras = convert.camera_names(meta)
-    self.camera = camera if camera and camera != self.cameras[0] else ""
+    self.wanted = [name or self.cameras[0] for name in wanted]  # the cameras fed, by name
+    self.camera = wanted[0] if len(wanted) == 1 and wanted[0] != self.cameras[0] else ""
+    self.missing = collections.Counter()
 
   def __len__(self):
     return len(self._source)
 
+  def _frame(self, record, name):
+    """Camera `name`'s bytes of `record`, or None (counted, logged) when the record lacks it."""
+    frame = record.get("image") if name == self.cameras[0] else (record.get("images") or {}).get(name)
+    if frame:
+      return frame
+    self.missing[name] += 1
+    if self.missing[name] in (1, 10, 100, 1000) or self.missing[name] % 10000 == 0:
+      logging.warning(
+        "%s: episode %s step %s lacks camera %r: fed as zeros, masked (image_mask False); %d such record(s) so far",
+        self.converted_dir,
+        record.get("episode"),
+        record.get("step"),
+        name,
+        self.missing[name],
+      )
+    return None
+
   def __getitem__(self, index):
     record = convert.decode_step(self._source[index])
-    if self.camera:
+    if len(self.wanted) > 1:
+      record["frames"] = [self._frame(record, name) for name in self.wanted]
+      record.pop("image", None)
+    elif self.camera:
       record["image"] = convert.camera_image(record, self.camera, self.cameras)
     record.pop("images", None)
     chunk, pad, last = [record["action"]], [False], record
@@ -167,16 +206,10 @@ def make_dataset(config, prepared, *, seed: int, process_index: int = 0, process
   horizon = config.tokenizer.action_horizon
   robot_transforms, vl_transform = example_transforms(config, prepared)
   num_robot, num_vl = local_batch_split(config.data, process_count)
-  camera = camera_of(config.data)
-  if len(config.data.cameras) > 1:
-    logging.warning(
-      "data.cameras lists %s: the model is fed the first, %r (feeding several cameras comes next)",
-      list(config.data.cameras),
-      camera,
-    )
+  cameras = cameras_of(config.data)
   robot = []
   for i, r in enumerate(prepared.robot):
-    ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon, camera))
+    ds = grain.MapDataset.source(StepChunkSource(r.converted_dir, horizon, cameras))
     robot.append(ds.shuffle(seed=seed + i).repeat().random_map(RobotExample(robot_transforms[i]), seed=seed + 500 + i))
   ds = None
   if num_robot:

@@ -8,7 +8,7 @@ A path that names a finished converter output (`python -m genvla_jax.data.conver
 `convert_lerobot --out=DIR` or `convert_vl --out=DIR`: its meta.json) is read as it is, never converted
 again (its split and dataset must be the entry's: a LeRobot conversion's dataset is its registry LeRobot
 entry, "lerobot" by default). A LeRobot dataset root is converted by the user first (convert_lerobot);
-data.cameras names the camera training takes from every robot dataset (checked here). Conversions print
+data.cameras names the cameras training takes from every robot dataset, in order (each checked here). Conversions print
 where they go and their progress (`printer`); a robot dataset converts its parts in CONVERT_WORKERS
 processes, and VL corpora larger than PARALLEL_MIN_BYTES convert side by side.
 Entries are dicts with exactly config_schema.ROBOT_ENTRY / VL_ENTRY keys (checked first: check_entries).
@@ -207,8 +207,22 @@ def config_problems(data_config) -> list[str]:
     problems.append(f"data.on_bad={data_config.on_bad!r}: choose 'skip' or 'fail'")
   cameras = data_config.cameras
   if not isinstance(cameras, (list, tuple)) or not all(isinstance(c, str) and c for c in cameras):
-    problems.append(f"data.cameras={cameras!r}: a list of camera names, e.g. [\"wrist\"] ([]: the primary camera)")
+    problems.append(
+      f"data.cameras={cameras!r}: a list of camera names, in the order the model sees them, e.g. "
+      '["front", "wrist"] ([]: the primary camera)'
+    )
+  elif len(set(cameras)) != len(cameras):
+    problems.append(f"data.cameras={list(cameras)!r} names a camera twice: list each camera once")
   return problems
+
+
+def camera_problems(data_config, meta: dict, where: str) -> list[str]:
+  """Every camera config.data.cameras lists (transforms.cameras_of) that a converted robot dataset (its
+  meta.json) lacks, one line each."""
+  from genvla_jax.data import transforms  # here: importing prepare loads no model code
+
+  problems = [convert.camera_problem(meta, name, where) for name in transforms.cameras_of(data_config)]
+  return [p for p in problems if p]
 
 
 def generated_dirs(data_config) -> list[str]:
@@ -327,10 +341,7 @@ def prepare_robot(data_config, entry, split=None, printer=None) -> RobotSet:
       num_workers=CONVERT_WORKERS,
       printer=printer,
     )
-  camera = data_config.cameras[0] if data_config.cameras else ""
-  problem = convert.camera_problem(meta, camera, f"config.data.robot entry {entry['name']!r} ({out})")
-  if problem:
-    raise DataConfigError(problem)
+  _raise(camera_problems(data_config, meta, f"config.data.robot entry {entry['name']!r} ({out})"))
   say(
     f"robot dataset {entry['name']!r}: {meta['num_episodes']} episodes, {meta['num_steps']} steps in {out}{how}",
     flush=True,
@@ -430,6 +441,7 @@ def cached(data_config, robot_split: str | None = None) -> tuple[PreparedData | 
     if meta is None:
       missing.append(f"robot {entry['name']} ({rlds_dir} split {split}) -> {out}")
       continue
+    _raise(camera_problems(data_config, meta, f"config.data.robot entry {entry['name']!r} ({out})"))
     with open(os.path.join(out, "stats.json")) as f:
       robot.append(RobotSet(entry["name"], out, float(entry["weight"]), json.load(f), meta))
   for entry in data_config.vl if data_config.robot_fraction < 1.0 else ():

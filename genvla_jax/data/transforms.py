@@ -17,6 +17,16 @@ training row that does not fit (real corpora have long questions and answers) is
 tokenizer.vl_overflow="truncate" (default), cut by prompt.build_truncated_prompt (answer cut, no EOS; a
 question that fills max_len alone: no loss) and flagged `vl_truncated` in the batch, logged as the
 training metric `vl_truncated_fraction` (training/step.py); with "fail" it raises naming the row.
+
+Cameras: `cameras_of(config.data)` is the one reader of the camera list (the pipeline, prepare's checks,
+offline eval, predict and the policy take it from here). With one camera (config.data.cameras [] or one
+name) examples carry `image` uint8 [S,S,3] and no `image_mask`, as before cameras existed. With C > 1 a
+robot example carries `image` uint8 [C,S,S,3] in that order and `image_mask` bool [C] (a camera its record
+lacks: zeros and False); a VL example has its one image in camera 0 and the others masked, so robot and
+VL rows stack into one batch. Augmentation draws each camera's crop and colour jitter independently (in
+camera order, from the example's rng): the views differ, so one crop box would not mean one thing. At
+inference `cameras` / `policy_inputs` take rows of C frames ([C,H,W,3], or a list of C frames of any
+sizes; None: a missing camera) and give float32 [B,C,S,S,3] + image_mask.
 """
 
 import dataclasses
@@ -27,6 +37,19 @@ import numpy as np
 from genvla_jax import heads
 from genvla_jax.data import augment as augment_lib, preprocess, stats as stats_lib
 from genvla_jax.tokenizers import prompt as prompt_lib
+
+
+def cameras_of(data_config) -> list[str]:
+  """The cameras every robot example carries, in order: config.data.cameras, or [""] (each dataset's
+  primary camera) when it lists none. Its length is what model.num_cameras must be (preflight checks)."""
+  return [str(c) for c in data_config.cameras] or [""]
+
+
+def _is_cameras(row) -> bool:
+  """True when an observation row holds several camera frames ([C,H,W,3], or a list of frames / None)."""
+  if isinstance(row, (list, tuple)):
+    return any(f is None or np.ndim(f) == 3 for f in row)
+  return np.ndim(row) == 4
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,6 +71,7 @@ class ObservationTransform:
   augment: Any = None  # config.data.augment (training only)
   instructions: Callable | None = None  # (instruction, rng) -> (instruction, paraphrased) (training only)
   vl_overflow: str = "truncate"  # config.tokenizer.vl_overflow: VL training rows over max_text_len
+  num_cameras: int = 1  # cameras per training example: len(cameras_of(config.data)); > 1: [C,S,S,3] + image_mask
 
   def __post_init__(self):
     if self.vl_overflow not in prompt_lib.VL_OVERFLOW:
@@ -77,6 +101,7 @@ class ObservationTransform:
       augment=config.data.augment,
       instructions=instructions,
       vl_overflow=config.tokenizer.vl_overflow,
+      num_cameras=len(cameras_of(config.data)),
     )
 
   # -- the steps -------------------------------------------------------------------------------------------
@@ -98,10 +123,42 @@ class ObservationTransform:
       image = preprocess.decode_image(image)
     return augment_lib.augment_and_resize(image, self.image_size, rng, self.augment if train else None)
 
+  def camera_images(self, frames, rng=None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """C frames (encoded bytes or uint8 [H,W,3]; None: the camera is missing) -> (uint8 [C,S,S,3], image_mask
+    bool [C]): `image` per camera (its own augmentation draws, in camera order), zeros where one is missing."""
+    out = np.zeros((len(frames), self.image_size, self.image_size, 3), np.uint8)
+    present = np.array([f is not None for f in frames])
+    for c, frame in enumerate(frames):
+      if frame is not None:
+        out[c] = self.image(frame, rng, train)
+    return out, present
+
   def pixels(self, images) -> np.ndarray:
-    """uint8 images [B,H,W,3] (any H, W) -> float32 [B,S,S,3] in [-1,1]: the model's input at inference
-    (what the model computes from `image` itself in training)."""
-    return np.stack([preprocess.prepare_image(im, self.image_size) for im in images])
+    """uint8 images, a row per observation: [H,W,3] (one camera; any H, W) -> float32 [B,S,S,3] in [-1,1], the
+    model's input at inference (what the model computes from `image` itself in training); rows of C cameras
+    ([C,H,W,3], or C frames of any sizes; None: missing, zeros) -> [B,C,S,S,3] (`cameras` gives the mask)."""
+    return self.cameras(images)[0]
+
+  def cameras(self, images, image_mask=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Observation rows (see `pixels`) + optional image_mask [B,C] bool (False: missing) -> (pixels,
+    image_mask [B,C] bool or None): None when every camera is present (or a row is one camera), else the
+    given mask with the None frames also False (their pixels: what zeros become, as in training)."""
+    rows = list(images)
+    if not rows or not _is_cameras(rows[0]):
+      if image_mask is not None:
+        raise ValueError("image_mask [B,C] is for rows of several cameras ([B,C,H,W,3]); got one camera per row")
+      return np.stack([preprocess.prepare_image(im, self.image_size) for im in rows]), None
+    if not all(_is_cameras(r) for r in rows) or len({len(r) for r in rows}) != 1:
+      raise ValueError(f"every observation needs the same cameras; got rows of {sorted({len(r) for r in rows})}")
+    blank = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+    pixels = np.stack([[preprocess.prepare_image(blank if f is None else f, self.image_size) for f in r] for r in rows])
+    missing = np.array([[f is None for f in r] for r in rows])
+    if image_mask is not None:
+      image_mask = np.asarray(image_mask, bool)
+      if image_mask.shape != missing.shape:
+        raise ValueError(f"image_mask of shape {image_mask.shape}; expected [B,C] = {list(missing.shape)}")
+      return pixels, image_mask & ~missing
+    return pixels, (~missing if missing.any() else None)
 
   def normalize_state(self, state) -> np.ndarray:
     """Robot-unit state [..., S] -> normalized by the dataset's statistics."""
@@ -129,9 +186,8 @@ class ObservationTransform:
     state = None
     if self.prompt_uses_state or self.state_token_dim:
       state = self.normalize_state(record["state"])
-    example = dict(
-      image=self.image(record["image"], rng, train),
-      **self.tokens(self.robot_prompt(instruction, state), ids),
+    example = dict(**self._robot_images(record, rng, train), **self.tokens(self.robot_prompt(instruction, state), ids))
+    example.update(
       is_robot=np.bool_(True),
       actions=actions,
       action_pad=record["action_pad"],
@@ -142,6 +198,21 @@ class ObservationTransform:
     if self.state_token_dim:
       example["state"] = preprocess.pad_state(state, self.state_token_dim)
     return example
+
+  def _robot_images(self, record, rng, train: bool) -> dict:
+    """A record's `image` (one camera) -> {image}; its `frames` (pipeline.StepChunkSource with several
+    cameras: C frames, None where missing) -> {image [C,S,S,3], image_mask [C]}."""
+    if self.num_cameras == 1:
+      return dict(image=self.image(record["image"], rng, train))
+    frames = record.get("frames")
+    if frames is None or len(frames) != self.num_cameras:
+      got = "one camera" if frames is None else f"{len(frames)} cameras"
+      raise ValueError(
+        f"this transform feeds {self.num_cameras} cameras (config.data.cameras) but the record has {got} "
+        "(pipeline.StepChunkSource with the same camera list)"
+      )
+    image, present = self.camera_images(frames, rng, train)
+    return dict(image=image, image_mask=present)
 
   def vl_example(self, record, rng, train: bool = True) -> dict:
     """{"image": bytes, "question", "answer"} (convert_vl.py records) -> one VL row of the training batch
@@ -160,8 +231,14 @@ class ObservationTransform:
           f"VL example {record.get('source', '(no source)')}: {e} Or set tokenizer.vl_overflow='truncate' "
           "(over-long VL rows cut and counted)."
         ) from None
+    image = self.image(record["image"], rng, train)
+    cameras = {"image": image}
+    if self.num_cameras > 1:  # the VL image is camera 0; the others are missing (zeros, masked)
+      stacked = np.zeros((self.num_cameras, *image.shape), np.uint8)
+      stacked[0] = image
+      cameras = dict(image=stacked, image_mask=np.arange(self.num_cameras) == 0)
     out = dict(
-      image=self.image(record["image"], rng, train),
+      **cameras,
       **tokens,
       is_robot=np.bool_(False),
       actions=np.zeros((self.horizon, self.action_dim), np.float32),
@@ -200,20 +277,26 @@ class ObservationTransform:
     """Normalized states [B,S] -> π0's state token input [B,state_token_dim] (None without one)."""
     return preprocess.pad_state(normalized_states, self.state_token_dim) if self.state_token_dim else None
 
-  def _batch(self, images, prefixes, full_width: bool):
+  def _prompts(self, prefixes, full_width: bool):
     prompts = [self.tokens(p) for p in prefixes]
     tokens = np.stack([p["tokens"] for p in prompts])
     mask = np.stack([p["input_mask"] for p in prompts])
     width = tokens.shape[1] if full_width else int(mask.sum(1).max())  # trim padding shared by all rows
-    return self.pixels(images), tokens[:, :width], mask[:, :width]
+    return tokens[:, :width], mask[:, :width]
 
-  def policy_inputs(self, images, instructions, normalized_states=None, full_width: bool = False):
-    """uint8 images [B,H,W,3] + B instructions (+ normalized states [B,S], written into prompts that
-    have "{state}") -> (pixels [B,S,S,3] float32, tokens [B,W], input_mask [B,W]): the training example's
-    image and prompt without its answer. W: the longest row, or max_text_len with `full_width` (one
-    shape for every call)."""
+  def _batch(self, images, prefixes, full_width: bool):
+    return self.pixels(images), *self._prompts(prefixes, full_width)
+
+  def policy_inputs(self, images, instructions, normalized_states=None, full_width: bool = False, image_mask=None):
+    """B observations (uint8 [B,H,W,3]: one camera; rows of C cameras: [B,C,H,W,3] or [B][C] frames of any
+    sizes, None where one is missing) + B instructions (+ normalized states [B,S], written into prompts that
+    have "{state}"; + image_mask [B,C] bool) -> (pixels [B,S,S,3] or [B,C,S,S,3] float32, tokens [B,W],
+    input_mask [B,W], image_mask [B,C] bool or None: `cameras`): the training example's image(s) and prompt
+    without its answer. W: the longest row, or max_text_len with `full_width` (one shape for every call)."""
     states = [None] * len(instructions) if normalized_states is None else normalized_states
-    return self._batch(images, [self.robot_prompt(i, s) for i, s in zip(instructions, states)], full_width)
+    pixels, image_mask = self.cameras(images, image_mask)
+    tokens, mask = self._prompts([self.robot_prompt(i, s) for i, s in zip(instructions, states)], full_width)
+    return pixels, tokens, mask, image_mask
 
   def vqa_inputs(self, images, questions, template: str = "{question}", full_width: bool = True):
     """uint8 images + questions -> (pixels, tokens, input_mask): the VL example's image and prompt

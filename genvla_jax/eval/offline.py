@@ -11,12 +11,13 @@ from genvla_jax.data import pipeline, preprocess, stats as stats_lib
 
 
 def action_error(
-  policy, converted_dir: str, num_examples: int = 200, batch_size: int = 50, seed: int = 0, camera: str = ""
+  policy, converted_dir: str, num_examples: int = 200, batch_size: int = 50, seed: int = 0, camera=""
 ) -> dict:
   """`policy`: a trained inference.policy.Policy (its metadata, act, and the action statistics it
   de-normalizes with: `action_stats`). -> {num_examples, mae, baseline_mae, mae_normalized,
   baseline_mae_normalized, invalid_fraction} over `num_examples` random steps of `converted_dir`, seen
-  through `camera` (the one training fed: pipeline.camera_of(config.data); "": the primary)."""
+  through `camera`: the cameras training fed (transforms.cameras_of(config.data): one name, "" for the
+  primary, or a list of C names, each step's frames then acted on as [C] frames, a missing one masked)."""
   metadata = policy.metadata
   source = pipeline.StepChunkSource(converted_dir, metadata.horizon, camera)
   rng = np.random.default_rng(seed)
@@ -26,7 +27,7 @@ def action_error(
   err, base, err_n, base_n, weights, valid_all = [], [], [], [], [], []
   for start in range(0, len(indices), batch_size):
     records = [source[int(i)] for i in indices[start : start + batch_size]]
-    images = [preprocess.decode_image(r["image"]) for r in records]
+    images = [_frames(r) for r in records]
     states = np.stack([r["state"] for r in records]) if metadata.uses_state else None
     predicted, valid = policy.act(images, [r["instruction"] for r in records], states=states)  # [b,H,D]
     true = np.stack([r["actions"] for r in records])  # [b,H,D]
@@ -51,3 +52,10 @@ def action_error(
     "baseline_mae_normalized": mean(base_n),
     "invalid_fraction": float(1 - np.concatenate(valid_all).mean()),
   }
+
+
+def _frames(record):
+  """A StepChunkSource record's frame(s): uint8 [H,W,3], or its C cameras' frames (None where missing)."""
+  if "frames" in record:
+    return [None if f is None else preprocess.decode_image(f) for f in record["frames"]]
+  return preprocess.decode_image(record["image"])

@@ -1,4 +1,4 @@
-"""The policy: camera frame + instruction -> continuous action chunk, from a run directory alone.
+"""The policy: camera frame(s) + instruction -> continuous action chunk, from a run directory alone.
 
 Uses the checkpoint's own config and statistics, the run's tokenizers (tokenizers/factory.py) and the
 training pipeline's own observation -> model-input transform (data/transforms.py: image, state
@@ -20,7 +20,6 @@ import os
 
 from absl import logging
 import jax
-import numpy as np
 
 from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import transforms
@@ -34,8 +33,8 @@ class Policy:
   """A trained run's policy (protocol.Policy). Besides the protocol: `config`, `params`, `model`, `text`
   (the text tokenizer), `action_tokenizer`, `action_stats` / `state_stats` (the dataset statistics it
   de-normalizes / normalizes with), `transform` (data/transforms.ObservationTransform of its config),
-  `horizon`, `action_dim`, `uses_state`, `step`, `prepare_inputs`, and the counters `num_invalid_fields`,
-  `draft_stats`."""
+  `horizon`, `action_dim`, `uses_state`, `step`, `prepare_inputs` / `model_inputs`, and the counters
+  `num_invalid_fields`, `draft_stats`."""
 
   def __init__(
     self,
@@ -106,7 +105,16 @@ class Policy:
       fixed_shapes=True,
       image_size=self.transform.image_size,
       action_tokenizer=self.config.tokenizer.action,
+      cameras=self.cameras,
     )
+
+  @property
+  def cameras(self) -> tuple[str, ...]:
+    """The cameras act() takes, in order: config.data.cameras' names ("" where unnamed), model.num_cameras
+    of them (preflight keeps the two equal for a trained run)."""
+    count = max(1, int(self.config.model.num_cameras))
+    names = [c for c in transforms.cameras_of(self.config.data) if c][:count]
+    return tuple(names + [""] * (count - len(names)))
 
   def prompt_spec(self) -> protocol.PromptSpec:
     """The run's prompt template, separator, text tokenizer and token limit (what prepare_inputs uses)."""
@@ -164,24 +172,27 @@ class Policy:
     return policy
 
   def prepare_inputs(self, images, instructions, full_width: bool = False, states=None):
-    """uint8 images [B,H,W,3] (one camera) or [B,C,H,W,3] (C cameras per row, in the config's order; any
-    H, W per camera) + B instructions (+ normalized states [B,S] for prompts that write the state) -> model
-    inputs (`transform.policy_inputs`: the training example without its answer; pixels [B,S,S,3] or
-    [B,C,S,S,3]). The prompt is cut to the longest row unless `full_width` (max_text_len: one shape for
-    every call)."""
-    rows = [np.asarray(im) for im in images]
-    expected = build.num_cameras(self.config.model)
-    cams = {len(r) if r.ndim == 4 else 1 for r in rows}
-    if cams != {expected}:
+    """uint8 images [B,H,W,3] (one camera) or rows of C cameras ([B,C,H,W,3], or [B][C] frames of any sizes,
+    None where one is missing; in config.data.cameras' order) + B instructions (+ normalized states [B,S] for
+    prompts that write the state) -> model inputs (pixels [B,S,S,3] or [B,C,S,S,3], tokens, input_mask):
+    `model_inputs` without the camera mask."""
+    return self.model_inputs(images, instructions, full_width, states)[:3]
+
+  def model_inputs(self, images, instructions, full_width: bool = False, states=None, image_mask=None):
+    """-> (pixels, tokens, input_mask, image_mask [B,C] bool or None): `transform.policy_inputs` (the training
+    example without its answer; a missing camera as training feeds one), checked against the cameras the model
+    sees (config.model.num_cameras). The prompt is cut to the longest row unless `full_width` (max_text_len: one
+    shape for every call)."""
+    pixels, tokens, mask, image_mask = self.transform.policy_inputs(
+      images, instructions, states, full_width, image_mask
+    )
+    expected, got = build.num_cameras(self.config.model), 1 if pixels.ndim == 4 else pixels.shape[1]
+    if got != expected:
       raise ValueError(
         f"this policy sees {expected} camera(s) per observation (config.model.num_cameras); got rows with "
-        f"{sorted(cams)} (images [B,H,W,3] for one camera, [B,C,H,W,3] for C)"
+        f"{got} (images [B,H,W,3] for one camera, [B,C,H,W,3] for C)"
       )
-    if rows[0].ndim != 4:
-      return self.transform.policy_inputs(images, instructions, states, full_width)
-    pixels, tokens, mask = self.transform.policy_inputs([r[0] for r in rows], instructions, states, full_width)
-    others = [self.transform.pixels([r[c] for r in rows]) for c in range(1, expected)]
-    return np.stack([pixels, *others], axis=1), tokens, mask
+    return pixels, tokens, mask, image_mask
 
   @property
   def uses_state(self) -> bool:
@@ -189,8 +200,9 @@ class Policy:
     return self.transform.uses_state
 
   def act(self, images, instructions, *, states=None, full_width: bool = False, image_mask=None):
-    """images uint8 [B,H,W,3] (or one [H,W,3]); with several cameras (config.model.num_cameras) [B,C,H,W,3]
-    (or one [C,H,W,3]) and optionally image_mask [B,C] (or [C]) bool, False where a camera is missing;
+    """images uint8 [B,H,W,3] (or one [H,W,3]); with several cameras (config.model.num_cameras, in
+    config.data.cameras' order) [B,C,H,W,3] or [B][C] frames of any sizes (or one row: [C,H,W,3] / C frames),
+    None for a missing frame, and optionally image_mask [B,C] (or [C]) bool, False where a camera is missing;
     instructions list[str] (or one str), states [B,S] in the robot's units (only for policies that take
     it: `uses_state`) -> (actions [B,H_chunk,D] float32 de-normalized, valid [B,H_chunk,D] bool).
     `full_width`: see prepare_inputs (the harness and the server use it so that batches of a size compile
@@ -208,8 +220,8 @@ class Policy:
     if len(images) != len(instructions):
       raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
     states = self.transform.normalize_states(states, len(images))
-    pixels, tokens, mask = self.prepare_inputs(images, instructions, full_width, states)
-    cameras = {} if image_mask is None else {"image_mask": np.asarray(image_mask, bool)}  # heads without it work
+    pixels, tokens, mask, image_mask = self.model_inputs(images, instructions, full_width, states, image_mask)
+    cameras = {} if image_mask is None else {"image_mask": image_mask}  # heads without cameras work as before
     normalized, valid = self.head.predict(
       self.params, pixels, tokens, mask, self.transform.state_token(states), **cameras
     )

@@ -25,6 +25,14 @@ class PolicyMetadata:
   fixed_shapes: bool = False  # act(full_width=True) pads prompts to one width: one compile per batch size
   image_size: int = 0  # side the policy resizes frames to; 0: not a fixed size
   action_tokenizer: str = ""  # a trained run's config.tokenizer.action ("string", "bins", "fast", "flow"); else ""
+  # the cameras act() takes per row, in order, by name ("" where unnamed); () or one: images [B,H,W,3];
+  # several: images [B,C,H,W,3] and image_mask [B,C]
+  cameras: tuple[str, ...] = ()
+
+  @property
+  def num_cameras(self) -> int:
+    """Frames per row act() takes (1: images [B,H,W,3]; more: [B,C,H,W,3] + image_mask)."""
+    return max(1, len(self.cameras))
 
   @property
   def uses_state(self) -> bool:
@@ -53,9 +61,10 @@ class Policy(Protocol):
   def metadata(self) -> PolicyMetadata: ...
 
   def act(self, images, instructions, *, states=None, full_width: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """images uint8 [B,H,W,3], B instructions, states [B,S] in the robot's units (required iff
-    `metadata.uses_state`) -> (actions [B,H,D] float32 in the robot's units, valid [B,H,D] bool: False
-    where a value is a fallback, not the policy's output). `full_width`: pad prompts to one width
+    """images uint8 [B,H,W,3] (with several cameras, `metadata.cameras`: [B,C,H,W,3] and the keyword
+    image_mask [B,C] bool, False where a row lacks a camera), B instructions, states [B,S] in the robot's
+    units (required iff `metadata.uses_state`) -> (actions [B,H,D] float32 in the robot's units, valid
+    [B,H,D] bool: False where a value is a fallback, not the policy's output). `full_width`: pad prompts to one width
     (honoured when `metadata.fixed_shapes`)."""
     ...
 

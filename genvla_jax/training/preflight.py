@@ -1,7 +1,7 @@
 """Pre-flight checks of a training run: everything that needs no long work (run directory, pretrained
-architecture, config consistency, tokenizer, every data source), all problems reported at once
-(`SetupError` lists them, one per line) before any data is converted. With
-config.pretrained.architecture="checkpoint" `check_setup` takes config.model's architecture from the
+architecture, config consistency (model.num_cameras = the cameras data.cameras feeds), tokenizer, every data
+source), all problems reported at once (`SetupError` lists them, one per line) before any data is converted.
+With config.pretrained.architecture="checkpoint" `check_setup` takes config.model's architecture from the
 checkpoint first. `resolve_data_dims`: the head's data-derived sizes, checked when the data is there."""
 
 import json
@@ -11,8 +11,8 @@ from typing import Sequence
 import jax
 import numpy as np
 from genvla_jax import cli, config_schema, heads
-from genvla_jax.data import pipeline, prepare
-from genvla_jax.models import remat
+from genvla_jax.data import pipeline, prepare, transforms
+from genvla_jax.models import build, remat
 from genvla_jax.pretrained import api as pretrained_api
 from genvla_jax.training import metric_writers, run_dir
 from genvla_jax.training import sharding
@@ -87,7 +87,22 @@ def settings_problems(config) -> list[str]:
   for key in ("steps", "log_every", "checkpoint_every", "grad_accum_steps", "keep_checkpoints"):
     if config.train[key] < 1:
       problems.append(f"train.{key}={config.train[key]} must be >= 1")
-  return problems + batch_problems(config)
+  return problems + camera_problems(config) + batch_problems(config)
+
+
+def camera_problems(config) -> list[str]:
+  """model.num_cameras is the number of cameras the data feeds (data.cameras, read by transforms.cameras_of:
+  [] or one name = 1): the model's token count (FLOPs, memory, the policy's inputs) and the batches agree."""
+  cameras = config.data.cameras
+  if not isinstance(cameras, (list, tuple)):  # (prepare.config_problems says so)
+    return []
+  fed, expected = len(transforms.cameras_of(config.data)), build.num_cameras(config.model)
+  if fed == expected:
+    return []
+  return [
+    f"model.num_cameras={expected} but data.cameras={list(cameras)!r} feeds {fed} camera(s) per example: set "
+    f"--config.model.num_cameras={fed}, or list {expected} camera(s) in data.cameras (in the order the model sees them)"
+  ]
 
 
 def batch_problems(config) -> list[str]:

@@ -130,6 +130,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def to_global(local_batch: dict, mesh: Mesh) -> dict:
-  """Host-local numpy batch (this process's rows) -> global jax.Arrays split over the batch axes."""
+  """Host-local numpy batch (this process's rows) -> global jax.Arrays split over the batch axes: every field
+  along its first (row) axis only, whatever follows (image [B,S,S,3] or [B,C,S,S,3], image_mask [B,C])."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
