@@ -11,10 +11,16 @@ so an interrupted conversion resumes where it stopped (finished parts are kept).
   part-XXXXX-of-YYYYY.array_record  one msgpack record per step, episodes contiguous:
       {"image": bytes, "state": f32 [S], "action": f32 [D], "instruction": str,
        "episode": int (source episode index), "step": int, "episode_length": int}
-      Several cameras (LeRobot conversions, data/convert_lerobot.py): "image" is the primary camera
-      (meta.json "cameras"[0]) and "images": {name: bytes} holds the others, by their names in "cameras";
-      a record without "images" has one camera. `camera_names(meta)` / `camera_image(record, name, meta)`
-      read them; readers that take "image" see the primary camera.
+      Cameras: every camera of the registry entry (registry.Camera; meta.json "cameras", in order, and
+      "camera_keys" {name: RLDS step key}). "image" is the primary camera ("cameras"[0]: bridge's image_0,
+      "image" for single-camera entries) and "images": {name: bytes} holds the others the step has, by
+      their names in "cameras" (a record without "images" has one camera; LeRobot conversions,
+      data/convert_lerobot.py, use the same layout). A camera missing in a step (no key, empty bytes, or
+      an all-zero frame of a camera whose dataset pads absent views with zeros: Camera.zeros_missing,
+      Bridge's image_1..image_3) is omitted from that record: the pipeline feeds it as zeros, masked; a
+      step without its primary camera is skipped. meta.json "camera_frames" {name: records holding it}.
+      `camera_names(meta)` / `camera_image(record, name, meta)` read them; readers that take "image"
+      see the primary camera, so single-camera training reads what it read before cameras existed.
   part-XXXXX-of-YYYYY.{npz,json}    per part: actions/states/episode lengths; record count, sha256, skips,
                                     provenance
   episodes.npz   start [E], length [E] (global record index of each episode's first step), source_episode
@@ -32,9 +38,10 @@ Bad input (listed in meta.json's skipped_steps, counted in skipped_episodes, pri
 `on_bad="fail"`: BadRecordError at the first instead):
   * whole episode skipped, entry {"file", "record", "episode", "step", "reason"}: a record whose checksum
     fails, an undecodable record, a stored image that does not decode; a truncated file (or corrupt
-    framing) loses the rest of that file: one entry with "episodes_lost", the episodes before it are kept;
+    framing) loses the rest of that file: one entry with "episodes_lost", the episodes before it are kept
+    (every camera's frames are decoded: "camera NAME: ..." names a non-primary one);
   * one step skipped, entry {"episode", "step", "reason"}: a non-finite action or state, an empty
-    instruction, a missing image or key.
+    instruction, a missing primary image or key.
 A conversion in which every episode is skipped raises NoUsableDataError (nothing is left in --out).
 
 Training reads a finished --out as it is when a data.robot entry's path names it (`finished`; data/prepare.py).
@@ -58,7 +65,10 @@ from genvla_jax import cli
 from genvla_jax.data import preprocess, registry, rlds, stats as stats_lib
 
 FORMAT_VERSION = 2  # the record layout readers depend on (pipeline, inspect)
-CONVERTER_VERSION = 3  # what conversion does (3: checksums verified, every stored image decoded); provenance
+# what conversion does (provenance; 3: checksums verified, every stored image decoded; 4: every registry camera
+# written, "images"): an --out of an older version is not reused (prepare re-converts its cache)
+CONVERTER_VERSION = 4
+CAMERAS_SINCE = 4  # the first CONVERTER_VERSION that writes every camera of an RLDS dataset
 
 
 class BadRecordError(cli.UserError, ValueError):
@@ -103,6 +113,14 @@ def camera_problem(meta: dict, camera: str, where: str) -> str | None:
   cameras = camera_names(meta)
   if not camera or camera in cameras:
     return None
+  older = (meta.get("provenance") or {}).get("converter_version")
+  if "cameras" not in meta and isinstance(older, int) and older < CAMERAS_SINCE:
+    return (
+      f"{where} has no camera {camera!r} (config.data.cameras): it was converted by an older genvla_jax "
+      f"(converter_version {older}) that kept the primary camera only: convert it again (python -m "
+      "genvla_jax.data.convert ... --overwrite; a conversion in data.cache_dir is redone by training), or "
+      "data.cameras=[] for its primary camera"
+    )
   return (
     f"{where} has no camera {camera!r} (config.data.cameras); its cameras: {cameras}: name one of them, "
     "or data.cameras=[] for its primary camera"
@@ -140,13 +158,44 @@ def _bad_reason(step) -> str | None:
 def image_problem(data: bytes, shape: tuple | None = None) -> tuple[str | None, tuple | None]:
   """(None, its shape (H, W, 3)) if `data` decodes to an RGB image (of `shape` when given), else (why
   not, None)."""
+  problem, image = _decoded(data, shape)
+  return problem, None if image is None else tuple(image.shape)
+
+
+def _decoded(data: bytes, shape: tuple | None = None) -> tuple[str | None, np.ndarray | None]:
+  """(None, the decoded image) if `data` decodes to an RGB image (of `shape` when given), else (why not, None)."""
   try:
     image = preprocess.decode_image(data)
   except preprocess.BadImageError as err:
     return str(err), None
   if shape is not None and tuple(image.shape) != tuple(shape):
     return f"image is {list(image.shape)}, the episode's first image {list(shape)}", None
-  return None, tuple(image.shape)
+  return None, image
+
+
+def _frames_problem(step: dict, cameras, shapes: dict) -> str | None:
+  """Decodes every frame of a standardized step (`cameras`: its registry entry's): why one does not decode
+  or differs in shape from its camera's first frame in the episode (`shapes`, filled here), else None. A
+  frame of a Camera.zeros_missing camera that is all zeros is the dataset's padding: removed from
+  step["images"] (the camera is missing in this step)."""
+  problem, image = _decoded(step["image"], shapes.get(cameras[0].name))
+  if problem:
+    return problem
+  shapes[cameras[0].name] = image.shape
+  images = step.get("images") or {}
+  for camera in cameras[1:]:
+    if camera.name not in images:
+      continue
+    problem, image = _decoded(images[camera.name])
+    if problem:
+      return f"camera {camera.name}: {problem}"
+    if camera.zeros_missing and not image.any():
+      del images[camera.name]
+      continue
+    if camera.name in shapes and image.shape != shapes[camera.name]:
+      return f"camera {camera.name}: image is {list(image.shape)}, its first image {list(shapes[camera.name])}"
+    shapes[camera.name] = image.shape
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,19 +301,19 @@ def _good_steps(source, spec, serialized, where: tuple, skips: _Skips) -> list[d
   standardized = []
   for s, raw in enumerate(episode["steps"]):
     try:
-      standardized.append(dict(spec.standardize(raw), _source_step=s))
+      standardized.append(dict(registry.standardize_step(spec, raw), _source_step=s))
     except (KeyError, ValueError, TypeError) as err:
       skips.add({"episode": e, "step": s, "reason": f"cannot standardize: {err}"[:200]}, at)
   if spec.episode_transform is not None and standardized:
     standardized = spec.episode_transform(standardized)
-  good, shape = [], None
+  good, shapes = [], {}
   for step in standardized:
     s = step.pop("_source_step")
     reason = _bad_reason(step)
     if reason:
       skips.add({"episode": e, "step": s, "reason": reason}, at)
       continue
-    problem, shape = image_problem(step["image"], shape)
+    problem = _frames_problem(step, spec.cameras, shapes)
     if problem:
       skips.add(_episode_entry(path, k, e, s, f"undecodable image: {problem}"), at)
       return []
@@ -282,6 +331,7 @@ def convert_part(
   source = rlds.RLDSDataset(rlds_dir, split)
   name = _part_name(part, total)
   skips, actions, states, episodes, lengths = _Skips(on_bad), [], [], [], []
+  frames = dict.fromkeys(spec.camera_names, 0)  # records holding each camera
   tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}")
   writer = array_record_module.ArrayRecordWriter(tmp + ".array_record", "group_size:1")
   try:  # records stream to the writer: memory holds one episode, not the part
@@ -291,6 +341,8 @@ def convert_part(
       lengths.append(len(good))
       for s, step in enumerate(good):
         writer.write(encode_step(dict(step, episode=e, step=s, episode_length=len(good))))
+        for camera in [spec.cameras[0].name, *step.get("images", ())]:
+          frames[camera] += 1
         actions.append(step["action"])
         states.append(step["state"])
     writer.close()
@@ -316,6 +368,7 @@ def convert_part(
     "sha256": _sha256(os.path.join(out_dir, name + ".array_record")),
     "skipped_steps": skips.entries,
     "skipped_episodes": part.count - len(episodes),
+    "camera_frames": frames,
     "provenance": provenance(rlds_dir, dataset, split, part.episodes_per_part, source),
   }
   with open(tmp + ".json", "w") as f:
@@ -567,7 +620,15 @@ def convert(
   except BaseException:
     _remove_empty_dirs(out_dir, created)
     raise
-  meta.update(source=os.path.abspath(rlds_dir), dataset=dataset, split=split, provenance=want)
+  spec = registry.get(dataset)
+  meta.update(
+    source=os.path.abspath(rlds_dir),
+    dataset=dataset,
+    split=split,
+    provenance=want,
+    cameras=spec.camera_names,
+    camera_keys={c.name: c.key for c in spec.cameras},
+  )
   meta_path = os.path.join(out_dir, "meta.json")
   tmp = meta_path + f".tmp{os.getpid()}"
   with open(tmp, "w") as f:
@@ -616,6 +677,12 @@ def summary_lines(meta: dict, out_dir: str, first: int = 5) -> list[str]:
     f"converted {meta['dataset']}/{meta['split']}: {meta['num_episodes']} episodes, {meta['num_steps']} "
     f"steps -> {out_dir}"
   ]
+  frames = meta.get("camera_frames") or {}
+  if len(frames) > 1:
+    lines.append(
+      "cameras (steps holding each; the others are missing there: masked in training): "
+      + ", ".join(f"{name} {frames.get(name, 0)}/{meta['num_steps']}" for name in camera_names(meta))
+    )
   skipped = meta["skipped_steps"]
   if not skipped:
     return lines + ["skipped: none (every record's checksum and every stored image verified)"]
@@ -663,7 +730,7 @@ def _assemble(
   if normalize_mask is None:
     normalize_mask = registry.get(dataset).normalize_mask
   shards, skipped, actions, states, starts, lengths, episode_ids = [], [], [], [], [], [], []
-  offset, skipped_episodes = 0, 0
+  offset, skipped_episodes, camera_frames = 0, 0, {}
   for part in parts:
     name = _part_name(part, len(parts))
     with open(os.path.join(out_dir, name + ".json")) as f:
@@ -683,6 +750,8 @@ def _assemble(
     offset += info["records"]
     skipped += info["skipped_steps"]
     skipped_episodes += info.get("skipped_episodes", 0)
+    for name, count in (info.get("camera_frames") or {}).items():
+      camera_frames[name] = camera_frames.get(name, 0) + int(count)
     shards.append({k: info[k] for k in ("file", "records", "sha256")})
   if not offset:
     first = skipped[0] if skipped else {}
@@ -701,7 +770,7 @@ def _assemble(
   statistics = {"action": stats_lib.describe(actions, normalize_mask), "state": stats_lib.describe(states)}
   with open(os.path.join(out_dir, "stats.json"), "w") as f:
     json.dump(statistics, f, indent=1)
-  return {
+  meta = {
     "format_version": FORMAT_VERSION,
     "num_episodes": int(sum(len(l) for l in lengths)),
     "num_steps": int(offset),
@@ -711,6 +780,9 @@ def _assemble(
     "skipped_steps": skipped,
     "skipped_episodes": int(skipped_episodes),
   }
+  if camera_frames:  # RLDS conversions: records holding each camera (the primary: every record)
+    meta["camera_frames"] = camera_frames
+  return meta
 
 
 def actions_and_states(out_dir: str) -> tuple[np.ndarray, np.ndarray]:

@@ -328,8 +328,16 @@ def prepare_robot(data_config, entry, split=None, printer=None) -> RobotSet:
     how = " (converted before: read as it is)"
   else:
     how = ""
-    if convert.completed_meta(out, convert.FORMAT_VERSION) is None:
+    cached_meta = convert.completed_meta(out, convert.FORMAT_VERSION)
+    older = ((cached_meta or {}).get("provenance") or {}).get("converter_version")
+    if cached_meta is None:
       say(f"converting robot dataset {entry['name']!r} ({rlds_dir}, split {split}) -> {out}", flush=True)
+    elif older != convert.CONVERTER_VERSION:
+      say(
+        f"converting robot dataset {entry['name']!r} again ({rlds_dir}, split {split}) -> {out}: the cache was "
+        f"made by converter version {older}, this is {convert.CONVERTER_VERSION}",
+        flush=True,
+      )
     # the cache dir is the converter's own: a conversion of other provenance there is replaced
     meta = convert.convert(
       rlds_dir,

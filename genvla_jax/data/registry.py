@@ -1,7 +1,15 @@
 """Per-dataset standardization: how one RLDS step of a published dataset becomes our step record.
 
-A standardized step is {"image": encoded JPEG/PNG bytes, "state": float32 [S], "action": float32 [D],
-"instruction": str}. Step dicts come from `rlds.RLDSDataset` with flattened keys ("observation/image_0").
+A standardized step (`standardize_step`) is {"image": encoded JPEG/PNG bytes of the primary camera, "state":
+float32 [S], "action": float32 [D], "instruction": str}, plus "images": {name: bytes} for the entry's other
+cameras when it has several. Step dicts come from `rlds.RLDSDataset` with flattened keys ("observation/image_0").
+`standardize` gives state, action and instruction; the frames come from the entry's `cameras` (Camera: the
+name converted records, meta.json "cameras" and config.data.cameras use; the step key; whether an all-zero
+frame is the dataset's padding for a view the episode lacks), primary first. The primary camera is required
+(a step without it is skipped); another camera a step lacks (no key, empty bytes, or a padding frame: see
+Camera.zeros_missing, applied by the converter) is left out of that step's "images", and the pipeline masks it.
+Camera lists follow each dataset's published features.json: Bridge V2 (bridge_dataset 1.0.0) has
+observation/image_0..image_3, RT-1 (fractal20220817_data 0.1.0) only observation/image.
 `episode_transform` (optional) rewrites an episode's standardized steps where a convention needs the
 whole episode (relative -> absolute gripper, actions relabelled from states); it may drop steps.
 `normalize_mask[d]` is False for dimensions kept as they are (gripper open/close), True for dimensions
@@ -37,21 +45,63 @@ class UnknownDatasetError(cli.UserError, KeyError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Camera:
+  """One camera of an RLDS dataset. `name`: how converted records (the primary as "image", the others in
+  "images"), meta.json "cameras" and config.data.cameras call it; `key`: its flattened step key;
+  `zeros_missing`: an all-zero frame is the dataset's stand-in for a view the episode does not have (Bridge V2
+  stores absent views so, with episode_metadata/has_image_k flags that are False even for views that exist, in
+  the sample and in the published release: rail-berkeley/bridge_data_v2 issue 40), so the converter leaves it
+  out of the record; False (the primary camera always): a black frame is kept as a picture."""
+
+  name: str
+  key: str
+  zeros_missing: bool = False
+
+
+ONE_CAMERA = (Camera("image", "observation/image"),)  # the project's own recordings, RT-1
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   name: str
   standardize: Callable[[dict], dict]
   normalize_mask: tuple[bool, ...]
   episode_transform: Callable[[list[dict]], list[dict]] | None = None
+  cameras: tuple[Camera, ...] = ONE_CAMERA  # primary first (its frame is the record's "image")
+
+  def __post_init__(self):
+    names = [c.name for c in self.cameras]
+    if not names or len(set(names)) != len(names) or not all(names):
+      raise ValueError(f"DatasetSpec {self.name!r}: cameras must name at least one camera, each once: {names}")
+    if self.cameras[0].zeros_missing:
+      raise ValueError(f"DatasetSpec {self.name!r}: the primary camera is required (zeros_missing=False)")
+
+  @property
+  def camera_names(self) -> list[str]:
+    """The cameras, in order (meta.json "cameras"; the first is the records' "image")."""
+    return [c.name for c in self.cameras]
+
+
+def standardize_step(spec: DatasetSpec, step: dict) -> dict:
+  """One flattened RLDS step -> its standardized step (module docstring): `spec.standardize`'s fields, the
+  primary camera's bytes as "image" (KeyError when the step lacks it) and, for an entry with several cameras,
+  "images" = {name: bytes} of the other cameras the step has (key present, bytes non-empty)."""
+  out = dict(spec.standardize(step))
+  out["image"] = step[spec.cameras[0].key]
+  if len(spec.cameras) > 1:
+    out["images"] = {
+      c.name: step[c.key] for c in spec.cameras[1:] if isinstance(step.get(c.key), bytes) and step[c.key]
+    }
+  return out
 
 
 def _text(x) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-def _plain_step(image_key: str):
+def _plain_step():
   def standardize(step):
     return {
-      "image": step[image_key],
       "state": np.asarray(step["observation/state"], np.float32),
       "action": np.asarray(step["action"], np.float32),
       "instruction": _text(step["language_instruction"]),
@@ -84,7 +134,6 @@ def _fractal_step(step):
     np.float32
   )
   return {
-    "image": step["observation/image"],
     "state": state,
     "action": action,
     "instruction": _text(step["observation/natural_language_instruction"]),
@@ -106,21 +155,28 @@ def _relabel_from_states(steps):
   ]
 
 
+# BridgeData V2's four camera slots (features.json of bridge_dataset 1.0.0: observation/image_0..image_3):
+# image_0 the fixed main view, in every episode; image_1..image_3 the other views, which many episodes lack
+# (all-zero frames there: in the shared sample image_3 is all zeros in every step).
+BRIDGE_CAMERAS = (Camera("image_0", "observation/image_0"),) + tuple(
+  Camera(f"image_{k}", f"observation/image_{k}", zeros_missing=True) for k in (1, 2, 3)
+)
+
 REGISTRY = {
   # The project's own demo task (data/demo.py): 2-D offset of the named target from the agent.
-  "demo_targets": DatasetSpec("demo_targets", _plain_step("observation/image"), (True, True)),
+  "demo_targets": DatasetSpec("demo_targets", _plain_step(), (True, True)),
   # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by data/sim_record.py):
   # end-effector delta xyz in metres + gripper (1 = closed, not normalized).
-  "tabletop": DatasetSpec("tabletop", _plain_step("observation/image"), (True, True, True, False)),
+  "tabletop": DatasetSpec("tabletop", _plain_step(), (True, True, True, False)),
   # MetaWorld MT10 expert demonstrations (data/sim_record.py): xyz effort in [-1, 1] + gripper effort.
-  "metaworld_mt10": DatasetSpec("metaworld_mt10", _plain_step("observation/image"), (True, True, True, False)),
+  "metaworld_mt10": DatasetSpec("metaworld_mt10", _plain_step(), (True, True, True, False)),
   # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].
-  "bridge": DatasetSpec("bridge", _plain_step("observation/image_0"), (True,) * 6 + (False,)),
+  "bridge": DatasetSpec("bridge", _plain_step(), (True,) * 6 + (False,), cameras=BRIDGE_CAMERAS),
   "bridge_relabeled": DatasetSpec(
-    "bridge_relabeled", _plain_step("observation/image_0"), (True,) * 6 + (False,), _relabel_from_states
+    "bridge_relabeled", _plain_step(), (True,) * 6 + (False,), _relabel_from_states, cameras=BRIDGE_CAMERAS
   ),
   # RT-1 robot data as published in Open X-Embodiment (fractal20220817_data); relative gripper made
-  # absolute (1 = open) per episode.
+  # absolute (1 = open) per episode. One camera: observation/image (no wrist view in the release).
   "fractal": DatasetSpec("fractal", _fractal_step, (True,) * 6 + (False,), _fractal_episode),
 }
 
