@@ -111,9 +111,11 @@ class Policy:
   @property
   def cameras(self) -> tuple[str, ...]:
     """The cameras act() takes, in order: config.data.cameras' names ("" where unnamed), model.num_cameras
-    of them (preflight keeps the two equal for a trained run)."""
+    of them (preflight keeps the two equal for a trained run); () for one unnamed camera."""
     count = max(1, int(self.config.model.num_cameras))
     names = [c for c in transforms.cameras_of(self.config.data) if c][:count]
+    if count == 1 and not names:
+      return ()  # one unnamed camera: images [B,H,W,3] (protocol.PolicyMetadata's default)
     return tuple(names + [""] * (count - len(names)))
 
   def prompt_spec(self) -> protocol.PromptSpec:
