@@ -732,6 +732,17 @@ def generate(
   return meta
 
 
+def _finished(done_path: str, settings: dict, what: str) -> bool:
+  """True when `done_path` (a DONE.json, written last) holds these settings; False when absent;
+  CorpusDirError when it holds other settings (`what`: what the directory holds, for the message)."""
+  if not os.path.exists(done_path):
+    return False
+  with open(done_path) as f:
+    if json.load(f) == settings:
+      return True
+  raise CorpusDirError(f"{os.path.dirname(done_path)} holds {what} with other settings: give another directory")
+
+
 def one_factor_splits(out_dir: str, count: int, image_size: int = 64, seed: int = 0, printer=print) -> str:
   """Evaluation splits that separate the held-out split's two factors (EVAL_SPLITS): "val" (new scenes,
   training conditions and wordings), "heldout_conditions" (held-out pool, training wordings),
@@ -744,11 +755,8 @@ def one_factor_splits(out_dir: str, count: int, image_size: int = 64, seed: int 
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
   settings = dict(_settings(0, 0, image_size, seed), count=count, splits=list(EVAL_SPLITS))
   done = os.path.join(out_dir, "DONE.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      if json.load(f) == settings:
-        return out_dir
-    raise CorpusDirError(f"{out_dir} holds evaluation splits with other settings: give another directory")
+  if _finished(done, settings, "evaluation splits"):
+    return out_dir
   os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
   env = tabletop.TabletopEnv(image_size=image_size)
   try:
@@ -778,11 +786,8 @@ def probe_set(out_dir: str, pool: str, per_class: int, image_size: int = 64, see
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
   settings = dict(pool=pool, per_class=per_class, image_size=image_size, seed=seed, version=GENERATOR_VERSION)
   done = os.path.join(out_dir, "DONE.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      if json.load(f) == settings:
-        return out_dir
-    raise CorpusDirError(f"{out_dir} holds a probe set with other settings: give another directory")
+  if _finished(done, settings, "a probe set"):
+    return out_dir
   env = tabletop.TabletopEnv(image_size=image_size)
   props = list(tabletop.WIDE_PROPS) + (list(tabletop.HELD_OUT_PROPS) if pool == "held_out" else [])
   try:
