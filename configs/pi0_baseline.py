@@ -11,8 +11,8 @@ paraphrases from a per-task table (data/instruction_aug.py).
 
 Variants: `full` (default), `demo`, `tabletop`, `metaworld` (tiny sizes on the embedded / simulator
 data, where the paraphrase table comes with the data; MetaWorld has none, so there augmentation is
-off); options `backbone=...`, `mixture=...` (as configs/pi0_plus.py), `horizon=H` (action chunk; 50
-full, 4 tiny).
+off); options `backbone=...`, `mixture=...`, `vlm=...`, `cameras=...` (as configs/pi0_plus.py), `horizon=H`
+(action chunk; 50 full, 4 tiny).
 """
 
 from genvla_jax import config_lib
@@ -27,6 +27,7 @@ def get_config(arg=None):
     backbone="paligemma_224",
     mixture="paper",
     vlm="none",
+    cameras="image",
     horizon=0,
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
@@ -38,13 +39,19 @@ def get_config(arg=None):
     c.tokenizer.max_text_len = 40
     c.data.instruction_aug.path = c.data.get_ref("demo_dir") + "/paraphrases.json"
   elif opts.variant in ("tabletop", "metaworld"):
-    c.data.sim_dir = config_lib.SIM_DIR.format(env=opts.variant)  # recorded there on first use
-    c.update_from_flattened_dict(config_lib.sim_data(opts.variant, c.data.get_ref("sim_dir")))
+    cameras = config_lib.sim_cameras(opts.cameras)
+    c.data.sim_dir = config_lib.sim_dir(opts.variant, cameras)  # recorded there on first use
+    c.update_from_flattened_dict(config_lib.sim_data(opts.variant, c.data.get_ref("sim_dir"), cameras))
     c.model.image_size = 64
     # training demos executed with noise (recoveries in the data; the labels stay the expert's commands)
     noise = 1.0 if opts.variant == "tabletop" else 0.0
     c.data.sim_record = dict(
-      env=opts.variant, train_episodes=400, val_episodes=40, image_size=64, execution_noise=noise
+      env=opts.variant,
+      train_episodes=400,
+      val_episodes=40,
+      image_size=64,
+      execution_noise=noise,
+      **config_lib.sim_record_cameras(cameras),
     )
     # one front camera cannot tell the gripper's height from its depth: the prompt writes the robot state
     # (normalized, as text), as pi0-FAST does (π0 also has its state token)

@@ -14,7 +14,9 @@ tabletop benchmark's / MetaWorld MT10's expert demonstrations, evaluated closed-
 switches D, S, C
 (e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
 `backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
-option `mixture=paper|bridge|fractal` picks the robot datasets (data/registry.py MIXTURES; full only).
+option `mixture=paper|bridge|fractal` picks the robot datasets (data/registry.py MIXTURES; full only);
+option `cameras=image+wrist_image` (tabletop) adds the camera on the gripper to the front one ("image", the
+default alone): demonstrations recorded with both (dataset tabletop_wrist), every example and the policy see both.
 The full variant's VL corpora (C) are the paper's four, each given by its download folder as published
 (full only; a corpus not given is left out; data/convert_vl.py PUBLISHED has each one's layout):
 `llava=DIR` (LLaVA-CC3M-Pretrain-595K: chat.json + images/), `vqasynth=DIR` (VQASynth spatial VQA:
@@ -36,6 +38,7 @@ def get_config(arg=None):
     backbone="paligemma_224",
     mixture="paper",
     vlm="none",
+    cameras="image",
     **config_lib.vl_corpus_options(),  # llava=DIR, vqasynth=DIR, onevision=DIR, robopoint=DIR
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
@@ -50,13 +53,19 @@ def get_config(arg=None):
     c.update_from_flattened_dict(config_lib.demo_data(c.data.get_ref("demo_dir")))
     c.tokenizer.max_text_len = 40
   elif opts.variant in ("tabletop", "metaworld"):
-    c.data.sim_dir = config_lib.SIM_DIR.format(env=opts.variant)  # recorded there on first use
-    c.update_from_flattened_dict(config_lib.sim_data(opts.variant, c.data.get_ref("sim_dir")))
+    cameras = config_lib.sim_cameras(opts.cameras)
+    c.data.sim_dir = config_lib.sim_dir(opts.variant, cameras)  # recorded there on first use
+    c.update_from_flattened_dict(config_lib.sim_data(opts.variant, c.data.get_ref("sim_dir"), cameras))
     c.model.image_size = 64
     # training demos executed with noise (recoveries in the data; the labels stay the expert's commands)
     noise = 1.0 if opts.variant == "tabletop" else 0.0
     c.data.sim_record = dict(
-      env=opts.variant, train_episodes=400, val_episodes=40, image_size=64, execution_noise=noise
+      env=opts.variant,
+      train_episodes=400,
+      val_episodes=40,
+      image_size=64,
+      execution_noise=noise,
+      **config_lib.sim_record_cameras(cameras),
     )
     # one front camera cannot tell the gripper's height from its depth: the prompt writes the robot state
     # (normalized, as text), as pi0-FAST does

@@ -219,11 +219,28 @@ def demo_data(root) -> dict:
   }
 
 
-def sim_data(env: str, root) -> dict:
+def sim_cameras(option: str) -> tuple[str, ...]:
+  """The config option `cameras=image+wrist_image` -> the observation's cameras ("image": the front one)."""
+  return tuple(c.strip() for c in option.split("+") if c.strip())
+
+
+def sim_dir(env: str, cameras=("image",)) -> str:
+  """Where `env`'s demonstrations with `cameras` are recorded on first use (SIM_DIR; a camera set of its own
+  has a directory of its own)."""
+  from genvla_jax.data import sim_record  # (imported here: only the simulator variants need it)
+
+  return SIM_DIR.format(env=env if tuple(cameras) == ("image",) else sim_record.dataset_name(env, cameras))
+
+
+def sim_data(env: str, root, cameras=("image",)) -> dict:
   """A simulated benchmark's expert demonstrations (data/sim_record.py layout, recorded into `root` on first
   use): "tabletop" (MuJoCo, ours; with a VL set about the same scenes) or "metaworld" (MT10; no VL set, so
-  robot data only). {config field: value} as demo_data; `root`: a FieldReference to data.sim_dir."""
-  name = {"tabletop": "tabletop", "metaworld": "metaworld_mt10"}[env]
+  robot data only). {config field: value} as demo_data; `root`: a FieldReference to data.sim_dir. `cameras`
+  (more than the front "image": e.g. the tabletop's ("image", "wrist_image")): the recording of those cameras,
+  every example carrying them all (data.cameras, model.num_cameras)."""
+  from genvla_jax.data import sim_record
+
+  name = sim_record.dataset_name(env, cameras)
   fragment = {
     "tokenizer.path": root + "/tokenizer.model",
     "tokenizer.bins_overwrite_text_ids": False,  # 384 pieces, as the demo's
@@ -234,9 +251,17 @@ def sim_data(env: str, root) -> dict:
     if env == "tabletop"
     else [],
   }
+  if tuple(cameras) != ("image",):
+    fragment.update({"data.cameras": list(cameras), "model.num_cameras": len(cameras)})
   if env != "tabletop":
     fragment["data.robot_fraction"] = 1.0  # no VL data: robot only
   return fragment
+
+
+def sim_record_cameras(cameras=("image",)) -> dict:
+  """data.sim_record's camera setting: {} for the front camera alone (the recordings made before cameras
+  existed), else {"cameras": [...]} (data/sim_record.ensure)."""
+  return {} if tuple(cameras) == ("image",) else {"cameras": list(cameras)}
 
 
 def vl_corpus_options() -> dict[str, str]:

@@ -36,6 +36,7 @@ CASES = (
   + [("pretrain_vlm", "tabletop")]
   + [(f, f"tabletop,vlm={v}") for f in ("pi0_plus", "pi0_baseline") for v in ("pretrained", "scratch")]
   + [("pi0_plus", f"tabletop,vlm=pretrained,ablation={a}") for a in _LETTERS]
+  + [(f, "tabletop,vlm=pretrained,cameras=image+wrist_image") for f in ("pi0_plus", "pi0_baseline")]
 )
 
 

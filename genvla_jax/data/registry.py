@@ -168,6 +168,13 @@ REGISTRY = {
   # The project's MuJoCo tabletop benchmark (eval/envs/tabletop.py, recorded by data/sim_record.py):
   # end-effector delta xyz in metres + gripper (1 = closed, not normalized).
   "tabletop": DatasetSpec("tabletop", _plain_step(), (True, True, True, False)),
+  # The same recorded with a second camera on the gripper, looking down (data/sim_record.py CAMERA_DATASETS)
+  "tabletop_wrist": DatasetSpec(
+    "tabletop_wrist",
+    _plain_step(),
+    (True, True, True, False),
+    cameras=(Camera("image", "observation/image"), Camera("wrist_image", "observation/wrist_image")),
+  ),
   # MetaWorld MT10 expert demonstrations (data/sim_record.py): xyz effort in [-1, 1] + gripper effort.
   "metaworld_mt10": DatasetSpec("metaworld_mt10", _plain_step(), (True, True, True, False)),
   # BridgeData V2 as published in Open X-Embodiment: 7-D delta EEF (xyz, rpy) + gripper in [0, 1].

@@ -5,17 +5,18 @@ Used by the embedded demo, the simulators' expert recorder, the data benchmark a
 from typing import Iterable
 
 
-def simple_step_features(image_size: int, state_dim: int, action_dim: int) -> dict:
-  """The step layout of the project's own datasets (embedded demo, simulator demos): one PNG camera
-  `observation/image` [S,S,3], `observation/state` [state_dim], `action` [action_dim], the instruction and
-  RLDS's reward / discount / is_first / is_last / is_terminal, as a TFDS feature dict."""
+def simple_step_features(image_size: int, state_dim: int, action_dim: int, cameras=("image",)) -> dict:
+  """The step layout of the project's own datasets (embedded demo, simulator demos): one PNG image per camera
+  `observation/<camera>` [S,S,3] (`observation/image` alone by default), `observation/state` [state_dim],
+  `action` [action_dim], the instruction and RLDS's reward / discount / is_first / is_last / is_terminal, as a
+  TFDS feature dict."""
   import numpy as np
   import tensorflow_datasets as tfds
 
   f = tfds.features
   return {
     "observation": {
-      "image": f.Image(shape=(image_size, image_size, 3), encoding_format="png"),
+      **{c: f.Image(shape=(image_size, image_size, 3), encoding_format="png") for c in cameras},
       "state": f.Tensor(shape=(state_dim,), dtype=np.float32),
     },
     "action": f.Tensor(shape=(action_dim,), dtype=np.float32),

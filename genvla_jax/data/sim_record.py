@@ -4,13 +4,15 @@ them like any OXE dataset; plus (tabletop) a small LLaVA-JSON vision-language se
 and a SentencePiece tokenizer.
 
   python -m genvla_jax.data.sim_record --env=tabletop|metaworld --out=DIR [--train_episodes=400 --val_episodes=40]
+      [--cameras=image,wrist_image]      # tabletop: the front camera + one on the gripper (dataset tabletop_wrist)
 
-Layout under DIR: rlds/<DATASET_NAMES[env]>/1.0.0 (splits train, val), vl/{train,val}.json + images/
+Layout under DIR: rlds/<dataset_name(env, cameras)>/1.0.0 (splits train, val), vl/{train,val}.json + images/
 (tabletop), paraphrases.json (training-time instruction augmentation, tabletop), tokenizer.model,
 DONE.json (settings + how many expert rollouts failed and were left out).
 Training episodes use seeds from TRAIN_SEED_OFFSET up (evaluation uses seeds from 0: never the same
 scenes), the visual-matching appearance and the training wordings; tasks cycle through the env's
-TASKS. Each RLDS step: observation {image [S,S,3] PNG, state [STATE_DIM]}, action [ACTION_DIM] (the
+TASKS. Each RLDS step: observation {image [S,S,3] PNG (and one more PNG per further camera, e.g.
+wrist_image), state [STATE_DIM]}, action [ACTION_DIM] (the
 expert's command at that observation), language_instruction, reward (1 on success), is_first /
 is_last / is_terminal; episode_metadata {episode_id, task, seed}.
 
@@ -34,23 +36,45 @@ TRAIN_SEED_OFFSET = 100_000
 VAL_SEED_OFFSET = 200_000
 RECORDER_VERSION = 3
 DATASET_NAMES = {"tabletop": "tabletop", "metaworld": "metaworld_mt10"}  # data/registry.py entries
+ONE_CAMERA = ("image",)
+# the recordings with more cameras than the env's "image" and their registry entries: (env, cameras) -> name
+CAMERA_DATASETS = {("tabletop", ("image", "wrist_image")): "tabletop_wrist"}
+
+
+def dataset_name(env: str, cameras=ONE_CAMERA) -> str:
+  """The registry entry (and RLDS dataset name) of `env`'s recording with `cameras` (observation names)."""
+  cameras = tuple(cameras)
+  if cameras == ONE_CAMERA:
+    return DATASET_NAMES[env]
+  if (env, cameras) not in CAMERA_DATASETS:
+    known = [list(c) for e, c in CAMERA_DATASETS if e == env]
+    raise ValueError(f"{env} records no camera set {list(cameras)}; recordable: {[list(ONE_CAMERA)] + known}")
+  return CAMERA_DATASETS[(env, cameras)]
 
 
 def expert_episodes(
-  env_name: str, num_episodes: int, seed_offset: int, image_size: int, failures: list, execution_noise: float = 0.0
+  env_name: str,
+  num_episodes: int,
+  seed_offset: int,
+  image_size: int,
+  failures: list,
+  execution_noise: float = 0.0,
+  cameras=ONE_CAMERA,
 ):
   """Yields (key, RLDS episode) of successful expert rollouts; a failed rollout (MetaWorld's scripted
   policies miss now and then; the tabletop expert does not) is left out and appended to `failures`.
   `execution_noise` > 0: the executed action is the expert's plus Gaussian noise of
   `execution_noise` x the env's EXECUTION_NOISE_STD (seeded per episode); the recorded action stays the
-  expert's command, so the demonstrations show recoveries from perturbed states."""
+  expert's command, so the demonstrations show recoveries from perturbed states. `cameras`: the observation's
+  cameras, each stored as `observation/<camera>`."""
   module = envs_lib.module(env_name)
   noise_std = np.float32(0.0)
   if execution_noise:
     if not hasattr(module, "EXECUTION_NOISE_STD"):
       raise ValueError(f"{env_name} defines no EXECUTION_NOISE_STD; record it with execution_noise=0")
     noise_std = execution_noise * np.asarray(module.EXECUTION_NOISE_STD, np.float32)
-  env = envs_lib.make(env_name, image_size=image_size)
+  cameras = tuple(cameras)
+  env = envs_lib.make(env_name, image_size=image_size, **({} if cameras == ONE_CAMERA else {"cameras": cameras}))
   shown = progress.Progress(f"recording {env_name} (seeds from {seed_offset})", num_episodes, "episodes")
   try:
     e = attempt = 0
@@ -66,7 +90,7 @@ def expert_episodes(
       while not done:
         action = expert.act()
         step = {
-          "observation": {"image": Image.fromarray(obs["image"]), "state": obs["state"]},
+          "observation": {**_frames(obs["image"], cameras), "state": obs["state"]},
           "action": action,
           "language_instruction": obs["instruction"],
           "discount": 1.0,
@@ -82,6 +106,12 @@ def expert_episodes(
       shown.update(e)
   finally:
     env.close()
+
+
+def _frames(image, cameras) -> dict:
+  """An observation's image ([S,S,3], or [C,S,S,3] for several cameras) -> {camera: PIL image}."""
+  frames = [image] if len(cameras) == 1 else list(image)
+  return {c: Image.fromarray(f) for c, f in zip(cameras, frames, strict=True)}
 
 
 def _write_vl(env_name, out_dir, split, num_images, seed_offset, image_size):
@@ -145,18 +175,20 @@ def _write_paraphrases(env_name, out_dir):
   )
 
 
-def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures, execution_noise):
+def _write_rlds(env_name, root, train_episodes, val_episodes, image_size, failures, execution_noise, cameras):
   import tensorflow_datasets as tfds
 
   module, f = envs_lib.module(env_name), tfds.features
-  step = rlds_writer.simple_step_features(image_size, module.STATE_DIM, module.ACTION_DIM)
+  step = rlds_writer.simple_step_features(image_size, module.STATE_DIM, module.ACTION_DIM, cameras)
   return rlds_writer.write_rlds(
     root,
-    DATASET_NAMES[env_name],
+    dataset_name(env_name, cameras),
     step,
     {
-      "train": expert_episodes(env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures, execution_noise),
-      "val": expert_episodes(env_name, val_episodes, VAL_SEED_OFFSET, image_size, failures),
+      "train": expert_episodes(
+        env_name, train_episodes, TRAIN_SEED_OFFSET, image_size, failures, execution_noise, cameras
+      ),
+      "val": expert_episodes(env_name, val_episodes, VAL_SEED_OFFSET, image_size, failures, cameras=cameras),
     },
     metadata_features={"episode_id": np.int64, "task": f.Text(), "seed": np.int64},
   )
@@ -172,8 +204,10 @@ def ensure(
   image_size: int = 64,
   vocab_size: int = 384,
   execution_noise: float = 0.0,
+  cameras=ONE_CAMERA,
 ) -> str:
   """Records everything under `out_dir` unless a complete recording with the same settings is there.
+  `cameras`: the observation's cameras (the RLDS dataset is `dataset_name(env, cameras)`).
   VL examples are made only for environments that can ask questions about their scenes
   (`scene_question`: the tabletop). `execution_noise` perturbs the training episodes' executed actions
   (expert_episodes); validation episodes are always clean expert rollouts."""
@@ -191,6 +225,10 @@ def ensure(
     vocab_size=vocab_size,
     execution_noise=execution_noise,
   )
+  cameras = tuple(cameras)
+  dataset_name(env, cameras)  # a camera set the env cannot record fails here, before any work
+  if cameras != ONE_CAMERA:  # (one camera: the settings of recordings made before cameras existed)
+    settings["cameras"] = list(cameras)
   done = os.path.join(out_dir, "DONE.json")
   if os.path.exists(done):
     with open(done) as f:
@@ -201,7 +239,9 @@ def ensure(
   os.makedirs(out_dir, exist_ok=True)
   print(f"recording {env} expert demonstrations in {out_dir} ({train_episodes} + {val_episodes} episodes)", flush=True)
   failures = []
-  _write_rlds(env, os.path.join(out_dir, "rlds"), train_episodes, val_episodes, image_size, failures, execution_noise)
+  _write_rlds(
+    env, os.path.join(out_dir, "rlds"), train_episodes, val_episodes, image_size, failures, execution_noise, cameras
+  )
   if hasattr(envs_lib.module(env), "scene_question"):
     _write_vl(env, os.path.join(out_dir, "vl"), "train", vl_train, TRAIN_SEED_OFFSET, image_size)
     _write_vl(env, os.path.join(out_dir, "vl"), "val", vl_val, VAL_SEED_OFFSET, image_size)
@@ -224,6 +264,7 @@ def main(argv):
     FLAGS.val_episodes,
     image_size=FLAGS.image_size,
     execution_noise=FLAGS.execution_noise,
+    cameras=FLAGS.cameras,
   )
 
 
@@ -233,5 +274,6 @@ if __name__ == "__main__":
   flags.DEFINE_integer("train_episodes", 400, "training episodes (tasks cycle)")
   flags.DEFINE_integer("val_episodes", 40, "validation episodes")
   flags.DEFINE_integer("image_size", 64, "rendered image side")
+  flags.DEFINE_list("cameras", list(ONE_CAMERA), "the observation's cameras (tabletop: image,wrist_image)")
   flags.DEFINE_float("execution_noise", 0.0, "noise on executed training actions, x the env's EXECUTION_NOISE_STD")
   cli.run(main)

@@ -28,6 +28,11 @@ def evaluate(eval_config, policy: protocol.Policy, out_dir: str, title: str, pri
     raise ValueError(
       f"the policy predicts {policy.metadata.action_dim}-D actions; {eval_config.env} takes {env_module.ACTION_DIM}-D"
     )
+  cameras = tuple(policy.metadata.cameras)
+  if cameras:  # a policy that names its cameras sees the environment's views of those names, in its order
+    eval_config = eval_config.copy_and_resolve_references()
+    with eval_config.unlocked():
+      eval_config.env_kwargs = dict(eval_config.env_kwargs, cameras=list(cameras))
   return _run_and_report(eval_config, lambda envs: policy, out_dir, title, printer)
 
 

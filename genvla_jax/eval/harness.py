@@ -80,7 +80,7 @@ def _run_group(
   policy.reset()
   metadata = policy.metadata
   observations = [env.reset(task, s, protocol) for env, s in zip(envs, seeds)]
-  frames = [[o["image"]] if keep else None for o, keep in zip(observations, keep_video)]
+  frames = [[_video_frame(o["image"])] if keep else None for o, keep in zip(observations, keep_video)]
   done = [False] * len(envs)
   invalid = [0] * len(envs)
   while not all(done):
@@ -103,7 +103,7 @@ def _run_group(
       for action in actions[i, :execute_steps]:
         observations[i], _, done[i] = env.step(action)
         if frames[i] is not None:
-          frames[i].append(observations[i]["image"])
+          frames[i].append(_video_frame(observations[i]["image"]))
         if done[i]:
           break
   return [
@@ -120,6 +120,12 @@ def _run_group(
     )
     for i, (env, s) in enumerate(zip(envs, seeds))
   ]
+
+
+def _video_frame(image):
+  """An observation's image as one video frame: [S,S,3] as it is, several cameras [C,S,S,3] side by side."""
+  image = np.asarray(image)
+  return image if image.ndim == 3 else np.concatenate(list(image), axis=1)
 
 
 class ExpertPolicy:

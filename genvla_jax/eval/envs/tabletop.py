@@ -10,7 +10,9 @@ looks at the table from the front. Tasks mirror SimplerEnv's four:
   close_drawer  "close the drawer" (starts open)        success: drawer in < 2 cm from closed
 
 Action [4] float32: (dx, dy, dz) end-effector displacement in metres (clipped to +-MAX_DELTA per step)
-and gripper (> 0.5 = closed). Observation: image uint8 [S,S,3], state [4] = (x, y, z, gripper closed).
+and gripper (> 0.5 = closed). Observation: image uint8 [S,S,3] (the front camera), or [C,S,S,3] for the
+cameras given (`cameras=("image", "wrist_image")`: CAMERA_VIEWS; the wrist camera rides on the gripper and
+looks down between the fingers), state [4] = (x, y, z, gripper closed).
 Closing the gripper within GRASP_RADIUS of a cube or the drawer handle grasps it: the cube then follows
 the gripper (kinematically, exactly) until it opens, after which MuJoCo's physics lets it fall and rest;
 the drawer slides with the gripper along its rail. Everything is deterministic given (task, seed,
@@ -107,6 +109,12 @@ DRAWER_TRAVEL = 0.12
 WORKSPACE = np.array([[-0.25, -0.25, 0.02], [0.25, 0.18, 0.30]])
 HOME = np.array([0.0, -0.15, 0.18])
 CAMERA = dict(pos=(0.0, -0.62, 0.5), fovy=45.0)
+# observation camera name (as the recorded RLDS steps and config.data.cameras call it) -> MuJoCo camera
+CAMERA_VIEWS = {"image": "front", "wrist_image": "wrist"}
+WRIST_CAMERA = dict(pos=(0.0, -0.025, 0.05), fovy=90.0)  # in the hand's frame (beside the palm), looking down
+# the wrist camera's near clipping plane (m): MuJoCo's default (1% of the scene's extent, ~14 cm here) would cut
+# away the cube under the gripper; set for the wrist view only, so the front camera's frames stay bit for bit
+WRIST_ZNEAR = 0.003
 HANDLE_OFFSET = np.array([0.0, -0.075, 0.05])  # handle centre relative to the drawer body
 
 # ----- visual-only props and condition pools (data/vl_corpus.py; protocol held_out_conditions) -----------
@@ -239,6 +247,7 @@ def _scene_xml() -> str:
     {cubes}
     {distractors}
     <body name="hand" mocap="true" pos="{HOME[0]} {HOME[1]} {HOME[2]}">
+      <camera name="wrist" pos="{WRIST_CAMERA['pos'][0]} {WRIST_CAMERA['pos'][1]} {WRIST_CAMERA['pos'][2]}" fovy="{WRIST_CAMERA['fovy']}"/>
       <geom name="palm" type="box" pos="0 0 0.035" size="0.035 0.01 0.008" rgba=".2 .2 .2 1" contype="0" conaffinity="0"/>
       <geom name="wrist" type="cylinder" pos="0 0 0.08" size="0.008 0.04" rgba=".25 .25 .25 1" contype="0" conaffinity="0"/>
       <body name="finger_l" pos="-0.03 0 0.012"><joint name="finger_l" type="slide" axis="1 0 0" range="0 0.02"/>
@@ -258,10 +267,14 @@ def _scene_xml() -> str:
 class TabletopEnv:
   """One environment. reset(task, seed, protocol) -> obs; step(action) -> (obs, success, done)."""
 
-  def __init__(self, image_size: int = 64, max_steps: int = 60, control_substeps: int = 20):
+  def __init__(self, image_size: int = 64, max_steps: int = 60, control_substeps: int = 20, cameras=("image",)):
+    unknown = [c for c in cameras if c not in CAMERA_VIEWS]
+    if not cameras or unknown:
+      raise ValueError(f"unknown tabletop cameras {unknown or list(cameras)}; choose from {list(CAMERA_VIEWS)}")
     self.model = mujoco.MjModel.from_xml_string(_scene_xml())
     self.data = mujoco.MjData(self.model)
     self.image_size, self.max_steps, self.substeps = image_size, max_steps, control_substeps
+    self.cameras = tuple(cameras)  # the observation's cameras, in order ("image": [S,S,3]; more: [C,S,S,3])
     self._renderer = _renderer(self.model, image_size)
     self._seg_renderer = None
     m = self.model
@@ -297,6 +310,7 @@ class TabletopEnv:
       light_ambient=m.light_ambient.copy(),
       cam_quat=m.cam_quat.copy(),
     )
+    self._defaults_vis = dict(znear=float(m.vis.map.znear))
     self.episode: Episode | None = None
     self.grasped: str | None = None  # a cube colour, "drawer" or None
     self._grasp_from = None
@@ -631,21 +645,30 @@ class TabletopEnv:
     return self.drawer < 0.02
 
   # ----- observation -------------------------------------------------------------------------------
-  def render(self) -> np.ndarray:
-    self._renderer.update_scene(self.data, camera="front")
+  def render(self, camera: str = "image") -> np.ndarray:
+    """One camera's frame uint8 [S,S,3] (`camera`: a CAMERA_VIEWS name); background masking paints the floor
+    and wall black."""
+    view = CAMERA_VIEWS[camera]
+    vis_map = self.model.vis.map
+    vis_map.znear = WRIST_ZNEAR / self.model.stat.extent if view == "wrist" else self._defaults_vis["znear"]
+    self._renderer.update_scene(self.data, camera=view)
     image = self._renderer.render().copy()
     if self.episode is not None and self.episode.protocol == "background_masking":
       if self._seg_renderer is None:
         self._seg_renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
         self._seg_renderer.enable_segmentation_rendering()
-      self._seg_renderer.update_scene(self.data, camera="front")
+      self._seg_renderer.update_scene(self.data, camera=view)
       seg = self._seg_renderer.render()
       background = (seg[..., 0] == -1) | np.isin(seg[..., 0], [self._ids["floor"], self._ids["wall"]])
       image[background] = 0
     return image
 
   def observation(self) -> dict:
-    return {"image": self.render(), "state": self.state(), "instruction": self.episode.instruction}
+    if self.cameras == ("image",):
+      image = self.render()
+    else:
+      image = np.stack([self.render(c) for c in self.cameras])
+    return {"image": image, "state": self.state(), "instruction": self.episode.instruction}
 
   def close(self):
     self._renderer.close()
