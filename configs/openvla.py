@@ -6,19 +6,22 @@ r"""OpenVLA on Prismatic's architecture (DINOv2 + SigLIP fused per patch -> fuse
 
 Variants: `full` (default: 7B, bf16 storage, remat, FSDP over every device), `demo` (tiny, the embedded
 demo data). Options: `ablation=<subset of DSC>` (default none = OpenVLA), `dual=split|copy` (D: freeze
-SigLIP and train DINOv2, as the paper's code does, or duplicate both towers). configs/openvla_plus.py is
+SigLIP and train DINOv2, as the paper's code does, or duplicate both towers), `mixture=...` (+ `robot_dir=OUT`
+for a LeRobot mixture; as configs/pi0_plus.py: `mixture=droid` feeds DROID's three cameras). configs/openvla_plus.py is
 this file with all three on.
 """
 
 from genvla_jax import config_lib
-from genvla_jax.data import registry
 from genvla_jax.models import gemma
 
 
 def get_config(arg=None, default_ablation: str = ""):
-  opts = config_lib.parse_arg(arg, variants=("full", "demo"), ablation=default_ablation, dual="split", mixture="paper")
+  opts = config_lib.parse_arg(
+    arg, variants=("full", "demo"), ablation=default_ablation, dual="split", mixture="paper", robot_dir=""
+  )
   c = config_lib.base_config(backbone=None)  # every field's default (genvla_jax/config_schema.py)
-  c.data.robot = registry.mixture(opts.mixture)  # paper: fractal (RT-1) + bridge
+  # paper: fractal (RT-1) + bridge; a mixture of several cameras also sets data.cameras and model.num_cameras
+  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   # Prismatic: DINOv2 + SigLIP read at their penultimate blocks, fused per patch
   if opts.variant == "demo":  # the tiny model on the embedded demo data: trains on a 2-core CPU in minutes
     c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use

@@ -11,12 +11,11 @@ paraphrases from a per-task table (data/instruction_aug.py).
 
 Variants: `full` (default), `demo`, `tabletop`, `metaworld` (tiny sizes on the embedded / simulator
 data, where the paraphrase table comes with the data; MetaWorld has none, so there augmentation is
-off); options `backbone=...`, `mixture=...`, `vlm=...`, `cameras=...` (as configs/pi0_plus.py), `horizon=H`
-(action chunk; 50 full, 4 tiny).
+off); options `backbone=...`, `mixture=...` (+ `robot_dir=OUT` for a LeRobot mixture; `mixture=droid`: three
+cameras), `vlm=...`, `cameras=...` (as configs/pi0_plus.py), `horizon=H` (action chunk; 50 full, 4 tiny).
 """
 
 from genvla_jax import config_lib
-from genvla_jax.data import registry
 from genvla_jax.models import action_expert, gemma, vit
 
 
@@ -26,13 +25,15 @@ def get_config(arg=None):
     variants=("full", "demo", "tabletop", "metaworld"),
     backbone="paligemma_224",
     mixture="paper",
+    robot_dir="",  # a LeRobot mixture's finished convert_lerobot --out
     vlm="none",
     cameras="image",
     horizon=0,
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
-  c.data.robot = registry.mixture(opts.mixture)  # paper: fractal (RT-1) + bridge
+  # paper: fractal (RT-1) + bridge; a mixture of several cameras also sets data.cameras and model.num_cameras
+  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   if opts.variant == "demo":
     c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use
     c.update_from_flattened_dict(config_lib.demo_data(c.data.get_ref("demo_dir")))

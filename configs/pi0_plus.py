@@ -14,7 +14,15 @@ tabletop benchmark's / MetaWorld MT10's expert demonstrations, evaluated closed-
 switches D, S, C
 (e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
 `backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
-option `mixture=paper|bridge|fractal` picks the robot datasets (data/registry.py MIXTURES; full only);
+option `mixture=paper|bridge|fractal|droid|libero|droid_lerobot` picks the robot datasets (data/registry.py
+MIXTURES; full only): `droid` is DROID 1.0.1 as published in RLDS (data.rlds_root/droid/1.0.1) with its three
+cameras (exterior_image_1_left, exterior_image_2_left, wrist_image_left: data.cameras, model.num_cameras=3, so
+3 x 256 image tokens at 224 px); `libero` (agent view + wrist camera) and `droid_lerobot` (DROID's LeRobot release,
+joint-position actions) are LeRobot datasets you convert first, then give the conversion's directory as
+`robot_dir=OUT`:
+  python -m genvla_jax.data.convert_lerobot --dataset=libero --root=LIBERO_LEROBOT_DIR --out=OUT
+  python -m genvla_jax.train --config=configs/pi0_plus.py:full,mixture=libero,robot_dir=OUT ...
+(a mixture's cameras: data/registry.py MIXTURE_CAMERAS, applied by config_lib.robot_mixture);
 option `cameras=image+wrist_image` (tabletop) adds the camera on the gripper to the front one ("image", the
 default alone): demonstrations recorded with both (dataset tabletop_wrist), every example and the policy see both.
 The full variant's VL corpora (C) are the paper's four, each given by its download folder as published
@@ -26,7 +34,6 @@ the corpora given. Other VL entries: `--set=data.vl=[...]` (README, Configs).
 """
 
 from genvla_jax import config_lib
-from genvla_jax.data import registry
 from genvla_jax.models import gemma, vit
 
 
@@ -37,13 +44,15 @@ def get_config(arg=None):
     ablation="DSC",
     backbone="paligemma_224",
     mixture="paper",
+    robot_dir="",  # a LeRobot mixture's finished convert_lerobot --out
     vlm="none",
     cameras="image",
     **config_lib.vl_corpus_options(),  # llava=DIR, vqasynth=DIR, onevision=DIR, robopoint=DIR
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
-  c.data.robot = registry.mixture(opts.mixture)  # paper: fractal (RT-1) + bridge
+  # paper: fractal (RT-1) + bridge; a mixture of several cameras also sets data.cameras and model.num_cameras
+  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   roots = {name: opts[name] for name in config_lib.vl_corpus_options()}
   if any(roots.values()) and opts.variant != "full":
     raise ValueError(f"the VL corpus options ({', '.join(roots)}) are for the full variant, not {opts.variant!r}")

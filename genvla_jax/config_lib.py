@@ -219,6 +219,26 @@ def demo_data(root) -> dict:
   }
 
 
+def robot_mixture(name: str, robot_dir: str = "", variant: str = "full") -> dict:
+  """The config options `mixture=NAME` (+ `robot_dir=OUT`) -> {config field: value}: data.robot = the mixture's
+  entries (data/registry.py MIXTURES; a LeRobot dataset's entry reads `robot_dir`, a finished convert_lerobot
+  --out) and, for a mixture whose examples carry several cameras (registry.MIXTURE_CAMERAS: droid's three,
+  libero's two), data.cameras = those cameras in order and model.num_cameras = their count. Mixtures of one
+  camera (paper, bridge, fractal) set data.robot alone. Several cameras are for the `full` variant (the tiny
+  variants bring their own one-camera data): ValueError otherwise."""
+  from genvla_jax.data import registry
+
+  fragment = {"data.robot": registry.mixture(name, robot_dir)}
+  cameras = registry.mixture_cameras(name)
+  if cameras:
+    if variant != "full":
+      raise ValueError(
+        f"mixture={name} ({len(cameras)} cameras: {', '.join(cameras)}) is for the full variant, not {variant!r}"
+      )
+    fragment.update({"data.cameras": cameras, "model.num_cameras": len(cameras)})
+  return fragment
+
+
 def sim_cameras(option: str) -> tuple[str, ...]:
   """The config option `cameras=image+wrist_image` -> the observation's cameras ("image": the front one)."""
   return tuple(c.strip() for c in option.split("+") if c.strip())

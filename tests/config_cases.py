@@ -15,6 +15,12 @@ _TRAIN_VARIANTS = ("full", "demo", "tabletop", "metaworld")
 _BACKBONES = ("paligemma_224", "paligemma_448", "paligemma2_224", "paligemma2_448")
 _MIXTURES = ("paper", "bridge", "fractal")
 _LETTERS = ("", "D", "S", "C", "DS", "SC", "DC", "DSC")
+# mixtures of several cameras (data/registry.py MIXTURE_CAMERAS); a LeRobot one reads robot_dir, a finished conversion
+_CAMERA_MIXTURES = (
+  "droid",
+  "libero,robot_dir=/data/libero_converted",
+  "droid_lerobot,robot_dir=/data/droid_lerobot_converted",
+)
 
 CASES = (
   [("pi0_plus", v) for v in _TRAIN_VARIANTS]
@@ -37,6 +43,8 @@ CASES = (
   + [(f, f"tabletop,vlm={v}") for f in ("pi0_plus", "pi0_baseline") for v in ("pretrained", "scratch")]
   + [("pi0_plus", f"tabletop,vlm=pretrained,ablation={a}") for a in _LETTERS]
   + [(f, "tabletop,vlm=pretrained,cameras=image+wrist_image") for f in ("pi0_plus", "pi0_baseline")]
+  + [(f, f"full,mixture={m}") for f in ("pi0_plus", "pi0_baseline", "openvla") for m in _CAMERA_MIXTURES]
+  + [("openvla_plus", "full,mixture=droid")]
 )
 
 

@@ -1,6 +1,7 @@
 """Configs: variants, D/S/C switches, errors on unknown variants / options / keys."""
 
 import copy
+import importlib
 import json
 import os
 import subprocess
@@ -90,11 +91,38 @@ def test_data_paths_follow_their_root(config_file, arg, root, derived):
     ("tiny", "unknown config variant"),
     ("demo,ablation=DX", "unknown ablation letters"),
     ("demo,colour=red", "unknown config option"),
+    ("full,mixture=libero", r"reads a LeRobot dataset converted first: give .* robot_dir=OUT .*--dataset=libero"),
+    ("full,mixture=bridge,robot_dir=/out", "robot_dir=/out is for the mixtures of converted LeRobot datasets"),
+    ("demo,mixture=droid", r"mixture=droid \(3 cameras: .*\) is for the full variant, not 'demo'"),
   ],
 )
 def test_bad_config_arguments(arg, message):
   with pytest.raises(ValueError, match=message):
     pi0_plus.get_config(arg)
+
+
+@pytest.mark.parametrize("config_file", ["pi0_plus", "pi0_baseline", "openvla", "openvla_plus"])
+def test_mixtures_of_several_cameras_set_the_cameras_and_their_count(config_file):
+  """`mixture=droid`: DROID's three cameras (RLDS); `mixture=libero,robot_dir=OUT`: LIBERO's two, read from the
+  finished conversion OUT as it is (an absolute path, so data.rlds_root plays no part); the one-camera mixtures
+  keep the defaults (data.cameras [], model.num_cameras 1)."""
+  from genvla_jax.data import registry
+  from genvla_jax.models import build
+  from genvla_jax.training import preflight
+
+  get_config = importlib.import_module(f"configs.{config_file}").get_config
+  droid = get_config("full,mixture=droid")
+  assert droid.data.robot == [dict(name="droid", path="droid/1.0.1", split="train", weight=1.0)]
+  assert list(droid.data.cameras) == ["exterior_image_1_left", "exterior_image_2_left", "wrist_image_left"]
+  assert droid.model.num_cameras == 3 and build.num_image_tokens(droid.model) == 3 * 256
+  assert preflight.camera_problems(droid) == []
+  libero = get_config("full,mixture=libero,robot_dir=~/libero_out")
+  assert libero.data.robot == [dict(name="libero", path=os.path.expanduser("~/libero_out"), split="train", weight=1.0)]
+  assert list(libero.data.cameras) == ["image", "wrist_image"] and libero.model.num_cameras == 2
+  for name in ("paper", "bridge", "fractal"):
+    one = get_config(f"full,mixture={name}")
+    assert (list(one.data.cameras), one.model.num_cameras) == ([], 1) and registry.mixture_cameras(name) == []
+  assert set(registry.MIXTURE_CAMERAS) == set(registry.MIXTURES)
 
 
 def test_unknown_key_is_an_error():

@@ -13,6 +13,7 @@ import shutil
 
 from array_record.python import array_record_module
 import grain
+import jax
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ from genvla_jax import train
 from genvla_jax.data import convert, convert_lerobot, pipeline, prepare, preprocess, transforms
 from genvla_jax.eval import offline
 from genvla_jax.inference import policy as policy_lib
-from genvla_jax.training import plan, preflight
+from genvla_jax.training import plan, preflight, step as step_lib
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "lerobot")
 LENGTHS = (12, 7, 16)  # the fixture's episodes
@@ -140,6 +141,52 @@ def test_a_record_lacking_a_camera_is_zeros_masked_and_counted(demo_dir, tmp_pat
   assert {k: v.shape for k, v in examples[0].items()} == {k: v.shape for k, v in examples[1].items()}
 
 
+def test_the_missing_camera_metric_counts_robot_rows_lacking_each_camera():
+  """A batch of 4 robot rows (1 lacks the front camera, 2 the wrist one) and 2 VL rows (camera 1 always masked)."""
+  batch = {
+    "is_robot": np.array([True, True, True, True, False, False]),
+    "image_mask": np.array([[1, 1], [1, 0], [0, 1], [1, 0], [1, 0], [1, 0]], bool),
+    "vl_truncated": np.zeros(6, bool),
+  }
+  metrics = jax.jit(lambda b: step_lib.batch_metrics(b, CAMERAS))(batch)
+  assert {k: float(v) for k, v in metrics.items()} == {
+    "vl_truncated_fraction": 0.0,
+    "camera_missing_fraction/front": 0.25,
+    "camera_missing_fraction/wrist": 0.5,
+  }
+  unnamed = step_lib.batch_metrics(batch)  # no names given: the cameras' indices
+  assert float(unnamed["camera_missing_fraction/1"]) == 0.5 and "camera_missing_fraction/2" not in unnamed
+  vl_only = dict(batch, is_robot=np.zeros(6, bool))
+  assert float(step_lib.batch_metrics(vl_only, CAMERAS)["camera_missing_fraction/wrist"]) == 0.0
+  one_camera = {k: v for k, v in batch.items() if k != "image_mask"}  # one camera: no mask, no such metric
+  assert set(step_lib.batch_metrics(one_camera)) == {"vl_truncated_fraction"}
+  with pytest.raises(ValueError, match="image_mask has 2 camera"):
+    step_lib.batch_metrics(batch, ["front"])
+
+
+def test_the_missing_camera_metric_of_a_pipeline_batch(demo_dir, tmp_path, converted, expected):
+  """Records of the first part without their wrist frame: the metric is the share of the batch's robot rows
+  whose step is one of them (each row told by its front frame)."""
+  dropped = set()
+
+  def drop(i, record):
+    if i % 3 == 0:
+      del record["images"]["wrist"]
+      dropped.add((int(record["episode"]), int(record["step"])))
+    return record
+
+  config = _config(demo_dir, tmp_path, _rewrite(converted, tmp_path, drop))
+  config.data.batch_size = 32
+  batch = _first_batch(config, prepare.prepare(config.data))
+  steps = {_resized(expected[f"front_{e}"][s]).tobytes(): (e, s) for e, n in enumerate(LENGTHS) for s in range(n)}
+  rows = [steps[image[0].tobytes()] for image in batch["image"][batch["is_robot"]]]
+  lacking = sum(row in dropped for row in rows)
+  assert 0 < lacking < len(rows) == 16
+  metrics = step_lib.batch_metrics(batch, transforms.cameras_of(config.data))
+  assert float(metrics["camera_missing_fraction/wrist"]) == lacking / len(rows)
+  assert float(metrics["camera_missing_fraction/front"]) == 0.0
+
+
 def test_one_camera_batches_are_todays(demo_dir, tmp_path, converted, expected, config, prepared):
   """[] and the primary camera by name give the same bytes; no image_mask; another camera swaps the frames only."""
   primary = _config(demo_dir, tmp_path, converted, [], 1)
@@ -236,6 +283,10 @@ def test_a_two_camera_model_trains_with_micro_batches_and_acts(demo_dir, tmp_pat
   workdir = str(tmp_path / "run")
   records = train.train(config, workdir, printer=QUIET)
   assert records[-1]["step"] == 2 and np.isfinite(records[-1]["loss"])
+  # every camera in every record: logged (metrics.jsonl too) as none missing
+  logged = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  for record in (records[-1], logged[-1]):
+    assert record["camera_missing_fraction/front"] == record["camera_missing_fraction/wrist"] == 0.0
   policy = policy_lib.Policy.from_workdir(workdir)
   assert policy.config.data.cameras == CAMERAS and policy.config.model.num_cameras == 2
   frames = np.stack([expected["front_0"][:2], expected["wrist_0"][:2]], axis=1)  # [B=2, C=2, 24, 32, 3]
@@ -246,3 +297,52 @@ def test_a_two_camera_model_trains_with_micro_batches_and_acts(demo_dir, tmp_pat
   assert one.shape == actions.shape[1:]
   report = offline.action_error(policy, converted, num_examples=4, batch_size=4, camera=CAMERAS)
   assert report["num_examples"] == 4 and np.isfinite(report["mae"])
+
+
+def test_the_full_droid_config_plans_three_cameras_tokens(demo_dir, tmp_path):
+  """configs/pi0_plus.py:full,mixture=droid at full size, dry run on a small dataset with DROID's published features
+  (tests/test_registry.py write_droid): the checks pass (model.num_cameras = the three cameras data.cameras lists,
+  each one in the dataset), the one real batch carries the three cameras in order, and the plan's activation
+  estimate and FLOP count see 3 x 256 image tokens (224 px, patch 14) per example."""
+  from configs import pi0_plus
+  from genvla_jax import heads
+  from genvla_jax.models import build
+  from genvla_jax.training import flops as flops_lib
+  from test_registry import write_droid
+
+  write_droid(tmp_path / "oxe")
+  config = pi0_plus.get_config("full,mixture=droid")
+  assert list(config.data.cameras) == ["exterior_image_1_left", "exterior_image_2_left", "wrist_image_left"]
+  assert config.model.num_cameras == 3 and build.num_image_tokens(config.model) == 3 * 256
+  config.data.rlds_root, config.data.cache_dir = str(tmp_path / "oxe"), str(tmp_path / "cache")
+  config.tokenizer.path = str(demo_dir / "tokenizer.model")
+  config.data.robot_fraction = 1.0  # no VL corpora here
+  config.data.batch_size = 8  # one row per test device
+  prepare.prepare(config.data)  # converted first: the dry run then reads one real batch
+  lines = []
+  [planned] = train.train(config, str(tmp_path / "run"), printer=lambda *a, **k: lines.append(str(a[0])), dry_run=True)
+  assert planned["batch"]["image"] == ((8, 3, 224, 224, 3), "uint8") and planned["batch"]["image_mask"] == (
+    (8, 3),
+    "bool",
+  )
+  assert any("image [8, 3, 224, 224, 3] uint8" in line for line in lines) and not (tmp_path / "run").exists()
+  one = config.model.copy_and_resolve_references()
+  one.num_cameras = 1
+  text, horizon = config.tokenizer.max_text_len, config.tokenizer.action_horizon
+  parts = planned["memory_per_device"]["activation_parts"]
+  # the decoder: a sequence of 2 x 256 more image tokens than one camera's; the towers: three frames per row
+  assert parts["llm"] == plan.activation_estimate(one, text + 2 * 256, horizon, rows=1)["llm"]
+  assert parts["img"] == plan.activation_estimate(one, text, horizon, rows=3)["img"] > 0
+
+  class Spy:  # the action head FLOP counting asks for its extra FLOPs, with the decoder's sequence length
+    seen = []
+
+    def extra_flops(self, model_config, batch, seq, action_horizon):
+      self.seen.append(seq)
+      return 0.0
+
+  flops_lib.model_flops(config.model, 8, text, horizon, head=Spy())
+  assert Spy.seen == [3 * 256 + text]
+  assert flops_lib.model_flops(config.model, 8, text, horizon, head=heads.from_config(config)) > flops_lib.model_flops(
+    one, 8, text, horizon, head=heads.from_config(config)
+  )

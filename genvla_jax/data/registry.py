@@ -9,7 +9,8 @@ frame is the dataset's padding for a view the episode lacks), primary first. The
 (a step without it is skipped); another camera a step lacks (no key, empty bytes, or a padding frame: see
 Camera.zeros_missing, applied by the converter) is left out of that step's "images", and the pipeline masks it.
 Camera lists follow each dataset's published features.json: Bridge V2 (bridge_dataset 1.0.0) has
-observation/image_0..image_3, RT-1 (fractal20220817_data 0.1.0) only observation/image.
+observation/image_0..image_3, RT-1 (fractal20220817_data 0.1.0) only observation/image, DROID (droid 1.0.1)
+observation/exterior_image_1_left, exterior_image_2_left and wrist_image_left.
 `episode_transform` (optional) rewrites an episode's standardized steps where a convention needs the
 whole episode (relative -> absolute gripper, actions relabelled from states); it may drop steps.
 `normalize_mask[d]` is False for dimensions kept as they are (gripper open/close), True for dimensions
@@ -25,11 +26,17 @@ the gripper's convention. Fields left None take defaults from the dataset's meta
 (lerobot.resolve_mapping); the converter's flags override any field. `resolve` knows these names too, so a
 data.robot entry can name a finished LeRobot conversion by its entry.
 
-Conventions after standardization (all datasets): action = [xyz delta (3), rotation delta (3), gripper
-(1)] with gripper absolute, 1 = open, 0 = closed.
+Named mixtures (MIXTURES, the configs' `mixture=` option) list data.robot entries; MIXTURE_CAMERAS gives the
+cameras each mixture's examples carry (data.cameras, model.num_cameras); an entry of a LeRobot dataset names
+ROBOT_DIR, the user's finished conversion (`robot_dir=` option).
+
+Conventions after standardization (all RLDS datasets): action = [xyz delta (3), rotation delta (3), gripper
+(1)] with gripper absolute, 1 = open, 0 = closed. LeRobot entries keep their dataset's action space (aloha,
+droid_lerobot: joint positions), only the gripper mapped by its convention.
 """
 
 import dataclasses
+import os
 from typing import Callable
 
 import numpy as np
@@ -155,6 +162,38 @@ def _relabel_from_states(steps):
   ]
 
 
+def _droid_step(step):
+  """DROID as published in RLDS (droid 1.0.1: steps/observation, steps/action_dict, language_instruction; the
+  release's schema in droid-dataset/droid docs/the-droid-dataset.md). Action = [action_dict/cartesian_velocity
+  (6), 1 - action_dict/gripper_position (1)]: the OXE standardization's choice (openvla's droid_baseact_transform,
+  prismatic/vla/datasets/rlds/oxe/utils/droid_utils.py), i.e. this project's [xyz delta, rotation delta,
+  gripper 1 = open]. The Cartesian velocity is the teleoperation command per 15 Hz step, each half scaled to norm
+  <= 1 (droid/robot_ik/robot_ik_solver.py: norm 1 = 0.075 m, 0.15 rad per step; base frame, Euler xyz), so a
+  delta in units of the robot's step; DROID's gripper_position is 0 = open, 1 = closed (droid/franka/robot.py:
+  1 - width / max width), hence 1 - g. The release's own steps/action (7) is not used: its schema calls it joint
+  velocities + gripper, the builder fork of droid_dataset_builder writes Cartesian position + gripper, so the
+  explicit action_dict fields are read instead. State = [observation/cartesian_position (6: xyz, Euler xyz),
+  observation/gripper_position (1, 0 = open)] (openvla's "proprio"). Instruction: language_instruction (the
+  release's other two annotations, language_instruction_2 / _3, are not read; episodes without an annotation
+  have an empty one, kept as published)."""
+  gripper = np.asarray(step["action_dict/gripper_position"], np.float32)
+  action = np.concatenate([np.asarray(step["action_dict/cartesian_velocity"], np.float32), 1.0 - gripper])
+  state = np.concatenate([step["observation/cartesian_position"], step["observation/gripper_position"]])
+  return {
+    "state": state.astype(np.float32),
+    "action": action.astype(np.float32),
+    "instruction": _text(step["language_instruction"]),
+  }
+
+
+# DROID's three cameras (droid 1.0.1 features: observation/exterior_image_1_left, exterior_image_2_left,
+# wrist_image_left, each 180 x 320 x 3 JPEG; the left image of each ZED stereo pair): the first exterior camera is
+# the primary one (as openvla's OXE config makes it: prismatic/vla/datasets/rlds/oxe/configs.py "droid"), then the
+# second exterior camera and the wrist camera. Every episode records all three: no padding frames.
+DROID_CAMERAS = tuple(
+  Camera(name, f"observation/{name}") for name in ("exterior_image_1_left", "exterior_image_2_left", "wrist_image_left")
+)
+
 # BridgeData V2's four camera slots (features.json of bridge_dataset 1.0.0: observation/image_0..image_3):
 # image_0 the fixed main view, in every episode; image_1..image_3 the other views, which many episodes lack
 # (all-zero frames there: in the shared sample image_3 is all zeros in every step).
@@ -185,11 +224,14 @@ REGISTRY = {
   # RT-1 robot data as published in Open X-Embodiment (fractal20220817_data); relative gripper made
   # absolute (1 = open) per episode. One camera: observation/image (no wrist view in the release).
   "fractal": DatasetSpec("fractal", _fractal_step, (True,) * 6 + (False,), _fractal_episode),
+  # DROID 1.0.1 as published in RLDS (gs://gresearch/robotics/droid/1.0.1): Cartesian velocity + gripper (1 =
+  # open, not normalized); three cameras (see _droid_step, DROID_CAMERAS).
+  "droid": DatasetSpec("droid", _droid_step, (True,) * 6 + (False,), cameras=DROID_CAMERAS),
 }
 
 # The names datasets are published under (their TFDS builder name: dataset_info.json's "name", the directory
 # of the Open X-Embodiment release) -> the REGISTRY entry that standardizes them. The project's own
-# recordings (demo_targets, tabletop, metaworld_mt10) are published under their entry's name.
+# recordings (demo_targets, tabletop, metaworld_mt10) and DROID (droid/1.0.1) are published under their entry's name.
 PUBLISHED_NAMES = {
   "bridge_dataset": "bridge",  # BridgeData V2 in OXE: bridge_dataset/1.0.0
   "fractal20220817_data": "fractal",  # RT-1 in OXE: fractal20220817_data/0.1.0
@@ -226,6 +268,25 @@ LEROBOT = {
   "libero": LeRobotSpec("libero", ("image", "wrist_image"), "state", "actions", "task_index", (6,), "keep"),
   # ALOHA (lerobot/aloha_*): 14 joint positions per step, grippers at 6 and 13 (positions: kept).
   "aloha": LeRobotSpec("aloha", None, "observation.state", "action", "task_index", (6, 13), "keep"),
+  # DROID 1.0.1 as LeRobot publishes it (lerobot/droid_1.0.1, v3.0; cadene/droid_1.0.1, v2.1), written by
+  # lerobot's examples/port_datasets/droid_rlds/port_droid.py from the RLDS release: cameras
+  # observation.images.exterior_1_left / exterior_2_left / wrist_left (the RLDS exterior_image_1_left, ... ; 180 x
+  # 320 video), in the RLDS entry's order. Action: LeRobot's own "action" [8] = the commanded joint positions (7,
+  # absolute, radians) + gripper position (1, 0 = open / 1 = closed -> 1 - g); state: "observation.state" [8] =
+  # joint positions + gripper. Not the RLDS entry's Cartesian velocity: one LeRobot column holds the action and
+  # none holds velocity + gripper together (action.cartesian_velocity [6] has no gripper; action.original [7] is
+  # the RLDS steps/action, whose meaning the release documents inconsistently), and joint positions are what
+  # openpi trains DROID on (src/openpi/training/droid_rlds_dataset.py, JOINT_POSITION by default). Its name is
+  # not "droid": that is the RLDS entry.
+  "droid_lerobot": LeRobotSpec(
+    "droid_lerobot",
+    tuple(f"observation.images.{c}" for c in ("exterior_1_left", "exterior_2_left", "wrist_left")),
+    "observation.state",
+    "action",
+    "task_index",
+    (7,),
+    "closed_is_1",
+  ),
 }
 
 
@@ -264,8 +325,13 @@ def resolve(name: str, where: str = "") -> str:
   return entry
 
 
+# A mixture entry's path that is no place under data.rlds_root but the user's finished LeRobot conversion
+# (`python -m genvla_jax.data.convert_lerobot --dataset=ENTRY --root=DIR --out=OUT`): mixture(name, robot_dir=OUT)
+# writes OUT there, and data/prepare.py reads a finished --out as it is.
+ROBOT_DIR = "<robot_dir>"
+
 # Named mixtures: dataset entries for config.data.robot (paths relative to data.rlds_root, as the OXE
-# release lays them out) with sampling weights.
+# release lays them out, or ROBOT_DIR) with sampling weights.
 MIXTURES = {
   "paper": [
     dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0),
@@ -273,13 +339,53 @@ MIXTURES = {
   ],
   "bridge": [dict(name="bridge", path="bridge_dataset/1.0.0", split="train", weight=1.0)],
   "fractal": [dict(name="fractal", path="fractal20220817_data/0.1.0", split="train", weight=1.0)],
+  "droid": [dict(name="droid", path="droid/1.0.1", split="train", weight=1.0)],
+  "libero": [dict(name="libero", path=ROBOT_DIR, split="train", weight=1.0)],
+  "droid_lerobot": [dict(name="droid_lerobot", path=ROBOT_DIR, split="train", weight=1.0)],
+}
+
+# The cameras every example of a mixture carries, in order (config.data.cameras; model.num_cameras = their
+# count): names as the converted records call them (an RLDS entry's Camera.name; a LeRobot conversion's feature
+# keys without "observation.images."). [] = each dataset's primary camera alone, the batches of one camera.
+MIXTURE_CAMERAS = {
+  "paper": [],
+  "bridge": [],
+  "fractal": [],
+  "droid": [c.name for c in DROID_CAMERAS],
+  "libero": ["image", "wrist_image"],  # agent view, wrist (openpi's LIBERO conversion)
+  "droid_lerobot": ["exterior_1_left", "exterior_2_left", "wrist_left"],
 }
 
 
-def mixture(name: str) -> list[dict]:
+def mixture(name: str, robot_dir: str = "") -> list[dict]:
+  """The data.robot entries of mixture `name` (copies). An entry whose path is ROBOT_DIR gets `robot_dir` (a
+  finished convert_lerobot --out, made absolute); ValueError when such a mixture is not given one, or one is
+  given to a mixture that reads none."""
   if name not in MIXTURES:
     raise KeyError(f"unknown mixture {name!r}; known: {sorted(MIXTURES)}")
-  return [dict(e) for e in MIXTURES[name]]
+  entries = [dict(e) for e in MIXTURES[name]]
+  converted = [e for e in entries if e["path"] == ROBOT_DIR]
+  if converted and not robot_dir:
+    raise ValueError(
+      f"mixture={name} reads a LeRobot dataset converted first: give the conversion's directory as robot_dir=OUT "
+      f"(python -m genvla_jax.data.convert_lerobot --dataset={converted[0]['name']} --root=DIR --out=OUT)"
+    )
+  if robot_dir and not converted:
+    mixtures = sorted(m for m, es in MIXTURES.items() if any(e["path"] == ROBOT_DIR for e in es))
+    raise ValueError(
+      f"robot_dir={robot_dir} is for the mixtures of converted LeRobot datasets ({', '.join(mixtures)}); "
+      f"mixture={name} reads its datasets under data.rlds_root"
+    )
+  for entry in converted:
+    entry["path"] = os.path.abspath(os.path.expanduser(robot_dir))
+  return entries
+
+
+def mixture_cameras(name: str) -> list[str]:
+  """The cameras mixture `name`'s examples carry, in order (MIXTURE_CAMERAS; []: the primary camera alone)."""
+  if name not in MIXTURE_CAMERAS:
+    raise KeyError(f"unknown mixture {name!r}; known: {sorted(MIXTURE_CAMERAS)}")
+  return list(MIXTURE_CAMERAS[name])
 
 
 def get(name: str) -> DatasetSpec:

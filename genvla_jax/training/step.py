@@ -3,7 +3,10 @@ their denominators; token heads: next-token cross-entropy on answer tokens only 
 over all answer tokens of the batch; the flow head (π0) adds the flow-matching MSE on the robot rows'
 action chunks, padding past the episode end excluded); metrics split robot / VL rows;
 optional gradient accumulation over micro-batches (config.train.grad_accum_steps); counts of the batch
-itself (batch_metrics: VL rows cut to fit max_text_len) are logged with them."""
+itself (batch_metrics: VL rows cut to fit max_text_len; with several cameras, robot rows lacking each camera)
+are logged with them."""
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,13 +58,31 @@ def metrics_from_sums(sums, head=None) -> dict:
   return metrics
 
 
-def batch_metrics(batch) -> dict:
+def batch_metrics(batch, cameras: Sequence[str] = ()) -> dict:
   """What the data pipeline did to the batch, read from the whole batch: `vl_truncated_fraction`, the
   share of its VL rows cut to fit tokenizer.max_text_len (`vl_truncated`, data/transforms.py; 0 when the
-  batch has no such field or no VL rows)."""
+  batch has no such field or no VL rows); with several cameras (an `image_mask`), camera_missing_fractions."""
   vl_rows = jnp.sum(1.0 - batch["is_robot"].astype(jnp.float32))
   truncated = batch.get("vl_truncated", jnp.zeros(batch["is_robot"].shape, bool))
-  return {"vl_truncated_fraction": jnp.sum(truncated.astype(jnp.float32)) / jnp.maximum(vl_rows, 1.0)}
+  metrics = {"vl_truncated_fraction": jnp.sum(truncated.astype(jnp.float32)) / jnp.maximum(vl_rows, 1.0)}
+  if "image_mask" in batch:
+    metrics.update(camera_missing_fractions(batch["image_mask"], batch["is_robot"], cameras))
+  return metrics
+
+
+def camera_missing_fractions(image_mask, is_robot, cameras: Sequence[str] = ()) -> dict:
+  """image_mask [B,C] (False: the row lacks that camera; data/pipeline.py) -> {"camera_missing_fraction/<name>":
+  the share of the batch's robot rows lacking camera <name>} (0 without robot rows). VL rows are not counted:
+  their one image is camera 0, the others always masked. `cameras`: the C names in order (config.data.cameras;
+  none given: the cameras' indices)."""
+  num_cameras = image_mask.shape[-1]
+  names = [str(c) for c in cameras] or [str(c) for c in range(num_cameras)]
+  if len(names) != num_cameras:
+    raise ValueError(f"image_mask has {num_cameras} camera(s), but {len(names)} names were given: {names}")
+  robot = is_robot.astype(jnp.float32)
+  missing = jnp.logical_not(image_mask.astype(bool)).astype(jnp.float32) * robot[:, None]
+  fractions = jnp.sum(missing, axis=0) / jnp.maximum(jnp.sum(robot), 1.0)
+  return {f"camera_missing_fraction/{name}": fractions[c] for c, name in enumerate(names)}
 
 
 def microbatches(batch: dict, k: int) -> dict:
@@ -112,13 +133,16 @@ def as_float32(tree):
   return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
 
 
-def make_train_step(model, tx, lr_schedule, accum_steps: int = 1, seed: int = 0, flow=None, head=None):
+def make_train_step(
+  model, tx, lr_schedule, accum_steps: int = 1, seed: int = 0, flow=None, head=None, cameras: Sequence[str] = ()
+):
   """-> train_step(state, batch) -> (state, metrics); state = {"step", "params", "opt_state"}.
   The optimizer always works in float32 (its state was initialised on float32 params, see
   state.py); updates are cast to each parameter's storage dtype when applied. accum_steps:
   config.train.grad_accum_steps (micro-batches per step, same update). `head`: the run's action head
   (heads.from_config; default: the model's, with `flow` = config.flow). The head's randomness (π0's flow
-  noise) at step s comes from fold_in(PRNGKey(seed), s), so a resumed run draws the same noise."""
+  noise) at step s comes from fold_in(PRNGKey(seed), s), so a resumed run draws the same noise. `cameras`:
+  the names of a batch's cameras (config.data.cameras) for the camera_missing_fraction metrics."""
   head = head or heads.for_model(model, flow)
 
   def train_step(state, batch):
@@ -128,7 +152,7 @@ def make_train_step(model, tx, lr_schedule, accum_steps: int = 1, seed: int = 0,
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(
       metrics_from_sums(sums, head),
-      **batch_metrics(batch),
+      **batch_metrics(batch, cameras),
       grad_norm=optax.global_norm(grads),
       lr=lr_schedule(state["step"]),
     )

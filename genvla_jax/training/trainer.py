@@ -243,6 +243,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       config.train.grad_accum_steps,
       config.seed,
       head=head,
+      cameras=pipeline.cameras_of(config.data),  # names of the camera_missing_fraction metrics
     ),
     shardings,
     mesh,
