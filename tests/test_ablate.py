@@ -99,6 +99,8 @@ def test_runner_trains_evaluates_and_writes_table_two(recorded, cache_dir, tmp_p
   assert "## visual_matching" in table and "## variant_aggregation" in table
   assert "| Model | pick_object | open_drawer | Average | 95% interval | n |" in table
   assert "| no D/S/C (bins) |" in table and "| π0 w/ Inst. Aug. |" in table
+  assert "## Paper orderings" in table and "not run (DSC@pretrained)" in table  # rows without a start: not judged
+  assert os.path.getsize(workdir / "ablation.png") > 1000
   # a rerun trains and evaluates nothing: every row is reused
   stamps = {
     p: os.path.getmtime(workdir / p)
@@ -147,3 +149,48 @@ def test_vqa_by_factor_table_orders_the_splits():
   assert "| nothing held out | conditions held out | wordings held out | both held out | n each |" in lines[2]
   assert "| π0+ (D+S+C) | 80% | 50% | 70% | 40% | 50 |" in lines
   assert ablate._vqa_factor_lines({"base": {"label": "x"}}) == []
+
+
+def _grid_row(successes: dict, probe=None) -> dict:
+  """A grid row's results: {protocol: {task: (successes, episodes)}}, optional probe {pool: {tower: acc}}."""
+  protocols = {
+    p: {"tasks": {t: {"successes": k, "episodes": n, "success_rate": k / n} for t, (k, n) in cells.items()}}
+    for p, cells in successes.items()
+  }
+  row = {"label": "row", "closed_loop": {"protocols": protocols}}
+  if probe:
+    row["representation"] = {pool: {"probe": accs, "n_test": 80} for pool, accs in probe.items()}
+  return row
+
+
+def test_paper_orderings_pool_rows_and_compare_wilson_intervals():
+  from genvla_jax.tools import paper_orderings as po
+
+  vm = lambda a, b: {"visual_matching": {"pick_object": (a, 50), "open_drawer": (b, 50)}}  # noqa: E731
+  results = {
+    "DSC@pretrained": _grid_row(vm(40, 50), {"wide": {"img": 0.3, "img_frozen": 0.6}}),
+    "base@pretrained": _grid_row(vm(5, 45), {"wide": {"img": 0.25}}),
+    "DSC@scratch": _grid_row(vm(20, 50)),
+    "base@scratch": _grid_row(vm(10, 35)),
+  }
+  by_claim = {o.claim: o for o in po.ORDERINGS}
+  table_two = po.judge(results, by_claim["Table II: π0+ (DSC) > base (bins) in visual matching"])
+  assert table_two["verdict"] == "holds beyond the intervals"
+  assert table_two["better"][0] == 0.9 and table_two["worse"][0] == 0.5  # pooled over tasks: 90/100, 50/100
+  low, high = table_two["better"][1:]
+  assert 0.8 < low < 0.9 < high < 0.96
+  # the frozen tower of the DSC row against base's fine-tuned tower: 48/80 vs 20/80
+  probe = po.judge(
+    results, by_claim["Probe: the frozen tower (DSC) >= the fully fine-tuned tower (base), wide conditions"]
+  )
+  assert probe["verdict"] == "holds beyond the intervals" and probe["better"][0] == 0.6
+  assert "not run" in po.judge(results, by_claim["Table IV: S+C rows > bins rows under paraphrase"])["verdict"]
+  start = po.judge(results, by_claim["Start: pretrained > random (base) in visual matching"])
+  assert start["verdict"] == "holds within the intervals"  # 50/100 vs 45/100: the intervals overlap
+  # the opposite direction is named as such
+  flipped = {"DSC@pretrained": results["base@pretrained"], "base@pretrained": results["DSC@pretrained"]}
+  assert po.judge(flipped, by_claim["Table II: π0+ (DSC) > base (bins) in visual matching"])["verdict"] == (
+    "opposite, beyond the intervals"
+  )
+  md = "\n".join(po.lines(results))
+  assert "| Table II: π0+ (DSC) > base (bins) in visual matching | 90% [83%, 94%] | 50% [40%, 60%] |" in md

@@ -43,6 +43,7 @@ import numpy as np
 
 from genvla_jax import cli, config_files, config_lib, predict, train
 from genvla_jax.eval import report
+from genvla_jax.tools import paper_orderings
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)
   "base": ("pi0_plus", "ablation=", "no D/S/C (bins)"),
@@ -275,6 +276,7 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
       "",
     ]
     lines += _summary_lines(results, eval_config)
+    lines += paper_orderings.lines(results, tasks) + ["![average success per protocol](ablation.png)", ""]
     for protocol in eval_config.protocols:
       lines += [
         f"## {protocol}",
@@ -401,8 +403,13 @@ def _vqa_lines(results: dict) -> list[str]:
 
 
 def write(results: dict, workdir: str, variant: str, eval_config=None):
+  """ablation.md (tables, the paper orderings), ablation.json (every row's results), ablation.png (the plot)."""
   with open(os.path.join(workdir, "ablation.md"), "w") as f:
     f.write(markdown(results, variant, eval_config))
+  if eval_config is not None and any(r.get("closed_loop") for r in results.values()):
+    paper_orderings.plot(
+      results, list(eval_config.protocols), list(eval_config.tasks), os.path.join(workdir, "ablation.png")
+    )
   with open(os.path.join(workdir, "ablation.json"), "w") as f:
     json.dump(
       {"variant": variant, "eval_config": eval_config.to_dict() if eval_config else None, "rows": results}, f, indent=1
