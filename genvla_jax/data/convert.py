@@ -330,19 +330,36 @@ def convert_part(
   spec = registry.get(dataset)
   source = rlds.RLDSDataset(rlds_dir, split)
   name = _part_name(part, total)
-  skips, actions, states, episodes, lengths = _Skips(on_bad), [], [], [], []
-  frames = dict.fromkeys(spec.camera_names, 0)  # records holding each camera
+  skips = _Skips(on_bad)
+  numbered = ((part.first_episode + k - part.first, good) for k, good in _part_episodes(source, spec, part, skips))
+  info = write_part(out_dir, name, numbered, spec.camera_names)
+  info.update(
+    skipped_steps=skips.entries,
+    skipped_episodes=part.count - info["episodes"],
+    provenance=provenance(rlds_dir, dataset, split, part.episodes_per_part, source),
+  )
+  return finish_part(out_dir, name, info)
+
+
+def write_part(out_dir: str, name: str, episodes, cameras: list[str] | None = None) -> dict:
+  """Streams `episodes` ((episode index, its good standardized steps), memory: one episode) into
+  `<name>.array_record` (one encoded step per record) + `<name>.npz` (per step: action, state; per episode:
+  index, length), both in place only when both are complete: nothing of the part is left on an error.
+  `cameras` (the dataset's, primary first): count the records holding each (info "camera_frames").
+  -> the part's info {"file", "records", "episodes", "sha256"(, "camera_frames")}; finish_part writes it."""
+  actions, states, indices, lengths = [], [], [], []
+  frames = dict.fromkeys(cameras or (), 0)
   tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}")
   writer = array_record_module.ArrayRecordWriter(tmp + ".array_record", "group_size:1")
-  try:  # records stream to the writer: memory holds one episode, not the part
-    for k, good in _part_episodes(source, spec, part, skips):
-      e = part.first_episode + k - part.first
-      episodes.append(e)
+  try:
+    for e, good in episodes:
+      indices.append(e)
       lengths.append(len(good))
       for s, step in enumerate(good):
         writer.write(encode_step(dict(step, episode=e, step=s, episode_length=len(good))))
-        for camera in [spec.cameras[0].name, *step.get("images", ())]:
-          frames[camera] += 1
+        if cameras:
+          for camera in [cameras[0], *step.get("images", ())]:
+            frames[camera] += 1
         actions.append(step["action"])
         states.append(step["state"])
     writer.close()
@@ -350,7 +367,7 @@ def convert_part(
       tmp + ".npz",
       actions=_rows(actions),
       states=_rows(states),
-      episodes=np.asarray(episodes, np.int64),
+      episodes=np.asarray(indices, np.int64),
       lengths=np.asarray(lengths, np.int64),
     )
   except BaseException:
@@ -364,16 +381,20 @@ def convert_part(
   info = {
     "file": name + ".array_record",
     "records": len(actions),
-    "episodes": len(episodes),
+    "episodes": len(indices),
     "sha256": _sha256(os.path.join(out_dir, name + ".array_record")),
-    "skipped_steps": skips.entries,
-    "skipped_episodes": part.count - len(episodes),
-    "camera_frames": frames,
-    "provenance": provenance(rlds_dir, dataset, split, part.episodes_per_part, source),
   }
-  with open(tmp + ".json", "w") as f:
+  if cameras:
+    info["camera_frames"] = frames
+  return info
+
+
+def finish_part(out_dir: str, name: str, info: dict) -> dict:
+  """Writes the part's `<name>.json` (atomically, last: its presence marks the part done) -> info."""
+  tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}.json")
+  with open(tmp, "w") as f:
     json.dump(info, f)
-  os.replace(tmp + ".json", os.path.join(out_dir, name + ".json"))
+  os.replace(tmp, os.path.join(out_dir, name + ".json"))
   return info
 
 

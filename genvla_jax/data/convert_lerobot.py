@@ -35,7 +35,6 @@ import os
 import time
 
 from absl import flags, logging
-from array_record.python import array_record_module
 import cv2
 import numpy as np
 import pyarrow as pa
@@ -275,54 +274,24 @@ def check(root: str, dataset: str = "lerobot", split: str = "train", **mapping) 
 def convert_part(
   root: str, options: Options, part: Part, total: int, out_dir: str, on_bad: str = "skip", want: dict | None = None
 ) -> dict:
-  """Converts one part into `<name>.array_record` + `.npz` + `.json` (last), as convert.convert_part does.
-  `want`: the conversion's provenance (computed once by the caller; None: here)."""
+  """Converts one part into `<name>.array_record` + `.npz` + `.json` (last), as convert.convert_part does
+  (convert.write_part / finish_part). `want`: the conversion's provenance (computed once by the caller; None:
+  here)."""
   ds = lerobot.LeRobotDir(root)
   mapping = _mapping(ds, options)
   name = convert._part_name(part, total)
-  skips, actions, states, episodes, lengths = convert._Skips(on_bad), [], [], [], []
-  tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}")
-  writer = array_record_module.ArrayRecordWriter(tmp + ".array_record", "group_size:1")
+  skips = convert._Skips(on_bad)
   reader = _Episodes(ds, mapping, options)
   try:
-    for e, good in _part_episodes(reader, part, skips):
-      episodes.append(e)
-      lengths.append(len(good))
-      for s, step in enumerate(good):
-        writer.write(convert.encode_step(dict(step, episode=e, step=s, episode_length=len(good))))
-        actions.append(step["action"])
-        states.append(step["state"])
-    writer.close()
-    np.savez(
-      tmp + ".npz",
-      actions=convert._rows(actions),
-      states=convert._rows(states),
-      episodes=np.asarray(episodes, np.int64),
-      lengths=np.asarray(lengths, np.int64),
-    )
-  except BaseException:
-    writer.close()
-    for suffix in (".array_record", ".npz"):
-      if os.path.exists(tmp + suffix):
-        os.remove(tmp + suffix)
-    raise
+    info = convert.write_part(out_dir, name, _part_episodes(reader, part, skips))
   finally:
     reader.close()
-  os.replace(tmp + ".array_record", os.path.join(out_dir, name + ".array_record"))
-  os.replace(tmp + ".npz", os.path.join(out_dir, name + ".npz"))
-  info = {
-    "file": name + ".array_record",
-    "records": len(actions),
-    "episodes": len(episodes),
-    "sha256": convert._sha256(os.path.join(out_dir, name + ".array_record")),
-    "skipped_steps": skips.entries,
-    "skipped_episodes": part.count - len(episodes),
-    "provenance": want or provenance(ds, options),
-  }
-  with open(tmp + ".json", "w") as f:
-    json.dump(info, f)
-  os.replace(tmp + ".json", os.path.join(out_dir, name + ".json"))
-  return info
+  info.update(
+    skipped_steps=skips.entries,
+    skipped_episodes=part.count - info["episodes"],
+    provenance=want or provenance(ds, options),
+  )
+  return convert.finish_part(out_dir, name, info)
 
 
 def _mapping(ds: lerobot.LeRobotDir, options: Options) -> lerobot.Mapping:
