@@ -39,6 +39,10 @@ CASES = (
   + [("eval_tabletop", v) for v in ("full", "quick", "quick,protocols=paraphrase,tasks=pick_object+move_near")]
   + [("eval_metaworld", v) for v in ("full", "quick")]
   + [("eval_simpler", v) for v in ("google_robot", "widowx", "google_robot,episodes=3")]
+  + [
+    ("eval_libero", v)
+    for v in ("full", "quick", "full,suite=spatial+object+goal+10", "quick,suite=90,tasks=0+1,trials=3")
+  ]
   + [("pretrain_vlm", "tabletop")]
   + [(f, f"tabletop,vlm={v}") for f in ("pi0_plus", "pi0_baseline") for v in ("pretrained", "scratch")]
   + [("pi0_plus", f"tabletop,vlm=pretrained,ablation={a}") for a in _LETTERS]

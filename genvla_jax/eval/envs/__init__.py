@@ -30,6 +30,7 @@ ENVS = {
   "tabletop": ("genvla_jax.eval.envs.tabletop", "TabletopEnv"),
   "metaworld": ("genvla_jax.eval.envs.metaworld_env", "MetaWorldEnv"),
   "simpler": ("genvla_jax.eval.envs.simpler", "SimplerEnv"),
+  "libero": ("genvla_jax.eval.envs.libero", "LiberoEnv"),
 }
 
 

