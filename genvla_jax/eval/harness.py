@@ -96,16 +96,15 @@ def _run_group(
     actions = np.asarray(actions)
     if actions.ndim != 3 or actions.shape[0] != len(envs):
       raise ValueError(f"policy returned actions of shape {actions.shape}; expected [{len(envs)},H,D]")
-    for i, env in enumerate(envs):
-      if done[i]:
-        continue
-      invalid[i] += int((~np.asarray(valid[i], bool)).sum())
-      for action in actions[i, :execute_steps]:
-        observations[i], _, done[i] = env.step(action)
+    for i in range(len(envs)):
+      if not done[i]:
+        invalid[i] += int((~np.asarray(valid[i], bool)).sum())
+    for j in range(min(execute_steps, actions.shape[1])):
+      stepping = [i for i in range(len(envs)) if not done[i]]
+      for i, result in zip(stepping, _step_together([envs[i] for i in stepping], [actions[i, j] for i in stepping])):
+        observations[i], _, done[i] = result
         if frames[i] is not None:
           frames[i].append(_video_frame(observations[i]["image"]))
-        if done[i]:
-          break
   return [
     EpisodeResult(
       protocol,
@@ -120,6 +119,23 @@ def _run_group(
     )
     for i, (env, s) in enumerate(zip(envs, seeds))
   ]
+
+
+def _step_together(envs, actions) -> list:
+  """env.step(action) for each pair -> their results, in order. Environments that split a step (step_async /
+  step_wait: simulators in worker processes, eval/envs/libero.py) are all sent their action before any result
+  is awaited, so they simulate in parallel; the others step one after another. Same results either way."""
+  results = [None] * len(envs)
+  waiting = []
+  for k, (env, action) in enumerate(zip(envs, actions)):
+    if hasattr(env, "step_async"):
+      env.step_async(action)
+      waiting.append(k)
+    else:
+      results[k] = env.step(action)
+  for k in waiting:
+    results[k] = envs[k].step_wait()
+  return results
 
 
 def _video_frame(image):
