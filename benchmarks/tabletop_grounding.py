@@ -12,6 +12,10 @@ r"""Why does a tabletop policy fail to pick? Two measurements of a trained run (
    (the target, another cube, nothing). Grasping precision (a cube within reach at the close) and choosing
    the right cube are separate failures; this separates them.
 
+3. (with `--demos=DIR`, a recording's RLDS dataset dir, e.g. ~/.cache/genvla_jax/tabletop_v3/rlds/tabletop/1.0.0)
+   Offline approach error: the first 4 steps of its val pick_object / move_near episodes (the approach), the
+   predicted (dx, dy) against the expert's, in cm, beside the error of always predicting the mean move.
+
 The policy sees the cameras it was trained with (its metadata.cameras: the front camera, or front + wrist).
 """
 
@@ -88,6 +92,38 @@ def first_closes(policy, envs, episodes: int) -> list[dict]:
   return rows
 
 
+def approach_error(policy, demos: str, cameras) -> tuple[float, float, int]:
+  """-> (mean xy error of the predicted first-4-step moves, of the mean move, frames) on the val episodes."""
+  import io
+
+  from PIL import Image
+
+  from genvla_jax.data import rlds
+
+  rows = []
+  for episode in rlds.RLDSDataset(demos, "val"):
+    task = episode["episode_metadata/task"]
+    if (task.decode() if isinstance(task, bytes) else str(task)) not in ("pick_object", "move_near"):
+      continue
+    for step in episode["steps"][:4]:
+      frames = [np.asarray(Image.open(io.BytesIO(step[f"observation/{c}"]))) for c in cameras]
+      instruction = step["language_instruction"]
+      instruction = instruction.decode() if isinstance(instruction, bytes) else str(instruction)
+      image = frames[0] if len(frames) == 1 else np.stack(frames)
+      rows.append((image, instruction, np.asarray(step["observation/state"]), np.asarray(step["action"])[:2]))
+  predicted = []
+  for i in range(0, len(rows), 16):
+    chunk = rows[i : i + 16]
+    actions, _ = policy.act(
+      np.stack([r[0] for r in chunk]), [r[1] for r in chunk], states=np.stack([r[2] for r in chunk]), full_width=True
+    )
+    predicted += list(np.asarray(actions)[:, 0, :2])
+  labels = np.stack([r[3] for r in rows])
+  error = np.linalg.norm(np.stack(predicted) - labels, axis=1).mean()
+  blind = np.linalg.norm(labels.mean(0) - labels, axis=1).mean()
+  return float(error), float(blind), len(rows)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True)
@@ -95,6 +131,7 @@ def main():
   parser.add_argument("--scenes", type=int, default=40)
   parser.add_argument("--episodes", type=int, default=20)
   parser.add_argument("--num_envs", type=int, default=5)
+  parser.add_argument("--demos", default="", help="a recording's RLDS dataset dir: also the offline approach error")
   args = parser.parse_args()
   policy = policy_lib.Policy.from_workdir(args.workdir, step=args.step)
   cameras = tuple(policy.metadata.cameras) or ("image",)
@@ -103,6 +140,7 @@ def main():
   try:
     swap = instruction_swap(policy, envs[0], args.scenes)
     rows = first_closes(policy, envs, args.episodes)
+    approach = approach_error(policy, os.path.expanduser(args.demos), cameras) if args.demos else None
   finally:
     for env in envs:
       env.close()
@@ -121,6 +159,10 @@ def main():
       f"   hand to target at the first close: median {100 * np.median([c['to_target'] for c in closed]):.1f} cm; "
       f"to the nearest other cube: median {100 * np.median([c['to_other'] for c in closed]):.1f} cm"
     )
+
+  if approach:
+    error, blind, n = approach
+    print(f"\n3. approach moves of {n} val frames: xy error {100 * error:.2f} cm (the mean move: {100 * blind:.2f} cm)")
 
 
 if __name__ == "__main__":
