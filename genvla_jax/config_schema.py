@@ -135,7 +135,19 @@ def defaults() -> ml_collections.ConfigDict:
     b1=0.9,
     b2=0.95,
     lr_mults={},  # {top-level param part ("img", "projector", "llm", "expert"): learning-rate multiplier}
+    # parameters that do not train (no gradient, no optimizer state, no update): regexes fully matching the
+    # '/'-joined param path, e.g. "llm/.*" (the decoder), "llm/embedder/.*", "img/.*", "projector/.*",
+    # "expert/.*" (training/freezing.py); besides these the dual encoder's frozen towers and the kernels LoRA
+    # adapts are always frozen. A pattern that matches no parameter is an error at start-up.
+    # From the command line: --set='optimizer.frozen=["llm/.*"]'
+    frozen=[],
   )
+  # LoRA (models/lora.py): per adapted kernel W, A [in, r] (random) and B [r, out] (zeros), the model computes with
+  # W + (alpha / rank) A B; W frozen, A and B train (the params' part lora/). rank 0 = off. targets: regexes
+  # fully matching kernel paths (the decoder's attention / MLP projections here; also e.g.
+  # "expert/llm/layers/(attn|mlp)/.*" for π0's expert, "img/blocks/.*/kernel" for the trained image tower).
+  # Other parameters train unless optimizer.frozen names them (classic LoRA: frozen=["llm/.*"])
+  c.lora = dict(rank=0, alpha=16.0, targets=["llm/layers/attn/.*", "llm/layers/mlp/.*"])
   c.train = dict(
     steps=100_000,
     log_every=50,

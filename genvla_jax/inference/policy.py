@@ -14,6 +14,8 @@ reported in the `valid` mask, never silently passed off as model output.
 `Policy` implements inference/protocol.Policy (act, reset, metadata, prompt_spec).
 Speculative decoding drafts each call's tokens from the previous call's action (`draft_previous`, a
 constructor option; default config.inference.draft_previous_action); `reset()` drops that draft.
+A run trained with LoRA (config.lora) keeps its adapters in the checkpoint's params; the policy restores them
+and merges them into the kernels once (models/lora.merge), so it acts, exports and serves with plain params.
 """
 
 import os
@@ -24,7 +26,7 @@ import jax
 from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import transforms
 from genvla_jax.inference import protocol
-from genvla_jax.models import build
+from genvla_jax.models import build, lora as lora_lib
 from genvla_jax.tokenizers import factory
 from genvla_jax.training import checkpoint, state as state_lib
 
@@ -148,9 +150,11 @@ class Policy:
       meta = ckpt.restore_meta(candidate)
       config = config_schema.upgrade(meta["config"])  # fields newer than the run get their defaults
       model = build.from_config(config.model)
+      lora = lora_lib.Spec.from_config(config.lora)
       params = ckpt.restore_params(
-        candidate, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0])
+        candidate, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0], lora)
       )
+      params = lora_lib.merged(params, lora.alpha)  # (no adapters: as restored)
       return {"meta": meta, "config": config, "params": params}
 
     try:

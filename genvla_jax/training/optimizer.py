@@ -1,6 +1,7 @@
-"""optax optimizer: AdamW, linear warmup + cosine decay, global-norm clipping; the frozen image tower
-(param paths starting with `img_frozen`, `img_fused_frozen`) gets `optax.set_to_zero()` and therefore no
-optimizer state. `optimizer.lr_mults` ({part: m}) scales the updates of whole top-level parts (= their
+"""optax optimizer: AdamW, linear warmup + cosine decay, global-norm clipping; frozen parameters
+(training/freezing.py: the dual encoder's frozen towers `img_frozen`, `img_fused_frozen`, whatever
+`optimizer.frozen` names, the kernels LoRA adapts) get `optax.set_to_zero()` and therefore no optimizer state.
+`optimizer.lr_mults` ({part: m}) scales the updates of whole top-level parts (= their
 learning rate, weight decay included, times m); without it the optimizer is exactly the one without it
 (same state tree)."""
 
@@ -8,17 +9,15 @@ import jax
 import optax
 
 from genvla_jax.models import surgery
+from genvla_jax.training import freezing
 
 FROZEN_PREFIXES = surgery.FROZEN_PARTS
 
 
-def labels(params):
-  """'frozen' for the frozen tower's leaves, 'train' for everything else (same tree structure)."""
-
-  def label(key):
-    return "frozen" if key in FROZEN_PREFIXES else "train"
-
-  return {k: jax.tree.map(lambda _, k=k: label(k), v) for k, v in params.items()}
+def labels(params, frozen=()):
+  """'frozen' for the frozen leaves (freezing.trainable_mask: the frozen towers, the `frozen` patterns, LoRA's
+  base kernels), 'train' for everything else (same tree structure)."""
+  return jax.tree.map(lambda trains: "train" if trains else "frozen", freezing.trainable_mask(params, frozen))
 
 
 def schedule(opt_config, total_steps: int):
@@ -43,7 +42,10 @@ def make(opt_config, total_steps: int) -> optax.GradientTransformation:
       mask=decay_mask,
     ),
   )
-  optimizer = optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
+  frozen = tuple(opt_config.frozen) if "frozen" in opt_config else ()  # (a hand-made config may lack it)
+  optimizer = optax.multi_transform(
+    {"train": train, "frozen": optax.set_to_zero()}, lambda params: labels(params, frozen)
+  )
   mults = dict(opt_config.lr_mults)
   if not mults:
     return optimizer

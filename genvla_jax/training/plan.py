@@ -9,8 +9,8 @@ import time
 import jax
 import numpy as np
 from genvla_jax.data import pipeline, prepare
-from genvla_jax.models import build, surgery, vit
-from genvla_jax.training import optimizer
+from genvla_jax.models import build, lora as lora_lib, surgery, vit
+from genvla_jax.training import freezing, optimizer
 from genvla_jax.training import preflight, sharding
 from genvla_jax.training import state as state_lib
 
@@ -187,22 +187,26 @@ def plan(config, workdir: str, resuming: bool, printer=print) -> dict:
   steps = config.train.steps
   tx = optimizer.make(config.optimizer, steps)
   rules = [tuple(r) for r in config.mesh.rules]
-  abstract, _ = state_lib.abstract(model, tx, model_config.image_size, mesh, rules)
+  lora = lora_lib.Spec.from_config(config.lora)
+  abstract, _ = state_lib.abstract(model, tx, model_config.image_size, mesh, rules, lora)
   params = abstract["params"]
-  frozen_parts = [k for k in params if k in surgery.FROZEN_PARTS]
+  mask = freezing.trainable_mask(params, config.optimizer.frozen)
+  table = freezing.counts(params, mask)
+  frozen_parts = [k for k in params if table[k]["frozen"]]
   counts = {k: surgery.count_params(v) for k, v in params.items()}
-  frozen = sum(counts[k] for k in frozen_parts)
+  frozen = table["total"]["frozen"]
   total = sum(counts.values())
   out["params"] = {"total": total, "trainable": total - frozen, "frozen": frozen, "parts": counts}
   lines.append(
     f"parameters: {_count(total)} total = {_count(total - frozen)} trainable + {_count(frozen)} frozen "
     f"({', '.join(frozen_parts) or 'none'}); " + ", ".join(f"{k} {_count(n)}" for k, n in counts.items())
   )
+  lines += freezing.report(params, mask)
 
   devices = mesh.shape["data"] * mesh.shape["fsdp"]
   accum = config.train.grad_accum_steps
   rows = config.data.batch_size // devices // accum
-  trained = {k: v for k, v in params.items() if k not in frozen_parts}
+  trained = freezing.partition(params, mask)[0]
   grad_item = 4 if accum > 1 else None  # accumulated in float32; else in the parameters' dtype
   grads = sum(
     math.prod(leaf.sharding.shard_shape(leaf.shape)) * (grad_item or np.dtype(leaf.dtype).itemsize)

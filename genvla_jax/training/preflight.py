@@ -14,7 +14,7 @@ from genvla_jax import cli, config_schema, heads
 from genvla_jax.data import pipeline, prepare, transforms
 from genvla_jax.models import build, remat
 from genvla_jax.pretrained import api as pretrained_api
-from genvla_jax.training import metric_writers, run_dir
+from genvla_jax.training import freezing, metric_writers, run_dir
 from genvla_jax.training import sharding
 from genvla_jax.tokenizers import actions as action_tokenizers, factory, prompt as prompt_lib
 
@@ -261,7 +261,8 @@ def check_setup(config, workdir: str, printer=print) -> bool:
   directory (writable; bound to its config and tokenizer when it has checkpoints), the pretrained checkpoint's
   architecture (headers only; with pretrained.architecture="checkpoint" written into config.model here),
   config consistency (heads, tokenizer, mesh and batch, data section: entries, dataset names, co-training
-  without VL data), wandb, the tokenizer file and its fit, every data source and its layout, the cache
+  without VL data), optimizer.frozen / lora patterns against the model's parameter paths (shapes only), wandb,
+  the tokenizer file and its fit, every data source and its layout, the cache
   directory. Every problem found is reported at once (raise_problems: one error, a line each).
   -> True when the run resumes (it has a checkpoint)."""
   errors: list[cli.UserError] = []
@@ -279,6 +280,7 @@ def check_setup(config, workdir: str, printer=print) -> bool:
     except run_dir.RunDirError as e:
       errors.append(e)
   add(settings_problems(config))
+  add(freezing.config_problems(config))  # optimizer.frozen / lora.targets against the model's param paths
   try:
     metric_writers.check_wandb(config.train.wandb)
   except cli.UserError as e:

@@ -4,7 +4,9 @@ over all answer tokens of the batch; the flow head (π0) adds the flow-matching 
 action chunks, padding past the episode end excluded); metrics split robot / VL rows;
 optional gradient accumulation over micro-batches (config.train.grad_accum_steps); counts of the batch
 itself (batch_metrics: VL rows cut to fit max_text_len; with several cameras, robot rows lacking each camera)
-are logged with them."""
+are logged with them. Only the trainable parameters are differentiated (training/freezing.py: `frozen`
+patterns, the frozen towers, LoRA's base kernels); with LoRA adapters in the params (models/lora.py) the model
+runs on the merged kernels W + (alpha / r) A B."""
 
 from typing import Sequence
 
@@ -14,8 +16,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
 from genvla_jax import heads
+from genvla_jax.models import lora as lora_lib
 from genvla_jax.models.partitioning import BATCH, constrain
-from genvla_jax.training import sharding
+from genvla_jax.training import freezing, sharding
 
 
 def token_sums(params, batch, model, rng=None, flow=None, head=None) -> dict:
@@ -98,21 +101,44 @@ def microbatches(batch: dict, k: int) -> dict:
   return jax.tree.map(split, batch)
 
 
-def grads_and_sums(params, batch, model, accum_steps: int = 1, rng=None, flow=None, head=None):
+def grads_and_sums(
+  params, batch, model, accum_steps: int = 1, rng=None, flow=None, head=None, frozen: Sequence[str] = (), lora=None
+):
   """-> (grads of the batch's loss, loss sums). With accum_steps > 1 the batch runs as that many
   micro-batches in a scan, each contributing its sums / the whole batch's denominators (the head's
   loss_totals), so the gradient equals the one-pass gradient (up to float summation order) at 1/k the
-  activation memory. `rng`: the head's randomness (π0: flow times and noise); micro-batch i folds in i."""
+  activation memory. `rng`: the head's randomness (π0: flow times and noise); micro-batch i folds in i.
+  Frozen parameters (freezing.trainable_mask with the `frozen` patterns) are not differentiated: their
+  gradient is zeros. `lora`: the lora.Spec of adapters in `params` (its alpha scales them)."""
+  grads, sums = trainable_grads_and_sums(params, batch, model, accum_steps, rng, flow, head, frozen, lora)
+  return jax.tree.map(lambda g, p: jnp.zeros(p.shape, p.dtype) if g is None else g, grads, params, is_leaf=_none), sums
+
+
+def _none(x):
+  return x is None
+
+
+def trainable_grads_and_sums(
+  params, batch, model, accum_steps: int = 1, rng=None, flow=None, head=None, frozen: Sequence[str] = (), lora=None
+):
+  """grads_and_sums with None in place of the frozen parameters' gradients (freezing.partition)."""
   head = head or heads.for_model(model, flow)
   totals = head.loss_totals(batch)
   rng = jax.random.PRNGKey(0) if rng is None else rng
+  if lora is None and lora_lib.KEY in params:
+    raise ValueError("these params hold LoRA adapters: pass lora= (the run's lora.Spec) to scale them")
+  alpha = lora.alpha if lora is not None else 0.0
+  trainable, fixed = freezing.partition(params, freezing.trainable_mask(params, frozen))
+
+  def model_params(t):
+    return lora_lib.merged(freezing.combine(t, fixed), alpha)
 
   def grad_one(micro, micro_rng):
-    def loss(p):
-      sums = head.loss_sums(p, micro, model, micro_rng)
+    def loss(t):
+      sums = head.loss_sums(model_params(t), micro, model, micro_rng)
       return objective(sums, totals), sums
 
-    return jax.grad(loss, has_aux=True)(params)
+    return jax.grad(loss, has_aux=True)(trainable)
 
   if accum_steps == 1:
     return grad_one(batch, rng)
@@ -123,7 +149,8 @@ def grads_and_sums(params, batch, model, accum_steps: int = 1, rng=None, flow=No
     return jax.tree.map(jnp.add, carry, (as_float32(grads), sums)), None
 
   zero = jax.tree.map(
-    jnp.zeros_like, jax.eval_shape(lambda: (as_float32(params), head.loss_sums(params, batch, model, rng)))
+    jnp.zeros_like,
+    jax.eval_shape(lambda: (as_float32(trainable), head.loss_sums(model_params(trainable), batch, model, rng))),
   )
   (grads, sums), _ = jax.lax.scan(body, zero, (microbatches(batch, accum_steps), jnp.arange(accum_steps)))
   return grads, sums
@@ -134,7 +161,16 @@ def as_float32(tree):
 
 
 def make_train_step(
-  model, tx, lr_schedule, accum_steps: int = 1, seed: int = 0, flow=None, head=None, cameras: Sequence[str] = ()
+  model,
+  tx,
+  lr_schedule,
+  accum_steps: int = 1,
+  seed: int = 0,
+  flow=None,
+  head=None,
+  cameras: Sequence[str] = (),
+  frozen: Sequence[str] = (),
+  lora=None,
 ):
   """-> train_step(state, batch) -> (state, metrics); state = {"step", "params", "opt_state"}.
   The optimizer always works in float32 (its state was initialised on float32 params, see
@@ -142,18 +178,26 @@ def make_train_step(
   config.train.grad_accum_steps (micro-batches per step, same update). `head`: the run's action head
   (heads.from_config; default: the model's, with `flow` = config.flow). The head's randomness (π0's flow
   noise) at step s comes from fold_in(PRNGKey(seed), s), so a resumed run draws the same noise. `cameras`:
-  the names of a batch's cameras (config.data.cameras) for the camera_missing_fraction metrics."""
+  the names of a batch's cameras (config.data.cameras) for the camera_missing_fraction metrics. `frozen`:
+  config.optimizer.frozen (the optimizer `tx` freezes the same parameters); `lora`: the lora.Spec of adapters
+  in the params (config.lora)."""
   head = head or heads.for_model(model, flow)
 
   def train_step(state, batch):
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state["step"])
-    grads, sums = grads_and_sums(state["params"], batch, model, accum_steps, rng, head=head)
+    grads, sums = trainable_grads_and_sums(
+      state["params"], batch, model, accum_steps, rng, head=head, frozen=frozen, lora=lora
+    )
+    grad_norm = optax.global_norm(grads)  # (the frozen leaves are None: no zeros summed)
+    grads = jax.tree.map(
+      lambda g, p: jnp.zeros(p.shape, jnp.float32) if g is None else g, grads, state["params"], is_leaf=_none
+    )
     updates, opt_state = tx.update(as_float32(grads), state["opt_state"], as_float32(state["params"]))
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(
       metrics_from_sums(sums, head),
       **batch_metrics(batch, cameras),
-      grad_norm=optax.global_norm(grads),
+      grad_norm=grad_norm,
       lr=lr_schedule(state["step"]),
     )
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics

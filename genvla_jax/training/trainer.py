@@ -34,9 +34,10 @@ import numpy as np
 
 from genvla_jax import heads
 from genvla_jax.data import pipeline, prepare
-from genvla_jax.models import build, surgery
+from genvla_jax.models import build, lora as lora_lib, surgery
 from genvla_jax.pretrained import api as pretrained_api
-from genvla_jax.training import checkpoint, distributed, flops as flops_lib, loop, metric_writers, optimizer, run_dir
+from genvla_jax.training import checkpoint, distributed, flops as flops_lib, freezing, loop, metric_writers, optimizer
+from genvla_jax.training import run_dir
 from genvla_jax.training import plan as plan_lib, preflight, sharding
 from genvla_jax.training import state as state_lib, step as step_lib
 
@@ -195,6 +196,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       write_assets(config, prepared, workdir)
 
   model = build.from_config(config.model)
+  lora = lora_lib.Spec.from_config(config.lora)
   mesh = sharding.make_mesh(config.mesh)
   total = config.train.steps
   tx = optimizer.make(config.optimizer, total)
@@ -210,12 +212,12 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
   if not ckpt.steps():
     params = initial_params(config, model, mesh, rules, printer)
     state, shardings, _ = state_lib.create(
-      model, tx, config.model.image_size, mesh, jax.random.PRNGKey(config.seed), rules, params=params
+      model, tx, config.model.image_size, mesh, jax.random.PRNGKey(config.seed), rules, params=params, lora=lora
     )
     del params
     start = 0
   else:
-    abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules)
+    abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules, lora)
     latest, state = ckpt.restore_newest_good(
       lambda s: ckpt.restore(s, abstract, data_it), warn=lambda m: printer(f"warning: {m}", flush=True)
     )
@@ -233,6 +235,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
     f"(robot fraction {config.data.robot_fraction})",
     flush=True,
   )
+  printer(freezing.summary(state["params"], config.optimizer.frozen, lora), flush=True)
 
   head = heads.from_config(config)
   train_step = step_lib.jit_train_step(
@@ -244,6 +247,8 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       config.seed,
       head=head,
       cameras=pipeline.cameras_of(config.data),  # names of the camera_missing_fraction metrics
+      frozen=config.optimizer.frozen,
+      lora=lora,
     ),
     shardings,
     mesh,
@@ -293,7 +298,8 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
         records.append(progress.log(step, metrics))
       for monitor in monitors:
         if step % monitor.every == 0:
-          records.append(progress.log_extra(step, monitor.measure(state["params"]), monitor.label))
+          params = lora_lib.merged(state["params"], lora.alpha)  # (the model's params: adapters merged)
+          records.append(progress.log_extra(step, monitor.measure(params), monitor.label))
       if saving:
         ckpt.save(step, state, data_it, meta)
       if stopping:

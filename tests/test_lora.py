@@ -1,0 +1,309 @@
+"""LoRA (models/lora.py) and freezing by configuration (training/freezing.py): zero-initialised B computes the
+base model exactly; training moves only the adapters and the parts left trainable; merge = the training
+forward; the start-up report counts what the optimizer holds; patterns that match nothing fail at once;
+the default config freezes what it always froze; a LoRA run resumes exactly and its policy acts on merged
+params."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from genvla_jax.data import pipeline
+from genvla_jax.models import build, lora as lora_lib, surgery
+from genvla_jax.training import freezing, optimizer, sharding, state as state_lib, step as step_lib
+
+SPEC = lora_lib.Spec(rank=4, alpha=8.0, targets=("llm/layers/attn/.*", "llm/layers/mlp/.*"))
+FROZEN = ["llm/.*"]  # classic LoRA: the decoder frozen, its adapters train; tower and projector train too
+
+
+def _paths(tree) -> dict:
+  return {sharding.path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _nest(path: str, value):
+  for key in reversed(path.split("/")):
+    value = {key: value}
+  return value
+
+
+def _leaf(tree, path: str):
+  for key in path.split("/"):
+    tree = tree[key]
+  return tree
+
+
+@pytest.fixture(scope="module")
+def setup(demo_dir, cache_dir, prepared):
+  from conftest import tiny_config
+
+  config = tiny_config(demo_dir, cache_dir)
+  it = iter(pipeline.make_dataset(config, prepared, seed=0))
+  batches = [next(it) for _ in range(2)]
+  model = build.from_config(config.model)
+  return config, model, batches
+
+
+def _opt_config(config, frozen):
+  return ml_collections.ConfigDict(dict(config.optimizer.to_dict(), frozen=list(frozen), warmup_steps=0, lr=1e-2))
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+  """Two LoRA train steps on one device: (initial state's params, final state)."""
+  config, model, batches = setup
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+  opt = _opt_config(config, FROZEN)
+  tx = optimizer.make(opt, 10)
+  state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0), lora=SPEC)
+  initial = jax.device_get(state["params"])
+  fn = step_lib.make_train_step(model, tx, optimizer.schedule(opt, 10), frozen=FROZEN, lora=SPEC)
+  train_step = step_lib.jit_train_step(fn, shardings, mesh, donate=False)
+  for b in batches:
+    state, metrics = train_step(state, sharding.to_global(b, mesh))
+    assert np.isfinite(float(metrics["loss"]))
+  return initial, jax.device_get(state)
+
+
+def test_zero_b_is_the_base_model_exactly(setup):
+  config, model, batches = setup
+  base = surgery.init_params(model, jax.random.PRNGKey(0), config.model.image_size)
+  params = lora_lib.with_adapters(base, SPEC, jax.random.PRNGKey(0))
+  adapters = _paths(params[lora_lib.KEY])
+  # every decoder projection has its adapter; A random, B zero
+  assert sorted({p.rsplit("/", 1)[0] for p in adapters}) == [
+    f"llm/layers/{k}"
+    for k in ("attn/attn_vec_einsum", "attn/kv_einsum", "attn/q_einsum", "mlp/gating_einsum", "mlp/linear")
+  ]
+  assert adapters["llm/layers/attn/q_einsum/a"].shape == (3, 128, 4)  # [L, D, r]
+  assert adapters["llm/layers/attn/q_einsum/b"].shape == (3, 4, 4, 32)  # [L, r, N, Hd]
+  assert adapters["llm/layers/attn/kv_einsum/a"].shape == (3, 2, 128, 4)  # k and v: one adapter each
+  assert all(float(jnp.abs(x).max()) > 0 for p, x in adapters.items() if p.endswith("/a"))
+  assert all(float(jnp.abs(x).max()) == 0 for p, x in adapters.items() if p.endswith("/b"))
+  merged = lora_lib.merged(params, SPEC.alpha)
+  jax.tree.map(np.testing.assert_array_equal, merged, base)  # W + s A 0 = W, bit for bit
+  b = batches[0]
+  inputs = (b["image"], b["tokens"], b["input_mask"], b["ar_mask"])
+  apply = jax.jit(lambda p: model.apply({"params": p}, *inputs))
+  np.testing.assert_array_equal(apply(merged), apply(base))
+  # the training loss at step 0 is the base model's
+  _, sums = step_lib.grads_and_sums(params, b, model, lora=SPEC, frozen=FROZEN)
+  _, base_sums = step_lib.grads_and_sums(base, b, model)
+  np.testing.assert_array_equal(sums["ce"], base_sums["ce"])
+
+
+# each adapted projection as the models compute it (gemma.py, vit.py: x, one layer's kernel), and LoRA written
+# out by hand for it: x A (A over the kernel's input axes; kv's k|v and gating's gate|up pairs C each their own),
+# then (x A) B
+PROJECTIONS = {
+  "llm/layers/attn/q_einsum": ("BTD,NDH->BTNH", (2, 3, 8), (4, 8, 5), "BTD,Dr->BTr", "BTr,rNH->BTNH"),
+  "llm/layers/attn/kv_einsum": ("BSD,CKDH->CBSKH", (2, 3, 8), (2, 2, 8, 5), "BSD,CDr->CBSr", "CBSr,CrKH->CBSKH"),
+  "llm/layers/attn/attn_vec_einsum": ("BTNH,NHD->BTD", (2, 3, 4, 5), (4, 5, 8), "BTNH,NHr->BTr", "BTr,rD->BTD"),
+  "llm/layers/mlp/gating_einsum": ("BTD,CDF->CBTF", (2, 3, 8), (2, 8, 16), "BTD,CDr->CBTr", "CBTr,CrF->CBTF"),
+  "llm/layers/mlp/linear": ("BTF,FD->BTD", (2, 3, 16), (16, 8), "BTF,Fr->BTr", "BTr,rD->BTD"),
+  "img/blocks/MultiHeadDotProductAttention_0/query/kernel": (
+    "BTD,DNH->BTNH",
+    (2, 3, 8),
+    (8, 4, 5),
+    "BTD,Dr->BTr",
+    "BTr,rNH->BTNH",
+  ),
+  "img/blocks/MultiHeadDotProductAttention_0/out/kernel": (
+    "BTNH,NHD->BTD",
+    (2, 3, 4, 5),
+    (4, 5, 8),
+    "BTNH,NHr->BTr",
+    "BTr,rD->BTD",
+  ),
+  "img/blocks/MlpBlock_0/Dense_0/kernel": ("BTD,DF->BTF", (2, 3, 8), (8, 16), "BTD,Dr->BTr", "BTr,rF->BTF"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(PROJECTIONS))
+def test_merged_kernel_is_lora_on_the_projection(path):
+  """x W' = x W + s (x A) B for each kernel kind and each layer of the stacked kernel: the axis roles
+  (lora.KERNELS) put A on the axes the projection reads and B on those it writes."""
+  equation, x_shape, w_shape, xa_equation, low_equation = PROJECTIONS[path]
+  layers, rank, alpha = 2, 3, 1.5
+  keys = jax.random.split(jax.random.PRNGKey(1), 4)
+  w = jax.random.normal(keys[0], (layers, *w_shape))
+  x = jax.random.normal(keys[1], x_shape)
+  a_shape, b_shape, _ = lora_lib.adapter_shapes(w.shape, lora_lib.roles(path), rank)
+  a, b = jax.random.normal(keys[2], a_shape), jax.random.normal(keys[3], b_shape)
+  merged = _leaf(lora_lib.merge(_nest(path, w), _nest(path, {"a": a, "b": b}), alpha), path)
+  for layer in range(layers):
+    low = jnp.einsum(low_equation, jnp.einsum(xa_equation, x, a[layer]), b[layer])
+    want = jnp.einsum(equation, x, w[layer]) + alpha / rank * low
+    np.testing.assert_allclose(jnp.einsum(equation, x, merged[layer]), want, rtol=1e-5, atol=1e-5)
+
+
+def test_training_moves_only_adapters_and_trainable_parts(trained):
+  initial, state = trained
+  params = state["params"]
+  before, after = _paths(initial), _paths(params)
+  changed = {p for p in after if not np.array_equal(after[p], before[p])}
+  frozen = {p for p in after if p.split("/")[0] in ("llm", "img_frozen")}
+  assert not changed & frozen  # the decoder (base kernels and all) and the frozen tower: bit-identical
+  assert {p for p in after if p.startswith("lora/") and p.endswith("/b")} <= changed  # B left zero
+  assert {p for p in after if p.startswith(("img/", "projector/"))} <= changed  # chosen trainable: they moved
+  # the optimizer holds state for exactly the trainable leaves, and the report counts the same
+  mask = freezing.trainable_mask(params, FROZEN)
+  mu = [x for p, x in _paths(state["opt_state"]).items() if "/mu/" in p]
+  table = freezing.counts(params, mask)
+  assert sum(x.size for x in mu) == table["total"]["trainable"]
+  assert not any("/mu/llm/" in p or "/mu/img_frozen/" in p for p in _paths(state["opt_state"]))
+  assert table["llm"]["trainable"] == 0 and table["lora"]["frozen"] == 0
+  assert table["total"]["trainable"] + table["total"]["frozen"] == surgery.count_params(params)
+  assert table["lora"]["trainable_bytes"] == 4 * table["lora"]["trainable"]
+  lines = freezing.report(params, mask)
+  assert lines[0].split()[0] == "part" and lines[-1].split()[0] == "total" and any("lora" in line for line in lines)
+
+
+def test_merge_then_forward_equals_the_training_forward(setup, trained):
+  """The trained adapters (B no longer zero) merged once give the loss the train step computes."""
+  config, model, batches = setup
+  _, state = trained
+  params = state["params"]
+  base, adapters = lora_lib.split(params)
+  merged = lora_lib.merge(base, adapters, SPEC.alpha)
+  linear = ("llm", "layers", "mlp", "linear")
+  assert not np.array_equal(_leaf(merged, "/".join(linear)), _leaf(base, "/".join(linear)))  # B moved
+  b = batches[0]
+  _, sums = jax.jit(lambda p: step_lib.grads_and_sums(p, b, model, lora=SPEC, frozen=FROZEN))(params)
+  _, plain = jax.jit(lambda p: step_lib.grads_and_sums(p, b, model))(merged)
+  for key in ("ce", "correct"):
+    np.testing.assert_allclose(sums[key], plain[key], rtol=1e-6)
+
+
+def test_accumulated_gradients_equal_one_pass(setup, trained):
+  """Gradient accumulation over the trainable leaves only (adapters, tower, projector): 2 micro-batches sum to
+  the one-pass gradient; the frozen leaves' gradients are zeros."""
+  import tolerances
+
+  config, model, batches = setup
+  params = trained[1]["params"]
+  b = batches[1]
+  g1, _ = jax.jit(lambda p: step_lib.grads_and_sums(p, b, model, 1, frozen=FROZEN, lora=SPEC))(params)
+  g2, _ = jax.jit(lambda p: step_lib.grads_and_sums(p, b, model, 2, frozen=FROZEN, lora=SPEC))(params)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(g1["llm"]))
+  assert float(jnp.abs(g1["lora"]["llm"]["layers"]["attn"]["q_einsum"]["a"]).max()) > 0
+  n = len(b["tokens"]) * (b["tokens"].shape[1] + build.num_image_tokens(config.model))
+  _, atol = tolerances.float_tol(np.float32, n, scale=tolerances.tree_max_abs(g1))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=atol), g2, g1)
+
+
+def test_unmatched_patterns_fail_naming_them(setup):
+  config, model, _ = setup
+  params = jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), config.model.image_size))
+  with pytest.raises(ValueError, match="'llm/nothing/.*'"):
+    freezing.trainable_mask(params, ["llm/.*", "llm/nothing/.*"])
+  with pytest.raises(ValueError, match="'expert/.*' matches no parameter"):
+    lora_lib.targets(params, ["expert/.*"])
+  with pytest.raises(ValueError, match="final_norm/scale, which is no projection kernel"):
+    lora_lib.targets(params, ["llm/final_norm/.*"])
+  with pytest.raises(ValueError, match="frozen tower gets no gradient"):
+    lora_lib.targets(params, ["img_frozen/blocks/MlpBlock_0/Dense_0/kernel"])
+  # full match: "llm/.*" is the decoder only, not π0's expert/llm
+  assert lora_lib.targets(params, ["img/blocks/.*/kernel"]).keys() == {
+    f"img/blocks/{k}/kernel"
+    for k in ("MlpBlock_0/Dense_0", "MlpBlock_0/Dense_1")
+    + tuple(f"MultiHeadDotProductAttention_0/{n}" for n in ("query", "key", "value", "out"))
+  }
+  # the start-up check (preflight) reports them all, from the config alone
+  config = config.copy_and_resolve_references()
+  config.optimizer.frozen = ["projector/.*", "vision/.*"]
+  config.lora.rank = 4
+  config.lora.targets = ["llm/layers/attn/.*", "llm/embedder/.*"]
+  problems = freezing.config_problems(config)
+  assert len(problems) == 1 and "input_embedding, which is no projection kernel" in problems[0]
+  config.lora.rank = 0
+  problems = freezing.config_problems(config)
+  assert len(problems) == 1 and "'vision/.*'" in problems[0]
+
+
+def test_pi0_expert_targets():
+  from configs import pi0_baseline
+
+  config = pi0_baseline.get_config("demo")
+  config.lora.rank = 2
+  config.lora.targets = ["expert/llm/layers/(attn|mlp)/.*", "img/blocks/MlpBlock_0/.*/kernel"]
+  config.optimizer.frozen = ["llm/.*", "expert/llm/.*"]
+  assert freezing.config_problems(config) == []
+  params = freezing.abstract_params(config)
+  adapted = lora_lib.adapted(params)
+  assert len(adapted) == 7 and all(p.startswith(("expert/llm/layers/", "img/blocks/MlpBlock_0/")) for p in adapted)
+  mask = _paths(freezing.trainable_mask(params, config.optimizer.frozen))
+  assert not mask["img/blocks/MlpBlock_0/Dense_0/kernel"] and mask["img/blocks/MlpBlock_0/Dense_0/bias"]
+  assert mask["expert/action_in/kernel"] and not mask["expert/llm/final_norm/scale"]
+
+
+def _decay(params):
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def test_default_config_freezes_what_it_always_froze(setup):
+  """Schema defaults (optimizer.frozen=[], lora.rank=0): no adapters, only the frozen tower frozen, the same
+  optimizer state tree as the optimizer before configurable freezing built."""
+  import optax
+
+  config, model, _ = setup
+  assert config.optimizer.frozen == [] and config.lora.rank == 0
+  params = jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), config.model.image_size))
+  assert lora_lib.with_adapters(params, lora_lib.Spec.from_config(config.lora), None) is params
+  labels = optimizer.labels(params, config.optimizer.frozen)
+  assert {k: set(jax.tree.leaves(v)) for k, v in labels.items()} == {
+    "img": {"train"},
+    "img_frozen": {"frozen"},
+    "llm": {"train"},
+    "projector": {"train"},
+  }
+  o = config.optimizer
+  train = optax.chain(  # training/optimizer.make as it was, with its labels by top-level part
+    optax.clip_by_global_norm(o.clip_norm),
+    optax.adamw(optimizer.schedule(o, 10), o.b1, o.b2, weight_decay=o.weight_decay, mask=_decay),
+  )
+  before = optax.multi_transform(
+    {"train": train, "frozen": optax.set_to_zero()},
+    {k: jax.tree.map(lambda _, k=k: "frozen" if k in surgery.FROZEN_PARTS else "train", v) for k, v in params.items()},
+  )
+  now = optimizer.make(config.optimizer, 10)
+  assert jax.tree.structure(jax.eval_shape(now.init, params)) == jax.tree.structure(jax.eval_shape(before.init, params))
+
+
+def test_lora_run_resumes_exactly_and_its_policy_merges(tmp_path, setup):
+  """train.train with LoRA: the start-up table, a run stopped after 1 step and resumed = the uninterrupted
+  one bit for bit (adapters in the checkpoint like any part), and the policy restores merged params."""
+  from genvla_jax import train
+  from genvla_jax.inference import policy as policy_lib
+  from genvla_jax.training import checkpoint
+
+  config = setup[0].copy_and_resolve_references()
+  config.train.steps = 2
+  config.train.checkpoint_every = 1
+  config.optimizer.frozen = FROZEN
+  config.lora.rank, config.lora.alpha = SPEC.rank, SPEC.alpha
+  messages = []
+  train.train(config, str(tmp_path / "a"), printer=lambda *a, **k: messages.append(str(a[0])))
+  table = next(m for m in messages if m.startswith("parameters, trainable / frozen"))
+  assert "optimizer.frozen=['llm/.*']" in table and "rank 4, alpha 8" in table
+  assert "\n  lora " in table and "\n  total " in table
+  train.train(config, str(tmp_path / "b"), stop_after=1, printer=lambda *a, **k: None)
+  resumed = []
+  train.train(config, str(tmp_path / "b"), printer=lambda *a, **k: resumed.append(str(a[0])))
+  assert any("resumed" in m and "step 1" in m for m in resumed)
+
+  def restored(run):
+    ckpt = checkpoint.Checkpointer(str(tmp_path / run / "checkpoints"), read_only=True)
+    model = build.from_config(config.model)
+    spec = lora_lib.Spec.from_config(config.lora)
+    params = ckpt.restore_params(2, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0], spec))
+    ckpt.close()
+    return params
+
+  a, b = restored("a"), restored("b")
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert float(jnp.abs(a["lora"]["llm"]["layers"]["mlp"]["linear"]["b"]).max()) > 0
+  policy = policy_lib.Policy.from_workdir(str(tmp_path / "a"))
+  assert lora_lib.KEY not in policy.params
+  jax.tree.map(np.testing.assert_array_equal, policy.params, lora_lib.merged(a, SPEC.alpha))
