@@ -55,7 +55,12 @@ def instruction_swap(policy, env, scenes: int) -> dict:
     for kind, action in zip(cosines, np.asarray(actions)[:, 0, :2]):
       u = _unit(action)
       cosines[kind].append((u @ _direction(env, ep.target), u @ _direction(env, other)))
-  return {k: tuple(np.mean(v, axis=0)) for k, v in cosines.items()}
+  out = {k: tuple(np.mean(v, axis=0)) for k, v in cosines.items()}
+  # does naming the other cube turn the move toward it? per scene, paired: (other colour - true) on "cos to the
+  # other cube", with its standard error
+  turn = np.array(cosines["other colour"])[:, 1] - np.array(cosines["true"])[:, 1]
+  out["turn"] = (float(turn.mean()), float(turn.std(ddof=1) / np.sqrt(len(turn))))
+  return out
 
 
 def first_closes(policy, envs, episodes: int) -> list[dict]:
@@ -147,8 +152,10 @@ def main():
   print(f"run {args.workdir} step {policy.step} (cameras {', '.join(cameras)})")
   print(f"\n1. first move on {args.scenes} pick scenes: cosine of the predicted (dx, dy) with the direction to")
   print("| instruction | the true target | the other cube |\n|---|---|---|")
+  turn, turn_se = swap.pop("turn")
   for kind, (to_target, to_other) in swap.items():
     print(f"| {kind} | {to_target:+.2f} | {to_other:+.2f} |")
+  print(f"naming the other cube turns the move toward it by {turn:+.2f} (cosine, paired; standard error {turn_se:.2f})")
   closed = [r["first_close"] for r in rows if r["first_close"]]
   grasped = {k: sum(c["grasped"] == k for c in closed) for k in ("target", "other cube", "nothing")}
   print(f"\n2. {len(rows)} closed-loop pick episodes: success {sum(r['success'] for r in rows)}/{len(rows)}; ")
