@@ -13,7 +13,9 @@ against passes that decode every frame.
    time, steps/s, peak RSS of the process tree.
 3. Loaders, each in a fresh process, per worker count W: time to the first batch, examples/s over
    `--batches` batches after `--warmup` more, peak RSS of the process tree (main + workers, sampled every
-   20 ms) and its growth over the timed batches (flat memory: ~0).
+   20 ms) and its growth over the timed batches (flat memory: ~0), and the CPU seconds the process tree
+   spent on the timed batches (every thread of main + workers, from /proc): cores busy and examples per
+   CPU-second, the loaders' cost on a machine where cores, not the loader, are the limit.
    - genvla: the π0+ training pipeline (configs/pi0_plus.py "full,ablation=DS": robot only, string actions,
      augmentation on, 224 px, tokenization) feeding both cameras (data.cameras = front, wrist), grain with
      W worker processes (0: in the main process, grain's 2 read threads).
@@ -56,7 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, ROOT]
 
-from measure import PeakRSS, tree_rss_bytes  # noqa: E402
+from measure import PeakRSS, tree_cpu_seconds, tree_rss_bytes  # noqa: E402
 
 CACHE = os.path.expanduser(os.environ.get("GENVLA_CACHE", "~/.cache/genvla_jax"))
 LEROBOT_VERSION = "0.4.4"  # writes format v3.0
@@ -161,19 +163,28 @@ def write_dataset(args, root: str):
 
 
 def time_batches(it, start: float, batches: int, warmup: int, batch_size: int) -> dict:
-  """Time to the first batch (since `start`), then examples/s over `batches` after `warmup` more; the process
-  tree's RSS after the warm-up and at the end (growth over the timed batches)."""
+  """Time to the first batch (since `start`), then examples/s over `batches` after `warmup` more, the CPU seconds
+  the process tree (main + workers, every thread) spent on them, and the tree's RSS after the warm-up and at the
+  end (growth over the timed batches)."""
   next(it)
   first = time.perf_counter() - start
   for _ in range(warmup):
     next(it)
-  rss0 = tree_rss_bytes(os.getpid())
+  rss0, cpu0 = tree_rss_bytes(os.getpid()), tree_cpu_seconds(os.getpid())
   t = time.perf_counter()
   for _ in range(batches):
     next(it)
   seconds = time.perf_counter() - t
+  cpu = tree_cpu_seconds(os.getpid()) - cpu0
   growth = tree_rss_bytes(os.getpid()) - rss0
-  return dict(first_s=first, examples_per_s=batches * batch_size / seconds, growth_mib=growth / 2**20)
+  examples = batches * batch_size
+  return dict(
+    first_s=first,
+    examples_per_s=examples / seconds,
+    examples_per_cpu_s=examples / max(cpu, 1e-9),
+    cores=cpu / seconds,
+    growth_mib=growth / 2**20,
+  )
 
 
 def open_lerobot(args, root: str):
@@ -432,15 +443,16 @@ def main(args):
     ours = child(sys.executable, args, f"--genvla_workers={workers}")
     rows.append((workers, ours, reference))
   print(
-    f"\n{'loader':<10} {'workers':>7} {'first batch s':>13} {'ex/s':>7} {'ex/s per proc':>13} {'peak RSS GiB':>12} "
-    f"{'RSS growth MiB':>14} {'vs LeRobot':>10}"
+    f"\n{'loader':<10} {'workers':>7} {'first batch s':>13} {'ex/s':>7} {'cores busy':>10} {'ex/CPU-s':>8} "
+    f"{'peak RSS GiB':>12} {'RSS growth MiB':>14} {'vs LeRobot':>10} {'per CPU-s vs LeRobot':>20}"
   )
   for workers, ours, reference in rows:
     for name, r in (("genvla", ours), ("LeRobot", reference)):
       ratio = r["examples_per_s"] / reference["examples_per_s"]
+      cpu_ratio = r["examples_per_cpu_s"] / reference["examples_per_cpu_s"]
       print(
-        f"{name:<10} {workers:7d} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} "
-        f"{r['examples_per_s'] / max(workers, 1):13.1f} {r['peak_gib']:12.2f} {r['growth_mib']:14.1f} {ratio:9.2f}x"
+        f"{name:<10} {workers:7d} {r['first_s']:13.2f} {r['examples_per_s']:7.1f} {r['cores']:10.2f} "
+        f"{r['examples_per_cpu_s']:8.1f} {r['peak_gib']:12.2f} {r['growth_mib']:14.1f} {ratio:9.2f}x {cpu_ratio:19.2f}x"
       )
 
   s = child(sys.executable, args, "--stats")

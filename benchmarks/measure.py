@@ -47,8 +47,8 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def tree_rss_bytes(pid: int) -> int:
-  """RSS of a process and all its descendants (from /proc)."""
+def _tree(pid: int) -> list[int]:
+  """A process and all its descendants (from /proc)."""
   children = {}
   for entry in os.listdir("/proc"):
     if entry.isdigit():
@@ -58,12 +58,33 @@ def tree_rss_bytes(pid: int) -> int:
         children.setdefault(parent, []).append(int(entry))
       except (OSError, ValueError, IndexError):
         continue
-  total, stack = 0, [pid]
+  tree, stack = [], [pid]
   while stack:
     p = stack.pop()
-    total += rss_bytes(p)
+    tree.append(p)
     stack += children.get(p, [])
-  return total
+  return tree
+
+
+def tree_rss_bytes(pid: int) -> int:
+  """RSS of a process and all its descendants (from /proc)."""
+  return sum(rss_bytes(p) for p in _tree(pid))
+
+
+def cpu_seconds(pid: int) -> float:
+  """User + system CPU seconds one live process (all its threads) has used so far."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+  except (OSError, ValueError, IndexError):
+    return 0.0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+  """CPU seconds of a process and its live descendants: the difference of two readings is the CPU the tree
+  spent in between, as long as no process of it ended in between (a loader's workers live as long as it)."""
+  return sum(cpu_seconds(p) for p in _tree(pid))
 
 
 class PeakRSS:
