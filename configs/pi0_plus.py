@@ -24,7 +24,10 @@ joint-position actions) are LeRobot datasets you convert first, then give the co
   python -m genvla_jax.train --config=configs/pi0_plus.py:full,mixture=libero,robot_dir=OUT ...
 (a mixture's cameras: data/registry.py MIXTURE_CAMERAS, applied by config_lib.robot_mixture);
 option `cameras=image+wrist_image` (tabletop) adds the camera on the gripper to the front one ("image", the
-default alone): demonstrations recorded with both (dataset tabletop_wrist), every example and the policy see both.
+default alone): demonstrations recorded with both (dataset tabletop_wrist), every example and the policy see both;
+option `robot_view=N` (with `vlm=`): N questions about the robot's own view (which cube is where: presence,
+colour, left/right, nearer, pointing, in the demonstrations' scenes and appearance; data/vl_corpus.py
+robot_view_split) co-trained beside the VLM's corpus, a quarter of every batch each.
 The full variant's VL corpora (C) are the paper's four, each given by its download folder as published
 (full only; a corpus not given is left out; data/convert_vl.py PUBLISHED has each one's layout):
 `llava=DIR` (LLaVA-CC3M-Pretrain-595K: chat.json + images/), `vqasynth=DIR` (VQASynth spatial VQA:
@@ -46,6 +49,7 @@ def get_config(arg=None):
     mixture="paper",
     robot_dir="",  # a LeRobot mixture's finished convert_lerobot --out
     vlm="none",
+    robot_view=0,  # with vlm=: questions about the robot's own view co-trained beside the corpus
     cameras="image",
     **config_lib.vl_corpus_options(),  # llava=DIR, vqasynth=DIR, onevision=DIR, robopoint=DIR
   )
@@ -89,7 +93,8 @@ def get_config(arg=None):
     c.train.update(steps=2000, log_every=50, checkpoint_every=250, keep_checkpoints=2)
   if opts.vlm != "none":  # start from the project's pretrained VLM (or its architecture from scratch)
     c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
-    c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, opts.variant, c.data.get_ref("corpus_dir")))
+  vlm = config_lib.vlm_start(opts.vlm, opts.variant, c.data.get_ref("corpus_dir"), opts.robot_view)
+  c.update_from_flattened_dict(vlm)
   c.update_from_flattened_dict(config_lib.ablation(opts.ablation))  # D, S, C: all three by default
   c.lock()
   return c

@@ -312,28 +312,36 @@ def published_vl(roots: dict[str, str]) -> dict:
   return {"data.vl": entries} if entries else {}
 
 
-def vlm_start(start: str, variant: str, corpus_root) -> dict:
+def vlm_start(start: str, variant: str, corpus_root, robot_view: int = 0) -> dict:
   """The start of a tabletop policy (option `vlm=`): "none" = the tiny model and the simulator recording's own
   tokenizer and VL set (nothing to change); "pretrained" = the project's VLM exported at VLM_DIR (its
   architecture, tokenizer and weights: config.pretrained, as a user starts from released PaliGemma weights),
   co-training on its corpus' train split; "scratch" = the same architecture, tokenizer and corpus from random
   weights (the contrast). Only for the `tabletop` variant (the VLM was pretrained on its world).
-  `corpus_root`: a FieldReference to data.corpus_dir (or a path)."""
+  `robot_view` > 0 (option `robot_view=N`): N questions about the robot's own view (which cube is where, in the
+  demonstrations' scenes and appearance: vl_corpus.robot_view_split) co-trained beside the corpus, half the VL
+  rows each. `corpus_root`: a FieldReference to data.corpus_dir (or a path)."""
   if start not in VLM_STARTS:
     raise ValueError(f"unknown vlm start {start!r}; one of {VLM_STARTS}")
   if start == "none":
+    if robot_view:
+      raise ValueError("robot_view=N co-trains beside the VLM's corpus: give vlm=pretrained or vlm=scratch")
     return {}
   if variant != "tabletop":
     raise ValueError(f"vlm={start} is for the tabletop variant (the VLM was pretrained on its world)")
+  vl = [dict(name="tabletop_corpus", path="train.json", format="llava_json", weight=1.0)]
+  if robot_view:
+    path = "robot_view/robot_view.json"  # vl_corpus.ensure's folder for it (vl_corpus.ROBOT_VIEW_DIR)
+    vl.append(dict(name="tabletop_robot_view", path=path, format="llava_json", weight=1.0))
   fragment = {
     "model.image_size": TABLETOP_VLM["image_size"],
     "model.img": dict(TABLETOP_VLM["img"]),
     "model.llm": dict(TABLETOP_VLM["llm"]),
     "tokenizer.bins_overwrite_text_ids": False,
     "tokenizer.max_text_len": 80,  # robot rows <= 74 tokens with the VLM tokenizer, corpus captions <= 63
-    "data.corpus": dict(TABLETOP_CORPUS),
+    "data.corpus": dict(TABLETOP_CORPUS, **({"robot_view": robot_view} if robot_view else {})),
     "data.vl_root": corpus_root,
-    "data.vl": [dict(name="tabletop_corpus", path="train.json", format="llava_json", weight=1.0)],
+    "data.vl": vl,
   }
   if start == "pretrained":
     fragment.update(

@@ -360,3 +360,17 @@ def test_policies_with_vlm_start_share_the_pretrained_architecture():
   assert pi0_plus.get_config("tabletop,vlm=pretrained,ablation=C").data.vl[0]["name"] == "tabletop_corpus"
   with pytest.raises(ValueError, match="tabletop"):
     pi0_plus.get_config("demo,vlm=pretrained")
+
+
+def test_robot_view_option_co_trains_its_questions_beside_the_corpus():
+  """robot_view=N: a second VL entry (the corpus folder's robot_view split) at the corpus' weight, N questions
+  asked of vl_corpus.ensure; without a VLM start it is an error; the default adds nothing."""
+  from genvla_jax.data import vl_corpus
+
+  c = pi0_plus.get_config("tabletop,vlm=pretrained,robot_view=8000")
+  assert [e["name"] for e in c.data.vl] == ["tabletop_corpus", "tabletop_robot_view"]
+  assert c.data.vl[1]["path"] == f"{vl_corpus.ROBOT_VIEW_DIR}/robot_view.json" and c.data.vl[1]["weight"] == 1.0
+  assert c.data.corpus.robot_view == 8000 and c.data.robot_fraction == 0.5
+  assert "robot_view" not in pi0_plus.get_config("tabletop,vlm=pretrained").data.corpus
+  with pytest.raises(ValueError, match="robot_view"):
+    pi0_plus.get_config("tabletop,robot_view=8000")

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from genvla_jax.data import convert_vl, vl_corpus
+from genvla_jax.data import convert_vl, sim_record, vl_corpus
 from genvla_jax.eval.envs import tabletop
 
 import mujoco  # after tabletop (it chooses the EGL backend)
@@ -490,3 +490,47 @@ def test_one_factor_splits_hold_out_one_factor_each(corpus, tmp_path):
   assert os.path.getmtime(out / "val.json") == stamp
   with pytest.raises(vl_corpus.CorpusDirError, match="other settings"):
     vl_corpus.one_factor_splits(str(out), 13, image_size=SIZE, seed=3, printer=quiet)
+
+
+def test_robot_view_split_asks_where_each_cube_is_in_the_demonstrations_scenes(tmp_path):
+  """robot_view_split: episode starts in the default appearance (never an evaluation seed), only the grounding
+  families, answers true of the re-composed scene, reused when complete."""
+  out, quiet = tmp_path / "robot_view", (lambda *a, **k: None)
+  vl_corpus.robot_view_split(str(out), 16, image_size=SIZE, seed=3, printer=quiet)
+  entries = _entries((out,), "robot_view")
+  assert len(entries) == 16 and {e["family"] for e in entries} <= set(vl_corpus.ROBOT_VIEW_FAMILIES)
+  by_image = collections.defaultdict(list)
+  for entry in entries:
+    by_image[entry["image"]].append(entry)
+  env, episode = tabletop.TabletopEnv(image_size=SIZE), tabletop.TabletopEnv(image_size=SIZE)
+  try:
+    for image, image_entries in by_image.items():
+      index = int(image.rsplit("_", 1)[1].split(".")[0])
+      scene, _ = vl_corpus._robot_scene_for(env, 3, "robot_view", index)
+      np.testing.assert_array_equal(np.asarray(Image.open(out / image)), scene.image)
+      truth, seg = env.table_objects(), env.segmentation()
+      assert truth and all(o["shape"] == "cube" for o in truth)  # the robot's scenes: cubes, no props
+      episode.reset(
+        tabletop.TASKS[index % len(tabletop.TASKS)], vl_corpus.ROBOT_VIEW_SEED_OFFSET + index, "visual_matching"
+      )
+      for o in truth:  # the cubes where that episode starts them
+        np.testing.assert_allclose(o["pos"], episode.cube(o["colour"]), atol=1e-9)
+      _check_scene_annotation(out, "robot_view", index, image, truth, seg)
+      for entry in image_entries:
+        question, answer = _qa(entry)
+        ((wording, family, template),) = vl_corpus.matching_templates(question)
+        assert wording == "train" and family == entry["family"]
+        _check(env, family, KIND[template], _slots(template, question), answer, truth, seg)
+  finally:
+    env.close()
+    episode.close()
+  assert vl_corpus.ROBOT_VIEW_SEED_OFFSET > sim_record.VAL_SEED_OFFSET + 10_000  # never a demo's or eval's seed
+  stamp = os.path.getmtime(out / "robot_view.json")
+  vl_corpus.robot_view_split(str(out), 16, image_size=SIZE, seed=3, printer=quiet)  # reused
+  assert os.path.getmtime(out / "robot_view.json") == stamp
+  with pytest.raises(vl_corpus.CorpusDirError, match="other settings"):
+    vl_corpus.robot_view_split(str(out), 17, image_size=SIZE, seed=3, printer=quiet)
+  # the config's entry (configs/pi0_plus.py robot_view=N): ensure() writes it in the corpus folder
+  ensured = tmp_path / "ensured"
+  vl_corpus.ensure(str(ensured), num_train=8, num_heldout=0, image_size=32, seed=3, vocab_size=320, robot_view=8)
+  assert len(_entries((ensured / vl_corpus.ROBOT_VIEW_DIR,), "robot_view")) == 8

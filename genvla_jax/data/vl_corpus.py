@@ -73,7 +73,9 @@ EVAL_SPLITS = {
   "heldout_conditions": ("held_out", "train"),
   "heldout_wordings": ("wide", "heldout"),
 }
-ALL_SPLITS = SPLITS | EVAL_SPLITS  # the order fixes each split's generator stream: append only
+# the robot's own view (robot_view_split): the demonstrations' default appearance and scenes, training wordings
+ROBOT_SPLITS = {"robot_view": ("default", "train")}
+ALL_SPLITS = SPLITS | EVAL_SPLITS | ROBOT_SPLITS  # the order fixes each split's generator stream: append only
 FAMILIES = (
   "presence",
   "colour",
@@ -212,6 +214,11 @@ GRIPPER_AREA = np.array([[-0.2, -0.2, 0.12], [0.2, 0.1, 0.25]])  # high above th
 STACK_PROBABILITY = 0.5  # of a scene with two cubes or more
 POSITIVE_ON_TOP = 0.6  # of on_top questions about a stacked scene: about the stacked pair
 SCENE_TRIES = 50
+# robot_view_split: the question families about where each cube is (the grounding a pick needs), and where its
+# scenes come from: tabletop episode starts with seeds from here (evaluation uses seeds from 0, the recorded
+# demonstrations sim_record.TRAIN_SEED_OFFSET = 100_000 and VAL_SEED_OFFSET = 200_000 up)
+ROBOT_VIEW_FAMILIES = ("presence", "colour", "left_right", "depth", "pointing")
+ROBOT_VIEW_SEED_OFFSET = 300_000
 # per-pixel classes of an image's class map (images/<split>_NNNNNN.classes.png, uint8 index into this):
 # what the tower stage (training/tower_stage.py) teaches each patch to recognise
 CLASSES = (
@@ -329,6 +336,13 @@ def compose_scene(env: tabletop.TabletopEnv, rng: np.random.Generator, split: st
     conditions = env.apply_conditions(rng, ALL_SPLITS[split][0])
   except tabletop.SceneFullError:
     return None
+  on_top = (chosen[stack[0]], chosen[stack[1]]) if stack else None
+  return _observe(env, on_top, drawer_open, gripper_closed, conditions["table"]["kind"])
+
+
+def _observe(env, on_top, drawer_open: bool, gripper_closed: bool, table: str) -> Scene | None:
+  """The Scene `env` shows now (rendered, segmented), or None when an object on the table shows fewer than a
+  few pixels. on_top: ((shape, colour) on top, (shape, colour) below) of a stack, or None."""
   env.forward()
   seg = env.segmentation()
   least = _min_pixels(env.image_size)
@@ -342,10 +356,9 @@ def compose_scene(env: tabletop.TabletopEnv, rng: np.random.Generator, split: st
         o["shape"], o["colour"], o["pos"], env.project(o["pos"]), env.camera_distance(o["pos"]), o["geom"], pixels
       )
     )
-  on_top = None
-  if stack:
+  if on_top:
     index = {(o.shape, o.colour): k for k, o in enumerate(objects)}
-    on_top = (index[chosen[stack[0]]], index[chosen[stack[1]]])
+    on_top = (index[on_top[0]], index[on_top[1]])
   hand, drawer = _geoms_of(env, ("hand", "finger_l", "finger_r")), _geoms_of(env, ("drawer",))
   classes = np.zeros(seg.shape, np.uint8)
   classes[np.isin(seg, drawer)] = CLASSES.index("drawer")
@@ -359,7 +372,7 @@ def compose_scene(env: tabletop.TabletopEnv, rng: np.random.Generator, split: st
     drawer_visible=int(np.isin(seg, drawer).sum()) >= 4 * least,
     gripper_closed=gripper_closed,
     gripper_visible=int(np.isin(seg, hand).sum()) >= 4 * least,
-    table=conditions["table"]["kind"],
+    table=table,
     segmentation=seg,
     image=env.render(),
     classes=classes,
@@ -634,28 +647,46 @@ def _scene_for(env, seed: int, split: str, index: int) -> tuple[Scene, np.random
   raise RuntimeError(f"{split} image {index}: no scene fits after {SCENE_TRIES} draws (seed {seed})")
 
 
-def split_entries(env, split: str, count: int, seed: int, out_dir: str, progress) -> tuple[list[dict], list[dict]]:
-  """`count` entries of `split` (QA_PER_IMAGE per image), images and class maps written under
-  out_dir/images -> (entries, one annotation per image: Scene.annotation() + "image", "classes" paths)."""
+def _robot_scene_for(env, seed: int, split: str, index: int) -> tuple[Scene, np.random.Generator]:
+  """Scene `index` of the robot's own view: the start of tabletop episode ROBOT_VIEW_SEED_OFFSET + index (the
+  tasks in turn; default appearance, as the demonstrations and visual matching show it), the gripper left where
+  the episode starts it or (half the time) moved to a random place above the table."""
+  rng = np.random.default_rng([seed, list(ALL_SPLITS).index(split), index])
+  env.reset(tabletop.TASKS[index % len(tabletop.TASKS)], ROBOT_VIEW_SEED_OFFSET + index, "visual_matching")
+  for _ in range(SCENE_TRIES):
+    if rng.random() < 0.5:
+      env.set_gripper(rng.uniform(GRIPPER_AREA[0], GRIPPER_AREA[1]), bool(rng.random() < 0.5))
+    scene = _observe(env, None, env.drawer > DRAWER_SHUT[1], env.closed, "plain")
+    if scene is not None:
+      return scene, rng
+  raise RuntimeError(f"{split} image {index}: a cube stays hidden after {SCENE_TRIES} gripper moves (seed {seed})")
+
+
+def split_entries(
+  env, split: str, count: int, seed: int, out_dir: str, progress, scene_for=_scene_for, families=FAMILIES
+) -> tuple[list[dict], list[dict]]:
+  """`count` entries of `split` (QA_PER_IMAGE per image, of the applicable `families`), images and class maps
+  written under out_dir/images; scene_for(env, seed, split, index) -> (Scene, its generator) draws each image's
+  scene -> (entries, one annotation per image: Scene.annotation() + "image", "classes" paths)."""
   entries, scenes, image_index = [], [], 0
   while len(entries) < count:
-    scene, rng = _scene_for(env, seed, split, image_index)
+    scene, rng = scene_for(env, seed, split, image_index)
     rel = f"images/{split}_{image_index:06d}.png"
     classes_rel = f"images/{split}_{image_index:06d}.classes.png"
     Image.fromarray(scene.image).save(os.path.join(out_dir, rel))
     Image.fromarray(scene.classes).save(os.path.join(out_dir, classes_rel))
     scenes.append(dict(image=rel, classes=classes_rel, **scene.annotation()))
-    families = applicable_families(scene)
-    chosen = rng.permutation(len(families))[:QA_PER_IMAGE]
+    asked = [f for f in applicable_families(scene) if f in families]
+    chosen = rng.permutation(len(asked))[:QA_PER_IMAGE]
     for k in chosen[: count - len(entries)]:
-      question, answer = ask(scene, families[k], rng, split)
+      question, answer = ask(scene, asked[k], rng, split)
       if FORBIDDEN.search(question) or FORBIDDEN.search(answer):
-        raise AssertionError(f"{split} {families[k]}: {question!r} / {answer!r} holds a robot held-out paraphrase")
+        raise AssertionError(f"{split} {asked[k]}: {question!r} / {answer!r} holds a robot held-out paraphrase")
       entries.append(
         {
           "id": f"{split}_{len(entries):07d}",
           "image": rel,
-          "family": families[k],
+          "family": asked[k],
           "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
         }
       )
@@ -692,7 +723,8 @@ def _reusable(out_dir: str, settings: dict) -> dict | None:
       )
     return meta
   if os.path.isdir(out_dir):
-    ours = {"images", *TOKENIZER_FILES} | {f"{split}{end}" for split in SPLITS for end in (".json", "_scenes.json")}
+    ours = {"images", ROBOT_VIEW_DIR, *TOKENIZER_FILES}
+    ours |= {f"{split}{end}" for split in SPLITS for end in (".json", "_scenes.json")}
     foreign = sorted(set(os.listdir(out_dir)) - ours)
     if foreign:
       raise CorpusDirError(f"--out {out_dir} holds other files ({', '.join(foreign[:3])}): give another --out")
@@ -772,6 +804,38 @@ def one_factor_splits(out_dir: str, count: int, image_size: int = 64, seed: int 
   return out_dir
 
 
+def robot_view_split(out_dir: str, count: int, image_size: int = 64, seed: int = 0, printer=print) -> str:
+  """`count` questions about the robot's own view (split "robot_view"): tabletop episode starts in the default
+  appearance (the demonstrations' scenes, never an evaluation episode's: seeds from ROBOT_VIEW_SEED_OFFSET),
+  the ROBOT_VIEW_FAMILIES (which cube is where: presence, colour, left/right, nearer, pointing) in the training
+  wordings; written as the corpus' splits are (robot_view.json, robot_view_scenes.json, images/) for co-training
+  beside the corpus (configs/pi0_plus.py option robot_view=N). -> out_dir; reused when DONE.json holds the same
+  settings, another set there is a CorpusDirError."""
+  if count < 1 or image_size < 16:
+    raise CorpusSettingsError(f"need count >= 1 and image_size >= 16 (got {count}, {image_size})")
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  settings = dict(_settings(0, 0, image_size, seed), count=count, splits=list(ROBOT_SPLITS))
+  done = os.path.join(out_dir, "DONE.json")
+  if _finished(done, settings, "a robot-view split"):
+    return out_dir
+  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+  env = tabletop.TabletopEnv(image_size=image_size)
+  try:
+    for split in ROBOT_SPLITS:
+      progress = _progress(printer, split, count)
+      entries, scenes = split_entries(
+        env, split, count, seed, out_dir, progress, scene_for=_robot_scene_for, families=ROBOT_VIEW_FAMILIES
+      )
+      for name, rows in ((f"{split}.json", entries), (f"{split}_scenes.json", scenes)):
+        with open(os.path.join(out_dir, name), "w") as f:
+          json.dump(rows, f)
+  finally:
+    env.close()
+  with open(done, "w") as f:  # last: marks the set complete
+    json.dump(settings, f)
+  return out_dir
+
+
 PROBE_POOLS = ("default", "wide", "held_out")  # probe_set: the robot demos' appearance, or a condition pool
 
 
@@ -820,17 +884,27 @@ def probe_set(out_dir: str, pool: str, per_class: int, image_size: int = 64, see
 
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+ROBOT_VIEW_DIR = "robot_view"  # ensure(robot_view=N): the robot-view split's folder in the corpus
 
 
 def ensure(
-  out_dir: str, num_train: int, num_heldout: int, image_size: int = 64, seed: int = 0, vocab_size: int = 512
+  out_dir: str,
+  num_train: int,
+  num_heldout: int,
+  image_size: int = 64,
+  seed: int = 0,
+  vocab_size: int = 512,
+  robot_view: int = 0,
 ) -> str:
   """The corpus (generate) plus the SentencePiece tokenizer a VLM pretrained on it uses (out_dir/tokenizer.model,
   `vocab_size` pieces): trained on the corpus' text (tokenizer_sentences) and the tabletop robot's text
   (instructions, prompts, state and action strings: sim_record.tokenizer_corpus), as a released VLM's
-  tokenizer knows the words its fine-tuning data uses. Reused when complete with the same settings."""
+  tokenizer knows the words its fine-tuning data uses; and, when robot_view > 0, that many questions about the
+  robot's own view in out_dir/robot_view (robot_view_split). Reused when complete with the same settings."""
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
   meta = generate(out_dir, num_train, num_heldout, image_size, seed)
+  if robot_view:
+    robot_view_split(os.path.join(out_dir, ROBOT_VIEW_DIR), robot_view, image_size, seed)
   settings = dict(vocab_size=vocab_size, corpus_generator_version=meta["generator_version"], robot_env="tabletop")
   marker = os.path.join(out_dir, "tokenizer.json")
   if os.path.exists(marker):
