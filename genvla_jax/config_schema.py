@@ -155,6 +155,9 @@ def defaults() -> ml_collections.ConfigDict:
     checkpoint_every=1000,
     keep_checkpoints=3,  # the newest N checkpoints are kept ...
     keep_every=0,  # ... plus every step divisible by this (0: none)
+    # with LoRA or optimizer.frozen a checkpoint holds only the trainable parameters (+ their optimizer state)
+    # and a reference to the base they complete (training/frozen_base.py); True: every parameter, always
+    checkpoint_frozen=False,
     peak_flops_per_device=0.0,  # for MFU; 0: looked up from the device kind (training/flops.py)
     # representation drift monitor (eval/representation.py): every N steps, linear-probe
     # accuracy of each tower and CKA(trained, frozen) on a labelled image set -> metrics.jsonl

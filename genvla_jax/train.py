@@ -11,7 +11,14 @@ or a whole architecture dict (config_lib.set_fields). A key the config lacks is 
 
 `--dry_run`: every check (all problems at once, exit 2), then the run's plan (parameters, per-device memory,
 data mixture, one real batch when the data is already converted, steps, checkpoints), exit 0; nothing is
-written (no run directory, no conversion).
+written (no run directory, no conversion). Memory: params, gradients and optimizer state from the abstract
+state, activations from an analytic estimate; `--plan_compile` compiles the real train step on abstract
+inputs and takes activations + temporaries and the total from XLA's memory analysis (up to about a minute at
+full size on a CPU, which plans one device unless XLA_FLAGS=--xla_force_host_platform_device_count=N). The
+total is checked against `--device_gb=24,40,48,80` (training/plan.py: fits within JAX's default .75 of the
+device):
+
+  python -m genvla_jax.train --config=configs/pi0_plus.py:full ... --dry_run --plan_compile --device_gb=24,48
 
 The run itself (checks, data, state, step loop, checkpoints, run directory layout, resume, SIGTERM) is
 training/trainer.py. This module sits above the training layer: it builds what config.train asks to
@@ -24,7 +31,7 @@ from ml_collections import config_flags
 
 from genvla_jax import cli, config_lib
 from genvla_jax.eval import representation
-from genvla_jax.training import loop, trainer
+from genvla_jax.training import loop, plan, trainer
 
 
 def monitors(config) -> list[loop.Monitor]:
@@ -33,12 +40,38 @@ def monitors(config) -> list[loop.Monitor]:
   return [drift] if drift else []
 
 
-def train(config, workdir: str, *, stop_after: int | None = None, printer=print, dry_run: bool = False) -> list[dict]:
+def train(
+  config,
+  workdir: str,
+  *,
+  stop_after: int | None = None,
+  printer=print,
+  dry_run: bool = False,
+  plan_options: plan.Options | None = None,
+) -> list[dict]:
   """trainer.train with monitors(config): trains (or resumes) in `workdir`. `stop_after`: stop (with a
   checkpoint) after this many steps in this call, as a preemption would. `dry_run`: checks and the plan
-  only (training/plan.py; returns [the plan]). Returns the logged metric records of this call."""
+  only (training/plan.py; returns [the plan]); `plan_options`: how it plans memory (plan.Options: compile
+  the step for XLA's memory analysis, device sizes). Returns the logged metric records of this call."""
   watch = [] if dry_run else monitors(config)
-  return trainer.train(config, workdir, monitors=watch, stop_after=stop_after, printer=printer, dry_run=dry_run)
+  return trainer.train(
+    config, workdir, monitors=watch, stop_after=stop_after, printer=printer, dry_run=dry_run, plan_options=plan_options
+  )
+
+
+def options_from_flags(plan_compile: bool, device_gb) -> plan.Options:
+  """--plan_compile, --device_gb (GiB, e.g. ["24", "40"]) -> plan.Options; a size that is no positive number
+  is an error naming it."""
+  sizes = []
+  for text in device_gb:
+    try:
+      size = float(text)
+    except ValueError:
+      size = 0.0
+    if not size > 0:
+      raise cli.UserError(f"--device_gb={','.join(device_gb)}: {text!r} is not a positive number of GiB")
+    sizes.append(size)
+  return plan.Options(compile=plan_compile, device_gb=tuple(sizes))
 
 
 FLAGS = flags.FLAGS
@@ -49,7 +82,10 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   config_lib.set_fields(FLAGS.config, FLAGS.set)
-  train(FLAGS.config, FLAGS.workdir, dry_run=FLAGS.dry_run)
+  options = options_from_flags(FLAGS.plan_compile, FLAGS.device_gb)
+  if (FLAGS.plan_compile or FLAGS["device_gb"].present) and not FLAGS.dry_run:
+    raise cli.UserError("--plan_compile and --device_gb are options of the dry run: add --dry_run")
+  train(FLAGS.config, FLAGS.workdir, dry_run=FLAGS.dry_run, plan_options=options)
 
 
 if __name__ == "__main__":
@@ -60,6 +96,18 @@ if __name__ == "__main__":
     False,
     "check everything, print the plan (parameters, memory per device, data, steps, checkpoints) and exit; "
     "writes nothing",
+  )
+  flags.DEFINE_bool(
+    "plan_compile",
+    False,
+    "with --dry_run: per-device memory from XLA's memory analysis of the compiled train step (lowered and "
+    "compiled on abstract inputs, nothing allocated; up to about a minute at full size on a CPU) instead of "
+    "the analytic activation estimate",
+  )
+  flags.DEFINE_list(
+    "device_gb",
+    [str(gb) for gb in plan.DEVICE_GB],
+    "with --dry_run: device sizes in GiB the plan's per-device total is checked against",
   )
   flags.DEFINE_multi_string(
     "set",

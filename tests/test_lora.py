@@ -271,39 +271,198 @@ def test_default_config_freezes_what_it_always_froze(setup):
   assert jax.tree.structure(jax.eval_shape(now.init, params)) == jax.tree.structure(jax.eval_shape(before.init, params))
 
 
-def test_lora_run_resumes_exactly_and_its_policy_merges(tmp_path, setup):
-  """train.train with LoRA: the start-up table, a run stopped after 1 step and resumed = the uninterrupted
-  one bit for bit (adapters in the checkpoint like any part), and the policy restores merged params."""
+def _dir_bytes(path) -> int:
+  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory, setup):
+  """train.train with LoRA, 2 steps: "a" straight (adapters-only checkpoints, the default), "b" stopped after 1
+  step and resumed, "c" straight with train.checkpoint_frozen=True (whole checkpoints: the trainer's own
+  state, the reference for the rebuilt base). -> (config, root, {run: records}, start-up messages of a)."""
   from genvla_jax import train
-  from genvla_jax.inference import policy as policy_lib
-  from genvla_jax.training import checkpoint
 
   config = setup[0].copy_and_resolve_references()
   config.train.steps = 2
   config.train.checkpoint_every = 1
   config.optimizer.frozen = FROZEN
   config.lora.rank, config.lora.alpha = SPEC.rank, SPEC.alpha
-  messages = []
-  train.train(config, str(tmp_path / "a"), printer=lambda *a, **k: messages.append(str(a[0])))
+  root = tmp_path_factory.mktemp("lora_runs")
+  messages, records = [], {}
+  records["a"] = train.train(config, str(root / "a"), printer=lambda *a, **k: messages.append(str(a[0])))
+  train.train(config, str(root / "b"), stop_after=1, printer=lambda *a, **k: None)
+  resumed = []
+  records["b"] = train.train(config, str(root / "b"), printer=lambda *a, **k: resumed.append(str(a[0])))
+  assert any("resumed" in m and "step 1" in m for m in resumed)
+  whole = config.copy_and_resolve_references()
+  whole.train.checkpoint_frozen = True
+  records["c"] = train.train(whole, str(root / "c"), printer=lambda *a, **k: None)
+  return config, root, records, messages
+
+
+def _restored(root, run, config, step=2, what="params"):
+  """A run's checkpoint as readers restore it (adapters-only: the base rebuilt from its reference)."""
+  from genvla_jax.training import checkpoint
+
+  ckpt = checkpoint.Checkpointer(str(root / run / "checkpoints"), read_only=True)
+  model = build.from_config(config.model)
+  spec = lora_lib.Spec.from_config(config.lora)
+  try:
+    if what == "params":
+      return jax.device_get(
+        ckpt.restore_params(step, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0], spec))
+      )
+    tx = optimizer.make(config.optimizer, config.train.steps)
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    return jax.device_get(ckpt.restore(step, state_lib.abstract(model, tx, config.model.image_size, mesh, (), spec)[0]))
+  finally:
+    ckpt.close()
+
+
+def test_lora_run_resumes_exactly(lora_runs):
+  """The start-up table; a run stopped after 1 step and resumed from its adapters-only checkpoint (base rebuilt
+  by the trainer's start-up path) = the uninterrupted one bit for bit: loss, params, optimizer state."""
+  config, root, records, messages = lora_runs
   table = next(m for m in messages if m.startswith("parameters, trainable / frozen"))
   assert "optimizer.frozen=['llm/.*']" in table and "rank 4, alpha 8" in table
   assert "\n  lora " in table and "\n  total " in table
-  train.train(config, str(tmp_path / "b"), stop_after=1, printer=lambda *a, **k: None)
-  resumed = []
-  train.train(config, str(tmp_path / "b"), printer=lambda *a, **k: resumed.append(str(a[0])))
-  assert any("resumed" in m and "step 1" in m for m in resumed)
-
-  def restored(run):
-    ckpt = checkpoint.Checkpointer(str(tmp_path / run / "checkpoints"), read_only=True)
-    model = build.from_config(config.model)
-    spec = lora_lib.Spec.from_config(config.lora)
-    params = ckpt.restore_params(2, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0], spec))
-    ckpt.close()
-    return params
-
-  a, b = restored("a"), restored("b")
+  assert any(m.startswith("checkpoints: the trainable parameters only") for m in messages)
+  loss = lambda run: [r["loss"] for r in records[run] if r.get("step") == 2 and "loss" in r]  # noqa: E731
+  assert loss("a") == loss("b") == loss("c") and len(loss("a")) == 1
+  a, b = _restored(root, "a", config, what="state"), _restored(root, "b", config, what="state")
   jax.tree.map(np.testing.assert_array_equal, a, b)
-  assert float(jnp.abs(a["lora"]["llm"]["layers"]["mlp"]["linear"]["b"]).max()) > 0
-  policy = policy_lib.Policy.from_workdir(str(tmp_path / "a"))
-  assert lora_lib.KEY not in policy.params
-  jax.tree.map(np.testing.assert_array_equal, policy.params, lora_lib.merged(a, SPEC.alpha))
+  assert int(a["step"]) == 2 and float(jnp.abs(a["params"]["lora"]["llm"]["layers"]["mlp"]["linear"]["b"]).max()) > 0
+
+
+def test_adapters_only_checkpoint_holds_the_trainable_leaves(lora_runs):
+  """meta["base"] names the frozen leaves (the decoder's, the frozen tower's) and their fingerprint; the saved
+  items are smaller than a whole checkpoint's; restored with the base rebuilt from the reference they equal the
+  trainer's whole checkpoint bit for bit."""
+  from genvla_jax.training import checkpoint
+
+  config, root, _, _ = lora_runs
+  ckpt = checkpoint.Checkpointer(str(root / "a" / "checkpoints"), read_only=True)
+  ref = ckpt.restore_meta(2)["base"]
+  ckpt.close()
+  whole = _restored(root, "c", config)
+  frozen = {p for p in _paths(whole) if p.split("/")[0] in ("llm", "img_frozen")}
+  assert set(ref["leaves"]) == frozen and ref["kind"] == "init" and ref["seed"] == config.seed
+  sizes = {
+    run: sum(_dir_bytes(root / run / "checkpoints" / "2" / item) for item in ("params", "train")) for run in "ac"
+  }
+  frozen_bytes = sum(x.nbytes for p, x in _paths(whole).items() if p in frozen)
+  assert sizes["a"] < sizes["c"] - frozen_bytes // 2  # (orbax's files: compressed chunks + metadata)
+  jax.tree.map(np.testing.assert_array_equal, _restored(root, "a", config), whole)
+
+
+def test_policy_restores_an_adapters_only_run_and_acts_as_the_merged_params(lora_runs, setup):
+  """Policy.from_workdir on the adapters-only run: base rebuilt on one device, adapters merged = the trainer's
+  whole checkpoint merged, bit for bit; its actions = a policy given those merged params."""
+  from genvla_jax.inference import policy as policy_lib
+
+  config, root, _, _ = lora_runs
+  policy = policy_lib.Policy.from_workdir(str(root / "a"))
+  assert lora_lib.KEY not in policy.params and policy.step == 2
+  merged = lora_lib.merged(_restored(root, "c", config), SPEC.alpha)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(policy.params), merged)
+  reference = policy_lib.Policy.from_workdir(str(root / "c"))
+  reference.params = jax.device_put(merged)
+  images = np.asarray(setup[2][0]["image"][:2])  # uint8 frames of the demo data
+  instructions = ["go to the red square", "go to the blue square"]
+  actions, valid = policy.act(images, instructions)
+  want, want_valid = reference.act(images, instructions)
+  np.testing.assert_array_equal(actions, want)
+  np.testing.assert_array_equal(valid, want_valid)
+
+
+def test_resuming_against_another_base_fails_naming_both(lora_runs, tmp_path, monkeypatch):
+  """The base rebuilt at resume (or by a reader) differs from the one trained on (here: the initialiser changed
+  the decoder's weights): an error naming both fingerprints, and the run's checkpoints are left as they were."""
+  import shutil
+
+  from genvla_jax import train
+  from genvla_jax.inference import policy as policy_lib
+  from genvla_jax.training import checkpoint, frozen_base
+
+  config, root, _, _ = lora_runs
+  run = tmp_path / "a"
+  shutil.copytree(root / "a", run)
+  ckpt = checkpoint.Checkpointer(str(run / "checkpoints"), read_only=True)
+  ref, steps = ckpt.restore_meta(2)["base"], ckpt.steps()
+  ckpt.close()
+  init = surgery.init_params
+
+  def changed_init(model, rng, image_size, *args, **kwargs):
+    params = init(model, rng, image_size, *args, **kwargs)
+    llm = params["llm"]
+    return dict(params, llm=dict(llm, final_norm=jax.tree.map(lambda x: x + 1, llm["final_norm"])))
+
+  monkeypatch.setattr(surgery, "init_params", changed_init)
+  longer = config.copy_and_resolve_references()
+  longer.train.steps = 3
+  with pytest.raises(frozen_base.BaseError, match=f"fingerprint {ref['fingerprint']}.*1 of {len(ref['leaves'])}"):
+    train.train(longer, str(run), printer=lambda *a, **k: None)
+  with pytest.raises(frozen_base.BaseError, match="llm/final_norm/scale"):
+    policy_lib.Policy.from_workdir(str(run))
+  ckpt = checkpoint.Checkpointer(str(run / "checkpoints"), read_only=True)
+  assert ckpt.steps() == steps
+  ckpt.close()
+
+
+@pytest.mark.slow
+def test_merged_export_gives_the_unmerged_models_logits(tmp_path, setup):
+  """tools/export_hf on a LoRA run (adapters on the decoder and the image tower, B trained away from zero,
+  adapters-only checkpoint): transformers' PaliGemma loading the export computes the logits our model computes
+  with the adapters applied by the tree transform (lora.merged of the restored train-state params), within the
+  float32 tolerance of the reductions involved; the base model without the adapters is farther off than that."""
+  import dataclasses
+
+  import tolerances
+  import torch
+  import transformers
+
+  from genvla_jax import train
+  from genvla_jax.tools import export_hf, logits as logits_tool
+
+  config = setup[0].copy_and_resolve_references()
+  config.model.dual_encoder = False  # PaliGemma has one tower
+  config.train.steps = config.train.checkpoint_every = 2
+  config.optimizer.frozen = FROZEN
+  config.optimizer.lr, config.optimizer.warmup_steps = 1e-2, 0
+  config.lora.rank, config.lora.alpha = SPEC.rank, SPEC.alpha
+  config.lora.targets = [*SPEC.targets, "img/blocks/.*/kernel"]
+  run, out = tmp_path / "run", tmp_path / "export"
+  train.train(config, str(run), printer=lambda *a, **k: None)
+  export_hf.export_run(str(run), str(out))
+  params = _restored(tmp_path, "run", config)
+  assert all(float(np.abs(x).max()) > 0 for p, x in _paths(params[lora_lib.KEY]).items() if p.endswith("/b"))
+  assert any(p.startswith("img/") for p in lora_lib.adapted(params))
+
+  model = dataclasses.replace(build.from_config(config.model), parent=None)
+  size, n, m = config.model.image_size, build.num_image_tokens(config.model), config.model
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+  tokens = rng.integers(4, m.llm.vocab_size - 1, (2, 12)).astype(np.int32)
+  prefix_len = np.full((2,), tokens.shape[1], np.int32)
+  ours = logits_tool.compute_logits(model, lora_lib.merged(params, SPEC.alpha), images, tokens, prefix_len)
+  base = logits_tool.compute_logits(model, lora_lib.split(params)[0], images, tokens, prefix_len)
+
+  hf_model = transformers.PaliGemmaForConditionalGeneration.from_pretrained(str(out)).eval()
+  input_ids = np.concatenate([np.full((2, n), hf_model.config.image_token_index), tokens], 1)
+  with torch.no_grad():
+    theirs = hf_model(
+      input_ids=torch.tensor(input_ids),
+      pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)),
+      token_type_ids=torch.zeros(input_ids.shape, dtype=torch.long),
+      attention_mask=torch.ones(input_ids.shape, dtype=torch.long),
+    ).logits.numpy()[:, n:]
+  terms = (
+    m.img.patch_size**2 * 3
+    + tolerances.transformer_terms(m.img, n)
+    + m.img.width
+    + tolerances.transformer_terms(m.llm, n + tokens.shape[1])
+    + m.llm.width
+  )
+  _, atol = tolerances.float_tol(np.float32, terms, scale=np.abs(ours).max())
+  np.testing.assert_allclose(theirs, ours, rtol=0, atol=atol)
+  assert np.abs(theirs - base).max() > 10 * atol  # the export carries the adapters

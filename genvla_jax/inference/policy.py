@@ -16,6 +16,9 @@ Speculative decoding drafts each call's tokens from the previous call's action (
 constructor option; default config.inference.draft_previous_action); `reset()` drops that draft.
 A run trained with LoRA (config.lora) keeps its adapters in the checkpoint's params; the policy restores them
 and merges them into the kernels once (models/lora.merge), so it acts, exports and serves with plain params.
+Such a run's checkpoints (and those of a run with optimizer.frozen) hold only the trainable parameters: the
+restore rebuilds the frozen base from the checkpoint's reference (training/checkpoint.py, frozen_base.py: the
+pretrained import or the seeded initialisation, its fingerprint checked) before the merge.
 """
 
 import os
@@ -151,7 +154,7 @@ class Policy:
       config = config_schema.upgrade(meta["config"])  # fields newer than the run get their defaults
       model = build.from_config(config.model)
       lora = lora_lib.Spec.from_config(config.lora)
-      params = ckpt.restore_params(
+      params = ckpt.restore_params(  # (adapters-only: the frozen base rebuilt and checked first)
         candidate, state_lib.abstract_params(model, config.model.image_size, jax.devices()[0], lora)
       )
       params = lora_lib.merged(params, lora.alpha)  # (no adapters: as restored)

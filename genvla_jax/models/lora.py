@@ -13,7 +13,9 @@ zero the merged kernel is W bit for bit, so step 0 computes exactly the base mod
 
 Where the adapters live: the train state's params hold them as one more top-level part, `lora/<kernel path>/
 {a, b}` (`KEY`), so checkpoints, shardings (the FSDP default) and the optimizer treat them like any part;
-`split` / `merged` take them out again. Their storage is float32 whatever model.param_dtype (they are small).
+`split` / `merged` take them out again. A LoRA run's checkpoints hold the adapters (and the parts left
+trainable) without the frozen base, which a restore rebuilds (training/frozen_base.py); an export
+(tools/export_hf.py) writes the merged kernels. Their storage is float32 whatever model.param_dtype (they are small).
 
 Kernels are multi-axis einsum weights (gemma.py: q_einsum [L,N,D,Hd], ...); KERNELS gives each adaptable
 kernel's axis roles: `b` an axis of separate matrices (the scanned layer axis; the k|v pair of kv_einsum, the

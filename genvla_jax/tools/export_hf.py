@@ -8,6 +8,11 @@ GemmaTokenizer, whose special ids pad 0 / eos 1 / bos 2 / unk 3 are ours), so a 
 directory exactly as from a released PaliGemma: `config.pretrained = {format: "hf", path: DIR}` and
 `config.tokenizer.path = DIR/tokenizer.model`.
 
+A LoRA run (config.lora) exports its merged kernels W + (alpha / r) A B (the policy's restore merges them;
+an adapters-only checkpoint gets its frozen base rebuilt first, training/frozen_base.py): plain PaliGemma weights
+that compute what the run's model computes with its adapters (tests/test_lora.py checks the logits in
+transformers).
+
 PaliGemma has one image tower. For a dual-encoder run, --tower picks which copy is exported and the
 projector's matching half is used; that model differs from the dual one (it sees one tower's features),
 so the exported checkpoint is for reuse elsewhere, not for reproducing the policy's outputs.

@@ -1,18 +1,33 @@
 """The dry run (`train --dry_run`): the run's plan from the abstract state — one real batch when the data is
 already converted, parameters (total / trainable / frozen), per-device memory (params, gradients, optimizer
 state from shapes and shardings; activations: an analytic estimate), the data mixture, steps and checkpoints.
-No parameter is materialised and nothing is written."""
+No parameter is materialised and nothing is written.
 
+The memory plan (memory_plan) with `--plan_compile` (Options.compile): the trainer's own train step
+(training/step.py, same jit, shardings and donation) lowered and compiled on abstract inputs (the abstract
+state and a batch of ShapeDtypeStructs: nothing allocated), and XLA's memory analysis of it read: the total is
+its peak (arguments + non-donated outputs + temporaries), "activations" its temporaries less the gradients
+(everything else the step holds: activations kept for the backward pass, merged LoRA kernels and their
+gradients, casts, optimizer temporaries). The CPU compiler gives the analysis for full-size shapes (tens of
+seconds for π0+); a backend that gives none leaves the analytic estimate, and every number says where it came
+from. The total is checked against device sizes (fits: peak <= JAX's default .75 of the device). The CPU's
+numbers are the CPU program's: it computes bfloat16 matmuls in float32, so for a bf16-compute config it
+overstates what a GPU needs (benchmarks/RESULTS.md: the H100 calibration)."""
+
+import dataclasses
 import math
 import os
 import time
+
 import jax
 import numpy as np
+from genvla_jax import heads
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import build, lora as lora_lib, surgery, vit
 from genvla_jax.training import freezing, optimizer
 from genvla_jax.training import preflight, sharding
 from genvla_jax.training import state as state_lib
+from genvla_jax.training import step as step_lib
 
 
 def _bytes(tree, per_device: bool = True) -> int:
@@ -42,15 +57,16 @@ def _layer_elements(policy, tokens, width, mlp_dim, heads, kv_heads, head_dim, k
 
 
 def activation_estimate(model_config, text_len: int, action_horizon: int, rows: int, model_split: int = 1) -> dict:
-  """A rough analytic estimate (not XLA's: compiling a full-size step on a CPU takes minutes) of the
+  """A rough analytic estimate (the fallback of memory_plan: no compile) of the
   activation bytes a train step keeps for its backward pass on `rows` examples (a device's micro-batch),
   per part: each trained image tower, the decoder, the float32 logits at the text positions (with their
   log-softmax and gradient), π0's action expert; every one of model.num_cameras frames goes through the towers
   and the decoder sees all their tokens. Frozen towers run forward only (nothing kept). With remat, one layer's
   full activations are live again while it is recomputed. Heads and MLP units split over the mesh's
-  "model" axis (`model_split`) divide everything but the logits. A rough guide, not a bound: on the
-  demo model (batch 32) XLA's CPU memory analysis of the whole step's temporaries is 0.7x (remat "dots") to
-  1.4x (remat "none") of this plus the gradients."""
+  "model" axis (`model_split`) divide everything but the logits. A rough guide, not a bound: XLA's CPU
+  memory analysis of the compiled step (memory_plan with Options.compile: temporaries less the gradients) is
+  0.84x (remat "dots"), 0.97x ("full") and 1.5x ("none") of this on the demo model (batch 32, float32) and
+  1.24x on full-size π0+ (batch 8, float32, "none"; 1.08x with the decoder frozen) (benchmarks/RESULTS.md)."""
   m, policy = model_config, model_config.remat_policy
   item = jax.numpy.dtype(m.dtype).itemsize
   parts = {}
@@ -91,6 +107,215 @@ def _count(n: float) -> str:
     if n >= scale:
       return f"{n / scale:.3g} {unit}"
   return str(int(n))
+
+
+# -- the memory plan ---------------------------------------------------------------------------------------
+
+DEVICE_GB = (24, 40, 48, 80)  # device sizes the plan checks (GiB: a "24 GB" card holds 24 GiB)
+# JAX preallocates this share of a GPU for its allocator (XLA_PYTHON_CLIENT_MEM_FRACTION's default .75); the
+# rest holds the CUDA context, cuDNN / cuBLAS workspaces and other processes. A step "fits" a device when its
+# peak is at most this share, "fits at .95" when it needs XLA_PYTHON_CLIENT_MEM_FRACTION=.95.
+MEM_FRACTION, MEM_FRACTION_MAX = 0.75, 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How the dry run plans memory (`train --dry_run --plan_compile --device_gb=24,40`). `compile`: lower and
+  compile the real train step on abstract inputs and read XLA's memory analysis (nothing allocated; up to
+  about a minute at full size on a 2-core CPU) instead of the analytic activation estimate; `device_gb`: the
+  device sizes (GiB) the total is checked against."""
+
+  compile: bool = False
+  device_gb: tuple[float, ...] = DEVICE_GB
+
+
+def fits(total_bytes: float, device_gb: float) -> str:
+  """ "yes" (within JAX's default MEM_FRACTION of the device), "at .95" (needs XLA_PYTHON_CLIENT_MEM_FRACTION=.95)
+  or "no"."""
+  if total_bytes <= MEM_FRACTION * device_gb * (1 << 30):
+    return "yes"
+  return f"at {MEM_FRACTION_MAX:g}" if total_bytes <= MEM_FRACTION_MAX * device_gb * (1 << 30) else "no"
+
+
+def _with_data_sizes(config):
+  """π0's action / state sizes come from the data: before it is converted, a copy with size 1 (the count is
+  then off by the expert's in/out projections of one action dimension); else `config` itself."""
+  expert = config.model.action_expert
+  if not expert.width or expert.action_dim:
+    return config
+  config = config.copy_and_resolve_references()
+  config.model.action_expert.action_dim = 1
+  config.model.action_expert.state_dim = 1 if expert.use_state else 0
+  return config
+
+
+def abstract_batch(config, mesh, shapes: dict | None = None) -> dict:
+  """The train step's global batch (data/pipeline.py's fields) as ShapeDtypeStructs with the batch sharding:
+  `shapes` ({key: (shape, dtype)} of one real host-local batch, _one_batch) with data.batch_size rows, or,
+  without one, from the config: image uint8 [B,S,S,3] ([B,C,S,S,3] + image_mask with C cameras), tokens and
+  the masks [B,T], actions [B,H,D], action_pad [B,H], row flags [B], state [B,state_token_dim] for π0."""
+  rows = config.data.batch_size
+  if shapes is None:
+    m, tok = config.model, config.tokenizer
+    cameras, size, text, horizon = build.num_cameras(m), m.image_size, tok.max_text_len, tok.action_horizon
+    image = (cameras, size, size, 3) if cameras > 1 else (size, size, 3)
+    shapes = {"image": (image, "uint8"), "tokens": ((text,), "int32")}
+    shapes.update({k: ((text,), "bool") for k in ("input_mask", "ar_mask", "loss_mask")})
+    shapes.update({k: ((), "bool") for k in ("is_robot", "paraphrased", "vl_truncated")})
+    shapes.update(
+      num_clipped=((), "int32"),
+      actions=((horizon, m.action_expert.action_dim or 1), "float32"),
+      action_pad=((horizon,), "bool"),
+    )
+    if cameras > 1:
+      shapes["image_mask"] = ((cameras,), "bool")
+    state = heads.from_config(config).state_token_dim
+    if state:
+      shapes["state"] = ((state,), "float32")
+    shapes = {k: ((rows, *shape), dtype) for k, (shape, dtype) in shapes.items()}
+  batch_sharding = sharding.batch_sharding(mesh)
+  return {
+    k: jax.ShapeDtypeStruct((rows, *shape[1:]), np.dtype(dtype), sharding=batch_sharding)
+    for k, (shape, dtype) in shapes.items()
+  }
+
+
+def compiled_memory(config, model, tx, lora, abstract_state, state_shardings, mesh, batch) -> dict | None:
+  """Lowers and compiles the trainer's train step (training/step.py: make_train_step + jit_train_step, the
+  same shardings and donation) on the abstract state and batch and returns XLA's memory analysis per device
+  ({argument, output, alias, temp, generated_code}_bytes, `peak` = argument + output - alias + temp +
+  generated code: the inputs live throughout, the donated state's outputs reuse its buffers, temp holds
+  the gradients, activations and every other intermediate) and `seconds` (the compile); None when the
+  backend gives no analysis. Nothing is allocated."""
+  head = heads.from_config(config)
+  train_step = step_lib.jit_train_step(
+    step_lib.make_train_step(
+      model,
+      tx,
+      optimizer.schedule(config.optimizer, config.train.steps),
+      config.train.grad_accum_steps,
+      config.seed,
+      head=head,
+      cameras=pipeline.cameras_of(config.data),
+      frozen=config.optimizer.frozen,
+      lora=lora,
+    ),
+    state_shardings,
+    mesh,
+  )
+  t = time.perf_counter()
+  compiled = train_step.lower(abstract_state, batch).compile()
+  seconds = time.perf_counter() - t
+  try:
+    analysis = compiled.memory_analysis()
+  except NotImplementedError:
+    analysis = None
+  if analysis is None:
+    return None
+  names = ("argument", "output", "alias", "temp", "generated_code")
+  out = {f"{n}_bytes": int(getattr(analysis, f"{n}_size_in_bytes")) for n in names}
+  out["peak"] = (
+    out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"] + out["generated_code_bytes"]
+  )
+  out["seconds"] = seconds
+  return out
+
+
+def memory_plan(config, options: Options = Options(), batch_shapes: dict | None = None, printer=print):
+  """Per-device memory of config's train step on this host's mesh -> (memory, abstract params, abstract state,
+  printed lines). memory: params, gradients, optimizer (from the abstract state's shapes, dtypes and
+  shardings), activations (analytic: activation_estimate; with options.compile: XLA's temp bytes less the
+  gradients, i.e. activations and every other temporary), total (the sum; compiled: XLA's peak, which adds the
+  batch and the step's non-donated outputs), `sources` (where each number came from), `activation_parts`
+  (the analytic estimate's parts, always), `compiled` (compiled_memory, or None) and `fits` ({device GiB:
+  fits()}). `batch_shapes`: one real batch's (else built from the config, abstract_batch)."""
+  model_config = config.model
+  model = build.from_config(model_config)
+  mesh = sharding.make_mesh(config.mesh)
+  tx = optimizer.make(config.optimizer, config.train.steps)
+  rules = [tuple(r) for r in config.mesh.rules]
+  lora = lora_lib.Spec.from_config(config.lora)
+  abstract, state_shardings = state_lib.abstract(model, tx, model_config.image_size, mesh, rules, lora)
+  params = abstract["params"]
+  mask = freezing.trainable_mask(params, config.optimizer.frozen)
+  devices = mesh.shape["data"] * mesh.shape["fsdp"]
+  accum = config.train.grad_accum_steps
+  rows = config.data.batch_size // devices // accum
+  trained = freezing.partition(params, mask)[0]
+  grad_item = 4 if accum > 1 else None  # accumulated in float32; else in the parameters' dtype
+  grads = sum(
+    math.prod(leaf.sharding.shard_shape(leaf.shape)) * (grad_item or np.dtype(leaf.dtype).itemsize)
+    for leaf in jax.tree.leaves(trained)
+  )
+  activations = activation_estimate(
+    model_config, config.tokenizer.max_text_len, config.tokenizer.action_horizon, rows, mesh.shape["model"]
+  )
+  memory = {
+    "params": _bytes(params),
+    "gradients": grads,
+    "optimizer": _bytes(abstract["opt_state"]),
+    "activations": sum(activations.values()),
+  }
+  memory["total"] = sum(memory.values())
+  sources = dict.fromkeys(("params", "gradients", "optimizer"), "abstract state")
+  sources.update(activations="analytic", total="analytic")
+  compiled = None
+  if options.compile:
+    printer(
+      "compiling the train step on abstract inputs for XLA's memory analysis (nothing allocated; a full-size "
+      "model takes up to about a minute on a 2-core CPU) ...",
+      flush=True,
+    )
+    compiled = compiled_memory(
+      config, model, tx, lora, abstract, state_shardings, mesh, abstract_batch(config, mesh, batch_shapes)
+    )
+    if compiled is None:
+      printer("  the backend gives no memory analysis: the analytic estimate stands", flush=True)
+    else:
+      printer(f"  compiled in {compiled['seconds']:.1f}s", flush=True)
+      memory.update(activations=compiled["temp_bytes"] - grads, total=compiled["peak"])
+      sources.update(activations="XLA temp - gradients", total="XLA peak")
+  memory.update(
+    sources=sources,
+    activation_parts=activations,
+    compiled=compiled,
+    fits={gb: fits(memory["total"], gb) for gb in options.device_gb},
+  )
+  kind = jax.devices()[0].platform
+  lines = [
+    f"memory per device, mesh {dict(mesh.shape)} over the {jax.device_count()} {kind} device(s) here "
+    f"(XLA_FLAGS=--xla_force_host_platform_device_count=N JAX_PLATFORMS=cpu plans for N), "
+    f"{rows} rows per device x {accum} micro-batch(es), remat {model_config.remat_policy!r}, {model_config.dtype}:",
+    f"  params {_size(memory['params'])} ({model_config.param_dtype}; frozen {model_config.frozen_dtype}; "
+    f"abstract state), gradients {_size(grads)} (trainable leaves), optimizer state {_size(memory['optimizer'])} "
+    f"(AdamW, float32; abstract state)",
+  ]
+  analytic = f"~{_size(sum(activations.values()))} analytic estimate: " + ", ".join(
+    f"{k} {_size(v)}" for k, v in activations.items()
+  )
+  if compiled is None:
+    lines.append(f"  activations {analytic}; total ~{_size(memory['total'])} (analytic)")
+  else:
+    batch_bytes = compiled["argument_bytes"] - _bytes(abstract)
+    lines.append(
+      f"  activations and other temporaries {_size(memory['activations'])} (XLA: temp {_size(compiled['temp_bytes'])} "
+      f"less the gradients; the {analytic}); batch {_size(batch_bytes)}; total {_size(memory['total'])} (XLA: "
+      f"arguments {_size(compiled['argument_bytes'])} + outputs {_size(compiled['output_bytes'])} - donated "
+      f"{_size(compiled['alias_bytes'])} + temp + code {_size(compiled['generated_code_bytes'])})"
+    )
+  if compiled is not None and kind == "cpu" and model_config.dtype == "bfloat16":
+    lines.append(
+      "  note: this CPU computes bfloat16 matmuls in float32 (it keeps float32 copies of the stacked weights and "
+      "float32 activations), so for model.dtype bfloat16 these numbers overstate a GPU's: full-size π0+ on an "
+      "H100 peaked at 0.6-0.8x of them (benchmarks/RESULTS.md)"
+    )
+  lines.append(
+    f"  fits (peak <= {MEM_FRACTION:g} x device, JAX's default XLA_PYTHON_CLIENT_MEM_FRACTION; 'at "
+    f"{MEM_FRACTION_MAX:g}': with XLA_PYTHON_CLIENT_MEM_FRACTION={MEM_FRACTION_MAX:g}): "
+    + ", ".join(f"{gb:g} GiB {verdict}" for gb, verdict in memory["fits"].items())
+    + ("" if compiled else " (from the analytic total; --plan_compile for XLA's)")
+  )
+  return memory, params, abstract, lines
 
 
 def _data_plan(config, sizes: list[dict]) -> tuple[dict, list[str]]:
@@ -141,14 +366,18 @@ def _one_batch(config, prepared) -> dict:
   return {sharding.path_str(path): (tuple(np.shape(x)), str(np.asarray(x).dtype)) for path, x in flat}
 
 
-def plan(config, workdir: str, resuming: bool, printer=print) -> dict:
+def plan(config, workdir: str, resuming: bool, printer=print, options: "Options | None" = None) -> dict:
   """After check_setup: the run's plan, printed and returned, with nothing written (no run directory, no
   data generated or converted, no parameter materialised). Builds one real batch when every dataset is
   already converted in data.cache_dir (else says what is not, and skips it: a real run converts it
   first), the abstract train state (jax.eval_shape) on this host's mesh, and from them: parameters
   (total / trainable / frozen), per-device memory of params, gradients, optimizer state (from the
   abstract state's shapes, dtypes and shardings) and activations (activation_estimate: analytic),
-  the data mixture with sizes, steps and checkpoint cadence."""
+  the data mixture with sizes, steps and checkpoint cadence. `options` (Options): with `compile`, the
+  memory comes from XLA's analysis of the compiled train step (memory_plan), and the total is checked
+  against `device_gb`."""
+  options = options or Options()
+  original = config
   t0 = time.perf_counter()
   out: dict = {"workdir": workdir, "resuming": resuming}
   lines = [f"dry run of {workdir}: every check passed; nothing is written"]
@@ -176,66 +405,28 @@ def plan(config, workdir: str, resuming: bool, printer=print) -> dict:
       "it first, into data.cache_dir): " + "; ".join(missing)
     )
 
-  model_config = config.model
-  if model_config.action_expert.width and not model_config.action_expert.action_dim:  # sizes from the data
-    model_config = config.model.copy_and_resolve_references()
-    model_config.action_expert.action_dim = 1
-    model_config.action_expert.state_dim = 1 if model_config.action_expert.use_state else 0
+  config = _with_data_sizes(config)
+  if config is not original:
     lines.append("  (π0's action expert counted with action/state size 1: the data's sizes are known once converted)")
-  model = build.from_config(model_config)
-  mesh = sharding.make_mesh(config.mesh)
-  steps = config.train.steps
-  tx = optimizer.make(config.optimizer, steps)
-  rules = [tuple(r) for r in config.mesh.rules]
-  lora = lora_lib.Spec.from_config(config.lora)
-  abstract, _ = state_lib.abstract(model, tx, model_config.image_size, mesh, rules, lora)
-  params = abstract["params"]
-  mask = freezing.trainable_mask(params, config.optimizer.frozen)
-  table = freezing.counts(params, mask)
-  frozen_parts = [k for k in params if table[k]["frozen"]]
+  for line in lines:  # before a compile's seconds
+    printer(line, flush=True)
+  lines = []
+  memory, params, abstract, memory_lines = memory_plan(config, options, out["batch"], printer)
+  table = freezing.counts(params, freezing.trainable_mask(params, config.optimizer.frozen))
   counts = {k: surgery.count_params(v) for k, v in params.items()}
   frozen = table["total"]["frozen"]
   total = sum(counts.values())
+  frozen_parts = [k for k in params if table[k]["frozen"]]
   out["params"] = {"total": total, "trainable": total - frozen, "frozen": frozen, "parts": counts}
   lines.append(
     f"parameters: {_count(total)} total = {_count(total - frozen)} trainable + {_count(frozen)} frozen "
     f"({', '.join(frozen_parts) or 'none'}); " + ", ".join(f"{k} {_count(n)}" for k, n in counts.items())
   )
-  lines += freezing.report(params, mask)
+  lines += freezing.report(params, freezing.trainable_mask(params, config.optimizer.frozen))
+  out["memory_per_device"] = memory
+  lines += memory_lines
 
-  devices = mesh.shape["data"] * mesh.shape["fsdp"]
-  accum = config.train.grad_accum_steps
-  rows = config.data.batch_size // devices // accum
-  trained = freezing.partition(params, mask)[0]
-  grad_item = 4 if accum > 1 else None  # accumulated in float32; else in the parameters' dtype
-  grads = sum(
-    math.prod(leaf.sharding.shard_shape(leaf.shape)) * (grad_item or np.dtype(leaf.dtype).itemsize)
-    for leaf in jax.tree.leaves(trained)
-  )
-  activations = activation_estimate(
-    model_config, config.tokenizer.max_text_len, config.tokenizer.action_horizon, rows, mesh.shape["model"]
-  )
-  memory = {
-    "params": _bytes(params),
-    "gradients": grads,
-    "optimizer": _bytes(abstract["opt_state"]),
-    "activations": sum(activations.values()),
-  }
-  memory["total"] = sum(memory.values())
-  out["memory_per_device"] = dict(memory, activation_parts=activations)
-  kind = jax.devices()[0].platform
-  lines.append(
-    f"memory per device, mesh {dict(mesh.shape)} over the {jax.device_count()} {kind} device(s) here "
-    f"(XLA_FLAGS=--xla_force_host_platform_device_count=N JAX_PLATFORMS=cpu plans for N): "
-    f"params {_size(memory['params'])} ({model_config.param_dtype}; frozen {model_config.frozen_dtype}), "
-    f"gradients {_size(memory['gradients'])}, optimizer state {_size(memory['optimizer'])} (AdamW, float32), "
-    f"activations ~{_size(memory['activations'])} (analytic estimate, remat {model_config.remat_policy!r}, "
-    f"{rows} rows per device x {accum} micro-batch(es), {model_config.dtype}: "
-    + ", ".join(f"{k} {_size(v)}" for k, v in activations.items())
-    + f"); total ~{_size(memory['total'])}"
-  )
-
-  start = 0
+  steps, start = config.train.steps, 0
   if resuming:
     ckpt_dir = os.path.join(workdir, "checkpoints")
     start = max(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())

@@ -13,7 +13,9 @@ Run directory layout:
   config.json            the resolved config
   assets/tokenizer.model assets/stats.json   (tokenizer and action statistics the policy uses;
   assets/fast_bpe.model                      with tokenizer.action="fast", the BPE trained on the data)
-  checkpoints/<step>/    orbax: params, train (step, opt_state), data (iterator), meta (config, stats)
+  checkpoints/<step>/    orbax: params, train (step, opt_state), data (iterator), meta (config, stats); with
+                         LoRA / optimizer.frozen params holds the trainable leaves only and meta a reference
+                         to the base they complete (training/frozen_base.py)
   metrics.jsonl          one JSON object per logged step
   tensorboard/           the same metrics as TensorBoard scalars (training/metric_writers.py; wandb/ when
                          config.train.wandb.mode is offline or online)
@@ -36,7 +38,8 @@ from genvla_jax import heads
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import build, lora as lora_lib, surgery
 from genvla_jax.pretrained import api as pretrained_api
-from genvla_jax.training import checkpoint, distributed, flops as flops_lib, freezing, loop, metric_writers, optimizer
+from genvla_jax.training import checkpoint, distributed, flops as flops_lib, freezing, frozen_base, loop, metric_writers
+from genvla_jax.training import optimizer
 from genvla_jax.training import run_dir
 from genvla_jax.training import plan as plan_lib, preflight, sharding
 from genvla_jax.training import state as state_lib, step as step_lib
@@ -148,13 +151,14 @@ def train(
   stop_after: int | None = None,
   printer=print,
   dry_run: bool = False,
+  plan_options: plan_lib.Options | None = None,
 ) -> list[dict]:
   """Trains (or resumes) in `workdir`. Every check that needs no long work runs first (check_setup: all
   problems reported at once). `monitors`: measurements logged every `monitor.every` steps
   (genvla_jax.train.monitors(config) builds those config.train asks for). `stop_after`: stop (with a
   checkpoint) after this many steps in this call, as a preemption would. `dry_run`: check, print the plan
-  (plan()) and return [the plan] without writing anything. Returns the logged metric records of this
-  call."""
+  (plan(); `plan_options`: how it plans memory) and return [the plan] without writing anything. Returns the
+  logged metric records of this call."""
   started = distributed.initialize(config.distributed)  # before anything touches a JAX backend
   if jax.process_index() != 0:
     printer = lambda *a, **k: None
@@ -164,7 +168,7 @@ def train(
   # pretrained.architecture="checkpoint" they also set config.model from the checkpoint.
   resuming = preflight.check_setup(config, workdir, printer)
   if dry_run:
-    return [plan_lib.plan(config, workdir, resuming, printer)]
+    return [plan_lib.plan(config, workdir, resuming, printer, plan_options)]
   created = not os.path.exists(workdir)
   try:
     return _train(config, workdir, resuming, monitors, stop_after, printer)
@@ -209,20 +213,31 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
       config, prepared, seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()
     )
   )
-  if not ckpt.steps():
+  trainable_only = frozen_base.trainable_only(config)  # checkpoints: trainable leaves + a reference to the base
+  state, start = None, 0
+  if not ckpt.steps() or trainable_only:  # a fresh start, or the base an adapters-only checkpoint completes
     params = initial_params(config, model, mesh, rules, printer)
     state, shardings, _ = state_lib.create(
       model, tx, config.model.image_size, mesh, jax.random.PRNGKey(config.seed), rules, params=params, lora=lora
     )
     del params
-    start = 0
-  else:
+  if ckpt.steps():
     abstract, shardings = state_lib.abstract(model, tx, config.model.image_size, mesh, rules, lora)
+    base = None if state is None else state["params"]  # (a whole checkpoint, from before, ignores it)
     latest, state = ckpt.restore_newest_good(
-      lambda s: ckpt.restore(s, abstract, data_it), warn=lambda m: printer(f"warning: {m}", flush=True)
+      lambda s: ckpt.restore(s, abstract, data_it, base_params=base),
+      warn=lambda m: printer(f"warning: {m}", flush=True),
     )
+    del base
     start = int(state["step"])
     printer(f"resumed from {workdir}/checkpoints/{latest} (step {start})", flush=True)
+  base_ref = frozen_base.reference(config, state["params"]) if trainable_only else None
+  if base_ref is not None:
+    printer(
+      f"checkpoints: the trainable parameters only ({len(base_ref['leaves'])} frozen leaves rebuilt at restore "
+      f"from {frozen_base.describe(base_ref)}, fingerprint {base_ref['fingerprint']})",
+      flush=True,
+    )
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if jax.process_index() == 0:
     dropped = run_dir.truncate_metrics(metrics_path, start)
@@ -301,7 +316,7 @@ def _train(config, workdir, resuming, monitors, stop_after, printer):
           params = lora_lib.merged(state["params"], lora.alpha)  # (the model's params: adapters merged)
           records.append(progress.log_extra(step, monitor.measure(params), monitor.label))
       if saving:
-        ckpt.save(step, state, data_it, meta)
+        ckpt.save(step, state, data_it, meta, base=base_ref)
       if stopping:
         printer(f"stopping at step {step} ({'SIGTERM' if preempted else 'stop_after'}); checkpoint saved", flush=True)
         break
