@@ -142,8 +142,9 @@ def defaults() -> ml_collections.ConfigDict:
     # From the command line: --set='optimizer.frozen=["llm/.*"]'
     frozen=[],
   )
-  # LoRA (models/lora.py): per adapted kernel W, A [in, r] (random) and B [r, out] (zeros), the model computes with
-  # W + (alpha / rank) A B; W frozen, A and B train (the params' part lora/). rank 0 = off. targets: regexes
+  # LoRA (models/lora.py): per adapted kernel W, A [in, r] (random) and B [r, out] (zeros), the model computes
+  # x W + (x A)(alpha / rank B) (decoder, in training; merged W + (alpha / rank) A B for the image towers and for
+  # acting); W frozen, A and B train (the params' part lora/). rank 0 = off. targets: regexes
   # fully matching kernel paths (the decoder's attention / MLP projections here; also e.g.
   # "expert/llm/layers/(attn|mlp)/.*" for π0's expert, "img/blocks/.*/kernel" for the trained image tower).
   # Other parameters train unless optimizer.frozen names them (classic LoRA: frozen=["llm/.*"])

@@ -466,3 +466,125 @@ def test_merged_export_gives_the_unmerged_models_logits(tmp_path, setup):
   _, atol = tolerances.float_tol(np.float32, terms, scale=np.abs(ours).max())
   np.testing.assert_allclose(theirs, ours, rtol=0, atol=atol)
   assert np.abs(theirs - base).max() > 10 * atol  # the export carries the adapters
+
+
+# -- the factored path (lora.for_training): the decoder's adapters inside its layers, the towers' merged --------
+
+PI0_TARGETS = ("llm/layers/(attn|mlp)/.*", "expert/llm/layers/(attn|mlp)/.*", "img/blocks/MlpBlock_0/Dense_0/kernel")
+
+
+def test_factored_equations_follow_the_axis_roles():
+  """The einsums of x A and (x A) B derived from each decoder projection's einsum are the hand-written ones of
+  PROJECTIONS; an einsum whose axes contradict the roles is an error naming it."""
+  for path, (equation, *_, xa_equation, low_equation) in PROJECTIONS.items():
+    if lora_lib.is_factored(path):
+      kernel = path.split("layers/", 1)[1]
+      assert lora_lib.factored_equations(equation, lora_lib.layer_roles(kernel)) == (xa_equation, low_equation)
+  assert {p for p in PROJECTIONS if lora_lib.is_factored(p)} == {p for p in PROJECTIONS if p.startswith("llm/")}
+  assert lora_lib.is_factored("expert/llm/layers/mlp/linear")
+  with pytest.raises(ValueError, match="'BTD,DNH->BTNH'"):
+    lora_lib.factored_equations("BTD,DNH->BTNH", "oio")
+  with pytest.raises(ValueError, match="'attn/nothing' is no decoder kernel"):
+    lora_lib.layer_roles("attn/nothing")
+
+
+@pytest.fixture(scope="module")
+def pi0_lora():
+  """A tiny π0 (test_pi0's sizes), adapters on the LLM, the expert's decoder and one image-tower kernel with B
+  random (as after training), its inputs, and fixed random weights for a scalar loss of logits and velocity."""
+  from test_pi0 import _inputs, _model
+
+  model = _model()
+  base = surgery.init_params(model, jax.random.PRNGKey(0), 16)
+  spec = lora_lib.Spec(rank=3, alpha=6.0, targets=PI0_TARGETS)
+  params = lora_lib.with_adapters(base, spec, jax.random.PRNGKey(1))
+  keys = iter(jax.random.split(jax.random.PRNGKey(2), 64))
+  params[lora_lib.KEY] = jax.tree_util.tree_map_with_path(
+    lambda p, x: jax.random.normal(next(keys), x.shape) * 0.3 if sharding.path_str(p).endswith("/b") else x,
+    params[lora_lib.KEY],
+  )
+  images, tokens, mask = _inputs()
+  x_t = jax.random.normal(next(keys), (2, 3, 2))
+  inputs = (images, tokens, mask, np.zeros_like(mask), x_t, jnp.array([0.3, 0.8]), jnp.ones((2, 2)))
+  return model, spec, params, inputs
+
+
+def _pi0_forward(model, spec, params, inputs, factored):
+  model_params, adapters = lora_lib.for_training(params, spec.alpha, factored)
+  assert (adapters is None) == (not factored)
+  if factored:  # the tower's adapter merged, the decoders' passed to the layers
+    assert set(_paths(adapters)) == {p for p in _paths(params[lora_lib.KEY]) if not p.startswith("img/")}
+  return lora_lib.with_collection(model, adapters).apply({"params": model_params}, *inputs, method=model.flow_forward)
+
+
+def test_factored_forward_and_gradients_equal_the_merged(pi0_lora):
+  """With B nonzero: the factored forward (x W + (x A)(s B) in the LLM's and the expert's layers) gives the
+  merged forward's (W + s A B) text logits and velocity within float32 rounding, and the same gradients with
+  respect to every A and B; the adapters matter (the base model is far off)."""
+  import tolerances
+
+  model, spec, params, inputs = pi0_lora
+  forward = jax.jit(lambda p, factored: _pi0_forward(model, spec, p, inputs, factored), static_argnums=1)
+  (logits, velocity), (want_logits, want_velocity) = forward(params, True), forward(params, False)
+  base_logits, base_velocity = jax.jit(lambda p: model.apply({"params": p}, *inputs, method=model.flow_forward))(
+    lora_lib.split(params)[0]
+  )
+  from test_pi0 import LLM
+
+  n = tolerances.transformer_terms(LLM, 5 + 64 + 4)  # text + image tokens + suffix (state + 3 actions)
+  for got, want, base in ((logits, want_logits, base_logits), (velocity, want_velocity, base_velocity)):
+    rtol, atol = tolerances.float_tol(np.float32, n, scale=float(jnp.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    assert float(jnp.abs(base - want).max()) > 100 * atol
+
+  w_logits = jax.random.normal(jax.random.PRNGKey(3), logits.shape)
+  w_velocity = jax.random.normal(jax.random.PRNGKey(4), velocity.shape)
+
+  def loss(adapters, factored):
+    out_logits, out_velocity = _pi0_forward(model, spec, dict(params, lora=adapters), inputs, factored)
+    return jnp.sum(out_logits * w_logits) + jnp.sum(out_velocity * w_velocity)
+
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  got, want = _paths(grad(params[lora_lib.KEY], True)), _paths(grad(params[lora_lib.KEY], False))
+  assert got.keys() == want.keys() and len(got) == 2 * 11  # 5 LLM + 5 expert + 1 tower kernel, A and B each
+  for path in want:
+    assert float(jnp.abs(want[path]).max()) > 0, path
+    _, atol = tolerances.float_tol(np.float32, n, scale=float(jnp.abs(want[path]).max()))
+    np.testing.assert_allclose(got[path], want[path], rtol=0, atol=atol, err_msg=path)
+
+
+def test_factored_zero_b_is_the_base_model_exactly(pi0_lora):
+  """B zero on the factored path: π0's logits and velocity are the base model's bit for bit."""
+  model, spec, params, inputs = pi0_lora
+  zero_b = dict(
+    params,
+    lora=jax.tree_util.tree_map_with_path(
+      lambda p, x: jnp.zeros_like(x) if sharding.path_str(p).endswith("/b") else x, params[lora_lib.KEY]
+    ),
+  )
+  got = jax.jit(lambda p: _pi0_forward(model, spec, p, inputs, True))(zero_b)
+  want = jax.jit(lambda p: model.apply({"params": p}, *inputs, method=model.flow_forward))(lora_lib.split(params)[0])
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_factored_step_needs_less_memory_than_merging(monkeypatch):
+  """XLA's memory analysis of the compiled train step (plan.memory_plan with compile) on the demo LoRA config
+  (test_memory_plan's: pi0_plus:demo, rank 4 on the decoder's attention + MLP, the decoder frozen, bf16 base):
+  the factored step peaks lower than the one merging every adapter (no W', no full-size dW')."""
+  import functools
+
+  from configs import pi0_plus
+  from genvla_jax.training import plan
+
+  config = pi0_plus.get_config("demo")
+  config.data.batch_size = 8
+  config.lora.rank = 4
+  config.optimizer.frozen = ["llm/.*"]
+  config.model.param_dtype = config.model.frozen_dtype = "bfloat16"
+  options = plan.Options(compile=True, device_gb=(24,))
+  factored = plan.memory_plan(config, options, printer=lambda *a, **k: None)[0]["compiled"]
+  monkeypatch.setattr(step_lib, "make_train_step", functools.partial(step_lib.make_train_step, factored=False))
+  merged = plan.memory_plan(config, options, printer=lambda *a, **k: None)[0]["compiled"]
+  assert factored["argument_bytes"] == merged["argument_bytes"]  # the same state and batch
+  assert factored["peak"] < merged["peak"], (factored, merged)
+  assert factored["temp_bytes"] < merged["temp_bytes"]

@@ -23,6 +23,10 @@ Parameter names follow the big_vision PaliGemma release (L = depth stacked on ax
 KV cache (decoding): {"k","v": [L,B,S,K,Hd], "positions": [B,S], "prefix": [B,S]}; a call with T new tokens
 writes slots [cache_index, cache_index + T) for every row and attends over all S slots through
 `attn_mask` (and, on local layers, the sliding window over the slots' positions).
+
+LoRA (training only): adapters passed in the variable collection "lora" (models/lora.py COLLECTION), mirroring
+the kernel paths and scanned along the layer axis like the params, add x A (s B) to their projection
+(lora.project); without them every projection is exactly its einsum.
 """
 
 import dataclasses
@@ -32,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genvla_jax.models import remat
+from genvla_jax.models import lora, remat
 from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
 
@@ -157,6 +161,12 @@ class BlockConfig:
   dtype: str
 
 
+def _project(module, kernel: str, equation: str, x, w):
+  """einsum(equation, x, w) of `module`'s kernel named `kernel`, plus its LoRA adapters' x A (s B) when the
+  caller passed them in the variable collection lora.COLLECTION (training; models/lora.py), else exactly that."""
+  return lora.project(equation, x, w, lora.adapter(module, kernel), f"{module.name}/{kernel}")
+
+
 class Attention(nn.Module):
   config: BlockConfig
 
@@ -168,8 +178,9 @@ class Attention(nn.Module):
     wq = self.param("q_einsum", _init(1, (0, 2)), (c.num_heads, d, c.head_dim), jnp.float32)
     wkv = self.param("kv_einsum", _init(2, (1, 3), (0,)), (2, c.num_kv_heads, d, c.head_dim), jnp.float32)
     wo = self.param("attn_vec_einsum", _init((0, 1), 2), (c.num_heads, c.head_dim, d), jnp.float32)
-    q = constrain(jnp.einsum("BTD,NDH->BTNH", x, wq.astype(c.dtype)), BATCH, None, MODEL, None)
-    k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(c.dtype))
+    q = _project(self, "q_einsum", "BTD,NDH->BTNH", x, wq.astype(c.dtype))
+    q = constrain(q, BATCH, None, MODEL, None)
+    k, v = _project(self, "kv_einsum", "BSD,CKDH->CBSKH", x, wkv.astype(c.dtype))
     q = apply_rope(q, positions, c.rope_max_wavelength)
     k = apply_rope(k, positions, c.rope_max_wavelength)
     new_cache = None
@@ -183,7 +194,7 @@ class Attention(nn.Module):
     out = attention(
       q, k.astype(q.dtype), v.astype(q.dtype), attn_mask, c.query_pre_attn_scalar**-0.5, c.attn_logits_softcap
     )
-    return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(c.dtype)), new_cache
+    return _project(self, "attn_vec_einsum", "BTNH,NHD->BTD", out, wo.astype(c.dtype)), new_cache
 
 
 class FeedForward(nn.Module):
@@ -198,9 +209,9 @@ class FeedForward(nn.Module):
     d = x.shape[-1]
     w_gating = self.param("gating_einsum", _init(1, 2, (0,)), (2, d, self.mlp_dim), jnp.float32)
     w_linear = self.param("linear", _init(0, 1), (self.mlp_dim, d), jnp.float32)
-    gate, up = jnp.einsum("BTD,CDF->CBTF", x, w_gating.astype(self.dtype))
+    gate, up = _project(self, "gating_einsum", "BTD,CDF->CBTF", x, w_gating.astype(self.dtype))
     hidden = constrain(ACTIVATIONS[self.activation](gate) * up, BATCH, None, MODEL)  # [B,T,F]
-    return jnp.einsum("BTF,FD->BTD", hidden, w_linear.astype(self.dtype))
+    return _project(self, "linear", "BTF,FD->BTD", hidden, w_linear.astype(self.dtype))
 
 
 class Block(nn.Module):
@@ -254,7 +265,7 @@ class Gemma(nn.Module):
     block = remat.wrap(Block, self.remat_policy)
     self.layers = nn.scan(
       block,
-      variable_axes={"params": 0},
+      variable_axes={"params": 0, lora.COLLECTION: 0},  # (LoRA adapters, when given: one per layer)
       split_rngs={"params": True},
       length=self.depth,
       in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),

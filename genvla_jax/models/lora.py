@@ -1,15 +1,10 @@
-"""LoRA (low-rank adaptation) as a transform of the parameter tree: no model code knows of it.
+"""LoRA (low-rank adaptation): adapters stored beside the parameters; the decoder computes them factored, the
+image towers merged.
 
 For every adapted kernel W (a projection of the decoder, and optionally of the image tower or of π0's action
 expert) two small matrices per layer: A [in, r] (random, uniform in +-1/sqrt(in), as peft's kaiming init) and
-B [r, out] (zeros). The model computes with the merged kernel
-
-  W' = W + (alpha / r) A B
-
-(`merge`), formed from the parameter tree before `model.apply`: in the train step (training/step.py) and,
-once, when a policy restores a run (inference/policy.py), so decoding, export and serving see plain
-parameters. W itself is frozen (training/freezing.py: no gradient, no optimizer state); A and B train. With B
-zero the merged kernel is W bit for bit, so step 0 computes exactly the base model.
+B [r, out] (zeros); s = alpha / r. With B zero the model computes the base model bit for bit, so step 0 is the
+base model. W itself is frozen (training/freezing.py: no gradient, no optimizer state); A and B train.
 
 Where the adapters live: the train state's params hold them as one more top-level part, `lora/<kernel path>/
 {a, b}` (`KEY`), so checkpoints, shardings (the FSDP default) and the optimizer treat them like any part;
@@ -17,27 +12,35 @@ Where the adapters live: the train state's params hold them as one more top-leve
 trainable) without the frozen base, which a restore rebuilds (training/frozen_base.py); an export
 (tools/export_hf.py) writes the merged kernels. Their storage is float32 whatever model.param_dtype (they are small).
 
+How the model computes with them, two ways:
+- factored (training, decoder kernels: gemma.py, i.e. the LLM and π0's expert decoder; DECODER_KERNELS): the
+  train step (training/step.py, through `for_training`) passes the adapters as the variable collection COLLECTION, a
+  tree mirroring the kernel paths ({"llm": {"layers": {"attn": {"q_einsum": {"a": A, "b": s B}}}}}: s folded
+  into B outside the model, so autodiff gives the right dA, dB and the model needs no LoRA config), scanned
+  along the layer axis like the params; each projection computes einsum(x, W) + einsum(einsum(x, A), s B)
+  (`project`, its einsum strings derived from the kernel's axis roles). Neither W' nor the full-size gradient
+  dW' exists; a layer without adapters in the collection computes exactly what it did.
+- merged (the image towers, whose layers are linen's DenseGeneral / MultiHeadDotProductAttention and have no
+  such branch: TOWER_KERNELS; and everything at decoding, in the policy and in an export): W' = W + s A B in
+  W's dtype (`merge`), formed from the parameter tree before model.apply: in the train step for the towers'
+  adapters, and once when a policy restores a run (inference/policy.py), so decoding, export and serving see
+  plain parameters. The merge costs (for the memory plan) W' materialised in W's storage dtype and its
+  full-size gradient dW' in the backward pass (dA = s dW' B^T, dB = s A^T dW'); with bf16 storage it rounds
+  W + delta to bf16, so a delta below W's bf16 resolution does not show in the forward until it grows.
+
 Kernels are multi-axis einsum weights (gemma.py: q_einsum [L,N,D,Hd], ...); KERNELS gives each adaptable
 kernel's axis roles: `b` an axis of separate matrices (the scanned layer axis; the k|v pair of kv_einsum, the
 gate|up pair of gating_einsum: each gets its own adapter), `i` input, `o` output. A = [b..., i..., r],
 B = [b..., r, o...]: one adapter of rank r per layer and per projection, the input (output) axes of a
 multi-axis kernel adapted together (q's [N, Hd] output = all heads, as a [D, N*Hd] matrix).
 
-Why a tree transform and not a library: qwix 0.1.8 (Google's JAX quantization library, whose LoraProvider
-intercepts jnp.einsum / lax.dot_general inside flax modules and computes x W + s (x A) B) installs here without
-changing any pinned version (it adds only itself), but does not work with this code's linen modules: on the
-decoder's einsum kernels it stores the LoRA einsum string with setattr on the module, which raises
+Why not a library: qwix 0.1.8 (Google's JAX quantization library, whose LoraProvider intercepts jnp.einsum /
+lax.dot_general inside flax modules and computes x W + s (x A) B) installs here without changing any pinned
+version (it adds only itself), but does not work with this code's linen modules: on the decoder's einsum
+kernels it stores the LoRA einsum string with setattr on the module, which raises
 SetAttributeFrozenModuleError in an @nn.compact module; and it intercepts only the methods of the model object
 it wraps, while this code calls methods as class functions (surgery.init_params: method=Pi0.flow_forward,
-inference/decode.py: PrefixLM.prefill / decode_step), where it silently adds no adapter. Editing every layer for
-an x A B branch is what a tree transform avoids.
-
-What the merged forward costs (for the memory plan): the merged kernel W' is materialised in W's storage dtype
-(one copy of the adapted kernels) and the backward pass forms its full-size gradient dW' (the adapters'
-gradients are dA = s dW' B^T, dB = s A^T dW'), but W has no gradient and no optimizer state (AdamW's 8 bytes +
-the update per parameter). With bf16 storage the merge rounds W + delta to bf16, so a delta below W's bf16
-resolution does not show in the forward until it grows (the gradients still reach A and B). An x A B path inside
-the layers would avoid both; it is not needed at float32.
+inference/decode.py: PrefixLM.prefill / decode_step), where it silently adds no adapter.
 """
 
 import dataclasses
@@ -50,18 +53,24 @@ import jax.numpy as jnp
 
 KEY = "lora"  # the adapters' top-level part in a train state's params
 
+COLLECTION = "lora"  # the model's variable collection of factored adapters (read by gemma.py's layers)
+
 # Axis roles of the kernels LoRA can adapt, by path (re.fullmatch): b = separate matrices, i = input, o = output.
-# Shapes: gemma.py (the decoder and π0's expert, expert/llm/...), vit.py (the image towers' scanned blocks).
-KERNELS = (
+# The decoder's (gemma.py: the LLM and π0's expert, expert/llm/...) train factored inside the layers:
+DECODER_KERNELS = (
   (r"(.+/)?layers/attn/q_einsum", "boio"),  # [L,N,D,Hd]
   (r"(.+/)?layers/attn/kv_einsum", "bboio"),  # [L,2,K,D,Hd]
   (r"(.+/)?layers/attn/attn_vec_einsum", "biio"),  # [L,N,Hd,D]
   (r"(.+/)?layers/mlp/gating_einsum", "bbio"),  # [L,2,D,F]
   (r"(.+/)?layers/mlp/linear", "bio"),  # [L,F,D]
+)
+# the image towers' (vit.py's scanned blocks: linen layers) train merged
+TOWER_KERNELS = (
   (r"(.+/)?blocks/MultiHeadDotProductAttention_0/(query|key|value)/kernel", "bioo"),  # [L,D,N,Dh]
   (r"(.+/)?blocks/MultiHeadDotProductAttention_0/out/kernel", "biio"),  # [L,N,Dh,D]
   (r"(.+/)?blocks/MlpBlock_0/Dense_\d+/kernel", "bio"),  # [L,D,F] / [L,F,D]
 )
+KERNELS = DECODER_KERNELS + TOWER_KERNELS
 # the dual encoder's frozen towers (surgery.FROZEN_PARTS) sit behind stop_gradient: an adapter there never trains
 _NO_GRADIENT = ("img_frozen", "img_fused_frozen")
 
@@ -178,7 +187,7 @@ def adapter_paths(adapters) -> dict[str, dict]:
 
 def merge(params, adapters, alpha: float):
   """Plain parameters: every adapted kernel W -> W + (alpha / r) A B in W's dtype (`params` without KEY; the
-  others unchanged). What the model computes with in training, and what a policy or an export gets."""
+  others unchanged). What a policy or an export gets, and in training the image towers' kernels (for_training)."""
   found = adapter_paths(adapters)
   leaves = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
   missing = sorted(set(found) - set(leaves))
@@ -214,3 +223,107 @@ def adapted(params) -> set[str]:
   """Paths of the kernels the adapters under KEY adapt (empty without adapters)."""
   _, adapters = split(params)
   return set() if adapters is None else set(adapter_paths(adapters))
+
+
+# -- the factored path: the decoder's adapters inside its layers ------------------------------------------------
+
+
+def is_factored(path: str) -> bool:
+  """Whether the kernel at `path` trains factored (a decoder kernel, DECODER_KERNELS) rather than merged."""
+  return any(re.fullmatch(pattern, path) for pattern, _ in DECODER_KERNELS)
+
+
+def _nested(flat: dict[str, dict]) -> dict:
+  out: dict = {}
+  for path, ab in flat.items():
+    node = out
+    for key in path.split("/"):
+      node = node.setdefault(key, {})
+    node.update(ab)
+  return out
+
+
+def for_training(params, alpha: float, factored: bool = True):
+  """A train state's params -> (the model's params, the COLLECTION tree or None): the decoder's adapters as
+  {<kernel path>: {a: A, b: (alpha / r) B}} for the layers to compute factored, the other adapters (the image
+  towers') merged into their kernels. factored=False merges every adapter (the old path; for comparisons)."""
+  base, adapters = split(params)
+  if adapters is None:
+    return base, None
+  flat = adapter_paths(adapters)
+  inside = {p: ab for p, ab in flat.items() if factored and is_factored(p)}
+  outside = {p: ab for p, ab in flat.items() if p not in inside}
+  model_params = merge(base, _nested(outside), alpha) if outside else base
+  if not inside:
+    return model_params, None
+  scaled = {p: {"a": ab["a"], "b": (alpha / ab["a"].shape[-1]) * ab["b"]} for p, ab in inside.items()}
+  return model_params, _nested(scaled)
+
+
+class WithAdapters:
+  """`model` whose apply also passes `collection` as the variable collection COLLECTION (callers that run
+  model.apply({"params": ...}), the action heads, need not know); every other attribute is the model's."""
+
+  def __init__(self, model, collection):
+    self.model = model
+    self.collection = collection
+
+  def apply(self, variables, *args, **kwargs):
+    return self.model.apply({**variables, COLLECTION: self.collection}, *args, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self.model, name)
+
+
+def with_collection(model, collection):
+  """model as is when `collection` is None, else WithAdapters(model, collection)."""
+  return model if collection is None else WithAdapters(model, collection)
+
+
+def layer_roles(kernel: str) -> str:
+  """The axis roles of one layer's slice of a decoder kernel ('attn/q_einsum' -> 'oio': the scanned layer axis
+  dropped), ValueError for a name that is no decoder kernel."""
+  for pattern, kernel_roles in DECODER_KERNELS:
+    if re.fullmatch(pattern, f"layers/{kernel}"):
+      return kernel_roles[1:]
+  raise ValueError(f"lora: {kernel!r} is no decoder kernel (DECODER_KERNELS: layers/attn/..., layers/mlp/...)")
+
+
+def factored_equations(equation: str, kernel_roles: str) -> tuple[str, str]:
+  """A projection's einsum 'x,w->y' and the kernel's axis roles -> the einsums of x A and of (x A) B:
+  A = [b..., i..., r], B = [b..., r, o...] (adapter_shapes), x A keeps y's axes but the outputs (o), plus r.
+  E.g. ('BTD,CDF->CBTF', 'bio') -> ('BTD,CDr->CBTr', 'CBTr,CrF->CBTF')."""
+  inputs, y = equation.split("->")
+  x, w = inputs.split(",")
+  if len(w) != len(kernel_roles):
+    raise ValueError(
+      f"lora: einsum {equation!r} has a {len(w)}-axis kernel, the roles {kernel_roles!r} {len(kernel_roles)}"
+    )
+  role = dict(zip(w, kernel_roles))
+  for letter, r in role.items():
+    wrong = (r == "i" and (letter not in x or letter in y)) or (r != "i" and (letter in x or letter not in y))
+    if wrong:
+      raise ValueError(f"lora: einsum {equation!r}: axis {letter!r} of role {r!r} is not where that role goes")
+  rank = next(c for c in "rzqjk" + string.ascii_lowercase if c not in equation)
+  pick = lambda which: "".join(c for c in w if role[c] == which)  # noqa: E731
+  xa = "".join(c for c in y if role.get(c) != "o") + rank
+  return f"{x},{pick('b')}{pick('i')}{rank}->{xa}", f"{xa},{pick('b')}{rank}{pick('o')}->{y}"
+
+
+def adapter(module, kernel: str):
+  """The {a, s B} a decoder layer's `module` finds for its kernel named `kernel` in COLLECTION, None if none."""
+  if module.has_variable(COLLECTION, kernel):
+    return module.get_variable(COLLECTION, kernel)
+  return None
+
+
+def project(equation: str, x, w, ab, kernel: str):
+  """A decoder projection einsum(equation, x, w), plus, with adapters `ab` = {a, b: s B} (adapter()),
+  einsum(einsum(x, A), s B) in x's dtype; `kernel`: the kernel's name in its layer ('attn/q_einsum', for its
+  axis roles). Without adapters exactly the plain einsum."""
+  y = jnp.einsum(equation, x, w)
+  if ab is None:
+    return y
+  xa_equation, low_equation = factored_equations(equation, layer_roles(kernel))
+  xa = jnp.einsum(xa_equation, x, ab["a"].astype(x.dtype))
+  return y + jnp.einsum(low_equation, xa, ab["b"].astype(x.dtype))

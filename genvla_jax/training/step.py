@@ -5,8 +5,10 @@ action chunks, padding past the episode end excluded); metrics split robot / VL 
 optional gradient accumulation over micro-batches (config.train.grad_accum_steps); counts of the batch
 itself (batch_metrics: VL rows cut to fit max_text_len; with several cameras, robot rows lacking each camera)
 are logged with them. Only the trainable parameters are differentiated (training/freezing.py: `frozen`
-patterns, the frozen towers, LoRA's base kernels); with LoRA adapters in the params (models/lora.py) the model
-runs on the merged kernels W + (alpha / r) A B."""
+patterns, the frozen towers, LoRA's base kernels); with LoRA adapters in the params (models/lora.py) the
+decoder's projections compute x W + (x A)(alpha / r B) inside its layers (lora.for_training: the adapters as the
+model's variable collection; neither W' nor its full-size gradient exists) and the image towers' adapters are
+merged, W + (alpha / r) A B (factored=False merges all: the old path, kept for comparisons)."""
 
 from typing import Sequence
 
@@ -102,15 +104,25 @@ def microbatches(batch: dict, k: int) -> dict:
 
 
 def grads_and_sums(
-  params, batch, model, accum_steps: int = 1, rng=None, flow=None, head=None, frozen: Sequence[str] = (), lora=None
+  params,
+  batch,
+  model,
+  accum_steps: int = 1,
+  rng=None,
+  flow=None,
+  head=None,
+  frozen: Sequence[str] = (),
+  lora=None,
+  factored: bool = True,
 ):
   """-> (grads of the batch's loss, loss sums). With accum_steps > 1 the batch runs as that many
   micro-batches in a scan, each contributing its sums / the whole batch's denominators (the head's
   loss_totals), so the gradient equals the one-pass gradient (up to float summation order) at 1/k the
   activation memory. `rng`: the head's randomness (π0: flow times and noise); micro-batch i folds in i.
   Frozen parameters (freezing.trainable_mask with the `frozen` patterns) are not differentiated: their
-  gradient is zeros. `lora`: the lora.Spec of adapters in `params` (its alpha scales them)."""
-  grads, sums = trainable_grads_and_sums(params, batch, model, accum_steps, rng, flow, head, frozen, lora)
+  gradient is zeros. `lora`: the lora.Spec of adapters in `params` (its alpha scales them); `factored`: the
+  decoder's adapters inside its layers (False: every adapter merged into its kernel, lora.for_training)."""
+  grads, sums = trainable_grads_and_sums(params, batch, model, accum_steps, rng, flow, head, frozen, lora, factored)
   return jax.tree.map(lambda g, p: jnp.zeros(p.shape, p.dtype) if g is None else g, grads, params, is_leaf=_none), sums
 
 
@@ -119,7 +131,16 @@ def _none(x):
 
 
 def trainable_grads_and_sums(
-  params, batch, model, accum_steps: int = 1, rng=None, flow=None, head=None, frozen: Sequence[str] = (), lora=None
+  params,
+  batch,
+  model,
+  accum_steps: int = 1,
+  rng=None,
+  flow=None,
+  head=None,
+  frozen: Sequence[str] = (),
+  lora=None,
+  factored: bool = True,
 ):
   """grads_and_sums with None in place of the frozen parameters' gradients (freezing.partition)."""
   head = head or heads.for_model(model, flow)
@@ -130,12 +151,13 @@ def trainable_grads_and_sums(
   alpha = lora.alpha if lora is not None else 0.0
   trainable, fixed = freezing.partition(params, freezing.trainable_mask(params, frozen))
 
-  def model_params(t):
-    return lora_lib.merged(freezing.combine(t, fixed), alpha)
+  def loss_sums(t, micro, micro_rng):
+    model_params, adapters = lora_lib.for_training(freezing.combine(t, fixed), alpha, factored)
+    return head.loss_sums(model_params, micro, lora_lib.with_collection(model, adapters), micro_rng)
 
   def grad_one(micro, micro_rng):
     def loss(t):
-      sums = head.loss_sums(model_params(t), micro, model, micro_rng)
+      sums = loss_sums(t, micro, micro_rng)
       return objective(sums, totals), sums
 
     return jax.grad(loss, has_aux=True)(trainable)
@@ -150,7 +172,7 @@ def trainable_grads_and_sums(
 
   zero = jax.tree.map(
     jnp.zeros_like,
-    jax.eval_shape(lambda: (as_float32(trainable), head.loss_sums(model_params(trainable), batch, model, rng))),
+    jax.eval_shape(lambda: (as_float32(trainable), loss_sums(trainable, batch, rng))),
   )
   (grads, sums), _ = jax.lax.scan(body, zero, (microbatches(batch, accum_steps), jnp.arange(accum_steps)))
   return grads, sums
@@ -171,6 +193,7 @@ def make_train_step(
   cameras: Sequence[str] = (),
   frozen: Sequence[str] = (),
   lora=None,
+  factored: bool = True,
 ):
   """-> train_step(state, batch) -> (state, metrics); state = {"step", "params", "opt_state"}.
   The optimizer always works in float32 (its state was initialised on float32 params, see
@@ -180,13 +203,14 @@ def make_train_step(
   noise) at step s comes from fold_in(PRNGKey(seed), s), so a resumed run draws the same noise. `cameras`:
   the names of a batch's cameras (config.data.cameras) for the camera_missing_fraction metrics. `frozen`:
   config.optimizer.frozen (the optimizer `tx` freezes the same parameters); `lora`: the lora.Spec of adapters
-  in the params (config.lora)."""
+  in the params (config.lora); `factored`: the decoder's adapters computed inside its layers (False: merged,
+  the old path; for comparisons such as the memory test)."""
   head = head or heads.for_model(model, flow)
 
   def train_step(state, batch):
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state["step"])
     grads, sums = trainable_grads_and_sums(
-      state["params"], batch, model, accum_steps, rng, head=head, frozen=frozen, lora=lora
+      state["params"], batch, model, accum_steps, rng, head=head, frozen=frozen, lora=lora, factored=factored
     )
     grad_norm = optax.global_norm(grads)  # (the frozen leaves are None: no zeros summed)
     grads = jax.tree.map(
