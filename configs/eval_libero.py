@@ -6,6 +6,7 @@ re-planning every 5 steps (execute_steps), at most 220 / 280 / 300 / 520 / 400 s
 
   python -m genvla_jax.eval --config=configs/eval_libero.py:full,suite=spatial --workdir=RUN
   python -m genvla_jax.eval --config=configs/eval_libero.py:quick --workdir=RUN
+  python -m genvla_jax.eval --config=configs/eval_libero.py:quick,suite=spatial --expert   # the scripted expert
 
 Variants: `full` (default; openpi's: 50 trials per task, i.e. every initial state, renders of 256 px padded to
 224, 10 environments per policy batch), `quick` (for a CPU: 2 trials per task, 128 px renders used as they are,
@@ -15,7 +16,8 @@ Options: `suite=object|spatial|goal|10|90` (several joined by `+`, e.g. `spatial
 suites in one report), `tasks=0+3` (task indices within each suite; default all), `trials=N` (per task, at most 50;
 0: the variant's).
 The cameras are the policy's (`metadata.cameras`: "image", "wrist_image" for a policy trained on openpi's LIBERO
-data, mixture=libero); a policy that names none gets the agent view alone.
+data, mixture=libero); a policy that names none gets the agent view alone. `--expert` (libero.Expert, privileged
+state) covers suite=object and suite=spatial only; other suites are refused before any simulator starts.
 """
 
 from genvla_jax import config_lib

@@ -4,6 +4,7 @@ LIBERO's virtualenv exists (`bash launch/setup_libero.sh`), the simulator itself
 resets from the fixed initial states (openpi's episode order, whichever process runs an episode), the
 conventions in the running simulator, and a harness run writing its report (`-m slow`)."""
 
+import dataclasses
 import io
 import json
 import math
@@ -13,7 +14,7 @@ import stat
 import numpy as np
 import pytest
 
-from genvla_jax.eval.envs import libero, libero_worker
+from genvla_jax.eval.envs import libero, libero_expert as lx, libero_worker
 
 needs_libero = pytest.mark.skipif(
   not libero.available(),
@@ -141,7 +142,7 @@ def test_eval_configs_follow_openpi():
   from configs import eval_libero
   from genvla_jax.eval import envs
 
-  assert envs.module("libero") is libero and libero.ACTION_DIM == 7 and libero.Expert is None
+  assert envs.module("libero") is libero and libero.ACTION_DIM == 7 and libero.Expert is not None
   full = eval_libero.get_config("full,suite=spatial")
   assert full.tasks == list(libero.suite_tasks("spatial")) and full.protocols == ["standard"]
   assert (full.episodes_per_task, full.execute_steps, full.seed) == (50, libero.REPLAN_STEPS, 0)
@@ -155,6 +156,154 @@ def test_eval_configs_follow_openpi():
     eval_libero.get_config("quick,trials=60")
   with pytest.raises(ValueError, match="has tasks 0..9"):
     eval_libero.get_config("quick,tasks=10")
+
+
+# ----- the scripted expert's phase machine (pure: hand-made scenes) ---------------------------------------------
+DOWN = np.diag([1.0, -1.0, -1.0])  # gripper pointing down: its approach axis (column 2) is world -z
+
+
+def _scene(**changes) -> lx.Scene:
+  """A can at the origin (bottom 0, grasp point 4.5 cm up), a basket region centred at (0, 0.3, 0.1), top 0.14."""
+  values = dict(
+    eef_pos=np.array([0.0, 0.0, 0.125]),  # above the grasp point at the hover height
+    eef_rot=DOWN,
+    finger_axis=np.array([0.0, 1.0, 0.0]),
+    finger_gap=0.08,
+    grasp_pos=np.array([0.0, 0.0, 0.045]),
+    grasp_axis=np.array([0.0, -1.0, 0.0]),  # the opposite direction: the same for a parallel gripper
+    object_pos=np.array([0.0, 0.0, 0.038]),
+    object_bottom=0.0,
+    destination_pos=np.array([0.0, 0.3, 0.1]),
+    destination_top=0.14,
+  )
+  values.update(changes)
+  return lx.Scene(**values)
+
+
+def test_expert_action_is_proportional_scaled_and_clipped():
+  # position error / 0.05 m, rotation error / 0.5 rad (gains 1), clipped to [-1, 1]; the gripper passed on
+  action = lx.action_from([0.01, -0.2, 0.0], [0.1, 0.0, -0.05], lx.GRIPPER_CLOSE)
+  np.testing.assert_allclose(action, [0.2, -1.0, 0.0, 0.2, 0.0, -0.1, 1.0], rtol=1e-6)
+  assert action.dtype == np.float32 and action.shape == (7,)
+  np.testing.assert_allclose(libero.controller_delta(action)[:3], [0.01, -0.05, 0.0], rtol=1e-6)  # what moves
+
+
+def test_expert_yaw_and_tilt_commands():
+  assert lx.wrap_half_turn(math.pi) == pytest.approx(0.0, abs=1e-12)
+  assert lx.wrap_half_turn(0.3) == pytest.approx(0.3)
+  assert lx.wrap_half_turn(math.pi + 0.3) == pytest.approx(0.3)  # a half turn changes nothing
+  assert lx.wrap_half_turn(-math.pi / 2 - 0.1) == pytest.approx(math.pi / 2 - 0.1)
+  assert lx.yaw_error([0, 1, 0], [0, -1, 0]) == pytest.approx(0.0)
+  assert lx.yaw_error([1, 0, 0], [0, 1, 0]) == pytest.approx(-math.pi / 2)  # +-90 degrees: the wrap's edge
+  assert lx.yaw_error([1, 0, 0], [1, 1, 0]) == pytest.approx(math.pi / 4)
+  np.testing.assert_allclose(lx.rotation_command(DOWN, 0.2), [0, 0, 0.2], atol=1e-12)  # pointing down: no tilt
+  # tilted 0.1 rad about world x: approach = (0, sin 0.1, -cos 0.1); approach x (0, 0, -1) = (-sin 0.1, 0, 0)
+  c, s = math.cos(0.1), math.sin(0.1)
+  tilted = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ DOWN
+  np.testing.assert_allclose(lx.rotation_command(tilted, 0.0), [-s, 0, 0], atol=1e-12)
+
+
+def test_expert_phases_through_a_pick_and_place():
+  m = lx.Memory()
+  action = lx.act(m, _scene(eef_pos=np.array([0.1, 0.0, 0.2])))  # away: approach, moving towards -x, open
+  assert m.phase == "approach" and action[0] == -1.0 and action[6] == lx.GRIPPER_OPEN
+  assert lx.act(m, _scene(finger_axis=np.array([1.0, 0.0, 0.0])))[5] == pytest.approx(-1.0)  # turning, still
+  assert m.phase == "approach"
+  action = lx.act(m, _scene())  # above it and aligned: descend, straight down 8 cm (clipped)
+  assert m.phase == "descend" and action[2] == -1.0
+  lx.act(m, _scene(eef_pos=np.array([0.0, 0.0, 0.05])))
+  assert m.phase == "close" and m.grasp_bottom == 0.0
+  for _ in range(lx.CLOSE_STEPS - 1):
+    assert lx.act(m, _scene(eef_pos=np.array([0.0, 0.0, 0.05])))[6] == lx.GRIPPER_CLOSE
+  assert m.phase == "close"
+  held = dict(eef_pos=np.array([0.0, 0.0, 0.05]), finger_gap=0.06)
+  action = lx.act(m, _scene(**held))
+  # lift until the object's bottom clears the basket's top by CARRY_CLEARANCE: eef z + (0.14 + 0.04 - 0)
+  assert m.phase == "lift" and m.lift_z == pytest.approx(0.05 + 0.18) and action[2] == 1.0
+  np.testing.assert_allclose(m.hold_offset, [0, 0, 0.012])
+  up = dict(eef_pos=np.array([0.0, 0.0, 0.225]), object_pos=np.array([0.0, 0.0, 0.213]), object_bottom=0.175)
+  lx.act(m, _scene(finger_gap=0.06, **up))
+  assert m.phase == "carry"
+  action = lx.act(m, _scene(finger_gap=0.06, **up))  # over to the basket: +y at full speed, holding
+  assert m.phase == "carry" and action[1] == 1.0 and action[6] == lx.GRIPPER_CLOSE
+  over = dict(eef_pos=np.array([0.0, 0.3, 0.225]), object_pos=np.array([0.0, 0.3, 0.213]), object_bottom=0.175)
+  action = lx.act(m, _scene(finger_gap=0.06, **over))
+  # lower: the object's reference point to the region's centre (0.1): eef to 0.1 + 0.012
+  assert m.phase == "lower" and action[2] == -1.0 and action[1] == 0.0
+  inside = dict(eef_pos=np.array([0.0, 0.3, 0.115]), object_pos=np.array([0.0, 0.3, 0.103]), object_bottom=0.065)
+  lx.act(m, _scene(finger_gap=0.06, **inside))
+  assert m.phase == "release"
+  for _ in range(lx.OPEN_STEPS):
+    action = lx.act(m, _scene(**inside))
+  assert m.phase == "retreat" and m.retreat_z == pytest.approx(0.115 + lx.RETREAT_HEIGHT)
+  assert action[6] == lx.GRIPPER_OPEN and action[2] == 1.0
+  lx.act(m, _scene(eef_pos=np.array([0.0, 0.3, 0.22])))
+  assert m.phase == "done"
+  np.testing.assert_array_equal(lx.act(m, _scene()), [0, 0, 0, 0, 0, 0, lx.GRIPPER_OPEN])
+
+
+def test_expert_regrasps_when_the_object_stays_behind():
+  m = lx.Memory(phase="lift", lift_z=0.3, grasp_bottom=0.0)
+  lx.act(m, _scene(finger_gap=0.0))  # fingers shut on nothing: approach again, second attempt
+  assert (m.phase, m.attempts) == ("approach", 2)
+  m = lx.Memory(phase="lift", lift_z=0.3, grasp_bottom=0.0, steps_in_phase=lx.BUDGET["lift"] - 1)
+  lx.act(m, _scene(finger_gap=0.05, object_bottom=0.005))  # time is up and it rose 5 mm only: regrasp
+  assert (m.phase, m.attempts) == ("approach", 2)
+  m = lx.Memory(phase="carry", lift_z=0.3, attempts=lx.MAX_ATTEMPTS, hold_offset=np.zeros(3))
+  lx.act(m, _scene(finger_gap=0.05, object_bottom=0.0))  # dropped on the way, attempts used up: give up
+  assert m.phase == "done"
+  m = lx.Memory(phase="approach", steps_in_phase=lx.BUDGET["approach"] - 1)
+  lx.act(m, _scene(eef_pos=np.array([0.3, 0.3, 0.3])))  # a phase's budget runs out: on to the next
+  assert m.phase == "descend"
+
+
+def test_expert_covers_object_and_spatial_only():
+  libero.check_expert_tasks(libero.suite_tasks("object") + libero.suite_tasks("spatial"))
+  with pytest.raises(ValueError, match="not libero_10, libero_goal"):
+    libero.check_expert_tasks([libero.suite_tasks("goal")[0], libero.suite_tasks("10")[3]])
+  from configs import eval_libero
+  from genvla_jax import cli
+  from genvla_jax.eval.__main__ import evaluate_expert
+
+  with pytest.raises(
+    cli.UserError, match="pick-and-place tasks of libero_object, libero_spatial only; not libero_goal"
+  ):
+    evaluate_expert(eval_libero.get_config("quick,suite=goal"), "/nonexistent", "x")  # before any simulator
+
+
+def test_recordings_files_resume_and_summary(tmp_path):
+  from genvla_jax.data import libero_record as rec
+
+  lo, hi = rec.wilson(8, 10)  # p = 0.8, n = 10: the Wilson score interval by hand, 0.4902 .. 0.9433
+  assert (round(lo, 4), round(hi, 4)) == (0.4902, 0.9433) and rec.wilson(0, 0) == (0.0, 1.0)
+  assert rec.wilson(5, 5)[1] == pytest.approx(1.0) and rec.wilson(5, 5)[0] == pytest.approx(0.5655, abs=1e-4)
+  tasks = libero.suite_tasks("object")
+  assert rec.episode_stem(tasks[3], 7) == "t03_e007"
+  rng = np.random.default_rng(0)
+  ok = rec.Recording(
+    tasks[3], 7, "pick up the bbq sauce and place it in the basket", True,
+    rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8),
+    rng.normal(size=(4, 8)).astype(np.float32), rng.normal(size=(4, 7)).astype(np.float32), ["approach"] * 4,
+  )  # fmt: skip
+  failed = dataclasses.replace(ok, episode=8, success=False, phases=["lift"])
+  assert rec.finished(str(tmp_path), tasks[3], 7) is None
+  path = rec.save_recording(ok, str(tmp_path))
+  assert rec.save_recording(failed, str(tmp_path)).endswith("t03_e008.failed.json")
+  assert rec.finished(str(tmp_path), tasks[3], 7) == path and sorted(os.listdir(tmp_path)) == [
+    "t03_e007.npz",
+    "t03_e008.failed.json",
+  ]
+  back = rec.load_recording(path)
+  for key in ("image", "wrist_image", "state", "actions"):
+    np.testing.assert_array_equal(back[key], getattr(ok, key))
+  assert back["meta"] == {
+    "task": tasks[3], "episode": 7, "instruction": ok.instruction, "steps": 4, "success": True,
+    "final_phase": "approach",
+  }  # fmt: skip
+  summary = rec.summarize(str(tmp_path), [(tasks[3], 7), (tasks[3], 8), (tasks[3], 9)])  # 9: not run yet
+  assert (summary["episodes"], summary["successes"]) == (2, 1)
+  entry = summary["tasks"][tasks[3]]
+  assert entry["failed"] == [8] and entry["mean_steps"] == 4.0 and entry["wilson95"] == rec.wilson(1, 2)
 
 
 # ----- the wire and the worker's failures -------------------------------------------------------------------------
@@ -338,3 +487,107 @@ def test_harness_runs_a_policy_and_writes_the_report(tmp_path):
   [episode] = results["episodes"]
   assert episode["steps"] == 7 and episode["task"] == libero.suite_tasks("object")[0] and episode["seed"] == 0
   assert os.path.exists(tmp_path / "report.md") and os.listdir(tmp_path / "videos")
+
+
+# ----- the scripted expert and its recorded demonstrations in the simulator ---------------------------------------
+@needs_libero
+@pytest.mark.slow
+def test_expert_solves_fixed_initial_states(tmp_path):
+  """Through the harness (`--expert`): LIBERO-Object's soup can and butter box (turned to grasp across its
+  narrow side), LIBERO-Spatial's bowl by the rim onto the plate; initial state 0 of each, openpi's protocol."""
+  from configs import eval_libero
+  from genvla_jax.eval.__main__ import evaluate_expert
+
+  for suite, tasks in (("object", "0+6"), ("spatial", "0")):
+    config = eval_libero.get_config(f"quick,suite={suite},tasks={tasks},trials=1")
+    config.unlock()
+    config.env_kwargs.update(image_size=64, render_size=64)
+    config.video_episodes = 0
+    summary = evaluate_expert(config, str(tmp_path / suite), f"{suite} expert", printer=lambda *a, **k: None)
+    episodes = json.load(open(tmp_path / suite / "results.json"))["episodes"]
+    assert summary["overall"]["success_rate"] == 1.0, episodes
+    assert all(e["steps"] < libero.MAX_STEPS[f"libero_{suite}"] for e in episodes)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+  """One expert episode of LIBERO-Object (alphabet soup, initial state 1) recorded at 64 px, saved and loaded."""
+  from genvla_jax.data import libero_record
+
+  out = tmp_path_factory.mktemp("libero_record")
+  task = libero.suite_tasks("object")[0]
+  env = libero_record.make_env(64)
+  try:
+    [recording] = list(libero_record.record_episodes([env], [(task, 1)]))
+  finally:
+    env.close()
+  path = libero_record.save_recording(recording, str(out))
+  return task, recording, path
+
+
+@needs_libero
+@pytest.mark.slow
+def test_recorded_demonstrations_replay_to_the_same_success(recorded):
+  from genvla_jax.data import libero_record
+
+  task, recording, path = recorded
+  assert recording.success and path.endswith("t00_e001.npz")
+  data = libero_record.load_recording(path)
+  steps = len(data["actions"])
+  assert data["image"].shape == data["wrist_image"].shape == (steps, 64, 64, 3) and data["state"].shape == (steps, 8)
+  assert data["meta"]["instruction"] == "pick up the alphabet soup and place it in the basket"
+  np.testing.assert_array_equal(data["actions"], recording.actions)
+  env = libero_record.make_env(64)
+  try:
+    obs = env.reset(task, 1)  # the same fixed initial state, the same protocol: the same start
+    np.testing.assert_array_equal(obs["state"], data["state"][0])
+    np.testing.assert_array_equal(obs["image"][1], data["wrist_image"][0])
+    for t, action in enumerate(data["actions"]):
+      obs, success, done = env.step(action)  # the recorded actions alone, no expert
+      if t + 1 < steps:
+        assert not done, t
+        np.testing.assert_allclose(obs["state"], data["state"][t + 1], atol=1e-5)
+    assert success and done and env.episode.steps == steps
+  finally:
+    env.close()
+
+
+@needs_libero
+@pytest.mark.slow
+def test_recorded_demonstrations_write_convert_and_train(recorded, tmp_path, demo_dir):
+  """record -> LeRobot (by lerobot itself) -> convert_lerobot with the `libero` entry -> two cameras + state train."""
+  from conftest import tiny_config
+  from genvla_jax import train
+  from genvla_jax.data import convert_lerobot, libero_record, pipeline, preprocess
+
+  task, recording, path = recorded
+  try:
+    python = libero_record.lerobot_python()
+  except Exception as e:  # noqa: BLE001
+    pytest.skip(str(e))
+  root = str(tmp_path / "lerobot")
+  libero_record.write_lerobot([path, path], root, python, "genvla_jax/test_libero")  # two episodes
+  info = json.load(open(os.path.join(root, "meta", "info.json")))
+  assert info["total_episodes"] == 2 and info["total_frames"] == 2 * len(recording.actions)
+  assert info["features"]["image"]["shape"] == [64, 64, 3] and info["features"]["actions"]["shape"] == [7]
+  out = tmp_path / "converted"
+  convert_lerobot.convert_lerobot(root, str(out), dataset="libero", image_format="png", printer=lambda *a, **k: None)
+  meta = json.load(open(out / "meta.json"))
+  assert meta["cameras"] == ["image", "wrist_image"] and (meta["action_dim"], meta["state_dim"]) == (7, 8)
+  source = pipeline.StepChunkSource(str(out), horizon=1, camera="wrist_image")
+  assert len(source) == 2 * len(recording.actions)
+  for i in range(0, len(source), 7):
+    record = source[i]
+    step = int(record["step"])
+    np.testing.assert_array_equal(record["action"], recording.actions[step])
+    np.testing.assert_array_equal(record["state"], recording.state[step])
+    np.testing.assert_array_equal(preprocess.decode_image(record["image"]), recording.wrist_image[step])
+    assert record["instruction"] == recording.instruction
+  config = tiny_config(demo_dir, tmp_path / "cache")
+  config.data.robot = [{"name": "libero", "path": str(out), "split": "train", "weight": 1.0}]
+  config.data.cameras = ["image", "wrist_image"]
+  config.model.update(image_size=16, num_cameras=2)
+  config.train.steps, config.train.checkpoint_every = 2, 2
+  config.tokenizer.max_text_len = 128  # the instruction (~53 tokens), then 7 action values as text (~50)
+  records = train.train(config, str(tmp_path / "run"), printer=lambda *a, **k: None)
+  assert records and records[-1]["step"] == 2 and np.isfinite(records[-1]["loss"])

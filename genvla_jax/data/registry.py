@@ -265,6 +265,7 @@ LEROBOT = {
   "lerobot": LeRobotSpec("lerobot"),
   # LIBERO as openpi publishes it (examples/libero/convert_libero_data_to_lerobot.py): agent-view + wrist
   # images, state [8], actions [7] (delta EEF + gripper, -1 = open / +1 = close as the env takes it: kept).
+  # The scripted expert's recordings (data/libero_record.py) are written in this same layout: this entry reads both.
   "libero": LeRobotSpec("libero", ("image", "wrist_image"), "state", "actions", "task_index", (6,), "keep"),
   # ALOHA (lerobot/aloha_*): 14 joint positions per step, grippers at 6 and 13 (positions: kept).
   "aloha": LeRobotSpec("aloha", None, "observation.state", "action", "task_index", (6, 13), "keep"),

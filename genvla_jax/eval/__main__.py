@@ -40,7 +40,11 @@ def evaluate_expert(eval_config, out_dir: str, title: str, printer=print) -> dic
   """`evaluate` with the environment's scripted expert (harness.ExpertPolicy) as the policy."""
   env_module = _env_module(eval_config)
   if env_module.Expert is None:
-    raise ValueError(f"{eval_config.env} has no scripted expert")
+    raise cli.UserError(f"{eval_config.env} has no scripted expert")
+  try:  # an env whose expert covers some of its tasks names the others (e.g. libero.check_expert_tasks)
+    getattr(env_module, "check_expert_tasks", lambda tasks: None)(list(eval_config.tasks))
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
   make_policy = lambda envs: harness.ExpertPolicy(envs, env_module.Expert, env_module.ACTION_DIM)
   return _run_and_report(eval_config, make_policy, out_dir, title, printer)
 

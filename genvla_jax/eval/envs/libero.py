@@ -33,6 +33,12 @@ position (3) and delta axis-angle rotation (3), each clipped by the controller t
 CONTROLLER_SCALE (0.05 m, 0.5 rad) per step, then the gripper: -1 opens, +1 closes (GRIPPER_OPEN / GRIPPER_CLOSE;
 what the "libero" LeRobot entry of data/registry.py keeps). The model's actions therefore come out in these units
 when it was trained on openpi's LIBERO dataset (its statistics de-normalize them).
+
+Scripted expert (`Expert(env).act()`, `--expert` of genvla_jax.eval; EXPERT_SUITES: LIBERO-Object and
+LIBERO-Spatial, whose goals are one pick-and-place): libero_expert.py's phase machine, run inside the worker on
+privileged simulator state (the target object's and the destination's collision boxes, the end-effector pose, the
+fingers); `LiberoEnv.expert_action()` asks the worker for the next action after each step. Other suites (opening
+drawers, turning on stoves, two objects) have none: `check_expert_tasks` names them.
 """
 
 import math
@@ -209,7 +215,8 @@ TASKS = tuple(f"{suite}:{name}" for suite, names in SUITES.items() for name in n
 PROTOCOLS = ("standard",)  # LIBERO-Pro's perturbations come later
 ACTION_DIM = 7
 STATE_DIM = 8
-Expert = None  # no scripted expert (LIBERO ships human demonstrations, not a policy)
+# the suites whose every task is one pick-and-place goal the scripted expert does (libero_expert.py)
+EXPERT_SUITES = ("libero_object", "libero_spatial")
 
 # observation camera name (openpi's LIBERO dataset, data/registry.py MIXTURE_CAMERAS["libero"]) -> robosuite camera
 CAMERA_VIEWS = {"image": "agentview", "wrist_image": "robot0_eye_in_hand"}
@@ -230,6 +237,16 @@ def suite_tasks(suite: str) -> tuple[str, ...]:
   if full not in SUITES:
     raise ValueError(f"unknown LIBERO suite {suite!r}; choose from {list(SUITE_NAMES)}")
   return tuple(f"{full}:{name}" for name in SUITES[full])
+
+
+def check_expert_tasks(tasks) -> None:
+  """ValueError naming the tasks (by suite) the scripted expert does not do: it covers EXPERT_SUITES only."""
+  suites = sorted({split_task(t)[0] for t in tasks} - set(EXPERT_SUITES))
+  if suites:
+    raise ValueError(
+      f"LIBERO's scripted expert does pick-and-place tasks of {', '.join(EXPERT_SUITES)} only; not "
+      f"{', '.join(suites)} (choose suite=object or suite=spatial)"
+    )
 
 
 def split_task(task: str) -> tuple[str, str]:
@@ -454,6 +471,7 @@ class LiberoEnv:
     self.image_size, self.render_size, self.cameras = int(image_size), int(render_size), tuple(cameras)
     self.max_steps, self.seed, self.num_steps_wait = int(max_steps), int(seed), int(num_steps_wait)
     self.episode: Episode | None = None
+    self.expert_phase: tuple[str, int] | None = None  # after expert_action(): (phase, attempt)
     self.info: dict = {}  # the last reset's worker report: fixtures, controller, seconds, fast_forwarded
     self._raw, self._limit = None, 0
     self._worker = _Worker(worker_python(), timeout_s)
@@ -505,6 +523,16 @@ class LiberoEnv:
     ep.success = ep.success or reply["success"]
     return self.observation(), ep.success, ep.success or ep.steps >= self._limit
 
+  def expert_action(self) -> np.ndarray:
+    """The scripted expert's next action [7] float32 for the current state (computed in the worker, from
+    privileged state; it starts over at each reset). `self.expert_phase` then holds its phase and attempt."""
+    if self.episode is None:
+      raise RuntimeError("LiberoEnv.expert_action before reset")
+    check_expert_tasks([self.episode.task])
+    reply = self._worker.request("expert", {}, f"{self.episode.task} (episode {self.episode.seed}) expert")
+    self.expert_phase = (reply["phase"], reply["attempt"])
+    return np.asarray(reply["action"], np.float32)
+
   def state(self) -> np.ndarray:
     return libero_state(self._raw["eef_pos"], self._raw["eef_quat"], self._raw["gripper_qpos"])
 
@@ -514,3 +542,14 @@ class LiberoEnv:
 
   def close(self):
     self._worker.close()
+
+
+class Expert:
+  """The scripted expert of the episode `env` has just been reset to (harness.ExpertPolicy): act() -> action [7]."""
+
+  def __init__(self, env: LiberoEnv):
+    check_expert_tasks([env.episode.task])
+    self.env = env
+
+  def act(self) -> np.ndarray:
+    return self.env.expert_action()

@@ -15,6 +15,8 @@ different numpy releases). Request {"cmd": name, "args": {...}} -> reply {"ok": 
   reset(suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None)
                         -> raw observation, instruction, RNG tape entries, fixture positions, controller limits
   step(action)          -> raw observation, success
+  expert                -> the scripted expert's next action (libero_expert.py) from privileged state, its phase
+                           and attempt; the expert restarts at every reset; a task it cannot do is an error
   close
 
 A raw observation is {"images": {robosuite camera: uint8 [H,W,3] as rendered}, "eef_pos" [3], "eef_quat" [4]
@@ -47,6 +49,12 @@ import traceback
 
 HEADER = struct.Struct(">Q")
 DUMMY_ACTION = [0.0] * 6 + [-1.0]  # openpi's LIBERO_DUMMY_ACTION: no motion, gripper open
+EXPERT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libero_expert.py")
+# the expert's grasp point on an object: this far below its top, but at least GRASP_MIN_HEIGHT above its bottom
+GRASP_DEPTH, GRASP_MIN_HEIGHT = 0.03, 0.012
+GRIPPER_SPAN = 0.07  # m: objects wider than this on their narrow side (bowls) are grasped by the rim
+RIM_INSET, RIM_DEPTH = 0.012, 0.02  # rim grasp: this far in from the object's edge nearest the robot, below its top
+RELEASE_CLEARANCE = 0.01  # "on" goals: the held object's bottom this far above the destination's top at release
 
 
 # ----- framing (shared with the adapter) -------------------------------------------------------------------------
@@ -112,9 +120,75 @@ def _set_rng_state(state) -> None:
   np.random.set_state(("MT19937", state["keys"], state["pos"], state["has_gauss"], state["cached"]))
 
 
+def _load_expert():
+  """libero_expert.py, loaded by path (this file's folder is off sys.path: see main)."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("libero_expert", EXPERT_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _subtree_bodies(model, root: int) -> set:
+  bodies = set()
+  for b in range(model.nbody):
+    a = b
+    while a > 0 and a != root:
+      a = model.body_parentid[a]
+    if a == root:
+      bodies.add(b)
+  return bodies
+
+
+def _collision_boxes(sim, body_name: str):
+  """The collision geoms of a body's subtree: (centres [G,3], rotations [G,3,3], half sizes [G,3]), world frame."""
+  import numpy as np
+
+  model = sim.model._model
+  bodies = _subtree_bodies(model, model.body(body_name).id)
+  geoms = [
+    g
+    for g in range(model.ngeom)
+    if model.geom_bodyid[g] in bodies and (model.geom_contype[g] or model.geom_conaffinity[g])
+  ]
+  rot = np.array([sim.data.geom_xmat[g].reshape(3, 3) for g in geoms])
+  centre = np.array([sim.data.geom_xpos[g] + rot[i] @ model.geom_aabb[g][:3] for i, g in enumerate(geoms)])
+  return centre, rot, np.array([model.geom_aabb[g][3:] for g in geoms])
+
+
+def _extent(sim, body_name: str):
+  """World axis-aligned bounds of a body's collision geoms -> (low [3], high [3])."""
+  import numpy as np
+
+  centre, rot, half = _collision_boxes(sim, body_name)
+  reach = np.einsum("gij,gj->gi", np.abs(rot), half)
+  return (centre - reach).min(0), (centre + reach).max(0)
+
+
+def _narrow_axis(sim, body_name: str):
+  """-> (the horizontal unit vector along which the object is narrowest, of its own two most horizontal axes; that
+  width in m)."""
+  import numpy as np
+
+  body_rot = sim.data.body_xmat[sim.model._model.body(body_name).id].reshape(3, 3)
+  centre, rot, half = _collision_boxes(sim, body_name)
+  horizontal = np.argsort(np.abs(body_rot[2]))[:2]  # the body axes least aligned with world z
+  widths = []
+  for axis in horizontal:
+    direction = body_rot[:, axis]
+    along = centre @ direction
+    reach = np.einsum("gij,gj->g", np.abs(np.einsum("i,gij->gj", direction, rot)[:, None, :]), half)
+    widths.append((along + reach).max() - (along - reach).min())
+  direction = body_rot[:, horizontal[int(np.argmin(widths))]].copy()
+  direction[2] = 0.0
+  return direction / np.linalg.norm(direction), float(min(widths))
+
+
 class Worker:
   def __init__(self):
     self.env, self.env_key, self.suites = None, None, {}
+    self.expert_module, self.expert_memory, self.expert_goal = None, None, None
     self.stream_key, self.tape = None, {}  # (suite, task, seed) -> {episode: generator state before its reset}
 
   def _suite(self, name):
@@ -195,6 +269,7 @@ class Worker:
       obs, _, _, _ = self.env.step(DUMMY_ACTION)
     new_tape[episode + 1] = _rng_state()
     self.tape.update(new_tape)
+    self.expert_memory, self.expert_goal = None, None  # a new episode: the expert starts over
     sim, controller = self.env.env.sim, self.env.env.robots[0].controller
     fixtures = {
       name: sim.model.body_pos[sim.model.body_name2id(f.root_body)].copy()
@@ -221,6 +296,79 @@ class Worker:
       raise RuntimeError("step before reset")
     obs, _, done, _ = self.env.step([float(a) for a in action])
     return {"obs": self._raw(obs), "success": bool(done)}  # LIBERO's done is its success check
+
+  def expert(self):
+    if self.env is None:
+      raise RuntimeError("expert before reset")
+    if self.expert_module is None:
+      self.expert_module = _load_expert()
+    if self.expert_memory is None:
+      self.expert_goal = self._expert_goal()
+      self.expert_memory = self.expert_module.Memory()
+    scene = self._expert_scene()
+    action = self.expert_module.act(self.expert_memory, scene)
+    return {"action": action, "phase": self.expert_memory.phase, "attempt": self.expert_memory.attempts}
+
+  def _expert_goal(self):
+    """The task's goal as the expert needs it: (relation "in" | "on", object, destination), from the BDDL goal."""
+    env = self.env.env
+    goal = env.parsed_problem["goal_state"]
+    if len(goal) != 1 or len(goal[0]) != 3 or goal[0][0].lower() not in ("in", "on"):
+      raise ValueError(f"the scripted expert does pick-and-place goals only; {self.task.name} has {goal}")
+    relation, obj, destination = goal[0][0].lower(), goal[0][1], goal[0][2]
+    if obj not in env.objects_dict:
+      raise ValueError(f"the scripted expert picks movable objects; {obj} ({self.task.name}) is not one")
+    if relation == "in" and destination not in env.object_sites_dict:
+      raise ValueError(f"the scripted expert places 'in' a region; {destination} ({self.task.name}) is not one")
+    if relation == "on" and destination not in env.objects_dict and destination not in env.fixtures_dict:
+      raise ValueError(f"the scripted expert places 'on' an object; {destination} ({self.task.name}) is not one")
+    return relation, obj, destination
+
+  def _expert_scene(self):
+    """The privileged state libero_expert.Scene holds, read from the simulator now."""
+    import numpy as np
+
+    env = self.env.env
+    sim = env.sim
+    relation, obj, destination = self.expert_goal
+    obj_body = env.get_object(obj).root_body
+    low, high = _extent(sim, obj_body)
+    object_pos = sim.data.body_xpos[env.obj_body_id[obj]].copy()
+    grasp_axis, width = _narrow_axis(sim, obj_body)
+    grasp = np.array(
+      [(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, max(high[2] - GRASP_DEPTH, low[2] + GRASP_MIN_HEIGHT)]
+    )
+    if width > GRIPPER_SPAN:  # too wide to hold across: the rim on the robot's side (world -x), fingers radial
+      grasp = np.array([low[0] + RIM_INSET, grasp[1], high[2] - RIM_DEPTH])
+      grasp_axis = np.array([1.0, 0.0, 0.0])
+    if relation == "in":  # the region's site: its centre is where the object's reference point should go
+      region = env.object_sites_dict[destination]
+      destination_pos = sim.data.get_site_xpos(destination).copy()
+      parent = env.get_object(region.parent_name)
+      destination_top = float(_extent(sim, parent.root_body)[1][2]) if parent is not None else destination_pos[2]
+    else:  # on an object: centred over it, the held object's bottom just above its top
+      d_low, d_high = _extent(sim, env.get_object(destination).root_body)
+      destination_pos = sim.data.body_xpos[env.obj_body_id[destination]].copy()
+      destination_pos[2] = d_high[2] + RELEASE_CLEARANCE + (object_pos[2] - low[2])
+      destination_top = float(d_high[2])
+    robot = env.robots[0]
+    eef_site = robot.eef_site_id
+    tip_1 = sim.data.body_xpos[sim.model._model.body("gripper0_finger_joint1_tip").id]
+    tip_2 = sim.data.body_xpos[sim.model._model.body("gripper0_finger_joint2_tip").id]
+    fingers = tip_1 - tip_2
+    qpos = sim.data.qpos[robot._ref_gripper_joint_pos_indexes]
+    return self.expert_module.Scene(
+      eef_pos=sim.data.site_xpos[eef_site].copy(),
+      eef_rot=sim.data.site_xmat[eef_site].reshape(3, 3).copy(),
+      finger_axis=fingers / np.linalg.norm(fingers),
+      finger_gap=float(qpos[0] - qpos[1]),
+      grasp_pos=grasp,
+      grasp_axis=grasp_axis,
+      object_pos=object_pos,
+      object_bottom=float(low[2]),
+      destination_pos=destination_pos,
+      destination_top=destination_top,
+    )
 
   def _raw(self, obs):
     return {
