@@ -775,6 +775,33 @@ def _finished(done_path: str, settings: dict, what: str) -> bool:
   raise CorpusDirError(f"{os.path.dirname(done_path)} holds {what} with other settings: give another directory")
 
 
+def _splits_dir(out_dir, splits, count, image_size, seed, what, printer, **entries_kwargs) -> str:
+  """Writes `count` questions of each split in `splits` as the corpus' splits are (<split>.json,
+  <split>_scenes.json, images/; split_entries with `entries_kwargs`), then DONE.json with the settings -> out_dir;
+  reused when DONE.json holds the same settings, another set there is a CorpusDirError naming `what`."""
+  if count < 1 or image_size < 16:
+    raise CorpusSettingsError(f"need count >= 1 and image_size >= 16 (got {count}, {image_size})")
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  settings = dict(_settings(0, 0, image_size, seed), count=count, splits=list(splits))
+  done = os.path.join(out_dir, "DONE.json")
+  if _finished(done, settings, what):
+    return out_dir
+  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+  env = tabletop.TabletopEnv(image_size=image_size)
+  try:
+    for split in splits:
+      progress = _progress(printer, split, count)
+      entries, scenes = split_entries(env, split, count, seed, out_dir, progress, **entries_kwargs)
+      for name, rows in ((f"{split}.json", entries), (f"{split}_scenes.json", scenes)):
+        with open(os.path.join(out_dir, name), "w") as f:
+          json.dump(rows, f)
+  finally:
+    env.close()
+  with open(done, "w") as f:  # last: marks the set complete
+    json.dump(settings, f)
+  return out_dir
+
+
 def one_factor_splits(out_dir: str, count: int, image_size: int = 64, seed: int = 0, printer=print) -> str:
   """Evaluation splits that separate the held-out split's two factors (EVAL_SPLITS): "val" (new scenes,
   training conditions and wordings), "heldout_conditions" (held-out pool, training wordings),
@@ -782,58 +809,28 @@ def one_factor_splits(out_dir: str, count: int, image_size: int = 64, seed: int 
   splits are (<split>.json, <split>_scenes.json, images/). Scenes are new: each split draws from its own
   generator streams, so none repeats a training image. -> out_dir; reused when DONE.json holds the same
   settings, another set there is a CorpusDirError."""
-  if count < 1 or image_size < 16:
-    raise CorpusSettingsError(f"need count >= 1 and image_size >= 16 (got {count}, {image_size})")
-  out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  settings = dict(_settings(0, 0, image_size, seed), count=count, splits=list(EVAL_SPLITS))
-  done = os.path.join(out_dir, "DONE.json")
-  if _finished(done, settings, "evaluation splits"):
-    return out_dir
-  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-  env = tabletop.TabletopEnv(image_size=image_size)
-  try:
-    for split in EVAL_SPLITS:
-      entries, scenes = split_entries(env, split, count, seed, out_dir, _progress(printer, split, count))
-      for name, rows in ((f"{split}.json", entries), (f"{split}_scenes.json", scenes)):
-        with open(os.path.join(out_dir, name), "w") as f:
-          json.dump(rows, f)
-  finally:
-    env.close()
-  with open(done, "w") as f:  # last: marks the set complete
-    json.dump(settings, f)
-  return out_dir
+  return _splits_dir(out_dir, EVAL_SPLITS, count, image_size, seed, "evaluation splits", printer)
 
 
 def robot_view_split(out_dir: str, count: int, image_size: int = 64, seed: int = 0, printer=print) -> str:
   """`count` questions about the robot's own view (split "robot_view"): tabletop episode starts in the default
   appearance (the demonstrations' scenes, never an evaluation episode's: seeds from ROBOT_VIEW_SEED_OFFSET),
-  the ROBOT_VIEW_FAMILIES (which cube is where: presence, colour, left/right, nearer, pointing) in the training
-  wordings; written as the corpus' splits are (robot_view.json, robot_view_scenes.json, images/) for co-training
-  beside the corpus (configs/pi0_plus.py option robot_view=N). -> out_dir; reused when DONE.json holds the same
-  settings, another set there is a CorpusDirError."""
-  if count < 1 or image_size < 16:
-    raise CorpusSettingsError(f"need count >= 1 and image_size >= 16 (got {count}, {image_size})")
-  out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  settings = dict(_settings(0, 0, image_size, seed), count=count, splits=list(ROBOT_SPLITS))
-  done = os.path.join(out_dir, "DONE.json")
-  if _finished(done, settings, "a robot-view split"):
-    return out_dir
-  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-  env = tabletop.TabletopEnv(image_size=image_size)
-  try:
-    for split in ROBOT_SPLITS:
-      progress = _progress(printer, split, count)
-      entries, scenes = split_entries(
-        env, split, count, seed, out_dir, progress, scene_for=_robot_scene_for, families=ROBOT_VIEW_FAMILIES
-      )
-      for name, rows in ((f"{split}.json", entries), (f"{split}_scenes.json", scenes)):
-        with open(os.path.join(out_dir, name), "w") as f:
-          json.dump(rows, f)
-  finally:
-    env.close()
-  with open(done, "w") as f:  # last: marks the set complete
-    json.dump(settings, f)
-  return out_dir
+  the ROBOT_VIEW_FAMILIES that apply (which cube is where: presence, left/right, nearer, pointing; colour needs a
+  unique shape, which a scene of cubes never has) in the training wordings; written as the corpus' splits are
+  (robot_view.json, robot_view_scenes.json, images/) for co-training beside the corpus (configs/pi0_plus.py
+  option robot_view=N). -> out_dir; reused when DONE.json holds the same settings, another set there is a
+  CorpusDirError."""
+  return _splits_dir(
+    out_dir,
+    ROBOT_SPLITS,
+    count,
+    image_size,
+    seed,
+    "a robot-view split",
+    printer,
+    scene_for=_robot_scene_for,
+    families=ROBOT_VIEW_FAMILIES,
+  )
 
 
 PROBE_POOLS = ("default", "wide", "held_out")  # probe_set: the robot demos' appearance, or a condition pool
