@@ -1,6 +1,7 @@
 """The memory plan (training/plan.py: `train --dry_run [--plan_compile --device_gb=...]`): its per-device
 parameter / gradient / optimizer-state bytes are those of the real arrays of an initialised train state (full
-fine-tuning, and LoRA with a frozen bf16 base: optimizer state only for the trainable leaves); XLA's analysis
+fine-tuning, and LoRA with a frozen bf16 base: optimizer state only for the trainable leaves), and so are a
+checkpoint's bytes (LoRA: adapters-only checkpoints, without the frozen base); XLA's analysis
 of the compiled train step adds up (its arguments are the state and the batch, the donated state aliases its
 outputs); the fit verdicts follow the stated headroom rule."""
 
@@ -48,7 +49,7 @@ def _abstract_bytes(tree) -> int:
 @pytest.mark.parametrize("lora", [False, True], ids=["full_fine_tuning", "lora"])
 def test_planned_bytes_equal_the_real_arrays_of_an_initialised_state(lora):
   config = _tiny(lora)
-  memory, _, _, lines = plan.memory_plan(config, printer=lambda *a, **k: None)
+  memory, abstract_params, abstract, lines = plan.memory_plan(config, printer=lambda *a, **k: None)
   model = build.from_config(config.model)
   mesh = sharding.make_mesh(config.mesh)
   assert mesh.shape["fsdp"] == 8
@@ -64,7 +65,14 @@ def test_planned_bytes_equal_the_real_arrays_of_an_initialised_state(lora):
   elements = sum(s.data.size for leaf in jax.tree.leaves(trainable) for s in leaf.addressable_shards[:1])
   assert 0 <= memory["optimizer"] - 2 * 4 * elements < 1024  # + AdamW's step counters
   assert memory["params"] < _on_device0(params) * 8  # sharded: one device holds a part
+  # one checkpoint: every parameter + the optimizer state; LoRA (adapters-only checkpoints): the trainable ones
+  saved = trainable if lora else params
+  planned = plan.checkpoint_bytes(config, abstract_params, abstract["opt_state"])
+  assert planned == sum(x.nbytes for x in jax.tree.leaves((saved, state["opt_state"])))
   if lora:
+    whole = sum(x.nbytes for x in jax.tree.leaves((params, state["opt_state"])))
+    not_saved = sum(x.nbytes for x in jax.tree.leaves((params["llm"], params["img_frozen"])))
+    assert whole - planned == not_saved  # the frozen decoder and the dual encoder's frozen tower
     parts = {k for k, v in trainable.items() if jax.tree.leaves(v)}
     assert parts == {lora_lib.KEY, "img", "projector"}  # adapters + the trained tower and projector
     assert {x.dtype for x in jax.tree.leaves(params["llm"])} == {np.dtype("bfloat16")}

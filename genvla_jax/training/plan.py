@@ -24,7 +24,7 @@ import numpy as np
 from genvla_jax import heads
 from genvla_jax.data import pipeline, prepare
 from genvla_jax.models import build, lora as lora_lib, surgery, vit
-from genvla_jax.training import freezing, optimizer
+from genvla_jax.training import freezing, frozen_base, optimizer
 from genvla_jax.training import preflight, sharding
 from genvla_jax.training import state as state_lib
 from genvla_jax.training import step as step_lib
@@ -37,6 +37,22 @@ def _bytes(tree, per_device: bool = True) -> int:
     shape = leaf.sharding.shard_shape(leaf.shape) if per_device and leaf.sharding is not None else leaf.shape
     total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
   return total
+
+
+def checkpoint_bytes(config, params, opt_state) -> int:
+  """Bytes one checkpoint of this run writes (abstract trees, all shards): the parameters and optimizer state,
+  or, when the run keeps adapters-only checkpoints (frozen_base.trainable_only: LoRA or optimizer.frozen), the
+  trainable parameters and optimizer state only (the frozen base is rebuilt from its source at restore)."""
+  saved = _bytes(params, per_device=False) + _bytes(opt_state, per_device=False)
+  if frozen_base.trainable_only(config):
+    saved -= _bytes(list(frozen_base.frozen_leaves(params, config.optimizer.frozen).values()), per_device=False)
+  return saved
+
+
+def _checkpoint_holds(config) -> str:
+  if frozen_base.trainable_only(config):
+    return "trainable params + optimizer state; the frozen base rebuilt at restore"
+  return "params + optimizer state"
 
 
 def _layer_elements(policy, tokens, width, mlp_dim, heads, kv_heads, head_dim, kv_len) -> tuple[int, int]:
@@ -432,13 +448,14 @@ def plan(config, workdir: str, resuming: bool, printer=print, options: "Options 
     start = max(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
   every = config.train.checkpoint_every
   saves = sum(1 for s in range(start + 1, steps + 1) if s % every == 0 or s == steps)
-  on_disk = _bytes(params, per_device=False) + _bytes(abstract["opt_state"], per_device=False)
+  on_disk = checkpoint_bytes(config, params, abstract["opt_state"])
   out["schedule"] = {"start": start, "steps": steps, "checkpoint_every": every, "checkpoints": saves}
+  out["checkpoint_bytes"] = on_disk
   o = config.optimizer
   lines.append(
     f"steps: {start} -> {steps} ({'resuming' if resuming else 'new run'}), lr {o.lr:g} (warmup {o.warmup_steps}, "
     f"cosine), log every {config.train.log_every}; checkpoints every {every} steps: {saves} saves of ~"
-    f"{_size(on_disk)} (params + optimizer state), the newest {config.train.keep_checkpoints} kept"
+    f"{_size(on_disk)} ({_checkpoint_holds(config)}), the newest {config.train.keep_checkpoints} kept"
     + (f" + every {config.train.keep_every}th step" if config.train.keep_every else "")
   )
   out["seconds"] = time.perf_counter() - t0
