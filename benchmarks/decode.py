@@ -34,30 +34,36 @@ from genvla_jax.tokenizers import bin_actions, fast_actions, string_actions, tex
 from measure import bandwidth
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-  "config", "configs/pi0_plus.py:demo", "model config (random weights)", lock_config=False
-)
-flags.DEFINE_string("workdir", "", "use this run's weights, config and tokenizer instead")
-flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: the config's / the demo's)")
-flags.DEFINE_string("dtype", "float32", "compute and parameter dtype for random weights")
-flags.DEFINE_integer("dof", 7, "action dimensions")
-flags.DEFINE_string("horizons", "1,4", "action chunk lengths")
-flags.DEFINE_integer("batch", 1, "requests decoded together")
-flags.DEFINE_integer("repeats", 5, "timed frames per variant (after two warm-up frames)")
-flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
-flags.DEFINE_integer("proposal_len", 8, "tokens proposed per pass (jump-forward / speculative)")
 
 
-def load_model():
-  if FLAGS.workdir:  # imported here: the data stack (grain, tfds) is not needed for random weights
+def define_flags():
+  """The CLI's flags (defined only when run as a script: benchmarks/gpu_suite.py imports this module)."""
+  config_flags.DEFINE_config_file(
+    "config", "configs/pi0_plus.py:demo", "model config (random weights)", lock_config=False
+  )
+  flags.DEFINE_string("workdir", "", "use this run's weights, config and tokenizer instead")
+  flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: the config's / the demo's)")
+  flags.DEFINE_string("dtype", "float32", "compute and parameter dtype for random weights")
+  flags.DEFINE_integer("dof", 7, "action dimensions")
+  flags.DEFINE_string("horizons", "1,4", "action chunk lengths")
+  flags.DEFINE_integer("batch", 1, "requests decoded together")
+  flags.DEFINE_integer("repeats", 5, "timed frames per variant (after two warm-up frames)")
+  flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
+  flags.DEFINE_integer("proposal_len", 8, "tokens proposed per pass (jump-forward / speculative)")
+
+
+def load_model(config, workdir: str = "", tokenizer_path: str = "", dtype: str = "float32"):
+  """-> (config, model, params, text tokenizer): a trained run's (`workdir`), else `config`'s model with random
+  weights in `dtype` (dual encoder on) and the tokenizer at `tokenizer_path` (default: the config's; the demo's
+  is generated when missing)."""
+  if workdir:  # imported here: the data stack (grain, tfds) is not needed for random weights
     from genvla_jax.inference import policy as policy_lib
 
-    policy = policy_lib.Policy.from_workdir(FLAGS.workdir)
+    policy = policy_lib.Policy.from_workdir(workdir)
     return policy.config, policy.model, policy.params, policy.text
-  config = FLAGS.config
-  config.model.dtype = config.model.param_dtype = config.model.frozen_dtype = FLAGS.dtype
+  config.model.dtype = config.model.param_dtype = config.model.frozen_dtype = dtype
   config.model.dual_encoder = True
-  path = FLAGS.tokenizer or os.path.expanduser(config.tokenizer.path)
+  path = tokenizer_path or os.path.expanduser(config.tokenizer.path)
   if not os.path.exists(path):  # the demo tokenizer, generated on first use
     from genvla_jax.data import demo
 
@@ -95,20 +101,18 @@ def run_variant(fn, params, images, prompt, with_draft):
   return float(np.median(times)), float(np.mean(passes)), (accepted / drafted if drafted else float("nan"))
 
 
-def fast_tokenizer(horizon, vocab, tokenizer):
+def fast_tokenizer(horizon, vocab, tokenizer, dof: int = 7):
   """A FAST tokenizer whose BPE is trained on smooth synthetic chunks (start value + slow drift per
   dimension), on the ids above the text vocabulary (at most 1024)."""
   import tempfile
 
   rng = np.random.default_rng(0)
   t = np.arange(horizon)[None, :, None] / max(horizon, 1)
-  chunks = np.clip(rng.uniform(-0.8, 0.8, (4000, 1, FLAGS.dof)) + rng.normal(0, 0.3, (4000, 1, FLAGS.dof)) * t, -1, 1)
+  chunks = np.clip(rng.uniform(-0.8, 0.8, (4000, 1, dof)) + rng.normal(0, 0.3, (4000, 1, dof)) * t, -1, 1)
   path = os.path.join(tempfile.mkdtemp(), "fast.model")
   pieces = min(1024, vocab - tokenizer.vocab_size)
   fast_actions.train_bpe(chunks, path, horizon, vocab_size=pieces)
-  return fast_actions.FastActionTokenizer(
-    path, horizon, FLAGS.dof, vocab - fast_actions.bpe_size(path), tokenizer.eos_id
-  )
+  return fast_actions.FastActionTokenizer(path, horizon, dof, vocab - fast_actions.bpe_size(path), tokenizer.eos_id)
 
 
 def greedy_fn(model, tok, tokenizer, grammar):
@@ -128,21 +132,108 @@ def greedy_fn(model, tok, tokenizer, grammar):
   return fn
 
 
-def main(argv):
-  del argv
-  config, model, params, tokenizer = load_model()
-  model = build.for_decoding(model, FLAGS.unroll or None)
-  size, batch = config.model.image_size, FLAGS.batch
-  rng = np.random.default_rng(0)
+VARIANTS = (
+  "bins",
+  "fast constrained",
+  "bins constrained",
+  "string plain",
+  "string constrained",
+  "string jump-forward",
+  "string jf + speculative",
+)
+
+
+def variants(model, tokenizer, vocab: int, horizon: int, dof: int, proposal_len: int, names=VARIANTS):
+  """-> [(name, decode fn, with_draft)] of the VARIANTS in `names` (in VARIANTS' order; only those are built:
+  the FAST one trains a BPE)."""
+  bins = lambda: bin_actions.BinActionTokenizer(horizon, dof, vocab - 256, 256, tokenizer.eos_id)
+  strings = string_actions.StringActionTokenizer(tokenizer, horizon, dof)
+  grammar = strings.grammar()
+  spec = []  # one speculative decoder for both of its rows (the same jitted function)
+
+  def speculative():
+    if not spec:
+      spec.append(
+        decode.make_speculative_decoder(
+          model, strings.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id, grammar, proposal_len
+        )
+      )
+    return spec[0]
+
+  def fast():
+    tok = fast_tokenizer(horizon, vocab, tokenizer, dof)
+    return greedy_fn(model, tok, tokenizer, tok.grammar())
+
+  builders = {
+    "bins": (lambda: greedy_fn(model, bins(), tokenizer, None), False),
+    "fast constrained": (fast, False),
+    "bins constrained": (lambda: greedy_fn(model, bins(), tokenizer, bins().grammar()), False),
+    "string plain": (lambda: greedy_fn(model, strings, tokenizer, None), False),
+    "string constrained": (lambda: greedy_fn(model, strings, tokenizer, grammar), False),
+    "string jump-forward": (speculative, False),
+    "string jf + speculative": (speculative, True),
+  }
+  unknown = [n for n in names if n not in builders]
+  if unknown:
+    raise ValueError(f"unknown decode variant(s) {unknown}; known: {list(VARIANTS)}")
+  return [(name, builders[name][0](), builders[name][1]) for name in VARIANTS if name in names]
+
+
+def inputs(tokenizer, batch: int, size: int, count: int, seed: int = 0):
+  """-> (prompt (tokens [B,T], mask [B,T]), `count` frames [B,S,S,3]): the robot prompt and drifting frames."""
+  rng = np.random.default_rng(seed)
   ids = [tokenizer.bos_id] + tokenizer.encode("What action should the robot take to pick up the can?\n")
   prompt = (np.tile(np.asarray(ids, np.int32), (batch, 1)), np.ones((batch, len(ids)), bool))
-  images = frames(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), FLAGS.repeats + WARMUP_FRAMES, rng)
-  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  return prompt, frames(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), count, rng)
+
+
+def measure_horizon(named_fns, params, images, prompt, horizon: int, floor: float, attempt=None) -> list[dict]:
+  """Decodes the frames with every (name, fn, with_draft) in turn -> one row each: ms per action, passes, ms per
+  pass, time vs the first variant (bins), passes vs string constrained (when measured before), time per pass vs
+  `floor` (seconds), draft acceptance. `attempt(name, measure)`: runs measure() -> run_variant's result, or returns
+  a string (why it did not run: the row's status; benchmarks/gpu_suite.py's budget and failures)."""
+  rows, base, constrained = [], None, None
+  for name, fn, with_draft in named_fns:
+    measure = lambda fn=fn, with_draft=with_draft: run_variant(fn, params, images, prompt, with_draft)
+    result = attempt(name, measure) if attempt else measure()
+    if isinstance(result, str):
+      rows.append(dict(variant=name, H=horizon, status=result))
+      continue
+    seconds, passes, acceptance = result
+    base = base or seconds
+    constrained = passes if name == "string constrained" else constrained
+    rows.append(
+      dict(
+        variant=name,
+        H=horizon,
+        ms_action=seconds * 1e3,
+        passes=passes,
+        ms_pass=seconds / passes * 1e3,
+        vs_bins=seconds / base,
+        passes_vs_constrained=passes / constrained if constrained else None,
+        vs_floor=seconds / passes / floor,
+        draft_accepted=acceptance,
+      )
+    )
+  return rows
+
+
+def param_bytes(params) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+
+
+def main(argv):
+  del argv
+  config, model, params, tokenizer = load_model(FLAGS.config, FLAGS.workdir, FLAGS.tokenizer, FLAGS.dtype)
+  model = build.for_decoding(model, FLAGS.unroll or None)
+  size, batch = config.model.image_size, FLAGS.batch
+  prompt, images = inputs(tokenizer, batch, size, FLAGS.repeats + WARMUP_FRAMES)
+  nbytes = param_bytes(params)
   bw = bandwidth()
-  floor = param_bytes / bw
+  floor = nbytes / bw
   print(
     f"device {jax.devices()[0].device_kind} | params {surgery.count_params(params) / 1e6:.1f} M "
-    f"({param_bytes / 2**20:.0f} MiB) | copy bandwidth {bw / 1e9:.1f} GB/s | floor per pass "
+    f"({nbytes / 2**20:.0f} MiB) | copy bandwidth {bw / 1e9:.1f} GB/s | floor per pass "
     f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | batch {batch} | "
     f"{'trained' if FLAGS.workdir else 'random'} weights"
   )
@@ -152,34 +243,16 @@ def main(argv):
   )
   vocab = config.model.llm.vocab_size
   for horizon in [int(h) for h in FLAGS.horizons.split(",")]:
-    bins = bin_actions.BinActionTokenizer(horizon, FLAGS.dof, vocab - 256, 256, tokenizer.eos_id)
-    strings = string_actions.StringActionTokenizer(tokenizer, horizon, FLAGS.dof)
-    grammar = strings.grammar()
-    fast = fast_tokenizer(horizon, vocab, tokenizer)
-    spec = decode.make_speculative_decoder(
-      model, strings.max_decode_len(), tokenizer.eos_id, tokenizer.pad_id, grammar, FLAGS.proposal_len
-    )
-    variants = [
-      ("bins", greedy_fn(model, bins, tokenizer, None), False),
-      ("fast constrained", greedy_fn(model, fast, tokenizer, fast.grammar()), False),
-      ("bins constrained", greedy_fn(model, bins, tokenizer, bins.grammar()), False),
-      ("string plain", greedy_fn(model, strings, tokenizer, None), False),
-      ("string constrained", greedy_fn(model, strings, tokenizer, grammar), False),
-      ("string jump-forward", spec, False),
-      ("string jf + speculative", spec, True),
-    ]
-    base = constrained = None
-    for name, fn, with_draft in variants:
-      seconds, passes, acceptance = run_variant(fn, params, images, prompt, with_draft)
-      base = base or seconds
-      constrained = passes if name == "string constrained" else constrained
-      ratio = f"{passes / constrained:21.2f}" if constrained else f"{'':>21}"
+    named = variants(model, tokenizer, vocab, horizon, FLAGS.dof, FLAGS.proposal_len)
+    for r in measure_horizon(named, params, images, prompt, horizon, floor):
+      ratio = f"{r['passes_vs_constrained']:21.2f}" if r["passes_vs_constrained"] else f"{'':>21}"
       print(
-        f"{name:<26} {horizon:>2} {seconds * 1e3:10.1f} {passes:7.1f} {seconds / passes * 1e3:8.2f} "
-        f"{seconds / base:8.2f} {ratio} {seconds / passes / floor:9.2f} {acceptance:14.2f}",
+        f"{r['variant']:<26} {horizon:>2} {r['ms_action']:10.1f} {r['passes']:7.1f} {r['ms_pass']:8.2f} "
+        f"{r['vs_bins']:8.2f} {ratio} {r['vs_floor']:9.2f} {r['draft_accepted']:14.2f}",
         flush=True,
       )
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

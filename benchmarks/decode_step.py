@@ -25,12 +25,16 @@ from genvla_jax.models import build, prefix_lm, surgery
 from measure import bandwidth, median_time
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/pi0_plus.py:demo", "model config", lock_config=False)
-flags.DEFINE_string("dtype", "float32", "compute and parameter dtype")
-flags.DEFINE_integer("cache", 400, "KV cache slots")
-flags.DEFINE_integer("loop", 32, "steps per fori_loop call")
-flags.DEFINE_string("dump", "", "write the compiled step's HLO text here")
-flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
+
+
+def define_flags():
+  """The CLI's flags (defined only when run as a script: benchmarks/gpu_suite.py imports this module)."""
+  config_flags.DEFINE_config_file("config", "configs/pi0_plus.py:demo", "model config", lock_config=False)
+  flags.DEFINE_string("dtype", "float32", "compute and parameter dtype")
+  flags.DEFINE_integer("cache", 400, "KV cache slots")
+  flags.DEFINE_integer("loop", 32, "steps per fori_loop call")
+  flags.DEFINE_string("dump", "", "write the compiled step's HLO text here")
+  flags.DEFINE_integer("unroll", 0, "decoder layers unrolled per scan iteration (0: all)")
 
 
 def kernel_counts(compiled_text: str) -> dict:
@@ -42,16 +46,18 @@ def kernel_counts(compiled_text: str) -> dict:
   }
 
 
-def main(argv):
-  del argv
-  config = FLAGS.config
-  config.model.dtype = config.model.param_dtype = config.model.frozen_dtype = FLAGS.dtype
-  model = build.for_decoding(build.from_config(config.model), FLAGS.unroll or None)
+def measure(config, dtype: str, cache_slots: int, loop_steps: int, unroll: int = 0, dump: str = "", profile_dir=None):
+  """One cached decode step of `config`'s LLM (random weights in `dtype`, batch 1, a KV cache of `cache_slots`):
+  -> {llm_bytes, floor_s (LLM bytes / copy bandwidth), step_s (jitted call, dispatch included), loop_s (per step
+  of a fori_loop of `loop_steps`), counts (kernel_counts of the compiled step), unroll, profile_error}; `dump`:
+  the compiled HLO text to this path; `profile_dir`: one more step under jax.profiler.trace there."""
+  config.model.dtype = config.model.param_dtype = config.model.frozen_dtype = dtype
+  model = build.for_decoding(build.from_config(config.model), unroll or None)
   params = jax.jit(lambda: surgery.init_params(model, jax.random.PRNGKey(0), config.model.image_size))()
   llm_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params["llm"]))
   floor = llm_bytes / bandwidth()
-  cache = model.apply({"params": params}, 1, FLAGS.cache, method=lambda m, b, s: m.llm.init_cache(b, s))
-  valid = jnp.ones((1, FLAGS.cache), bool)
+  cache = model.apply({"params": params}, 1, cache_slots, method=lambda m, b, s: m.llm.init_cache(b, s))
+  valid = jnp.ones((1, cache_slots), bool)
   token, pos = jnp.ones((1, 1), jnp.int32), jnp.full((1, 1), 300, jnp.int32)
 
   @jax.jit
@@ -67,24 +73,46 @@ def main(argv):
         {"params": params}, tok, pos + i, cache, 300 + i % 64, valid, method=prefix_lm.PrefixLM.decode_step
       )
 
-    return jax.lax.fori_loop(0, FLAGS.loop, body, step(params, cache))
+    return jax.lax.fori_loop(0, loop_steps, body, step(params, cache))
 
   one = median_time(step, params, cache)
-  many = median_time(loop, params, cache, repeats=10) / (FLAGS.loop + 1)
+  many = median_time(loop, params, cache, repeats=10) / (loop_steps + 1)
   text = step.lower(params, cache).compile().as_text()
-  counts = kernel_counts(text)
-  if FLAGS.dump:
-    with open(FLAGS.dump, "w") as f:
+  if dump:
+    with open(dump, "w") as f:
       f.write(text)
+  profile_error = None
+  if profile_dir:
+    try:  # (a profiler that cannot start must not lose the measurement)
+      with jax.profiler.trace(profile_dir):
+        jax.block_until_ready(step(params, cache))
+    except Exception as e:
+      profile_error = f"{type(e).__name__}: {e}"
+  return dict(
+    llm_bytes=llm_bytes,
+    floor_s=floor,
+    step_s=one,
+    loop_s=many,
+    counts=kernel_counts(text),
+    unroll=model.llm_config["scan_unroll"],
+    profile_error=profile_error,
+  )
+
+
+def main(argv):
+  del argv
+  r = measure(FLAGS.config, FLAGS.dtype, FLAGS.cache, FLAGS.loop, FLAGS.unroll, FLAGS.dump)
+  floor, one, many = r["floor_s"], r["step_s"], r["loop_s"]
   print(
-    f"device {jax.devices()[0].device_kind} | LLM {llm_bytes / 2**30:.2f} GiB ({FLAGS.dtype}) | floor "
-    f"{floor * 1e3:.2f} ms | unroll {model.llm_config['scan_unroll']} | cache {FLAGS.cache}"
+    f"device {jax.devices()[0].device_kind} | LLM {r['llm_bytes'] / 2**30:.2f} GiB ({FLAGS.dtype}) | floor "
+    f"{floor * 1e3:.2f} ms | unroll {r['unroll']} | cache {FLAGS.cache}"
   )
   print(f"{'measure':<10} {'ms':>7} {'vs floor':>9}")
   print(f"{'step':<10} {one * 1e3:7.2f} {one / floor:9.2f}")
   print(f"{'loop/N':<10} {many * 1e3:7.2f} {many / floor:9.2f}")
-  print("compiled step: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+  print("compiled step: " + ", ".join(f"{k} {v}" for k, v in r["counts"].items()))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

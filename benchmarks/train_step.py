@@ -32,19 +32,23 @@ from ml_collections import config_flags
 import numpy as np
 
 from genvla_jax import heads
-from genvla_jax.models import build, surgery
+from genvla_jax.models import build, lora as lora_lib, surgery
 from genvla_jax.training import flops as flops_lib, optimizer, sharding, state as state_lib, step as step_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/pi0_plus.py", "model config", lock_config=False)
-flags.DEFINE_string("batch_sizes", "4,8", "comma-separated global batch sizes")
-flags.DEFINE_string("remat", "none", "comma-separated remat policies (none, dots, dots_no_batch, full)")
-flags.DEFINE_string("dtype", "bfloat16", "compute dtype")
-flags.DEFINE_string("param_dtype", "float32", "storage dtype of trained params (optimizer state: float32)")
-flags.DEFINE_string("frozen_dtype", "float32", "storage dtype of the frozen tower")
-flags.DEFINE_integer("text_len", 64, "text tokens per example (prompt + answer)")
-flags.DEFINE_integer("steps", 5, "timed steps (after 2 warm-up steps)")
-flags.DEFINE_integer("grad_accum", 1, "micro-batches per step (config.train.grad_accum_steps)")
+
+
+def define_flags():
+  """The CLI's flags (defined only when run as a script: benchmarks/gpu_suite.py imports this module)."""
+  config_flags.DEFINE_config_file("config", "configs/pi0_plus.py", "model config", lock_config=False)
+  flags.DEFINE_string("batch_sizes", "4,8", "comma-separated global batch sizes")
+  flags.DEFINE_string("remat", "none", "comma-separated remat policies (none, dots, dots_no_batch, full)")
+  flags.DEFINE_string("dtype", "bfloat16", "compute dtype")
+  flags.DEFINE_string("param_dtype", "float32", "storage dtype of trained params (optimizer state: float32)")
+  flags.DEFINE_string("frozen_dtype", "float32", "storage dtype of the frozen tower")
+  flags.DEFINE_integer("text_len", 64, "text tokens per example (prompt + answer)")
+  flags.DEFINE_integer("steps", 5, "timed steps (after 2 warm-up steps)")
+  flags.DEFINE_integer("grad_accum", 1, "micro-batches per step (config.train.grad_accum_steps)")
 
 
 def matmul_reference(dtype) -> float:
@@ -61,15 +65,11 @@ def matmul_reference(dtype) -> float:
   return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def run_one(config, batch: int, text_len: int, steps: int):
-  model = build.from_config(config.model)
-  tx = optimizer.make(config.optimizer, 1000)
-  mesh = sharding.make_mesh(config.mesh)
-  state, shardings, _ = state_lib.create(model, tx, config.model.image_size, mesh, jax.random.PRNGKey(0))
-  size = config.model.image_size
+def synthetic_batch(batch: int, text_len: int, size: int) -> dict:
+  """A host batch of random pixels and tokens: the first half of the text is the prompt, the rest the answer."""
   rng = np.random.default_rng(0)
   prompt = text_len // 2
-  local = dict(
+  return dict(
     image=rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
     tokens=rng.integers(3, 1000, (batch, text_len)).astype(np.int32),
     input_mask=np.ones((batch, text_len), bool),
@@ -78,29 +78,103 @@ def run_one(config, batch: int, text_len: int, steps: int):
     is_robot=np.ones(batch, bool),
     num_clipped=np.zeros(batch, np.int32),
   )
-  batch_arrays = sharding.to_global(local, mesh)
+
+
+STATE_NEUTRAL = ("remat_policy", "attention_impl", "decode_attention")  # model fields the train state ignores
+
+
+def _state_key(config) -> str:
+  """What the train state depends on (not remat or attention implementation): states are reused across rows
+  that agree on it (run_one's state_cache)."""
+  model = {k: v for k, v in config.model.to_dict().items() if k not in STATE_NEUTRAL}
+  return repr((sorted(model.items()), config.lora.to_dict(), config.optimizer.to_dict(), config.mesh.to_dict()))
+
+
+def run_one(config, batch: int, text_len: int, steps: int, grad_accum: int = 1, profile_dir=None, state_cache=None):
+  """Times the train step of `config` (config.lora / optimizer.frozen as the trainer applies them) on a synthetic
+  batch: compile (ahead of time), 2 warm-up steps, `steps` timed steps; `profile_dir`: then one more step under
+  jax.profiler.trace. `state_cache` (a dict): reuses the state it holds when the config's state agrees
+  (_state_key), frees it otherwise, and keeps this row's state there afterwards (saves the init compile)."""
+  model = build.from_config(config.model)
+  tx = optimizer.make(config.optimizer, 1000)
+  mesh = sharding.make_mesh(config.mesh)
+  lora = lora_lib.Spec.from_config(config.lora)
+  size = config.model.image_size
+  key, cache = _state_key(config), state_cache if state_cache is not None else {}
+  if cache.get("key") == key:
+    state, shardings = cache.pop("state"), cache.pop("shardings")
+  else:
+    cache.clear()  # (frees the other state before this one is made)
+    state, shardings, _ = state_lib.create(model, tx, size, mesh, jax.random.PRNGKey(0), lora=lora)
+  cache.pop("key", None)
+  batch_arrays = sharding.to_global(synthetic_batch(batch, text_len, size), mesh)
   train_step = step_lib.jit_train_step(
-    step_lib.make_train_step(model, tx, lambda s: 1e-5, FLAGS.grad_accum), shardings, mesh
+    step_lib.make_train_step(model, tx, lambda s: 1e-5, grad_accum, frozen=tuple(config.optimizer.frozen), lora=lora),
+    shardings,
+    mesh,
   )
   t = time.perf_counter()
-  state, metrics = train_step(state, batch_arrays)
-  jax.block_until_ready(metrics)
+  compiled = train_step.lower(state, batch_arrays).compile()
   compile_s = time.perf_counter() - t
-  state, metrics = train_step(state, batch_arrays)
+  for _ in range(2):  # warm-up
+    state, metrics = compiled(state, batch_arrays)
   jax.block_until_ready(metrics)
   t = time.perf_counter()
   for _ in range(steps):
-    state, metrics = train_step(state, batch_arrays)
+    state, metrics = compiled(state, batch_arrays)
   jax.block_until_ready(metrics)
   step_s = (time.perf_counter() - t) / steps
+  profile_error = None
+  if profile_dir:
+    try:  # (a profiler that cannot start must not lose the row)
+      with jax.profiler.trace(profile_dir):
+        state, metrics = compiled(state, batch_arrays)
+        jax.block_until_ready(metrics)
+    except Exception as e:
+      profile_error = f"{type(e).__name__}: {e}"
   stats = jax.devices()[0].memory_stats() or {}
+  try:
+    analysis = compiled.memory_analysis()
+  except NotImplementedError:  # (a backend without one)
+    analysis = None
+  if state_cache is not None:
+    state_cache.update(key=key, state=state, shardings=shardings)
   del state
   return dict(
     step_s=step_s,
     compile_s=compile_s,
     loss=float(metrics["loss"]),
     peak_gib=stats.get("peak_bytes_in_use", 0) / 2**30,
+    xla_peak_gib=None if analysis is None else xla_peak(analysis) / 2**30,
+    profile_error=profile_error,
     params=surgery.count_params(jax.eval_shape(lambda: surgery.init_params(model, jax.random.PRNGKey(0), size))),
+  )
+
+
+def xla_peak(analysis) -> int:
+  """Peak bytes of one compiled program from XLA's memory analysis (as training/plan.compiled_memory reads it)."""
+  return (
+    analysis.argument_size_in_bytes
+    + analysis.output_size_in_bytes
+    - analysis.alias_size_in_bytes
+    + analysis.temp_size_in_bytes
+    + analysis.generated_code_size_in_bytes
+  )
+
+
+def throughput(config, batch: int, text_len: int, step_s: float, peak, matmul) -> dict:
+  """A row's derived numbers: analytic model FLOPs per step (flops.model_flops), achieved FLOP/s, examples/s,
+  tokens/s, MFU against `peak` FLOP/s (None: unknown device) and the ratio to the measured `matmul` FLOP/s."""
+  flops = flops_lib.model_flops(config.model, batch, text_len, head=heads.from_config(config))
+  achieved = flops / step_s
+  tokens = batch * ((config.model.image_size // config.model.img.patch_size) ** 2 + text_len)
+  return dict(
+    tflop_step=flops / 1e12,
+    tflop_s=achieved / 1e12,
+    ex_s=batch / step_s,
+    tokens_s=tokens / step_s,
+    mfu=achieved / peak if peak else None,
+    vs_matmul=achieved / matmul,
   )
 
 
@@ -128,22 +202,21 @@ def main(argv):
     config.model.remat_policy = policy
     for batch in [int(b) for b in FLAGS.batch_sizes.split(",")]:
       try:
-        r = run_one(config, batch, FLAGS.text_len, FLAGS.steps)
+        r = run_one(config, batch, FLAGS.text_len, FLAGS.steps, FLAGS.grad_accum)
       except Exception as e:  # out of memory at large batch: report and go on
         print(f"{policy:>14} {batch:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
         continue
-      flops = flops_lib.model_flops(config.model, batch, FLAGS.text_len, head=heads.from_config(config))
-      achieved = flops / r["step_s"]
-      tokens = batch * ((config.model.image_size // config.model.img.patch_size) ** 2 + FLAGS.text_len)
-      mfu = f"{achieved / peak:6.1%}" if peak else "   n/a"
+      d = throughput(config, batch, FLAGS.text_len, r["step_s"], peak, ref)
+      mfu = f"{d['mfu']:6.1%}" if peak else "   n/a"
       print(
-        f"{policy:>14} {batch:>5} {r['step_s'] * 1e3:9.1f} {batch / r['step_s']:8.1f} "
-        f"{tokens / r['step_s']:10.0f} {flops / 1e12:10.2f} {achieved / 1e12:8.1f} {mfu} "
-        f"{achieved / ref:9.2f} {r['peak_gib']:8.1f} {r['compile_s']:9.1f}",
+        f"{policy:>14} {batch:>5} {r['step_s'] * 1e3:9.1f} {d['ex_s']:8.1f} "
+        f"{d['tokens_s']:10.0f} {d['tflop_step']:10.2f} {d['tflop_s']:8.1f} {mfu} "
+        f"{d['vs_matmul']:9.2f} {r['peak_gib']:8.1f} {r['compile_s']:9.1f}",
         flush=True,
       )
   print(f"params: {r['params'] / 1e9:.3f} B" if "r" in locals() else "")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
