@@ -45,6 +45,12 @@ def defaults() -> ml_collections.ConfigDict:
     param_dtype="float32",  # storage dtype of trained params (optimizer state is float32)
     frozen_dtype="float32",  # storage dtype of the frozen tower (no optimizer state)
     remat_policy="none",
+    # attention (models/attention.py), the towers' and the decoder's: attention_impl for training / prefill
+    # ("xla": today's path | "dot_product": jax.nn.dot_product_attention | "cudnn": its cuDNN flash attention,
+    # NVIDIA GPU + bf16/fp16 only | "auto": cudnn where it applies, else xla, counted); decode_attention for the
+    # one-token decode step ("xla": today's | "fused": one query over the cache in fewer kernels)
+    attention_impl="xla",
+    decode_attention="xla",
     # Prismatic / OpenVLA layout (configs/openvla.py): a second tower fused per patch ({} =
     # none), how the dual encoder is made ("copy" | "split": the fused tower frozen), the
     # projector ("linear" | "mlp3"), [BOS][image][text] order and causal image/prompt tokens

@@ -149,7 +149,7 @@ def test_cached_decoding_equals_full_forward(models, inputs):
       (next_pos + i)[:, None],
       cache,
       slot,
-      jnp.asarray(valid),
+      jnp.array(valid),  # a copy: valid changes in the next iteration
       method=prefix_lm.PrefixLM.decode_step,
     )
     np.testing.assert_allclose(logits, full[rows, prefix_len + i], rtol=0, atol=atol)

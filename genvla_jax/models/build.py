@@ -5,6 +5,7 @@ dual_encoder, dual_mode         -> Encoder.dual (None | "copy" | "split")
 projector                       -> projector kind
 image_after_bos, causal_prefix  -> prefix_lm.Layout
 action_expert (width > 0)       -> pi0.Pi0 instead of prefix_lm.PrefixLM
+attention_impl, decode_attention -> the towers' and decoders' attention (models/attention.py), checked here
 num_cameras                     -> no model part (the model reads the cameras from the images' shape):
                                    the image token count of FLOP / memory accounting (num_image_tokens)
 """
@@ -12,7 +13,7 @@ num_cameras                     -> no model part (the model reads the cameras fr
 import dataclasses
 from typing import Any
 
-from genvla_jax.models import encoders, pi0, prefix_lm
+from genvla_jax.models import attention, encoders, gemma, pi0, prefix_lm, vit
 
 
 def vla(
@@ -27,9 +28,12 @@ def vla(
   **options,
 ) -> prefix_lm.PrefixLM:
   """A model from its parts: towers (one, or two fused), dual encoder mode, projector, layout, and an action
-  expert (π0) or none. `options`: dtype, param_dtype, frozen_dtype, remat_policy, projector_hidden."""
+  expert (π0) or none. `options`: dtype, param_dtype, frozen_dtype, remat_policy, projector_hidden, attention_impl,
+  decode_attention (a choice this backend, dtype or architecture cannot run is refused here: `check_attention`)."""
+  encoder = make_encoder(img, fused_img, dual)
+  check_attention(encoder, llm, **options)
   parts = dict(
-    encoder=make_encoder(img, fused_img, dual),
+    encoder=encoder,
     llm_config=dict(llm),
     projector_kind=projector,
     layout=layout,
@@ -69,7 +73,32 @@ def from_config(model_config) -> prefix_lm.PrefixLM:
     param_dtype=model_config.param_dtype,
     frozen_dtype=model_config.frozen_dtype,
     remat_policy=model_config.remat_policy,
+    attention_impl=model_config.attention_impl,
+    decode_attention=model_config.decode_attention,
   )
+
+
+def check_attention(encoder, llm, attention_impl="xla", decode_attention="xla", dtype="float32", **_):
+  """Refuses (ValueError naming the field) attention switches this model cannot run here: an unknown name, cuDNN
+  off an NVIDIA GPU / in float32 / with an unsupported head dim, jax.nn.dot_product_attention with soft-capped
+  logits (models/attention.py problems)."""
+  llm = gemma.options(llm)
+  head_dims = [llm["head_dim"]] + [t["width"] // t["num_heads"] for t in (vit.options(t.vit) for t in encoder.built())]
+  softcap = llm["attn_logits_softcap"] is not None
+  attention.check(attention_impl, decode_attention, dtype, head_dims, softcap)
+
+
+def attention_problems(model_config) -> list[str]:
+  """config.model's attention switches against its architecture, dtype and this backend (check_attention), one
+  line each: for the trainer's checks before any data is prepared."""
+  m = model_config
+  try:
+    check_attention(
+      encoder(m), m.llm, attention_impl=m.attention_impl, decode_attention=m.decode_attention, dtype=m.dtype
+    )
+  except ValueError as e:
+    return str(e).splitlines()
+  return []
 
 
 def expert_config(model_config) -> dict | None:

@@ -88,10 +88,12 @@ class ImageTowers(nn.Module):
   encoder: Encoder
   dtype: str = "float32"
   remat_policy: str = "none"
+  attention_impl: str = "xla"  # models/attention.py IMPLS
 
   def setup(self):
     for tower in self.encoder.built():
-      setattr(self, tower.name, vit.ViT(**tower.vit, dtype=self.dtype, remat_policy=self.remat_policy))
+      options = dict(dtype=self.dtype, remat_policy=self.remat_policy, attention_impl=self.attention_impl)
+      setattr(self, tower.name, vit.ViT(**tower.vit, **options))
 
   def __call__(self, images):
     features = []

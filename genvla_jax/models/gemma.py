@@ -6,7 +6,10 @@ Llama 2 is the same decoder with other options (VARIANTS["llama2_7b"]): RMSNorm 
 the embeddings, an untied output head (embedder/output_embedding [V,D]), multi-head attention.
 
 One implementation serves every model variant and both training and cached decoding. The caller builds
-the attention mask (prefix-LM, see `masks.py`) and positions; the decoder only applies them.
+the attention mask (prefix-LM, see `masks.py`) and positions; the decoder only applies them. The attention
+itself is `attention.py`'s: `attention_impl` for calls with several query tokens (training, prefill, extend),
+`decode_attention` for one-token steps over the cache (config.model.attention_impl / decode_attention; the
+defaults, "xla", are the path this decoder always took).
 
 Parameter names follow the big_vision PaliGemma release (L = depth stacked on axis 0):
   embedder/input_embedding [V,D]   (+ embedder/output_embedding [V,D] when untied: Llama)
@@ -36,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genvla_jax.models import lora, remat
+from genvla_jax.models import attention, lora, remat
 from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
 
@@ -125,23 +128,6 @@ def apply_rope(x, positions, max_wavelength=10_000):
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def attention(q, k, v, mask, scale: float, softcap: float | None = None):
-  """q [B,T,N,Hd], k/v [B,S,K,Hd] (K divides N), mask [B,T,S] bool -> [B,T,N,Hd].
-
-  Without soft-capping this is jax.nn.dot_product_attention (cuDNN flash attention where available);
-  Gemma 2's soft-capped logits (tanh(l / cap) * cap before masking) take the explicit path."""
-  if softcap is None:
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale)
-  b, t, n, hd = q.shape
-  kv_heads = k.shape[2]
-  q = q.reshape(b, t, kv_heads, n // kv_heads, hd)
-  logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * scale
-  logits = jnp.tanh(logits / softcap) * softcap
-  logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, hd)
-
-
 @dataclasses.dataclass(frozen=True)
 class BlockConfig:
   """What one decoder layer is made of (built by Gemma from its fields; see Gemma for each option)."""
@@ -159,6 +145,8 @@ class BlockConfig:
   activation: str
   rope_max_wavelength: float
   dtype: str
+  attention_impl: str = "xla"  # attention.IMPLS: calls with more than one query token (training, prefill)
+  decode_attention: str = "xla"  # attention.DECODE_IMPLS: one query token over the KV cache (decode step)
 
 
 def _project(module, kernel: str, equation: str, x, w):
@@ -191,9 +179,13 @@ class Attention(nn.Module):
       new_cache = {"k": k, "v": v}
     if c.sliding_window is not None:
       attn_mask = attn_mask & (window_ok | ~is_local)
-    out = attention(
-      q, k.astype(q.dtype), v.astype(q.dtype), attn_mask, c.query_pre_attn_scalar**-0.5, c.attn_logits_softcap
-    )
+    scale, k, v = c.query_pre_attn_scalar**-0.5, k.astype(q.dtype), v.astype(q.dtype)
+    decode_step = cache is not None and q.shape[1] == 1  # one token over the cache: decode_attention's
+    if decode_step and c.decode_attention == "fused":
+      out = attention.one_query(q, k, v, attn_mask, scale, c.attn_logits_softcap)
+    else:
+      impl = "xla" if decode_step else c.attention_impl
+      out = attention.attend(q, k, v, attn_mask, scale, c.attn_logits_softcap, impl)
     return _project(self, "attn_vec_einsum", "BTNH,NHD->BTD", out, wo.astype(c.dtype)), new_cache
 
 
@@ -259,6 +251,8 @@ class Gemma(nn.Module):
   dtype: str = "float32"
   remat_policy: str = "none"
   scan_unroll: int = 1  # layers per scan iteration; decoding unrolls all (build.for_decoding)
+  attention_impl: str = "xla"  # models/attention.py IMPLS (config.model.attention_impl)
+  decode_attention: str = "xla"  # models/attention.py DECODE_IMPLS (config.model.decode_attention)
 
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width, self.scale_embeddings, self.tie_embeddings, name="embedder")
@@ -289,6 +283,8 @@ class Gemma(nn.Module):
       activation=self.activation,
       rope_max_wavelength=self.rope_max_wavelength,
       dtype=self.dtype,
+      attention_impl=self.attention_impl,
+      decode_attention=self.decode_attention,
     )
 
   def embed(self, tokens):  # [B,T] int -> [B,T,D]
@@ -360,7 +356,7 @@ class Embedder(nn.Module):
 
 
 # Module fields that are not architecture (set by the model that holds the decoder, or by flax).
-_NOT_ARCHITECTURE = ("dtype", "remat_policy", "scan_unroll", "parent", "name")
+_NOT_ARCHITECTURE = ("dtype", "remat_policy", "scan_unroll", "attention_impl", "decode_attention", "parent", "name")
 
 
 def options(llm_config) -> dict:

@@ -29,6 +29,7 @@ class Pi0(prefix_lm.PrefixLM):
       e["state_dim"],
       dtype=self.dtype,
       remat_policy=self.remat_policy,
+      attention_impl=self.attention_impl,
     )
 
   def flow_forward(self, images, tokens, input_mask, ar_mask, x_t, t, state=None, image_mask=None):

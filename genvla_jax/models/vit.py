@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from genvla_jax.models import remat
+from genvla_jax.models import attention, remat
 from genvla_jax.models.partitioning import BATCH, MODEL, constrain
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # numpy: importing must not start a JAX backend
@@ -102,6 +102,7 @@ class EncoderBlock(nn.Module):
   dtype: str = "float32"
   activation: str = "gelu_tanh"
   layer_scale: bool = False
+  attention_impl: str = "xla"  # models/attention.py IMPLS
 
   @nn.compact
   def __call__(self, x, _=None):  # x: [B,N,D]
@@ -111,8 +112,12 @@ class EncoderBlock(nn.Module):
       return y * self.param(name, nn.initializers.ones_init(), (y.shape[-1],)).astype(y.dtype)
 
     y = nn.LayerNorm(dtype=self.dtype)(x)
+    implementation = attention.flax_attention_fn(self.attention_impl)  # None: flax's own ("xla")
     y = nn.MultiHeadDotProductAttention(
-      num_heads=self.num_heads, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform()
+      num_heads=self.num_heads,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.xavier_uniform(),
+      **({} if implementation is None else dict(attention_fn=implementation)),
     )(y, y)
     x = x + scaled("ls1", y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
@@ -137,6 +142,7 @@ class ViT(nn.Module):
   pixel_norm: str = "unit"
   dtype: str = "float32"
   remat_policy: str = "none"
+  attention_impl: str = "xla"  # models/attention.py IMPLS (config.model.attention_impl)
 
   @nn.compact
   def __call__(self, images):
@@ -165,16 +171,22 @@ class ViT(nn.Module):
       x = jnp.concatenate([jnp.broadcast_to(t.astype(x.dtype), (b,) + t.shape[1:]) for t in prefix] + [x], 1)
     block = remat.wrap(EncoderBlock, self.remat_policy)
     blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth)
-    x, _ = blocks(self.num_heads, self.mlp_dim, self.dtype, self.mlp_activation, self.layer_scale, name="blocks")(
-      x, None
-    )
+    x, _ = blocks(
+      self.num_heads,
+      self.mlp_dim,
+      self.dtype,
+      self.mlp_activation,
+      self.layer_scale,
+      self.attention_impl,
+      name="blocks",
+    )(x, None)
     if self.final_norm:
       x = nn.LayerNorm(name="encoder_norm", dtype=self.dtype)(x)
     return x[:, x.shape[1] - h * w :]  # patch tokens
 
 
 # Module fields that are not architecture (set by the model that holds the tower, or by flax).
-_NOT_ARCHITECTURE = ("dtype", "remat_policy", "parent", "name")
+_NOT_ARCHITECTURE = ("dtype", "remat_policy", "attention_impl", "parent", "name")
 
 
 def options(tower_config) -> dict:

@@ -47,7 +47,7 @@ def raise_problems(errors: Sequence[cli.UserError]) -> None:
 def settings_problems(config) -> list[str]:
   """Config fields that must agree with each other (and with this machine's devices), one line each;
   reads no file."""
-  problems = []
+  problems = build.attention_problems(config.model)  # (cuDNN on this backend, soft-capping, ...)
   rules = config_schema.entry_problems("mesh.rules", config.mesh.rules)
   if rules:
     problems.append("config " + "; ".join(rules))

@@ -3,8 +3,8 @@
 Once a run has a checkpoint, restarting it with a different config is an error that names the differing
 fields, and nothing in the directory is overwritten. Only fields that do not change what the saved state
 means may differ on a restart (RESUMABLE_CHANGES: how long to train, how often to log / save, the device
-layout, where the caches live); the restart says which changed. Fields the trainer derives from the data
-(DERIVED_FROM_DATA) match when the new config leaves them unset (0).
+layout, where the caches live, the attention implementation); the restart says which changed. Fields the
+trainer derives from the data (DERIVED_FROM_DATA) match when the new config leaves them unset (0).
 
 Assets (tokenizer.model, stats.json, fast_bpe.model) are compared byte for byte with what the new start
 would write: a changed tokenizer file or changed dataset statistics are errors too (a policy would
@@ -32,6 +32,8 @@ RESUMABLE_CHANGES = (
   "distributed",
   "inference",
   "data.cache_dir",
+  "model.attention_impl",  # how attention is computed, not what: the parameters are the same
+  "model.decode_attention",
 )
 DERIVED_FROM_DATA = ("model.action_expert.action_dim", "model.action_expert.state_dim")
 
