@@ -336,10 +336,11 @@ def test_recordings_files_resume_and_summary(tmp_path):
     np.testing.assert_array_equal(back[key], getattr(ok, key))
   assert back["meta"] == {
     "task": tasks[3], "episode": 7, "instruction": ok.instruction, "steps": 4, "success": True,
-    "final_phase": "approach",
+    "final_phase": "approach", "scene": "fixed", "sim_seed": 0, "seconds": 0.0, "nearest_fixed": {},
   }  # fmt: skip
   summary = rec.summarize(str(tmp_path), [(tasks[3], 7), (tasks[3], 8), (tasks[3], 9)])  # 9: not run yet
   assert (summary["episodes"], summary["successes"]) == (2, 1)
+  assert summary["seconds_per_episode"] is None and summary["min_distance_to_fixed_m"] is None  # not recorded
   entry = summary["tasks"][tasks[3]]
   assert entry["failed"] == [8] and entry["mean_steps"] == 4.0 and entry["wilson95"] == rec.wilson(1, 2)
 

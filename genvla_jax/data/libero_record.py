@@ -2,20 +2,31 @@ r"""LIBERO demonstrations by the scripted expert (eval/envs/libero.py `Expert`),
 `lerobot` library itself, in the layout of openpi's LIBERO dataset (so the `libero` entry of data/registry.py
 converts it, as it converts the published demonstrations).
 
-  python -m genvla_jax.data.libero_record --suite=object --episodes_per_task=N --out=DIR
-      [--first_episode=0] [--image_size=256] [--num_envs=1] [--lerobot_python=PY]
+  python -m genvla_jax.data.libero_record --suite=object --episodes_per_task=N --out=DIR [--scenes=fixed|fresh]
+      [--tasks=0,5] [--first_episode=0] [--image_size=256] [--num_envs=1] [--lerobot_python=PY]
 
-Episode k of a task starts from the task's k-th fixed initial state under openpi's protocol (libero.py: seed 7,
-10 settling steps, the suite's step limit), k = first_episode .. first_episode + N - 1. Every step keeps the
+--scenes=fixed (the default): episode k of a task starts from the task's k-th fixed initial state under openpi's
+protocol (libero.py: seed 7, 10 settling steps, the suite's step limit), k = first_episode .. first_episode + N - 1
+(at most 49): the very scenes the evaluation runs, so a policy trained on them is tested on its training scenes.
+--scenes=fresh: episode k starts from a scene LIBERO's own placement sampler draws after seeding numpy with
+100000 + k (libero.FRESH_SEED_BASE + k; the evaluation seeds 7 and takes its objects from the fixed states), the
+arm's joints with the fixed states' noise, no initial state set; then the same 10 settling steps and step limit
+(any k >= 0). The same seed gives the same scene; each episode's file and DIR/summary.json keep its seed and its
+distance to the nearest of the task's 50 fixed initial states (the largest object displacement, m). Measured:
+LIBERO-Object's fixed layouts vary by at most ~3 cm per object (several objects never move), so that distance is
+millimetres: fresh scenes come from the distribution the fixed states were drawn from, as LIBERO's published
+demonstrations do, only not from those 50 states. One DIR holds one kind: mixing is refused.
+--tasks: task indices within the suite (default all). Every step keeps the
 observation the policy would see (agent view and wrist camera rendered at image_size and turned 180 degrees, as
 openpi's dataset stores them; the 8-D state) and the expert's action [7]. Only successful episodes are kept;
 failures are counted (and listed in DIR/summary.json).
 
-Resumable: each finished episode is a file under DIR/episodes/ (t<task>_e<episode>.npz, or .failed.json), reused
-by a second run. Then DIR/lerobot is written (again when the set of episodes changed) by libero_lerobot_writer.py
-in the lerobot virtualenv (${GENVLA_CACHE:-~/.cache/genvla_jax}/venv-lerobot-0.4.4, built by
-tests/fixtures/make_lerobot_fixtures.sh): features image, wrist_image (uint8 [S,S,3], stored as images), state
-float32 [8], actions float32 [7], the task's instruction; 10 fps, robot_type panda. Then:
+Resumable: each finished episode is a file under DIR/episodes/ (t<task>_e<episode>.npz for fixed scenes,
+t<task>_fresh<episode>.npz for fresh ones, or .failed.json), reused by a second run. Then DIR/lerobot is written
+(again when the set of episodes changed) by libero_lerobot_writer.py in the lerobot virtualenv
+(${GENVLA_CACHE:-~/.cache/genvla_jax}/venv-lerobot-0.4.4, built by tests/fixtures/make_lerobot_fixtures.sh):
+features image, wrist_image (uint8 [S,S,3], stored as images), state float32 [8], actions float32 [7], the task's
+instruction; 10 fps, robot_type panda. Then:
 
   python -m genvla_jax.data.convert_lerobot --dataset=libero --root=DIR/lerobot --out=CONVERTED
   python -m genvla_jax.train --config=configs/pi0_plus.py:tiny,mixture=libero,robot_dir=CONVERTED ...
@@ -24,6 +35,7 @@ float32 [8], actions float32 [7], the task's instruction; 10 fps, robot_type pan
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -53,12 +65,37 @@ class Recording:
   state: np.ndarray
   actions: np.ndarray
   phases: list  # the expert's phase at each step (diagnostics)
+  scene: str = "fixed"  # libero.SCENES
+  sim_seed: int = 0  # the simulator's seed: openpi's 7 (fixed) or libero.fresh_seed(episode) (fresh)
+  seconds: float = 0.0  # wall-clock from the reset to the last step
+  nearest_fixed: dict = dataclasses.field(default_factory=dict)  # libero.nearest_fixed_state of the start
 
 
-def episode_stem(task: str, episode: int) -> str:
-  """File name stem of (task, episode): t<index within its suite>_e<episode>, e.g. t03_e007."""
+# an episode file's stem per scene kind (episode_stem): fixed t03_e007, fresh t03_fresh007
+STEM_PATTERNS = {"fixed": re.compile(r"^t\d+_e\d+\."), "fresh": re.compile(r"^t\d+_fresh\d+\.")}
+
+
+def episode_stem(task: str, episode: int, scene: str = "fixed") -> str:
+  """File name stem of (task, episode): t<index within its suite>_e<episode> (fixed initial state, e.g. t03_e007)
+  or t<index>_fresh<episode> (fresh scene, e.g. t03_fresh007)."""
   suite, name = libero.split_task(task)
-  return f"t{libero.SUITES[suite].index(name):02d}_e{episode:03d}"
+  if scene not in libero.SCENES:
+    raise ValueError(f"unknown scene {scene!r}; choose from {libero.SCENES}")
+  kind = "e" if scene == "fixed" else "fresh"
+  return f"t{libero.SUITES[suite].index(name):02d}_{kind}{episode:03d}"
+
+
+def check_scenes(episodes_dir: str, scene: str) -> None:
+  """UserError when episodes_dir already holds episodes of the other scene kind: one dataset, one kind."""
+  if not os.path.isdir(episodes_dir):
+    return
+  for other, pattern in STEM_PATTERNS.items():
+    clash = sorted(f for f in os.listdir(episodes_dir) if pattern.match(f))
+    if other != scene and clash:
+      raise cli.UserError(
+        f"{episodes_dir} holds {len(clash)} {other}-scene episode file(s) ({clash[0]}, ..) and this run records "
+        f"{scene} scenes: one directory holds one kind (--scenes={other} to add to it, or another --out)"
+      )
 
 
 def make_env(image_size: int = IMAGE_SIZE) -> libero.LiberoEnv:
@@ -66,9 +103,10 @@ def make_env(image_size: int = IMAGE_SIZE) -> libero.LiberoEnv:
   return libero.LiberoEnv(image_size=image_size, render_size=image_size, cameras=("image", "wrist_image"))
 
 
-def record_episodes(envs, jobs, printer=print):
-  """Runs the expert on each (task, episode) of `jobs`, len(envs) at a time (their simulators step in parallel).
-  Yields a Recording per job as it finishes (in finishing order)."""
+def record_episodes(envs, jobs, printer=print, scene: str = "fixed"):
+  """Runs the expert on each (task, episode) of `jobs`, len(envs) at a time (their simulators step in parallel),
+  from fixed initial states or fresh scenes (`scene`, libero.SCENES). Yields a Recording per job as it finishes
+  (in finishing order)."""
   jobs = list(jobs)
   running = [None] * len(envs)  # per env: (task, episode, lists) or None
 
@@ -77,8 +115,11 @@ def record_episodes(envs, jobs, printer=print):
       running[i] = None
       return
     task, episode = jobs.pop(0)
-    obs = envs[i].reset(task, episode)
-    running[i] = (task, episode, {"obs": obs, "image": [], "wrist_image": [], "state": [], "actions": [], "phases": []})
+    started = time.perf_counter()
+    obs = envs[i].reset(task, episode, scene=scene)
+    lists = {"obs": obs, "image": [], "wrist_image": [], "state": [], "actions": [], "phases": []}
+    lists.update(started=started, info=envs[i].info)
+    running[i] = (task, episode, lists)
 
   for i in range(len(envs)):
     start(i)
@@ -109,13 +150,17 @@ def record_episodes(envs, jobs, printer=print):
           np.stack(lists["state"]).astype(np.float32),
           np.stack(lists["actions"]).astype(np.float32),
           lists["phases"],
+          scene=scene,
+          sim_seed=int(lists["info"]["sim_seed"]),
+          seconds=time.perf_counter() - lists["started"],
+          nearest_fixed=libero.nearest_fixed_state(lists["info"]["to_fixed_states"]),
         )
         start(i)
 
 
 def save_recording(recording: Recording, episodes_dir: str) -> str:
   """A successful episode -> episodes_dir/<stem>.npz (atomically); a failed one -> <stem>.failed.json. -> path."""
-  stem = os.path.join(episodes_dir, episode_stem(recording.task, recording.episode))
+  stem = os.path.join(episodes_dir, episode_stem(recording.task, recording.episode, recording.scene))
   meta = {
     "task": recording.task,
     "episode": recording.episode,
@@ -123,6 +168,10 @@ def save_recording(recording: Recording, episodes_dir: str) -> str:
     "steps": len(recording.actions),
     "success": recording.success,
     "final_phase": recording.phases[-1] if recording.phases else "",
+    "scene": recording.scene,
+    "sim_seed": recording.sim_seed,
+    "seconds": round(recording.seconds, 2),
+    "nearest_fixed": recording.nearest_fixed,
   }
   if not recording.success:
     path = stem + ".failed.json"
@@ -151,9 +200,9 @@ def load_recording(path: str) -> dict:
   return out
 
 
-def finished(episodes_dir: str, task: str, episode: int) -> str | None:
-  """The file of a finished (task, episode), or None."""
-  stem = os.path.join(episodes_dir, episode_stem(task, episode))
+def finished(episodes_dir: str, task: str, episode: int, scene: str = "fixed") -> str | None:
+  """The file of a finished (task, episode) from `scene`, or None."""
+  stem = os.path.join(episodes_dir, episode_stem(task, episode, scene))
   for suffix in (".npz", ".failed.json"):
     if os.path.exists(stem + suffix):
       return stem + suffix
@@ -170,19 +219,33 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
   return float(centre - half), float(centre + half)
 
 
-def summarize(episodes_dir: str, jobs) -> dict:
-  """Success per task and overall (with Wilson 95% intervals) over the finished jobs."""
-  per_task = {}
+def episode_meta(path: str) -> dict:
+  """A finished episode's meta (its .npz's meta, or its .failed.json)."""
+  if path.endswith(".npz"):
+    with np.load(path) as data:
+      return json.loads(str(data["meta"]))
+  with open(path) as f:
+    return json.load(f)
+
+
+def summarize(episodes_dir: str, jobs, scene: str = "fixed") -> dict:
+  """Success per task and overall (with Wilson 95% intervals) over the finished jobs; seconds per episode and the
+  scenes' distance to the nearest fixed initial state (m) where the episode files record them."""
+  per_task, seconds, distances = {}, [], []
   for task, episode in jobs:
-    path = finished(episodes_dir, task, episode)
+    path = finished(episodes_dir, task, episode, scene)
     if path is None:
       continue
     entry = per_task.setdefault(task, {"episodes": 0, "successes": 0, "failed": [], "steps": []})
     entry["episodes"] += 1
+    meta = episode_meta(path)
+    if meta.get("seconds"):  # episodes recorded before these were kept have neither
+      seconds.append(meta["seconds"])
+    if "max_object_m" in meta.get("nearest_fixed", {}):
+      distances.append(meta["nearest_fixed"]["max_object_m"])
     if path.endswith(".npz"):
       entry["successes"] += 1
-      with np.load(path) as data:
-        entry["steps"].append(int(data["actions"].shape[0]))
+      entry["steps"].append(int(meta["steps"]))
     else:
       entry["failed"].append(episode)
   for entry in per_task.values():
@@ -197,8 +260,24 @@ def summarize(episodes_dir: str, jobs) -> dict:
     "successes": s,
     "success_rate": s / n if n else 0.0,
     "wilson95": wilson(s, n),
+    "seconds_per_episode": float(np.mean(seconds)) if seconds else None,
+    "min_distance_to_fixed_m": float(np.min(distances)) if distances else None,
     "tasks": per_task,
   }
+
+
+def select_tasks(suite: str, indices=None) -> tuple[str, ...]:
+  """The task ids of `suite` at `indices` (within the suite, in its order; None or empty: all of them)."""
+  try:
+    tasks = libero.suite_tasks(suite)
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  if not indices:
+    return tasks
+  bad = [i for i in indices if not 0 <= int(i) < len(tasks)]
+  if bad:
+    raise cli.UserError(f"--tasks={','.join(map(str, indices))}: suite {suite} has tasks 0..{len(tasks) - 1}")
+  return tuple(tasks[int(i)] for i in dict.fromkeys(int(i) for i in indices))
 
 
 def lerobot_python(explicit: str = "") -> str:
@@ -243,40 +322,54 @@ def run(
   num_envs: int = 1,
   python: str = "",
   printer=print,
+  scenes: str = "fixed",
+  tasks=None,
 ) -> dict:
-  """Records (or reuses) the episodes, writes out/lerobot and out/summary.json. -> the summary."""
-  tasks = libero.suite_tasks(suite)
+  """Records (or reuses) the episodes of `tasks` (indices within the suite; None: all) from fixed initial states
+  or fresh scenes (`scenes`), writes out/lerobot and out/summary.json. -> the summary."""
+  tasks = select_tasks(suite, tasks)
   libero.check_expert_tasks(tasks)
-  if not 0 <= first_episode or first_episode + episodes_per_task > 50 or episodes_per_task < 1:
+  if scenes not in libero.SCENES:
+    raise cli.UserError(f"--scenes={scenes}: choose from {', '.join(libero.SCENES)}")
+  if first_episode < 0 or episodes_per_task < 1:
+    raise cli.UserError(f"--first_episode={first_episode} --episodes_per_task={episodes_per_task}: need >= 0 and >= 1")
+  if scenes == "fixed" and first_episode + episodes_per_task > 50:
     raise cli.UserError(
       f"--first_episode={first_episode} --episodes_per_task={episodes_per_task}: each task has initial states 0..49"
     )
-  python = lerobot_python(python)  # before hours of simulation
   episodes_dir = os.path.join(out, "episodes")
+  check_scenes(episodes_dir, scenes)
+  python = lerobot_python(python)  # before hours of simulation
   os.makedirs(episodes_dir, exist_ok=True)
   jobs = [(t, first_episode + k) for k in range(episodes_per_task) for t in tasks]  # every task early on
-  todo = [j for j in jobs if finished(episodes_dir, *j) is None]
-  printer(f"[record] {suite}: {len(jobs)} episodes, {len(jobs) - len(todo)} already recorded, {len(todo)} to run")
+  todo = [j for j in jobs if finished(episodes_dir, *j, scenes) is None]
+  printer(
+    f"[record] {suite}, {scenes} scenes: {len(jobs)} episodes, {len(jobs) - len(todo)} already recorded, "
+    f"{len(todo)} to run"
+  )
   started, done = time.perf_counter(), 0
   if todo:
     envs = [make_env(image_size) for _ in range(min(num_envs, len(todo)))]
     try:
-      for recording in record_episodes(envs, todo):
+      for recording in record_episodes(envs, todo, scene=scenes):
         save_recording(recording, episodes_dir)
         done += 1
-        s = summarize(episodes_dir, jobs)
+        s = summarize(episodes_dir, jobs, scenes)
         elapsed = time.perf_counter() - started
+        stem = episode_stem(recording.task, recording.episode, scenes)
         printer(
-          f"[record] {s['episodes']}/{len(jobs)} episodes | {episode_stem(recording.task, recording.episode)} "
-          f"{'ok' if recording.success else 'FAILED'} in {len(recording.actions)} steps | success "
+          f"[record] {s['episodes']}/{len(jobs)} episodes | {stem} (seed {recording.sim_seed}) "
+          f"{'ok' if recording.success else 'FAILED'} in {len(recording.actions)} steps, {recording.seconds:.0f}s, "
+          f"{recording.nearest_fixed['max_object_m'] * 1000:.1f} mm from fixed state "
+          f"{recording.nearest_fixed['state']} | success "
           f"{s['successes']}/{s['episodes']} | {elapsed:.0f}s, ETA {elapsed / done * (len(todo) - done):.0f}s",
           flush=True,
         )
     finally:
       for env in envs:
         env.close()
-  summary = summarize(episodes_dir, jobs)
-  kept = [finished(episodes_dir, *j) for j in jobs]
+  summary = summarize(episodes_dir, jobs, scenes)
+  kept = [finished(episodes_dir, *j, scenes) for j in jobs]
   kept = sorted(p for p in kept if p and p.endswith(".npz"))
   root = os.path.join(out, "lerobot")
   marker = os.path.join(root, "genvla_episodes.json")
@@ -285,13 +378,18 @@ def run(
     raise RuntimeError(f"the expert solved none of the {len(jobs)} episodes: nothing to write")
   if not (os.path.exists(marker) and json.load(open(marker)) == names):
     t = time.perf_counter()
-    write_lerobot(kept, root, python, f"genvla_jax/libero_{suite}_expert")
+    write_lerobot(kept, root, python, f"genvla_jax/libero_{suite}_expert" + ("_fresh" if scenes == "fresh" else ""))
     with open(marker, "w") as f:
       json.dump(names, f)
     printer(f"[record] LeRobot dataset written in {time.perf_counter() - t:.0f}s: {root} ({len(kept)} episodes)")
   else:
     printer(f"[record] LeRobot dataset reused: {root} ({len(kept)} episodes)")
-  summary.update(suite=suite, first_episode=first_episode, image_size=image_size, lerobot=root)
+  summary.update(suite=suite, first_episode=first_episode, image_size=image_size, lerobot=root, scenes=scenes)
+  if scenes == "fresh":
+    summary.update(
+      fresh_seed_base=libero.FRESH_SEED_BASE,
+      seeds=f"episode k: numpy seeded with {libero.FRESH_SEED_BASE} + k before LIBERO's reset (no initial state)",
+    )
   with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   lo, hi = summary["wilson95"]
@@ -303,6 +401,14 @@ def run(
 
 
 FLAGS = flags.FLAGS
+
+
+def task_indices(values) -> list[int]:
+  """--tasks's strings -> task indices; anything but integers is a UserError naming it."""
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise cli.UserError(f"--tasks={','.join(values)}: give task indices within the suite, e.g. --tasks=0,5") from None
 
 
 def main(argv):
@@ -322,13 +428,17 @@ def main(argv):
     image_size=FLAGS.image_size,
     num_envs=FLAGS.num_envs,
     python=FLAGS.lerobot_python,
+    scenes=FLAGS.scenes,
+    tasks=task_indices(FLAGS.tasks),
   )
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("suite", "object", "LIBERO suite with a scripted expert: object | spatial")
+  flags.DEFINE_enum("scenes", "fixed", ["fixed", "fresh"], "episode k from fixed initial state k, or a fresh scene")
+  flags.DEFINE_list("tasks", [], "task indices within the suite, e.g. 0,5 (default: all)")
   flags.DEFINE_integer("episodes_per_task", 5, "episodes per task (initial states first_episode, first_episode+1, ..)")
-  flags.DEFINE_integer("first_episode", 0, "the first initial state's index")
+  flags.DEFINE_integer("first_episode", 0, "the first episode's index (fixed: initial state; fresh: seed - 100000)")
   flags.DEFINE_string("out", "", "output directory (episodes/, lerobot/, summary.json)")
   flags.DEFINE_integer("image_size", IMAGE_SIZE, "rendered camera size (openpi's dataset: 256)")
   flags.DEFINE_integer("num_envs", 1, "simulators stepping in parallel (worker processes)")

