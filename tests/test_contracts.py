@@ -146,6 +146,21 @@ def test_the_harness_needs_only_the_protocol():
   assert [entry[0] for entry in log].count("reset") == 2  # once per group
 
 
+def test_the_harness_says_when_a_chunk_is_shorter_than_execute_steps():
+  """A policy whose chunks (2 actions) are shorter than execute_steps (3) re-plans after 2: said once."""
+  lines = []
+  kwargs = dict(tasks=["reach"], protocols=["visual_matching"], episodes_per_task=2, num_envs=1)
+  harness.run(_stub_policy([]), _Env, execute_steps=3, printer=lambda line, **k: lines.append(line), **kwargs)
+  short = [line for line in lines if "fewer than execute_steps=3" in line]
+  assert short == [
+    "[eval] the policy returns chunks of 2 action(s), fewer than execute_steps=3: 2 executed per plan "
+    "(it re-plans more often than the protocol says)"
+  ]
+  lines.clear()
+  harness.run(_stub_policy([]), _Env, execute_steps=2, printer=lambda line, **k: lines.append(line), **kwargs)
+  assert not [line for line in lines if "execute_steps" in line]
+
+
 def test_the_server_needs_only_the_protocol():
   """The server takes the state size from the metadata and resets the policy before every batch."""
   from genvla_jax.serving import msgpack_numpy

@@ -50,7 +50,7 @@ def run(
 ) -> list[EpisodeResult]:
   """-> one EpisodeResult per episode (protocols x tasks x episodes_per_task)."""
   envs = [make_env() for _ in range(num_envs)]
-  results, started = [], time.perf_counter()
+  results, started, notices = [], time.perf_counter(), set()
   total = len(protocols) * len(tasks) * episodes_per_task
   try:
     for protocol in protocols:
@@ -59,7 +59,9 @@ def run(
         for group_start in range(0, len(seeds), num_envs):
           group = seeds[group_start : group_start + num_envs]
           keep_video = [group_start + i < video_episodes for i in range(len(group))]
-          results += _run_group(policy, envs[: len(group)], task, protocol, group, execute_steps, keep_video)
+          results += _run_group(
+            policy, envs[: len(group)], task, protocol, group, execute_steps, keep_video, notices, printer
+          )
           done = len(results)
           rate = np.mean([r.success for r in results if r.protocol == protocol and r.task == task])
           elapsed = time.perf_counter() - started
@@ -75,8 +77,9 @@ def run(
 
 
 def _run_group(
-  policy: policy_protocol.Policy, envs, task, protocol, seeds, execute_steps, keep_video
+  policy: policy_protocol.Policy, envs, task, protocol, seeds, execute_steps, keep_video, notices=None, printer=print
 ) -> list[EpisodeResult]:
+  """One batch of episodes. `notices`: the set of things already said once (a chunk shorter than execute_steps)."""
   policy.reset()
   metadata = policy.metadata
   observations = [env.reset(task, s, protocol) for env, s in zip(envs, seeds)]
@@ -99,6 +102,13 @@ def _run_group(
     for i in range(len(envs)):
       if not done[i]:
         invalid[i] += int((~np.asarray(valid[i], bool)).sum())
+    if actions.shape[1] < execute_steps and notices is not None and "short_chunk" not in notices:
+      notices.add("short_chunk")
+      printer(
+        f"[eval] the policy returns chunks of {actions.shape[1]} action(s), fewer than execute_steps={execute_steps}: "
+        f"{actions.shape[1]} executed per plan (it re-plans more often than the protocol says)",
+        flush=True,
+      )
     for j in range(min(execute_steps, actions.shape[1])):
       stepping = [i for i in range(len(envs)) if not done[i]]
       for i, result in zip(stepping, _step_together([envs[i] for i in stepping], [actions[i, j] for i in stepping])):
