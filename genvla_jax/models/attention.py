@@ -10,7 +10,7 @@ config.model.attention_impl (training, prefill, and every call with more than on
                  every backend today); soft-capped logits cannot be expressed by it: refused (`problems`)
   "cudnn"        jax.nn.dot_product_attention(implementation="cudnn"): cuDNN flash attention. Needs an NVIDIA GPU,
                  bf16 / fp16 compute, a head dim that is a multiple of 8 and <= 128 (<= 256 on Hopper and later),
-                 no soft-capping; each is refused at model build (build.vla -> `check`) and by the trainer's
+                 no soft-capping; each is refused at model build (build.check_attention) and by the trainer's
                  config checks (training/preflight.py settings_problems), not in a trace. The prefix-LM mask
                  reaches cuDNN as a bias [B,1,T,S] (its own mask types are causal / padding / window only)
   "auto"         "cudnn" where the call qualifies (GPU backend, dtype, head dim, no soft-cap, even lengths when
@@ -77,13 +77,6 @@ def problems(
           f"(a multiple of 8, <= {limit} on this device)"
         )
   return out
-
-
-def check(attention_impl: str, decode_attention: str, dtype: str, head_dims=(), softcap=False, backend=None):
-  """`problems`, raised as one ValueError (a line each)."""
-  found = problems(attention_impl, decode_attention, dtype, head_dims, softcap, backend)
-  if found:
-    raise ValueError("\n".join(found))
 
 
 def _cudnn_head_dim_limit() -> int:

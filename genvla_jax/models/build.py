@@ -79,26 +79,28 @@ def from_config(model_config) -> prefix_lm.PrefixLM:
 
 
 def check_attention(encoder, llm, attention_impl="xla", decode_attention="xla", dtype="float32", **_):
-  """Refuses (ValueError naming the field) attention switches this model cannot run here: an unknown name, cuDNN
-  off an NVIDIA GPU / in float32 / with an unsupported head dim, jax.nn.dot_product_attention with soft-capped
-  logits (models/attention.py problems)."""
+  """Refuses (ValueError naming the field, a line per problem) attention switches this model cannot run here:
+  `attention_problems_of`."""
+  found = attention_problems_of(encoder, llm, attention_impl, decode_attention, dtype)
+  if found:
+    raise ValueError("\n".join(found))
+
+
+def attention_problems_of(encoder, llm, attention_impl: str, decode_attention: str, dtype: str) -> list[str]:
+  """The attention switches against this model's towers and decoder, dtype and backend, one line each: an unknown
+  name, cuDNN off an NVIDIA GPU / in float32 / with an unsupported head dim, jax.nn.dot_product_attention with
+  soft-capped logits (models/attention.py problems)."""
   llm = gemma.options(llm)
   head_dims = [llm["head_dim"]] + [t["width"] // t["num_heads"] for t in (vit.options(t.vit) for t in encoder.built())]
   softcap = llm["attn_logits_softcap"] is not None
-  attention.check(attention_impl, decode_attention, dtype, head_dims, softcap)
+  return attention.problems(attention_impl, decode_attention, dtype, head_dims, softcap)
 
 
 def attention_problems(model_config) -> list[str]:
-  """config.model's attention switches against its architecture, dtype and this backend (check_attention), one
-  line each: for the trainer's checks before any data is prepared."""
+  """config.model's attention switches (attention_problems_of), one line each: for the trainer's checks before
+  any data is prepared."""
   m = model_config
-  try:
-    check_attention(
-      encoder(m), m.llm, attention_impl=m.attention_impl, decode_attention=m.decode_attention, dtype=m.dtype
-    )
-  except ValueError as e:
-    return str(e).splitlines()
-  return []
+  return attention_problems_of(encoder(m), m.llm, m.attention_impl, m.decode_attention, m.dtype)
 
 
 def expert_config(model_config) -> dict | None:
