@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from genvla_jax.eval import harness, report
+from genvla_jax.eval import harness, intervals, report
 from genvla_jax.eval.envs import tabletop
 from genvla_jax.inference import protocol as policy_protocol
 
@@ -89,10 +89,12 @@ def test_bad_action_is_named(env):
 
 
 def test_wilson_interval_reference_values():
-  low, high = report.wilson_interval(6, 6)  # reference values to 4 decimals: within half the last digit
+  low, high = intervals.wilson_interval(6, 6)  # reference values to 4 decimals: within half the last digit
   assert abs(low - 0.6097) <= 0.5e-4 and high == 1.0
-  low, high = report.wilson_interval(5, 10)
+  low, high = intervals.wilson_interval(5, 10)
   assert abs(low - 0.2366) <= 0.5e-4 and abs(high - 0.7634) <= 0.5e-4
+  low, high = intervals.wilson_interval(8, 10)
+  assert abs(low - 0.4902) <= 0.5e-4 and abs(high - 0.9433) <= 0.5e-4 and intervals.wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_recorded_demonstrations_read_back_as_rlds(recorded):
@@ -248,7 +250,7 @@ def test_a_missing_gl_stack_names_the_system_libraries(monkeypatch):
 
 def test_wilson_interval_ends_are_exact_and_the_plot_takes_them(tmp_path):
   # 0 of 69 and 69 of 69: the formula's ends land 1e-18 past 0 and 1 (matplotlib refuses negative error bars)
-  assert report.wilson_interval(0, 69)[0] == 0.0 and report.wilson_interval(69, 69)[1] == 1.0
+  assert intervals.wilson_interval(0, 69)[0] == 0.0 and intervals.wilson_interval(69, 69)[1] == 1.0
   cell = {"success_rate": 0.0, "ci95": [3.5e-18, 0.05]}  # a results.json written before the fix
   summary = {"protocols": {"visual_matching": {"tasks": {"pick_object": cell}}}}
   report.plot(summary, str(tmp_path / "success.png"))

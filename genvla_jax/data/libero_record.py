@@ -45,6 +45,7 @@ import numpy as np
 
 from genvla_jax import cli
 from genvla_jax.eval.envs import libero
+from genvla_jax.eval.intervals import wilson_interval
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libero_lerobot_writer.py")
 LEROBOT_VERSION = "0.4.4"  # writes LeRobot format v3.0
@@ -209,16 +210,6 @@ def finished(episodes_dir: str, task: str, episode: int, scene: str = "fixed") -
   return None
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-  """Wilson score interval of a success rate (95% by default); (0, 1) for n = 0."""
-  if n == 0:
-    return 0.0, 1.0
-  p = successes / n
-  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-  half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-  return float(centre - half), float(centre + half)
-
-
 def episode_meta(path: str) -> dict:
   """A finished episode's meta (its .npz's meta, or its .failed.json)."""
   if path.endswith(".npz"):
@@ -250,7 +241,7 @@ def summarize(episodes_dir: str, jobs, scene: str = "fixed") -> dict:
       entry["failed"].append(episode)
   for entry in per_task.values():
     entry["success_rate"] = entry["successes"] / entry["episodes"]
-    entry["wilson95"] = wilson(entry["successes"], entry["episodes"])
+    entry["wilson95"] = wilson_interval(entry["successes"], entry["episodes"])
     entry["mean_steps"] = float(np.mean(entry["steps"])) if entry["steps"] else 0.0
     del entry["steps"]
   n = sum(e["episodes"] for e in per_task.values())
@@ -259,7 +250,7 @@ def summarize(episodes_dir: str, jobs, scene: str = "fixed") -> dict:
     "episodes": n,
     "successes": s,
     "success_rate": s / n if n else 0.0,
-    "wilson95": wilson(s, n),
+    "wilson95": wilson_interval(s, n),
     "seconds_per_episode": float(np.mean(seconds)) if seconds else None,
     "min_distance_to_fixed_m": float(np.min(distances)) if distances else None,
     "tasks": per_task,

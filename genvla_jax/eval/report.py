@@ -11,31 +11,17 @@ TensorBoard (`<out>/tensorboard/`): per protocol and task "success_rate/<protoco
 episodes pooled), at the evaluated checkpoint's step (0 when unknown). Each step has its own event file
 (suffix ".step<N>"): evaluating a step again replaces that step's file, so readers see one value per step.
 
-Success rates carry Wilson score intervals (95%): with n episodes and k successes the interval is
-centred at (k + z^2/2) / (n + z^2), which stays inside [0, 1] and is sensible at 0% and 100%.
+Success rates carry Wilson score intervals (95%, eval/intervals.py).
 """
 
 import dataclasses
 import json
-import math
 import os
 
 import numpy as np
 
+from genvla_jax.eval.intervals import wilson_interval
 from genvla_jax.training import metric_writers
-
-Z95 = 1.959964
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-  if n == 0:
-    return 0.0, 1.0
-  p = successes / n
-  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-  low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no 1e-17 past the rate
-  high = 1.0 if successes == n else min(1.0, centre + half)
-  return low, high
 
 
 def _cell(results) -> dict:

@@ -42,7 +42,7 @@ from absl import flags, logging
 import numpy as np
 
 from genvla_jax import cli, config_files, config_lib, predict, train
-from genvla_jax.eval import report
+from genvla_jax.eval import intervals
 from genvla_jax.tools import paper_orderings
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)
@@ -315,7 +315,7 @@ def markdown(results: dict, variant: str, eval_config=None) -> str:
 def _pooled(cells: dict, tasks) -> tuple[float, float, float]:
   """-> (mean success over tasks, Wilson 95% interval of the pooled episodes)."""
   k, n = sum(cells[t]["successes"] for t in tasks), sum(cells[t]["episodes"] for t in tasks)
-  return (float(np.mean([cells[t]["success_rate"] for t in tasks])), *report.wilson_interval(k, n))
+  return (float(np.mean([cells[t]["success_rate"] for t in tasks])), *intervals.wilson_interval(k, n))
 
 
 def _summary_lines(results: dict, eval_config) -> list[str]:

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from genvla_jax.eval import report
+from genvla_jax.eval import intervals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +85,7 @@ def judge(results: dict, ordering: Ordering, tasks=None) -> dict:
     if any(p is None for p in pooled):
       return {"verdict": "not run (" + ", ".join(r for r, p in zip(rows, pooled) if p is None) + ")"}
     k, n = sum(p[0] for p in pooled), sum(p[1] for p in pooled)
-    sides[side] = (k / n if n else 0.0, *report.wilson_interval(k, n))
+    sides[side] = (k / n if n else 0.0, *intervals.wilson_interval(k, n))
   (b, b_low, b_high), (w, w_low, w_high) = sides["better"], sides["worse"]
   if b_low > w_high:
     verdict = "holds beyond the intervals"
@@ -129,7 +129,7 @@ def plot(results: dict, protocols, tasks, path: str):
     stats = []
     for p in protocols:
       k, n = counts(results[key], p, tasks=tasks)
-      stats.append((k / n if n else 0.0, *report.wilson_interval(k, n)))
+      stats.append((k / n if n else 0.0, *intervals.wilson_interval(k, n)))
     rate = np.array([s[0] for s in stats])
     errors = np.array([[s[0] - s[1], s[2] - s[0]] for s in stats]).T.clip(0.0)
     ax.bar(np.arange(len(protocols)) + j * width, rate, width, yerr=errors, capsize=2, label=results[key]["label"])
