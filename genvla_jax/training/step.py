@@ -123,11 +123,15 @@ def grads_and_sums(
   gradient is zeros. `lora`: the lora.Spec of adapters in `params` (its alpha scales them); `factored`: the
   decoder's adapters inside its layers (False: every adapter merged into its kernel, lora.for_training)."""
   grads, sums = trainable_grads_and_sums(params, batch, model, accum_steps, rng, flow, head, frozen, lora, factored)
-  return jax.tree.map(lambda g, p: jnp.zeros(p.shape, p.dtype) if g is None else g, grads, params, is_leaf=_none), sums
+  return zeros_where_frozen(grads, params), sums
 
 
-def _none(x):
-  return x is None
+def zeros_where_frozen(grads, params, dtype=None):
+  """`grads` with each None (a frozen parameter's gradient) replaced by zeros of its parameter's shape, in
+  `dtype` (default: the parameter's)."""
+  return jax.tree.map(
+    lambda g, p: jnp.zeros(p.shape, dtype or p.dtype) if g is None else g, grads, params, is_leaf=lambda x: x is None
+  )
 
 
 def trainable_grads_and_sums(
@@ -213,9 +217,7 @@ def make_train_step(
       state["params"], batch, model, accum_steps, rng, head=head, frozen=frozen, lora=lora, factored=factored
     )
     grad_norm = optax.global_norm(grads)  # (the frozen leaves are None: no zeros summed)
-    grads = jax.tree.map(
-      lambda g, p: jnp.zeros(p.shape, jnp.float32) if g is None else g, grads, state["params"], is_leaf=_none
-    )
+    grads = zeros_where_frozen(grads, state["params"], jnp.float32)
     updates, opt_state = tx.update(as_float32(grads), state["opt_state"], as_float32(state["params"]))
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(
