@@ -311,7 +311,7 @@ def test_expert_covers_object_and_spatial_only():
 
 def test_recordings_files_resume_and_summary(tmp_path):
   from genvla_jax.data import libero_record as rec
-  from genvla_jax.eval import intervals
+  from genvla_jax import intervals
 
   tasks = libero.suite_tasks("object")
   assert rec.episode_stem(tasks[3], 7) == "t03_e007"

@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from genvla_jax.eval import harness, intervals, report
+from genvla_jax import intervals
+from genvla_jax.eval import harness, report
 from genvla_jax.eval.envs import tabletop
 from genvla_jax.inference import protocol as policy_protocol
 

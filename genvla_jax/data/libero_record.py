@@ -45,7 +45,7 @@ import numpy as np
 
 from genvla_jax import cli
 from genvla_jax.eval.envs import libero
-from genvla_jax.eval.intervals import wilson_interval
+from genvla_jax.intervals import wilson_interval
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libero_lerobot_writer.py")
 LEROBOT_VERSION = "0.4.4"  # writes LeRobot format v3.0

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from genvla_jax.eval.intervals import wilson_interval
+from genvla_jax.intervals import wilson_interval
 from genvla_jax.training import metric_writers
 
 

@@ -42,7 +42,7 @@ from absl import flags, logging
 import numpy as np
 
 from genvla_jax import cli, config_files, config_lib, predict, train
-from genvla_jax.eval import intervals
+from genvla_jax import intervals
 from genvla_jax.tools import paper_orderings
 
 ROWS = {  # row -> (config file, argument after the variant, label in the table)

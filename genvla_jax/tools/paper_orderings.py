@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from genvla_jax.eval import intervals
+from genvla_jax import intervals
 
 
 @dataclasses.dataclass(frozen=True)
