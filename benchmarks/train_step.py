@@ -5,8 +5,10 @@ r"""Train-step throughput of a config's model on the local accelerator (random w
   python benchmarks/train_step.py --config=configs/pi0_plus.py:demo --batch_sizes=8     # CPU smoke
   ... --param_dtype=bfloat16 --frozen_dtype=bfloat16   # bf16 storage, float32 optimizer state
   ... --grad_accum=4                                    # micro-batches: the same update, 1/4 the activations
+  python benchmarks/train_step.py --config=configs/demo_tabletop.py --batch_sizes=16 --dtype=float32 \
+      --text_len=80 --scan_unroll=1,8 --repeats=3        # scanned vs unrolled layers (`vs first`: step time ratio)
 
-For each (remat policy, batch size): step time, examples/s, tokens/s, model FLOPs per step (analytic,
+For each (remat policy, scan unroll, batch size): step time, examples/s, tokens/s, model FLOPs per step (analytic,
 below), MFU against the device's peak, peak device memory. The reference measured in the same run is a
 large bf16 (or f32 on CPU) matmul: `vs matmul` = achieved FLOP/s of the step / achieved FLOP/s of the
 matmul, i.e. how close the step gets to what this device actually sustains.
@@ -32,7 +34,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from genvla_jax import heads
-from genvla_jax.models import build, lora as lora_lib, surgery
+from genvla_jax.models import build, gemma, lora as lora_lib, surgery
 from genvla_jax.training import flops as flops_lib, optimizer, sharding, state as state_lib, step as step_lib
 
 FLAGS = flags.FLAGS
@@ -49,6 +51,9 @@ def define_flags():
   flags.DEFINE_integer("text_len", 64, "text tokens per example (prompt + answer)")
   flags.DEFINE_integer("steps", 5, "timed steps (after 2 warm-up steps)")
   flags.DEFINE_integer("grad_accum", 1, "micro-batches per step (config.train.grad_accum_steps)")
+  flags.DEFINE_string("scan_unroll", "", "comma-separated config.model.scan_unroll values (default: the config's)")
+  flags.DEFINE_integer("repeats", 1, "measure the whole grid this many times (interleaved: load drift hits all rows)")
+  flags.DEFINE_string("profile_dir", "", "also trace one step per row there and print its ops by time")
 
 
 def matmul_reference(dtype) -> float:
@@ -65,13 +70,19 @@ def matmul_reference(dtype) -> float:
   return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def synthetic_batch(batch: int, text_len: int, size: int) -> dict:
-  """A host batch of random pixels and tokens: the first half of the text is the prompt, the rest the answer."""
+def synthetic_batch(batch: int, text_len: int, size: int, cameras: int = 1, vocab: int = 1000) -> dict:
+  """A host batch of random pixels and tokens: the first half of the text is the prompt, the rest the answer.
+  With cameras > 1 the images are [B, cameras, size, size, 3] with an all-present `image_mask` [B, cameras], as the
+  data pipeline writes them (one camera: [B, size, size, 3]). Token ids in [3, vocab) (a tiny model's vocabulary
+  is smaller than 1000: an id past it would make the loss NaN)."""
   rng = np.random.default_rng(0)
   prompt = text_len // 2
+  shape = (batch, size, size, 3) if cameras == 1 else (batch, cameras, size, size, 3)
+  extra = {} if cameras == 1 else {"image_mask": np.ones((batch, cameras), bool)}
   return dict(
-    image=rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
-    tokens=rng.integers(3, 1000, (batch, text_len)).astype(np.int32),
+    extra,
+    image=rng.uniform(-1, 1, shape).astype(np.float32),
+    tokens=rng.integers(3, min(vocab, 1000), (batch, text_len)).astype(np.int32),
     input_mask=np.ones((batch, text_len), bool),
     ar_mask=np.broadcast_to(np.arange(text_len) >= prompt, (batch, text_len)).copy(),
     loss_mask=np.broadcast_to(np.arange(text_len) >= prompt, (batch, text_len)).copy(),
@@ -107,7 +118,10 @@ def run_one(config, batch: int, text_len: int, steps: int, grad_accum: int = 1, 
     cache.clear()  # (frees the other state before this one is made)
     state, shardings, _ = state_lib.create(model, tx, size, mesh, jax.random.PRNGKey(0), lora=lora)
   cache.pop("key", None)
-  batch_arrays = sharding.to_global(synthetic_batch(batch, text_len, size), mesh)
+  vocab = gemma.options(config.model.llm)["vocab_size"]
+  batch_arrays = sharding.to_global(
+    synthetic_batch(batch, text_len, size, build.num_cameras(config.model), vocab), mesh
+  )
   train_step = step_lib.jit_train_step(
     step_lib.make_train_step(model, tx, lambda s: 1e-5, grad_accum, frozen=tuple(config.optimizer.frozen), lora=lora),
     shardings,
@@ -167,7 +181,7 @@ def throughput(config, batch: int, text_len: int, step_s: float, peak, matmul) -
   tokens/s, MFU against `peak` FLOP/s (None: unknown device) and the ratio to the measured `matmul` FLOP/s."""
   flops = flops_lib.model_flops(config.model, batch, text_len, head=heads.from_config(config))
   achieved = flops / step_s
-  tokens = batch * ((config.model.image_size // config.model.img.patch_size) ** 2 + text_len)
+  tokens = batch * (build.num_image_tokens(config.model) + text_len)
   return dict(
     tflop_step=flops / 1e12,
     tflop_s=achieved / 1e12,
@@ -176,6 +190,19 @@ def throughput(config, batch: int, text_len: int, step_s: float, peak, matmul) -
     mfu=achieved / peak if peak else None,
     vs_matmul=achieved / matmul,
   )
+
+
+def print_profile(trace_dir: str, error):
+  """The traced step's op kinds by time (benchmarks/profile_summary.py), or why there is no trace."""
+  if error:
+    print(f"  (no profile: {error})")
+    return
+  import profile_summary
+
+  summary = profile_summary.summarize(trace_dir)
+  print(f"  profiled step: {summary['total_ms']:.1f} ms in {summary['events']} ops ({summary['where']}); by kind:")
+  for name, (count, ms) in list(summary["kinds"].items())[:12]:
+    print(f"  {name:>40} {count:6d} ops {ms:9.1f} ms {ms / summary['total_ms']:6.1%}")
 
 
 def main(argv):
@@ -194,26 +221,34 @@ def main(argv):
     f"({dtype}) | peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s"
   )
   header = (
-    f"{'remat':>14} {'batch':>5} {'step ms':>9} {'ex/s':>8} {'tokens/s':>10} {'TFLOP/step':>10} "
-    f"{'TFLOP/s':>8} {'MFU':>6} {'vs matmul':>9} {'peak GiB':>8} {'compile s':>9}"
+    f"{'remat':>14} {'unroll':>6} {'batch':>5} {'step ms':>9} {'vs first':>8} {'ex/s':>8} {'tokens/s':>10} "
+    f"{'TFLOP/step':>10} {'TFLOP/s':>8} {'MFU':>6} {'vs matmul':>9} {'peak GiB':>8} {'compile s':>9}"
   )
   print(header)
-  for policy in FLAGS.remat.split(","):
-    config.model.remat_policy = policy
-    for batch in [int(b) for b in FLAGS.batch_sizes.split(",")]:
+  unrolls = [int(u) for u in FLAGS.scan_unroll.split(",")] if FLAGS.scan_unroll else [config.model.scan_unroll]
+  grid = [(p, u, b) for p in FLAGS.remat.split(",") for u in unrolls for b in map(int, FLAGS.batch_sizes.split(","))]
+  first = {}  # batch -> the first row's step time at that batch: `vs first`
+  for repeat in range(FLAGS.repeats):
+    for policy, unroll, batch in grid:
+      config.model.remat_policy, config.model.scan_unroll = policy, unroll
       try:
-        r = run_one(config, batch, FLAGS.text_len, FLAGS.steps, FLAGS.grad_accum)
+        name = f"{policy}_u{unroll}_b{batch}" + (f"_r{repeat}" if FLAGS.repeats > 1 else "")
+        trace_dir = os.path.join(FLAGS.profile_dir, name) if FLAGS.profile_dir else None
+        r = run_one(config, batch, FLAGS.text_len, FLAGS.steps, FLAGS.grad_accum, trace_dir)
       except Exception as e:  # out of memory at large batch: report and go on
-        print(f"{policy:>14} {batch:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+        print(f"{policy:>14} {unroll:>6} {batch:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
         continue
       d = throughput(config, batch, FLAGS.text_len, r["step_s"], peak, ref)
       mfu = f"{d['mfu']:6.1%}" if peak else "   n/a"
+      ratio = r["step_s"] / first.setdefault(batch, r["step_s"])
       print(
-        f"{policy:>14} {batch:>5} {r['step_s'] * 1e3:9.1f} {d['ex_s']:8.1f} "
+        f"{policy:>14} {unroll:>6} {batch:>5} {r['step_s'] * 1e3:9.1f} {ratio:8.2f} {d['ex_s']:8.1f} "
         f"{d['tokens_s']:10.0f} {d['tflop_step']:10.2f} {d['tflop_s']:8.1f} {mfu} "
         f"{d['vs_matmul']:9.2f} {r['peak_gib']:8.1f} {r['compile_s']:9.1f}",
         flush=True,
       )
+      if trace_dir:
+        print_profile(trace_dir, r["profile_error"])
   print(f"params: {r['params'] / 1e9:.3f} B" if "r" in locals() else "")
 
 

@@ -30,6 +30,7 @@ def get_config(arg=None, default_ablation: str = ""):
     c.model.img = config_lib.prismatic_tower("tiny-dinov2")
     c.model.fused_img = config_lib.prismatic_tower("tiny-64")
     c.model.llm = dict(gemma.VARIANTS["llama2_tiny"])
+    c.model.scan_unroll = config_lib.TINY_SCAN_UNROLL
     c.data.batch_size = 32
     c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
     c.optimizer.update(lr=1e-3, warmup_steps=100)

@@ -87,6 +87,7 @@ def get_config(arg=None):
   if opts.variant != "full":  # the tiny model: trains on a 2-core CPU in minutes
     c.model.img = dict(vit.VARIANTS["tiny"])
     c.model.llm = dict(gemma.VARIANTS["tiny"])
+    c.model.scan_unroll = config_lib.TINY_SCAN_UNROLL
     c.data.batch_size = 32
     c.data.augment.enabled = False  # the demo's targets are pixel-exact grid cells: crops would move them
     c.optimizer.update(lr=1e-3, warmup_steps=100)

@@ -19,6 +19,7 @@ def get_config(arg=None):
   c.model = config_lib.base_config("paligemma_224").model.to_dict()
   c.model.update(img=dict(config_lib.TABLETOP_VLM["img"]), llm=dict(config_lib.TABLETOP_VLM["llm"]))
   c.model.update(image_size=config_lib.TABLETOP_VLM["image_size"], dual_encoder=False)
+  c.model.scan_unroll = config_lib.TINY_SCAN_UNROLL
   c.corpus_dir = config_lib.CORPUS_DIR  # made there on first use, with its tokenizer (data/vl_corpus.py)
   c.corpus = dict(config_lib.TABLETOP_CORPUS)
   c.out = config_lib.TOWER_START  # reused when it holds this config's result (DONE.json)

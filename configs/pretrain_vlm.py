@@ -22,6 +22,7 @@ def get_config(arg=None):
   # tiny SigLIP-like tower (patch 8) + tiny Gemma-like decoder, vocabulary 768 = 512 pieces + 256 bin ids
   vlm = config_lib.TABLETOP_VLM
   c.model.img, c.model.llm, c.model.image_size = dict(vlm["img"]), dict(vlm["llm"]), vlm["image_size"]
+  c.model.scan_unroll = config_lib.TINY_SCAN_UNROLL
   c.model.dual_encoder = False
   c.data.robot, c.data.robot_fraction = [], 0.0  # VL data only
   c.data.corpus_dir = config_lib.CORPUS_DIR

@@ -45,6 +45,10 @@ def defaults() -> ml_collections.ConfigDict:
     param_dtype="float32",  # storage dtype of trained params (optimizer state is float32)
     frozen_dtype="float32",  # storage dtype of the frozen tower (no optimizer state)
     remat_policy="none",
+    # layers per scan iteration in the towers and decoders: 1 loops over the stacked layers (compiles once per
+    # stack: the size for large models); a number >= the depth unrolls them (tiny models on a CPU step faster:
+    # benchmarks/RESULTS.md "Unrolled layers"). Not architecture: checkpoints are the same either way
+    scan_unroll=1,
     # attention (models/attention.py), the towers' and the decoder's: attention_impl for training / prefill
     # ("xla": today's path | "dot_product": jax.nn.dot_product_attention | "cudnn": its cuDNN flash attention,
     # NVIDIA GPU + bf16/fp16 only | "auto": cudnn where it applies, else xla, counted); decode_attention for the

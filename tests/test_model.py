@@ -66,6 +66,26 @@ def test_frozen_tower_gets_no_gradient(models, inputs):
   assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["img"]))
 
 
+def test_unrolled_layers_compute_the_same_loss_and_gradients(models, inputs):
+  """config.model.scan_unroll (towers and decoder) is not architecture: the same params, the same numbers."""
+  _, dual, _, p_dual = models
+  unrolled = build.vla(IMG, LLM, dual="copy", scan_unroll=4)
+  images, tokens, input_mask, ar_mask, _ = inputs
+
+  def loss_of(model):
+    return jax.jit(
+      jax.value_and_grad(lambda p: jnp.mean(model.apply({"params": p}, images, tokens, input_mask, ar_mask) ** 2))
+    )
+
+  assert jax.tree.structure(surgery.init_params(unrolled, jax.random.PRNGKey(1), SIZE)) == jax.tree.structure(p_dual)
+  (l1, g1), (l2, g2) = loss_of(dual)(p_dual), loss_of(unrolled)(p_dual)
+  jaxpr = str(jax.make_jaxpr(lambda p: unrolled.apply({"params": p}, images, tokens, input_mask, ar_mask))(p_dual))
+  assert jaxpr.count("unroll=4") == 3 and "unroll=1" not in jaxpr  # both towers and the decoder
+  assert float(l1) > 0
+  np.testing.assert_allclose(l2, l1, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7), g1, g2)
+
+
 def test_param_names_are_stable(models):
   _, _, _, p_dual = models
   names = {"/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(p_dual)[0]}

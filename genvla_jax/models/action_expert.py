@@ -38,12 +38,13 @@ class ActionExpert(nn.Module):
   state_dim: int = 0  # 0: no state token
   dtype: str = "float32"
   remat_policy: str = "none"
+  scan_unroll: int = 1  # layers per scan iteration (config.model.scan_unroll)
   attention_impl: str = "xla"  # models/attention.py IMPLS (its suffix attends the prefix cache: no one-token steps)
 
   def setup(self):
     width = self.llm_config["width"]
     options = dict(dtype=self.dtype, remat_policy=self.remat_policy, attention_impl=self.attention_impl)
-    self.llm = gemma.Gemma(**self.llm_config, **options)
+    self.llm = gemma.Gemma(**{"scan_unroll": self.scan_unroll, **self.llm_config}, **options)
     self.action_in = nn.Dense(width, dtype=self.dtype)
     self.time_mlp_in = nn.Dense(width, dtype=self.dtype)
     self.time_mlp_out = nn.Dense(width, dtype=self.dtype)

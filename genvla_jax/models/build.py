@@ -28,8 +28,9 @@ def vla(
   **options,
 ) -> prefix_lm.PrefixLM:
   """A model from its parts: towers (one, or two fused), dual encoder mode, projector, layout, and an action
-  expert (π0) or none. `options`: dtype, param_dtype, frozen_dtype, remat_policy, projector_hidden, attention_impl,
-  decode_attention (a choice this backend, dtype or architecture cannot run is refused here: `check_attention`)."""
+  expert (π0) or none. `options`: dtype, param_dtype, frozen_dtype, remat_policy, scan_unroll, projector_hidden,
+  attention_impl, decode_attention (a choice this backend, dtype or architecture cannot run is refused here:
+  `check_attention`)."""
   encoder = make_encoder(img, fused_img, dual)
   check_attention(encoder, llm, **options)
   parts = dict(
@@ -73,6 +74,7 @@ def from_config(model_config) -> prefix_lm.PrefixLM:
     param_dtype=model_config.param_dtype,
     frozen_dtype=model_config.frozen_dtype,
     remat_policy=model_config.remat_policy,
+    scan_unroll=model_config.scan_unroll,
     attention_impl=model_config.attention_impl,
     decode_attention=model_config.decode_attention,
   )

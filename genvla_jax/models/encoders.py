@@ -88,11 +88,17 @@ class ImageTowers(nn.Module):
   encoder: Encoder
   dtype: str = "float32"
   remat_policy: str = "none"
+  scan_unroll: int = 1  # blocks per scan iteration (config.model.scan_unroll)
   attention_impl: str = "xla"  # models/attention.py IMPLS
 
   def setup(self):
     for tower in self.encoder.built():
-      options = dict(dtype=self.dtype, remat_policy=self.remat_policy, attention_impl=self.attention_impl)
+      options = dict(
+        dtype=self.dtype,
+        remat_policy=self.remat_policy,
+        scan_unroll=self.scan_unroll,
+        attention_impl=self.attention_impl,
+      )
       setattr(self, tower.name, vit.ViT(**tower.vit, **options))
 
   def __call__(self, images):

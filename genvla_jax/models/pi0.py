@@ -29,6 +29,7 @@ class Pi0(prefix_lm.PrefixLM):
       e["state_dim"],
       dtype=self.dtype,
       remat_policy=self.remat_policy,
+      scan_unroll=self.scan_unroll,
       attention_impl=self.attention_impl,
     )
 

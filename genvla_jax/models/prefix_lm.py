@@ -66,16 +66,18 @@ class PrefixLM(nn.Module):
   param_dtype: str = "float32"  # storage dtype of trained parameters (surgery.finish_params)
   frozen_dtype: str = "float32"  # storage dtype of frozen towers
   remat_policy: str = "none"
+  scan_unroll: int = 1  # layers per scan iteration, towers and decoder (config.model.scan_unroll)
   attention_impl: str = "xla"  # models/attention.py IMPLS: towers and decoder (config.model.attention_impl)
   decode_attention: str = "xla"  # models/attention.py DECODE_IMPLS: the decoder's one-token steps
 
   def setup(self):
     common = dict(dtype=self.dtype, remat_policy=self.remat_policy, attention_impl=self.attention_impl)
-    self.towers = encoders.ImageTowers(self.encoder, **common)
+    self.towers = encoders.ImageTowers(self.encoder, **common, scan_unroll=self.scan_unroll)
     nn.share_scope(self, self.towers)  # tower parameters at the top of the tree (img/, img_frozen/, ...)
     hidden = self.projector_hidden or 4 * self.encoder.single().width
     self.projector = projector.make(self.projector_kind, self.llm_config["width"], hidden, self.dtype)
-    self.llm = gemma.Gemma(**self.llm_config, **common, decode_attention=self.decode_attention)
+    llm_config = {"scan_unroll": self.scan_unroll, **self.llm_config}  # (build.for_decoding's own unroll wins)
+    self.llm = gemma.Gemma(**llm_config, **common, decode_attention=self.decode_attention)
 
   def encode_images(self, images, image_mask=None):
     """images [B,H,W,3] or [B,C,H,W,3] (+ image_mask [B,C]; see `cameras`), float in [-1,1] or uint8 pixels

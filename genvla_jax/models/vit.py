@@ -142,6 +142,7 @@ class ViT(nn.Module):
   pixel_norm: str = "unit"
   dtype: str = "float32"
   remat_policy: str = "none"
+  scan_unroll: int = 1  # blocks per scan iteration (config.model.scan_unroll; >= depth: unrolled)
   attention_impl: str = "xla"  # models/attention.py IMPLS (config.model.attention_impl)
 
   @nn.compact
@@ -170,7 +171,9 @@ class ViT(nn.Module):
     if prefix:
       x = jnp.concatenate([jnp.broadcast_to(t.astype(x.dtype), (b,) + t.shape[1:]) for t in prefix] + [x], 1)
     block = remat.wrap(EncoderBlock, self.remat_policy)
-    blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth)
+    blocks = nn.scan(
+      block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth, unroll=self.scan_unroll
+    )
     x, _ = blocks(
       self.num_heads,
       self.mlp_dim,
@@ -186,7 +189,7 @@ class ViT(nn.Module):
 
 
 # Module fields that are not architecture (set by the model that holds the tower, or by flax).
-_NOT_ARCHITECTURE = ("dtype", "remat_policy", "attention_impl", "parent", "name")
+_NOT_ARCHITECTURE = ("dtype", "remat_policy", "scan_unroll", "attention_impl", "parent", "name")
 
 
 def options(tower_config) -> dict:
