@@ -29,7 +29,11 @@ features image, wrist_image (uint8 [S,S,3], stored as images), state float32 [8]
 instruction; 10 fps, robot_type panda. Then:
 
   python -m genvla_jax.data.convert_lerobot --dataset=libero --root=DIR/lerobot --out=CONVERTED
-  python -m genvla_jax.train --config=configs/pi0_plus.py:tiny,mixture=libero,robot_dir=CONVERTED ...
+  python -m genvla_jax.train --config=configs/pi0_plus.py:full,mixture=libero,robot_dir=CONVERTED ...   # full size
+  python -m genvla_jax.train --config=configs/pi0_plus.py:demo,ablation=DS --workdir=RUN \
+      --set='data.robot=[{"name": "libero", "path": "CONVERTED", "split": "train", "weight": 1.0}]' \
+      --set='data.cameras=["image", "wrist_image"]' --config.model.num_cameras=2 --config.model.image_size=64 \
+      --config.tokenizer.max_text_len=128          # the tiny model on a CPU (benchmarks/RESULTS.md, LIBERO item 4)
 """
 
 import dataclasses
