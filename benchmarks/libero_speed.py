@@ -16,8 +16,8 @@ costs: the slowest case): episodes/min = 60 / (reset + max_steps / per-environme
 environments in parallel; wall-clock of the quick protocol (configs/eval_libero.py:quick: LIBERO-Object, 10 tasks x
 2 trials, 128 px) and of the full one (50 trials per task, 256 px renders padded to 224: LIBERO-Object alone, and
 the four standard suites), each with one environment and with --parallel stepped together.
-The harness today steps its environments one after another (eval/harness.py), so its wall-clock is the
-one-environment column whatever num_envs is. Then (--harness_tasks, default 2; 0: skip) the quick protocol itself,
+The harness steps its environments together the same way (eval/harness.py step_all), so with num_envs > 1 its
+wall-clock approaches the parallel column. Then (--harness_tasks, default 2; 0: skip) the quick protocol itself,
 through eval's harness and report, on its first tasks with a policy that holds still (both cameras, 2 environments,
 every episode to its 280 steps): measured seconds, episodes/min, and its 10 tasks extrapolated.
 `--sizes=` (empty) runs only that.

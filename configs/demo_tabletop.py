@@ -7,9 +7,11 @@ camera and the camera on the gripper, batch 16 for 5000 steps.
 
 It is configs/pi0_plus.py:tabletop,vlm=pretrained,cameras=image+wrist_image with a schedule that fits the demo's ~35
 minutes on 2 CPU cores (benchmarks/RESULTS.md, "The demo's schedule"): batch 16 costs 0.30 s a step against 0.70 s
-at batch 32, so 5000 steps train in ~25 minutes. Measured on 50 episodes per task (visual matching): 56% [50, 63],
+at batch 32 (0.26 s since the tiny model's layers are unrolled: "Unrolled layers"), so 5000 steps train in ~22-25
+minutes. Measured on 50 episodes per task (visual matching): 56% [50, 63],
 every task type solved sometimes (pick 20%, move near 12%, drawers 96-98%). The >= 60% target needs about twice the
-examples: batch 32 for 6000 steps reached 62% [55, 68] in ~70 minutes. Options after the file name are pi0_plus.py's
+examples: batch 32 for 6000 steps reached 62% [55, 68] in ~70 minutes; batch 16 for 7000 steps (~30 minutes)
+58% [52, 65]. Options after the file name are pi0_plus.py's
 (e.g. `ablation=DS`).
 """
 
