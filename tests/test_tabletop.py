@@ -96,6 +96,8 @@ def test_wilson_interval_reference_values():
   assert abs(low - 0.2366) <= 0.5e-4 and abs(high - 0.7634) <= 0.5e-4
   low, high = intervals.wilson_interval(8, 10)
   assert abs(low - 0.4902) <= 0.5e-4 and abs(high - 0.9433) <= 0.5e-4 and intervals.wilson_interval(0, 0) == (0.0, 1.0)
+  low, high = intervals.wilson_interval(5, 5)
+  assert abs(low - 0.5655) <= 1e-4 and high == 1.0
 
 
 def test_recorded_demonstrations_read_back_as_rlds(recorded):

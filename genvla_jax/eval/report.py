@@ -11,7 +11,7 @@ TensorBoard (`<out>/tensorboard/`): per protocol and task "success_rate/<protoco
 episodes pooled), at the evaluated checkpoint's step (0 when unknown). Each step has its own event file
 (suffix ".step<N>"): evaluating a step again replaces that step's file, so readers see one value per step.
 
-Success rates carry Wilson score intervals (95%, eval/intervals.py).
+Success rates carry Wilson score intervals (95%, genvla_jax/intervals.py).
 """
 
 import dataclasses
