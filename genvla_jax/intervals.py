@@ -10,8 +10,9 @@ import math
 Z95 = 1.959964
 
 
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-  """(low, high) of the success rate successes / n; (0, 1) for n = 0."""
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+  """(low, high) of the success rate successes / n; (0, 1) for n = 0. `successes` may be fractional (rows
+  pooled with equal weight: tools/paper_orderings.pool)."""
   if n == 0:
     return 0.0, 1.0
   p = successes / n

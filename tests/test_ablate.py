@@ -192,5 +192,17 @@ def test_paper_orderings_pool_rows_and_compare_wilson_intervals():
   assert po.judge(flipped, by_claim["Table II: π0+ (DSC) > base (bins) in visual matching"])["verdict"] == (
     "opposite, beyond the intervals"
   )
+  # rows evaluated with different episode counts weigh equally: S+C rows (DSC 50 per task, SC 20) against the
+  # bins rows: DSC's 45/50 counts as 18/20 beside SC's 2/20 (mean 50%), not 47/70 (67%)
+  para = lambda k, n: {"paraphrase": {"pick_object": (k, n)}}  # noqa: E731
+  mixed = {
+    "DSC@pretrained": _grid_row(para(45, 50)),
+    "SC@pretrained": _grid_row(para(2, 20)),
+    **{r: _grid_row(para(10, 20)) for r in ("base@pretrained", "D@pretrained", "C@pretrained")},
+  }
+  assert po.pool([(45, 50), (2, 20)]) == (20.0, 40) and po.pool([(3, 10)]) == (3.0, 10)
+  s_c = po.judge(mixed, by_claim["Table IV: S+C rows > bins rows under paraphrase"])
+  assert s_c["better"][0] == 0.5 and s_c["worse"][0] == 0.5 and s_c["verdict"] == "equal"  # pooled raw: 47/70
+  assert s_c["better"][1:] == po.intervals.wilson_interval(20, 40)
   md = "\n".join(po.lines(results))
   assert "| Table II: π0+ (DSC) > base (bins) in visual matching | 90% [83%, 94%] | 50% [40%, 60%] |" in md

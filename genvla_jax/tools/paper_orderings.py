@@ -1,8 +1,10 @@
 """The paper's claims as orderings between rows of the ablation grid, judged on the grid's results
 (tools/ablate.py writes them under the tables: "Paper orderings"), and the grid's plot.
 
-Each Ordering pools the episodes (or probe images) of its `better` rows and of its `worse` rows and compares
-the two Wilson 95% intervals: "holds beyond the intervals" (better's lower end above worse's upper end),
+Each Ordering pools the episodes (or probe images) of its `better` rows and of its `worse` rows, every row
+weighing equally (`pool`: rows evaluated with more episodes than the side's smallest are scaled down to it, so a
+50-episode row does not outvote a 20-episode one and the interval stays conservative), and compares the two
+Wilson 95% intervals: "holds beyond the intervals" (better's lower end above worse's upper end),
 "holds within the intervals" (better's rate higher, the intervals overlap), "opposite ..." likewise, or "not
 run" while a row is missing. The orderings are fixed here, before the grid runs; the evaluation is not tuned
 to them.
@@ -74,6 +76,17 @@ def counts(row: dict, measure: str, tower: str = "img", tasks=None) -> tuple[int
   return sum(cells[t]["successes"] for t in tasks), sum(cells[t]["episodes"] for t in tasks)
 
 
+def pool(counts_per_row: list[tuple[int, int]]) -> tuple[float, int]:
+  """[(successes, trials) per row] -> (successes, trials) of the rows pooled with equal weight: each row's
+  count scaled to the fewest trials among them (k * n_min / n, n_min). The rate is the mean of the rows'
+  rates; the trials are n_min per row, never more than every row measured (a conservative interval). One
+  row: its own count."""
+  n_min = min(n for _, n in counts_per_row)
+  if n_min == 0:
+    return 0.0, 0
+  return sum(k * n_min / n for k, n in counts_per_row), n_min * len(counts_per_row)
+
+
 def judge(results: dict, ordering: Ordering, tasks=None) -> dict:
   """-> {"verdict", "better": (rate, low, high), "worse": (...)} for one ordering on the grid's rows."""
   sides = {}
@@ -84,7 +97,7 @@ def judge(results: dict, ordering: Ordering, tasks=None) -> dict:
     pooled = [counts(results[r], ordering.measure, tower, tasks) if r in results else None for r in rows]
     if any(p is None for p in pooled):
       return {"verdict": "not run (" + ", ".join(r for r, p in zip(rows, pooled) if p is None) + ")"}
-    k, n = sum(p[0] for p in pooled), sum(p[1] for p in pooled)
+    k, n = pool(pooled)
     sides[side] = (k / n if n else 0.0, *intervals.wilson_interval(k, n))
   (b, b_low, b_high), (w, w_low, w_high) = sides["better"], sides["worse"]
   if b_low > w_high:
@@ -103,7 +116,8 @@ def judge(results: dict, ordering: Ordering, tasks=None) -> dict:
 def lines(results: dict, tasks=None) -> list[str]:
   """The "Paper orderings" section of the grid's report (Markdown lines)."""
   out = [
-    "## Paper orderings (fixed before the grid ran; Wilson 95% intervals of the pooled episodes / probe images)",
+    "## Paper orderings (fixed before the grid ran; Wilson 95% intervals of the pooled episodes / probe images,"
+    " every row weighing equally)",
     "",
     "| Claim | higher side | lower side | verdict |",
     "|---|---|---|---|",
