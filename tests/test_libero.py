@@ -10,6 +10,7 @@ import json
 import math
 import os
 import stat
+import types
 
 import numpy as np
 import pytest
@@ -341,6 +342,33 @@ def test_recordings_files_resume_and_summary(tmp_path):
   assert summary["seconds_per_episode"] is None and summary["min_distance_to_fixed_m"] is None  # not recorded
   entry = summary["tasks"][tasks[3]]
   assert entry["failed"] == [8] and entry["mean_steps"] == 4.0 and entry["wilson95"] == intervals.wilson_interval(1, 2)
+
+
+def test_recorder_run_counts_resumed_and_new_episodes(tmp_path, monkeypatch):
+  """run() with the simulator and lerobot stubbed: one episode already on disk, two recorded (one fails); the
+  progress lines count both kinds without re-reading the files, and the summary agrees."""
+  from genvla_jax.data import libero_record as rec
+
+  tasks = libero.suite_tasks("object")
+  rng = np.random.default_rng(1)
+  frames = lambda: rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)  # noqa: E731
+  make = lambda task, ep, ok: rec.Recording(  # noqa: E731
+    task, ep, "x", ok, frames(), frames(), np.zeros((3, 8), np.float32), np.zeros((3, 7), np.float32), ["lift"] * 3,
+    nearest_fixed={"state": ep, "max_object_m": 0.0},
+  )  # fmt: skip
+  episodes = tmp_path / "episodes"
+  episodes.mkdir()
+  rec.save_recording(make(tasks[0], 0, True), str(episodes))  # recorded by an earlier run
+  monkeypatch.setattr(rec, "lerobot_python", lambda python="": "python")
+  monkeypatch.setattr(rec, "make_env", lambda size: types.SimpleNamespace(close=lambda: None))
+  monkeypatch.setattr(rec, "record_episodes", lambda envs, todo, scene: (make(t, e, t == tasks[1]) for t, e in todo))
+  monkeypatch.setattr(rec, "write_lerobot", lambda files, root, python, repo: os.makedirs(root, exist_ok=True))
+  printed = []
+  summary = rec.run("object", 1, str(tmp_path), printer=lambda line, **kw: printed.append(line), tasks=[0, 1, 2])
+  progress = [line.split(" | ") for line in printed if " episodes | t0" in line]
+  assert [p[0] for p in progress] == ["[record] 2/3 episodes", "[record] 3/3 episodes"]
+  assert [p[2] for p in progress] == ["success 2/2", "success 2/3"]  # task 1 solved, task 2 failed
+  assert (summary["episodes"], summary["successes"]) == (3, 2)
 
 
 # ----- the wire and the worker's failures -------------------------------------------------------------------------

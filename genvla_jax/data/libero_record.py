@@ -344,20 +344,21 @@ def run(
   )
   started, done = time.perf_counter(), 0
   if todo:
+    so_far = summarize(episodes_dir, jobs, scenes)  # the progress line's counts, kept up to date below
+    recorded, solved = so_far["episodes"], so_far["successes"]
     envs = [make_env(image_size) for _ in range(min(num_envs, len(todo)))]
     try:
       for recording in record_episodes(envs, todo, scene=scenes):
         save_recording(recording, episodes_dir)
-        done += 1
-        s = summarize(episodes_dir, jobs, scenes)
+        done, recorded, solved = done + 1, recorded + 1, solved + int(recording.success)
         elapsed = time.perf_counter() - started
         stem = episode_stem(recording.task, recording.episode, scenes)
         printer(
-          f"[record] {s['episodes']}/{len(jobs)} episodes | {stem} (seed {recording.sim_seed}) "
+          f"[record] {recorded}/{len(jobs)} episodes | {stem} (seed {recording.sim_seed}) "
           f"{'ok' if recording.success else 'FAILED'} in {len(recording.actions)} steps, {recording.seconds:.0f}s, "
           f"{recording.nearest_fixed['max_object_m'] * 1000:.1f} mm from fixed state "
           f"{recording.nearest_fixed['state']} | success "
-          f"{s['successes']}/{s['episodes']} | {elapsed:.0f}s, ETA {elapsed / done * (len(todo) - done):.0f}s",
+          f"{solved}/{recorded} | {elapsed:.0f}s, ETA {elapsed / done * (len(todo) - done):.0f}s",
           flush=True,
         )
     finally:
