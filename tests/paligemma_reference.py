@@ -89,16 +89,26 @@ def inputs(batch: int = 2, text_len: int = 10, seed: int = 0):
   return images, tokens, prefix_len
 
 
-def _hf_inputs(images, tokens):
-  ids = np.concatenate([np.full((tokens.shape[0], NUM_IMAGE_TOKENS), VOCAB - 1), tokens], 1)
+def num_image_tokens(model) -> int:
+  """Image tokens a PaliGemmaForConditionalGeneration puts before the text: (image size / patch size)^2."""
+  vision = model.config.vision_config
+  return (vision.image_size // vision.patch_size) ** 2
+
+
+def _hf_inputs(model, images, tokens):
+  n = num_image_tokens(model)
+  ids = np.concatenate([np.full((tokens.shape[0], n), model.config.image_token_index), tokens], 1)
   return torch.tensor(ids), torch.tensor(images.transpose(0, 3, 1, 2))
 
 
 def logits(model, images, tokens, prefix_len) -> np.ndarray:
-  """Reference logits [B,T,V] at the text positions; token_type_ids 0 = prefix, 1 = suffix."""
-  ids, pixels = _hf_inputs(images, tokens)
+  """Reference logits [B,T,V] at the text positions of any PaliGemmaForConditionalGeneration (this module's
+  tiny ones, or an export loaded by transformers); images [B,H,W,3] in [-1,1]; token_type_ids 0 = prefix,
+  1 = suffix (prefix_len = T: all prefix, as a prompt is)."""
+  ids, pixels = _hf_inputs(model, images, tokens)
+  n = num_image_tokens(model)
   suffix = np.arange(tokens.shape[1])[None] >= prefix_len[:, None]
-  token_type = np.concatenate([np.zeros((tokens.shape[0], NUM_IMAGE_TOKENS), int), suffix], 1)
+  token_type = np.concatenate([np.zeros((tokens.shape[0], n), int), suffix], 1)
   with torch.no_grad():
     out = model(
       input_ids=ids,
@@ -106,12 +116,12 @@ def logits(model, images, tokens, prefix_len) -> np.ndarray:
       token_type_ids=torch.tensor(token_type),
       attention_mask=torch.ones(ids.shape, dtype=torch.long),
     )
-  return out.logits.numpy()[:, NUM_IMAGE_TOKENS:]
+  return out.logits.numpy()[:, n:]
 
 
 def greedy(model, image, prompt, max_new_tokens: int) -> list[int]:
   """One row: greedy continuation of `prompt` (the whole prompt is prefix), up to and with EOS."""
-  ids, pixels = _hf_inputs(image[None], np.asarray(prompt)[None])
+  ids, pixels = _hf_inputs(model, image[None], np.asarray(prompt)[None])
   with torch.no_grad():
     out = model.generate(
       input_ids=ids,

@@ -417,8 +417,8 @@ def test_merged_export_gives_the_unmerged_models_logits(tmp_path, setup):
   float32 tolerance of the reductions involved; the base model without the adapters is farther off than that."""
   import dataclasses
 
+  import paligemma_reference
   import tolerances
-  import torch
   import transformers
 
   from genvla_jax import train
@@ -448,22 +448,8 @@ def test_merged_export_gives_the_unmerged_models_logits(tmp_path, setup):
   base = logits_tool.compute_logits(model, lora_lib.split(params)[0], images, tokens, prefix_len)
 
   hf_model = transformers.PaliGemmaForConditionalGeneration.from_pretrained(str(out)).eval()
-  input_ids = np.concatenate([np.full((2, n), hf_model.config.image_token_index), tokens], 1)
-  with torch.no_grad():
-    theirs = hf_model(
-      input_ids=torch.tensor(input_ids),
-      pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)),
-      token_type_ids=torch.zeros(input_ids.shape, dtype=torch.long),
-      attention_mask=torch.ones(input_ids.shape, dtype=torch.long),
-    ).logits.numpy()[:, n:]
-  terms = (
-    m.img.patch_size**2 * 3
-    + tolerances.transformer_terms(m.img, n)
-    + m.img.width
-    + tolerances.transformer_terms(m.llm, n + tokens.shape[1])
-    + m.llm.width
-  )
-  _, atol = tolerances.float_tol(np.float32, terms, scale=np.abs(ours).max())
+  theirs = paligemma_reference.logits(hf_model, images, tokens, prefix_len)
+  atol = tolerances.paligemma_logits_atol(m, n, tokens.shape[1], scale=np.abs(ours).max())
   np.testing.assert_allclose(theirs, ours, rtol=0, atol=atol)
   assert np.abs(theirs - base).max() > 10 * atol  # the export carries the adapters
 

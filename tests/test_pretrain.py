@@ -5,7 +5,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 import transformers
 
 from genvla_jax import train
@@ -15,6 +14,7 @@ from genvla_jax.models import build
 from genvla_jax.pretrained import api
 from genvla_jax.tokenizers import text
 from genvla_jax.tools import export_hf, logits as logits_tool
+import paligemma_reference
 import tolerances
 
 
@@ -63,24 +63,8 @@ def test_export_loads_in_transformers_with_the_same_logits_and_tokens(pretrained
   ours = logits_tool.compute_logits(model, policy.params, images, tokens, prefix_len)
 
   hf_model = transformers.PaliGemmaForConditionalGeneration.from_pretrained(str(out)).eval()
-  image_id = hf_model.config.image_token_index
-  input_ids = np.concatenate([np.full((2, n), image_id), tokens], 1)
-  with torch.no_grad():
-    theirs = hf_model(
-      input_ids=torch.tensor(input_ids),
-      pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)),
-      token_type_ids=torch.zeros(input_ids.shape, dtype=torch.long),
-      attention_mask=torch.ones(input_ids.shape, dtype=torch.long),
-    ).logits.numpy()[:, n:]
-  m = config.model
-  terms = (
-    m.img.patch_size**2 * 3
-    + tolerances.transformer_terms(m.img, n)
-    + m.img.width
-    + tolerances.transformer_terms(m.llm, n + length)
-    + m.llm.width
-  )
-  _, atol = tolerances.float_tol(np.float32, terms, scale=np.abs(ours).max())
+  theirs = paligemma_reference.logits(hf_model, images, tokens, prefix_len)
+  atol = tolerances.paligemma_logits_atol(config.model, n, length, scale=np.abs(ours).max())
   real = tokens != tok.pad_id  # padded positions attend differently (HF masks nothing here)
   np.testing.assert_allclose(theirs[real], ours[real], rtol=0, atol=atol)
 

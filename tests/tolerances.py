@@ -41,6 +41,21 @@ def transformer_terms(config: dict, seq_len: int) -> int:
   return config["depth"] * (3 * config["width"] + head_dim + seq_len + config["mlp_dim"])
 
 
+def paligemma_logits_atol(model_config, num_image_tokens: int, text_len: int, scale: float) -> float:
+  """atol for a PaliGemma's text logits computed twice (ours vs transformers', float32): the reductions of the
+  patch embedding, the tower, its projection, the decoder and the head over `num_image_tokens` + `text_len`
+  positions; `scale`: max |logit|."""
+  m = model_config
+  terms = (
+    m.img.patch_size**2 * 3
+    + transformer_terms(m.img, num_image_tokens)
+    + m.img.width
+    + transformer_terms(m.llm, num_image_tokens + text_len)
+    + m.llm.width
+  )
+  return float_tol(np.float32, terms, scale=scale)[1]
+
+
 def tree_max_abs(tree) -> float:
   return max(float(np.abs(np.asarray(x, np.float64)).max(initial=0.0)) for x in jax.tree.leaves(tree))
 
