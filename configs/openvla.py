@@ -20,8 +20,6 @@ def get_config(arg=None, default_ablation: str = ""):
     arg, variants=("full", "demo"), ablation=default_ablation, dual="split", mixture="paper", robot_dir=""
   )
   c = config_lib.base_config(backbone=None)  # every field's default (genvla_jax/config_schema.py)
-  # paper: fractal (RT-1) + bridge; a mixture of several cameras also sets data.cameras and model.num_cameras
-  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   # Prismatic: DINOv2 + SigLIP read at their penultimate blocks, fused per patch
   if opts.variant == "demo":  # the tiny model on the embedded demo data: trains on a 2-core CPU in minutes
     c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use
@@ -50,6 +48,9 @@ def get_config(arg=None, default_ablation: str = ""):
   c.tokenizer.bins_layout = "openvla"  # OpenVLA's bin edges and id order (ablation rows with bins)
   c.data.prompt = "In: What action should the robot take to {instruction}?\nOut:"
   c.tokenizer.prompt_separator = " "
+  # after the variant's own data: paper = fractal (RT-1) + bridge (full); a mixture of several cameras also sets
+  # data.cameras and model.num_cameras; `demo,mixture=libero,robot_dir=OUT`: the tiny model on a LeRobot conversion
+  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   c.update_from_flattened_dict(config_lib.ablation(opts.ablation))  # none by default: OpenVLA
   c.lock()
   return c

@@ -32,8 +32,6 @@ def get_config(arg=None):
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
-  # paper: fractal (RT-1) + bridge; a mixture of several cameras also sets data.cameras and model.num_cameras
-  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   if opts.variant == "demo":
     c.data.demo_dir = config_lib.DEMO_DIR  # generated there on first use
     c.update_from_flattened_dict(config_lib.demo_data(c.data.get_ref("demo_dir")))
@@ -71,6 +69,9 @@ def get_config(arg=None):
   if opts.vlm != "none":  # start from the project's pretrained VLM (or its architecture from scratch)
     c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
     c.update_from_flattened_dict(config_lib.vlm_start(opts.vlm, opts.variant, c.data.get_ref("corpus_dir")))
+  # after the variant's own data: paper = fractal (RT-1) + bridge (full); a mixture of several cameras also sets
+  # data.cameras and model.num_cameras; `demo,mixture=libero,robot_dir=OUT`: the tiny model on a LeRobot conversion
+  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   # π0: one image tower, continuous action chunks from the flow-matching action expert (Gemma 300M; tiny:
   # width 64), a state token; robot data only, with instruction augmentation (MetaWorld: no paraphrases)
   expert = action_expert.VARIANTS["gemma_300m" if opts.variant == "full" else "tiny"]

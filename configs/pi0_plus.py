@@ -15,7 +15,8 @@ switches D, S, C
 (e.g. `demo,ablation=DS` = no co-training; `ablation=` = none of the three); option
 `backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
 option `mixture=paper|bridge|fractal|droid|libero|droid_lerobot` picks the robot datasets (data/registry.py
-MIXTURES; full only): `droid` is DROID 1.0.1 as published in RLDS (data.rlds_root/droid/1.0.1) with its three
+MIXTURES; full, and `demo` with a converted LeRobot mixture: the tiny model on it, two cameras at 64 px, e.g.
+`demo,mixture=libero,robot_dir=OUT,ablation=DS` for LIBERO on a CPU): `droid` is DROID 1.0.1 as published in RLDS (data.rlds_root/droid/1.0.1) with its three
 cameras (exterior_image_1_left, exterior_image_2_left, wrist_image_left: data.cameras, model.num_cameras=3, so
 3 x 256 image tokens at 224 px); `libero` (agent view + wrist camera) and `droid_lerobot` (DROID's LeRobot release,
 joint-position actions) are LeRobot datasets you convert first, then give the conversion's directory as
@@ -55,8 +56,6 @@ def get_config(arg=None):
   )
   # every field's default (genvla_jax/config_schema.py) + SigLIP So400m/14 and Gemma (2) 2B at 224/448 px
   c = config_lib.base_config(opts.backbone)
-  # paper: fractal (RT-1) + bridge; a mixture of several cameras also sets data.cameras and model.num_cameras
-  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   roots = {name: opts[name] for name in config_lib.vl_corpus_options()}
   if any(roots.values()) and opts.variant != "full":
     raise ValueError(f"the VL corpus options ({', '.join(roots)}) are for the full variant, not {opts.variant!r}")
@@ -96,6 +95,9 @@ def get_config(arg=None):
     c.data.corpus_dir = config_lib.CORPUS_DIR  # made there on first use (data/vl_corpus.py)
   vlm = config_lib.vlm_start(opts.vlm, opts.variant, c.data.get_ref("corpus_dir"), opts.robot_view)
   c.update_from_flattened_dict(vlm)
+  # after the variant's own data: paper = fractal (RT-1) + bridge (full); a mixture of several cameras also sets
+  # data.cameras and model.num_cameras; `demo,mixture=libero,robot_dir=OUT`: the tiny model on a LeRobot conversion
+  c.update_from_flattened_dict(config_lib.robot_mixture(opts.mixture, opts.robot_dir, opts.variant))
   c.update_from_flattened_dict(config_lib.ablation(opts.ablation))  # D, S, C: all three by default
   c.lock()
   return c

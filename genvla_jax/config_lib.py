@@ -222,23 +222,40 @@ def demo_data(root) -> dict:
   }
 
 
+DEFAULT_MIXTURE = "paper"  # the configs' `mixture=` default: fractal (RT-1) + bridge
+# the tiny `demo` variant on a converted LeRobot dataset (`demo,mixture=libero,robot_dir=OUT`): its frames at
+# 64 px (the demo's own are 32), room for its longer instructions (LIBERO's ~53 tokens of the demo's tokenizer
+# + 7 action values as text ~50)
+TINY_LEROBOT = {"model.image_size": 64, "tokenizer.max_text_len": 128}
+
+
 def robot_mixture(name: str, robot_dir: str = "", variant: str = "full") -> dict:
   """The config options `mixture=NAME` (+ `robot_dir=OUT`) -> {config field: value}: data.robot = the mixture's
   entries (data/registry.py MIXTURES; a LeRobot dataset's entry reads `robot_dir`, a finished convert_lerobot
   --out) and, for a mixture whose examples carry several cameras (registry.MIXTURE_CAMERAS: droid's three,
   libero's two), data.cameras = those cameras in order and model.num_cameras = their count. Mixtures of one
-  camera (paper, bridge, fractal) set data.robot alone. Several cameras are for the `full` variant (the tiny
-  variants bring their own one-camera data): ValueError otherwise."""
+  camera (paper, bridge, fractal) set data.robot alone. Applied after a variant's own data (configs/*.py).
+  The tiny variants bring their own data: {} for the default mixture; the `demo` variant alone also takes a
+  converted LeRobot mixture (+ TINY_LEROBOT: the tiny model on a user's LeRobot data, e.g. LIBERO on a CPU);
+  ValueError for anything else."""
   from genvla_jax.data import registry
 
+  lerobot = any(e["path"] == registry.ROBOT_DIR for e in registry.MIXTURES.get(name, []))
+  if variant != "full":
+    if name == DEFAULT_MIXTURE and not robot_dir:
+      return {}
+    if variant != "demo" or not lerobot:
+      converted = sorted(m for m, es in registry.MIXTURES.items() if any(e["path"] == registry.ROBOT_DIR for e in es))
+      raise ValueError(
+        f"mixture={name} is for the full variant, not {variant!r} (the tiny demo variant takes a converted LeRobot "
+        f"mixture: {', '.join(converted)}, with robot_dir=OUT)"
+      )
   fragment = {"data.robot": registry.mixture(name, robot_dir)}
   cameras = registry.mixture_cameras(name)
   if cameras:
-    if variant != "full":
-      raise ValueError(
-        f"mixture={name} ({len(cameras)} cameras: {', '.join(cameras)}) is for the full variant, not {variant!r}"
-      )
     fragment.update({"data.cameras": cameras, "model.num_cameras": len(cameras)})
+  if variant == "demo":
+    fragment.update(TINY_LEROBOT)
   return fragment
 
 

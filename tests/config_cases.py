@@ -49,6 +49,7 @@ CASES = (
   + [(f, "tabletop,vlm=pretrained,cameras=image+wrist_image") for f in ("pi0_plus", "pi0_baseline")]
   + [(f, f"full,mixture={m}") for f in ("pi0_plus", "pi0_baseline", "openvla") for m in _CAMERA_MIXTURES]
   + [("openvla_plus", "full,mixture=droid")]
+  + [(f, "demo,mixture=libero,robot_dir=/data/libero_converted") for f in ("pi0_plus", "pi0_baseline", "openvla")]
   + [("demo_tabletop", v) for v in ("", "ablation=DS")]
 )
 

@@ -93,7 +93,10 @@ def test_data_paths_follow_their_root(config_file, arg, root, derived):
     ("demo,colour=red", "unknown config option"),
     ("full,mixture=libero", r"reads a LeRobot dataset converted first: give .* robot_dir=OUT .*--dataset=libero"),
     ("full,mixture=bridge,robot_dir=/out", "robot_dir=/out is for the mixtures of converted LeRobot datasets"),
-    ("demo,mixture=droid", r"mixture=droid \(3 cameras: .*\) is for the full variant, not 'demo'"),
+    ("demo,mixture=droid", r"mixture=droid is for the full variant, not 'demo' \(.*: droid_lerobot, libero, with"),
+    ("demo,mixture=bridge", r"mixture=bridge is for the full variant, not 'demo'"),
+    ("tabletop,mixture=libero,robot_dir=/out", r"mixture=libero is for the full variant, not 'tabletop'"),
+    ("demo,mixture=libero", r"reads a LeRobot dataset converted first: give .* robot_dir=OUT"),
   ],
 )
 def test_bad_config_arguments(arg, message):
@@ -123,6 +126,22 @@ def test_mixtures_of_several_cameras_set_the_cameras_and_their_count(config_file
     one = get_config(f"full,mixture={name}")
     assert (list(one.data.cameras), one.model.num_cameras) == ([], 1) and registry.mixture_cameras(name) == []
   assert set(registry.MIXTURE_CAMERAS) == set(registry.MIXTURES)
+
+
+@pytest.mark.parametrize("config_file", ["pi0_plus", "pi0_baseline", "openvla"])
+def test_the_tiny_demo_on_a_converted_lerobot_dataset(config_file):
+  """`demo,mixture=libero,robot_dir=OUT`: the tiny demo model, its tokenizer and VL data, with the conversion's robot
+  data and its two cameras at 64 px (the README's LIBERO-on-a-CPU command); the rest is the plain demo's."""
+  get_config = importlib.import_module(f"configs.{config_file}").get_config
+  plain, libero = get_config("demo"), get_config("demo,mixture=libero,robot_dir=/data/lo_steps")
+  assert libero.data.robot == [dict(name="libero", path="/data/lo_steps", split="train", weight=1.0)]
+  assert list(libero.data.cameras) == ["image", "wrist_image"] and libero.model.num_cameras == 2
+  assert (libero.model.image_size, libero.tokenizer.max_text_len) == (64, 128)
+  assert (plain.model.image_size, plain.tokenizer.max_text_len) == (32, 40)
+  changed = {"data.robot", "data.cameras", "model.num_cameras", "model.image_size", "tokenizer.max_text_len"}
+  for part in ("data", "model", "tokenizer", "optimizer", "train"):
+    a, b = plain.to_dict()[part], libero.to_dict()[part]
+    assert {f"{part}.{k}" for k in a if a[k] != b[k]} <= changed, part
 
 
 def test_unknown_key_is_an_error():
