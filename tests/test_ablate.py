@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TABLETOP_RECORD
+from genvla_jax import cli
 from genvla_jax.tools import ablate
 
 
@@ -101,6 +102,12 @@ def test_runner_trains_evaluates_and_writes_table_two(recorded, cache_dir, tmp_p
   assert "| no D/S/C (bins) |" in table and "| π0 w/ Inst. Aug. |" in table
   assert "## Paper orderings" in table and "not run (DSC@pretrained)" in table  # rows without a start: not judged
   assert os.path.getsize(workdir / "ablation.png") > 1000
+  # --report_only: the same report from ablation.json alone (no training), the plot too
+  os.remove(workdir / "ablation.md"), os.remove(workdir / "ablation.png")
+  assert ablate.report_only(str(workdir)) == table == open(workdir / "ablation.md").read()
+  assert os.path.getsize(workdir / "ablation.png") > 1000
+  with pytest.raises(cli.UserError, match="no .*ablation.json"):
+    ablate.report_only(str(tmp_path / "empty"))
   # a rerun trains and evaluates nothing: every row is reused
   stamps = {
     p: os.path.getmtime(workdir / p)

@@ -30,7 +30,8 @@ data's val split against the mean action, last logged
 answer-token accuracy (token rows) or flow MSE (π0), VQA on the VL set held out next to the training VL
 set (`heldout.json` of a generated corpus, else `val.json`, when there is one) answered by unconstrained
 greedy decoding (exact match; per question family and pointing distance for a corpus), and the closed-loop
-evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json.
+evaluation (eval/harness.py). Results: WORKDIR/ablation.md and WORKDIR/ablation.json; `--report_only` rewrites
+them (and the plot) from ablation.json with this checkout's report code, training nothing.
 """
 
 import importlib.util
@@ -39,6 +40,7 @@ import os
 import time
 
 from absl import flags, logging
+import ml_collections
 import numpy as np
 
 from genvla_jax import cli, config_files, config_lib, predict, train
@@ -419,10 +421,27 @@ def write(results: dict, workdir: str, variant: str, eval_config=None):
 FLAGS = flags.FLAGS
 
 
+def report_only(workdir: str) -> str:
+  """Rewrites WORKDIR/ablation.md / .png / .json from WORKDIR/ablation.json with this checkout's report code
+  (a grid runs from a worktree at a fixed commit; its tables and orderings are re-read by later code). -> the
+  Markdown."""
+  path = os.path.join(os.path.expanduser(workdir), "ablation.json")
+  if not os.path.exists(path):
+    raise cli.UserError(f"--report_only: no {path} (a grid writes it after its first finished row)")
+  with open(path) as f:
+    saved = json.load(f)
+  eval_config = None if saved["eval_config"] is None else ml_collections.ConfigDict(saved["eval_config"])
+  write(saved["rows"], os.path.dirname(path), saved["variant"], eval_config)
+  return markdown(saved["rows"], saved["variant"], eval_config)
+
+
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  if FLAGS.report_only:
+    print(report_only(FLAGS.workdir))
+    return
   rows = [r for r in FLAGS.rows.split(",") if r]
   for r in rows:  # fail before training anything
     row_config(r, FLAGS.variant, FLAGS.vlm)
@@ -466,4 +485,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("vqa_limit", 200, "held-out VL questions for the VQA accuracy")
   flags.DEFINE_enum("vlm", "none", list(config_lib.VLM_STARTS), "start of rows without @start (vlm= option)")
   flags.DEFINE_multi_string("row_episodes", [], "ROW=N closed-loop episodes per task and protocol of a row")
+  flags.DEFINE_bool("report_only", False, "rewrite WORKDIR's report from its ablation.json (no training)")
   cli.run(main)
