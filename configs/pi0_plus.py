@@ -16,11 +16,11 @@ switches D, S, C
 `backbone=paligemma_224|paligemma_448|paligemma2_224|paligemma2_448` picks the full-size PaliGemma;
 option `mixture=paper|bridge|fractal|droid|libero|droid_lerobot` picks the robot datasets (data/registry.py
 MIXTURES; full, and `demo` with a converted LeRobot mixture: the tiny model on it, two cameras at 64 px, e.g.
-`demo,mixture=libero,robot_dir=OUT,ablation=DS` for LIBERO on a CPU): `droid` is DROID 1.0.1 as published in RLDS (data.rlds_root/droid/1.0.1) with its three
-cameras (exterior_image_1_left, exterior_image_2_left, wrist_image_left: data.cameras, model.num_cameras=3, so
-3 x 256 image tokens at 224 px); `libero` (agent view + wrist camera) and `droid_lerobot` (DROID's LeRobot release,
-joint-position actions) are LeRobot datasets you convert first, then give the conversion's directory as
-`robot_dir=OUT`:
+`demo,mixture=libero,robot_dir=OUT,ablation=DS` for LIBERO on a CPU): `droid` is DROID 1.0.1 as published in
+RLDS (data.rlds_root/droid/1.0.1) with its three cameras (exterior_image_1_left, exterior_image_2_left,
+wrist_image_left: data.cameras, model.num_cameras=3, so 3 x 256 image tokens at 224 px); `libero` (agent view
++ wrist camera) and `droid_lerobot` (DROID's LeRobot release, joint-position actions) are LeRobot datasets you
+convert first, then give the conversion's directory as `robot_dir=OUT`:
   python -m genvla_jax.data.convert_lerobot --dataset=libero --root=LIBERO_LEROBOT_DIR --out=OUT
   python -m genvla_jax.train --config=configs/pi0_plus.py:full,mixture=libero,robot_dir=OUT ...
 (a mixture's cameras: data/registry.py MIXTURE_CAMERAS, applied by config_lib.robot_mixture);
