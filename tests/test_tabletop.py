@@ -300,6 +300,13 @@ def test_wrist_camera_observation_recording_and_evaluation(tmp_path):
     cameras=("image", "wrist_image"),
   )
   assert json.load(open(out / "DONE.json"))["settings"]["cameras"] == ["image", "wrist_image"]
+  # the same directory asked for other settings: refused, naming each difference
+  with pytest.raises(
+    ValueError,
+    match=r"other settings: cameras \['image', 'wrist_image'\] \(asked None\); "
+    r"image_size 32 \(asked 64\); use another directory",
+  ):
+    sim_record.ensure(str(out), "tabletop", train_episodes=1, val_episodes=2, vl_train=2, vl_val=1, image_size=64)
   episodes = list(rlds.RLDSDataset(str(out / "rlds" / "tabletop_wrist" / "1.0.0"), "val"))
   assert len(episodes) == 2
   try:  # the recorded frames of both cameras are what the env renders when the actions are replayed

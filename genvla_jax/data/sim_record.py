@@ -232,10 +232,13 @@ def ensure(
   done = os.path.join(out_dir, "DONE.json")
   if os.path.exists(done):
     with open(done) as f:
-      if json.load(f)["settings"] == settings:
-        _write_paraphrases(env, out_dir)
-        return out_dir
-    raise ValueError(f"{out_dir} holds a recording with other settings; use another directory")
+      recorded = json.load(f)["settings"]
+    if recorded == settings:
+      _write_paraphrases(env, out_dir)
+      return out_dir
+    keys = sorted(set(recorded) | set(settings))
+    diffs = [f"{k} {recorded.get(k)!r} (asked {settings.get(k)!r})" for k in keys if recorded.get(k) != settings.get(k)]
+    raise ValueError(f"{out_dir} holds a recording with other settings: {'; '.join(diffs)}; use another directory")
   os.makedirs(out_dir, exist_ok=True)
   print(f"recording {env} expert demonstrations in {out_dir} ({train_episodes} + {val_episodes} episodes)", flush=True)
   failures = []
