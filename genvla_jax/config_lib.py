@@ -240,15 +240,14 @@ def robot_mixture(name: str, robot_dir: str = "", variant: str = "full") -> dict
   ValueError for anything else."""
   from genvla_jax.data import registry
 
-  lerobot = any(e["path"] == registry.ROBOT_DIR for e in registry.MIXTURES.get(name, []))
   if variant != "full":
     if name == DEFAULT_MIXTURE and not robot_dir:
       return {}
-    if variant != "demo" or not lerobot:
-      converted = sorted(m for m, es in registry.MIXTURES.items() if any(e["path"] == registry.ROBOT_DIR for e in es))
+    lerobot = registry.lerobot_mixtures()
+    if variant != "demo" or name not in lerobot:
       raise ValueError(
         f"mixture={name} is for the full variant, not {variant!r} (the tiny demo variant takes a converted LeRobot "
-        f"mixture: {', '.join(converted)}, with robot_dir=OUT)"
+        f"mixture: {', '.join(lerobot)}, with robot_dir=OUT)"
       )
   fragment = {"data.robot": registry.mixture(name, robot_dir)}
   cameras = registry.mixture_cameras(name)

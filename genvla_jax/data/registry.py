@@ -358,6 +358,11 @@ MIXTURE_CAMERAS = {
 }
 
 
+def lerobot_mixtures() -> list[str]:
+  """The mixtures that read a converted LeRobot dataset (an entry whose path is ROBOT_DIR), sorted."""
+  return sorted(m for m, entries in MIXTURES.items() if any(e["path"] == ROBOT_DIR for e in entries))
+
+
 def mixture(name: str, robot_dir: str = "") -> list[dict]:
   """The data.robot entries of mixture `name` (copies). An entry whose path is ROBOT_DIR gets `robot_dir` (a
   finished convert_lerobot --out, made absolute); ValueError when such a mixture is not given one, or one is
@@ -372,9 +377,8 @@ def mixture(name: str, robot_dir: str = "") -> list[dict]:
       f"(python -m genvla_jax.data.convert_lerobot --dataset={converted[0]['name']} --root=DIR --out=OUT)"
     )
   if robot_dir and not converted:
-    mixtures = sorted(m for m, es in MIXTURES.items() if any(e["path"] == ROBOT_DIR for e in es))
     raise ValueError(
-      f"robot_dir={robot_dir} is for the mixtures of converted LeRobot datasets ({', '.join(mixtures)}); "
+      f"robot_dir={robot_dir} is for the mixtures of converted LeRobot datasets ({', '.join(lerobot_mixtures())}); "
       f"mixture={name} reads its datasets under data.rlds_root"
     )
   for entry in converted:
